@@ -1,0 +1,5 @@
+import sys
+
+from evstation.runtime.cli import main
+
+sys.exit(main())
