@@ -21,7 +21,9 @@ class ErrorKind(enum.Enum):
     SECURITY = "SecurityError"
     FORMAT = "FormatViolation"
     PROPERTY_CONSTRAINT = "PropertyConstraintViolation"
-    OCCURRENCE_CONSTRAINT = "OccurrenceConstraintViolation"
+    # Spelled with one "r" on the wire in both 1.6 (errata 5.1, "will not be fixed") and 2.0.1;
+    # only OCPP 2.1 corrects it. Peers match the string exactly.
+    OCCURRENCE_CONSTRAINT = "OccurenceConstraintViolation"
     TYPE_CONSTRAINT = "TypeConstraintViolation"
     GENERIC = "GenericError"
     # 2.0.1 only
@@ -45,7 +47,7 @@ V16_CODES: frozenset[str] = frozenset(
         "SecurityError",
         "FormationViolation",
         "PropertyConstraintViolation",
-        "OccurrenceConstraintViolation",
+        "OccurenceConstraintViolation",
         "TypeConstraintViolation",
         "GenericError",
     }

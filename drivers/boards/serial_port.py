@@ -1,0 +1,91 @@
+"""One serial port at the hardware boundary: a pyserial reader thread feeding a Trio channel, locked writes.
+
+The only place in the board drivers that makes threads. It never parses bytes and never abandons a
+thread that owns the port: the reader polls for cancellation every read timeout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import serial
+import trio
+
+DEFAULT_READ_TIMEOUT_S = 0.1
+DEFAULT_WRITE_TIMEOUT_S = 1.0
+_MAX_READ_CHUNK = 4096
+
+
+class SerialPortError(Exception):
+    """The port could not be opened, or failed while open (unplugged adapter, pty master gone)."""
+
+
+class SerialPort:
+    """An open port. Create with `open_serial_port`; run `read_into` in exactly one task."""
+
+    def __init__(self, port: serial.Serial) -> None:
+        self._serial = port
+        self._write_lock = trio.Lock()
+
+    @property
+    def path(self) -> str:
+        return str(self._serial.port)
+
+    async def read_into(self, send: trio.MemorySendChannel[bytes]) -> None:
+        """Forward received chunks until cancelled; raises `SerialPortError` when the port fails."""
+        async with send:
+            await trio.to_thread.run_sync(self._read_loop, send)
+
+    def _read_loop(self, send: trio.MemorySendChannel[bytes]) -> None:
+        while True:
+            # The read below blocks at most one read timeout, so cancellation is seen that quickly.
+            trio.from_thread.check_cancelled()
+            try:
+                waiting = self._serial.in_waiting
+                data = self._serial.read(min(max(waiting, 1), _MAX_READ_CHUNK))
+            except (serial.SerialException, OSError) as exc:
+                raise SerialPortError(f"{self.path}: read failed: {exc}") from exc
+            if data:
+                trio.from_thread.run(send.send, data)
+
+    async def write(self, data: bytes) -> None:
+        """Write all of `data`; concurrent writers are serialised so frames never interleave."""
+        async with self._write_lock:
+            try:
+                await trio.to_thread.run_sync(self._write_all, data)
+            except (serial.SerialException, OSError) as exc:
+                raise SerialPortError(f"{self.path}: write failed: {exc}") from exc
+
+    def _write_all(self, data: bytes) -> None:
+        self._serial.write(data)
+        self._serial.flush()
+
+
+@asynccontextmanager
+async def open_serial_port(
+    path: str,
+    baudrate: int,
+    *,
+    read_timeout: float = DEFAULT_READ_TIMEOUT_S,
+    write_timeout: float = DEFAULT_WRITE_TIMEOUT_S,
+) -> AsyncIterator[SerialPort]:
+    """Open `path` 8N1 (e.g. /dev/ttyUSB0, /dev/serial0, or a pty slave) and close it on exit."""
+
+    def _open() -> serial.Serial:
+        return serial.Serial(
+            path,
+            baudrate,
+            timeout=read_timeout,
+            write_timeout=write_timeout,
+            exclusive=True,  # a second process on the same UART would corrupt both streams
+        )
+
+    try:
+        raw = await trio.to_thread.run_sync(_open)
+    except (serial.SerialException, OSError, ValueError) as exc:
+        raise SerialPortError(f"{path}: cannot open: {exc}") from exc
+    try:
+        yield SerialPort(raw)
+    finally:
+        raw.close()

@@ -1,0 +1,294 @@
+"""An OpenEVSE board speaking RAPI on a pseudo-terminal, with its own J1772 state machine and a `SimEv`.
+
+For tests, the HIL rig and a simulated station. It emulates the board's observable behaviour only; it
+must never be imported by production drivers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, NoReturn
+
+import trio
+
+from evstation.drivers.api import PilotState
+from evstation.drivers.boards.rapi_codec import (
+    LineSplitter,
+    RapiFormatError,
+    RapiLine,
+    encode_line,
+    parse_line,
+    xor_checksum,
+)
+from evstation.drivers.pilot import amps_to_duty
+from evstation.drivers.sim.ev import SimEv
+from evstation.drivers.sim.pty_port import open_pty_master
+
+_PILOT_CODE = {PilotState.A: 0x01, PilotState.B: 0x02, PilotState.C: 0x03, PilotState.D: 0x04}
+_MIN_AMPS = 6
+VFLAG_GFI_TRIPPED = 0x0080
+VFLAG_RELAY_CLOSED = 0x0040
+VFLAG_EV_CONNECTED = 0x0100
+
+
+class Mode(enum.Enum):
+    ENABLED = "enabled"
+    SLEEPING = "sleeping"
+    DISABLED = "disabled"
+
+
+@dataclasses.dataclass
+class RapiFaults:
+    """Injected faults, highest priority first; each forces its EVSE fault state and opens the relay."""
+
+    diode_check_failed: bool = False  # 05
+    gfci_tripped: bool = False  # 06
+    no_ground: bool = False  # 07
+    stuck_relay: bool = False  # 08
+    gfi_selftest_failed: bool = False  # 09
+    over_temperature: bool = False  # 0A
+    over_current: bool = False  # 0B
+
+    def state(self) -> int | None:
+        codes = (
+            (self.diode_check_failed, 0x05),
+            (self.gfci_tripped, 0x06),
+            (self.no_ground, 0x07),
+            (self.stuck_relay, 0x08),
+            (self.gfi_selftest_failed, 0x09),
+            (self.over_temperature, 0x0A),
+            (self.over_current, 0x0B),
+        )
+        return next((code for active, code in codes if active), None)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Status:
+    evse_state: int
+    pilot_code: int
+    capacity: int
+    vflags: int
+
+
+class RapiEmulator:
+    """The board: answers RAPI commands, runs J1772 against the EV, announces changes with `$AT`."""
+
+    def __init__(
+        self,
+        ev: SimEv | None = None,
+        *,
+        max_current_a: int = 32,
+        firmware_version: str = "5.1.2",
+        at_before_reply: bool = True,
+    ) -> None:
+        self.ev = ev if ev is not None else SimEv()
+        self.faults = RapiFaults()
+        self.max_current_a = max_current_a
+        self.firmware_version = firmware_version
+        # Real firmware may interleave $AT with a reply; sending it first exercises the demultiplexer.
+        self._at_before_reply = at_before_reply
+        self.mode = Mode.ENABLED
+        self.capacity_a = max_current_a
+        self.silent = False
+        self._corrupt_next = 0
+        self._corruption_sent = trio.Event()
+        self._path: str | None = None
+        self._stream: trio.lowlevel.FdStream | None = None
+        self._send_lock = trio.Lock()
+        self._changed = trio.Event()
+        self._last_status: _Status | None = None
+        self._pending_boot = False
+        self.commands: list[RapiLine] = []
+        self.bad_lines = 0
+
+    # ---------------------------------------------------------------- control surface
+
+    @property
+    def port_path(self) -> str:
+        if self._path is None:
+            raise RuntimeError("emulator not running")
+        return self._path
+
+    def update_ev(self, **changes: Any) -> None:
+        """Change the EV (plugged=..., wants_energy=...) and let the board see it."""
+        for name, value in changes.items():
+            if not hasattr(self.ev, name):
+                raise AttributeError(f"SimEv has no attribute {name!r}")
+            setattr(self.ev, name, value)
+        self._changed.set()
+
+    def inject(self, **faults: bool) -> None:
+        """Set or clear faults by `RapiFaults` field name (gfci_tripped=True, ...)."""
+        for name, value in faults.items():
+            if not hasattr(self.faults, name):
+                raise AttributeError(f"no such fault {name!r}")
+            setattr(self.faults, name, value)
+        self._changed.set()
+
+    def go_silent(self, silent: bool = True) -> None:
+        """Stop (or resume) answering and announcing."""
+        self.silent = silent
+        self._changed.set()
+
+    def corrupt_next_lines(self, count: int = 1) -> None:
+        """The next `count` lines go out with a wrong checksum."""
+        self._corrupt_next += count
+        self._corruption_sent = trio.Event()
+
+    async def wait_corruption_sent(self) -> None:
+        """Return once every line asked for by `corrupt_next_lines` is on the wire."""
+        await self._corruption_sent.wait()
+
+    def spurious_reboot(self) -> None:
+        """The board reboots on its own: `$AB 00 <fw>`, volatile settings lost, back to enabled."""
+        self.mode = Mode.ENABLED
+        self.capacity_a = self.max_current_a
+        self._pending_boot = True
+        self._changed.set()
+
+    def status(self) -> _Status:
+        fault = self.faults.state()
+        plugged_flag = VFLAG_EV_CONNECTED if self.ev.plugged else 0
+        gfi_flag = VFLAG_GFI_TRIPPED if self.faults.gfci_tripped else 0
+        if self.mode is Mode.DISABLED:
+            # Disabled drives the pilot to -12 V: the EV sees F, the board reads no J1772 state.
+            return _Status(0xFF, 0x00, self.capacity_a, plugged_flag | gfi_flag)
+        seen = self.ev.pilot_state(None, False)  # steady +12 V: the EV never closes S2
+        if self.mode is Mode.ENABLED and fault is None:
+            seen = self.ev.pilot_state(amps_to_duty(self.capacity_a), False)
+        pilot_code = _PILOT_CODE.get(seen, 0x00)
+        if fault is not None:
+            return _Status(fault, pilot_code, self.capacity_a, plugged_flag | gfi_flag)
+        if self.mode is Mode.SLEEPING:
+            return _Status(0xFE, pilot_code, self.capacity_a, plugged_flag)
+        relay = VFLAG_RELAY_CLOSED if seen in (PilotState.C, PilotState.D) else 0
+        return _Status(pilot_code, pilot_code, self.capacity_a, plugged_flag | relay)
+
+    @property
+    def relay_closed(self) -> bool:
+        return bool(self.status().vflags & VFLAG_RELAY_CLOSED)
+
+    # ---------------------------------------------------------------- service
+
+    async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> NoReturn:
+        """Serve forever; `started` with the slave path the driver should open."""
+        async with open_pty_master() as (stream, path), trio.open_nursery() as nursery:
+            self._stream = stream
+            self._path = path
+            nursery.start_soon(self._read_host, stream)
+            nursery.start_soon(self._announce_changes)
+            task_status.started(path)
+            await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def _announce_changes(self) -> None:
+        while True:
+            await self._changed.wait()
+            self._changed = trio.Event()
+            if self.silent:
+                continue
+            if self._pending_boot:
+                self._pending_boot = False
+                await self._send("AB", ["00", self.firmware_version])
+            await self._announce_if_changed()
+
+    async def _announce_if_changed(self) -> None:
+        status = self.status()
+        if status != self._last_status:
+            self._last_status = status
+            await self._send(
+                "AT",
+                [
+                    f"{status.evse_state:02X}",
+                    f"{status.pilot_code:02X}",
+                    str(status.capacity),
+                    f"{status.vflags:04X}",
+                ],
+            )
+
+    async def _read_host(self, stream: trio.lowlevel.FdStream) -> None:
+        splitter = LineSplitter()
+        while True:
+            data = await stream.receive_some(4096)
+            if not data:
+                raise AssertionError("pty master closed while the slave is held open")
+            for raw in splitter.feed(data):
+                if self.silent:
+                    continue
+                try:
+                    line = parse_line(raw)
+                except RapiFormatError:
+                    self.bad_lines += 1
+                    await self._send("NK", [])
+                    continue
+                self.commands.append(line)
+                await self._execute(line)
+
+    async def _execute(self, cmd: RapiLine) -> None:
+        ok, values = self._apply(cmd)
+        if self._at_before_reply:
+            await self._announce_if_changed()
+        await self._send("OK" if ok else "NK", values, seq=cmd.seq)
+        if not self._at_before_reply:
+            await self._announce_if_changed()
+
+    def _apply(self, cmd: RapiLine) -> tuple[bool, list[str]]:
+        match cmd.name:
+            case "GS":
+                s = self.status()
+                return True, [f"{s.evse_state:02X}", "0", f"{s.pilot_code:02X}", f"{s.vflags:04X}"]
+            case "GV":
+                return True, [self.firmware_version, "5.1.0"]
+            case "G0":
+                return True, ["1" if self.ev.plugged else "0"]
+            case "GC":
+                return True, [
+                    str(_MIN_AMPS),
+                    str(self.max_current_a),
+                    str(self.capacity_a),
+                    str(self.max_current_a),
+                ]
+            case "SC" if cmd.args and cmd.args[0].isdigit():
+                wanted = int(cmd.args[0])
+                self.capacity_a = max(_MIN_AMPS, min(wanted, self.max_current_a))
+                return self.capacity_a == wanted, [str(self.capacity_a)]
+            case "FE":
+                self.mode = Mode.ENABLED
+                return True, []
+            case "FS":
+                self.mode = Mode.SLEEPING
+                return True, []
+            case "FD":
+                self.mode = Mode.DISABLED
+                return True, []
+            case "FR":
+                self.spurious_reboot()
+                return True, []
+            case _:
+                return False, []
+
+    async def _send(self, name: str, args: list[str], seq: int | None = None) -> None:
+        if self._stream is None:
+            return
+        wire = encode_line(name, args, seq=seq)
+        if self._corrupt_next > 0:
+            self._corrupt_next -= 1
+            body = wire[: wire.rindex(b"^")]
+            wire = body + f"^{xor_checksum(body) ^ 0x01:02X}\r".encode("ascii")
+            if self._corrupt_next == 0:
+                self._corruption_sent.set()
+        async with self._send_lock:
+            await self._stream.send_all(wire)
+
+
+@asynccontextmanager
+async def open_rapi_emulator(ev: SimEv | None = None, **kwargs: Any) -> AsyncIterator[RapiEmulator]:
+    """Run a `RapiEmulator` for the duration of the block (kwargs go to its constructor)."""
+    emulator = RapiEmulator(ev, **kwargs)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(emulator.run)
+        yield emulator
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,1 @@
+"""Development tools that generate committed code; never imported at run time."""

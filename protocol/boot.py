@@ -1,0 +1,198 @@
+"""The boot state machine (2.0.1 B01-B04, 1.6 Core BootNotification) as a table, with time passed in.
+
+Pure: it decides when to send BootNotification and what the station may send or serve; it never
+sends anything, never imports trio and never reads a clock.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Final, final
+
+from evstation.protocol.versions import OcppVersion
+
+__all__ = [
+    "DEFAULT_RETRY_INTERVAL_S",
+    "TRANSITIONS",
+    "BootDecision",
+    "BootInput",
+    "BootMachine",
+    "BootState",
+    "Gate",
+    "IllegalBootTransition",
+    "gate_csms_request",
+]
+
+# B01.FR.05 / B02.FR.01: an interval of 0 leaves the retry interval to the station. libocpp retries
+# BootNotification every 60 s (PR #431); we do the same.
+DEFAULT_RETRY_INTERVAL_S: Final = 60.0
+
+
+class BootState(enum.Enum):
+    NOT_SENT = "NotSent"  # after (re)start, before the first BootNotification went out
+    AWAITING = "Awaiting"  # a BootNotification is in flight
+    PENDING = "Pending"  # the CSMS answered Pending: retry after the interval (B02)
+    REJECTED = "Rejected"  # the CSMS answered Rejected: retry after the interval (B03)
+    ACCEPTED = "Accepted"  # registered: heartbeat, status and transaction messages may flow (B01)
+
+
+class BootInput(enum.Enum):
+    SENT = "Sent"
+    ACCEPTED = "Accepted"
+    PENDING = "Pending"
+    REJECTED = "Rejected"
+    FAILED = "Failed"  # timeout or CALLERROR for the BootNotification in flight
+    RECONNECTED = "Reconnected"  # a new connection is up
+
+
+# Every legal (state, input) pair. A pair missing here is a bug in the caller (IllegalBootTransition).
+TRANSITIONS: Final[dict[tuple[BootState, BootInput], BootState]] = {
+    (BootState.NOT_SENT, BootInput.SENT): BootState.AWAITING,
+    (BootState.PENDING, BootInput.SENT): BootState.AWAITING,  # B02.FR.01 retry after the interval
+    (BootState.REJECTED, BootInput.SENT): BootState.AWAITING,  # B03.FR.01 retry after the interval
+    (BootState.AWAITING, BootInput.ACCEPTED): BootState.ACCEPTED,  # B01.FR.01
+    (BootState.AWAITING, BootInput.PENDING): BootState.PENDING,  # B02
+    (BootState.AWAITING, BootInput.REJECTED): BootState.REJECTED,  # B03
+    # No answer: keep trying as if Rejected, but at the default interval.
+    (BootState.AWAITING, BootInput.FAILED): BootState.REJECTED,
+    # A boot lost with its connection is sent again at once on the next one.
+    (BootState.AWAITING, BootInput.RECONNECTED): BootState.NOT_SENT,
+    (BootState.NOT_SENT, BootInput.RECONNECTED): BootState.NOT_SENT,
+    # B02.FR.01 / B03.FR.02: the retry interval runs on across a reconnect; nothing is sent before it.
+    (BootState.PENDING, BootInput.RECONNECTED): BootState.PENDING,
+    (BootState.REJECTED, BootInput.RECONNECTED): BootState.REJECTED,
+    # B01: an Accepted station does not boot again after a mere reconnect.
+    (BootState.ACCEPTED, BootInput.RECONNECTED): BootState.ACCEPTED,
+}
+
+
+_ANSWERS: Final = {
+    "Accepted": BootInput.ACCEPTED,
+    "Pending": BootInput.PENDING,
+    "Rejected": BootInput.REJECTED,
+}
+
+
+class IllegalBootTransition(Exception):
+    """The runtime fed the machine an input its current state does not allow (a bug, not peer input)."""
+
+
+class Gate(enum.Enum):
+    """What to do with a CALL from the CSMS, given the boot state."""
+
+    SERVE = "Serve"
+    REJECT = "Reject"  # answer with the action's own Rejected status (B02.FR.09 RequestStart/Stop)
+    SECURITY_ERROR = "SecurityError"  # answer with a CALLERROR SecurityError
+
+
+# Served while Pending (2.0.1 B02.FR.09 / libocpp): configuration, reports and TriggerMessage.
+_PENDING_SERVED_V201: Final = frozenset(
+    {"GetVariables", "SetVariables", "GetBaseReport", "GetReport", "TriggerMessage", "SetNetworkProfile"}
+)
+_PENDING_REJECTED_V201: Final = frozenset({"RequestStartTransaction", "RequestStopTransaction"})
+# 1.6 (section 4.2): while Pending the CSMS may configure the station (ChangeConfiguration,
+# GetConfiguration) and TriggerMessage it; remote start/stop must wait for Accepted.
+_PENDING_SERVED_V16: Final = frozenset(
+    {"ChangeConfiguration", "GetConfiguration", "TriggerMessage", "DataTransfer", "ExtendedTriggerMessage"}
+)
+_PENDING_REJECTED_V16: Final = frozenset({"RemoteStartTransaction", "RemoteStopTransaction"})
+
+
+def gate_csms_request(state: BootState, action: str, version: OcppVersion) -> Gate:
+    """Whether a CSMS CALL may be served in `state` (2.0.1 B02.FR.09, B03.FR.04; 1.6 section 4.2).
+
+    Before any Accepted boot, the CSMS may not drive the station: while Pending only configuration,
+    reports and TriggerMessage are served; while Rejected (or before any answer) only
+    TriggerMessage(BootNotification) would make sense, so TriggerMessage is served and nothing else.
+    """
+    if state is BootState.ACCEPTED:
+        return Gate.SERVE
+    served = _PENDING_SERVED_V201 if version is OcppVersion.V201 else _PENDING_SERVED_V16
+    rejected = _PENDING_REJECTED_V201 if version is OcppVersion.V201 else _PENDING_REJECTED_V16
+    if state is BootState.PENDING:
+        if action in served:
+            return Gate.SERVE
+        if action in rejected:
+            return Gate.REJECT
+        return Gate.SECURITY_ERROR
+    if action == "TriggerMessage":
+        return Gate.SERVE
+    if action in rejected:
+        return Gate.REJECT
+    return Gate.SECURITY_ERROR
+
+
+@dataclass(frozen=True, slots=True)
+class BootDecision:
+    """What the runtime must do after an input: when to send the next BootNotification (monotonic
+    seconds, None = never again in this run) and the heartbeat interval to use once Accepted."""
+
+    state: BootState
+    next_boot_at: float | None
+    heartbeat_interval_s: float | None
+
+
+@final
+class BootMachine:
+    """One station's registration state. Survives reconnects; a restart makes a new one.
+
+    An Accepted station does not boot again after a reconnect (2.0.1 B01: BootNotification follows a
+    (re)boot, not a reconnect; 1.6 section 4.2 likewise).
+    """
+
+    def __init__(self, default_retry_s: float = DEFAULT_RETRY_INTERVAL_S) -> None:
+        self.state = BootState.NOT_SENT
+        self.next_boot_at: float | None = None
+        self.heartbeat_interval_s: float | None = None
+        self._default_retry_s = default_retry_s
+
+    def _move(self, event: BootInput) -> BootState:
+        try:
+            self.state = TRANSITIONS[(self.state, event)]
+        except KeyError:
+            raise IllegalBootTransition(f"{event.value} not allowed in {self.state.value}") from None
+        return self.state
+
+    def boot_due(self, now: float) -> bool:
+        """True if a BootNotification should go out now (first one, or a retry whose time has come)."""
+        if self.state is BootState.NOT_SENT:
+            return True
+        if self.state in (BootState.PENDING, BootState.REJECTED):
+            return self.next_boot_at is not None and now >= self.next_boot_at
+        return False
+
+    def sent(self) -> None:
+        self._move(BootInput.SENT)
+
+    def answered(self, status: str, interval_s: float, now: float) -> BootDecision:
+        """Feed the RegistrationStatus of a BootNotification response ("Accepted"/"Pending"/"Rejected").
+
+        Accepted: `interval_s` is the heartbeat interval (B01.FR.04; 0 keeps the configured one).
+        Pending/Rejected: `interval_s` is the wait before the next BootNotification (B02.FR.01,
+        B03.FR.01); 0 means "station's choice", the default retry interval.
+        """
+        event = _ANSWERS[status]
+        self._move(event)
+        if event is BootInput.ACCEPTED:
+            self.next_boot_at = None
+            self.heartbeat_interval_s = interval_s if interval_s > 0 else None
+        else:
+            self.next_boot_at = now + (interval_s if interval_s > 0 else self._default_retry_s)
+        return BootDecision(self.state, self.next_boot_at, self.heartbeat_interval_s)
+
+    def failed(self, now: float) -> BootDecision:
+        """The BootNotification got no usable answer (timeout, CALLERROR, link lost)."""
+        self._move(BootInput.FAILED)
+        self.next_boot_at = now + self._default_retry_s
+        return BootDecision(self.state, self.next_boot_at, None)
+
+    def may_send(self, action: str) -> bool:
+        """Whether the station may send a CALL with `action` now (B02.FR.02, B03.FR.02: before Accepted,
+        nothing but BootNotification; replies to TriggerMessage are the runtime's business)."""
+        return self.state is BootState.ACCEPTED or action == "BootNotification"
+
+    def reconnected(self) -> None:
+        """A new connection is up: a boot lost in flight goes out again at once; Pending/Rejected keep
+        their retry time; Accepted stays Accepted."""
+        self._move(BootInput.RECONNECTED)

@@ -1,0 +1,237 @@
+"""OCPP-J framing: one websocket text frame <-> one Call / CallResult / CallError, per version's rules.
+
+Pure and synchronous: no I/O, no clock, no payload schemas (protocol/messages.py does those). Never
+raises on peer input: `decode` turns every malformed frame into a `FrameError` value.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Final, NoReturn, final
+
+from evstation.protocol.errors import ErrorKind, error_code
+from evstation.protocol.versions import OcppVersion
+
+__all__ = [
+    "CALL",
+    "CALLERROR",
+    "CALLRESULT",
+    "MAX_MESSAGE_ID_LENGTH",
+    "UNREADABLE_ID",
+    "Call",
+    "CallError",
+    "CallResult",
+    "EncodeError",
+    "FrameError",
+    "LocalProtocolError",
+    "Message",
+    "decode",
+    "encode",
+    "error_reply",
+    "is_valid_message_id",
+]
+
+CALL: Final = 2
+CALLRESULT: Final = 3
+CALLERROR: Final = 4
+
+# OCPP-J 1.6 section 4.1.4 / 2.0.1 part 4 section 4.1.4: "maximum of 36 characters, to allow for GUIDs".
+MAX_MESSAGE_ID_LENGTH: Final = 36
+# 2.0.1 part 4 section 4.2.3: a CALLERROR for a CALL whose message id could not be read carries "-1".
+UNREADABLE_ID: Final = "-1"
+
+
+class LocalProtocolError(Exception):
+    """We (not the peer) broke an OCPP-J rule: a bug in the caller, never bad peer input."""
+
+
+class EncodeError(LocalProtocolError):
+    """A message could not become strict JSON (NaN, Infinity or a circular structure in it)."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Call:
+    """`[2, "<messageId>", "<action>", {payload}]`: a request."""
+
+    message_id: str
+    action: str
+    payload: dict[str, object]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    """`[3, "<messageId>", {payload}]`: the answer to the Call with the same id."""
+
+    message_id: str
+    payload: dict[str, object]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class CallError:
+    """`[4, "<messageId>", "<errorCode>", "<errorDescription>", {errorDetails}]`.
+
+    An inbound CallError keeps whatever code string the peer sent, even one its version does not define.
+    """
+
+    message_id: str
+    code: str
+    description: str
+    details: dict[str, object]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class FrameError:
+    """A frame that breaks the OCPP-J framing rules. What to do with it:
+
+    - `message_id` is not None: answer with `error_reply(error)` (a CALLERROR with `code`); for an
+      unreadable 2.0.1 frame this is "-1", as the spec asks.
+    - `message_id` is None: drop it and log it; there is nothing the spec lets us answer.
+    - `response_id` is set for a malformed CALLRESULT/CALLERROR whose id could be read. Such a frame is
+      never answered (a CALLERROR only answers a CALL), but the id says which of our calls it ended.
+
+    `code` is always one of `codes_for(version)`.
+    """
+
+    code: str
+    description: str
+    message_id: str | None
+    response_id: str | None = None
+
+
+Message = Call | CallResult | CallError
+
+
+def is_valid_message_id(value: object) -> bool:
+    """True for a string of at most 36 characters, the only message ids OCPP-J allows."""
+    return type(value) is str and len(value) <= MAX_MESSAGE_ID_LENGTH
+
+
+def _reject_constant(name: str) -> NoReturn:
+    # json accepts NaN/Infinity/-Infinity by default; RFC 8259 (and so OCPP-J) does not.
+    raise ValueError(f"{name} is not JSON")
+
+
+# Built once: json.loads/json.dumps with non-default options build a new codec object on every call.
+_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def decode(frame_text: str, version: OcppVersion) -> Message | FrameError:
+    """Classify one inbound text frame. Never raises on any `str`.
+
+    Per-version answers to malformed frames (docs/protocol.md has the full table):
+    unreadable (not JSON, not a non-empty array, bad message id) -> 2.0.1 RpcFrameworkError with id
+    "-1", 1.6 dropped; unknown MessageTypeId -> MessageTypeNotSupported (1.6: ProtocolError);
+    wrong element count -> RpcFrameworkError (1.6: ProtocolError); action not a string or payload
+    not an object -> FormatViolation (1.6: FormationViolation).
+    """
+    try:
+        frame = _DECODER.decode(frame_text)
+    except (ValueError, RecursionError):
+        # ValueError covers JSONDecodeError, NaN/Infinity and over-long integers; RecursionError covers
+        # absurdly deep nesting, which the C scanner reports that way.
+        return _unreadable(version, "frame is not valid JSON")
+    if type(frame) is not list or not frame:
+        return _unreadable(version, "frame is not a non-empty JSON array")
+    count = len(frame)
+    type_id = frame[0]
+    is_response = type(type_id) is int and type_id in (CALLRESULT, CALLERROR)
+    message_id = frame[1] if count > 1 else None
+    if type(message_id) is not str or len(message_id) > MAX_MESSAGE_ID_LENGTH:
+        reason = "message id must be a string of at most 36 characters"
+        if is_response:
+            return FrameError(error_code(ErrorKind.RPC_FRAMEWORK, version), reason, None)
+        return _unreadable(version, reason)
+
+    if type(type_id) is not int:
+        return _unsupported_type(version, message_id)
+    if type_id == CALL:
+        if count != 4:
+            return _bad_count(version, message_id, "CALL", 4, count)
+        action, payload = frame[2], frame[3]
+        if type(action) is not str:
+            return FrameError(error_code(ErrorKind.FORMAT, version), "action must be a string", message_id)
+        if type(payload) is not dict:
+            return FrameError(error_code(ErrorKind.FORMAT, version), "payload must be an object", message_id)
+        return Call(message_id, action, payload)
+    if type_id == CALLRESULT:
+        if count != 3:
+            return _bad_count(version, message_id, "CALLRESULT", 3, count)
+        payload = frame[2]
+        if type(payload) is not dict:
+            return FrameError(
+                error_code(ErrorKind.FORMAT, version), "payload must be an object", None, message_id
+            )
+        return CallResult(message_id, payload)
+    if type_id == CALLERROR:
+        if count != 5:
+            return _bad_count(version, message_id, "CALLERROR", 5, count)
+        code, description, details = frame[2], frame[3], frame[4]
+        if type(code) is not str or type(description) is not str or type(details) is not dict:
+            return FrameError(
+                error_code(ErrorKind.FORMAT, version),
+                "CALLERROR needs a string code, a string description and an object of details",
+                None,
+                message_id,
+            )
+        return CallError(message_id, code, description, details)
+    return _unsupported_type(version, message_id)
+
+
+def _unreadable(version: OcppVersion, reason: str) -> FrameError:
+    if version is OcppVersion.V201:
+        return FrameError(error_code(ErrorKind.RPC_FRAMEWORK, version), reason, UNREADABLE_ID)
+    # OCPP-J 1.6 has no "-1" convention: with no id to answer to, the frame can only be dropped.
+    return FrameError(error_code(ErrorKind.RPC_FRAMEWORK, version), reason, None)
+
+
+def _unsupported_type(version: OcppVersion, message_id: str) -> FrameError:
+    return FrameError(
+        error_code(ErrorKind.MESSAGE_TYPE_NOT_SUPPORTED, version),
+        "MessageTypeId must be 2 (CALL), 3 (CALLRESULT) or 4 (CALLERROR)",
+        message_id,
+    )
+
+
+def _bad_count(version: OcppVersion, message_id: str, name: str, expected: int, got: int) -> FrameError:
+    description = f"{name} must have {expected} elements, not {got}"
+    code = error_code(ErrorKind.RPC_FRAMEWORK, version)
+    if name == "CALL":
+        return FrameError(code, description, message_id)
+    return FrameError(code, description, None, message_id)
+
+
+def encode(message: Message) -> str:
+    """The compact JSON text frame for `message`.
+
+    Raises:
+        EncodeError: the payload or details hold NaN, +/-Infinity or a reference cycle.
+        TypeError: they hold something JSON has no form for (a bug in the caller).
+    """
+    frame: list[object]
+    if isinstance(message, Call):
+        frame = [CALL, message.message_id, message.action, message.payload]
+    elif isinstance(message, CallResult):
+        frame = [CALLRESULT, message.message_id, message.payload]
+    else:
+        frame = [CALLERROR, message.message_id, message.code, message.description, message.details]
+    try:
+        return _ENCODER.encode(frame)
+    except ValueError as exc:
+        raise EncodeError(f"message {message.message_id!r} is not strict JSON: {exc}") from exc
+
+
+def error_reply(error: FrameError) -> CallError:
+    """The CALLERROR that answers an answerable `FrameError` (one with a `message_id`).
+
+    Raises:
+        LocalProtocolError: `error.message_id` is None; such a frame must be dropped, not answered.
+    """
+    if error.message_id is None:
+        raise LocalProtocolError(f"frame error {error.code!r} has no message id to answer: drop it")
+    return CallError(error.message_id, error.code, error.description, {})

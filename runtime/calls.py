@@ -1,0 +1,262 @@
+"""Per-connection OCPP-J call manager: our one CALL in flight, the CSMS's CALLs served concurrently.
+
+It owns the reading side of one `Connection` and serialises every frame it writes. It never retries
+or queues a call across connections (that is the outbox sender's job) and never blocks its reader on
+a handler.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import NoReturn, Protocol, final
+
+import trio
+
+from evstation.protocol.errors import ErrorKind
+from evstation.protocol.messages import OcppModel
+from evstation.protocol.session import (
+    CallReceived,
+    Dropped,
+    ErrorReceived,
+    InvalidCall,
+    InvalidResult,
+    ResultReceived,
+    RpcSession,
+    Unmatched,
+    error_frame,
+    result_frame,
+)
+from evstation.protocol.versions import OcppVersion
+
+__all__ = [
+    "CallErrorReceived",
+    "CallFailed",
+    "CallManager",
+    "CallTimeout",
+    "Direction",
+    "FrameConnection",
+    "Handler",
+    "HandlerError",
+    "InvalidResponse",
+    "MessageLog",
+    "MessageLogEntry",
+]
+
+log = logging.getLogger(__name__)
+
+
+class FrameConnection(Protocol):
+    """What the call manager needs of `runtime.link.Connection`."""
+
+    @property
+    def version(self) -> OcppVersion: ...
+
+    @property
+    def generation(self) -> int: ...
+
+    async def send_text(self, text: str) -> None: ...
+
+    async def receive_text(self) -> str: ...
+
+
+class Direction(enum.Enum):
+    IN = "in"  # CSMS -> station
+    OUT = "out"  # station -> CSMS
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class MessageLogEntry:
+    """One OCPP-J frame as it crossed the wire, for the control API and the demo timeline."""
+
+    direction: Direction
+    frame: str
+    action: str | None
+    generation: int
+    at: float  # trio.current_time() when it was sent/received
+
+
+class MessageLog(Protocol):
+    """Where frames are published (runtime.events.Broadcaster[MessageLogEntry] fits)."""
+
+    def publish(self, item: MessageLogEntry, /) -> None: ...
+
+
+class CallFailed(Exception):
+    """Our call ended without a usable CALLRESULT. Expected on a flaky CSMS: handle, never crash."""
+
+    def __init__(self, action: str, message_id: str, detail: str) -> None:
+        super().__init__(f"{action} ({message_id}): {detail}")
+        self.action = action
+        self.message_id = message_id
+
+
+class CallTimeout(CallFailed):
+    """No answer within the message timeout (2.0.1 OCPPCommCtrlr.MessageTimeout)."""
+
+
+class CallErrorReceived(CallFailed):
+    """The CSMS answered with a CALLERROR."""
+
+    def __init__(self, action: str, message_id: str, code: str, description: str) -> None:
+        super().__init__(action, message_id, f"CALLERROR {code}: {description}")
+        self.code = code
+        self.description = description
+
+
+class InvalidResponse(CallFailed):
+    """The CSMS answered with a CALLRESULT whose payload breaks the schema."""
+
+
+class HandlerError(Exception):
+    """A handler refuses a CSMS request with a specific CALLERROR (e.g. OccurrenceConstraintViolation
+    for an EVSE id out of range). Anything else a handler raises is a bug: InternalError, logged."""
+
+    def __init__(self, kind: ErrorKind, description: str) -> None:
+        super().__init__(f"{kind.value}: {description}")
+        self.kind = kind
+        self.description = description
+
+
+Handler = Callable[[OcppModel], Awaitable[OcppModel | dict[str, object]]]
+
+
+@final
+class _Waiter:
+    __slots__ = ("done", "outcome")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.outcome: ResultReceived | ErrorReceived | InvalidResult | None = None
+
+
+@final
+class CallManager:
+    """One per connection. Start `run` in the connection nursery, then `call` from any task.
+
+    `handlers` maps each CSMS action we answer to its handler; an action with no handler is answered
+    NotImplemented. Each CSMS CALL is handled in its own task so a slow handler never stalls the
+    reader (and so never delays the answer to our own pending call).
+    """
+
+    def __init__(
+        self,
+        conn: FrameConnection,
+        handlers: Mapping[str, Handler],
+        *,
+        timeout_s: float,
+        message_log: MessageLog | None = None,
+        new_message_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self._conn = conn
+        self._session = RpcSession(conn.version)
+        self._handlers = handlers
+        self.timeout_s = timeout_s
+        self._message_log = message_log
+        self._new_message_id = new_message_id
+        self._call_lock = trio.Lock()
+        self._send_lock = trio.Lock()
+        self._waiter: _Waiter | None = None
+
+    @property
+    def version(self) -> OcppVersion:
+        return self._conn.version
+
+    async def call(self, action: str, payload: OcppModel | dict[str, object]) -> OcppModel:
+        """Send one CALL and wait for its answer; waits first for any call of ours still in flight.
+
+        A checkpoint. Cancellation forgets the call (a late answer is logged and dropped).
+
+        Raises:
+            CallTimeout: no answer within `timeout_s` of sending.
+            CallErrorReceived: the CSMS answered with a CALLERROR.
+            InvalidResponse: the answer broke the schema.
+            LinkDown: the connection failed while sending.
+        """
+        async with self._call_lock:
+            message_id = self._new_message_id()
+            frame = self._session.start_call(message_id, action, payload)
+            waiter = self._waiter = _Waiter()
+            try:
+                with trio.move_on_after(self.timeout_s):
+                    await self._send(frame, action)
+                    await waiter.done.wait()
+            finally:
+                self._waiter = None
+                self._session.cancel_call()
+            outcome = waiter.outcome
+        if outcome is None:
+            raise CallTimeout(action, message_id, f"no answer within {self.timeout_s:g} s")
+        if isinstance(outcome, ResultReceived):
+            return outcome.response
+        if isinstance(outcome, ErrorReceived):
+            error = outcome.error
+            raise CallErrorReceived(action, message_id, error.code, error.description)
+        raise InvalidResponse(action, message_id, f"{outcome.code}: {outcome.description}")
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
+        """Read frames until the connection fails (LinkDown propagates); handlers run in child tasks."""
+        async with trio.open_nursery() as handlers:
+            task_status.started()
+            while True:
+                text = await self._conn.receive_text()
+                event = self._session.receive(text)
+                self._publish(Direction.IN, text, _action_of(event))
+                if isinstance(event, CallReceived):
+                    handlers.start_soon(self._serve, event)
+                elif isinstance(event, InvalidCall):
+                    log.warning("refused CSMS call %s: %s", event.message_id, event.reason)
+                    handlers.start_soon(self._send, event.reply_frame, None)
+                elif isinstance(event, ResultReceived | ErrorReceived | InvalidResult):
+                    waiter = self._waiter
+                    if waiter is not None:
+                        waiter.outcome = event
+                        waiter.done.set()
+                elif isinstance(event, Unmatched):
+                    log.warning("dropped answer for no call in flight: %s (%s)", event.frame, event.reason)
+                else:
+                    assert isinstance(event, Dropped)
+                    log.warning("dropped unreadable frame: %s (%s)", event.frame, event.reason)
+
+    async def _serve(self, event: CallReceived) -> None:
+        call = event.call
+        handler = self._handlers.get(call.action)
+        if handler is None:
+            frame = error_frame(
+                self.version, call.message_id, ErrorKind.NOT_IMPLEMENTED, f"{call.action} is not supported"
+            )
+        else:
+            try:
+                response = await handler(event.request)
+            except HandlerError as exc:
+                frame = error_frame(self.version, call.message_id, exc.kind, exc.description)
+            except Exception as exc:
+                # A bug in a handler must not take the connection down, but it must be seen: answer
+                # InternalError and log the traceback.
+                log.exception("handler for %s failed", call.action)
+                frame = error_frame(self.version, call.message_id, ErrorKind.INTERNAL, type(exc).__name__)
+            else:
+                frame = result_frame(call.message_id, response)
+        await self._send(frame, call.action)
+
+    async def _send(self, frame: str, action: str | None) -> None:
+        async with self._send_lock:
+            await self._conn.send_text(frame)
+        self._publish(Direction.OUT, frame, action)
+
+    def _publish(self, direction: Direction, frame: str, action: str | None) -> None:
+        if self._message_log is not None:
+            entry = MessageLogEntry(direction, frame, action, self._conn.generation, trio.current_time())
+            self._message_log.publish(entry)
+
+
+def _action_of(event: object) -> str | None:
+    if isinstance(event, CallReceived):
+        return event.call.action
+    if isinstance(event, ResultReceived | ErrorReceived | InvalidResult):
+        return event.action
+    return None

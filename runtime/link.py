@@ -1,0 +1,643 @@
+"""The CSMS link supervisor: dials the OCPP websocket, authenticates, pings, and redials with back-off.
+
+At most one connection is open at a time and each lives in its own cancel scope; a reconnect cancels
+that scope and nothing else. This module never parses OCPP and never puts the Basic-auth password into
+a log line, an exception or a repr.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import itertools
+import logging
+import random
+import ssl
+import struct
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NoReturn, final
+from urllib.parse import quote, urlsplit
+
+import trio
+import trio_websocket
+
+from evstation.protocol.backoff import DEFAULT_BACKOFF, BackoffSettings, ReconnectPlan
+from evstation.protocol.versions import OcppVersion
+from evstation.runtime.tls import TlsConfigError, client_context, describe_tls_failure
+
+log = logging.getLogger(__name__)
+
+# Profiles 0 and 1 run over plain ws://, profiles 2 and 3 over wss:// (OCPP 2.0.1 part 2 A00).
+_PLAIN_PROFILES = frozenset({0, 1})
+_TLS_PROFILES = frozenset({2, 3})
+_BASIC_AUTH_PROFILES = frozenset({1, 2})
+_HTTP_UNAUTHORIZED = 401
+
+
+class LinkDown(Exception):
+    """The CSMS connection is gone, or never came up; the text says why. The supervisor redials."""
+
+
+@dataclass(frozen=True)
+class CsmsEndpoint:
+    """One CSMS address with its security profile (a 2.0.1 NetworkConnectionProfile slot)."""
+
+    url: str
+    priority: int
+    security_profile: int
+    password: str | None = field(default=None, repr=False)
+    ca_bundle: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+    def __post_init__(self) -> None:
+        scheme = urlsplit(self.url).scheme
+        profile = self.security_profile
+        if profile in _PLAIN_PROFILES and scheme != "ws":
+            raise ValueError(f"security profile {profile} needs a ws:// URL, got {self.url!r}")
+        if profile in _TLS_PROFILES and scheme != "wss":
+            raise ValueError(f"security profile {profile} needs a wss:// URL, got {self.url!r}")
+        if profile not in _PLAIN_PROFILES | _TLS_PROFILES:
+            raise ValueError(f"security profile must be 0, 1, 2 or 3, got {profile}")
+        if profile in _BASIC_AUTH_PROFILES and not self.password:
+            raise ValueError(f"security profile {profile} needs a Basic-auth password for {self.url!r}")
+        if profile == 3 and (self.client_cert is None or self.client_key is None):
+            raise ValueError(f"security profile 3 needs client_cert and client_key for {self.url!r}")
+        if urlsplit(self.url).hostname is None:
+            raise ValueError(f"CSMS URL has no host: {self.url!r}")
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    """Everything the supervisor needs; the runtime maps station.toml / the device model onto it."""
+
+    station_id: str
+    version: OcppVersion
+    endpoints: tuple[CsmsEndpoint, ...]
+    backoff: BackoffSettings = DEFAULT_BACKOFF
+    ping_interval_s: float = 60.0  # 2.0.1 WebSocketPingInterval; 0 turns pings off
+    pong_timeout_s: float = 5.0
+    connect_timeout_s: float = 30.0  # TCP + TLS + websocket handshake together
+    close_timeout_s: float = 2.0  # how long a polite close waits for the CSMS's close frame
+
+    def __post_init__(self) -> None:
+        if not self.endpoints:
+            raise ValueError("at least one CSMS endpoint is needed")
+        if not self.station_id or ":" in self.station_id:
+            # RFC 7617: the Basic-auth user-id (our identity) cannot contain a colon.
+            raise ValueError(f"station id must be non-empty and contain no ':', got {self.station_id!r}")
+
+    @property
+    def endpoints_by_priority(self) -> tuple[CsmsEndpoint, ...]:
+        return tuple(sorted(self.endpoints, key=lambda e: e.priority))
+
+
+class LinkState(enum.Enum):
+    OFFLINE = "Offline"
+    CONNECTING = "Connecting"
+    CONNECTED = "Connected"
+    BACKING_OFF = "BackingOff"
+    NETWORK_DOWN = "NetworkDown"
+
+
+@dataclass(frozen=True)
+class LinkStatistics:
+    state: LinkState
+    generation: int
+    endpoint_url: str | None
+    network_up: bool
+    dials: int
+    connections: int
+    failed_dials: int
+    reconnect_requests: int  # honoured ones
+    ignored_reconnect_requests: int  # stale generation, or a reconnect already under way
+    last_failure: str | None
+
+
+@final
+class Link:
+    """The link's state and control surface, shared by the supervisor, the session and the control API.
+
+    Every method except the `wait_*` ones is synchronous and never blocks.
+    """
+
+    def __init__(self) -> None:
+        self._state = LinkState.OFFLINE
+        self._generation = 0
+        self._endpoint: CsmsEndpoint | None = None
+        self._connection: Connection | None = None
+        self._last_connection: Connection | None = None
+        self._attempt_scope: trio.CancelScope | None = None  # the whole attempt: cancelled = abrupt
+        self._work_scope: trio.CancelScope | None = None  # the open connection's tasks: cancelled = polite
+        self._idle_scope: trio.CancelScope | None = None  # a back-off sleep
+        self._reconnect_reason: str | None = None
+        self._abrupt = False
+        self._network_up = True
+        self._network_restored = trio.Event()
+        self._state_waiters: dict[LinkState, list[trio.Event]] = {}
+        self._dials = 0
+        self._connections = 0
+        self._failed_dials = 0
+        self._reconnects = 0
+        self._ignored_reconnects = 0
+        self._last_failure: str | None = None
+
+    @property
+    def state(self) -> LinkState:
+        return self._state
+
+    @property
+    def generation(self) -> int:
+        """Bumped on every dial; a Connection carries the generation it was opened under."""
+        return self._generation
+
+    @property
+    def endpoint(self) -> CsmsEndpoint | None:
+        """The endpoint being dialled or connected to (the last one while backing off)."""
+        return self._endpoint
+
+    @property
+    def connection(self) -> Connection | None:
+        """The open connection, or None when not CONNECTED."""
+        return self._connection
+
+    @property
+    def network_up(self) -> bool:
+        return self._network_up
+
+    def statistics(self) -> LinkStatistics:
+        return LinkStatistics(
+            state=self._state,
+            generation=self._generation,
+            endpoint_url=None if self._endpoint is None else self._endpoint.url,
+            network_up=self._network_up,
+            dials=self._dials,
+            connections=self._connections,
+            failed_dials=self._failed_dials,
+            reconnect_requests=self._reconnects,
+            ignored_reconnect_requests=self._ignored_reconnects,
+            last_failure=self._last_failure,
+        )
+
+    def request_reconnect(self, generation: int, reason: str) -> None:
+        """Close the connection of `generation` politely and redial (after the back-off wait).
+
+        Does nothing if `generation` is no longer current or a reconnect of it is already under way, so
+        a second report about the same connection never causes a second reconnect.
+        """
+        self._request_reconnect(generation, reason, abrupt=False)
+
+    def set_network(self, up: bool) -> None:
+        """Cut (False) or restore (True) the station's side of the network, for tests and the control API.
+
+        Cutting closes the socket without a closing handshake, as a pulled cable would, and keeps the
+        link down (no dials) until the network is restored.
+        """
+        if up == self._network_up:
+            return
+        self._network_up = up
+        if up:
+            log.info("network restored: redialling the CSMS after the back-off wait")
+            self._network_restored.set()
+            return
+        log.warning(
+            "network cut: dropping the CSMS socket without a closing handshake; no dials until restored"
+        )
+        self._network_restored = trio.Event()
+        self._abrupt = True
+        if self._reconnect_reason is None:
+            self._reconnect_reason = "network cut"
+        if self._attempt_scope is not None:
+            self._attempt_scope.cancel()
+        if self._idle_scope is not None:
+            self._idle_scope.cancel()
+
+    async def wait_state(self, state: LinkState) -> None:
+        """Return once the link is in `state` (or enters it, however briefly)."""
+        if self._state is state:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._wait_entry(state)
+
+    async def wait_connected(self) -> Connection:
+        """The open connection, waiting for the next one if there is none or it is being closed.
+
+        The connection may close at any time after; its methods then raise LinkDown.
+        """
+        if self._connection is not None and self._reconnect_reason is None:
+            await trio.lowlevel.checkpoint()
+            return self._connection
+        await self._wait_entry(LinkState.CONNECTED)
+        assert self._last_connection is not None
+        return self._last_connection
+
+    async def _wait_entry(self, state: LinkState) -> None:
+        event = trio.Event()
+        self._state_waiters.setdefault(state, []).append(event)
+        await event.wait()
+
+    # -- used by run_link and Connection only -------------------------------------------------
+
+    def _request_reconnect(self, generation: int, reason: str, *, abrupt: bool) -> None:
+        if (
+            generation != self._generation
+            or self._attempt_scope is None
+            or self._reconnect_reason is not None
+        ):
+            self._ignored_reconnects += 1
+            log.debug("ignoring reconnect request for generation %d (%s)", generation, reason)
+            return
+        self._reconnects += 1
+        self._reconnect_reason = reason
+        self._abrupt = abrupt
+        log.warning("reconnecting to the CSMS (connection %d): %s", generation, reason)
+        if self._work_scope is not None and not abrupt:
+            self._work_scope.cancel()
+        else:
+            self._attempt_scope.cancel()
+
+    def _set_state(self, state: LinkState) -> None:
+        self._state = state
+        for event in self._state_waiters.pop(state, []):
+            event.set()
+
+    def _begin_attempt(self, scope: trio.CancelScope, endpoint: CsmsEndpoint) -> int:
+        self._generation += 1
+        self._dials += 1
+        self._endpoint = endpoint
+        self._attempt_scope = scope
+        self._reconnect_reason = None
+        self._abrupt = not self._network_up
+        if self._abrupt:
+            scope.cancel()
+        self._set_state(LinkState.CONNECTING)
+        return self._generation
+
+    def _connected(self, connection: Connection, work: trio.CancelScope) -> None:
+        self._connections += 1
+        self._connection = self._last_connection = connection
+        self._work_scope = work
+        self._set_state(LinkState.CONNECTED)
+
+    def _failed(self, description: str) -> None:
+        self._last_failure = description
+
+    def _end_attempt(self) -> bool:
+        """Forget the attempt; True if it had reached CONNECTED."""
+        was_connected = self._state is LinkState.CONNECTED
+        if not was_connected:
+            self._failed_dials += 1
+        self._connection = None
+        self._attempt_scope = self._work_scope = None
+        self._set_state(LinkState.OFFLINE)
+        return was_connected
+
+
+@final
+class Connection:
+    """One open websocket to the CSMS; usable exactly as long as its attempt's cancel scope lives."""
+
+    def __init__(
+        self,
+        link: Link,
+        ws: trio_websocket.WebSocketConnection,
+        generation: int,
+        version: OcppVersion,
+        endpoint: CsmsEndpoint,
+        incoming: trio.MemoryReceiveChannel[str],
+    ) -> None:
+        self._link = link
+        self._ws = ws
+        self._incoming = incoming
+        self.generation = generation
+        self.version = version
+        self.endpoint = endpoint
+
+    async def send_text(self, text: str) -> None:
+        """Send one OCPP-J frame.
+
+        Raises:
+            LinkDown: the connection is gone. The link has been told (once per generation) and redials.
+        """
+        try:
+            await self._ws.send_message(text)
+        except (trio_websocket.ConnectionClosed, LinkDown) as exc:
+            self._link._request_reconnect(self.generation, "send failed", abrupt=True)
+            raise LinkDown(f"send failed on connection {self.generation}: {_describe(exc)}") from None
+
+    async def receive_text(self) -> str:
+        """The next OCPP-J frame from the CSMS.
+
+        Raises:
+            LinkDown: the connection is gone; no frame will follow on it.
+        """
+        try:
+            return await self._incoming.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise LinkDown(f"connection {self.generation} is closed") from None
+
+
+Serve = Callable[[Connection], Awaitable[None]]
+Connector = Callable[[CsmsEndpoint], Awaitable[trio.abc.Stream]]
+"""Opens the byte stream to an endpoint (TCP, or TLS with its handshake done). Expected failures are
+OSError or LinkDown. Tests inject one that returns an in-memory stream."""
+
+
+async def open_csms_stream(endpoint: CsmsEndpoint) -> trio.abc.Stream:
+    """The default Connector: TCP for profiles 0-1, TLS 1.2+ with a finished handshake for 2-3.
+
+    Raises:
+        LinkDown: TLS configuration or handshake failure, with a sentence saying which.
+        OSError: the host cannot be resolved or reached.
+    """
+    host, port = _host_port(endpoint.url)
+    if endpoint.security_profile not in _TLS_PROFILES:
+        return await trio.open_tcp_stream(host, port)
+    try:
+        context = client_context(
+            security_profile=endpoint.security_profile,
+            ca_bundle=endpoint.ca_bundle,
+            client_cert=endpoint.client_cert,
+            client_key=endpoint.client_key,
+        )
+    except TlsConfigError as exc:
+        raise LinkDown(str(exc)) from None
+    tcp = await trio.open_tcp_stream(host, port)
+    stream = trio.SSLStream(tcp, context, server_hostname=host, https_compatible=True)
+    try:
+        await stream.do_handshake()
+    except trio.BrokenResourceError as exc:
+        await trio.aclose_forcefully(stream)
+        raise LinkDown(_describe(exc, host)) from None
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return stream
+
+
+async def run_link(
+    settings: LinkSettings,
+    link: Link,
+    serve: Serve,
+    *,
+    rng: random.Random,
+    connector: Connector = open_csms_stream,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Keep the station connected to a CSMS for ever, running `serve(conn)` on each open connection.
+
+    `serve` returning closes the connection politely and redials; an exception from it that is not an
+    expected network failure (LinkDown, ConnectionClosed, OSError, ...) is a bug and crashes the link.
+    Started (task_status) at once; use `link.wait_connected()` to wait for a connection.
+    """
+    endpoints = settings.endpoints_by_priority
+    plan = ReconnectPlan(settings.backoff, len(endpoints), rng)
+    dial = plan.first_dial()
+    task_status.started()
+    while True:
+        if not link.network_up:
+            link._set_state(LinkState.NETWORK_DOWN)
+            await link._network_restored.wait()
+            dial = plan.connection_lost()
+        endpoint = endpoints[dial.endpoint_index]
+        if dial.wait_s > 0:
+            link._endpoint = endpoint
+            link._set_state(LinkState.BACKING_OFF)
+            log.info("dialling CSMS %s in %.1f s", endpoint.url, dial.wait_s)
+            with trio.CancelScope() as idle:
+                link._idle_scope = idle
+                await trio.sleep(dial.wait_s)
+            link._idle_scope = None
+            if not link.network_up:
+                continue
+        if await _attempt(settings, link, endpoint, serve, connector):
+            dial = plan.connection_lost()
+        else:
+            dial = plan.dial_failed()
+
+
+# The failures an attempt expects; anything else is a bug and propagates.
+_EXPECTED = (
+    LinkDown,
+    trio_websocket.HandshakeError,
+    trio_websocket.ConnectionClosed,
+    OSError,  # includes ssl.SSLError, socket.gaierror
+    trio.BrokenResourceError,
+    trio.TooSlowError,
+)
+
+
+async def _attempt(
+    settings: LinkSettings, link: Link, endpoint: CsmsEndpoint, serve: Serve, connect: Connector
+) -> bool:
+    """One dial and, if it works, one connection's life. True if the connection came up."""
+    with trio.CancelScope() as attempt:
+        generation = link._begin_attempt(attempt, endpoint)
+        log.info(
+            "dialling CSMS %s (security profile %d, connection %d)",
+            endpoint.url,
+            endpoint.security_profile,
+            generation,
+        )
+        try:
+            await _connect_and_serve(settings, link, endpoint, generation, serve, connect)
+        except* _EXPECTED as group:
+            description = _describe(_first_leaf(group), _host_port(endpoint.url)[0], settings)
+            link._failed(description)
+            if link.state is LinkState.CONNECTED:
+                log.warning("CSMS connection %d lost: %s", generation, description)
+            else:
+                log.warning("cannot connect to CSMS %s: %s", endpoint.url, description)
+    return link._end_attempt()
+
+
+async def _connect_and_serve(
+    settings: LinkSettings,
+    link: Link,
+    endpoint: CsmsEndpoint,
+    generation: int,
+    serve: Serve,
+    connect: Connector,
+) -> None:
+    subprotocol = settings.version.subprotocol
+    host, port = _host_port(endpoint.url)
+    stream: trio.abc.Stream | None = None
+    try:
+        async with trio.open_nursery() as nursery:  # owns trio-websocket's reader task
+            with trio.fail_after(settings.connect_timeout_s):
+                stream = await connect(endpoint)
+                ws = await trio_websocket.wrap_client_stream(
+                    nursery,
+                    _ReportingStream(stream, _silent_close_hint(endpoint)),  # type: ignore[arg-type]
+                    _host_header(endpoint.url, host, port),
+                    _resource(endpoint.url, settings.station_id),
+                    subprotocols=[subprotocol],
+                    extra_headers=_auth_headers(settings.station_id, endpoint),
+                )
+            if ws.subprotocol != subprotocol:
+                # OCPP-J: without an agreed subprotocol neither side knows the message set.
+                raise LinkDown(
+                    f"CSMS did not select subprotocol {subprotocol} (it chose {ws.subprotocol!r}); "
+                    "refusing to talk"
+                )
+            to_session, incoming = trio.open_memory_channel[str](0)
+            connection = Connection(link, ws, generation, settings.version, endpoint, incoming)
+            with trio.CancelScope() as work:
+                link._connected(connection, work)
+                log.info("connected to CSMS %s as %s (%s)", endpoint.url, settings.station_id, subprotocol)
+                async with trio.open_nursery() as tasks:
+                    tasks.start_soon(_pump, ws, to_session)
+                    if settings.ping_interval_s > 0:
+                        tasks.start_soon(_keepalive, ws, settings.ping_interval_s, settings.pong_timeout_s)
+                    await serve(connection)
+                    log.info("session on connection %d ended; closing it", generation)
+                    tasks.cancel_scope.cancel()
+            if not link._abrupt:
+                with trio.move_on_after(settings.close_timeout_s):
+                    await ws.aclose()
+            nursery.cancel_scope.cancel()
+    finally:
+        if stream is not None:
+            await trio.aclose_forcefully(stream)
+
+
+async def _pump(ws: trio_websocket.WebSocketConnection, to_session: trio.MemorySendChannel[str]) -> None:
+    """Read frames even when the session does not, so a closed connection is noticed at once."""
+    async with to_session:
+        while True:
+            try:
+                message = await ws.get_message()
+            except trio_websocket.ConnectionClosed as exc:
+                raise LinkDown(_describe(exc)) from None
+            if isinstance(message, bytes):
+                log.warning(
+                    "dropping a %d-byte binary frame from the CSMS: OCPP-J uses text frames", len(message)
+                )
+                continue
+            await to_session.send(message)
+
+
+async def _keepalive(
+    ws: trio_websocket.WebSocketConnection, interval_s: float, pong_timeout_s: float
+) -> None:
+    # libocpp #1175: a pong timeout must end the connection like any other loss, so that we redial.
+    for sequence in itertools.count():
+        await trio.sleep(interval_s)
+        with trio.move_on_after(pong_timeout_s):
+            await ws.ping(struct.pack("!Q", sequence))
+            continue
+        raise LinkDown(f"no pong within {pong_timeout_s:g} s: the CSMS or the network is gone")
+
+
+@final
+class _ReportingStream(trio.abc.Stream):
+    """Turns a broken transport, or one closed before the CSMS said a word, into LinkDown with a reason.
+
+    trio-websocket's reader swallows BrokenResourceError and EOF: during the opening handshake that
+    would hang until the connect timeout and lose the reason. A TLS 1.3 server that refuses our client
+    certificate does so after our handshake has finished, often by just closing the connection.
+    """
+
+    def __init__(self, stream: trio.abc.Stream, silent_close_hint: str) -> None:
+        self._stream = stream
+        self._silent_close_hint = silent_close_hint
+        self._heard_from_peer = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        try:
+            await self._stream.send_all(data)
+        except trio.BrokenResourceError as exc:
+            raise LinkDown(_describe(exc)) from None
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        try:
+            data = await self._stream.receive_some(max_bytes)
+        except trio.BrokenResourceError as exc:
+            raise LinkDown(_describe(exc)) from None
+        if not data and not self._heard_from_peer:
+            raise LinkDown(
+                f"CSMS closed the connection before answering the handshake{self._silent_close_hint}"
+            )
+        self._heard_from_peer = True
+        return data
+
+    async def send_eof(self) -> None:
+        raise NotImplementedError  # trio-websocket never half-closes
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+def _describe(exc: BaseException, host: str = "CSMS", settings: LinkSettings | None = None) -> str:
+    """One line on why an attempt ended. Never includes request headers (the password is in one)."""
+    if isinstance(exc, trio_websocket.ConnectionRejected):
+        if exc.status_code == _HTTP_UNAUTHORIZED:
+            return (
+                "CSMS refused our credentials (HTTP 401 Unauthorized): "
+                "check the station id and Basic-auth password"
+            )
+        return f"CSMS refused the websocket upgrade with HTTP {exc.status_code}"
+    if isinstance(exc, trio_websocket.ConnectionTimeout | trio.TooSlowError):
+        limit = "" if settings is None else f" within {settings.connect_timeout_s:g} s"
+        return f"no websocket connection{limit}"
+    if isinstance(exc, trio_websocket.ConnectionClosed):
+        reason = exc.reason
+        if reason is None:
+            return "connection closed"
+        text = f": {reason.reason}" if reason.reason else ""
+        return f"connection closed ({reason.code} {reason.name}{text})"
+    if isinstance(exc, ssl.SSLError):
+        return describe_tls_failure(exc, host)
+    if isinstance(exc, trio.BrokenResourceError):
+        cause = exc.__cause__
+        if isinstance(cause, ssl.SSLError):
+            return describe_tls_failure(cause, host)
+        if isinstance(cause, OSError):
+            return f"transport broken: {cause.strerror or type(cause).__name__}"
+        return "transport broken"
+    if isinstance(exc, OSError):
+        return f"cannot reach {host}: {exc.strerror or exc}"
+    return str(exc) or type(exc).__name__
+
+
+def _silent_close_hint(endpoint: CsmsEndpoint) -> str:
+    if endpoint.security_profile == 3:
+        return " (a TLS 1.3 CSMS does this when it does not trust our client certificate)"
+    if endpoint.security_profile == 2:
+        return " (a TLS 1.3 CSMS does this when it requires a client certificate: security profile 3)"
+    return ""
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    assert parts.hostname is not None  # CsmsEndpoint checked it
+    return parts.hostname, parts.port or (443 if parts.scheme == "wss" else 80)
+
+
+def _host_header(url: str, host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    default = 443 if urlsplit(url).scheme == "wss" else 80
+    return shown if port == default else f"{shown}:{port}"
+
+
+def _resource(url: str, station_id: str) -> str:
+    """`<path of url>/<station id>`: OCPP-J puts the identity in the last path segment."""
+    return urlsplit(url).path.rstrip("/") + "/" + quote(station_id, safe="")
+
+
+def _auth_headers(station_id: str, endpoint: CsmsEndpoint) -> list[tuple[bytes, bytes]]:
+    if endpoint.security_profile not in _BASIC_AUTH_PROFILES or endpoint.password is None:
+        return []
+    token = base64.b64encode(f"{station_id}:{endpoint.password}".encode()).decode("ascii")
+    return [(b"Authorization", f"Basic {token}".encode("ascii"))]

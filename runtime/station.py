@@ -1,0 +1,259 @@
+"""The station supervisor: builds the nursery tree of DESIGN.md from a StationConfig and runs it.
+
+Services start in order with `nursery.start` (storage, hardware + EVSEs, session, link, control), so
+each one is up before the next needs it. It never holds OCPP message formats or driver wire details.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+
+import trio
+
+from evstation.drivers.api import ChargeController, PowerMeter
+from evstation.drivers.sim.board import SimChargeController
+from evstation.drivers.sim.ev import SimEv
+from evstation.drivers.sim.meter import SimMeter
+from evstation.protocol.backoff import BackoffSettings
+from evstation.runtime.calls import MessageLogEntry
+from evstation.runtime.config import (
+    BoardMeterConfig,
+    EvseConfig,
+    ModbusRtuMeterConfig,
+    ModbusTcpMeterConfig,
+    RapiControllerConfig,
+    SimControllerConfig,
+    SimMeterConfig,
+    StationConfig,
+    YetiControllerConfig,
+)
+from evstation.runtime.events import Broadcaster
+from evstation.runtime.evse import Evses
+from evstation.runtime.link import CsmsEndpoint, Link, LinkSettings, run_link
+from evstation.runtime.outbox import Outbox
+from evstation.runtime.session.common import SessionContext, WallClock, serve_session
+from evstation.runtime.session.transactions import run_transactions
+from evstation.runtime.storage import Storage, open_storage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class SimHardware:
+    """The simulated parts behind one EVSE, for the control API's simulation-only ops."""
+
+    controller: SimChargeController
+    meter: SimMeter | None
+
+
+@dataclass(eq=False)
+class Station:
+    """The running station's parts, handed to the control API, the demo and tests."""
+
+    config: StationConfig
+    storage: Storage
+    outbox: Outbox
+    evses: Evses
+    link: Link
+    session: SessionContext
+    message_log: Broadcaster[MessageLogEntry]
+    sims: dict[int, SimHardware] = field(default_factory=dict)
+
+
+def link_settings(config: StationConfig) -> LinkSettings:
+    """Map station.toml's CSMS section onto the link supervisor's settings."""
+    csms = config.csms
+    endpoints = tuple(
+        CsmsEndpoint(
+            url=endpoint.url,
+            priority=endpoint.priority,
+            security_profile=endpoint.security_profile,
+            password=endpoint.password.get_secret_value() if endpoint.password is not None else None,
+            ca_bundle=endpoint.ca_bundle,
+            client_cert=endpoint.client_cert,
+            client_key=endpoint.client_key,
+        )
+        for endpoint in csms.endpoints
+    )
+    return LinkSettings(
+        station_id=config.station.id,
+        version=config.station.ocpp_version,
+        endpoints=endpoints,
+        backoff=BackoffSettings(
+            wait_minimum_s=float(csms.retry_backoff_wait_minimum_s),
+            random_range_s=float(csms.retry_backoff_random_range_s),
+            repeat_times=csms.retry_backoff_repeat_times,
+            attempts_per_endpoint=csms.connection_attempts_per_endpoint,
+        ),
+        ping_interval_s=float(csms.ping_interval_s),
+    )
+
+
+@dataclass(eq=False)
+class _EvseParts:
+    controller: ChargeController
+    meter: PowerMeter | None
+    sim: SimHardware | None
+
+
+def _build_evse_parts(config: StationConfig, evse: EvseConfig) -> _EvseParts:
+    """The drivers one EVSE's configuration asks for. Constructors start nothing."""
+    voltage = float(config.electrical.line_voltage_v)
+    phases = max(connector.phases for connector in evse.connector)
+    meter_cfg = evse.meter
+    sim_meter: SimMeter | None = None
+    meter: PowerMeter | None = None
+    if isinstance(meter_cfg, SimMeterConfig):
+        sim_meter = SimMeter(
+            voltage,
+            supply_phases=phases,
+            frequency_hz=float(config.electrical.frequency_hz),
+            initial_energy_wh=float(meter_cfg.initial_energy_wh),
+        )
+        meter = sim_meter
+    elif isinstance(meter_cfg, ModbusTcpMeterConfig | ModbusRtuMeterConfig):
+        meter = _modbus_meter(meter_cfg)
+
+    controller_cfg = evse.controller
+    controller: ChargeController
+    sim: SimHardware | None = None
+    if isinstance(controller_cfg, SimControllerConfig):
+        sim_controller = SimChargeController(
+            SimEv(plugged=False, wants_energy=True, max_current_a=32.0, phases=phases), flow=sim_meter
+        )
+        controller = sim_controller
+        sim = SimHardware(sim_controller, sim_meter)
+    elif isinstance(controller_cfg, YetiControllerConfig):
+        from evstation.drivers.boards.yeti import YetiBoard
+
+        yeti = YetiBoard(
+            controller_cfg.device,
+            baudrate=controller_cfg.baud,
+            keepalive_timeout=float(controller_cfg.keepalive_timeout_s),
+        )
+        controller = yeti
+        if isinstance(meter_cfg, BoardMeterConfig):
+            meter = yeti.power_meter()
+    elif isinstance(controller_cfg, RapiControllerConfig):
+        from evstation.drivers.boards.rapi import RapiBoard
+
+        controller = RapiBoard(
+            controller_cfg.device,
+            baudrate=controller_cfg.baud,
+            command_timeout=float(controller_cfg.command_timeout_s),
+        )
+    else:  # pragma: no cover - the config's discriminated union has no other member
+        raise AssertionError(f"unknown controller config {controller_cfg!r}")
+    if isinstance(meter_cfg, BoardMeterConfig) and meter is None:
+        raise ValueError(f"evse[{evse.id}].meter: driver 'board' needs a board with a meter (yeti)")
+    return _EvseParts(controller, meter, sim)
+
+
+def _modbus_meter(cfg: ModbusTcpMeterConfig | ModbusRtuMeterConfig) -> PowerMeter:
+    from evstation.drivers.meters import load_model
+    from evstation.drivers.meters.modbus import ModbusBus, ModbusMeter, RtuTransport, TcpTransport
+
+    transport: TcpTransport | RtuTransport
+    if isinstance(cfg, ModbusTcpMeterConfig):
+        transport = TcpTransport(cfg.host, cfg.port, timeout_s=float(cfg.timeout_s))
+    else:
+        transport = RtuTransport(
+            cfg.device,
+            baudrate=cfg.baud,
+            parity=cfg.parity,
+            stopbits=cfg.stopbits,
+            timeout_s=float(cfg.timeout_s),
+        )
+    return ModbusMeter(
+        load_model(cfg.model),
+        ModbusBus(transport),
+        unit_id=cfg.unit_id,
+        poll_interval_s=float(cfg.poll_interval_s),
+    )
+
+
+def build_evses(config: StationConfig) -> tuple[Evses, dict[int, SimHardware]]:
+    evses = Evses()
+    sims: dict[int, SimHardware] = {}
+    for evse_cfg in config.evse:
+        parts = _build_evse_parts(config, evse_cfg)
+        max_current = max(connector.max_current_a for connector in evse_cfg.connector)
+        if config.electrical.max_current_a is not None:
+            max_current = min(max_current, float(config.electrical.max_current_a))
+        evses.add(
+            evse_cfg.id,
+            parts.controller,
+            parts.meter,
+            connector_ids=tuple(connector.id for connector in evse_cfg.connector),
+            max_current_a=max_current,
+        )
+        if parts.sim is not None:
+            sims[evse_cfg.id] = parts.sim
+    return evses, sims
+
+
+@asynccontextmanager
+async def open_station(
+    config: StationConfig,
+    *,
+    rng: random.Random | None = None,
+    clock: WallClock | None = None,
+) -> AsyncIterator[Station]:
+    """Start every service of the station; leaving the block shuts them all down.
+
+    Open transactions stay in storage across a shutdown: they are resumed or ended after the restart.
+    """
+    config.station.data_dir.mkdir(parents=True, exist_ok=True)
+    async with AsyncExitStack() as stack:
+        storage = await stack.enter_async_context(open_storage(config.database_path))
+        outbox = Outbox(storage)
+        evses, sims = build_evses(config)
+        message_log: Broadcaster[MessageLogEntry] = Broadcaster()
+        session = SessionContext(
+            config=config,
+            storage=storage,
+            outbox=outbox,
+            evses=evses,
+            clock=clock if clock is not None else WallClock.system(),
+            message_log=message_log,
+        )
+        link = Link()
+        station = Station(config, storage, outbox, evses, link, session, message_log, sims)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(evses.run)
+            await nursery.start(run_transactions, session)
+            await nursery.start(
+                functools.partial(
+                    run_link,
+                    link_settings(config),
+                    link,
+                    functools.partial(serve_session, ctx=session),
+                    rng=rng if rng is not None else random.Random(),
+                )
+            )
+            try:
+                yield station
+            finally:
+                nursery.cancel_scope.cancel()
+
+
+async def run_station(
+    config: StationConfig,
+    *,
+    ready: Callable[[Station], None] | None = None,
+) -> None:
+    """`evstation run`: run until SIGTERM or SIGINT, then shut down cleanly."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with open_station(config) as station:
+            if ready is not None:
+                ready(station)
+            async for signum in signals:
+                log.info("received %s: shutting down", signal.Signals(signum).name)
+                break
+

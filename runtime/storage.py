@@ -1,0 +1,366 @@
+"""The station's SQLite database: schema migrations and typed reads/writes, run in one worker thread.
+
+The connection is created, used and closed only inside one `trio.CapacityLimiter(1)` worker, so the
+event loop never blocks on disk I/O and no two threads ever touch the connection at the same time.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import trio
+
+from evstation.runtime.migrations import Migration, all_migrations
+
+T = TypeVar("T")
+
+# Wait this long for a lock held by another process (e.g. an operator's sqlite3 shell) before failing.
+BUSY_TIMEOUT_MS = 5000
+
+
+class StorageError(Exception):
+    """The database cannot be used as it is."""
+
+
+class SchemaTooNewError(StorageError):
+    """The file was written by a newer evstation; we never downgrade a schema."""
+
+
+class MigrationError(StorageError):
+    """A migration failed; its transaction was rolled back and the file is at the previous version."""
+
+
+class UnknownEntryError(StorageError, LookupError):
+    """No row with that id (e.g. an outbox entry already removed or given up)."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_db_time(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: the database stores UTC instants only")
+    return value.astimezone(UTC).isoformat()
+
+
+def from_db_time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+# --------------------------------------------------------------------------------------------------
+# Synchronous part: only ever called inside the worker thread (or by tests building old schemas).
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open the file with the pragmas every connection to it must have."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves so each write is exactly one transaction.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    try:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode != "wal":
+            raise StorageError(f"{path}: cannot switch to WAL journal mode (got {mode!r})")
+        # FULL, not NORMAL: in WAL mode NORMAL may lose the last commits on power loss, and a
+        # transaction message acknowledged to the session as "queued" must survive exactly that.
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(conn: sqlite3.Connection, *, target: int | None = None) -> int:
+    """Apply every migration after the file's version, up to `target` (default: the newest).
+
+    Each migration and its `user_version` bump commit together, so a crash leaves a known version.
+    """
+    migrations = all_migrations()
+    latest = len(migrations)
+    target = latest if target is None else target
+    current = schema_version(conn)
+    if current > latest:
+        raise SchemaTooNewError(
+            f"database schema version {current} is newer than this evstation supports ({latest}); "
+            "downgrading is not supported: run a newer evstation or restore a backup"
+        )
+    for migration in migrations[current:target]:
+        _apply(conn, migration)
+    return schema_version(conn)
+
+
+def _apply(conn: sqlite3.Connection, migration: Migration) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in migration.statements:
+            conn.execute(statement)
+        # PRAGMA takes no bound parameters; the version is an int we produced.
+        conn.execute(f"PRAGMA user_version = {int(migration.version)}")
+    except sqlite3.Error as exc:
+        conn.execute("ROLLBACK")
+        raise MigrationError(f"migration {migration.name} failed: {exc}") from exc
+    conn.execute("COMMIT")
+
+
+def in_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """Run `work` as one committed write transaction; roll back if it raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Typed rows
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionRecord:
+    """What the station must remember to resume or end a transaction after a reboot.
+
+    `id` is the station's transaction id (2.0.1 transactionId; 1.6: a local id until the CSMS's
+    integer `csms_transaction_id` arrives). `seq_no` is the last 2.0.1 seqNo used for it.
+    """
+
+    id: str
+    evse_id: int
+    connector_id: int
+    id_token: str | None
+    started_at: datetime
+    meter_start_wh: float
+    state: str
+    seq_no: int = 0
+    csms_transaction_id: int | None = None
+    id_token_type: str | None = None
+    stopped_at: datetime | None = None
+    meter_stop_wh: float | None = None
+    stop_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BootState:
+    """The registration outcome of the last boot, and why the next boot happens (2.0.1 BootReason)."""
+
+    registration_status: str | None = None
+    last_boot_at: datetime | None = None
+    next_boot_reason: str | None = None
+
+
+_TRANSACTION_COLUMNS = (
+    "id, evse_id, connector_id, id_token, started_at, meter_start_wh, state, seq_no, "
+    "csms_transaction_id, id_token_type, stopped_at, meter_stop_wh, stop_reason"
+)
+
+
+def _transaction_from_row(row: sqlite3.Row) -> TransactionRecord:
+    started = from_db_time(row["started_at"])
+    assert started is not None
+    return TransactionRecord(
+        id=row["id"],
+        evse_id=row["evse_id"],
+        connector_id=row["connector_id"],
+        id_token=row["id_token"],
+        started_at=started,
+        meter_start_wh=row["meter_start_wh"],
+        state=row["state"],
+        seq_no=row["seq_no"],
+        csms_transaction_id=row["csms_transaction_id"],
+        id_token_type=row["id_token_type"],
+        stopped_at=from_db_time(row["stopped_at"]),
+        meter_stop_wh=row["meter_stop_wh"],
+        stop_reason=row["stop_reason"],
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# The async face
+
+
+class Storage:
+    """Typed access to the station database. Create it with `open_storage`, never directly."""
+
+    def __init__(self, conn: sqlite3.Connection, limiter: trio.CapacityLimiter, path: Path) -> None:
+        self._conn = conn
+        self._limiter = limiter
+        self.path = path
+
+    async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work(conn)` in the database thread. Not cancellable once started, by design."""
+        return await trio.to_thread.run_sync(work, self._conn, limiter=self._limiter)
+
+    async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work(conn)` as one transaction in the database thread; committed when this returns.
+
+        A cancelled caller still waits for the commit or rollback: the thread is never abandoned.
+        """
+        return await trio.to_thread.run_sync(in_transaction, self._conn, work, limiter=self._limiter)
+
+    async def schema_version(self) -> int:
+        return await self.read(schema_version)
+
+    async def journal_mode(self) -> str:
+        return await self.read(lambda conn: str(conn.execute("PRAGMA journal_mode").fetchone()[0]))
+
+    # -- settings (configuration keys / device-model values set by the CSMS) ---------------------
+
+    async def get_setting(self, key: str) -> str | None:
+        def work(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+            return None if row is None else str(row["value"])
+
+        return await self.read(work)
+
+    async def set_setting(self, key: str, value: str) -> None:
+        await self.write(
+            lambda conn: conn.execute(
+                "INSERT INTO settings (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+        )
+
+    async def delete_setting(self, key: str) -> None:
+        await self.write(lambda conn: conn.execute("DELETE FROM settings WHERE key = ?", (key,)))
+
+    async def settings(self) -> dict[str, str]:
+        def work(conn: sqlite3.Connection) -> dict[str, str]:
+            return {row["key"]: row["value"] for row in conn.execute("SELECT key, value FROM settings")}
+
+        return await self.read(work)
+
+    # -- transactions ------------------------------------------------------------------------------
+
+    async def save_transaction(self, record: TransactionRecord) -> None:
+        """Insert or replace the whole record."""
+        values = (
+            record.id,
+            record.evse_id,
+            record.connector_id,
+            record.id_token,
+            to_db_time(record.started_at),
+            record.meter_start_wh,
+            record.state,
+            record.seq_no,
+            record.csms_transaction_id,
+            record.id_token_type,
+            None if record.stopped_at is None else to_db_time(record.stopped_at),
+            record.meter_stop_wh,
+            record.stop_reason,
+        )
+        await self.write(
+            lambda conn: conn.execute(
+                f"INSERT OR REPLACE INTO transactions ({_TRANSACTION_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                values,
+            )
+        )
+
+    async def get_transaction(self, transaction_id: str) -> TransactionRecord | None:
+        def work(conn: sqlite3.Connection) -> TransactionRecord | None:
+            row = conn.execute(
+                f"SELECT {_TRANSACTION_COLUMNS} FROM transactions WHERE id = ?", (transaction_id,)
+            ).fetchone()
+            return None if row is None else _transaction_from_row(row)
+
+        return await self.read(work)
+
+    async def transactions(self) -> list[TransactionRecord]:
+        """Every remembered transaction, oldest start first."""
+
+        def work(conn: sqlite3.Connection) -> list[TransactionRecord]:
+            rows = conn.execute(f"SELECT {_TRANSACTION_COLUMNS} FROM transactions ORDER BY started_at, id")
+            return [_transaction_from_row(row) for row in rows]
+
+        return await self.read(work)
+
+    async def next_seq_no(self, transaction_id: str) -> int:
+        """Increment and return the transaction's 2.0.1 seqNo, committed before it is used on the wire."""
+
+        def work(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "UPDATE transactions SET seq_no = seq_no + 1 WHERE id = ? RETURNING seq_no",
+                (transaction_id,),
+            ).fetchone()
+            if row is None:
+                raise UnknownEntryError(f"no transaction {transaction_id!r}")
+            return int(row["seq_no"])
+
+        return await self.write(work)
+
+    async def delete_transaction(self, transaction_id: str) -> None:
+        await self.write(
+            lambda conn: conn.execute("DELETE FROM transactions WHERE id = ?", (transaction_id,))
+        )
+
+    # -- boot state --------------------------------------------------------------------------------
+
+    async def boot_state(self) -> BootState:
+        def work(conn: sqlite3.Connection) -> BootState:
+            row = conn.execute(
+                "SELECT registration_status, last_boot_at, next_boot_reason FROM boot_state"
+            ).fetchone()
+            if row is None:
+                return BootState()
+            return BootState(
+                registration_status=row["registration_status"],
+                last_boot_at=from_db_time(row["last_boot_at"]),
+                next_boot_reason=row["next_boot_reason"],
+            )
+
+        return await self.read(work)
+
+    async def save_boot_state(self, state: BootState) -> None:
+        values = (
+            state.registration_status,
+            None if state.last_boot_at is None else to_db_time(state.last_boot_at),
+            state.next_boot_reason,
+        )
+        await self.write(
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO boot_state "
+                "(singleton, registration_status, last_boot_at, next_boot_reason) VALUES (1, ?, ?, ?)",
+                values,
+            )
+        )
+
+
+def _open_and_migrate(path: Path) -> sqlite3.Connection:
+    conn = connect(path)
+    try:
+        migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+@asynccontextmanager
+async def open_storage(path: Path) -> AsyncIterator[Storage]:
+    """Open (creating if needed) and migrate the database at `path`; close it when the block exits."""
+    limiter = trio.CapacityLimiter(1)
+    try:
+        conn = await trio.to_thread.run_sync(_open_and_migrate, path, limiter=limiter)
+    except sqlite3.Error as exc:
+        raise StorageError(f"{path}: cannot open database: {exc}") from exc
+    try:
+        yield Storage(conn, limiter, path)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(conn.close, limiter=limiter)

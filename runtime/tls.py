@@ -1,0 +1,99 @@
+"""TLS for the CSMS link: client contexts for security profiles 2 and 3, and readable TLS failures.
+
+It must never weaken verification (no CERT_NONE, no check_hostname=False) and never log key material.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+# OCPP 2.0.1 A00.FR.318 / 1.6 security whitepaper: the TLS 1.2 suites a station must offer. TLS 1.3
+# suites are not affected by set_ciphers and stay at OpenSSL's (all AEAD) defaults.
+TLS12_CIPHERS = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+    )
+)
+
+# OpenSSL X509_V_ERR_* codes we turn into a sentence.
+_X509_CERT_NOT_YET_VALID = 9
+_X509_CERT_HAS_EXPIRED = 10
+_X509_UNTRUSTED = frozenset({18, 19, 20, 21})  # self-signed leaf/chain, unknown issuer, unverifiable leaf
+_X509_NAME_MISMATCH = frozenset({62, 64})  # host name, IP address
+
+
+class TlsConfigError(ValueError):
+    """The endpoint's TLS settings cannot work (a missing or unreadable file); the text names it."""
+
+
+def client_context(
+    *, security_profile: int, ca_bundle: Path | None, client_cert: Path | None, client_key: Path | None
+) -> ssl.SSLContext:
+    """An SSL context for a `wss://` CSMS under security profile 2 or 3.
+
+    The CSMS certificate is verified against `ca_bundle` (or the system trust store when None) and
+    against the host name; TLS 1.2 is the minimum. Profile 3 loads the client certificate and key.
+
+    Raises:
+        TlsConfigError: profile not 2/3, a profile 3 without certificate or key, or a file that cannot
+            be loaded.
+    """
+    if security_profile not in (2, 3):
+        raise TlsConfigError(f"security profile {security_profile} does not use TLS")
+    # PROTOCOL_TLS_CLIENT turns on CERT_REQUIRED and check_hostname; we never turn them off.
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(TLS12_CIPHERS)
+    if ca_bundle is None:
+        ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    else:
+        # A configured CSMS root replaces the system store: only that CA may vouch for the CSMS.
+        try:
+            ctx.load_verify_locations(cafile=str(ca_bundle))
+        except (OSError, ssl.SSLError) as exc:
+            raise TlsConfigError(f"cannot load CSMS CA bundle {ca_bundle}: {_reason(exc)}") from None
+    if security_profile == 3:
+        if client_cert is None or client_key is None:
+            raise TlsConfigError(
+                "security profile 3 needs a client certificate and key (client_cert, client_key)"
+            )
+        try:
+            ctx.load_cert_chain(certfile=str(client_cert), keyfile=str(client_key))
+        except (OSError, ssl.SSLError) as exc:
+            raise TlsConfigError(
+                f"cannot load client certificate {client_cert} / key {client_key}: {_reason(exc)}"
+            ) from None
+    return ctx
+
+
+def describe_tls_failure(exc: ssl.SSLError, host: str) -> str:
+    """One sentence saying why a TLS handshake with the CSMS at `host` failed."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        code = exc.verify_code
+        if code == _X509_CERT_HAS_EXPIRED:
+            return f"CSMS certificate for {host} has expired"
+        if code == _X509_CERT_NOT_YET_VALID:
+            return f"CSMS certificate for {host} is not valid yet (check the station clock)"
+        if code in _X509_NAME_MISMATCH:
+            return f"CSMS certificate does not match host name {host!r}"
+        if code in _X509_UNTRUSTED:
+            return f"CSMS certificate for {host} is not signed by a trusted CA ({exc.verify_message})"
+        return f"CSMS certificate for {host} rejected: {exc.verify_message}"
+    reason = (exc.reason or "").upper()
+    if "CERTIFICATE_REQUIRED" in reason or "PEER_DID_NOT_RETURN_A_CERTIFICATE" in reason:
+        return f"CSMS at {host} requires a client certificate (security profile 3) and got none"
+    if "UNKNOWN_CA" in reason or "BAD_CERTIFICATE" in reason or "CERTIFICATE_UNKNOWN" in reason:
+        return f"CSMS at {host} rejected our client certificate (TLS alert {exc.reason})"
+    if "PROTOCOL_VERSION" in reason or "UNSUPPORTED_PROTOCOL" in reason:
+        return f"CSMS at {host} does not speak TLS 1.2 or later ({exc.reason})"
+    return f"TLS handshake with {host} failed: {_reason(exc)}"
+
+
+def _reason(exc: OSError | ssl.SSLError) -> str:
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason)
+    return exc.strerror or type(exc).__name__

@@ -1,0 +1,258 @@
+"""The Yeti driver against the Yeti MCU emulator over a real pseudo-terminal (pyserial on the slave)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+
+from evstation.drivers.api import (
+    BoardReset,
+    ChargeController,
+    ContactorChanged,
+    ControllerError,
+    ControllerEvent,
+    FaultCleared,
+    FaultCode,
+    FaultRaised,
+    LockChanged,
+    LockState,
+    PilotChanged,
+    PilotState,
+    PowerMeter,
+)
+from evstation.drivers.boards.yeti import PWM_STATE_F, PWM_X1, YetiBoard
+from evstation.drivers.sim.yeti_emulator import YetiEmulator, open_yeti_emulator
+
+STEP_TIMEOUT = 3.0  # real pty I/O: generous, but a hang still fails fast
+
+
+async def expect(events: AsyncIterator[ControllerEvent], wanted: ControllerEvent) -> list[ControllerEvent]:
+    """Read events until `wanted` arrives; returns everything seen before it."""
+    seen: list[ControllerEvent] = []
+    with trio.fail_after(STEP_TIMEOUT):
+        async for event in events:
+            if event == wanted:
+                return seen
+            seen.append(event)
+    raise AssertionError(f"event stream ended before {wanted}")
+
+
+async def expect_all(events: AsyncIterator[ControllerEvent], *wanted: ControllerEvent) -> None:
+    """Read events until every one of `wanted` has arrived, in any order."""
+    missing = list(wanted)
+    with trio.fail_after(STEP_TIMEOUT):
+        async for event in events:
+            if event in missing:
+                missing.remove(event)
+                if not missing:
+                    return
+    raise AssertionError(f"event stream ended before {missing}")
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[tuple[YetiEmulator, YetiBoard]]:
+    async with open_yeti_emulator(keepalive_interval=0.1, meter_interval=0.1) as emulator:
+        board = YetiBoard(emulator.port_path, keepalive_interval=0.1, keepalive_timeout=0.5, reset_wait=0.5)
+        async with trio.open_nursery() as nursery:
+            with trio.fail_after(STEP_TIMEOUT):
+                await nursery.start(board.run)
+            yield emulator, board
+            nursery.cancel_scope.cancel()
+
+
+async def test_yeti_board_satisfies_the_controller_protocol(rig: tuple[YetiEmulator, YetiBoard]) -> None:
+    _, board = rig
+    assert isinstance(board, ChargeController)
+    assert isinstance(board.power_meter(), PowerMeter)
+
+
+async def test_yeti_full_session(rig: tuple[YetiEmulator, YetiBoard]) -> None:
+    emulator, board = rig
+    events = board.events()
+    with trio.fail_after(15):
+        await expect(events, PilotChanged(PilotState.A))
+        # The start-up reset was asked for: it must not surface as a spurious BoardReset.
+        assert board.stats.unrequested_resets == 0
+
+        emulator.update_ev(plugged=True)
+        await expect(events, PilotChanged(PilotState.B))
+
+        await board.set_lock(True)
+        await expect(events, LockChanged(LockState.LOCKED))
+
+        await board.offer_current(16)
+        await expect(events, PilotChanged(PilotState.C))
+        assert emulator.duty == 2666  # 16 A -> 26.67 %, rounded down in 0.01 % units
+
+        await board.allow_power(True)
+        await expect(events, ContactorChanged(True))
+
+        emulator.update_ev(wants_energy=False)
+        await expect(events, PilotChanged(PilotState.B))
+        await expect(events, ContactorChanged(False))
+
+        await board.allow_power(False)
+        await board.offer_current(None)
+        await board.set_lock(False)
+        await expect(events, LockChanged(LockState.UNLOCKED))
+        assert emulator.duty == PWM_X1  # frames are handled in order: X1 came before the unlock
+        emulator.update_ev(plugged=False)
+        await expect(events, PilotChanged(PilotState.A))
+        assert board.stats.crc_errors == 0
+
+
+async def test_yeti_unavailable_drives_state_f(rig: tuple[YetiEmulator, YetiBoard]) -> None:
+    emulator, board = rig
+    events = board.events()
+    with trio.fail_after(10):
+        await board.offer_current(10)
+        await board.set_unavailable(True)
+        await expect(events, PilotChanged(PilotState.F))
+        assert emulator.duty == PWM_STATE_F
+        await board.set_unavailable(False)
+        await expect(events, PilotChanged(PilotState.A))
+        assert emulator.duty == 1666
+
+
+async def test_yeti_rcd_trip_raises_and_clears_ground_failure(rig: tuple[YetiEmulator, YetiBoard]) -> None:
+    emulator, board = rig
+    events = board.events()
+    with trio.fail_after(10):
+        emulator.update_ev(plugged=True)
+        await board.offer_current(32)
+        await board.allow_power(True)
+        await expect(events, ContactorChanged(True))
+
+        emulator.inject(rcd_tripped=True)
+        await expect_all(
+            events,
+            FaultRaised(FaultCode.GROUND_FAILURE, "error_flags.rcd_triggered"),
+            ContactorChanged(False),
+        )
+
+        emulator.inject(rcd_tripped=False)
+        await expect(events, FaultCleared(FaultCode.GROUND_FAILURE))
+        await expect(events, ContactorChanged(True))
+
+
+@pytest.mark.parametrize(
+    ("fault", "code"),
+    [
+        ("diode_short", FaultCode.DIODE_FAULT),
+        ("over_current", FaultCode.OVER_CURRENT),
+        ("cp_shorted", FaultCode.PILOT_FAULT),
+        ("lock_jammed", FaultCode.CONNECTOR_LOCK_FAILURE),
+    ],
+)
+async def test_yeti_injected_faults_map_to_fault_codes(
+    rig: tuple[YetiEmulator, YetiBoard], fault: str, code: FaultCode
+) -> None:
+    emulator, board = rig
+    events = board.events()
+    with trio.fail_after(10):
+        emulator.update_ev(plugged=True)
+        await board.offer_current(16)
+        await board.set_lock(True)
+        emulator.inject(**{fault: True})
+        raised = await _next_fault(events)
+        assert raised.code is code
+        emulator.inject(**{fault: False})
+        await expect(events, FaultCleared(code))
+
+
+async def _next_fault(events: AsyncIterator[ControllerEvent]) -> FaultRaised:
+    with trio.fail_after(STEP_TIMEOUT):
+        async for event in events:
+            if isinstance(event, FaultRaised):
+                return event
+    raise AssertionError("no fault")
+
+
+async def test_yeti_corrupted_frames_are_counted_and_skipped(rig: tuple[YetiEmulator, YetiBoard]) -> None:
+    emulator, board = rig
+    events = board.events()
+    with trio.fail_after(10):
+        await expect(events, PilotChanged(PilotState.A))
+        emulator.corrupt_next_frames(1)
+        emulator.update_ev(plugged=True)  # this B report (or a keep-alive) is lost to the CRC error
+        await emulator.wait_corruption_sent()
+        await board.offer_current(16)  # later frames get through: the session goes on
+        await expect(events, PilotChanged(PilotState.C))
+        assert board.stats.crc_errors == 1
+
+
+async def test_yeti_silent_mcu_raises_and_clears_communication_fault(
+    rig: tuple[YetiEmulator, YetiBoard],
+) -> None:
+    emulator, board = rig
+    events = board.events()
+    with trio.fail_after(10):
+        await expect(events, PilotChanged(PilotState.A))
+        emulator.go_silent()
+        raised = await _next_fault(events)
+        assert raised.code is FaultCode.BOARD_COMMUNICATION
+        emulator.go_silent(False)
+        await expect(events, FaultCleared(FaultCode.BOARD_COMMUNICATION))
+        # Cleared means a keep-alive arrived, and it carries the board's capabilities.
+        assert board.board_info is not None
+        assert board.board_info.max_current_a == 32.0
+
+
+async def test_yeti_spurious_reset_reports_board_reset_and_withdraws_power(
+    rig: tuple[YetiEmulator, YetiBoard],
+) -> None:
+    emulator, board = rig
+    events = board.events()
+    with trio.fail_after(10):
+        emulator.update_ev(plugged=True)
+        await board.offer_current(16)
+        await board.allow_power(True)
+        await expect(events, ContactorChanged(True))
+        emulator.spurious_reset()
+        await expect(events, BoardReset("watchdog"))
+        await expect(events, ContactorChanged(False))
+        assert board.stats.unrequested_resets == 1
+        # PWM is restored by the driver; power waits for the runtime to allow it again.
+        await expect(events, PilotChanged(PilotState.C))
+        assert not emulator.power_allowed
+        await board.allow_power(True)
+        await expect(events, ContactorChanged(True))
+
+
+async def test_yeti_power_meter_adapter_reports_energy(rig: tuple[YetiEmulator, YetiBoard]) -> None:
+    emulator, board = rig
+    meter = board.power_meter()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(meter.run)
+        emulator.update_ev(plugged=True, max_current_a=10.0)
+        await board.offer_current(16)
+        await board.allow_power(True)
+        with trio.fail_after(10):
+            async for sample in meter.events():
+                if sample.power_w:  # type: ignore[union-attr]
+                    break
+        latest = meter.latest()
+        assert latest is not None
+        assert latest.current_a.l1 == pytest.approx(10.0)
+        assert latest.power_w == pytest.approx(3 * 230.0 * 10.0)
+        nursery.cancel_scope.cancel()
+
+
+async def test_yeti_commands_without_an_open_port_raise_controller_error() -> None:
+    board = YetiBoard("/dev/null-no-such-port")
+    with pytest.raises(ControllerError) as info:
+        await board.offer_current(16)
+    assert info.value.code is FaultCode.BOARD_COMMUNICATION
+
+
+async def test_yeti_missing_port_is_a_fault_event_not_a_crash() -> None:
+    board = YetiBoard("/dev/no-such-tty-for-evstation", reopen_interval=0.05)
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(STEP_TIMEOUT):
+            await nursery.start(board.run)
+            event = await board.events().__anext__()
+        assert isinstance(event, FaultRaised)
+        assert event.code is FaultCode.BOARD_COMMUNICATION
+        nursery.cancel_scope.cancel()

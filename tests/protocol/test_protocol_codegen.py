@@ -1,0 +1,84 @@
+"""The committed message models are exactly what the generator makes from the official schemas."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from evstation.protocol._codegen import generate
+from evstation.protocol.messages import actions
+from evstation.protocol.versions import OcppVersion
+
+
+@pytest.mark.parametrize("version", ["v16", "v201"])
+def test_committed_models_match_a_fresh_generation_byte_for_byte(version: str) -> None:
+    committed = generate.target(version).read_bytes()
+    assert generate.render(version).encode("utf-8") == committed
+
+
+def test_generation_is_deterministic() -> None:
+    assert generate.render("v201") == generate.render("v201")
+
+
+def test_check_flag_passes_on_the_committed_tree() -> None:
+    assert generate.main(["--check"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("version", "ocpp_version", "schemas", "action_count"),
+    [("v16", OcppVersion.V16, 78, 39), ("v201", OcppVersion.V201, 128, 64)],
+)
+def test_every_schema_has_a_model(
+    version: str, ocpp_version: OcppVersion, schemas: int, action_count: int
+) -> None:
+    files = generate.load_schemas(version)
+    assert len(files) == schemas
+    names = {file.action for file in files}
+    assert len(names) == action_count
+    assert actions(ocpp_version) == names
+    for file in files:
+        assert (file.action, file.kind) in {(name, kind) for name in names for kind in generate.KINDS}
+
+
+def test_security_whitepaper_messages_are_in_16() -> None:
+    assert {"SignCertificate", "CertificateSigned", "SecurityEventNotification", "GetLog"} <= actions(
+        OcppVersion.V16
+    )
+
+
+_PROBE = textwrap.dedent(
+    """
+    import sys
+    from evstation.protocol import messages
+    from evstation.protocol.versions import OcppVersion
+    assert not any(name.startswith(("evstation.protocol.v16", "evstation.protocol.v201"))
+                   for name in sys.modules), "importing messages imported a version"
+    messages.parse_request(OcppVersion.{use}, "Heartbeat", {{}})
+    loaded = sorted(name for name in sys.modules if name.startswith(("evstation.protocol.v16", "evstation.protocol.v201")))
+    foreign = [name for name in sys.modules
+               if name.startswith(("ocpp", "hypothesis", "jsonschema", "evstation.protocol._codegen"))]
+    print(loaded, foreign)
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("use", "expected"),
+    [
+        ("V16", ["evstation.protocol.v16", "evstation.protocol.v16.messages"]),
+        ("V201", ["evstation.protocol.v201", "evstation.protocol.v201.messages"]),
+    ],
+)
+def test_a_version_is_imported_only_when_used_and_alone(use: str, expected: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(use=use)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert result.stdout.strip() == f"{expected} []"

@@ -1,0 +1,180 @@
+"""CallManager over an in-memory connection: one CALL in flight, timeouts, CSMS CALLs served meanwhile."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+import trio.testing
+from runtime_session_harness import CSMS_TIME, CsmsPeer, Fail, MemoryConnection, NoAnswer
+
+from evstation.protocol.errors import ErrorKind
+from evstation.protocol.messages import OcppModel
+from evstation.protocol.versions import OcppVersion
+from evstation.runtime.calls import (
+    CallErrorReceived,
+    CallManager,
+    CallTimeout,
+    Direction,
+    Handler,
+    HandlerError,
+    MessageLogEntry,
+)
+from evstation.runtime.events import Broadcaster
+
+V201 = OcppVersion.V201
+GET_VARIABLES = {
+    "getVariableData": [{"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}}]
+}
+
+
+async def _get_variables(request: OcppModel) -> dict[str, object]:
+    return {
+        "getVariableResult": [
+            {
+                "attributeStatus": "Accepted",
+                "attributeValue": "300",
+                "component": {"name": "OCPPCommCtrlr"},
+                "variable": {"name": "HeartbeatInterval"},
+            }
+        ]
+    }
+
+
+def _manager(
+    conn: MemoryConnection, handlers: dict[str, Handler] | None = None, **kwargs: object
+) -> CallManager:
+    return CallManager(conn, handlers or {}, timeout_s=30.0, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_call_returns_the_typed_response(autojump_clock: trio.testing.MockClock) -> None:
+    conn, csms = MemoryConnection(V201), CsmsPeer(V201)
+    calls = _manager(conn)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(csms.serve, conn)
+            await nursery.start(calls.run)
+            response = await calls.call("Heartbeat", {})
+            assert response.current_time.year == 2030  # type: ignore[attr-defined]
+            nursery.cancel_scope.cancel()
+
+
+async def test_message_timeout_raises_call_timeout_and_the_next_call_proceeds(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """2.0.1 OCPPCommCtrlr.MessageTimeout: an unanswered CALL ends after the timeout, not later."""
+    conn, csms = MemoryConnection(V201), CsmsPeer(V201).then("Heartbeat", NoAnswer())
+    calls = _manager(conn)
+    with trio.fail_after(100):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(csms.serve, conn)
+            await nursery.start(calls.run)
+            start = trio.current_time()
+            with pytest.raises(CallTimeout):
+                await calls.call("Heartbeat", {})
+            assert trio.current_time() - start == pytest.approx(30.0)
+            await calls.call("Heartbeat", {})
+            assert len(csms.of("Heartbeat")) == 2
+            nursery.cancel_scope.cancel()
+
+
+async def test_csms_call_is_answered_while_our_call_is_pending(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    conn, csms = MemoryConnection(V201), CsmsPeer(V201).then("Heartbeat", NoAnswer())
+    calls = _manager(conn, {"GetVariables": _get_variables})
+    with trio.fail_after(100):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(csms.serve, conn)
+            await nursery.start(calls.run)
+            nursery.start_soon(calls.call, "Heartbeat", {})
+            await csms.wait_for("Heartbeat")
+            message_id = await csms.send_call(conn, "GetVariables", GET_VARIABLES)
+            answer = await csms.wait_answer(message_id)
+            assert answer.payload["getVariableResult"][0]["attributeValue"] == "300"  # type: ignore[union-attr,index]
+            # The answer came while our Heartbeat was still waiting for its own.
+            assert trio.current_time() < csms.of("Heartbeat")[0].at + 30.0
+            nursery.cancel_scope.cancel()
+
+
+async def test_callresult_for_an_unknown_id_is_dropped(autojump_clock: trio.testing.MockClock) -> None:
+    conn, csms = MemoryConnection(V201), CsmsPeer(V201)
+    calls = _manager(conn)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(csms.serve, conn)
+            await nursery.start(calls.run)
+            await conn.down_send.send(json.dumps([3, "not-ours", {"currentTime": CSMS_TIME}]))
+            response = await calls.call("Heartbeat", {})
+            assert response is not None
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("handlers", "expected_code"),
+    [
+        ({}, "NotImplemented"),
+        ({"Reset": "refuse"}, "OccurrenceConstraintViolation"),
+        ({"Reset": "bug"}, "InternalError"),
+    ],
+)
+async def test_inbound_call_errors(
+    autojump_clock: trio.testing.MockClock, handlers: dict[str, str], expected_code: str
+) -> None:
+    """No handler -> NotImplemented; HandlerError -> its kind; any other exception -> InternalError."""
+
+    async def refuse(request: OcppModel) -> dict[str, object]:
+        raise HandlerError(ErrorKind.OCCURRENCE_CONSTRAINT, "no such EVSE")
+
+    async def bug(request: OcppModel) -> dict[str, object]:
+        raise ZeroDivisionError
+
+    table: dict[str, Handler] = {"refuse": refuse, "bug": bug}
+    conn, csms = MemoryConnection(V201), CsmsPeer(V201)
+    calls = _manager(conn, {action: table[name] for action, name in handlers.items()})
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(csms.serve, conn)
+            await nursery.start(calls.run)
+            message_id = await csms.send_call(conn, "Reset", {"type": "Immediate", "evseId": 9})
+            answer = await csms.wait_answer(message_id)
+            assert answer.code == expected_code  # type: ignore[union-attr]
+            nursery.cancel_scope.cancel()
+
+
+async def test_callerror_answer_raises_call_error_received(autojump_clock: trio.testing.MockClock) -> None:
+    conn, csms = (
+        MemoryConnection(OcppVersion.V16),
+        CsmsPeer(OcppVersion.V16).then("Heartbeat", Fail("NotSupported")),
+    )
+    calls = _manager(conn)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(csms.serve, conn)
+            await nursery.start(calls.run)
+            with pytest.raises(CallErrorReceived) as caught:
+                await calls.call("Heartbeat", {})
+            assert caught.value.code == "NotSupported"
+            nursery.cancel_scope.cancel()
+
+
+async def test_every_frame_is_published_to_the_message_log(autojump_clock: trio.testing.MockClock) -> None:
+    conn, csms = MemoryConnection(V201), CsmsPeer(V201)
+    log: Broadcaster[MessageLogEntry] = Broadcaster()
+    calls = _manager(conn, {"GetVariables": _get_variables}, message_log=log)
+    with log.subscribe() as entries, trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(csms.serve, conn)
+            await nursery.start(calls.run)
+            await calls.call("Heartbeat", {})
+            message_id = await csms.send_call(conn, "GetVariables", GET_VARIABLES)
+            await csms.wait_answer(message_id)
+            nursery.cancel_scope.cancel()
+        seen = [(e.direction, e.action) for e in [entries.receive_nowait() for _ in range(4)]]  # type: ignore[union-attr]
+        assert seen == [
+            (Direction.OUT, "Heartbeat"),
+            (Direction.IN, "Heartbeat"),
+            (Direction.IN, "GetVariables"),
+            (Direction.OUT, "GetVariables"),
+        ]

@@ -1,0 +1,340 @@
+"""station.toml: every example loads, and each kind of bad input gives exactly one line naming the key."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from evstation.protocol.versions import OcppVersion
+from evstation.runtime.config import (
+    ConfigError,
+    ModbusRtuMeterConfig,
+    ModbusTcpMeterConfig,
+    RapiControllerConfig,
+    SimControllerConfig,
+    StationConfig,
+    YetiControllerConfig,
+    load_config,
+)
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.toml"))
+
+GOOD_PASSWORD = "0123456789abcdef-secret"
+
+MINIMAL = """
+[station]
+id = "CP-1"
+vendor = "Acme"
+model = "Box"
+ocpp_version = "2.0.1"
+
+[[csms.endpoints]]
+url = "ws://127.0.0.1:9000/ocpp"
+security_profile = 0
+
+[[evse]]
+id = 1
+[[evse.connector]]
+id = 1
+type = "cType2"
+max_current_a = 16
+[evse.controller]
+driver = "sim"
+[evse.meter]
+driver = "sim"
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "station.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def problems_of(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return info.value.problems
+
+
+def with_endpoint(endpoint: str) -> str:
+    head, _, tail = MINIMAL.partition("[[csms.endpoints]]")
+    _, _, rest = tail.partition("\n[[evse]]")
+    return head + "[[csms.endpoints]]\n" + textwrap.dedent(endpoint) + "\n[[evse]]" + rest
+
+
+def test_there_are_examples() -> None:
+    assert len(EXAMPLES) >= 4
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda path: path.name)
+def test_every_example_validates(path: Path) -> None:
+    config = load_config(path)
+    assert config.evse
+    assert config.csms.endpoints
+
+
+def test_minimal_file_gets_documented_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL))
+    assert config.station.ocpp_version is OcppVersion.V201
+    assert config.station.data_dir == tmp_path / "data"
+    assert config.control.socket_path == tmp_path / "data" / "control.sock"
+    assert config.control.tcp_port is None
+    assert config.electrical.line_voltage_v == 230
+    assert config.electrical.frequency_hz == 50
+    assert config.csms.ping_interval_s == 30
+    assert config.csms.message_timeout_s == 30
+    assert config.csms.transaction_message_attempts == 3
+    assert config.csms.transaction_message_retry_interval_s == 60
+    assert config.csms.retry_backoff_wait_minimum_s == 3
+    assert config.csms.retry_backoff_random_range_s == 10
+    assert config.csms.retry_backoff_repeat_times == 5
+    assert config.logging.level == "INFO"
+    assert isinstance(config.evse[0].controller, SimControllerConfig)
+    assert config.evse[0].connector[0].phases == 3
+    assert config.database_path == tmp_path / "data" / "evstation.sqlite3"
+
+
+def test_relative_paths_resolve_against_the_config_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "pw.txt").write_text(GOOD_PASSWORD + "\n", encoding="utf-8")
+    text = with_endpoint(
+        """
+        url = "ws://127.0.0.1:9000/ocpp"
+        security_profile = 1
+        password_file = "pw.txt"
+        """
+    ).replace('ocpp_version = "2.0.1"', 'ocpp_version = "1.6"\ndata_dir = "var"')
+    text += '\n[control]\nsocket_path = "run/ctl.sock"\ntcp_port = 7070\n'
+    monkeypatch.chdir(tmp_path)  # a cwd other than the config folder must not matter
+    config = load_config(write(tmp_path / "conf", text))
+    assert config.station.ocpp_version is OcppVersion.V16
+    assert config.station.data_dir == tmp_path / "conf" / "var"
+    assert config.control.socket_path == tmp_path / "conf" / "run" / "ctl.sock"
+    password = config.csms.endpoints[0].password
+    assert password is not None
+    assert password.get_secret_value() == GOOD_PASSWORD
+
+
+def test_drivers_are_a_discriminated_union(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        '[evse.controller]\ndriver = "sim"\n[evse.meter]\ndriver = "sim"',
+        '[evse.controller]\ndriver = "yeti"\ndevice = "/dev/ttyAMA0"\n'
+        '[evse.meter]\ndriver = "modbus"\nmodel = "em340"\ntransport = "rtu"\ndevice = "/dev/ttyUSB0"\n'
+        "unit_id = 7\n"
+        '[[evse]]\nid = 2\n[[evse.connector]]\nid = 1\ntype = "cCCS2"\ncurrent_type = "DC"\n'
+        'max_current_a = 125\n[evse.controller]\ndriver = "rapi"\ndevice = "/dev/ttyS1"\n'
+        '[evse.meter]\ndriver = "modbus"\nmodel = "sdm72dm"\ntransport = "tcp"\nhost = "meter.local"\n',
+    )
+    config = load_config(write(tmp_path, text))
+    first, second = config.evse
+    assert isinstance(first.controller, YetiControllerConfig)
+    assert first.controller.baud == 115200
+    assert isinstance(first.meter, ModbusRtuMeterConfig)
+    assert (first.meter.unit_id, first.meter.baud, first.meter.parity) == (7, 9600, "N")
+    assert isinstance(second.controller, RapiControllerConfig)
+    assert isinstance(second.meter, ModbusTcpMeterConfig)
+    assert second.meter.port == 502
+
+
+def test_endpoints_by_priority(tmp_path: Path) -> None:
+    text = with_endpoint(
+        """
+        url = "ws://b.example/ocpp"
+        security_profile = 0
+        priority = 5
+        [[csms.endpoints]]
+        url = "ws://a.example/ocpp"
+        security_profile = 0
+        priority = 1
+        """
+    )
+    config = load_config(write(tmp_path, text))
+    assert [e.url for e in config.csms.endpoints_by_priority] == [
+        "ws://a.example/ocpp",
+        "ws://b.example/ocpp",
+    ]
+
+
+# ---- bad input: exactly one line, naming the key ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        pytest.param(
+            'model = "Box"', 'model = "Box"\ncolour = "red"', "station.colour: unknown key", id="unknown"
+        ),
+        pytest.param('vendor = "Acme"\n', "", "station.vendor: required key is missing", id="missing"),
+        pytest.param(
+            "max_current_a = 16",
+            'max_current_a = "lots"',
+            "evse[0].connector[0].max_current_a: must be a number",
+            id="wrong-type",
+        ),
+        pytest.param(
+            'ocpp_version = "2.0.1"',
+            'ocpp_version = "2.0"',
+            "station.ocpp_version: must be '1.6' or '2.0.1' (got '2.0')",
+            id="version",
+        ),
+        pytest.param('id = "CP-1"', 'id = "CP:1"', "station.id: must be 1-48 characters", id="colon-in-id"),
+        pytest.param(
+            'driver = "sim"\n[evse.meter]',
+            'driver = "ardu"\n[evse.meter]',
+            "evse[0].controller.driver: must be one of",
+            id="driver",
+        ),
+        pytest.param(
+            '[evse.meter]\ndriver = "sim"',
+            '[evse.meter]\ndriver = "modbus"\nmodel = "sdm630"\ntransport = "tcp"',
+            "evse[0].meter.host: required key is missing",
+            id="modbus-host",
+        ),
+        pytest.param(
+            '[evse.meter]\ndriver = "sim"',
+            '[evse.meter]\ndriver = "modbus"\nmodel = "sdm630"\ntransport = "tcp"\nhost = "m"\nbaud = 9600',
+            "evse[0].meter.baud: unknown key",
+            id="rtu-key-on-tcp-meter",
+        ),
+        pytest.param(
+            "[[evse]]\nid = 1",
+            "[[evse]]\nid = 2",
+            "evse: EVSE ids must be 1..1 in order (got [2])",
+            id="evse-ids",
+        ),
+        pytest.param(
+            "[[evse.connector]]\nid = 1",
+            "[[evse.connector]]\nid = 3",
+            "evse[0].connector: connector ids must be 1..1",
+            id="connector-ids",
+        ),
+        pytest.param(
+            "[station]", '[logging]\nlevel = "chatty"\n[station]', "logging.level: must be", id="log-level"
+        ),
+        pytest.param(
+            "[station]",
+            "[electrical]\nline_voltage_v = 0\n[station]",
+            "electrical.line_voltage_v: must be greater than 0 (got 0)",
+            id="voltage",
+        ),
+    ],
+)
+def test_one_line_per_problem(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    assert old in MINIMAL
+    problems = problems_of(write(tmp_path, MINIMAL.replace(old, new, 1)))
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(expected), problems
+
+
+def test_security_profile_out_of_range_names_the_key(tmp_path: Path) -> None:
+    problems = problems_of(write(tmp_path, MINIMAL.replace("security_profile = 0", "security_profile = 5")))
+    assert problems == ["csms.endpoints[0].security_profile: must be 0, 1, 2 or 3 (got 5)"]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "expected"),
+    [
+        pytest.param(
+            'url = "wss://x.example/ocpp"\nsecurity_profile = 0',
+            "csms.endpoints[0].url: security_profile 0 needs a ws:// URL (got wss://)",
+            id="p0-wss",
+        ),
+        pytest.param(
+            f'url = "ws://x.example/ocpp"\nsecurity_profile = 2\npassword = "{GOOD_PASSWORD}"',
+            "csms.endpoints[0].url: security_profile 2 needs a wss:// URL (got ws://)",
+            id="p2-ws",
+        ),
+        pytest.param(
+            'url = "http://x.example/ocpp"\nsecurity_profile = 0',
+            "csms.endpoints[0].url: must be a ws:// or wss:// URL",
+            id="http",
+        ),
+        pytest.param(
+            'url = "ws://x.example/ocpp"\nsecurity_profile = 1',
+            "csms.endpoints[0].password: required for security_profile 1",
+            id="no-password",
+        ),
+        pytest.param(
+            'url = "ws://x.example/ocpp"\nsecurity_profile = 1\npassword = "hunter2"',
+            "csms.endpoints[0].password: password must be 16-40 characters (got 7)",
+            id="short-password",
+        ),
+        pytest.param(
+            'url = "ws://x.example/ocpp"\nsecurity_profile = 1\npassword_file = "absent.txt"',
+            "csms.endpoints[0].password_file: file not found",
+            id="password-file-missing",
+        ),
+        pytest.param(
+            'url = "wss://x.example/ocpp"\nsecurity_profile = 3',
+            "csms.endpoints[0].client_cert: required for security_profile 3",
+            id="p3-no-cert",
+        ),
+        pytest.param(
+            f'url = "ws://x.example/ocpp"\nsecurity_profile = 0\npassword = "{GOOD_PASSWORD}"',
+            "csms.endpoints[0].password: not used with security_profile 0",
+            id="p0-password",
+        ),
+    ],
+)
+def test_endpoint_security_checks(tmp_path: Path, endpoint: str, expected: str) -> None:
+    problems = problems_of(write(tmp_path, with_endpoint(endpoint)))
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(expected), problems
+
+
+def test_duplicate_priorities_are_rejected(tmp_path: Path) -> None:
+    text = with_endpoint(
+        'url = "ws://a.example/"\nsecurity_profile = 0\n'
+        '[[csms.endpoints]]\nurl = "ws://b.example/"\nsecurity_profile = 0'
+    )
+    assert problems_of(write(tmp_path, text)) == [
+        "csms.endpoints: two endpoints share priority 0; priorities must differ"
+    ]
+
+
+def test_several_problems_give_several_lines(tmp_path: Path) -> None:
+    text = MINIMAL.replace('model = "Box"', 'model = "Box"\ncolour = 1').replace(
+        "max_current_a = 16", "max_current_a = -1"
+    )
+    problems = problems_of(write(tmp_path, text))
+    assert sorted(problems) == [
+        "evse[0].connector[0].max_current_a: must be greater than 0 (got -1)",
+        "station.colour: unknown key",
+    ]
+
+
+def test_bad_toml_names_line_and_column(tmp_path: Path) -> None:
+    problems = problems_of(write(tmp_path, MINIMAL.replace('vendor = "Acme"', "vendor = Acme")))
+    assert len(problems) == 1
+    assert "TOML syntax error" in problems[0]
+    assert "line 4" in problems[0]  # MINIMAL opens with a blank line
+    assert "column" in problems[0]
+
+
+def test_missing_file_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "nope.toml"
+    assert problems_of(path) == [f"{path}: file not found"]
+
+
+def test_secrets_never_appear_in_repr_str_or_errors(tmp_path: Path) -> None:
+    secret = "Sup3r-Secret-Passw0rd!"
+    text = with_endpoint(f'url = "ws://x.example/ocpp"\nsecurity_profile = 1\npassword = "{secret}"')
+    config = load_config(write(tmp_path, text))
+    for rendering in (repr(config), str(config), repr(config.csms.endpoints[0]), config.model_dump_json()):
+        assert secret not in rendering
+    # A password of the wrong type must not be echoed back either.
+    bad = with_endpoint('url = "ws://x.example/ocpp"\nsecurity_profile = 1\npassword = 12345678901234567')
+    problems = problems_of(write(tmp_path, bad, "bad.toml"))
+    assert problems == ["csms.endpoints[0].password: must be a string"]
+
+
+def test_config_is_immutable(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL))
+    assert isinstance(config, StationConfig)
+    with pytest.raises(ValueError, match="frozen"):
+        config.station.id = "other"  # type: ignore[misc]

@@ -1,0 +1,310 @@
+"""The version-neutral EVSE machine on a simulated board and meter, under MockClock (autojump)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import pytest
+import trio
+import trio.testing
+
+from evstation.drivers.api import FaultCode, LockState
+from evstation.drivers.sim.board import SimChargeController
+from evstation.drivers.sim.ev import SimEv
+from evstation.drivers.sim.meter import SimMeter
+from evstation.runtime.events import Dropped
+from evstation.runtime.evse import (
+    AUTHORIZATION_TIMEOUT_S,
+    CONNECTION_TIMEOUT_S,
+    TRANSITIONS,
+    AuthorizationRequested,
+    Authorized,
+    ConnectorStatus,
+    EnergyFlowStarted,
+    EnergyFlowSuspended,
+    EvPlugged,
+    Evse,
+    EvseEvent,
+    Evses,
+    EvUnplugged,
+    FaultChanged,
+    Input,
+    Phase,
+    SessionEnded,
+    StatusChanged,
+    StopReason,
+    step,
+)
+
+S = ConnectorStatus
+
+
+@dataclass
+class Rig:
+    evses: Evses
+    evse: Evse
+    board: SimChargeController
+    meter: SimMeter | None
+    rx: trio.MemoryReceiveChannel[EvseEvent | Dropped]
+
+    async def events(self) -> list[EvseEvent | Dropped]:
+        await trio.testing.wait_all_tasks_blocked()
+        out: list[EvseEvent | Dropped] = []
+        while True:
+            try:
+                out.append(self.rx.receive_nowait())
+            except trio.WouldBlock:
+                return out
+
+    async def statuses(self) -> list[ConnectorStatus]:
+        return [e.status for e in await self.events() if isinstance(e, StatusChanged)]
+
+    async def authorize(self, token: str = "TAG1") -> None:
+        assert await self.evse.present_token(token)
+        events = await self.events()
+        assert AuthorizationRequested(1, token, "ISO14443") in events
+        self.evse.resolve_authorization(token, accepted=True)
+
+
+@pytest.fixture
+async def rig(nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> AsyncIterator[Rig]:
+    async with _start(nursery, with_meter=False) as rig:
+        yield rig
+
+
+@asynccontextmanager
+async def _start(nursery: trio.Nursery, *, with_meter: bool) -> AsyncIterator[Rig]:
+    meter = SimMeter(230.0, poll_interval_s=1.0) if with_meter else None
+    board = SimChargeController(SimEv(max_current_a=32, phases=3), flow=meter)
+    evses = Evses()
+    evse = evses.add(1, board, meter, max_current_a=16.0)
+    with evses.subscribe() as rx:
+        await nursery.start(evses.run)
+        yield Rig(evses, evse, board, meter, rx)
+
+
+def test_table_is_pure_and_ignores_unknown_pairs() -> None:
+    assert step(Phase.IDLE, Input.PLUG)[0] is Phase.PLUGGED
+    assert step(Phase.IDLE, Input.POWER_OFF) == (Phase.IDLE, ())
+    reached = {Phase.IDLE} | {new for new, _ in TRANSITIONS.values()}
+    assert reached == set(Phase)
+
+
+async def test_normal_session_plug_first(rig: Rig) -> None:
+    assert await rig.statuses() == [S.AVAILABLE]
+    rig.board.plug_in()
+    assert await rig.events() == [EvPlugged(1, 1), StatusChanged(1, 1, S.PREPARING, None)]
+    await rig.authorize()
+    events = await rig.events()
+    assert events[0] == Authorized(1, "TAG1", "ISO14443")
+    assert EnergyFlowStarted(1) in events
+    assert [e.status for e in events if isinstance(e, StatusChanged)][-1] is S.CHARGING
+    assert rig.board.offered_current_a == 16.0  # connector maximum
+    assert rig.board.contactor_closed
+    assert rig.board.lock_state is LockState.LOCKED
+    assert rig.evse.session_active()
+    rig.board.set_ev(wants_energy=False)  # EV full
+    assert await rig.events() == [
+        EnergyFlowSuspended(1, by_ev=True),
+        StatusChanged(1, 1, S.SUSPENDED_EV, None),
+    ]
+    rig.board.unplug()
+    assert await rig.events() == [
+        EvUnplugged(1, 1),
+        SessionEnded(1, 1, StopReason.EV_DISCONNECTED),
+        StatusChanged(1, 1, S.AVAILABLE, None),
+    ]
+    assert rig.board.lock_state is LockState.UNLOCKED
+    assert rig.board.offered_current_a is None
+    assert not rig.evse.session_active()
+
+
+async def test_auth_first_then_plug(rig: Rig) -> None:
+    await rig.events()
+    await rig.authorize()
+    assert await rig.events() == [Authorized(1, "TAG1", "ISO14443"), StatusChanged(1, 1, S.PREPARING, None)]
+    rig.board.plug_in()
+    events = await rig.events()
+    assert events[0] == EvPlugged(1, 1)
+    assert EnergyFlowStarted(1) in events
+    assert rig.evse.status() is S.CHARGING
+
+
+async def test_auth_first_connection_timeout_ends_the_session(
+    rig: Rig, autojump_clock: trio.testing.MockClock
+) -> None:
+    await rig.events()
+    await rig.authorize()
+    start = trio.current_time()
+    await rig.events()
+    rx_wait = await _next(rig, SessionEnded)
+    assert rx_wait == SessionEnded(1, 1, StopReason.OTHER)
+    assert trio.current_time() - start == pytest.approx(CONNECTION_TIMEOUT_S)
+    assert rig.evse.status() is S.AVAILABLE
+
+
+async def _next(rig: Rig, kind: type) -> EvseEvent | Dropped:
+    with trio.fail_after(3600):
+        async for event in rig.rx:
+            if isinstance(event, kind):
+                return event
+    raise AssertionError("stream ended")
+
+
+async def test_authorization_timeout_means_not_authorized(rig: Rig) -> None:
+    rig.board.plug_in()
+    await rig.events()
+    start = trio.current_time()
+    assert await rig.evse.present_token("SLOW")
+    await trio.sleep(AUTHORIZATION_TIMEOUT_S + 1)
+    assert trio.current_time() - start > AUTHORIZATION_TIMEOUT_S
+    rig.evse.resolve_authorization("SLOW", accepted=True)  # too late: ignored
+    events = await rig.events()
+    assert not any(isinstance(e, Authorized) for e in events)
+    assert rig.evse.status() is S.PREPARING
+    assert rig.board.offered_current_a is None
+
+
+async def test_rejected_token_offers_nothing(rig: Rig) -> None:
+    rig.board.plug_in()
+    assert await rig.evse.present_token("BAD")
+    rig.evse.resolve_authorization("BAD", accepted=False)
+    events = await rig.events()
+    assert not any(isinstance(e, Authorized) for e in events)
+    assert rig.board.offered_current_a is None
+
+
+async def test_ev_suspends_and_resumes(rig: Rig) -> None:
+    rig.board.plug_in()
+    await rig.authorize()
+    await rig.events()
+    rig.board.set_ev(wants_energy=False)
+    assert rig.evse.status() is S.CHARGING  # not processed yet
+    await rig.events()
+    assert rig.evse.status() is S.SUSPENDED_EV
+    rig.board.set_ev(wants_energy=True)
+    assert await rig.events() == [EnergyFlowStarted(1), StatusChanged(1, 1, S.CHARGING, None)]
+
+
+async def test_fault_during_charging_opens_contactor_and_recovers(rig: Rig) -> None:
+    rig.board.plug_in()
+    await rig.authorize()
+    await rig.events()
+    rig.board.inject_fault(FaultCode.GROUND_FAILURE)
+    events = await rig.events()
+    assert events[0] == FaultChanged(1, FaultCode.GROUND_FAILURE, active=True)
+    assert StatusChanged(1, 1, S.FAULTED, FaultCode.GROUND_FAILURE) in events
+    assert not rig.board.contactor_closed
+    assert rig.board.offered_current_a is None  # no PWM while faulted
+    assert rig.evse.active_faults() == {FaultCode.GROUND_FAILURE}
+    rig.board.clear_fault(FaultCode.GROUND_FAILURE)
+    events = await rig.events()
+    assert events[0] == FaultChanged(1, FaultCode.GROUND_FAILURE, active=False)
+    assert EnergyFlowStarted(1) in events
+    assert rig.evse.status() is S.CHARGING
+    assert rig.board.contactor_closed
+
+
+async def test_fault_while_idle_blocks_new_sessions(rig: Rig) -> None:
+    rig.board.inject_fault(FaultCode.EMERGENCY_STOP)
+    await rig.events()
+    assert rig.evse.status() is S.FAULTED
+    assert not await rig.evse.present_token("TAG1")
+    assert not await rig.evse.authorize_remote("TAG1", "ISO14443")
+
+
+async def test_unplug_during_charging_ends_with_ev_disconnected(rig: Rig) -> None:
+    rig.board.plug_in()
+    await rig.authorize()
+    await rig.events()
+    rig.board.unplug()
+    events = await rig.events()
+    assert events[:2] == [EvUnplugged(1, 1), SessionEnded(1, 1, StopReason.EV_DISCONNECTED)]
+    assert not rig.board.contactor_closed
+
+
+async def test_remote_start_and_remote_stop_go_through_finishing(rig: Rig) -> None:
+    rig.board.plug_in()
+    assert await rig.evse.authorize_remote("REMOTE1", "Central")
+    assert Authorized(1, "REMOTE1", "Central") in await rig.events()
+    await rig.evse.stop_session(StopReason.REMOTE)
+    events = await rig.events()
+    assert events[0] == SessionEnded(1, 1, StopReason.REMOTE)
+    assert rig.evse.status() is S.FINISHING
+    assert not rig.board.contactor_closed
+    assert rig.board.lock_state is LockState.UNLOCKED  # the driver can take the cable
+    rig.board.unplug()
+    assert await rig.events() == [EvUnplugged(1, 1), StatusChanged(1, 1, S.AVAILABLE, None)]
+
+
+async def test_same_token_again_stops_locally(rig: Rig) -> None:
+    rig.board.plug_in()
+    await rig.authorize("TAG1")
+    await rig.events()
+    assert await rig.evses.present_token("TAG1") == 1
+    assert SessionEnded(1, 1, StopReason.LOCAL) in await rig.events()
+
+
+async def test_set_unavailable_while_idle_applies_now(rig: Rig) -> None:
+    await rig.evse.set_available(False)
+    assert await rig.statuses() == [S.AVAILABLE, S.UNAVAILABLE]
+    assert rig.board.pilot_state.value == "F"
+    await rig.evse.set_available(True)
+    assert await rig.statuses() == [S.AVAILABLE]
+
+
+async def test_set_unavailable_during_session_is_scheduled(rig: Rig) -> None:
+    rig.board.plug_in()
+    await rig.authorize()
+    await rig.events()
+    await rig.evse.set_available(False)
+    assert rig.evse.status() is S.CHARGING  # scheduled until the session ends
+    assert rig.board.contactor_closed
+    rig.board.unplug()
+    await rig.events()
+    assert rig.evse.status() is S.UNAVAILABLE
+    assert not await rig.evse.present_token("TAG2")
+
+
+async def test_current_limit_changes_the_offer(rig: Rig) -> None:
+    rig.board.plug_in()
+    await rig.authorize()
+    await rig.events()
+    await rig.evse.set_current_limit(10.0)
+    assert rig.board.offered_current_a == 10.0
+    assert rig.evse.offered_current_a() == 10.0
+    await rig.evse.set_current_limit(100.0)
+    assert rig.board.offered_current_a == 16.0  # never above the connector maximum
+    await rig.evse.set_current_limit(0.0)
+    events = await rig.events()
+    assert EnergyFlowSuspended(1, by_ev=False) in events
+    assert rig.evse.status() is S.SUSPENDED_EVSE
+    assert not rig.board.contactor_closed
+    await rig.evse.set_current_limit(None)
+    await rig.events()
+    assert rig.evse.status() is S.CHARGING
+
+
+async def test_unlock_reports_lock_failure(rig: Rig) -> None:
+    assert await rig.evse.unlock()
+    rig.board.fail_next_move = True
+    assert not await rig.evse.unlock()
+    events = await rig.events()
+    assert FaultChanged(1, FaultCode.CONNECTOR_LOCK_FAILURE, active=True) in events
+    assert rig.evse.status() is S.FAULTED
+
+
+async def test_meter_energy_follows_offered_current(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with _start(nursery, with_meter=True) as rig:
+        rig.board.plug_in()
+        await rig.authorize()
+        await rig.events()
+        await trio.sleep(3600)
+        energy = rig.evse.energy_wh()
+        assert energy is not None
+        assert energy == pytest.approx(16 * 3 * 230, rel=0.01)  # 16 A x 3 phases x 230 V, one hour
+        assert rig.evse.power_w() == pytest.approx(16 * 3 * 230)

@@ -1,0 +1,164 @@
+"""The link supervisor against the test CSMS over real websockets on 127.0.0.1 (profiles 0 and 1)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+
+from evstation.protocol.backoff import BackoffSettings
+from evstation.protocol.versions import OcppVersion
+from evstation.runtime.link import Connection, CsmsEndpoint, Link, LinkSettings, LinkState, run_link
+from evstation.runtime.testcsms import TestCsms, TimelineKind, serve_test_csms
+
+STATION = "CS-0001"
+PASSWORD = "correct-horse-battery-staple"
+# Real clock: keep waits tiny so retries are quick, and bound every test.
+FAST = BackoffSettings(wait_minimum_s=0.001, random_range_s=0.0, repeat_times=0, attempts_per_endpoint=3)
+SLOW = BackoffSettings(wait_minimum_s=600.0, random_range_s=0.0, repeat_times=0, attempts_per_endpoint=3)
+TEST_TIMEOUT_S = 20.0
+
+
+def endpoint(csms: TestCsms, profile: int = 0, password: str | None = None) -> CsmsEndpoint:
+    return CsmsEndpoint(
+        url=f"ws://127.0.0.1:{csms.port}/ocpp/", priority=0, security_profile=profile, password=password
+    )
+
+
+def link_settings(
+    ep: CsmsEndpoint, version: OcppVersion = OcppVersion.V201, backoff: BackoffSettings = FAST
+) -> LinkSettings:
+    return LinkSettings(
+        station_id=STATION,
+        version=version,
+        endpoints=(ep,),
+        backoff=backoff,
+        ping_interval_s=0.0,
+        pong_timeout_s=5.0,
+        connect_timeout_s=5.0,
+    )
+
+
+async def idle(conn: Connection) -> None:
+    await trio.sleep_forever()
+
+
+@asynccontextmanager
+async def running_link(settings: LinkSettings) -> AsyncIterator[Link]:
+    link = Link()
+    async with trio.open_nursery() as inner:
+        await inner.start(functools.partial(run_link, settings, link, idle, rng=random.Random(0)))
+        yield link
+        inner.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("version", list(OcppVersion))
+async def test_connects_with_the_versions_subprotocol(version: OcppVersion) -> None:
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            csms: TestCsms = await nursery.start(serve_test_csms)
+            async with running_link(link_settings(endpoint(csms), version)) as link:
+                conn = await link.wait_connected()
+                assert conn.version is version
+                assert csms.version(STATION) is version
+                await conn.send_text('[2,"hb-1","Heartbeat",{}]')
+                kind, message_id, payload = json.loads(await conn.receive_text())
+                assert (kind, message_id) == (3, "hb-1")
+                assert payload["currentTime"].endswith("Z")
+                assert [f.kind for f in csms.frames(STATION)] == [TimelineKind.RECEIVED, TimelineKind.SENT]
+            nursery.cancel_scope.cancel()
+
+
+async def test_refuses_a_csms_that_selects_no_subprotocol(caplog: pytest.LogCaptureFixture) -> None:
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            csms: TestCsms = await nursery.start(functools.partial(serve_test_csms, accepted_subprotocols=()))
+            async with running_link(link_settings(endpoint(csms))) as link:
+                await csms.wait_connected(STATION, 3)  # refused, and retried
+                assert link.statistics().connections == 0
+                assert "did not select subprotocol ocpp2.0.1" in (link.statistics().last_failure or "")
+            nursery.cancel_scope.cancel()
+    assert "did not select subprotocol ocpp2.0.1" in caplog.text
+    assert not csms.received(STATION)
+
+
+async def test_basic_auth_profile_1_is_accepted() -> None:
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            csms: TestCsms = await nursery.start(
+                functools.partial(serve_test_csms, passwords={STATION: PASSWORD})
+            )
+            async with running_link(link_settings(endpoint(csms, 1, PASSWORD))) as link:
+                await link.wait_connected()
+                assert csms.connections_open(STATION) == 1
+            nursery.cancel_scope.cancel()
+
+
+async def test_wrong_password_is_a_clear_401_and_never_logged(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    wrong = "wrong-password-0123456789"
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            csms: TestCsms = await nursery.start(
+                functools.partial(serve_test_csms, passwords={STATION: PASSWORD})
+            )
+            ep = endpoint(csms, 1, wrong)
+            async with running_link(link_settings(ep, backoff=SLOW)) as link:
+                await link.wait_state(LinkState.BACKING_OFF)
+                stats = link.statistics()
+            nursery.cancel_scope.cancel()
+    assert "HTTP 401 Unauthorized" in caplog.text
+    assert "HTTP 401" in (stats.last_failure or "")
+    assert csms.timeline(STATION)[0].kind is TimelineKind.REJECTED
+    for text in (caplog.text, repr(ep), repr(stats), str(csms.timeline())):
+        assert wrong not in text
+        assert PASSWORD not in text
+
+
+async def test_reconnects_after_the_csms_drops_the_socket() -> None:
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            csms: TestCsms = await nursery.start(serve_test_csms)
+            async with running_link(link_settings(endpoint(csms))) as link:
+                first = await link.wait_connected()
+                csms.drop(STATION)
+                await csms.wait_connected(STATION, 2)
+                second = await link.wait_connected()
+                assert second.generation > first.generation
+                await second.send_text('[2,"hb-2","Heartbeat",{}]')
+                assert json.loads(await second.receive_text())[1] == "hb-2"
+            nursery.cancel_scope.cancel()
+
+
+async def test_unreachable_csms_is_retried_with_a_clear_log(caplog: pytest.LogCaptureFixture) -> None:
+    with trio.fail_after(TEST_TIMEOUT_S):
+        listener = trio.socket.socket()
+        await listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        listener.close()  # nothing listens on this port now
+        ep = CsmsEndpoint(url=f"ws://127.0.0.1:{port}/ocpp", priority=0, security_profile=0)
+        async with running_link(link_settings(ep, backoff=SLOW)) as link:
+            await link.wait_state(LinkState.BACKING_OFF)
+    assert "cannot reach 127.0.0.1" in caplog.text
+
+
+async def test_hundred_rapid_drops_never_show_two_connections() -> None:
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            csms: TestCsms = await nursery.start(serve_test_csms)
+            async with running_link(link_settings(endpoint(csms))) as link:
+                for cycle in range(1, 101):
+                    await csms.wait_connected(STATION, cycle)
+                    assert csms.connections_open(STATION) == 1
+                    csms.drop(STATION)
+                await csms.wait_connected(STATION, 101)
+                await link.wait_connected()
+            nursery.cancel_scope.cancel()
+    assert csms.connections_total(STATION) == 101
+    assert csms.max_connections_open(STATION) == 1

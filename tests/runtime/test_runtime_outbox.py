@@ -1,0 +1,173 @@
+"""The durable outbox on a real SQLite file: FIFO order, persistence across reopen, dead letters, wake-up."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import trio
+
+from evstation.runtime.outbox import Outbox
+from evstation.runtime.storage import UnknownEntryError, open_storage
+
+T0 = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
+
+
+class StepClock:
+    """A wall clock that advances one second per reading, so timestamps are distinct and known."""
+
+    def __init__(self) -> None:
+        self._ticks: Iterator[int] = iter(range(10**6))
+
+    def __call__(self) -> datetime:
+        return T0 + timedelta(seconds=next(self._ticks))
+
+
+async def test_entries_keep_fifo_order_and_survive_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "station.sqlite3"
+    with trio.fail_after(10):
+        async with open_storage(path) as storage:
+            outbox = Outbox(storage, clock=StepClock())
+            first = await outbox.put("StartTransaction", {"connectorId": 1, "meterStart": 0})
+            second = await outbox.put("MeterValues", {"connectorId": 1, "transactionId": -1}, offline=True)
+            third = await outbox.put("StopTransaction", {"transactionId": -1, "meterStop": 1500})
+            assert first.id < second.id < third.id
+            assert (first.attempts, first.offline, first.created_at) == (0, False, T0)
+            assert second.offline is True
+            assert await outbox.depth() == 3
+
+        async with open_storage(path) as storage:
+            outbox = Outbox(storage)
+            entries = await outbox.entries()
+            assert [e.action for e in entries] == ["StartTransaction", "MeterValues", "StopTransaction"]
+            assert entries == [first, second, third]
+            assert await outbox.head() == first
+
+
+async def test_remove_on_callresult_advances_the_head(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        async with open_storage(tmp_path / "db.sqlite3") as storage:
+            outbox = Outbox(storage)
+            assert await outbox.head() is None
+            a = await outbox.put("TransactionEvent", {"seqNo": 0})
+            b = await outbox.put("TransactionEvent", {"seqNo": 1})
+            await outbox.remove(a.id)
+            assert await outbox.head() == b
+            await outbox.remove(b.id)
+            assert await outbox.head() is None
+            assert await outbox.depth() == 0
+            with pytest.raises(UnknownEntryError):
+                await outbox.remove(b.id)
+
+
+async def test_record_attempt_counts_and_stamps_wall_time(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    with trio.fail_after(10):
+        async with open_storage(path) as storage:
+            outbox = Outbox(storage, clock=StepClock())
+            entry = await outbox.put("TransactionEvent", {"seqNo": 0})  # reads T0
+            once = await outbox.record_attempt(entry.id)  # T0 + 1 s
+            twice = await outbox.record_attempt(entry.id)  # T0 + 2 s
+            assert (once.attempts, once.last_attempt_at) == (1, T0 + timedelta(seconds=1))
+            assert (twice.attempts, twice.last_attempt_at) == (2, T0 + timedelta(seconds=2))
+            with pytest.raises(UnknownEntryError):
+                await outbox.record_attempt(entry.id + 100)
+        async with open_storage(path) as storage:
+            head = await Outbox(storage).head()
+            assert head is not None
+            assert head.attempts == 2
+
+
+async def test_update_payload_rewrites_in_place(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        async with open_storage(tmp_path / "db.sqlite3") as storage:
+            outbox = Outbox(storage)
+            start = await outbox.put("StartTransaction", {"connectorId": 1})
+            stop = await outbox.put("StopTransaction", {"transactionId": -1, "meterStop": 10})
+            # 1.6: StartTransaction.conf carried transactionId 4711; fix the queued StopTransaction.
+            updated = await outbox.update_payload(stop.id, {**stop.payload, "transactionId": 4711})
+            assert updated.payload == {"transactionId": 4711, "meterStop": 10}
+            assert (updated.id, updated.created_at) == (stop.id, stop.created_at)
+            assert [e.id for e in await outbox.entries()] == [start.id, stop.id]
+            with pytest.raises(UnknownEntryError):
+                await outbox.update_payload(stop.id + 100, {})
+
+
+async def test_returned_payload_is_a_copy(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        async with open_storage(tmp_path / "db.sqlite3") as storage:
+            outbox = Outbox(storage)
+            entry = await outbox.put("MeterValues", {"transactionId": 1})
+            entry.payload["transactionId"] = 2
+            head = await outbox.head()
+            assert head is not None
+            assert head.payload == {"transactionId": 1}
+
+
+async def test_give_up_keeps_the_message_in_dead_letter(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "db.sqlite3"
+    with trio.fail_after(10):
+        async with open_storage(path) as storage:
+            outbox = Outbox(storage, clock=StepClock())
+            doomed = await outbox.put("StopTransaction", {"transactionId": 9, "meterStop": 5})
+            survivor = await outbox.put("MeterValues", {"transactionId": 10})
+            for _ in range(3):
+                await outbox.record_attempt(doomed.id)
+            dead = await outbox.give_up(doomed.id, "CALLERROR InternalError after 3 attempts")
+            assert dead.entry.attempts == 3
+            assert "StopTransaction" in caplog.text
+            assert "dead_letter" in caplog.text
+            assert await outbox.head() == survivor
+        async with open_storage(path) as storage:
+            letters = await Outbox(storage).dead_letters()
+            assert len(letters) == 1
+            kept = letters[0]
+            assert (kept.entry.id, kept.entry.action, kept.entry.payload) == (
+                doomed.id,
+                "StopTransaction",
+                {"transactionId": 9, "meterStop": 5},
+            )
+            assert kept.entry.attempts == 3
+            assert kept.reason == "CALLERROR InternalError after 3 attempts"
+            assert kept.given_up_at == dead.given_up_at
+            with pytest.raises(UnknownEntryError):
+                await Outbox(storage).give_up(doomed.id, "twice")
+
+
+async def test_wait_not_empty_returns_at_once_when_entries_exist(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        async with open_storage(tmp_path / "db.sqlite3") as storage:
+            outbox = Outbox(storage)
+            await outbox.put("TransactionEvent", {"seqNo": 0})
+            await outbox.wait_not_empty()
+
+
+async def test_wait_not_empty_wakes_on_put(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        async with open_storage(tmp_path / "db.sqlite3") as storage:
+            outbox = Outbox(storage)
+            woke = trio.Event()
+
+            async def waiter() -> None:
+                await outbox.wait_not_empty()
+                woke.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(waiter)
+                await trio.testing.wait_all_tasks_blocked()
+                assert not woke.is_set()
+                await outbox.put("TransactionEvent", {"seqNo": 0})
+                await woke.wait()
+
+
+async def test_not_json_is_refused_before_anything_is_stored(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        async with open_storage(tmp_path / "db.sqlite3") as storage:
+            outbox = Outbox(storage)
+            with pytest.raises(ValueError):
+                await outbox.put("MeterValues", {"value": float("nan")})
+            assert await outbox.depth() == 0

@@ -1,0 +1,255 @@
+"""Session boot, heartbeat, clock and StatusNotification over an in-memory connection, both versions.
+
+Real SQLite underneath, so the MockClock autojumps only after 20 ms of real idleness (a storage
+thread at work must not let virtual time leap).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+from runtime_session_harness import (
+    CSMS_TIME,
+    CsmsPeer,
+    MemoryConnection,
+    open_session_context,
+    serve_until_link_down,
+)
+
+from evstation.drivers.api import MREC_VENDOR_ID, FaultCode
+from evstation.protocol.boot import BootState
+from evstation.protocol.messages import OcppModel
+from evstation.protocol.versions import OcppVersion
+from evstation.runtime.evse import ConnectorStatus, StatusChanged
+from evstation.runtime.storage import BootState as StoredBootState
+
+V16, V201 = OcppVersion.V16, OcppVersion.V201
+BOTH = pytest.mark.parametrize("version", [V16, V201], ids=["v16", "v201"])
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0.02)
+
+
+def _boot(status: str, interval: int) -> dict[str, object]:
+    return {"status": status, "currentTime": CSMS_TIME, "interval": interval}
+
+
+@BOTH
+async def test_b02_pending_retries_at_the_interval_then_accepted(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """B02.FR.01/FR.02: Pending -> BootNotification again after `interval`, nothing else before Accepted."""
+    csms = CsmsPeer(version).then("BootNotification", _boot("Pending", 10))
+    conn = MemoryConnection(version)
+    async with open_session_context(tmp_path, version) as ctx:
+        with trio.fail_after(1000):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(csms.serve, conn)
+                nursery.start_soon(serve_until_link_down, conn, ctx)
+                await csms.wait_for("StatusNotification")
+                nursery.cancel_scope.cancel()
+    boots = csms.of("BootNotification")
+    assert len(boots) == 2
+    assert boots[1].at - boots[0].at == pytest.approx(10)
+    assert csms.actions()[:2] == ["BootNotification", "BootNotification"]
+    assert ctx.boot.state is BootState.ACCEPTED
+
+
+@BOTH
+async def test_b03_rejected_retries_at_the_interval_and_sends_nothing_else(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """B03.FR.01/FR.02 (1.6 4.2): Rejected -> only BootNotification, again after each interval."""
+    csms = CsmsPeer(version).then("BootNotification", _boot("Rejected", 20), _boot("Rejected", 20))
+    conn = MemoryConnection(version)
+    async with open_session_context(tmp_path, version) as ctx:
+        with trio.fail_after(1000):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(csms.serve, conn)
+                nursery.start_soon(serve_until_link_down, conn, ctx)
+                await csms.wait_for("BootNotification", 3)
+                nursery.cancel_scope.cancel()
+    times = [seen.at - csms.seen[0].at for seen in csms.of("BootNotification")]
+    assert times == pytest.approx([0, 20, 40])
+    assert set(csms.actions()[:3]) == {"BootNotification"}
+
+
+async def test_b01_boot_reason_comes_from_storage_and_is_cleared_after_accepted(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """B01 / B11-B12: the reason of the next boot (e.g. RemoteReset) is read from storage."""
+    csms, conn = CsmsPeer(V201), MemoryConnection(V201)
+    async with open_session_context(tmp_path, V201) as ctx:
+        await ctx.storage.save_boot_state(StoredBootState(next_boot_reason="RemoteReset"))
+        with trio.fail_after(1000):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(csms.serve, conn)
+                nursery.start_soon(serve_until_link_down, conn, ctx)
+                await csms.wait_for("StatusNotification")
+                nursery.cancel_scope.cancel()
+        stored = await ctx.storage.boot_state()
+    assert csms.of("BootNotification")[0].call.payload["reason"] == "RemoteReset"
+    assert stored.registration_status == "Accepted"
+    assert stored.next_boot_reason is None
+
+
+async def test_b01_power_up_is_the_default_reason_and_1_6_has_none(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    for version in (V201, V16):
+        csms, conn = CsmsPeer(version), MemoryConnection(version)
+        async with open_session_context(tmp_path / version.name, version) as ctx:
+            with trio.fail_after(1000):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(csms.serve, conn)
+                    nursery.start_soon(serve_until_link_down, conn, ctx)
+                    await csms.wait_for("BootNotification")
+                    nursery.cancel_scope.cancel()
+        assert csms.of("BootNotification")[0].call.payload.get("reason") == (
+            "PowerUp" if version is V201 else None
+        )
+
+
+@BOTH
+async def test_heartbeat_at_the_accepted_interval_and_interval_change_takes_effect(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """B01.FR.04 / 1.6 4.6: Heartbeat every `interval`; a new interval applies from the change; the
+    station clock follows the CSMS's currentTime."""
+    csms = CsmsPeer(version).then("BootNotification", _boot("Accepted", 100))
+    conn = MemoryConnection(version)
+    async with open_session_context(tmp_path, version) as ctx:
+        with trio.fail_after(10_000):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(csms.serve, conn)
+                nursery.start_soon(serve_until_link_down, conn, ctx)
+                await csms.wait_for("Heartbeat", 2)
+                assert ctx.clock.now().year == 2030
+                changed_at = trio.current_time()
+                ctx.set_heartbeat_interval(50)
+                beats = await csms.wait_for("Heartbeat", 4)
+                nursery.cancel_scope.cancel()
+    boot_at = csms.of("BootNotification")[0].at
+    assert [b.at - boot_at for b in beats[:2]] == pytest.approx([100, 200])
+    assert [b.at - changed_at for b in beats[2:]] == pytest.approx([50, 100])
+
+
+async def test_b01_reconnect_after_accepted_sends_no_new_boot(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    async with open_session_context(tmp_path, V201) as ctx:
+        for generation in (1, 2):
+            csms, conn = CsmsPeer(V201), MemoryConnection(V201, generation)
+            with trio.fail_after(1000):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(csms.serve, conn)
+                    nursery.start_soon(serve_until_link_down, conn, ctx)
+                    await csms.wait_for("StatusNotification", 2)
+                    conn.close()
+            assert ctx.calls is None
+            assert len(csms.of("BootNotification")) == (1 if generation == 1 else 0)
+
+
+async def test_v16_status_notification_for_every_connector_after_boot(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """1.6 4.9: connector 0 and each connector after Accepted; a fault carries the 1.6 error code and
+    the ChargeX MREC code (vendorId/vendorErrorCode)."""
+    csms, conn = CsmsPeer(V16), MemoryConnection(V16)
+    async with open_session_context(tmp_path, V16) as ctx:
+        with trio.fail_after(1000):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(csms.serve, conn)
+                nursery.start_soon(serve_until_link_down, conn, ctx)
+                await csms.wait_for("StatusNotification", 3)
+                ctx.evses.events.publish(  # type: ignore[attr-defined]
+                    StatusChanged(2, 1, ConnectorStatus.FAULTED, FaultCode.GROUND_FAILURE)
+                )
+                statuses = await csms.wait_for("StatusNotification", 4)
+                nursery.cancel_scope.cancel()
+    first = [s.call.payload for s in statuses[:3]]
+    assert [(p["connectorId"], p["status"], p["errorCode"]) for p in first] == [
+        (0, "Available", "NoError"),
+        (1, "Available", "NoError"),
+        (2, "Available", "NoError"),
+    ]
+    fault = statuses[3].call.payload
+    assert fault["connectorId"] == 2
+    assert fault["status"] == "Faulted"
+    assert fault["errorCode"] == "GroundFailure"
+    assert fault["vendorId"] == MREC_VENDOR_ID
+    assert fault["vendorErrorCode"] == "CX002"
+    assert csms.actions().index("StatusNotification") > csms.actions().index("BootNotification")
+
+
+async def test_v201_status_notification_for_every_connector_after_boot(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """B01.FR.08 / G01: every connector's status after Accepted; in-use states map to Occupied."""
+    csms, conn = CsmsPeer(V201), MemoryConnection(V201)
+    async with open_session_context(tmp_path, V201) as ctx:
+        with trio.fail_after(1000):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(csms.serve, conn)
+                nursery.start_soon(serve_until_link_down, conn, ctx)
+                await csms.wait_for("StatusNotification", 2)
+                ctx.evses.events.publish(StatusChanged(1, 1, ConnectorStatus.CHARGING, None))  # type: ignore[attr-defined]
+                statuses = await csms.wait_for("StatusNotification", 3)
+                nursery.cancel_scope.cancel()
+    assert [(s.call.payload["evseId"], s.call.payload["connectorStatus"]) for s in statuses] == [
+        (1, "Available"),
+        (2, "Available"),
+        (1, "Occupied"),
+    ]
+    assert statuses[0].call.payload["timestamp"] == "2030-06-01T12:00:00.000Z"
+
+
+async def test_b02_fr_09_pending_station_serves_only_what_the_spec_allows(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """While Pending: GetVariables served, RequestStartTransaction answered Rejected, Reset SecurityError."""
+
+    async def get_variables(request: OcppModel) -> dict[str, object]:
+        result = {
+            "attributeStatus": "UnknownComponent",
+            "component": {"name": "X"},
+            "variable": {"name": "Y"},
+        }
+        return {"getVariableResult": [result]}
+
+    async def handled(request: OcppModel) -> dict[str, object]:
+        raise AssertionError("must not be called while Pending")
+
+    csms = CsmsPeer(V201).then("BootNotification", _boot("Pending", 500))
+    conn = MemoryConnection(V201)
+    async with open_session_context(tmp_path, V201) as ctx:
+        ctx.handlers.update(
+            {"GetVariables": get_variables, "Reset": handled, "RequestStartTransaction": handled}
+        )
+        with trio.fail_after(1000):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(csms.serve, conn)
+                nursery.start_soon(serve_until_link_down, conn, ctx)
+                await csms.wait_for("BootNotification")
+                get = await csms.send_call(
+                    conn,
+                    "GetVariables",
+                    {"getVariableData": [{"component": {"name": "X"}, "variable": {"name": "Y"}}]},
+                )
+                reset = await csms.send_call(conn, "Reset", {"type": "Immediate"})
+                start = await csms.send_call(
+                    conn,
+                    "RequestStartTransaction",
+                    {"idToken": {"idToken": "A", "type": "Central"}, "remoteStartId": 1},
+                )
+                answers = [await csms.wait_answer(i) for i in (get, reset, start)]
+                nursery.cancel_scope.cancel()
+    assert answers[0].payload["getVariableResult"][0]["attributeStatus"] == "UnknownComponent"  # type: ignore[union-attr,index]
+    assert answers[1].code == "SecurityError"  # type: ignore[union-attr]
+    assert answers[2].payload == {"status": "Rejected"}  # type: ignore[union-attr]
+    assert csms.actions() == ["BootNotification"]

@@ -1,0 +1,180 @@
+"""The outbox sender and the minimal transactions: in-order delivery across reconnects, retry and dead
+letters, the 2.0.1 offline flag and the 1.6 placeholder transaction id. Real SQLite underneath.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+from runtime_session_harness import (
+    CsmsPeer,
+    Fail,
+    MemoryConnection,
+    NoAnswer,
+    open_session_context,
+    serve_until_link_down,
+)
+
+from evstation.protocol.versions import OcppVersion
+from evstation.runtime.evse import Authorized, EvPlugged, SessionEnded, StopReason
+from evstation.runtime.session import SessionContext, run_transactions
+
+V16, V201 = OcppVersion.V16, OcppVersion.V201
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0.02)
+
+
+def _event(seq_no: int) -> dict[str, object]:
+    return {
+        "eventType": "Updated",
+        "timestamp": "2025-01-01T00:00:00.000Z",
+        "triggerReason": "MeterValuePeriodic",
+        "seqNo": seq_no,
+        "transactionInfo": {"transactionId": "tx-1"},
+    }
+
+
+async def _connect(
+    ctx: SessionContext, csms: CsmsPeer, conn: MemoryConnection, nursery: trio.Nursery
+) -> None:
+    nursery.start_soon(csms.serve, conn)
+    nursery.start_soon(serve_until_link_down, conn, ctx)
+
+
+async def test_outbox_delivers_each_message_once_and_in_order_across_a_reconnect(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Removed only on CALLRESULT; the unanswered head is replayed first on the next connection."""
+    async with open_session_context(tmp_path, V201) as ctx:
+        for seq_no in range(4):
+            await ctx.outbox.put("TransactionEvent", _event(seq_no))
+        first = CsmsPeer(V201).then("TransactionEvent", {}, NoAnswer())
+        conn = MemoryConnection(V201, 1)
+        with trio.fail_after(1000):
+            async with trio.open_nursery() as nursery:
+                await _connect(ctx, first, conn, nursery)
+                await first.wait_for("TransactionEvent", 2)
+                conn.close()
+        second = CsmsPeer(V201).then("TransactionEvent", {}, {}, NoAnswer())
+        conn = MemoryConnection(V201, 2)
+        with trio.fail_after(1000):
+            async with trio.open_nursery() as nursery:
+                await _connect(ctx, second, conn, nursery)
+                await second.wait_for("TransactionEvent", 3)
+                nursery.cancel_scope.cancel()
+        left = await ctx.outbox.entries()
+    assert [s.call.payload["seqNo"] for s in first.of("TransactionEvent")] == [0, 1]
+    assert [s.call.payload["seqNo"] for s in second.of("TransactionEvent")] == [1, 2, 3]
+    # The last one was sent but never answered: still queued, nothing else is.
+    assert [e.payload["seqNo"] for e in left] == [3]
+
+
+async def test_callerror_is_retried_per_policy_then_dead_lettered(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """1.6 TransactionMessageAttempts / RetryInterval (2.0.1 MessageAttempts / MessageAttemptInterval):
+    linear back-off, then give_up with the reason; the next message is not held back for ever."""
+    async with open_session_context(
+        tmp_path, V16, transaction_message_attempts=3, transaction_message_retry_interval_s=10
+    ) as ctx:
+        await ctx.outbox.put("MeterValues", {"connectorId": 1, "meterValue": [_meter()]})
+        await ctx.outbox.put("MeterValues", {"connectorId": 2, "meterValue": [_meter()]})
+        csms = CsmsPeer(V16).then("MeterValues", Fail(), Fail(), Fail())
+        conn = MemoryConnection(V16)
+        with trio.fail_after(1000):
+            async with trio.open_nursery() as nursery:
+                await _connect(ctx, csms, conn, nursery)
+                seen = await csms.wait_for("MeterValues", 4)
+                nursery.cancel_scope.cancel()
+        dead = await ctx.outbox.dead_letters()
+    first_at = seen[0].at
+    assert [s.at - first_at for s in seen[:3]] == pytest.approx([0, 10, 30])
+    assert [s.call.payload["connectorId"] for s in seen] == [1, 1, 1, 2]
+    assert len(dead) == 1
+    assert dead[0].entry.payload["connectorId"] == 1
+    assert "InternalError" in dead[0].reason
+
+
+def _meter() -> dict[str, object]:
+    return {"timestamp": "2025-01-01T00:00:00.000Z", "sampledValue": [{"value": "1"}]}
+
+
+async def test_v201_e04_transaction_events_queued_offline_carry_offline_true(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A transaction started while offline is queued with offline=true and sent after reconnect (E04)."""
+    async with open_session_context(tmp_path, V201) as ctx:
+        with trio.fail_after(1000):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(run_transactions, ctx)
+                ctx.evses.events.publish(EvPlugged(1, 1))  # type: ignore[attr-defined]
+                ctx.evses.events.publish(Authorized(1, "TOKEN-1", "ISO14443"))  # type: ignore[attr-defined]
+                await ctx.outbox.wait_not_empty()
+                csms, conn = CsmsPeer(V201), MemoryConnection(V201)
+                await _connect(ctx, csms, conn, nursery)
+                started = (await csms.wait_for("TransactionEvent"))[0].call.payload
+                ctx.evses.events.publish(SessionEnded(1, 1, StopReason.EV_DISCONNECTED))  # type: ignore[attr-defined]
+                events = await csms.wait_for("TransactionEvent", 2)
+                nursery.cancel_scope.cancel()
+    assert started["eventType"] == "Started"
+    assert started["offline"] is True
+    assert started["seqNo"] == 0
+    assert started["triggerReason"] == "Authorized"
+    assert started["idToken"] == {"idToken": "TOKEN-1", "type": "ISO14443"}
+    ended = events[1].call.payload
+    assert ended["eventType"] == "Ended"
+    assert ended["seqNo"] == 1
+    assert "offline" not in ended
+    assert ended["transactionInfo"] == {  # type: ignore[comparison-overlap]
+        "transactionId": started["transactionInfo"]["transactionId"],  # type: ignore[index]
+        "stoppedReason": "EVDisconnected",
+    }
+    assert ended["triggerReason"] == "EVDeparted"
+
+
+async def test_v16_queued_messages_get_the_real_transaction_id_from_start_transaction_conf(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """1.6: MeterValues/StopTransaction queued before StartTransaction.conf carry a local placeholder id,
+    rewritten to the CSMS's transactionId before they are sent."""
+    async with open_session_context(tmp_path, V16, meter_interval_s=10, run_evses=True) as ctx:
+        # The first StartTransaction goes unanswered (30 s MessageTimeout, then 60 s retry interval),
+        # so the meter values and the stop are queued under the placeholder meanwhile.
+        csms = CsmsPeer(V16).then("StartTransaction", NoAnswer())
+        conn = MemoryConnection(V16)
+        with trio.fail_after(1000):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(run_transactions, ctx)
+                await _connect(ctx, csms, conn, nursery)
+                await csms.wait_for("StatusNotification", 3)
+                ctx.evses.events.publish(Authorized(1, "TOKEN-1", "ISO14443"))  # type: ignore[attr-defined]
+                ctx.evses.events.publish(EvPlugged(1, 1))  # type: ignore[attr-defined]
+                await csms.wait_for("StartTransaction")
+                await trio.sleep(25)
+                ctx.evses.events.publish(SessionEnded(1, 1, StopReason.LOCAL))  # type: ignore[attr-defined]
+                await csms.wait_for("StopTransaction")
+                # A sentinel behind the stop: once it is sent, the stop has been fully processed.
+                await ctx.outbox.put("MeterValues", {"connectorId": 2, "meterValue": [_meter()]})
+                await csms.wait_for("MeterValues", len(csms.of("MeterValues")) + 1)
+                nursery.cancel_scope.cancel()
+        remembered = await ctx.storage.transactions()
+    starts = csms.of("StartTransaction")
+    assert len(starts) == 2
+    assert "_localTransactionId" not in starts[0].call.payload
+    meter_values = csms.of("MeterValues")[:-1]
+    assert len(meter_values) >= 2
+    assert all(m.call.payload["transactionId"] == 42 for m in meter_values)
+    stop = csms.of("StopTransaction")[0].call.payload
+    assert stop["transactionId"] == 42
+    assert stop["reason"] == "Local"
+    assert stop["idTag"] == "TOKEN-1"
+    assert remembered == []  # forgotten once its StopTransaction was confirmed
+    order = csms.actions()[:-1]  # without the sentinel
+    assert order[-1] == "StopTransaction"
+    assert order.index("StartTransaction") < order.index("MeterValues")

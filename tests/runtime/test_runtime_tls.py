@@ -1,0 +1,237 @@
+"""Security profiles 2 and 3 over real TLS on 127.0.0.1 with trustme certificates, and the clear log line
+for each way TLS can fail."""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import logging
+import random
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+import trustme
+
+from evstation.protocol.backoff import BackoffSettings
+from evstation.protocol.versions import OcppVersion
+from evstation.runtime.link import Connection, CsmsEndpoint, Link, LinkSettings, LinkState, run_link
+from evstation.runtime.testcsms import TestCsms, TimelineKind, serve_test_csms
+from evstation.runtime.tls import TlsConfigError, client_context
+
+STATION = "CS-TLS"
+PASSWORD = "tls-basic-auth-password-0001"
+SLOW = BackoffSettings(wait_minimum_s=600.0, random_range_s=0.0, repeat_times=0, attempts_per_endpoint=3)
+TEST_TIMEOUT_S = 20.0
+
+
+def write_ca(ca: trustme.CA, tmp_path: Path, name: str = "csms-ca.pem") -> Path:
+    path = tmp_path / name
+    ca.cert_pem.write_to_path(str(path))
+    return path
+
+
+def write_client_cert(ca: trustme.CA, tmp_path: Path) -> tuple[Path, Path]:
+    leaf = ca.issue_cert(STATION)
+    cert, key = tmp_path / "client.pem", tmp_path / "client.key"
+    for i, blob in enumerate(leaf.cert_chain_pems):
+        blob.write_to_path(str(cert), append=i > 0)
+    leaf.private_key_pem.write_to_path(str(key))
+    return cert, key
+
+
+def server_context(ca: trustme.CA, *identities: str, require_client_cert: bool = False) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*identities).configure_cert(ctx)
+    if require_client_cert:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ca.configure_trust(ctx)
+    return ctx
+
+
+async def idle(conn: Connection) -> None:
+    await trio.sleep_forever()
+
+
+@asynccontextmanager
+async def csms_and_link(
+    server_ctx: ssl.SSLContext,
+    make_endpoint: functools.partial[CsmsEndpoint],
+    passwords: dict[str, str] | None = None,
+) -> AsyncIterator[tuple[TestCsms, Link]]:
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            csms: TestCsms = await nursery.start(
+                functools.partial(serve_test_csms, ssl_context=server_ctx, passwords=passwords)
+            )
+            settings = LinkSettings(
+                station_id=STATION,
+                version=OcppVersion.V16,
+                endpoints=(make_endpoint(url=f"wss://127.0.0.1:{csms.port}/ocpp"),),
+                backoff=SLOW,
+                ping_interval_s=0.0,
+                connect_timeout_s=5.0,
+            )
+            link = Link()
+            await nursery.start(functools.partial(run_link, settings, link, idle, rng=random.Random(0)))
+            yield csms, link
+            nursery.cancel_scope.cancel()
+
+
+async def assert_refused(link: Link, caplog: pytest.LogCaptureFixture, expected: str) -> None:
+    await link.wait_state(LinkState.BACKING_OFF)
+    assert link.statistics().connections == 0
+    assert expected in (link.statistics().last_failure or "")
+    assert expected in caplog.text
+
+
+async def test_profile_2_tls_with_basic_auth_connects(csms_ca: trustme.CA, tmp_path: Path) -> None:
+    ep = functools.partial(CsmsEndpoint, priority=0, security_profile=2, password=PASSWORD)
+    ep = functools.partial(ep, ca_bundle=write_ca(csms_ca, tmp_path))
+    async with csms_and_link(server_context(csms_ca, "127.0.0.1"), ep, {STATION: PASSWORD}) as (csms, link):
+        conn = await link.wait_connected()
+        await conn.send_text('[2,"1","Heartbeat",{}]')
+        assert (await conn.receive_text()).startswith('[3,"1"')
+        assert csms.connections_open(STATION) == 1
+
+
+async def test_profile_3_client_certificate_connects(csms_ca: trustme.CA, tmp_path: Path) -> None:
+    cert, key = write_client_cert(csms_ca, tmp_path)
+    ep = functools.partial(
+        CsmsEndpoint,
+        priority=0,
+        security_profile=3,
+        ca_bundle=write_ca(csms_ca, tmp_path),
+        client_cert=cert,
+        client_key=key,
+    )
+    server = server_context(csms_ca, "127.0.0.1", require_client_cert=True)
+    async with csms_and_link(server, ep) as (csms, link):
+        await link.wait_connected()
+        assert csms.connections_open(STATION) == 1
+
+
+async def test_wrong_ca_is_refused(
+    csms_ca: trustme.CA, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    other_ca = write_ca(trustme.CA(), tmp_path, "other-ca.pem")
+    ep = functools.partial(
+        CsmsEndpoint, priority=0, security_profile=2, password=PASSWORD, ca_bundle=other_ca
+    )
+    async with csms_and_link(server_context(csms_ca, "127.0.0.1"), ep) as (_, link):
+        await assert_refused(link, caplog, "is not signed by a trusted CA")
+
+
+async def test_expired_certificate_is_refused(
+    csms_ca: trustme.CA, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    long_ago = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+    csms_ca.issue_cert(
+        "127.0.0.1", not_before=long_ago, not_after=long_ago + datetime.timedelta(days=1)
+    ).configure_cert(ctx)
+    ep = functools.partial(
+        CsmsEndpoint, priority=0, security_profile=2, password=PASSWORD, ca_bundle=write_ca(csms_ca, tmp_path)
+    )
+    async with csms_and_link(ctx, ep) as (_, link):
+        await assert_refused(link, caplog, "certificate for 127.0.0.1 has expired")
+
+
+async def test_host_name_mismatch_is_refused(
+    csms_ca: trustme.CA, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ep = functools.partial(
+        CsmsEndpoint, priority=0, security_profile=2, password=PASSWORD, ca_bundle=write_ca(csms_ca, tmp_path)
+    )
+    async with csms_and_link(server_context(csms_ca, "csms.example.com"), ep) as (_, link):
+        await assert_refused(link, caplog, "does not match host name '127.0.0.1'")
+
+
+async def test_missing_client_certificate_is_refused(
+    csms_ca: trustme.CA, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A station without a client certificate against a CSMS that requires one (profile 3 CSMS)."""
+    ep = functools.partial(
+        CsmsEndpoint, priority=0, security_profile=2, password=PASSWORD, ca_bundle=write_ca(csms_ca, tmp_path)
+    )
+    server = server_context(csms_ca, "127.0.0.1", require_client_cert=True)
+    async with csms_and_link(server, ep) as (csms, link):
+        await assert_refused(link, caplog, "requires a client certificate")
+        assert csms.connections_total(STATION) == 0
+
+
+async def test_untrusted_client_certificate_is_refused(
+    csms_ca: trustme.CA, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cert, key = write_client_cert(trustme.CA(), tmp_path)  # signed by a CA the CSMS does not trust
+    ep = functools.partial(
+        CsmsEndpoint,
+        priority=0,
+        security_profile=3,
+        ca_bundle=write_ca(csms_ca, tmp_path),
+        client_cert=cert,
+        client_key=key,
+    )
+    server = server_context(csms_ca, "127.0.0.1", require_client_cert=True)
+    async with csms_and_link(server, ep) as (csms, link):
+        await assert_refused(link, caplog, "does not trust our client certificate")
+        assert any(e.kind is TimelineKind.TLS_FAILED for e in csms.timeline())
+
+
+def test_profile_3_without_client_certificate_is_a_configuration_error() -> None:
+    with pytest.raises(ValueError, match="security profile 3 needs client_cert and client_key"):
+        CsmsEndpoint(url="wss://csms.example.com/ocpp", priority=0, security_profile=3)
+
+
+@pytest.mark.parametrize(
+    ("profile", "url", "message"),
+    [
+        (0, "wss://csms.example.com/ocpp", "needs a ws:// URL"),
+        (1, "wss://csms.example.com/ocpp", "needs a ws:// URL"),
+        (2, "ws://csms.example.com/ocpp", "needs a wss:// URL"),
+        (3, "ws://csms.example.com/ocpp", "needs a wss:// URL"),
+        (4, "wss://csms.example.com/ocpp", "must be 0, 1, 2 or 3"),
+    ],
+)
+def test_profile_and_scheme_must_agree(profile: int, url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        CsmsEndpoint(url=url, priority=0, security_profile=profile, password=PASSWORD)
+
+
+def test_basic_auth_profiles_need_a_password() -> None:
+    with pytest.raises(ValueError, match="needs a Basic-auth password"):
+        CsmsEndpoint(url="wss://csms.example.com/ocpp", priority=0, security_profile=2)
+
+
+def test_client_context_is_tls12_plus_and_verifies(csms_ca: trustme.CA, tmp_path: Path) -> None:
+    ctx = client_context(
+        security_profile=2, ca_bundle=write_ca(csms_ca, tmp_path), client_cert=None, client_key=None
+    )
+    assert ctx.minimum_version is ssl.TLSVersion.TLSv1_2
+    assert ctx.verify_mode is ssl.CERT_REQUIRED
+    assert ctx.check_hostname
+
+
+def test_unreadable_ca_bundle_names_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.pem"
+    with pytest.raises(TlsConfigError, match=r"nope\.pem"):
+        client_context(security_profile=2, ca_bundle=missing, client_cert=None, client_key=None)
+
+
+async def test_unreadable_client_key_is_logged_and_retried(
+    csms_ca: trustme.CA, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    ep = functools.partial(
+        CsmsEndpoint,
+        priority=0,
+        security_profile=3,
+        ca_bundle=write_ca(csms_ca, tmp_path),
+        client_cert=tmp_path / "missing.pem",
+        client_key=tmp_path / "missing.key",
+    )
+    async with csms_and_link(server_context(csms_ca, "127.0.0.1"), ep) as (_, link):
+        await assert_refused(link, caplog, "cannot load client certificate")
