@@ -1,20 +1,76 @@
-"""The `evstation` command line: argument parsing and dispatch to the runtime entry points."""
+"""The `evstation` command line: argument parsing and dispatch to the runtime entry points.
+
+It never holds station logic: each command calls one runtime entry point and turns its outcome into
+an exit code (0 ok, 1 runtime failure / error reply, 2 usage or configuration error).
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from evstation import __version__
 
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="evstation", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="evstation", description="OCPP 1.6J / 2.0.1 charging-station runtime on Trio."
+    )
     parser.add_argument("--version", action="version", version=f"evstation {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("info", help="show the OCPP versions and actions this build supports")
+
+    run = sub.add_parser("run", help="run the station described by a station.toml")
+    run.add_argument("--config", type=Path, required=True, help="path to station.toml")
+    run.add_argument("--log-level", default=None, help="override [logging] level (DEBUG, INFO, ...)")
+
+    check = sub.add_parser("check-config", help="validate a station.toml and exit")
+    check.add_argument("config", type=Path)
+
+    demo = sub.add_parser("demo", help="a simulated charger against a local test CSMS, with a timeline")
+    demo.add_argument("--ocpp", choices=("1.6", "2.0.1"), default="2.0.1", help="OCPP version")
+
+    ctl = sub.add_parser(
+        "ctl",
+        help="talk to a running station's control API",
+        description="evstation ctl [--socket PATH] OP [--key value ...]  (see docs/control-api.md)",
+    )
+    ctl.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
+
+
+def _load(path: Path) -> object:
+    from evstation.runtime.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        for line in error.problems:
+            print(f"{path}: {line}", file=sys.stderr)
+        return None
+
+
+def _run(config_path: Path, log_level: str | None) -> int:
+    import trio
+
+    from evstation.runtime.config import StationConfig
+    from evstation.runtime.station import run_station
+
+    config = _load(config_path)
+    if not isinstance(config, StationConfig):
+        return EXIT_USAGE
+    logging.basicConfig(
+        level=(log_level or config.logging.level).upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    trio.run(run_station, config)
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -22,12 +78,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
-        return 0
-    if args.command == "info":
-        print(f"evstation {__version__}")
-        return 0
+        return EXIT_OK
+    if args.command == "run":
+        return _run(args.config, args.log_level)
+    if args.command == "check-config":
+        if _load(args.config) is None:
+            return EXIT_USAGE
+        print(f"{args.config}: ok")
+        return EXIT_OK
+    if args.command == "demo":
+        from evstation.runtime.demo import demo_main
+
+        return demo_main(args.ocpp)
+    if args.command == "ctl":
+        from evstation.runtime.ctl import ctl_main
+
+        return ctl_main(args.rest)
     parser.error(f"unknown command {args.command!r}")
-    return 2
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":

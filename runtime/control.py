@@ -13,7 +13,7 @@ import logging
 import os
 import socket as stdlib_socket
 import stat
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn, Protocol
@@ -23,7 +23,7 @@ import trio
 
 from evstation.drivers.api import FaultCode
 from evstation.drivers.sim.board import SimChargeController
-from evstation.runtime.events import Broadcaster, Dropped, OcppMessageLogged
+from evstation.runtime.events import Dropped
 from evstation.runtime.evse import Evse, EvseEvent, Evses
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,22 @@ class ControlError(Exception):
     """An op that cannot be done; its message becomes the `error` of the reply."""
 
 
+class LoggedFrame(Protocol):
+    """One OCPP-J frame as it crossed the websocket (runtime.calls.MessageLogEntry fits)."""
+
+    @property
+    def direction(self) -> enum.Enum: ...
+
+    @property
+    def frame(self) -> str: ...
+
+
+class FrameLog(Protocol):
+    """A broadcaster of logged frames (runtime.events.Broadcaster[MessageLogEntry] fits)."""
+
+    def subscribe(self, max_buffer: int = ...) -> AbstractContextManager[trio.MemoryReceiveChannel[Any]]: ...
+
+
 class SimMeterControls(Protocol):
     def script(self, energy_wh: float | None = None, power_w: float | None = None) -> None: ...
 
@@ -50,7 +66,7 @@ class ControlTarget(Protocol):
     @property
     def evses(self) -> Evses: ...
 
-    def status(self) -> JsonObject:
+    async def status(self) -> JsonObject:
         """Station-level facts: ocpp_version, link state, boot status, outbox depth (JSON-ready)."""
         ...
 
@@ -66,7 +82,7 @@ class ControlTarget(Protocol):
 
     def sim_meter(self, evse_id: int) -> SimMeterControls | None: ...
 
-    def ocpp_messages(self) -> Broadcaster[OcppMessageLogged] | None: ...
+    def ocpp_messages(self) -> FrameLog | None: ...
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -196,16 +212,16 @@ def _jsonable(value: object) -> object:
     return value
 
 
-def event_json(event: EvseEvent | OcppMessageLogged | Dropped) -> JsonObject:
+def event_json(event: EvseEvent | LoggedFrame | Dropped) -> JsonObject:
     """`{"event": <class name>, ...fields}`; OCPP frames are embedded as parsed JSON when they parse."""
-    if isinstance(event, OcppMessageLogged):
-        try:
-            message: object = json.loads(event.frame)
-        except ValueError:
-            message = event.frame
-        return {"event": "OcppMessage", "direction": event.direction.value, "message": message}
-    fields = {f.name: _jsonable(getattr(event, f.name)) for f in dataclasses.fields(event)}
-    return {"event": type(event).__name__, **fields}
+    if isinstance(event, EvseEvent | Dropped):
+        fields = {f.name: _jsonable(getattr(event, f.name)) for f in dataclasses.fields(event)}
+        return {"event": type(event).__name__, **fields}
+    try:
+        message: object = json.loads(event.frame)
+    except ValueError:
+        message = event.frame
+    return {"event": "OcppMessage", "direction": event.direction.value, "message": message}
 
 
 def evse_json(evse: Evse, transaction_id: str | None) -> JsonObject:
@@ -246,7 +262,7 @@ async def execute(target: ControlTarget, req: Request) -> JsonObject:
     """Run one (non-subscribe) op; raises ControlError for a clear error reply."""
     if isinstance(req, StatusReq):
         return {
-            **target.status(),
+            **(await target.status()),
             "evses": [evse_json(e, target.transaction_id(e.id)) for e in target.evses],
         }
     if isinstance(req, PlugReq):

@@ -54,8 +54,9 @@ def parse_args(argv: Sequence[str]) -> tuple[Path, str, dict[str, Any]]:
     return socket_path, op, values
 
 
-async def run_ctl(socket_path: Path | str, op: str, args: dict[str, Any], out: TextIO = sys.stdout) -> int:
+async def run_ctl(socket_path: Path | str, op: str, args: dict[str, Any], out: TextIO | None = None) -> int:
     """Send one request and print the reply; `subscribe` then prints events until the server closes."""
+    out = sys.stdout if out is None else out
     stream = await trio.open_unix_socket(str(socket_path))
     async with stream:
         request = {"id": 1, "op": op, **args}

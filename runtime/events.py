@@ -6,7 +6,6 @@ told with a `Dropped` marker) instead of slowing the station down.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -84,16 +83,3 @@ class Broadcaster(Generic[T]):
 
     def subscriber_count(self) -> int:
         return len(self._subscribers)
-
-
-class MessageDirection(enum.Enum):
-    SENT = "sent"
-    RECEIVED = "received"
-
-
-@dataclass(frozen=True, slots=True)
-class OcppMessageLogged:
-    """One OCPP-J frame as it crossed the websocket; published by the session for the control API."""
-
-    direction: MessageDirection
-    frame: str  # the text frame exactly as sent / received

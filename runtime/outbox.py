@@ -81,6 +81,12 @@ class Outbox:
         # Replaced after every put: a waiter grabs the current one *before* it checks the depth, so
         # a put that commits after the check always sets the event that waiter holds.
         self._put_event = trio.Event()
+        # Same scheme for removals (delivered or given up), for `wait_empty`.
+        self._taken_event = trio.Event()
+
+    def _taken(self) -> None:
+        self._taken_event.set()
+        self._taken_event = trio.Event()
 
     async def put(self, action: str, payload: dict[str, Any], *, offline: bool = False) -> OutboxEntry:
         """Append a message; returns the stored entry with its sequence id (the FIFO order)."""
@@ -140,6 +146,7 @@ class Outbox:
                 raise UnknownEntryError(f"no outbox entry {entry_id}")
 
         await self._storage.write(work)
+        self._taken()
 
     async def update_payload(self, entry_id: int, payload: dict[str, Any]) -> OutboxEntry:
         """Rewrite a queued message in place, keeping its position (1.6: fill in the real transactionId)."""
@@ -170,6 +177,7 @@ class Outbox:
             return entry
 
         entry = await self._storage.write(work)
+        self._taken()
         logger.warning(
             "outbox: gave up on %s #%d after %d attempts (%s); kept in dead_letter",
             entry.action,
@@ -196,5 +204,13 @@ class Outbox:
         while True:
             event = self._put_event
             if await self.depth() > 0:
+                return
+            await event.wait()
+
+    async def wait_empty(self) -> None:
+        """Return once every entry has been delivered or given up (immediately if none is queued)."""
+        while True:
+            event = self._taken_event
+            if await self.depth() == 0:
                 return
             await event.wait()

@@ -33,6 +33,7 @@ from evstation.runtime.config import (
     StationConfig,
     YetiControllerConfig,
 )
+from evstation.runtime.control import serve_control
 from evstation.runtime.events import Broadcaster
 from evstation.runtime.evse import Evses
 from evstation.runtime.link import CsmsEndpoint, Link, LinkSettings, run_link
@@ -64,6 +65,36 @@ class Station:
     session: SessionContext
     message_log: Broadcaster[MessageLogEntry]
     sims: dict[int, SimHardware] = field(default_factory=dict)
+
+    # --- the control API's view (runtime.control.ControlTarget) ------------------------------------
+
+    async def status(self) -> dict[str, object]:
+        stats = self.link.statistics()
+        return {
+            "ocpp_version": self.config.station.ocpp_version.value,
+            "station_id": self.config.station.id,
+            "link": stats.state.value,
+            "network_up": stats.network_up,
+            "boot": self.session.boot.state.value,
+            "outbox_depth": await self.outbox.depth(),
+        }
+
+    def transaction_id(self, evse_id: int) -> str | None:
+        return self.session.transaction_ids.get(evse_id)
+
+    def set_network(self, up: bool) -> None:
+        self.link.set_network(up)
+
+    def sim_board(self, evse_id: int) -> SimChargeController | None:
+        sim = self.sims.get(evse_id)
+        return sim.controller if sim is not None else None
+
+    def sim_meter(self, evse_id: int) -> SimMeter | None:
+        sim = self.sims.get(evse_id)
+        return sim.meter if sim is not None else None
+
+    def ocpp_messages(self) -> Broadcaster[MessageLogEntry]:
+        return self.message_log
 
 
 def link_settings(config: StationConfig) -> LinkSettings:
@@ -100,6 +131,7 @@ class _EvseParts:
     controller: ChargeController
     meter: PowerMeter | None
     sim: SimHardware | None
+    has_lock: bool = True
 
 
 def _build_evse_parts(config: StationConfig, evse: EvseConfig) -> _EvseParts:
@@ -152,7 +184,8 @@ def _build_evse_parts(config: StationConfig, evse: EvseConfig) -> _EvseParts:
         raise AssertionError(f"unknown controller config {controller_cfg!r}")
     if isinstance(meter_cfg, BoardMeterConfig) and meter is None:
         raise ValueError(f"evse[{evse.id}].meter: driver 'board' needs a board with a meter (yeti)")
-    return _EvseParts(controller, meter, sim)
+    # RAPI has no connector-lock command: such boards serve tethered cables (docs/boards.md).
+    return _EvseParts(controller, meter, sim, has_lock=not isinstance(controller_cfg, RapiControllerConfig))
 
 
 def _modbus_meter(cfg: ModbusTcpMeterConfig | ModbusRtuMeterConfig) -> PowerMeter:
@@ -192,6 +225,7 @@ def build_evses(config: StationConfig) -> tuple[Evses, dict[int, SimHardware]]:
             parts.meter,
             connector_ids=tuple(connector.id for connector in evse_cfg.connector),
             max_current_a=max_current,
+            has_lock=parts.has_lock,
         )
         if parts.sim is not None:
             sims[evse_cfg.id] = parts.sim
@@ -237,6 +271,11 @@ async def open_station(
                     rng=rng if rng is not None else random.Random(),
                 )
             )
+            control = config.control
+            if control.socket_path is not None or control.tcp_port is not None:
+                await nursery.start(
+                    functools.partial(serve_control, station, control.socket_path, tcp_port=control.tcp_port)
+                )
             try:
                 yield station
             finally:

@@ -15,7 +15,7 @@ import enum
 import itertools
 import ssl
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NoReturn, final
@@ -508,7 +508,7 @@ _V201_EMPTY = frozenset(
 def default_response(
     version: OcppVersion,
     action: str,
-    request: JsonObject,
+    request: Mapping[str, object],
     *,
     now: datetime,
     heartbeat_interval_s: int = DEFAULT_HEARTBEAT_INTERVAL_S,

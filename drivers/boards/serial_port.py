@@ -70,12 +70,13 @@ async def open_serial_port(
     read_timeout: float = DEFAULT_READ_TIMEOUT_S,
     write_timeout: float = DEFAULT_WRITE_TIMEOUT_S,
 ) -> AsyncIterator[SerialPort]:
-    """Open `path` 8N1 (e.g. /dev/ttyUSB0, /dev/serial0, or a pty slave) and close it on exit."""
+    """Open `path` 8N1 (/dev/ttyUSB0, /dev/serial0, a pty slave, or a pyserial URL); close on exit."""
 
     def _open() -> serial.Serial:
-        return serial.Serial(
+        # serial_for_url: a device path as usual, or rfc2217:// / socket:// for a remote serial server.
+        return serial.serial_for_url(
             path,
-            baudrate,
+            baudrate=baudrate,
             timeout=read_timeout,
             write_timeout=write_timeout,
             exclusive=True,  # a second process on the same UART would corrupt both streams

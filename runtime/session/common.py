@@ -32,6 +32,7 @@ from evstation.runtime.calls import (
     MessageLog,
 )
 from evstation.runtime.config import StationConfig
+from evstation.runtime.events import Dropped
 from evstation.runtime.outbox import Outbox, OutboxEntry
 from evstation.runtime.storage import BootState as StoredBootState
 from evstation.runtime.storage import Storage
@@ -182,6 +183,11 @@ class SessionContext:
     meter_interval_s: float = DEFAULT_METER_INTERVAL_S
     boot: BootMachine = field(default_factory=BootMachine)
     calls: CallManager | None = None  # the current connection's, once it is Accepted
+    # EVSE id -> 2.0.1 remoteStartId of a RequestStartTransaction whose transaction has not started yet.
+    remote_starts: dict[int, int] = field(default_factory=dict)
+    # EVSE id -> the id of its running transaction as the CSMS knows it (1.6: the local placeholder
+    # until StartTransaction.conf arrives). For the control API.
+    transaction_ids: dict[int, str] = field(default_factory=dict)
     heartbeat_interval_s: float = 0.0
     _heartbeat_changed: trio.Event = field(default_factory=trio.Event)
     _online_changed: trio.Event = field(default_factory=trio.Event)
@@ -345,6 +351,10 @@ async def _statuses(ctx: SessionContext, adapter: VersionAdapter, calls: CallMan
         async for event in events:
             if isinstance(event, StatusChanged):
                 for payload in adapter.status_requests(ctx, event):
+                    await _send_status(calls, payload)
+            elif isinstance(event, Dropped):
+                # We fell behind and lost changes: the current state of every connector replaces them.
+                for payload in adapter.status_requests(ctx, None):
                     await _send_status(calls, payload)
 
 

@@ -48,6 +48,7 @@ class TransactionMessages(Protocol):
         id_token: str,
         token_type: str,
         trigger: str,
+        remote_start_id: int | None = None,
     ) -> TransactionRecord: ...
 
     async def meter_values(self, ctx: SessionContext, record: TransactionRecord) -> None: ...
@@ -116,6 +117,7 @@ async def run_transactions(
                     if state.record is not None:
                         await messages.stop(ctx, state.record, enum_text(event.reason))
                     state.record = None
+                    ctx.transaction_ids.pop(evse_id, None)
                     state.token = None
                     state.meter_scope = None
     raise AssertionError("the EVSE event stream ended")  # pragma: no cover - subscriptions never end
@@ -132,8 +134,14 @@ async def _maybe_start(
     if state.record is not None or state.token is None or state.plugged_connector is None:
         return
     id_token, token_type = state.token
-    record = await messages.start(ctx, evse_id, state.plugged_connector, id_token, token_type, trigger)
+    remote_start_id = ctx.remote_starts.pop(evse_id, None)
+    if remote_start_id is not None and trigger == "Authorized":
+        trigger = "RemoteStart"
+    record = await messages.start(
+        ctx, evse_id, state.plugged_connector, id_token, token_type, trigger, remote_start_id
+    )
     state.record = record
+    ctx.transaction_ids[evse_id] = record.id
     state.meter_scope = trio.CancelScope()
     nursery.start_soon(_sample_meter, ctx, messages, record, state.meter_scope)
 

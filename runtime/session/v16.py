@@ -56,7 +56,9 @@ class V16Adapter:
     version = OcppVersion.V16
 
     def handlers(self, ctx: SessionContext) -> dict[str, Handler]:
-        return {}
+        from evstation.runtime.session.remote import v16_handlers
+
+        return v16_handlers(ctx)
 
     def boot_request(self, ctx: SessionContext, reason: str) -> dict[str, object]:
         # 1.6 BootNotification has no reason field.
@@ -136,6 +138,8 @@ class V16Adapter:
                 record = await ctx.storage.get_transaction(str(local_id))
                 if record is not None:
                     await ctx.storage.save_transaction(replace(record, csms_transaction_id=real_id))
+                    if ctx.transaction_ids.get(record.evse_id) == record.id:
+                        ctx.transaction_ids[record.evse_id] = str(real_id)
         elif entry.action == "StopTransaction":
             tx_id = entry.payload.get("transactionId")
             for record in await ctx.storage.transactions():
@@ -186,6 +190,7 @@ class V16Transactions:
         id_token: str,
         token_type: str,
         trigger: str,
+        remote_start_id: int | None = None,
     ) -> TransactionRecord:
         local_id = await self._new_local_id(ctx)
         meter_start = ctx.evses[evse_id].energy_wh() or 0.0

@@ -44,7 +44,9 @@ class V201Adapter:
     version = OcppVersion.V201
 
     def handlers(self, ctx: SessionContext) -> dict[str, Handler]:
-        return {}
+        from evstation.runtime.session.remote import v201_handlers
+
+        return v201_handlers(ctx)
 
     def boot_request(self, ctx: SessionContext, reason: str) -> dict[str, object]:
         identity = ctx.config.station
@@ -147,6 +149,7 @@ class V201Transactions:
         id_token: str,
         token_type: str,
         trigger: str,
+        remote_start_id: int | None = None,
     ) -> TransactionRecord:
         record = TransactionRecord(
             id=str(uuid.uuid4()),
@@ -160,9 +163,10 @@ class V201Transactions:
             seq_no=0,
         )
         await ctx.storage.save_transaction(record)
-        await self._event(
-            ctx, record, 0, "Started", trigger, {"chargingState": "EVConnected"}, "Transaction.Begin", True
-        )
+        info: dict[str, object] = {"chargingState": "EVConnected"}
+        if remote_start_id is not None:
+            info["remoteStartId"] = remote_start_id
+        await self._event(ctx, record, 0, "Started", trigger, info, "Transaction.Begin", True)
         return record
 
     async def meter_values(self, ctx: SessionContext, record: TransactionRecord) -> None:

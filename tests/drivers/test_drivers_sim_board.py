@@ -124,7 +124,7 @@ async def test_state_f_and_lock_failure() -> None:
         FaultCode.CONNECTOR_LOCK_FAILURE, "lock motor did not reach its end position"
     )
     await board.set_lock(False)
-    assert board.lock_state is LockState.UNLOCKED
+    assert board.lock_state.value == LockState.UNLOCKED.value
 
 
 async def test_run_reports_the_initial_pilot_state() -> None:

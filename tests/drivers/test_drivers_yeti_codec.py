@@ -6,6 +6,7 @@ import contextlib
 import re
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -298,7 +299,7 @@ def _key(name: str) -> str:
     [("KeepAlive", HostKeepAlive), ("KeepAliveLo", McuKeepAlive), ("ErrorFlags", ErrorFlags),
      ("PowerMeter", PowerMeterReport)],
 )  # fmt: skip
-def test_proto_file_matches_codec_submessages(message: str, cls: type) -> None:
+def test_proto_file_matches_codec_submessages(message: str, cls: Any) -> None:
     in_proto = {_key(name): num for name, num in _proto_fields(message).items()}
     assert in_proto == {_key(spec.name): spec.number for spec in cls.SPECS}
 

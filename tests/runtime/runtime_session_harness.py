@@ -84,6 +84,7 @@ def default_replies(version: OcppVersion) -> dict[str, dict[str, Any]]:
             "StartTransaction": {"transactionId": 42, "idTagInfo": {"status": "Accepted"}},
             "StopTransaction": {},
             "MeterValues": {},
+            "DataTransfer": {"status": "Accepted"},
         }
     return {
         "BootNotification": {"status": "Accepted", "currentTime": CSMS_TIME, "interval": 300},

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from evstation.runtime.outbox import Outbox
 from evstation.runtime.storage import UnknownEntryError, open_storage
@@ -171,3 +172,25 @@ async def test_not_json_is_refused_before_anything_is_stored(tmp_path: Path) -> 
             with pytest.raises(ValueError):
                 await outbox.put("MeterValues", {"value": float("nan")})
             assert await outbox.depth() == 0
+
+
+async def test_wait_empty_returns_once_the_last_entry_is_delivered(tmp_path: Path) -> None:
+    async with open_storage(tmp_path / "s.db") as storage:
+        outbox = Outbox(storage)
+        await outbox.wait_empty()  # nothing queued: returns at once
+        first = await outbox.put("StopTransaction", {"transactionId": 1})
+        second = await outbox.put("StopTransaction", {"transactionId": 2})
+        emptied = trio.Event()
+
+        async def waiter() -> None:
+            await outbox.wait_empty()
+            emptied.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            await outbox.remove(first.id)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not emptied.is_set()
+            await outbox.give_up(second.id, "test")
+            with trio.fail_after(5):
+                await emptied.wait()

@@ -131,7 +131,7 @@ async def test_v201_e04_transaction_events_queued_offline_carry_offline_true(
     assert ended["eventType"] == "Ended"
     assert ended["seqNo"] == 1
     assert "offline" not in ended
-    assert ended["transactionInfo"] == {  # type: ignore[comparison-overlap]
+    assert ended["transactionInfo"] == {
         "transactionId": started["transactionInfo"]["transactionId"],  # type: ignore[index]
         "stoppedReason": "EVDisconnected",
     }

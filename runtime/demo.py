@@ -1,0 +1,178 @@
+"""`evstation demo`: a simulated two-EVSE station against the project's test CSMS on 127.0.0.1.
+
+It prints a live timeline of every OCPP message and EVSE event while a scripted charging session
+runs, then stops by itself. It uses only public pieces (config, station, test CSMS, sim drivers), so
+it is also a worked example of embedding the runtime. It must never need hardware or a network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO, TypeVar
+
+import trio
+
+from evstation.runtime.calls import Direction, MessageLogEntry
+from evstation.runtime.config import StationConfig, parse_config
+from evstation.runtime.events import Dropped
+from evstation.runtime.evse import ConnectorStatus, EvseEvent, StatusChanged
+from evstation.runtime.station import Station, open_station
+from evstation.runtime.testcsms import serve_test_csms
+
+STATION_ID = "DEMO-0001"
+DEMO_TOKEN = "04A2B3C4D5E6F7"
+# How long the EV charges, and the meter-value interval while it does, in seconds of real time.
+CHARGE_S = 6.0
+METER_INTERVAL_S = 2.0
+# The whole demo must finish even if something hangs.
+DEMO_DEADLINE_S = 60.0
+_MAX_PAYLOAD_CHARS = 110
+
+T = TypeVar("T")
+
+
+def demo_config(version: str, port: int, data_dir: Path) -> StationConfig:
+    """Two simulated AC EVSEs, plain ws:// (security profile 0: development only)."""
+    evse = [
+        {
+            "id": evse_id,
+            "connector": [{"id": 1, "type": "cType2", "phases": 3, "max_current_a": 32}],
+            "controller": {"driver": "sim"},
+            "meter": {"driver": "sim", "initial_energy_wh": initial_wh},
+        }
+        for evse_id, initial_wh in ((1, 0), (2, 125_000))
+    ]
+    data = {
+        "station": {
+            "id": STATION_ID,
+            "vendor": "evstation",
+            "model": "demo-2x22",
+            "serial_number": STATION_ID,
+            "firmware_version": "demo",
+            "ocpp_version": version,
+            "data_dir": str(data_dir),
+        },
+        "csms": {
+            "heartbeat_interval_s": 300,
+            "retry_backoff_wait_minimum_s": 1,
+            "retry_backoff_random_range_s": 1,
+            "endpoints": [{"url": f"ws://127.0.0.1:{port}/ocpp", "security_profile": 0}],
+        },
+        "evse": evse,
+        "control": {"socket_path": str(data_dir / "control.sock")},
+        "logging": {"level": "WARNING"},
+    }
+    return parse_config(data, base_dir=data_dir)
+
+
+class Timeline:
+    """Prints one aligned line per message or event, with seconds since the demo started."""
+
+    def __init__(self, out: TextIO, started_at: float) -> None:
+        self._out = out
+        self._t0 = started_at
+
+    def line(self, who: str, what: str, detail: str = "") -> None:
+        elapsed = trio.current_time() - self._t0
+        if len(detail) > _MAX_PAYLOAD_CHARS:
+            detail = detail[: _MAX_PAYLOAD_CHARS - 1] + "…"
+        print(f"{elapsed:7.2f}s  {who:<16} {what:<28} {detail}", file=self._out, flush=True)
+
+    def message(self, entry: MessageLogEntry | Dropped) -> None:
+        if isinstance(entry, Dropped):
+            self.line("timeline", f"({entry.count} messages not shown)")
+            return
+        arrow = "station → CSMS" if entry.direction is Direction.OUT else "CSMS → station"
+        try:
+            frame = json.loads(entry.frame)
+        except ValueError:
+            self.line(arrow, "(unreadable frame)", entry.frame)
+            return
+        kind = {2: "", 3: ".result", 4: ".error"}.get(frame[0], "?")
+        payload = frame[-1] if frame[0] in (2, 3) else frame[2:]
+        self.line(arrow, f"{entry.action or '?'}{kind}", json.dumps(payload, separators=(",", ":")))
+
+    def evse_event(self, event: EvseEvent | Dropped) -> None:
+        if isinstance(event, Dropped):
+            self.line("timeline", f"({event.count} events not shown)")
+            return
+        detail = " ".join(
+            f"{f.name}={getattr(getattr(event, f.name), 'value', getattr(event, f.name))}"
+            for f in dataclasses.fields(event)
+            if f.name != "evse_id"
+        )
+        self.line(f"EVSE {event.evse_id}", type(event).__name__, detail)
+
+
+async def _wait_status(station: Station, evse_id: int, wanted: ConnectorStatus) -> None:
+    with station.evses.subscribe() as events:
+        if station.evses[evse_id].status() is wanted:
+            return
+        async for event in events:
+            if isinstance(event, StatusChanged) and event.evse_id == evse_id and event.status is wanted:
+                return
+
+
+async def _script(station: Station, timeline: Timeline) -> None:
+    """Plug in, present a card, charge, let the EV finish, unplug; then a late arrival on EVSE 2."""
+    await station.session.wait_online()
+    sim = station.sims[1]
+    timeline.line("demo", "EV plugs into EVSE 1")
+    sim.controller.plug_in()
+    await _wait_status(station, 1, ConnectorStatus.PREPARING)
+    timeline.line("demo", "driver taps card", DEMO_TOKEN)
+    await station.evses.present_token(DEMO_TOKEN, "ISO14443", 1)
+    await _wait_status(station, 1, ConnectorStatus.CHARGING)
+    await trio.sleep(CHARGE_S)
+    timeline.line("demo", "EV battery full")
+    sim.controller.set_ev(wants_energy=False)
+    await _wait_status(station, 1, ConnectorStatus.SUSPENDED_EV)
+    timeline.line("demo", "driver unplugs")
+    sim.controller.unplug()
+    await _wait_status(station, 1, ConnectorStatus.AVAILABLE)
+    # Let the last transaction message reach the CSMS before stopping.
+    await station.outbox.wait_empty()
+
+
+async def run_demo(version: str, out: TextIO = sys.stdout) -> None:
+    with tempfile.TemporaryDirectory(prefix="evstation-demo-") as tmp:
+        async with trio.open_nursery() as nursery:
+            csms = await nursery.start(serve_test_csms)
+            config = demo_config(version, csms.port, Path(tmp))
+            timeline = Timeline(out, trio.current_time())
+            timeline.line("demo", f"OCPP {version}, test CSMS on 127.0.0.1:{csms.port}")
+            async with open_station(config) as station:
+                station.session.meter_interval_s = METER_INTERVAL_S
+                with station.message_log.subscribe() as messages, station.evses.subscribe() as events:
+                    async with trio.open_nursery() as printers:
+                        printers.start_soon(_print_all, messages, timeline.message)
+                        printers.start_soon(_print_all, events, timeline.evse_event)
+                        await _script(station, timeline)
+                        await trio.sleep(0.2)  # let the printers catch up with the last frames
+                        printers.cancel_scope.cancel()
+            timeline.line("demo", "done")
+            nursery.cancel_scope.cancel()
+
+
+async def _print_all(receive: trio.MemoryReceiveChannel[T], show: Callable[[T], None]) -> None:
+    async for item in receive:
+        show(item)
+
+
+def demo_main(version: str) -> int:
+    try:
+        trio.run(_bounded_demo, version)
+    except trio.TooSlowError:
+        print(f"demo did not finish within {DEMO_DEADLINE_S:.0f} s", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _bounded_demo(version: str) -> None:
+    with trio.fail_after(DEMO_DEADLINE_S):
+        await run_demo(version)

@@ -1,0 +1,126 @@
+"""End to end: `evstation run` as a process with simulated hardware, driven through the control API,
+against the project's test CSMS; plus the CLI's version, config-error and `ctl` behaviour."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from e2e_station import (
+    ControlClient,
+    control_client,
+    run_cli,
+    short_dir,
+    station_process,
+    terminate,
+    write_config,
+)
+
+from evstation import __version__
+from evstation.runtime.testcsms import TestCsms, serve_test_csms
+
+TIMEOUT_S = 18.0
+STATION = "E2E-CTL"
+
+
+def _status_is(status: str) -> Any:
+    return lambda e: e["event"] == "StatusChanged" and e["evse_id"] == 1 and e["status"] == status
+
+
+async def _drive_session(ops: ControlClient, events: ControlClient) -> None:
+    await ops.ok("plug_in", evse=1)
+    await events.wait_event(lambda e: e["event"] == "EvPlugged" and e["evse_id"] == 1)
+    assert (await ops.ok("present_id_token", id_token="E2E-TOKEN-1", evse=1))["evse"] == 1
+    await events.wait_event(_status_is("Charging"))
+    status = await ops.ok("status")
+    evse = status["evses"][0]
+    assert evse["connectors"][0]["status"] == "Charging"
+    assert evse["transaction_id"] is not None
+    await ops.ok("unplug", evse=1)
+    await events.wait_event(lambda e: e["event"] == "EvUnplugged" and e["evse_id"] == 1)
+    await events.wait_event(_status_is("Available"))
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
+async def test_e2e_session_through_control_api(version: str) -> None:
+    with trio.fail_after(TIMEOUT_S), short_dir() as folder:
+        async with trio.open_nursery() as nursery:
+            csms: TestCsms = await nursery.start(serve_test_csms)
+            config = write_config(folder, version=version, port=csms.port, station_id=STATION)
+            async with station_process(config) as process:
+                await csms.wait_for(STATION, "BootNotification")
+                async with (
+                    control_client(folder / "c.sock", process) as events,
+                    control_client(folder / "c.sock", process) as ops,
+                ):
+                    assert (await events.ok("subscribe"))["subscribed"] is True
+                    await _drive_session(ops, events)
+                    if version == "1.6":
+                        start = await csms.wait_for(STATION, "StartTransaction")
+                        stop = await csms.wait_for(STATION, "StopTransaction")
+                        assert start["idTag"] == "E2E-TOKEN-1"
+                        assert stop["reason"] == "EVDisconnected"
+                        assert stop["meterStop"] >= start["meterStart"]
+                    else:
+                        await csms.wait_for(STATION, "TransactionEvent", 2)
+                        kinds = [c.payload["eventType"] for c in csms.received(STATION, "TransactionEvent")]
+                        while "Ended" not in kinds:
+                            await csms.wait_for(STATION, "TransactionEvent", len(kinds) + 1)
+                            kinds = [c.payload["eventType"] for c in csms.received(STATION, "TransactionEvent")]
+                        assert kinds[0] == "Started" and kinds[-1] == "Ended"
+                        ended = csms.received(STATION, "TransactionEvent")[-1].payload
+                        assert ended["transactionInfo"]["stoppedReason"] == "EVDisconnected"
+                    # The OCPP frames are streamed to subscribers too.
+                    assert any(e["event"] == "OcppMessage" for e in events.events)
+                assert await terminate(process) == 0
+            nursery.cancel_scope.cancel()
+
+
+async def test_e2e_ctl_status_against_running_station() -> None:
+    with trio.fail_after(TIMEOUT_S), short_dir() as folder:
+        async with trio.open_nursery() as nursery:
+            csms: TestCsms = await nursery.start(serve_test_csms)
+            config = write_config(folder, version="2.0.1", port=csms.port, station_id=STATION, evses=2)
+            async with station_process(config) as process:
+                await csms.wait_for(STATION, "StatusNotification", 2)
+                async with control_client(folder / "c.sock", process):
+                    pass  # the socket is up
+                done = await run_cli("ctl", "--socket", str(folder / "c.sock"), "status")
+                assert done.returncode == 0, done.stderr
+                reply = json.loads(done.stdout.decode().splitlines()[0])
+                assert reply["ok"] is True
+                result = reply["result"]
+                assert result["station_id"] == STATION
+                assert result["ocpp_version"] == "2.0.1"
+                assert [e["id"] for e in result["evses"]] == [1, 2]
+                bad = await run_cli("ctl", "--socket", str(folder / "c.sock"), "plug_in", "--evse", "9")
+                assert bad.returncode == 1
+                assert json.loads(bad.stdout.decode())["ok"] is False
+                assert await terminate(process) == 0
+            nursery.cancel_scope.cancel()
+
+
+async def test_e2e_bad_config_key_exits_2_naming_the_key() -> None:
+    with trio.fail_after(TIMEOUT_S), short_dir() as folder:
+        config = write_config(folder, version="2.0.1", port=9, extra_csms="heartbeat_intervall_s = 5")
+        done = await run_cli("run", "--config", str(config))
+        assert done.returncode == 2
+        lines = done.stderr.decode().strip().splitlines()
+        assert len(lines) == 1, lines
+        assert "csms.heartbeat_intervall_s" in lines[0]
+
+
+async def test_e2e_version() -> None:
+    with trio.fail_after(TIMEOUT_S):
+        done = await run_cli("--version")
+    assert done.returncode == 0
+    assert done.stdout.decode().strip() == f"evstation {__version__}"
+
+
+def test_e2e_config_helper_writes_short_socket_path() -> None:
+    with short_dir() as folder:
+        assert len(str(folder / "c.sock")) < 108
+        assert isinstance(write_config(folder, version="1.6", port=1), Path)

@@ -1,0 +1,138 @@
+"""Interop: the whole station against a CSMS built on the independent `ocpp` package, 1.6 and 2.0.1.
+
+The peer validates every frame against the official schemas; a CALLERROR from it means our payload
+was refused. It never replaces the test CSMS: it only proves the wire format agrees with another
+implementation.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from evstation.runtime.config import StationConfig, parse_config
+from evstation.runtime.station import open_station
+
+PEER = Path(__file__).with_name("ocpp_peer.py")
+TIMEOUT_S = 20.0
+
+
+def _config(tmp_path: Path, version: str, port: int) -> StationConfig:
+    connector = {"id": 1, "type": "cType2", "phases": 3, "max_current_a": 32}
+    evse = {"connector": [connector], "controller": {"driver": "sim"}, "meter": {"driver": "sim"}}
+    return parse_config(
+        {
+            "station": {
+                "id": "INTEROP-1",
+                "vendor": "evstation",
+                "model": "interop",
+                "ocpp_version": version,
+                "data_dir": str(tmp_path / "data"),
+            },
+            "csms": {
+                "endpoints": [{"url": f"ws://127.0.0.1:{port}/ocpp", "security_profile": 0}],
+                "retry_backoff_wait_minimum_s": 0.1,
+                "retry_backoff_random_range_s": 0,
+            },
+            "evse": [{"id": 1, **evse}, {"id": 2, **evse}],
+            "control": {"socket_path": str(tmp_path / "c.sock")},
+        },
+        base_dir=tmp_path,
+    )
+
+
+class Peer:
+    """The ocpp_peer subprocess's stdout, as parsed JSON events."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.events: list[dict[str, Any]] = []
+        self._buffer = b""
+        self._changed = trio.Event()
+
+    async def pump(self) -> None:
+        assert self.process.stdout is not None
+        async for chunk in self.process.stdout:
+            self._buffer += chunk
+            *lines, self._buffer = self._buffer.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    self.events.append(json.loads(line))
+            self._changed.set()
+            self._changed = trio.Event()
+
+    def frames(self, direction: str) -> list[list[Any]]:
+        return [e["frame"] for e in self.events if e["event"] == direction]
+
+    def received_actions(self) -> list[str]:
+        return [f[2] for f in self.frames("recv") if f[0] == 2]
+
+    def all_answered(self) -> bool:
+        answered = {f[1] for f in self.frames("sent") if f[0] in (3, 4)}
+        return all(f[1] in answered for f in self.frames("recv") if f[0] == 2)
+
+    async def wait_until(self, predicate: Any) -> None:
+        while not predicate():
+            await self._changed.wait()
+
+
+@asynccontextmanager
+async def run_peer(version: str) -> AsyncIterator[tuple[Peer, int]]:
+    async with trio.open_nursery() as nursery:
+        process = await nursery.start(
+            lambda task_status=trio.TASK_STATUS_IGNORED: trio.run_process(
+                [sys.executable, str(PEER), version],
+                stdout=subprocess.PIPE,
+                check=False,
+                task_status=task_status,
+            )
+        )
+        peer = Peer(process)
+        nursery.start_soon(peer.pump)
+        try:
+            await peer.wait_until(lambda: any(e["event"] == "listening" for e in peer.events))
+            port = next(e["port"] for e in peer.events if e["event"] == "listening")
+            yield peer, port
+        finally:
+            process.kill()
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
+async def test_interop_boot_heartbeat_status_validated_by_ocpp_package(
+    tmp_path: Path, version: str
+) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with run_peer(version) as (peer, port):
+            config = _config(tmp_path, version, port)
+            async with open_station(config) as station:
+                connectors = 2
+
+                def done() -> bool:
+                    actions = peer.received_actions()
+                    return actions.count("Heartbeat") >= 1 and actions.count("StatusNotification") >= connectors
+
+                await peer.wait_until(done)
+                assert station.session.online
+                # Every CALL the peer received is answered (result or error) before we judge.
+                await peer.wait_until(peer.all_answered)
+            actions = peer.received_actions()
+            boot_ids = [f[1] for f in peer.frames("recv") if f[0] == 2 and f[2] == "BootNotification"]
+            call_errors = [f for f in peer.frames("sent") if f[0] == 4]
+            assert call_errors == [], f"the ocpp package refused our payloads: {call_errors}"
+            assert boot_ids, actions
+            boot_results = [f for f in peer.frames("sent") if f[0] == 3 and f[1] == boot_ids[0]]
+            assert boot_results and boot_results[0][2]["status"] == "Accepted"
+            assert "Heartbeat" in actions
+            statuses = [f[3] for f in peer.frames("recv") if f[0] == 2 and f[2] == "StatusNotification"]
+            if version == "1.6":
+                assert {s["connectorId"] for s in statuses} >= {1, 2}
+            else:
+                assert {(s["evseId"], s["connectorId"]) for s in statuses} >= {(1, 1), (2, 1)}

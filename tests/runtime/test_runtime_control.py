@@ -1,0 +1,319 @@
+"""The local control API over a real Unix socket, against real EVSEs on simulated hardware."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from evstation.drivers.api import PilotState
+from evstation.drivers.sim.board import SimChargeController
+from evstation.drivers.sim.ev import SimEv
+from evstation.drivers.sim.meter import SimMeter
+from evstation.runtime.calls import Direction, MessageLogEntry
+from evstation.runtime.control import MAX_LINE_BYTES, ControlError, FrameLog, SimMeterControls, serve_control
+from evstation.runtime.ctl import EXIT_ERROR_REPLY, EXIT_OK, EXIT_USAGE, ctl_main, parse_args, run_ctl
+from evstation.runtime.events import Broadcaster, Dropped
+from evstation.runtime.evse import Evses
+
+IO_TIMEOUT_S = 10
+
+
+class FakeStation:
+    """A ControlTarget made of real Evses on sim boards; EVSE 2 stands for real hardware."""
+
+    def __init__(self) -> None:
+        self.evses = Evses()
+        self.boards: dict[int, SimChargeController] = {}
+        self.meters: dict[int, SimMeter] = {}
+        self.network_up = True
+        self.ocpp = Broadcaster[MessageLogEntry]()
+        for evse_id in (1, 2):
+            meter = SimMeter(230.0, poll_interval_s=3600.0)
+            board = SimChargeController(SimEv(), flow=meter)
+            self.boards[evse_id], self.meters[evse_id] = board, meter
+            self.evses.add(evse_id, board, meter, connector_ids=(1, 2) if evse_id == 1 else (1,))
+
+    async def status(self) -> dict[str, Any]:
+        return {
+            "ocpp_version": "2.0.1",
+            "link": "connected" if self.network_up else "offline",
+            "boot": "Accepted",
+            "outbox_depth": 0,
+        }
+
+    def transaction_id(self, evse_id: int) -> str | None:
+        return "tx-1" if self.evses[evse_id].session_active() else None
+
+    def set_network(self, up: bool) -> None:
+        if not up and not self.network_up:
+            raise ControlError("network already down")
+        self.network_up = up
+
+    def sim_board(self, evse_id: int) -> SimChargeController | None:
+        return self.boards[evse_id] if evse_id == 1 else None
+
+    def sim_meter(self, evse_id: int) -> SimMeterControls | None:
+        return self.meters[evse_id] if evse_id == 1 else None
+
+    def ocpp_messages(self) -> FrameLog | None:
+        return self.ocpp
+
+
+class Client:
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = bytearray()
+        self.next_id = 0
+
+    async def send_line(self, data: bytes) -> None:
+        await self.stream.send_all(data + b"\n")
+
+    async def line(self) -> dict[str, Any] | None:
+        while b"\n" not in self.buffer:
+            chunk = await self.stream.receive_some(65536)
+            if not chunk:
+                return None
+            self.buffer += chunk
+        newline = self.buffer.index(b"\n")
+        raw = bytes(self.buffer[:newline])
+        del self.buffer[: newline + 1]
+        reply = json.loads(raw)
+        assert isinstance(reply, dict)
+        return reply
+
+    async def call(self, op: str, **args: Any) -> dict[str, Any]:
+        self.next_id += 1
+        await self.send_line(json.dumps({"id": self.next_id, "op": op, **args}).encode())
+        reply = await self.line()
+        assert reply is not None and reply["id"] == self.next_id
+        return reply
+
+
+@pytest.fixture
+def socket_path() -> Iterator[Path]:
+    # pytest's tmp_path can exceed AF_UNIX's 108-byte limit: use a short directory under /tmp.
+    with tempfile.TemporaryDirectory(dir="/tmp", prefix="evs-") as tmp:
+        yield Path(tmp) / "ctl.sock"
+
+
+@pytest.fixture
+async def station(nursery: trio.Nursery, socket_path: Path) -> AsyncIterator[FakeStation]:
+    station = FakeStation()
+    await nursery.start(station.evses.run)
+    await nursery.start(serve_control, station, socket_path)
+    yield station
+
+
+@pytest.fixture
+async def client(station: FakeStation, socket_path: Path) -> AsyncIterator[Client]:
+    stream = await trio.open_unix_socket(str(socket_path))
+    async with stream:
+        yield Client(stream)
+
+
+async def wait_for_status(client: Client, evse: int, status: str) -> dict[str, Any]:
+    while True:
+        reply = await client.call("status")
+        row: dict[str, Any] = reply["result"]["evses"][evse - 1]
+        if row["connectors"][0]["status"] == status:
+            return row
+        await trio.testing.wait_all_tasks_blocked()
+
+
+async def test_status_reports_station_and_evses(client: Client) -> None:
+    with trio.fail_after(IO_TIMEOUT_S):
+        reply = await client.call("status")
+    assert reply["ok"] is True
+    result = reply["result"]
+    assert result["ocpp_version"] == "2.0.1" and result["outbox_depth"] == 0
+    assert [e["id"] for e in result["evses"]] == [1, 2]
+    assert result["evses"][0]["connectors"] == [
+        {"id": 1, "status": "Available"},
+        {"id": 2, "status": "Available"},
+    ]
+    assert result["evses"][0]["active_faults"] == []
+    assert result["evses"][0]["transaction_id"] is None
+
+
+async def test_a_whole_session_through_the_api(client: Client, station: FakeStation) -> None:
+    with trio.fail_after(IO_TIMEOUT_S):
+        assert (await client.call("plug_in", evse=1))["result"] == {"evse": 1, "connector": 1, "pilot": "B"}
+        reply = await client.call("present_id_token", id_token="TAG1", evse=1)
+        assert reply == {"id": 2, "ok": True, "result": {"evse": 1}}
+        station.evses[1].resolve_authorization("TAG1", accepted=True)
+        row = await wait_for_status(client, 1, "Charging")
+        assert row["offered_current_a"] == 32.0
+        assert row["transaction_id"] == "tx-1"
+        assert (await client.call("ev", evse=1, wants_energy=False, max_current_a=10))["ok"]
+        await wait_for_status(client, 1, "SuspendedEV")
+        assert (await client.call("fault", evse=1, code="GroundFailure"))["result"]["active_faults"] == [
+            "GroundFailure"
+        ]
+        row = await wait_for_status(client, 1, "Faulted")
+        assert row["active_faults"] == ["GroundFailure"]
+        assert (await client.call("clear_fault", evse=1, code="GroundFailure"))["ok"]
+        assert (await client.call("meter", evse=1, energy_wh=1234.5, power_w=0))["ok"]
+        assert station.meters[1].energy_wh == pytest.approx(1234.5)
+        assert (await client.call("lock", evse=1, fail=True))["result"] == {"evse": 1, "fail_next_move": True}
+        assert station.boards[1].fail_next_move
+        assert (await client.call("unplug", evse=1))["ok"]
+        await wait_for_status(client, 1, "Faulted")  # the unlock at the end failed: ConnectorLockFailure
+        assert station.boards[1].pilot_state is PilotState.A
+
+
+async def test_network_op_and_its_error(client: Client, station: FakeStation) -> None:
+    with trio.fail_after(IO_TIMEOUT_S):
+        assert (await client.call("network", up=False))["result"] == {"up": False}
+        assert not station.network_up
+        assert await client.call("network", up=False) == {
+            "id": 2,
+            "ok": False,
+            "error": "network already down",
+        }
+
+
+async def test_sim_only_ops_refuse_real_hardware(client: Client) -> None:
+    with trio.fail_after(IO_TIMEOUT_S):
+        cases: list[tuple[str, dict[str, Any]]] = [
+            ("plug_in", {"evse": 2}),
+            ("ev", {"evse": 2, "wants_energy": True}),
+            ("fault", {"evse": 2, "code": "GroundFailure"}),
+            ("lock", {"evse": 2, "fail": True}),
+            ("meter", {"evse": 2, "energy_wh": 1.0}),
+        ]
+        for op, args in cases:
+            reply = await client.call(op, **args)
+            assert reply["ok"] is False
+            assert "real" in reply["error"] and "simulator" in reply["error"]
+        reply = await client.call("plug_in", evse=9)
+        assert reply["error"] == "no EVSE 9"
+        reply = await client.call("plug_in", evse=1, connector=3)
+        assert reply["error"] == "EVSE 1 has no connector 3"
+
+
+@pytest.mark.parametrize(
+    ("line", "request_id", "error_part"),
+    [
+        (b"not json", None, "not JSON"),
+        (b"[1, 2]", None, "must be a JSON object"),
+        (b'{"id": 7, "op": "fly"}', 7, "unknown op 'fly'"),
+        (b'{"id": "a", "op": "plug_in"}', "a", "evse: Field required"),
+        (b'{"id": 8, "op": "plug_in", "evse": "1"}', 8, "evse: Input should be a valid integer"),
+        (b'{"id": 9, "op": "network", "up": "yes"}', 9, "up: Input should be a valid boolean"),
+        (b'{"id": 10, "op": "fault", "evse": 1, "code": "Smoke"}', 10, "code: Input should be"),
+        (b'{"id": 11, "op": "status", "extra": 1}', 11, "extra: Extra inputs are not permitted"),
+    ],
+)
+async def test_malformed_lines_get_an_error_and_the_connection_stays(
+    client: Client, line: bytes, request_id: object, error_part: str
+) -> None:
+    with trio.fail_after(IO_TIMEOUT_S):
+        await client.send_line(line)
+        reply = await client.line()
+        assert reply is not None
+        assert reply["ok"] is False and reply["id"] == request_id
+        assert error_part in reply["error"]
+        assert (await client.call("status"))["ok"]
+
+
+async def test_overlong_line_gets_an_error_and_the_connection_closes(client: Client) -> None:
+    with trio.fail_after(IO_TIMEOUT_S):
+        await client.stream.send_all(b"x" * (MAX_LINE_BYTES + 10))
+        reply = await client.line()
+        assert reply is not None and reply["ok"] is False
+        assert str(MAX_LINE_BYTES) in reply["error"]
+        assert await client.line() is None
+
+
+async def test_subscribe_streams_evse_events_and_ocpp_messages(
+    client: Client, station: FakeStation, socket_path: Path
+) -> None:
+    with trio.fail_after(IO_TIMEOUT_S):
+        assert (await client.call("subscribe"))["result"] == {"subscribed": True}
+        station.ocpp.publish(MessageLogEntry(Direction.OUT, '[2,"1","Heartbeat",{}]', "Heartbeat", 1, 0.0))
+        assert await client.line() == {
+            "event": "OcppMessage",
+            "direction": "out",
+            "message": [2, "1", "Heartbeat", {}],
+        }
+        other = await trio.open_unix_socket(str(socket_path))
+        async with other:
+            await Client(other).call("plug_in", evse=1)
+        assert await client.line() == {"event": "EvPlugged", "evse_id": 1, "connector_id": 1}
+        assert await client.line() == {
+            "event": "StatusChanged",
+            "evse_id": 1,
+            "connector_id": 1,
+            "status": "Preparing",
+            "fault": None,
+        }
+        # Requests still work on a subscribed connection; the reply is interleaved with events.
+        await client.send_line(b'{"id": 99, "op": "present_id_token", "id_token": "T"}')
+        wanted = [
+            {"id": 99, "ok": True, "result": {"evse": 1}},
+            {"event": "AuthorizationRequested", "evse_id": 1, "id_token": "T", "token_type": "ISO14443"},
+        ]
+        seen: list[dict[str, Any] | None] = []
+        while not all(w in seen for w in wanted):
+            seen.append(await client.line())
+
+
+async def test_ctl_client_prints_the_reply_and_exit_codes(
+    station: FakeStation, socket_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert parse_args(
+        ["--socket", "/x", "ev", "--evse", "1", "--wants-energy", "false", "--id-token", "AB"]
+    ) == (Path("/x"), "ev", {"evse": 1, "wants_energy": False, "id_token": "AB"})
+    assert ctl_main(["--evse"]) == EXIT_USAGE
+    assert ctl_main(["status", "--evse"]) == EXIT_USAGE
+    with trio.fail_after(IO_TIMEOUT_S):
+        assert await run_ctl(socket_path, "plug_in", {"evse": 1}) == EXIT_OK
+        assert await run_ctl(socket_path, "plug_in", {"evse": 5}) == EXIT_ERROR_REPLY
+    out = capsys.readouterr().out.splitlines()
+    assert json.loads(out[0])["result"]["pilot"] == "B"
+    assert json.loads(out[1]) == {"id": 1, "ok": False, "error": "no EVSE 5"}
+
+
+async def test_socket_file_is_private_and_removed_on_exit(socket_path: Path) -> None:
+    station = FakeStation()
+    with trio.fail_after(IO_TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_control, station, socket_path)
+            assert os.stat(socket_path).st_mode & 0o777 == 0o600
+            nursery.cancel_scope.cancel()
+    assert socket_path.name not in os.listdir(socket_path.parent)
+    os.mkdir(socket_path)  # something that is not a socket must never be replaced
+    with pytest.raises(FileExistsError):
+        await serve_control(station, socket_path)
+
+
+async def test_tcp_listener_on_loopback(nursery: trio.Nursery) -> None:
+    station = FakeStation()
+    endpoints = await nursery.start(functools.partial(serve_control, station, None, tcp_port=0))
+    assert endpoints.tcp_port
+    with trio.fail_after(IO_TIMEOUT_S):
+        stream = await trio.open_tcp_stream("127.0.0.1", endpoints.tcp_port)
+        async with stream:
+            assert (await Client(stream).call("status"))["ok"]
+
+
+def test_slow_subscriber_loses_events_and_is_told() -> None:
+    hub = Broadcaster[int]()
+    with hub.subscribe(max_buffer=2) as slow, hub.subscribe(max_buffer=10) as fast:
+        for n in range(5):
+            hub.publish(n)
+        assert [slow.receive_nowait() for _ in range(2)] == [0, 1]
+        hub.publish(5)
+        assert [slow.receive_nowait() for _ in range(2)] == [Dropped(3), 5]
+        assert [fast.receive_nowait() for _ in range(6)] == [0, 1, 2, 3, 4, 5]
+        assert hub.total_dropped == 3
+    assert hub.subscriber_count() == 0

@@ -1,0 +1,121 @@
+"""Remote start/stop through running sim EVSEs: the CSMS's request, the EVSE's events, the transaction
+messages that follow (1.6 Core RemoteStart/RemoteStopTransaction; 2.0.1 F01, F03)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+from runtime_session_harness import CsmsPeer, MemoryConnection, open_session_context, serve_until_link_down
+
+from evstation.drivers.sim.board import SimChargeController
+from evstation.protocol.versions import OcppVersion
+from evstation.runtime.session import run_transactions
+
+V16, V201 = OcppVersion.V16, OcppVersion.V201
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0.02)
+
+
+async def test_v201_f01_f03_request_start_then_plug_then_request_stop(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """F01: RequestStartTransaction authorizes the EVSE; the Started event echoes remoteStartId and the
+    idToken. F03: RequestStopTransaction ends it with stoppedReason Remote / triggerReason RemoteStop."""
+    csms, conn = CsmsPeer(V201), MemoryConnection(V201)
+    async with open_session_context(tmp_path, V201, run_evses=True) as ctx:
+        with trio.fail_after(1000):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(run_transactions, ctx)
+                nursery.start_soon(csms.serve, conn)
+                nursery.start_soon(serve_until_link_down, conn, ctx)
+                await csms.wait_for("StatusNotification", 2)
+                start = await csms.send_call(
+                    conn,
+                    "RequestStartTransaction",
+                    {"evseId": 1, "remoteStartId": 7, "idToken": {"idToken": "R1", "type": "Central"}},
+                )
+                assert (await csms.wait_answer(start)).payload == {"status": "Accepted"}  # type: ignore[union-attr]
+                controller = ctx.evses[1].controller
+                assert isinstance(controller, SimChargeController)
+                controller.plug_in()
+                started = (await csms.wait_for("TransactionEvent"))[0].call.payload
+                info = started["transactionInfo"]
+                assert isinstance(info, dict)
+                assert ctx.transaction_ids == {1: info["transactionId"]}
+                stop = await csms.send_call(
+                    conn, "RequestStopTransaction", {"transactionId": info["transactionId"]}
+                )
+                assert (await csms.wait_answer(stop)).payload == {"status": "Accepted"}  # type: ignore[union-attr]
+                while True:
+                    events = await csms.wait_for("TransactionEvent", len(csms.of("TransactionEvent")) + 1)
+                    if events[-1].call.payload["eventType"] == "Ended":
+                        break
+                nursery.cancel_scope.cancel()
+    assert started["eventType"] == "Started"
+    assert info["remoteStartId"] == 7
+    assert started["idToken"] == {"idToken": "R1", "type": "Central"}
+    ended = events[-1].call.payload
+    assert ended["triggerReason"] == "RemoteStop"
+    assert ended["transactionInfo"]["stoppedReason"] == "Remote"  # type: ignore[index]
+    assert [e.call.payload["seqNo"] for e in events] == list(range(len(events)))
+
+
+async def test_v201_request_start_for_an_unknown_evse_is_an_occurrence_error(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    csms, conn = CsmsPeer(V201), MemoryConnection(V201)
+    async with open_session_context(tmp_path, V201) as ctx:
+        with trio.fail_after(1000):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(csms.serve, conn)
+                nursery.start_soon(serve_until_link_down, conn, ctx)
+                await csms.wait_for("StatusNotification", 2)
+                start = await csms.send_call(
+                    conn,
+                    "RequestStartTransaction",
+                    {"evseId": 9, "remoteStartId": 1, "idToken": {"idToken": "R1", "type": "Central"}},
+                )
+                answer = await csms.wait_answer(start)
+                nursery.cancel_scope.cancel()
+    assert answer.code == "OccurenceConstraintViolation"  # type: ignore[union-attr]  # (sic) 2.0.1 spelling
+
+
+async def test_v16_remote_start_then_plug_then_remote_stop(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """1.6 5.11/5.12: RemoteStartTransaction -> StartTransaction with the idTag once plugged;
+    RemoteStopTransaction(transactionId from the conf) -> StopTransaction reason Remote."""
+    csms, conn = CsmsPeer(V16), MemoryConnection(V16)
+    async with open_session_context(tmp_path, V16, run_evses=True) as ctx:
+        with trio.fail_after(1000):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(run_transactions, ctx)
+                nursery.start_soon(csms.serve, conn)
+                nursery.start_soon(serve_until_link_down, conn, ctx)
+                await csms.wait_for("StatusNotification", 3)
+                start = await csms.send_call(
+                    conn, "RemoteStartTransaction", {"connectorId": 1, "idTag": "R1"}
+                )
+                assert (await csms.wait_answer(start)).payload == {"status": "Accepted"}  # type: ignore[union-attr]
+                controller = ctx.evses[1].controller
+                assert isinstance(controller, SimChargeController)
+                controller.plug_in()
+                await csms.wait_for("StartTransaction")
+                # A sentinel behind StartTransaction: once it is sent, the conf (id 42) is stored.
+                await ctx.outbox.put("DataTransfer", {"vendorId": "test"})
+                await csms.wait_for("DataTransfer")
+                assert ctx.transaction_ids == {1: "42"}
+                stop = await csms.send_call(conn, "RemoteStopTransaction", {"transactionId": 42})
+                assert (await csms.wait_answer(stop)).payload == {"status": "Accepted"}  # type: ignore[union-attr]
+                stops = await csms.wait_for("StopTransaction")
+                assert ctx.transaction_ids == {}
+                nursery.cancel_scope.cancel()
+    assert csms.of("StartTransaction")[0].call.payload["idTag"] == "R1"
+    assert stops[0].call.payload["transactionId"] == 42
+    assert stops[0].call.payload["reason"] == "Remote"
