@@ -74,6 +74,12 @@ def _run(config_path: Path, log_level: str | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["ctl"]:
+        # Not through argparse: REMAINDER refuses a leading option (`ctl --socket PATH status`).
+        from evstation.runtime.ctl import ctl_main
+
+        return ctl_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -90,10 +96,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         from evstation.runtime.demo import demo_main
 
         return demo_main(args.ocpp)
-    if args.command == "ctl":
-        from evstation.runtime.ctl import ctl_main
-
-        return ctl_main(args.rest)
     parser.error(f"unknown command {args.command!r}")
     return EXIT_USAGE
 

@@ -345,20 +345,34 @@ async def _statuses(ctx: SessionContext, adapter: VersionAdapter, calls: CallMan
     """B01.FR.08 / 1.6 4.9: every connector's status after boot, then each change."""
     from evstation.runtime.evse import StatusChanged
 
+    sent: dict[tuple[object, object], dict[str, object]] = {}
     with ctx.evses.subscribe() as events:
         for payload in adapter.status_requests(ctx, None):
-            await _send_status(calls, payload)
+            await _send_status(calls, payload, sent)
         async for event in events:
             if isinstance(event, StatusChanged):
                 for payload in adapter.status_requests(ctx, event):
-                    await _send_status(calls, payload)
+                    await _send_status(calls, payload, sent, only_if_changed=True)
             elif isinstance(event, Dropped):
                 # We fell behind and lost changes: the current state of every connector replaces them.
                 for payload in adapter.status_requests(ctx, None):
-                    await _send_status(calls, payload)
+                    await _send_status(calls, payload, sent)
 
 
-async def _send_status(calls: CallManager, payload: Mapping[str, object]) -> None:
+async def _send_status(
+    calls: CallManager,
+    payload: Mapping[str, object],
+    sent: dict[tuple[object, object], dict[str, object]],
+    *,
+    only_if_changed: bool = False,
+) -> None:
+    # 2.0.1 folds Preparing/Charging/Suspended*/Finishing into Occupied: a change between those is
+    # no change on the wire, and is not sent again.
+    key = (payload.get("evseId"), payload.get("connectorId"))
+    content = {k: v for k, v in payload.items() if k != "timestamp"}
+    if only_if_changed and sent.get(key) == content:
+        return
+    sent[key] = content
     try:
         await calls.call("StatusNotification", dict(payload))
     except CallFailed as exc:

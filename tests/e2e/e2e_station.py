@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import trio
 
@@ -93,14 +93,18 @@ def station_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "evstation", *args]
 
 
+def _log_files(folder: Path) -> tuple[BinaryIO, BinaryIO]:
+    return open(folder / "stdout.log", "ab"), open(folder / "stderr.log", "ab")
+
+
 @asynccontextmanager
 async def station_process(config: Path) -> AsyncIterator[trio.Process]:
     """`evstation run --config CONFIG` as a subprocess; killed (SIGKILL) on exit unless already gone.
 
     Its output goes to files next to the config so a full pipe can never block it.
     """
-    folder = config.parent
-    with open(folder / "stdout.log", "ab") as out, open(folder / "stderr.log", "ab") as err:
+    out, err = _log_files(config.parent)
+    with out, err:
         process = await trio.lowlevel.open_process(
             station_command("run", "--config", str(config)), stdout=out, stderr=err, cwd=REPO
         )

@@ -30,11 +30,13 @@ def _status_is(status: str) -> Any:
     return lambda e: e["event"] == "StatusChanged" and e["evse_id"] == 1 and e["status"] == status
 
 
-async def _drive_session(ops: ControlClient, events: ControlClient) -> None:
+async def _drive_session(ops: ControlClient, events: ControlClient, csms: TestCsms, version: str) -> None:
     await ops.ok("plug_in", evse=1)
     await events.wait_event(lambda e: e["event"] == "EvPlugged" and e["evse_id"] == 1)
     assert (await ops.ok("present_id_token", id_token="E2E-TOKEN-1", evse=1))["evse"] == 1
     await events.wait_event(_status_is("Charging"))
+    # The transaction is known once its start message went out.
+    await csms.wait_for(STATION, "StartTransaction" if version == "1.6" else "TransactionEvent")
     status = await ops.ok("status")
     evse = status["evses"][0]
     assert evse["connectors"][0]["status"] == "Charging"
@@ -51,28 +53,33 @@ async def test_e2e_session_through_control_api(version: str) -> None:
             csms: TestCsms = await nursery.start(serve_test_csms)
             config = write_config(folder, version=version, port=csms.port, station_id=STATION)
             async with station_process(config) as process:
-                await csms.wait_for(STATION, "BootNotification")
+                await csms.wait_for(STATION, "StatusNotification")  # sent once online
                 async with (
                     control_client(folder / "c.sock", process) as events,
                     control_client(folder / "c.sock", process) as ops,
                 ):
                     assert (await events.ok("subscribe"))["subscribed"] is True
-                    await _drive_session(ops, events)
+                    await _drive_session(ops, events, csms, version)
                     if version == "1.6":
                         start = await csms.wait_for(STATION, "StartTransaction")
                         stop = await csms.wait_for(STATION, "StopTransaction")
                         assert start["idTag"] == "E2E-TOKEN-1"
                         assert stop["reason"] == "EVDisconnected"
-                        assert stop["meterStop"] >= start["meterStart"]
+                        meter_start, meter_stop = start["meterStart"], stop["meterStop"]
+                        assert isinstance(meter_start, int) and isinstance(meter_stop, int)
+                        assert meter_stop >= meter_start
                     else:
                         await csms.wait_for(STATION, "TransactionEvent", 2)
                         kinds = [c.payload["eventType"] for c in csms.received(STATION, "TransactionEvent")]
                         while "Ended" not in kinds:
                             await csms.wait_for(STATION, "TransactionEvent", len(kinds) + 1)
-                            kinds = [c.payload["eventType"] for c in csms.received(STATION, "TransactionEvent")]
+                            kinds = [
+                                c.payload["eventType"] for c in csms.received(STATION, "TransactionEvent")
+                            ]
                         assert kinds[0] == "Started" and kinds[-1] == "Ended"
                         ended = csms.received(STATION, "TransactionEvent")[-1].payload
-                        assert ended["transactionInfo"]["stoppedReason"] == "EVDisconnected"
+                        info = ended["transactionInfo"]
+                        assert isinstance(info, dict) and info["stoppedReason"] == "EVDisconnected"
                     # The OCPP frames are streamed to subscribers too.
                     assert any(e["event"] == "OcppMessage" for e in events.events)
                 assert await terminate(process) == 0

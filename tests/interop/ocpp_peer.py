@@ -98,7 +98,9 @@ async def main(version: str) -> None:
         except websockets.ConnectionClosed:
             emit("closed", station=station_id)
 
-    async with websockets.serve(handler, "127.0.0.1", 0, subprotocols=[websockets.Subprotocol(subprotocol)]) as server:
+    async with websockets.serve(
+        handler, "127.0.0.1", 0, subprotocols=[websockets.Subprotocol(subprotocol)]
+    ) as server:
         port = next(iter(server.sockets)).getsockname()[1]
         emit("listening", port=port)
         await asyncio.Future()

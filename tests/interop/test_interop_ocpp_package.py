@@ -7,6 +7,7 @@ implementation.
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -88,11 +89,8 @@ class Peer:
 async def run_peer(version: str) -> AsyncIterator[tuple[Peer, int]]:
     async with trio.open_nursery() as nursery:
         process = await nursery.start(
-            lambda task_status=trio.TASK_STATUS_IGNORED: trio.run_process(
-                [sys.executable, str(PEER), version],
-                stdout=subprocess.PIPE,
-                check=False,
-                task_status=task_status,
+            functools.partial(
+                trio.run_process, [sys.executable, str(PEER), version], stdout=subprocess.PIPE, check=False
             )
         )
         peer = Peer(process)
@@ -106,9 +104,7 @@ async def run_peer(version: str) -> AsyncIterator[tuple[Peer, int]]:
 
 
 @pytest.mark.parametrize("version", ["1.6", "2.0.1"])
-async def test_interop_boot_heartbeat_status_validated_by_ocpp_package(
-    tmp_path: Path, version: str
-) -> None:
+async def test_interop_boot_heartbeat_status_validated_by_ocpp_package(tmp_path: Path, version: str) -> None:
     with trio.fail_after(TIMEOUT_S):
         async with run_peer(version) as (peer, port):
             config = _config(tmp_path, version, port)
@@ -117,7 +113,9 @@ async def test_interop_boot_heartbeat_status_validated_by_ocpp_package(
 
                 def done() -> bool:
                     actions = peer.received_actions()
-                    return actions.count("Heartbeat") >= 1 and actions.count("StatusNotification") >= connectors
+                    return (
+                        actions.count("Heartbeat") >= 1 and actions.count("StatusNotification") >= connectors
+                    )
 
                 await peer.wait_until(done)
                 assert station.session.online

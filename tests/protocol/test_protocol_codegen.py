@@ -54,10 +54,10 @@ _PROBE = textwrap.dedent(
     import sys
     from evstation.protocol import messages
     from evstation.protocol.versions import OcppVersion
-    assert not any(name.startswith(("evstation.protocol.v16", "evstation.protocol.v201"))
-                   for name in sys.modules), "importing messages imported a version"
+    versions = ("evstation.protocol.v16", "evstation.protocol.v201")
+    assert not any(name.startswith(versions) for name in sys.modules), "messages imported a version"
     messages.parse_request(OcppVersion.{use}, "Heartbeat", {{}})
-    loaded = sorted(name for name in sys.modules if name.startswith(("evstation.protocol.v16", "evstation.protocol.v201")))
+    loaded = sorted(name for name in sys.modules if name.startswith(versions))
     foreign = [name for name in sys.modules
                if name.startswith(("ocpp", "hypothesis", "jsonschema", "evstation.protocol._codegen"))]
     print(loaded, foreign)

@@ -121,7 +121,9 @@ def mutations(file: SchemaFile, node: Mapping[str, Json], value: Json, path: Pat
         else:
             yield Mutation("array for payload", path, [], ErrorKind.FORMAT, path)
         for name in node.get("required", ()):
-            yield Mutation("missing required", (*path, name), DELETE, ErrorKind.OCCURRENCE_CONSTRAINT, (*path, name))
+            yield Mutation(
+                "missing required", (*path, name), DELETE, ErrorKind.OCCURRENCE_CONSTRAINT, (*path, name)
+            )
         if node.get("additionalProperties", True) is False:
             yield Mutation("extra property", (*path, UNKNOWN), 1, ErrorKind.FORMAT, (*path, UNKNOWN))
         for name, sub in node.get("properties", {}).items():
@@ -223,4 +225,7 @@ def test_integral_float_for_integer_follows_the_schema_draft(version: OcppVersio
         else:
             with pytest.raises(PayloadError) as caught:
                 parse(version, file, mutant)
-            assert (caught.value.kind, caught.value.path) == (ErrorKind.TYPE_CONSTRAINT, ".".join(map(str, path)))
+            assert (caught.value.kind, caught.value.path) == (
+                ErrorKind.TYPE_CONSTRAINT,
+                ".".join(map(str, path)),
+            )

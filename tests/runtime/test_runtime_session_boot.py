@@ -190,7 +190,8 @@ async def test_v16_status_notification_for_every_connector_after_boot(
 async def test_v201_status_notification_for_every_connector_after_boot(
     clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
-    """B01.FR.08 / G01: every connector's status after Accepted; in-use states map to Occupied."""
+    """B01 / G01: every connector's status after Accepted; in-use states map to Occupied, and a change
+    that stays Occupied is not sent again."""
     csms, conn = CsmsPeer(V201), MemoryConnection(V201)
     async with open_session_context(tmp_path, V201) as ctx:
         with trio.fail_after(1000):
@@ -198,13 +199,17 @@ async def test_v201_status_notification_for_every_connector_after_boot(
                 nursery.start_soon(csms.serve, conn)
                 nursery.start_soon(serve_until_link_down, conn, ctx)
                 await csms.wait_for("StatusNotification", 2)
-                ctx.evses.events.publish(StatusChanged(1, 1, ConnectorStatus.CHARGING, None))  # type: ignore[attr-defined]
-                statuses = await csms.wait_for("StatusNotification", 3)
+                publish = ctx.evses.events.publish  # type: ignore[attr-defined]
+                publish(StatusChanged(1, 1, ConnectorStatus.CHARGING, None))
+                publish(StatusChanged(1, 1, ConnectorStatus.SUSPENDED_EV, None))  # still Occupied: not sent
+                publish(StatusChanged(1, 1, ConnectorStatus.FAULTED, FaultCode.GROUND_FAILURE))
+                statuses = await csms.wait_for("StatusNotification", 4)
                 nursery.cancel_scope.cancel()
     assert [(s.call.payload["evseId"], s.call.payload["connectorStatus"]) for s in statuses] == [
         (1, "Available"),
         (2, "Available"),
         (1, "Occupied"),
+        (1, "Faulted"),
     ]
     assert statuses[0].call.payload["timestamp"] == "2030-06-01T12:00:00.000Z"
 

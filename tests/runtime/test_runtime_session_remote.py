@@ -12,6 +12,7 @@ from runtime_session_harness import CsmsPeer, MemoryConnection, open_session_con
 
 from evstation.drivers.sim.board import SimChargeController
 from evstation.protocol.versions import OcppVersion
+from evstation.runtime.evse import Authorized
 from evstation.runtime.session import run_transactions
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
@@ -119,3 +120,45 @@ async def test_v16_remote_start_then_plug_then_remote_stop(
     assert csms.of("StartTransaction")[0].call.payload["idTag"] == "R1"
     assert stops[0].call.payload["transactionId"] == 42
     assert stops[0].call.payload["reason"] == "Remote"
+
+
+@pytest.mark.parametrize(
+    ("version", "reply", "accepted"),
+    [
+        (V16, {"idTagInfo": {"status": "Accepted"}}, True),
+        (V16, {"idTagInfo": {"status": "Blocked"}}, False),
+        (V201, {"idTokenInfo": {"status": "Accepted"}}, True),
+        (V201, {"idTokenInfo": {"status": "Invalid"}}, False),
+    ],
+)
+async def test_c01_presented_token_is_authorized_with_the_csms(
+    clock: trio.testing.MockClock,
+    tmp_path: Path,
+    version: OcppVersion,
+    reply: dict[str, object],
+    accepted: bool,
+) -> None:
+    """1.6 4.1 / 2.0.1 C01: a presented token is sent in Authorize; the answer resolves the EVSE."""
+    csms, conn = CsmsPeer(version).then("Authorize", reply), MemoryConnection(version)
+    async with open_session_context(tmp_path, version, run_evses=True) as ctx:
+        with trio.fail_after(1000), ctx.evses.events.subscribe() as events:  # type: ignore[attr-defined]
+            async with trio.open_nursery() as nursery:
+                await nursery.start(run_transactions, ctx)
+                nursery.start_soon(csms.serve, conn)
+                nursery.start_soon(serve_until_link_down, conn, ctx)
+                await csms.wait_for("StatusNotification", 3 if version is V16 else 2)
+                assert await ctx.evses.present_token("TAG-1", "ISO14443") == 1  # type: ignore[attr-defined]
+                seen = (await csms.wait_for("Authorize"))[0].call.payload
+                # Accepted -> Authorized at once; refused -> nothing, so wait out the EVSE's own
+                # authorization timeout (virtual time) to be sure no Authorized follows.
+                authorized = False
+                with trio.move_on_after(ctx.evses[1].authorization_timeout_s + 1):
+                    async for event in events:
+                        if isinstance(event, Authorized):
+                            authorized = True
+                            break
+                nursery.cancel_scope.cancel()
+    assert seen == (
+        {"idTag": "TAG-1"} if version is V16 else {"idToken": {"idToken": "TAG-1", "type": "ISO14443"}}
+    )
+    assert authorized is accepted
