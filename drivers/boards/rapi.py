@@ -34,7 +34,7 @@ from evstation.drivers.boards.rapi_codec import (
     encode_line,
     parse_line,
 )
-from evstation.drivers.boards.serial_port import SerialPort, SerialPortError, open_serial_port
+from evstation.drivers.boards.serial_port import SerialPort, SerialPortError, supervise_port
 from evstation.drivers.pilot import MIN_AC_CURRENT_A
 
 DEFAULT_BAUDRATE = 115200
@@ -147,26 +147,25 @@ class RapiBoard:
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
-        """Own the port forever: open, read state, poll `GS`; reopen after a port failure."""
-        started = False
+        """Own the port forever: open, read state, poll `GS`; reopen after a port failure.
 
-        def ready() -> None:
-            nonlocal started
-            if not started:
-                started = True
-                task_status.started()
+        Started once the first session is set up, or once the first open failed (a fault event says so).
+        """
+        await supervise_port(
+            self._path,
+            self._baudrate,
+            read_timeout=self._read_timeout,
+            reopen_interval=self._reopen_interval,
+            session=self._session,
+            session_ended=self._session_ended,
+            task_status=task_status,
+        )
 
-        while True:
-            try:
-                opened = open_serial_port(self._path, self._baudrate, read_timeout=self._read_timeout)
-                async with opened as port:
-                    await self._session(port, ready)
-            except SerialPortError as exc:
-                self._port = None
-                await self._raise_comm_fault(str(exc))
-            ready()
-            self.stats.reconnects += 1
-            await trio.sleep(self._reopen_interval)
+    async def _session_ended(self, error: str | None) -> None:
+        if error is not None:
+            self._port = None
+            await self._raise_comm_fault(error)
+        self.stats.reconnects += 1
 
     async def command(self, name: str, *args: str | int) -> RapiLine:
         """Send one command and wait for its `$OK`/`$NK`; raises `ControllerError` on timeout."""

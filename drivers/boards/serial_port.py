@@ -6,8 +6,9 @@ thread that owns the port: the reader polls for cancellation every read timeout.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import NoReturn
 
 import serial
 import trio
@@ -90,3 +91,39 @@ async def open_serial_port(
         yield SerialPort(raw)
     finally:
         raw.close()
+
+
+async def supervise_port(
+    path: str,
+    baudrate: int,
+    *,
+    read_timeout: float,
+    reopen_interval: float,
+    session: Callable[[SerialPort, Callable[[], None]], Awaitable[None]],
+    session_ended: Callable[[str | None], Awaitable[None]],
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Own a board's port forever: open it, run `session(port, ready)`, reopen after a failure.
+
+    `session` calls `ready()` once it is set up; the supervisor also reports started after the first
+    failed open, so a station boots even with its board unplugged (a fault event tells why).
+    `session_ended(error)` runs after every session, with the port error's text or None.
+    """
+    started = False
+
+    def ready() -> None:
+        nonlocal started
+        if not started:
+            started = True
+            task_status.started()
+
+    while True:
+        error: str | None = None
+        try:
+            async with open_serial_port(path, baudrate, read_timeout=read_timeout) as port:
+                await session(port, ready)
+        except SerialPortError as exc:
+            error = str(exc)
+        await session_ended(error)
+        ready()
+        await trio.sleep(reopen_interval)

@@ -33,7 +33,7 @@ from evstation.drivers.api import (
     PilotState,
 )
 from evstation.drivers.boards.proto3 import ProtoDecodeError
-from evstation.drivers.boards.serial_port import SerialPort, SerialPortError, open_serial_port
+from evstation.drivers.boards.serial_port import SerialPort, SerialPortError, supervise_port
 from evstation.drivers.boards.yeti_framing import FrameDecoder, FrameError, FrameErrorKind, encode_frame
 from evstation.drivers.boards.yeti_messages import (
     AllowPowerOn,
@@ -207,25 +207,21 @@ class YetiBoard:
 
         Started once the first session is set up, or once the first open failed (a fault event says so).
         """
-        started = False
+        await supervise_port(
+            self._path,
+            self._baudrate,
+            read_timeout=self._read_timeout,
+            reopen_interval=self._reopen_interval,
+            session=self._session,
+            session_ended=self._session_ended,
+            task_status=task_status,
+        )
 
-        def ready() -> None:
-            nonlocal started
-            if not started:
-                started = True
-                task_status.started()
-
-        while True:
-            try:
-                opened = open_serial_port(self._path, self._baudrate, read_timeout=self._read_timeout)
-                async with opened as port:
-                    await self._session(port, ready)
-            except SerialPortError as exc:
-                self._port = None
-                await self._raise_comm_fault(str(exc))
-            ready()
-            self.stats.reconnects += 1
-            await trio.sleep(self._reopen_interval)
+    async def _session_ended(self, error: str | None) -> None:
+        if error is not None:
+            self._port = None
+            await self._raise_comm_fault(error)
+        self.stats.reconnects += 1
 
     def power_meter(self) -> YetiPowerMeter:
         """The board's own meter (power_meter messages) as a `PowerMeter`. Call at most once."""
