@@ -29,6 +29,8 @@ DEMO_TOKEN = "04A2B3C4D5E6F7"
 # How long the EV charges, and the meter-value interval while it does, in seconds of real time.
 CHARGE_S = 6.0
 METER_INTERVAL_S = 2.0
+# A breath between scripted steps, so the timeline reads in order.
+PAUSE_S = 1.0
 # The whole demo must finish even if something hangs.
 DEMO_DEADLINE_S = 60.0
 _MAX_PAYLOAD_CHARS = 110
@@ -118,9 +120,10 @@ async def _wait_status(station: Station, evse_id: int, wanted: ConnectorStatus) 
                 return
 
 
-async def _script(station: Station, timeline: Timeline) -> None:
-    """Plug in, present a card, charge, let the EV finish, unplug; then a late arrival on EVSE 2."""
+async def _script(station: Station, timeline: Timeline, pace: Pace) -> None:
+    """Plug in, present a card, charge, let the EV finish, unplug."""
     await station.session.wait_online()
+    await trio.sleep(pace.pause_s)  # let the boot-time StatusNotifications show before the EV arrives
     sim = station.sims[1]
     timeline.line("demo", "EV plugs into EVSE 1")
     sim.controller.plug_in()
@@ -128,10 +131,11 @@ async def _script(station: Station, timeline: Timeline) -> None:
     timeline.line("demo", "driver taps card", DEMO_TOKEN)
     await station.evses.present_token(DEMO_TOKEN, "ISO14443", 1)
     await _wait_status(station, 1, ConnectorStatus.CHARGING)
-    await trio.sleep(CHARGE_S)
+    await trio.sleep(pace.charge_s)
     timeline.line("demo", "EV battery full")
     sim.controller.set_ev(wants_energy=False)
     await _wait_status(station, 1, ConnectorStatus.SUSPENDED_EV)
+    await trio.sleep(pace.pause_s)
     timeline.line("demo", "driver unplugs")
     sim.controller.unplug()
     await _wait_status(station, 1, ConnectorStatus.AVAILABLE)
@@ -139,7 +143,16 @@ async def _script(station: Station, timeline: Timeline) -> None:
     await station.outbox.wait_empty()
 
 
-async def run_demo(version: str, out: TextIO = sys.stdout) -> None:
+@dataclasses.dataclass(frozen=True)
+class Pace:
+    """How long the scripted steps last, in seconds of real time (tests run it faster)."""
+
+    charge_s: float = CHARGE_S
+    pause_s: float = PAUSE_S
+    meter_interval_s: float = METER_INTERVAL_S
+
+
+async def run_demo(version: str, out: TextIO = sys.stdout, pace: Pace = Pace()) -> None:
     with tempfile.TemporaryDirectory(prefix="evstation-demo-") as tmp:
         async with trio.open_nursery() as nursery:
             csms = await nursery.start(serve_test_csms)
@@ -147,12 +160,12 @@ async def run_demo(version: str, out: TextIO = sys.stdout) -> None:
             timeline = Timeline(out, trio.current_time())
             timeline.line("demo", f"OCPP {version}, test CSMS on 127.0.0.1:{csms.port}")
             async with open_station(config) as station:
-                station.session.meter_interval_s = METER_INTERVAL_S
+                station.session.meter_interval_s = pace.meter_interval_s
                 with station.message_log.subscribe() as messages, station.evses.subscribe() as events:
                     async with trio.open_nursery() as printers:
                         printers.start_soon(_print_all, messages, timeline.message)
                         printers.start_soon(_print_all, events, timeline.evse_event)
-                        await _script(station, timeline)
+                        await _script(station, timeline, pace)
                         await trio.sleep(0.2)  # let the printers catch up with the last frames
                         printers.cancel_scope.cancel()
             timeline.line("demo", "done")
