@@ -90,20 +90,41 @@ class Outbox:
 
     async def put(self, action: str, payload: dict[str, Any], *, offline: bool = False) -> OutboxEntry:
         """Append a message; returns the stored entry with its sequence id (the FIFO order)."""
-        encoded = _encode(payload)
+        entry = await self.put_with(action, lambda conn: payload, offline=offline)
+        assert entry is not None
+        return entry
+
+    async def put_with(
+        self,
+        action: str,
+        build: Callable[[sqlite3.Connection], dict[str, Any] | None],
+        *,
+        offline: bool = False,
+    ) -> OutboxEntry | None:
+        """Append the message `build(conn)` returns, in the same SQLite transaction as `build`'s own writes.
+
+        For a message that must change other state atomically with being queued (a transaction's
+        seqNo, its Ended state): a crash leaves both or neither, so a restart can never queue the same
+        message twice or lose it. `build` runs in the database thread; returning None queues nothing
+        (its writes still commit). An exception in `build` rolls everything back.
+        """
         created = to_db_time(self._clock())
 
-        def work(conn: sqlite3.Connection) -> OutboxEntry:
+        def work(conn: sqlite3.Connection) -> OutboxEntry | None:
+            payload = build(conn)
+            if payload is None:
+                return None
             cursor = conn.execute(
                 "INSERT INTO outbox (action, payload, attempts, offline, created_at) VALUES (?, ?, 0, ?, ?)",
-                (action, encoded, int(offline), created),
+                (action, _encode(payload), int(offline), created),
             )
             assert cursor.lastrowid is not None
             return _fetch(conn, cursor.lastrowid)
 
         entry = await self._storage.write(work)
-        self._put_event.set()
-        self._put_event = trio.Event()
+        if entry is not None:
+            self._put_event.set()
+            self._put_event = trio.Event()
         return entry
 
     async def head(self) -> OutboxEntry | None:

@@ -13,6 +13,7 @@ import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -41,6 +42,9 @@ from evstation.runtime.outbox import Outbox
 from evstation.runtime.session.common import SessionContext, WallClock, serve_session
 from evstation.runtime.session.transactions import run_transactions
 from evstation.runtime.storage import Storage, open_storage
+
+if TYPE_CHECKING:
+    from evstation.drivers.meters.modbus import ModbusBus, RtuTransport, TcpTransport
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +138,41 @@ class _EvseParts:
     has_lock: bool = True
 
 
-def _build_evse_parts(config: StationConfig, evse: EvseConfig) -> _EvseParts:
+class ModbusLines:
+    """One `ModbusBus` per physical line (serial device or TCP endpoint), shared by the meters on it.
+
+    RS-485 is half-duplex and a serial port has one owner: two meters on one line must share a bus,
+    which serialises their requests. `close()` once the meters have stopped.
+    """
+
+    def __init__(self) -> None:
+        self._buses: dict[tuple[object, ...], ModbusBus] = {}
+
+    def bus_for(self, transport: TcpTransport | RtuTransport) -> ModbusBus:
+        from evstation.drivers.meters.modbus import ModbusBus, TcpTransport
+
+        key: tuple[object, ...] = (
+            ("tcp", transport.host, transport.port)
+            if isinstance(transport, TcpTransport)
+            else ("rtu", transport.device)
+        )
+        bus = self._buses.get(key)
+        if bus is None:
+            bus = self._buses[key] = ModbusBus(transport)
+        elif bus.transport != transport:
+            raise ValueError(
+                f"meters on {key[1]} disagree on the line settings ({bus.transport} vs {transport}): "
+                "one line has one baud rate, parity and timeout"
+            )
+        return bus
+
+    def close(self) -> None:
+        for bus in self._buses.values():
+            bus.close()
+        self._buses.clear()
+
+
+def _build_evse_parts(config: StationConfig, evse: EvseConfig, lines: ModbusLines) -> _EvseParts:
     """The drivers one EVSE's configuration asks for. Constructors start nothing."""
     voltage = float(config.electrical.line_voltage_v)
     phases = max(connector.phases for connector in evse.connector)
@@ -150,7 +188,7 @@ def _build_evse_parts(config: StationConfig, evse: EvseConfig) -> _EvseParts:
         )
         meter = sim_meter
     elif isinstance(meter_cfg, ModbusTcpMeterConfig | ModbusRtuMeterConfig):
-        meter = _modbus_meter(meter_cfg)
+        meter = _modbus_meter(meter_cfg, lines)
 
     controller_cfg = evse.controller
     controller: ChargeController
@@ -188,9 +226,9 @@ def _build_evse_parts(config: StationConfig, evse: EvseConfig) -> _EvseParts:
     return _EvseParts(controller, meter, sim, has_lock=not isinstance(controller_cfg, RapiControllerConfig))
 
 
-def _modbus_meter(cfg: ModbusTcpMeterConfig | ModbusRtuMeterConfig) -> PowerMeter:
+def _modbus_meter(cfg: ModbusTcpMeterConfig | ModbusRtuMeterConfig, lines: ModbusLines) -> PowerMeter:
     from evstation.drivers.meters import load_model
-    from evstation.drivers.meters.modbus import ModbusBus, ModbusMeter, RtuTransport, TcpTransport
+    from evstation.drivers.meters.modbus import ModbusMeter, RtuTransport, TcpTransport
 
     transport: TcpTransport | RtuTransport
     if isinstance(cfg, ModbusTcpMeterConfig):
@@ -205,17 +243,21 @@ def _modbus_meter(cfg: ModbusTcpMeterConfig | ModbusRtuMeterConfig) -> PowerMete
         )
     return ModbusMeter(
         load_model(cfg.model),
-        ModbusBus(transport),
+        lines.bus_for(transport),
         unit_id=cfg.unit_id,
         poll_interval_s=float(cfg.poll_interval_s),
     )
 
 
-def build_evses(config: StationConfig) -> tuple[Evses, dict[int, SimHardware]]:
+def build_evses(
+    config: StationConfig, lines: ModbusLines | None = None
+) -> tuple[Evses, dict[int, SimHardware]]:
+    """The EVSEs with their drivers; Modbus meters get their buses from `lines` (close it after use)."""
     evses = Evses()
     sims: dict[int, SimHardware] = {}
+    lines = lines if lines is not None else ModbusLines()
     for evse_cfg in config.evse:
-        parts = _build_evse_parts(config, evse_cfg)
+        parts = _build_evse_parts(config, evse_cfg, lines)
         max_current = max(connector.max_current_a for connector in evse_cfg.connector)
         if config.electrical.max_current_a is not None:
             max_current = min(max_current, float(config.electrical.max_current_a))
@@ -247,7 +289,10 @@ async def open_station(
     async with AsyncExitStack() as stack:
         storage = await stack.enter_async_context(open_storage(config.database_path))
         outbox = Outbox(storage)
-        evses, sims = build_evses(config)
+        # Registered before the nursery below opens, so the buses close after the meters stopped.
+        lines = ModbusLines()
+        stack.callback(lines.close)
+        evses, sims = build_evses(config, lines)
         message_log: Broadcaster[MessageLogEntry] = Broadcaster()
         session = SessionContext(
             config=config,
@@ -295,4 +340,3 @@ async def run_station(
             async for signum in signals:
                 log.info("received %s: shutting down", signal.Signals(signum).name)
                 break
-

@@ -20,6 +20,9 @@ from evstation.runtime.migrations import Migration, all_migrations
 
 T = TypeVar("T")
 
+# TransactionRecord.state once the end message (StopTransaction / TransactionEvent Ended) is queued.
+ENDED = "Ended"
+
 # Wait this long for a lock held by another process (e.g. an operator's sqlite3 shell) before failing.
 BUSY_TIMEOUT_MS = 5000
 
@@ -137,6 +140,9 @@ class TransactionRecord:
 
     `id` is the station's transaction id (2.0.1 transactionId; 1.6: a local id until the CSMS's
     integer `csms_transaction_id` arrives). `seq_no` is the last 2.0.1 seqNo used for it.
+    `state` is `ENDED` once its end message is in the outbox; the record is deleted when the CSMS
+    acknowledges that message. `last_meter_wh` / `last_meter_at` is the last energy reading persisted
+    with a meter-values message (or at a clean shutdown): what a power-loss end reports.
     """
 
     id: str
@@ -152,6 +158,13 @@ class TransactionRecord:
     stopped_at: datetime | None = None
     meter_stop_wh: float | None = None
     stop_reason: str | None = None
+    last_meter_wh: float | None = None
+    last_meter_at: datetime | None = None
+
+    @property
+    def is_open(self) -> bool:
+        """Still running as far as the station knows: its end message has not been queued yet."""
+        return self.state != ENDED
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +178,7 @@ class BootState:
 
 _TRANSACTION_COLUMNS = (
     "id, evse_id, connector_id, id_token, started_at, meter_start_wh, state, seq_no, "
-    "csms_transaction_id, id_token_type, stopped_at, meter_stop_wh, stop_reason"
+    "csms_transaction_id, id_token_type, stopped_at, meter_stop_wh, stop_reason, last_meter_wh, last_meter_at"
 )
 
 
@@ -186,6 +199,79 @@ def _transaction_from_row(row: sqlite3.Row) -> TransactionRecord:
         stopped_at=from_db_time(row["stopped_at"]),
         meter_stop_wh=row["meter_stop_wh"],
         stop_reason=row["stop_reason"],
+        last_meter_wh=row["last_meter_wh"],
+        last_meter_at=from_db_time(row["last_meter_at"]),
+    )
+
+
+def _db_time_or_none(value: datetime | None) -> str | None:
+    return None if value is None else to_db_time(value)
+
+
+# Synchronous transaction-row operations, for `Storage.write` work functions that must change a
+# transaction and the outbox in one SQLite transaction (so a crash can never leave one without the other).
+
+
+def write_transaction(conn: sqlite3.Connection, record: TransactionRecord) -> None:
+    """Insert or replace the whole record."""
+    values = (
+        record.id,
+        record.evse_id,
+        record.connector_id,
+        record.id_token,
+        to_db_time(record.started_at),
+        record.meter_start_wh,
+        record.state,
+        record.seq_no,
+        record.csms_transaction_id,
+        record.id_token_type,
+        _db_time_or_none(record.stopped_at),
+        record.meter_stop_wh,
+        record.stop_reason,
+        record.last_meter_wh,
+        _db_time_or_none(record.last_meter_at),
+    )
+    placeholders = ", ".join("?" * len(values))
+    conn.execute(
+        f"INSERT OR REPLACE INTO transactions ({_TRANSACTION_COLUMNS}) VALUES ({placeholders})", values
+    )
+
+
+def read_transaction(conn: sqlite3.Connection, transaction_id: str) -> TransactionRecord | None:
+    row = conn.execute(
+        f"SELECT {_TRANSACTION_COLUMNS} FROM transactions WHERE id = ?", (transaction_id,)
+    ).fetchone()
+    return None if row is None else _transaction_from_row(row)
+
+
+def bump_seq_no(conn: sqlite3.Connection, transaction_id: str) -> int:
+    """Increment and return the transaction's 2.0.1 seqNo."""
+    row = conn.execute(
+        "UPDATE transactions SET seq_no = seq_no + 1 WHERE id = ? RETURNING seq_no", (transaction_id,)
+    ).fetchone()
+    if row is None:
+        raise UnknownEntryError(f"no transaction {transaction_id!r}")
+    return int(row["seq_no"])
+
+
+def read_setting(conn: sqlite3.Connection, key: str) -> str | None:
+    row = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+    return None if row is None else str(row["value"])
+
+
+def write_setting(conn: sqlite3.Connection, key: str, value: str) -> None:
+    conn.execute(
+        "INSERT INTO settings (key, value) VALUES (?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
+
+
+def write_last_meter(conn: sqlite3.Connection, transaction_id: str, energy_wh: float, at: datetime) -> None:
+    """Remember the latest energy reading of a running transaction (what a power-loss end reports)."""
+    conn.execute(
+        "UPDATE transactions SET last_meter_wh = ?, last_meter_at = ? WHERE id = ?",
+        (energy_wh, to_db_time(at), transaction_id),
     )
 
 
@@ -221,20 +307,10 @@ class Storage:
     # -- settings (configuration keys / device-model values set by the CSMS) ---------------------
 
     async def get_setting(self, key: str) -> str | None:
-        def work(conn: sqlite3.Connection) -> str | None:
-            row = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
-            return None if row is None else str(row["value"])
-
-        return await self.read(work)
+        return await self.read(lambda conn: read_setting(conn, key))
 
     async def set_setting(self, key: str, value: str) -> None:
-        await self.write(
-            lambda conn: conn.execute(
-                "INSERT INTO settings (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
-        )
+        await self.write(lambda conn: write_setting(conn, key, value))
 
     async def delete_setting(self, key: str) -> None:
         await self.write(lambda conn: conn.execute("DELETE FROM settings WHERE key = ?", (key,)))
@@ -249,37 +325,10 @@ class Storage:
 
     async def save_transaction(self, record: TransactionRecord) -> None:
         """Insert or replace the whole record."""
-        values = (
-            record.id,
-            record.evse_id,
-            record.connector_id,
-            record.id_token,
-            to_db_time(record.started_at),
-            record.meter_start_wh,
-            record.state,
-            record.seq_no,
-            record.csms_transaction_id,
-            record.id_token_type,
-            None if record.stopped_at is None else to_db_time(record.stopped_at),
-            record.meter_stop_wh,
-            record.stop_reason,
-        )
-        await self.write(
-            lambda conn: conn.execute(
-                f"INSERT OR REPLACE INTO transactions ({_TRANSACTION_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                values,
-            )
-        )
+        await self.write(lambda conn: write_transaction(conn, record))
 
     async def get_transaction(self, transaction_id: str) -> TransactionRecord | None:
-        def work(conn: sqlite3.Connection) -> TransactionRecord | None:
-            row = conn.execute(
-                f"SELECT {_TRANSACTION_COLUMNS} FROM transactions WHERE id = ?", (transaction_id,)
-            ).fetchone()
-            return None if row is None else _transaction_from_row(row)
-
-        return await self.read(work)
+        return await self.read(lambda conn: read_transaction(conn, transaction_id))
 
     async def transactions(self) -> list[TransactionRecord]:
         """Every remembered transaction, oldest start first."""
@@ -292,17 +341,17 @@ class Storage:
 
     async def next_seq_no(self, transaction_id: str) -> int:
         """Increment and return the transaction's 2.0.1 seqNo, committed before it is used on the wire."""
+        return await self.write(lambda conn: bump_seq_no(conn, transaction_id))
 
-        def work(conn: sqlite3.Connection) -> int:
-            row = conn.execute(
-                "UPDATE transactions SET seq_no = seq_no + 1 WHERE id = ? RETURNING seq_no",
-                (transaction_id,),
-            ).fetchone()
-            if row is None:
-                raise UnknownEntryError(f"no transaction {transaction_id!r}")
-            return int(row["seq_no"])
-
-        return await self.write(work)
+    async def set_csms_transaction_id(self, transaction_id: str, csms_transaction_id: int) -> None:
+        """1.6: the id StartTransaction.conf gave. One column only: a whole-record write here could undo a
+        concurrent change (the transaction ending while its StartTransaction was in flight)."""
+        await self.write(
+            lambda conn: conn.execute(
+                "UPDATE transactions SET csms_transaction_id = ? WHERE id = ?",
+                (csms_transaction_id, transaction_id),
+            )
+        )
 
     async def delete_transaction(self, transaction_id: str) -> None:
         await self.write(

@@ -13,6 +13,7 @@ import contextlib
 import enum
 import math
 import os
+import sys
 import threading
 import tty
 from collections.abc import Callable, Coroutine, Iterator
@@ -312,20 +313,66 @@ class ModbusMeterEmulator:
         return data
 
 
+_CONSOLE_HELP = "commands (one per line): energy WH | power W | silent | answer | help"
+
+
+def apply_console_command(emulator: ModbusMeterEmulator, line: str) -> str:
+    """One line of the HIL console; returns what to print (bad input gets an answer, not an exception)."""
+    words = line.split()
+    try:
+        match words:
+            case []:
+                return ""
+            case ["energy", wh]:
+                emulator.set_energy(float(wh))
+            case ["power", watts]:
+                emulator.set_power(float(watts))
+            case ["silent"]:
+                emulator.set_fault(EmulatorFault.SILENT)
+            case ["answer"]:
+                emulator.clear_fault()
+            case ["help"]:
+                return _CONSOLE_HELP
+            case _:
+                return f"unknown command {line.strip()!r}; try help"
+    except (ValueError, KeyError) as exc:
+        return f"error: {exc}"
+    return "ok"
+
+
 def main() -> None:
-    """Serve a model over TCP for the HIL rig: `python -m evstation.drivers.sim.modbus_emulator sdm630`."""
+    """Serve a model for the HIL rig: `python -m evstation.drivers.sim.modbus_emulator sdm630 [--rtu]`.
+
+    Over TCP (default) or RTU on a pseudo-terminal (`--rtu`, prints the device path); then reads
+    console commands from stdin until Ctrl-C.
+    """
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model", help="map id (e.g. sdm630) or path to a map file")
     parser.add_argument("--port", type=int, default=5020)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--rtu", action="store_true", help="serve Modbus RTU on a pty instead of TCP")
+    parser.add_argument("--unit-id", type=int, default=None)
     parser.add_argument("--energy-wh", type=float, default=0.0)
+    parser.add_argument("--power-w", type=float, default=None)
     args = parser.parse_args()
-    emulator = ModbusMeterEmulator(load_model(args.model))
+    emulator = ModbusMeterEmulator(load_model(args.model), unit_id=args.unit_id)
     emulator.set_energy(args.energy_wh)
-    with emulator.serve_tcp(args.host, args.port) as (host, port):
-        print(f"serving {emulator.model.id} unit {emulator.unit_id} on {host}:{port}", flush=True)
+    if args.power_w is not None:
+        emulator.set_power(args.power_w)
+    with contextlib.ExitStack() as stack:
+        if args.rtu:
+            where = stack.enter_context(emulator.serve_rtu_pty())
+        else:
+            host, port = stack.enter_context(emulator.serve_tcp(args.host, args.port))
+            where = f"{host}:{port}"
+        print(f"serving {emulator.model.id} unit {emulator.unit_id} on {where}", flush=True)
+        print(_CONSOLE_HELP, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
+            for line in sys.stdin:
+                answer = apply_console_command(emulator, line)
+                if answer:
+                    print(answer, flush=True)
+            threading.Event().wait()  # stdin closed (started in the background): serve until Ctrl-C
 
 
 if __name__ == "__main__":

@@ -292,3 +292,9 @@ async def open_rapi_emulator(ev: SimEv | None = None, **kwargs: Any) -> AsyncIte
         await nursery.start(emulator.run)
         yield emulator
         nursery.cancel_scope.cancel()
+
+
+if __name__ == "__main__":
+    from evstation.drivers.sim.emulator_cli import main
+
+    main("rapi", RapiEmulator, [f.name for f in dataclasses.fields(RapiFaults)])

@@ -347,3 +347,9 @@ async def open_yeti_emulator(ev: SimEv | None = None, **kwargs: Any) -> AsyncIte
         await nursery.start(emulator.run)
         yield emulator
         nursery.cancel_scope.cancel()
+
+
+if __name__ == "__main__":
+    from evstation.drivers.sim.emulator_cli import main
+
+    main("yeti", YetiEmulator, [f.name for f in dataclasses.fields(YetiFaults)])

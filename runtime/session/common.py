@@ -412,5 +412,8 @@ async def _send_outbox(ctx: SessionContext, adapter: VersionAdapter, calls: Call
                 log.warning("%s #%d failed (%s); retry in %g s", entry.action, entry.id, exc, delay)
                 await trio.sleep(delay)
             continue
-        await adapter.delivered(ctx, entry, response)
-        await outbox.remove(entry.id)
+        # Shielded: the CSMS has acknowledged it, so a drop at this very moment must not leave it
+        # queued to be sent (and acknowledged) again.
+        with trio.CancelScope(shield=True):
+            await adapter.delivered(ctx, entry, response)
+            await outbox.remove(entry.id)

@@ -8,8 +8,9 @@ outbox sender in common.py does, once the station is online and Accepted.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from dataclasses import dataclass
-from typing import NoReturn, Protocol
+from typing import Final, NoReturn, Protocol
 
 import trio
 
@@ -25,12 +26,25 @@ from evstation.runtime.evse import (
     SessionEnded,
 )
 from evstation.runtime.link import LinkDown
-from evstation.runtime.session.common import SessionContext, enum_text
-from evstation.runtime.storage import TransactionRecord
+from evstation.runtime.session.common import SessionContext, enum_text, iso
+from evstation.runtime.storage import TransactionRecord, write_last_meter, write_setting
 
-__all__ = ["TransactionMessages", "run_transactions"]
+__all__ = [
+    "CLEAN_SHUTDOWN_KEY",
+    "TransactionMessages",
+    "end_interrupted_transactions",
+    "record_clean_shutdown",
+    "run_transactions",
+]
 
 log = logging.getLogger(__name__)
+
+# Setting written when the station stops through its own shutdown path (SIGTERM / SIGINT, or leaving
+# open_station); its absence at start means the last run ended without it: SIGKILL, crash, power cut.
+CLEAN_SHUTDOWN_KEY: Final = "session.clean_shutdown_at"
+# Reason values shared by 1.6 Reason and 2.0.1 ReasonEnumType.
+REASON_POWER_LOSS: Final = "PowerLoss"
+REASON_REBOOT: Final = "Reboot"
 
 
 class TransactionMessages(Protocol):
@@ -57,6 +71,10 @@ class TransactionMessages(Protocol):
 
     async def stop(self, ctx: SessionContext, record: TransactionRecord, reason: str) -> None: ...
 
+    async def end_interrupted(self, ctx: SessionContext, record: TransactionRecord, reason: str) -> bool:
+        """Queue the end of a transaction left open by the previous run; False if it had already ended."""
+        ...
+
 
 def messages_for(version: OcppVersion) -> TransactionMessages:
     if version is OcppVersion.V16:
@@ -82,9 +100,70 @@ async def run_transactions(
     """Turn EVSE events into Authorize calls and outbox entries. Start with `nursery.start`.
 
     A transaction starts when its EVSE is both plugged and authorized (trigger: whichever came last),
-    sends meter values every `ctx.meter_interval_s`, and ends on SessionEnded.
+    sends meter values every `ctx.meter_interval_s`, and ends on SessionEnded. Before it reports
+    started, transactions left open by the previous run are ended (`end_interrupted_transactions`);
+    when it stops, it records a clean shutdown (`record_clean_shutdown`).
     """
     messages = messages_for(ctx.version)
+    await end_interrupted_transactions(ctx, messages)
+    try:
+        await _run(ctx, messages, task_status)
+    finally:
+        # Shielded: this runs because we are being cancelled, and the marker must still be written.
+        with trio.CancelScope(shield=True):
+            await record_clean_shutdown(ctx)
+
+
+async def end_interrupted_transactions(
+    ctx: SessionContext, messages: TransactionMessages | None = None
+) -> int:
+    """At start-up: queue the end of every transaction the previous run left open; returns how many.
+
+    Reason PowerLoss if that run did not shut down cleanly (SIGKILL, crash, power cut), Reboot if it
+    did (1.6 Reason / 2.0.1 stoppedReason). We never resume a transaction: nothing of the session
+    (EV, token, contactor) survives the restart, and ending it reports every Wh metered. Each end and
+    its record's Ended state commit together, so a restart in the middle of this never queues an end
+    twice; the marker is cleared only after all ends are queued.
+    """
+    messages = messages if messages is not None else messages_for(ctx.version)
+    clean_at = await ctx.storage.get_setting(CLEAN_SHUTDOWN_KEY)
+    reason = REASON_REBOOT if clean_at is not None else REASON_POWER_LOSS
+    ended = 0
+    for record in await ctx.storage.transactions():
+        if record.is_open and await messages.end_interrupted(ctx, record, reason):
+            ended += 1
+            log.warning("transaction %s was open at the last shutdown: ended (%s)", record.id, reason)
+    if clean_at is not None:
+        await ctx.storage.delete_setting(CLEAN_SHUTDOWN_KEY)
+    return ended
+
+
+async def record_clean_shutdown(ctx: SessionContext) -> None:
+    """Remember that this run stopped cleanly, with each open transaction's current energy reading and
+    time as its last known values, in one SQLite transaction."""
+    now = ctx.clock.now()
+    readings: dict[str, float] = {}
+    for record in await ctx.storage.transactions():
+        if not record.is_open:
+            continue
+        try:
+            energy = ctx.evses[record.evse_id].energy_wh()
+        except LookupError:
+            energy = None  # the EVSE is no longer configured; keep the last persisted reading
+        if energy is not None:
+            readings[record.id] = energy
+
+    def work(conn: sqlite3.Connection) -> None:
+        for transaction_id, energy in readings.items():
+            write_last_meter(conn, transaction_id, energy, now)
+        write_setting(conn, CLEAN_SHUTDOWN_KEY, iso(now))
+
+    await ctx.storage.write(work)
+
+
+async def _run(
+    ctx: SessionContext, messages: TransactionMessages, task_status: trio.TaskStatus[None]
+) -> NoReturn:
     states: dict[int, _EvseState] = {}
     async with trio.open_nursery() as nursery:
         with ctx.evses.subscribe() as events:

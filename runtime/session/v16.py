@@ -7,7 +7,9 @@ Formats only; sequencing and I/O timing belong to common.py and transactions.py.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from dataclasses import replace
+from datetime import datetime
 from typing import Any, Final
 
 from evstation.drivers.api import MREC_VENDOR_ID, FaultCode, mrec_code, ocpp16_error_code
@@ -16,7 +18,15 @@ from evstation.protocol.versions import OcppVersion
 from evstation.runtime.calls import CallManager, Handler
 from evstation.runtime.outbox import OutboxEntry
 from evstation.runtime.session.common import SessionContext, enum_text, iso
-from evstation.runtime.storage import TransactionRecord
+from evstation.runtime.storage import (
+    ENDED,
+    TransactionRecord,
+    read_setting,
+    read_transaction,
+    write_last_meter,
+    write_setting,
+    write_transaction,
+)
 
 __all__ = ["V16Adapter", "V16Transactions", "connector_number"]
 
@@ -135,11 +145,10 @@ class V16Adapter:
                 # 1.6 StopTransactionOnInvalidId is left to a later issue (docs/status/E-transactions.md).
                 log.warning("StartTransaction %s: idTag %s", real_id, status)
             if local_id is not None:
+                await ctx.storage.set_csms_transaction_id(str(local_id), real_id)
                 record = await ctx.storage.get_transaction(str(local_id))
-                if record is not None:
-                    await ctx.storage.save_transaction(replace(record, csms_transaction_id=real_id))
-                    if ctx.transaction_ids.get(record.evse_id) == record.id:
-                        ctx.transaction_ids[record.evse_id] = str(real_id)
+                if record is not None and ctx.transaction_ids.get(record.evse_id) == record.id:
+                    ctx.transaction_ids[record.evse_id] = str(real_id)
         elif entry.action == "StopTransaction":
             tx_id = entry.payload.get("transactionId")
             for record in await ctx.storage.transactions():
@@ -177,11 +186,6 @@ class V16Transactions:
         response = await calls.call("Authorize", {"idTag": id_token[:20]})
         return enum_text(getattr(getattr(response, "id_tag_info"), "status")) == "Accepted"  # noqa: B009
 
-    async def _new_local_id(self, ctx: SessionContext) -> int:
-        last = int(await ctx.storage.get_setting(_LAST_LOCAL_ID_KEY) or "0")
-        await ctx.storage.set_setting(_LAST_LOCAL_ID_KEY, str(last - 1))
-        return last - 1
-
     async def start(
         self,
         ctx: SessionContext,
@@ -192,69 +196,122 @@ class V16Transactions:
         trigger: str,
         remote_start_id: int | None = None,
     ) -> TransactionRecord:
-        local_id = await self._new_local_id(ctx)
         meter_start = ctx.evses[evse_id].energy_wh() or 0.0
-        record = TransactionRecord(
-            id=str(local_id),
-            evse_id=evse_id,
-            connector_id=connector_id,
-            id_token=id_token,
-            id_token_type=token_type,
-            started_at=ctx.clock.now(),
-            meter_start_wh=meter_start,
-            state="Started",
-        )
-        await ctx.storage.save_transaction(record)
-        payload = {
-            "connectorId": connector_number(ctx, evse_id, connector_id),
-            "idTag": id_token[:20],
-            "meterStart": round(meter_start),
-            "timestamp": iso(record.started_at),
-            # Not an OCPP field: stripped before sending; links the conf to the placeholder after a restart.
-            "_localTransactionId": local_id,
-        }
-        await ctx.outbox.put("StartTransaction", payload, offline=not ctx.online)
-        return record
+        started_at = ctx.clock.now()
+        connector = connector_number(ctx, evse_id, connector_id)
+        created: list[TransactionRecord] = []
 
-    async def _tx_id(self, ctx: SessionContext, record: TransactionRecord) -> int:
-        fresh = await ctx.storage.get_transaction(record.id)
-        if fresh is not None and fresh.csms_transaction_id is not None:
-            return fresh.csms_transaction_id
-        return int(record.id)
+        def build(conn: sqlite3.Connection) -> dict[str, object]:
+            # The placeholder id, the record and the StartTransaction commit together: a crash never
+            # leaves a record whose StartTransaction was not queued.
+            local_id = int(read_setting(conn, _LAST_LOCAL_ID_KEY) or "0") - 1
+            write_setting(conn, _LAST_LOCAL_ID_KEY, str(local_id))
+            record = TransactionRecord(
+                id=str(local_id),
+                evse_id=evse_id,
+                connector_id=connector_id,
+                id_token=id_token,
+                id_token_type=token_type,
+                started_at=started_at,
+                meter_start_wh=meter_start,
+                state="Started",
+            )
+            write_transaction(conn, record)
+            created.append(record)
+            return {
+                "connectorId": connector,
+                "idTag": id_token[:20],
+                "meterStart": round(meter_start),
+                "timestamp": iso(started_at),
+                # Not an OCPP field: stripped before sending; links the conf to the placeholder
+                # after a restart.
+                "_localTransactionId": local_id,
+            }
+
+        await ctx.outbox.put_with("StartTransaction", build, offline=not ctx.online)
+        return created[0]
 
     async def meter_values(self, ctx: SessionContext, record: TransactionRecord) -> None:
         evse = ctx.evses[record.evse_id]
         sample = evse.meter()
+        energy = evse.energy_wh()
         values = _sampled_values(
-            evse.energy_wh(),
+            energy,
             None if sample is None else sample.power_w,
             None if sample is None else sample.current_a.l1,
         )
         if not values:
             return
-        payload = {
-            "connectorId": connector_number(ctx, record.evse_id, record.connector_id),
-            "transactionId": await self._tx_id(ctx, record),
-            "meterValue": [{"timestamp": ctx.clock.iso(), "sampledValue": values}],
-        }
-        await ctx.outbox.put("MeterValues", payload, offline=not ctx.online)
+        at = ctx.clock.now()
+        connector = connector_number(ctx, record.evse_id, record.connector_id)
+
+        def build(conn: sqlite3.Connection) -> dict[str, object] | None:
+            fresh = read_transaction(conn, record.id)
+            if fresh is None or not fresh.is_open:
+                return None  # ended meanwhile: no sample after its StopTransaction
+            if energy is not None:
+                write_last_meter(conn, record.id, energy, at)
+            return {
+                "connectorId": connector,
+                "transactionId": _wire_id(fresh),
+                "meterValue": [{"timestamp": iso(at), "sampledValue": values}],
+            }
+
+        await ctx.outbox.put_with("MeterValues", build, offline=not ctx.online)
 
     async def charging_state(self, ctx: SessionContext, record: TransactionRecord, state: str) -> None:
         """1.6 reports charging state through StatusNotification only."""
 
     async def stop(self, ctx: SessionContext, record: TransactionRecord, reason: str) -> None:
-        meter_stop = ctx.evses[record.evse_id].energy_wh()
-        stopped_at = ctx.clock.now()
+        await _queue_stop(
+            ctx, record.id, reason, ctx.evses[record.evse_id].energy_wh(), ctx.clock.now(), True
+        )
+
+    async def end_interrupted(self, ctx: SessionContext, record: TransactionRecord, reason: str) -> bool:
+        """After a restart: StopTransaction with the last persisted meter reading and its time (no idTag:
+        nobody presented one)."""
+        return await _queue_stop(ctx, record.id, reason, None, None, False)
+
+
+def _wire_id(record: TransactionRecord) -> int:
+    """The CSMS's id once known, else the placeholder (rewritten at send time by V16Adapter.prepare)."""
+    return record.csms_transaction_id if record.csms_transaction_id is not None else int(record.id)
+
+
+async def _queue_stop(
+    ctx: SessionContext,
+    transaction_id: str,
+    reason: str,
+    meter_wh: float | None,
+    at: datetime | None,
+    with_id_tag: bool,
+) -> bool:
+    """Queue the StopTransaction and mark the record Ended in one SQLite transaction, so the Stop is
+    queued at most once whatever restarts happen around it (libocpp #907 sent it twice). `meter_wh` /
+    `at` None: the last persisted reading (else meterStart) and its time (else the start)."""
+
+    def build(conn: sqlite3.Connection) -> dict[str, object] | None:
+        fresh = read_transaction(conn, transaction_id)
+        if fresh is None or not fresh.is_open:
+            return None
+        meter = meter_wh if meter_wh is not None else fresh.last_meter_wh
+        if meter is None:
+            meter = fresh.meter_start_wh
+        stopped_at = at if at is not None else (fresh.last_meter_at or fresh.started_at)
+        write_transaction(
+            conn, replace(fresh, state=ENDED, stopped_at=stopped_at, meter_stop_wh=meter, stop_reason=reason)
+        )
         payload: dict[str, object] = {
-            "transactionId": await self._tx_id(ctx, record),
-            "meterStop": round(meter_stop if meter_stop is not None else record.meter_start_wh),
+            "transactionId": _wire_id(fresh),
+            "meterStop": round(meter),
             "timestamp": iso(stopped_at),
             "reason": reason,  # StopReason values are 1.6 Reason values
         }
-        if record.id_token:
-            payload["idTag"] = record.id_token[:20]
-        fresh = await ctx.storage.get_transaction(record.id) or record
-        await ctx.storage.save_transaction(
-            replace(fresh, state="Ended", stopped_at=stopped_at, meter_stop_wh=meter_stop, stop_reason=reason)
-        )
-        await ctx.outbox.put("StopTransaction", payload, offline=not ctx.online)
+        if with_id_tag and fresh.id_token:
+            payload["idTag"] = fresh.id_token[:20]
+        return payload
+
+    entry = await ctx.outbox.put_with("StopTransaction", build, offline=not ctx.online)
+    if entry is None:
+        log.warning("transaction %s already ended: StopTransaction not queued again", transaction_id)
+    return entry is not None

@@ -6,18 +6,35 @@ Formats only; sequencing and timing belong to common.py and transactions.py. Nev
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 from typing import Any, Final
 
 from evstation.protocol.messages import OcppModel
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.calls import CallManager, Handler
 from evstation.runtime.outbox import OutboxEntry
-from evstation.runtime.session.common import SessionContext, enum_text
-from evstation.runtime.storage import TransactionRecord
+from evstation.runtime.session.common import SessionContext, enum_text, iso
+from evstation.runtime.storage import (
+    ENDED,
+    TransactionRecord,
+    bump_seq_no,
+    read_transaction,
+    write_last_meter,
+    write_transaction,
+)
 
 __all__ = ["V201Adapter", "V201Transactions", "connector_status"]
+
+log = logging.getLogger(__name__)
+
+# A transaction ended at start-up because the station went down while it ran: no user, CSMS or EV
+# stopped it, so neither StopAuthorized nor ResetCommand (a CSMS Reset) nor EVDeparted fits.
+_INTERRUPTED_TRIGGER: Final = "AbnormalCondition"
 
 # ConnectorStatusEnumType has five values; every in-use state of the EVSE state machine is Occupied.
 _KEPT: Final = frozenset({"Available", "Reserved", "Unavailable", "Faulted"})
@@ -101,6 +118,11 @@ def _meter_value(ctx: SessionContext, evse: Any, context: str) -> list[dict[str,
     return [{"timestamp": ctx.clock.iso(), "sampledValue": values}] if values else []
 
 
+# Inside the write transaction: (the fresh open record, its seqNo) -> (transactionInfo extras, meter
+# values) of the event, after any extra writes of its own.
+_Content = Callable[[sqlite3.Connection, TransactionRecord, int], dict[str, object]]
+
+
 class V201Transactions:
     """E01-E07 minimal: one TransactionEvent stream per transaction through the outbox."""
 
@@ -109,37 +131,6 @@ class V201Transactions:
     async def authorize(self, calls: CallManager, id_token: str, token_type: str) -> bool:
         response = await calls.call("Authorize", {"idToken": {"idToken": id_token[:36], "type": token_type}})
         return enum_text(getattr(getattr(response, "id_token_info"), "status")) == "Accepted"  # noqa: B009
-
-    async def _event(
-        self,
-        ctx: SessionContext,
-        record: TransactionRecord,
-        seq_no: int,
-        event_type: str,
-        trigger: str,
-        info: dict[str, object],
-        meter_context: str | None,
-        with_token: bool = False,
-    ) -> None:
-        payload: dict[str, object] = {
-            "eventType": event_type,
-            "timestamp": ctx.clock.iso(),
-            "triggerReason": trigger,
-            "seqNo": seq_no,
-            "transactionInfo": {"transactionId": record.id, **info},
-            "evse": {"id": record.evse_id, "connectorId": record.connector_id},
-        }
-        if with_token and record.id_token:
-            payload["idToken"] = {"idToken": record.id_token, "type": record.id_token_type or "ISO14443"}
-        if meter_context is not None:
-            meter = _meter_value(ctx, ctx.evses[record.evse_id], meter_context)
-            if meter:
-                payload["meterValue"] = meter
-        offline = not ctx.online
-        if offline:
-            # E04.FR.01 (queued while offline): the CSMS must know this event was not sent live.
-            payload["offline"] = True
-        await ctx.outbox.put("TransactionEvent", payload, offline=offline)
 
     async def start(
         self,
@@ -162,35 +153,171 @@ class V201Transactions:
             state="Started",
             seq_no=0,
         )
-        await ctx.storage.save_transaction(record)
         info: dict[str, object] = {"chargingState": "EVConnected"}
         if remote_start_id is not None:
             info["remoteStartId"] = remote_start_id
-        await self._event(ctx, record, 0, "Started", trigger, info, "Transaction.Begin", True)
+        payload = _payload(
+            record,
+            0,
+            "Started",
+            trigger,
+            ctx.clock.iso(),
+            info,
+            _meter_value(ctx, ctx.evses[evse_id], "Transaction.Begin"),
+            with_token=True,
+        )
+
+        def build(conn: sqlite3.Connection) -> dict[str, object]:
+            write_transaction(conn, record)  # together with its Started event, or not at all
+            return _mark_offline(payload, not ctx.online)
+
+        await ctx.outbox.put_with("TransactionEvent", build, offline=not ctx.online)
         return record
 
     async def meter_values(self, ctx: SessionContext, record: TransactionRecord) -> None:
-        seq_no = await ctx.storage.next_seq_no(record.id)
-        await self._event(ctx, record, seq_no, "Updated", "MeterValuePeriodic", {}, "Sample.Periodic")
+        meter = _meter_value(ctx, ctx.evses[record.evse_id], "Sample.Periodic")
+        energy = ctx.evses[record.evse_id].energy_wh()
+        at = ctx.clock.now()
+        await self._updated(ctx, record, "MeterValuePeriodic", {}, meter, energy, at)
 
     async def charging_state(self, ctx: SessionContext, record: TransactionRecord, state: str) -> None:
-        seq_no = await ctx.storage.next_seq_no(record.id)
-        await self._event(
-            ctx, record, seq_no, "Updated", "ChargingStateChanged", {"chargingState": state}, None
+        await self._updated(
+            ctx, record, "ChargingStateChanged", {"chargingState": state}, [], None, ctx.clock.now()
         )
 
+    async def _updated(
+        self,
+        ctx: SessionContext,
+        record: TransactionRecord,
+        trigger: str,
+        info: dict[str, object],
+        meter: list[dict[str, object]],
+        energy: float | None,
+        at: datetime,
+    ) -> None:
+        offline = not ctx.online
+
+        def build(conn: sqlite3.Connection) -> dict[str, object] | None:
+            # seqNo, last meter reading and the event commit together: no seqNo gap after a crash.
+            fresh = read_transaction(conn, record.id)
+            if fresh is None or not fresh.is_open:
+                return None  # ended meanwhile: nothing may follow its Ended event
+            seq_no = bump_seq_no(conn, record.id)
+            if energy is not None:
+                write_last_meter(conn, record.id, energy, at)
+            payload = _payload(fresh, seq_no, "Updated", trigger, iso(at), info, meter)
+            return _mark_offline(payload, offline)
+
+        await ctx.outbox.put_with("TransactionEvent", build, offline=offline)
+
     async def stop(self, ctx: SessionContext, record: TransactionRecord, reason: str) -> None:
-        seq_no = await ctx.storage.next_seq_no(record.id)
-        fresh = await ctx.storage.get_transaction(record.id) or record
-        await ctx.storage.save_transaction(
+        energy = ctx.evses[record.evse_id].energy_wh()
+        meter = _meter_value(ctx, ctx.evses[record.evse_id], "Transaction.End")
+        trigger = _END_TRIGGER.get(reason, "AbnormalCondition")
+        await _queue_ended(ctx, record.id, reason, trigger, energy, ctx.clock.now(), meter, with_token=True)
+
+    async def end_interrupted(self, ctx: SessionContext, record: TransactionRecord, reason: str) -> bool:
+        """After a restart: Ended with the next seqNo, the last persisted energy reading and its time."""
+        return await _queue_ended(ctx, record.id, reason, _INTERRUPTED_TRIGGER, None, None, None, False)
+
+
+def _payload(
+    record: TransactionRecord,
+    seq_no: int,
+    event_type: str,
+    trigger: str,
+    timestamp: str,
+    info: dict[str, object],
+    meter: list[dict[str, object]],
+    *,
+    with_token: bool = False,
+) -> dict[str, object]:
+    payload: dict[str, object] = {
+        "eventType": event_type,
+        "timestamp": timestamp,
+        "triggerReason": trigger,
+        "seqNo": seq_no,
+        "transactionInfo": {"transactionId": record.id, **info},
+        "evse": {"id": record.evse_id, "connectorId": record.connector_id},
+    }
+    if with_token and record.id_token:
+        payload["idToken"] = {"idToken": record.id_token, "type": record.id_token_type or "ISO14443"}
+    if meter:
+        payload["meterValue"] = meter
+    return payload
+
+
+def _mark_offline(payload: dict[str, object], offline: bool) -> dict[str, object]:
+    if offline:
+        # E04.FR.01 (queued while offline): the CSMS must know this event was not sent live.
+        payload["offline"] = True
+    return payload
+
+
+async def _queue_ended(
+    ctx: SessionContext,
+    transaction_id: str,
+    reason: str,
+    trigger: str,
+    energy: float | None,
+    at: datetime | None,
+    meter: list[dict[str, object]] | None,
+    with_token: bool,
+) -> bool:
+    """Queue the Ended event, its seqNo and the record's Ended state in one SQLite transaction, so it is
+    queued at most once whatever restarts happen around it (libocpp #907 sent an end twice).
+    `at` / `meter` None: the last persisted energy reading (else the start value) and its time."""
+    offline = not ctx.online
+    # Recovered at start-up, the event happened while the station was down (E04 offline flag).
+    interrupted = at is None
+
+    def build(conn: sqlite3.Connection) -> dict[str, object] | None:
+        fresh = read_transaction(conn, transaction_id)
+        if fresh is None or not fresh.is_open:
+            return None
+        seq_no = bump_seq_no(conn, transaction_id)
+        stopped_at = at if at is not None else (fresh.last_meter_at or fresh.started_at)
+        meter_wh = energy if energy is not None else fresh.last_meter_wh
+        if meter_wh is None:
+            meter_wh = fresh.meter_start_wh
+        values = meter
+        if values is None:
+            values = [
+                {
+                    "timestamp": iso(stopped_at),
+                    "sampledValue": [
+                        {
+                            "value": meter_wh,
+                            "measurand": "Energy.Active.Import.Register",
+                            "context": "Transaction.End",
+                        }
+                    ],
+                }
+            ]
+        write_transaction(
+            conn,
             replace(
                 fresh,
-                state="Ended",
-                stopped_at=ctx.clock.now(),
-                meter_stop_wh=ctx.evses[record.evse_id].energy_wh(),
+                state=ENDED,
+                seq_no=seq_no,
+                stopped_at=stopped_at,
+                meter_stop_wh=meter_wh,
                 stop_reason=reason,
-            )
+            ),
         )
-        trigger = _END_TRIGGER.get(reason, "AbnormalCondition")
-        info: dict[str, object] = {"stoppedReason": reason}
-        await self._event(ctx, record, seq_no, "Ended", trigger, info, "Transaction.End", True)
+        payload = _payload(
+            fresh,
+            seq_no,
+            "Ended",
+            trigger,
+            iso(stopped_at),
+            {"stoppedReason": reason},
+            values,
+            with_token=with_token,
+        )
+        return _mark_offline(payload, offline or interrupted)
+
+    entry = await ctx.outbox.put_with("TransactionEvent", build, offline=offline or interrupted)
+    if entry is None:
+        log.warning("transaction %s already ended: Ended event not queued again", transaction_id)
+    return entry is not None

@@ -1,0 +1,198 @@
+"""Transactions left open by a previous run are ended at the next start, through the outbox, exactly once.
+
+1.6: StopTransaction with reason PowerLoss (no clean shutdown) or Reboot (clean shutdown), meterStop =
+the last persisted reading. 2.0.1: TransactionEvent Ended, stoppedReason PowerLoss / Reboot, the next
+seqNo (use case E "stop transaction"; FR ids not checked line by line). Real SQLite file, sim meters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from runtime_session_harness import EPOCH, CsmsPeer, MemoryConnection, serve_until_link_down, station_config
+
+from evstation.drivers.sim.board import SimChargeController
+from evstation.drivers.sim.meter import SimMeter
+from evstation.protocol.versions import OcppVersion
+from evstation.runtime.evse import Evses
+from evstation.runtime.outbox import Outbox
+from evstation.runtime.session import SessionContext, WallClock, run_transactions
+from evstation.runtime.session.common import iso
+from evstation.runtime.session.transactions import (
+    CLEAN_SHUTDOWN_KEY,
+    end_interrupted_transactions,
+    messages_for,
+)
+from evstation.runtime.storage import open_storage
+
+V16, V201 = OcppVersion.V16, OcppVersion.V201
+BOUND_S = 1000.0  # virtual seconds; every test is over in far less
+POLL_S = 1.0  # sim meter poll interval
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0.02)
+
+
+@asynccontextmanager
+async def station_run(tmp_path: Path, version: OcppVersion, meter: SimMeter) -> AsyncIterator[SessionContext]:
+    """One run of the station over the same SQLite file: EVSE 1 metered by `meter`.
+
+    Leaving the block without `run_transactions` is a run that was killed: nothing more is written.
+    """
+    async with open_storage(tmp_path / "station.db") as storage, trio.open_nursery() as nursery:
+        evses = Evses()
+        await nursery.start(evses.add(1, SimChargeController(), meter).run)
+        await nursery.start(evses.add(2, SimChargeController(), None).run)
+        await trio.sleep(2 * POLL_S)  # the first readings are in
+        yield SessionContext(
+            config=station_config(tmp_path, version),
+            storage=storage,
+            outbox=Outbox(storage),
+            evses=evses,
+            clock=WallClock.anchored(EPOCH),
+        )
+        nursery.cancel_scope.cancel()
+
+
+def sim_meter() -> SimMeter:
+    return SimMeter(230, initial_energy_wh=1000, poll_interval_s=POLL_S)
+
+
+async def set_energy(meter: SimMeter, energy_wh: float) -> None:
+    meter.script(energy_wh=energy_wh)
+    await trio.sleep(2 * POLL_S)  # polled and followed by the EVSE
+
+
+async def killed_run_with_open_transaction(tmp_path: Path, version: OcppVersion) -> str:
+    """Start a transaction and persist one sample at 1500 Wh; the meter moves on to 1700 Wh, then the
+    process dies (no clean shutdown, never connected). Returns the sample's timestamp."""
+    meter = sim_meter()
+    async with station_run(tmp_path, version, meter) as ctx:
+        messages = messages_for(version)
+        record = await messages.start(ctx, 1, 1, "TOKEN-1", "ISO14443", "Authorized")
+        await set_energy(meter, 1500)
+        sampled_at = iso(ctx.clock.now())
+        await messages.meter_values(ctx, record)
+        if version is V201:
+            await messages.charging_state(ctx, record, "Charging")
+        await set_energy(meter, 1700)  # never persisted: lost with the power
+    return sampled_at
+
+
+async def restart_and_deliver(tmp_path: Path, version: OcppVersion) -> CsmsPeer:
+    """A run with transactions running and a CSMS: returns once the outbox is empty."""
+    csms = CsmsPeer(version)
+    conn = MemoryConnection(version)
+    async with station_run(tmp_path, version, sim_meter()) as ctx, trio.open_nursery() as nursery:
+        await nursery.start(run_transactions, ctx)
+        nursery.start_soon(csms.serve, conn)
+        nursery.start_soon(serve_until_link_down, conn, ctx)
+        await csms.wait_for("StatusNotification")
+        await ctx.outbox.wait_empty()
+        assert await ctx.storage.transactions() == []  # forgotten once the end was acknowledged
+        nursery.cancel_scope.cancel()
+    return csms
+
+
+async def test_v16_power_loss_stop_transaction_powerloss_follows_unconfirmed_start_once(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """StopTransaction(PowerLoss), meterStop = last persisted reading, queued behind the never-confirmed
+    StartTransaction and rewritten with the CSMS's id; a second kill before it was sent queues no other."""
+    with trio.fail_after(BOUND_S):
+        sampled_at = await killed_run_with_open_transaction(tmp_path, V16)
+        # Second run: ends the transaction, then dies too before connecting.
+        async with station_run(tmp_path, V16, sim_meter()) as ctx:
+            assert await end_interrupted_transactions(ctx) == 1
+            assert [e.action for e in await ctx.outbox.entries()] == [
+                "StartTransaction",
+                "MeterValues",
+                "StopTransaction",
+            ]
+        csms = await restart_and_deliver(tmp_path, V16)
+    transactional = [a for a in csms.actions() if a in ("StartTransaction", "MeterValues", "StopTransaction")]
+    assert transactional == ["StartTransaction", "MeterValues", "StopTransaction"]
+    stop = csms.of("StopTransaction")[0].call.payload
+    assert stop == {"transactionId": 42, "meterStop": 1500, "timestamp": sampled_at, "reason": "PowerLoss"}
+
+
+async def test_v201_power_loss_ended_powerloss_next_seq_no_queued_once_across_two_restarts(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    with trio.fail_after(BOUND_S):
+        sampled_at = await killed_run_with_open_transaction(tmp_path, V201)
+        async with station_run(tmp_path, V201, sim_meter()) as ctx:
+            assert await end_interrupted_transactions(ctx) == 1
+        csms = await restart_and_deliver(tmp_path, V201)
+    events: list[dict[str, Any]] = [s.call.payload for s in csms.of("TransactionEvent")]
+    assert [(e["eventType"], e["seqNo"]) for e in events] == [
+        ("Started", 0),
+        ("Updated", 1),
+        ("Updated", 2),
+        ("Ended", 3),
+    ]
+    ended = events[-1]
+    assert ended["triggerReason"] == "AbnormalCondition"
+    assert ended["transactionInfo"]["stoppedReason"] == "PowerLoss"
+    assert ended["transactionInfo"]["transactionId"] == events[0]["transactionInfo"]["transactionId"]
+    assert ended["timestamp"] == sampled_at
+    assert ended["offline"] is True
+    assert ended["meterValue"][0]["sampledValue"][0]["value"] == 1500
+
+
+@pytest.mark.parametrize("version", [V16, V201], ids=["v16", "v201"])
+async def test_clean_shutdown_ends_open_transaction_with_reason_reboot(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """SIGTERM / SIGINT leave the transaction open in storage with the reading at shutdown; the next
+    start ends it with reason Reboot. The marker is cleared, so a later kill reads as PowerLoss."""
+    meter = sim_meter()
+    with trio.fail_after(BOUND_S):
+        async with station_run(tmp_path, version, meter) as ctx, trio.open_nursery() as nursery:
+            await nursery.start(run_transactions, ctx)
+            await messages_for(version).start(ctx, 1, 1, "TOKEN-1", "ISO14443", "Authorized")
+            await set_energy(meter, 1800)
+            shutdown_at = iso(ctx.clock.now())
+            nursery.cancel_scope.cancel()
+        csms = await restart_and_deliver(tmp_path, version)
+        async with open_storage(tmp_path / "station.db") as storage:
+            # restart_and_deliver shut down cleanly itself; before that its start had cleared the marker.
+            assert await storage.get_setting(CLEAN_SHUTDOWN_KEY) is not None
+    if version is V16:
+        stop = csms.of("StopTransaction")[0].call.payload
+        assert (stop["reason"], stop["meterStop"], stop["timestamp"]) == ("Reboot", 1800, shutdown_at)
+        assert len(csms.of("StopTransaction")) == 1
+    else:
+        ended: list[dict[str, Any]] = [
+            s.call.payload for s in csms.of("TransactionEvent") if s.call.payload["eventType"] == "Ended"
+        ]
+        assert len(ended) == 1
+        assert ended[0]["transactionInfo"]["stoppedReason"] == "Reboot"
+        assert ended[0]["meterValue"][0]["sampledValue"][0]["value"] == 1800
+        assert ended[0]["timestamp"] == shutdown_at
+
+
+async def test_power_loss_after_a_clean_restart_reads_as_power_loss(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """The clean-shutdown marker applies to the next start only."""
+    with trio.fail_after(BOUND_S):
+        async with station_run(tmp_path, V16, sim_meter()) as ctx, trio.open_nursery() as nursery:
+            await nursery.start(run_transactions, ctx)
+            nursery.cancel_scope.cancel()  # clean shutdown, no transaction
+        async with station_run(tmp_path, V16, sim_meter()) as ctx:
+            assert await end_interrupted_transactions(ctx) == 0  # clears the marker
+            await messages_for(V16).start(ctx, 1, 1, "TOKEN-1", "ISO14443", "Authorized")
+            # killed here
+        async with station_run(tmp_path, V16, sim_meter()) as ctx:
+            assert await end_interrupted_transactions(ctx) == 1
+            stops = [e.payload for e in await ctx.outbox.entries() if e.action == "StopTransaction"]
+    assert [s["reason"] for s in stops] == ["PowerLoss"]
