@@ -58,7 +58,7 @@ ConnectorType = Literal[
     "Undetermined",
     "Unknown",
 ]
-MeterModel = Literal["sdm630", "sdm72dm", "abb_b23", "em340"]
+MeterModel = Literal["sdm630", "sdm72dm", "sdm72dm_v2", "abb_b23", "em340"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
@@ -221,6 +221,7 @@ class CsmsConfig(_Model):
     transaction_message_attempts: Annotated[int, Field(ge=1)] = 3
     transaction_message_retry_interval_s: NonNegativeSeconds = 60
     heartbeat_interval_s: PositiveSeconds = 300
+    meter_value_sample_interval_s: PositiveSeconds = 60
 
     @model_validator(mode="after")
     def _unique_priorities(self) -> CsmsConfig:
@@ -267,7 +268,7 @@ class RapiControllerConfig(_Model):
     device: Annotated[str, Field(min_length=1)]
     baud: Annotated[int, Field(gt=0)] = 115200
     command_timeout_s: PositiveSeconds = 2
-    heartbeat_interval_s: NonNegativeSeconds = 0
+    poll_interval_s: PositiveSeconds = 5
 
 
 ControllerConfig = Annotated[

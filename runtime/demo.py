@@ -38,7 +38,9 @@ _MAX_PAYLOAD_CHARS = 110
 T = TypeVar("T")
 
 
-def demo_config(version: str, port: int, data_dir: Path) -> StationConfig:
+def demo_config(
+    version: str, port: int, data_dir: Path, meter_interval_s: float = METER_INTERVAL_S
+) -> StationConfig:
     """Two simulated AC EVSEs, plain ws:// (security profile 0: development only)."""
     evse = [
         {
@@ -61,6 +63,7 @@ def demo_config(version: str, port: int, data_dir: Path) -> StationConfig:
         },
         "csms": {
             "heartbeat_interval_s": 300,
+            "meter_value_sample_interval_s": meter_interval_s,
             "retry_backoff_wait_minimum_s": 1,
             "retry_backoff_random_range_s": 1,
             "endpoints": [{"url": f"ws://127.0.0.1:{port}/ocpp", "security_profile": 0}],
@@ -156,11 +159,10 @@ async def run_demo(version: str, out: TextIO = sys.stdout, pace: Pace = Pace()) 
     with tempfile.TemporaryDirectory(prefix="evstation-demo-") as tmp:
         async with trio.open_nursery() as nursery:
             csms = await nursery.start(serve_test_csms)
-            config = demo_config(version, csms.port, Path(tmp))
+            config = demo_config(version, csms.port, Path(tmp), pace.meter_interval_s)
             timeline = Timeline(out, trio.current_time())
             timeline.line("demo", f"OCPP {version}, test CSMS on 127.0.0.1:{csms.port}")
             async with open_station(config) as station:
-                station.session.meter_interval_s = pace.meter_interval_s
                 with station.message_log.subscribe() as messages, station.evses.subscribe() as events:
                     async with trio.open_nursery() as printers:
                         printers.start_soon(_print_all, messages, timeline.message)

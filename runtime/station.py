@@ -217,6 +217,7 @@ def _build_evse_parts(config: StationConfig, evse: EvseConfig, lines: ModbusLine
             controller_cfg.device,
             baudrate=controller_cfg.baud,
             command_timeout=float(controller_cfg.command_timeout_s),
+            poll_interval=float(controller_cfg.poll_interval_s),
         )
     else:  # pragma: no cover - the config's discriminated union has no other member
         raise AssertionError(f"unknown controller config {controller_cfg!r}")
@@ -301,6 +302,7 @@ async def open_station(
             evses=evses,
             clock=clock if clock is not None else WallClock.system(),
             message_log=message_log,
+            meter_interval_s=float(config.csms.meter_value_sample_interval_s),
         )
         link = Link()
         station = Station(config, storage, outbox, evses, link, session, message_log, sims)

@@ -93,6 +93,7 @@ def _config(
             "retry_backoff_wait_minimum_s": 0.2,
             "retry_backoff_random_range_s": 0,
             "ping_interval_s": 0,
+            "meter_value_sample_interval_s": METER_INTERVAL_S,
         },
         "evse": [
             {
@@ -146,7 +147,6 @@ async def open_rig(version: str, tmp_path: Path) -> AsyncIterator[Rig]:
         em_address = stack.enter_context(em.serve_tcp())
         config = _config(tmp_path, version, csms.port, yeti.port_path, sdm_path, em_address, rapi.port_path)
         station = await stack.enter_async_context(open_station(config))
-        station.session.meter_interval_s = METER_INTERVAL_S  # no config key yet (see docs/hardware.md)
         rig = Rig(version, csms, station, yeti, rapi, sdm, em)
         # Boot + the first StatusNotification of each connector: the station is online.
         await rig.status(1, 0, "Available")
