@@ -17,7 +17,15 @@ from typing import NoReturn, Protocol, final
 import trio
 
 from evstation.protocol.errors import ErrorKind
-from evstation.protocol.messages import OcppModel
+from evstation.protocol.messages import (
+    OcppModel,
+    PayloadError,
+    UnknownAction,
+    parse_request,
+    parse_response,
+    request_model,
+    response_model,
+)
 from evstation.protocol.session import (
     CallReceived,
     Dropped,
@@ -31,6 +39,7 @@ from evstation.protocol.session import (
     result_frame,
 )
 from evstation.protocol.versions import OcppVersion
+from evstation.runtime.link import LinkDown
 
 __all__ = [
     "CallErrorReceived",
@@ -41,6 +50,7 @@ __all__ = [
     "FrameConnection",
     "Handler",
     "HandlerError",
+    "InvalidRequest",
     "InvalidResponse",
     "MessageLog",
     "MessageLogEntry",
@@ -112,6 +122,13 @@ class InvalidResponse(CallFailed):
     """The CSMS answered with a CALLRESULT whose payload breaks the schema."""
 
 
+class InvalidRequest(CallFailed):
+    """Our own payload breaks the schema (or is the model of another action); nothing was sent.
+
+    A bug on our side, logged as an error; retrying the same payload cannot help.
+    """
+
+
 class HandlerError(Exception):
     """A handler refuses a CSMS request with a specific CALLERROR (e.g. OccurrenceConstraintViolation
     for an EVSE id out of range). Anything else a handler raises is a bug: InternalError, logged."""
@@ -161,6 +178,7 @@ class CallManager:
         self._call_lock = trio.Lock()
         self._send_lock = trio.Lock()
         self._waiter: _Waiter | None = None
+        self._closed = False  # `run` has ended: no answer will ever be read on this connection
 
     @property
     def version(self) -> OcppVersion:
@@ -171,13 +189,22 @@ class CallManager:
 
         A checkpoint. Cancellation forgets the call (a late answer is logged and dropped).
 
+        A dict payload is validated against the action's request model first, exactly like a model is on
+        construction: nothing leaves the station unvalidated.
+
         Raises:
+            InvalidRequest: the payload breaks the schema; nothing was sent.
             CallTimeout: no answer within `timeout_s` of sending.
             CallErrorReceived: the CSMS answered with a CALLERROR.
             InvalidResponse: the answer broke the schema.
-            LinkDown: the connection failed while sending.
+            LinkDown: the connection failed while sending or waiting, or was already gone: a caller
+                outside the connection's nursery (an Authorize) learns it at once, not after the
+                message timeout.
         """
+        self._check_request(action, payload)
         async with self._call_lock:
+            if self._closed:
+                raise LinkDown(f"connection {self._conn.generation} is closed; {action} not sent")
             message_id = self._new_message_id()
             frame = self._session.start_call(message_id, action, payload)
             waiter = self._waiter = _Waiter()
@@ -189,6 +216,8 @@ class CallManager:
                 self._waiter = None
                 self._session.cancel_call()
             outcome = waiter.outcome
+        if outcome is None and self._closed:
+            raise LinkDown(f"connection {self._conn.generation} closed before {action} was answered")
         if outcome is None:
             raise CallTimeout(action, message_id, f"no answer within {self.timeout_s:g} s")
         if isinstance(outcome, ResultReceived):
@@ -200,6 +229,14 @@ class CallManager:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         """Read frames until the connection fails (LinkDown propagates); handlers run in child tasks."""
+        try:
+            await self._read(task_status)
+        finally:
+            self._closed = True
+            if self._waiter is not None:
+                self._waiter.done.set()
+
+    async def _read(self, task_status: trio.TaskStatus[None]) -> NoReturn:
         async with trio.open_nursery() as handlers:
             task_status.started()
             while True:
@@ -240,8 +277,35 @@ class CallManager:
                 log.exception("handler for %s failed", call.action)
                 frame = error_frame(self.version, call.message_id, ErrorKind.INTERNAL, type(exc).__name__)
             else:
-                frame = result_frame(call.message_id, response)
+                problem = _response_problem(self.version, call.action, response)
+                if problem is None:
+                    frame = result_frame(call.message_id, response)
+                else:
+                    # Never answer with a payload the schema forbids: the CSMS would refuse it anyway.
+                    log.error("handler for %s returned an invalid response: %s", call.action, problem)
+                    frame = error_frame(
+                        self.version, call.message_id, ErrorKind.INTERNAL, "invalid response payload"
+                    )
         await self._send(frame, call.action)
+
+    def _check_request(self, action: str, payload: OcppModel | dict[str, object]) -> None:
+        try:
+            model = request_model(self.version, action)
+            if isinstance(payload, OcppModel):
+                if not isinstance(payload, model):
+                    raise PayloadError(
+                        ErrorKind.FORMAT, "", f"{type(payload).__name__} is not the {action} request"
+                    )
+            else:
+                parse_request(self.version, action, payload)
+        except UnknownAction:
+            problem = f"OCPP {self.version.value} has no action {action!r}"
+        except PayloadError as exc:
+            problem = f"{exc.path}: {exc.description}" if exc.path else exc.description
+        else:
+            return
+        log.error("not sending %s: %s", action, problem)
+        raise InvalidRequest(action, "-", f"invalid request, not sent: {problem}")
 
     async def _send(self, frame: str, action: str | None) -> None:
         async with self._send_lock:
@@ -252,6 +316,20 @@ class CallManager:
         if self._message_log is not None:
             entry = MessageLogEntry(direction, frame, action, self._conn.generation, trio.current_time())
             self._message_log.publish(entry)
+
+
+def _response_problem(
+    version: OcppVersion, action: str, response: OcppModel | dict[str, object]
+) -> str | None:
+    """Why `response` is not a valid answer to the CSMS's `action` (None: it is)."""
+    if isinstance(response, OcppModel):
+        model = response_model(version, action)
+        return None if isinstance(response, model) else f"{type(response).__name__} is not {model.__name__}"
+    try:
+        parse_response(version, action, response)
+    except PayloadError as exc:
+        return f"{exc.path}: {exc.description}" if exc.path else exc.description
+    return None
 
 
 def _action_of(event: object) -> str | None:

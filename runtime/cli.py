@@ -7,6 +7,7 @@ an exit code (0 ok, 1 runtime failure / error reply, 2 usage or configuration er
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 from collections.abc import Sequence
@@ -28,7 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the station described by a station.toml")
     run.add_argument("--config", type=Path, required=True, help="path to station.toml")
-    run.add_argument("--log-level", default=None, help="override [logging] level (DEBUG, INFO, ...)")
+    run.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        default=None,
+        help="override [logging] level",
+    )
 
     check = sub.add_parser("check-config", help="validate a station.toml and exit")
     check.add_argument("config", type=Path)
@@ -61,6 +68,7 @@ def _run(config_path: Path, log_level: str | None) -> int:
 
     from evstation.runtime.config import StationConfig
     from evstation.runtime.station import run_station
+    from evstation.runtime.storage import StorageError
 
     config = _load(config_path)
     if not isinstance(config, StationConfig):
@@ -69,8 +77,30 @@ def _run(config_path: Path, log_level: str | None) -> int:
         level=(log_level or config.logging.level).upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    trio.run(run_station, config)
-    return EXIT_OK
+    started = False
+
+    def ready(_station: object) -> None:
+        nonlocal started
+        started = True
+
+    failures: list[BaseException] = []
+    try:
+        trio.run(functools.partial(run_station, config, ready=ready))
+    except* (OSError, StorageError) as group:
+        if started:
+            raise  # after start-up these are bugs: keep the traceback
+        failures.extend(_leaves(group))
+    # The station could not start (data dir not writable, database unusable, socket in the way): an
+    # operator problem, told in one line each rather than a traceback.
+    for error in failures:
+        print(f"{config_path}: cannot start: {error}", file=sys.stderr)
+    return EXIT_FAILURE if failures else EXIT_OK
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -322,6 +322,10 @@ class EvseConfig(_Model):
         ids = [connector.id for connector in self.connector]
         if ids != list(range(1, len(ids) + 1)):
             raise _keyed_error("connector", f"connector ids must be 1..{len(ids)} in order (got {ids})")
+        if isinstance(self.meter, BoardMeterConfig) and not isinstance(self.controller, YetiControllerConfig):
+            raise _keyed_error(
+                "meter", f"driver 'board' needs a board with a meter (yeti), not {self.controller.driver!r}"
+            )
         return self
 
 
@@ -370,11 +374,31 @@ class StationConfig(_Model):
         ids = [evse.id for evse in self.evse]
         if ids != list(range(1, len(ids) + 1)):
             raise _keyed_error("evse", f"EVSE ids must be 1..{len(ids)} in order (got {ids})")
+        self._check_shared_modbus_lines()
         if self.control.socket_path is None:
             object.__setattr__(
                 self, "control", self.control.model_copy(update={"socket_path": self.control_socket_path})
             )
         return self
+
+    def _check_shared_modbus_lines(self) -> None:
+        """Meters on one line (serial device or TCP endpoint) share one bus: one set of line settings."""
+        seen: dict[tuple[object, ...], tuple[int, tuple[object, ...]]] = {}
+        for index, evse in enumerate(self.evse):
+            meter = evse.meter
+            if isinstance(meter, ModbusRtuMeterConfig):
+                line: tuple[object, ...] = ("rtu", meter.device)
+                settings: tuple[object, ...] = (meter.baud, meter.parity, meter.stopbits, meter.timeout_s)
+            elif isinstance(meter, ModbusTcpMeterConfig):
+                line, settings = ("tcp", meter.host, meter.port), (meter.timeout_s,)
+            else:
+                continue
+            first = seen.setdefault(line, (index, settings))
+            if first[1] != settings:
+                raise _keyed_error(
+                    f"evse[{index}].meter",
+                    f"shares its line with evse[{first[0]}].meter but not its baud/parity/stopbits/timeout_s",
+                )
 
     @property
     def control_socket_path(self) -> Path:
@@ -424,6 +448,8 @@ def _describe(error: Any) -> str:
         message = "unknown key"
     elif kind == "missing":
         message = "required key is missing"
+    elif kind == "too_short":
+        message = f"needs at least {ctx.get('min_length')} item(s)"
     elif kind in ("union_tag_invalid", "union_tag_not_found"):
         tag = ctx.get("discriminator", "").strip("'")
         if kind == "union_tag_not_found":
@@ -466,14 +492,14 @@ def load_config(path: Path) -> StationConfig:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(path, [f"{path}: file not found"]) from None
+        raise ConfigError(path, ["file not found"]) from None
     except OSError as exc:
-        raise ConfigError(path, [f"{path}: cannot read: {exc.strerror or exc}"]) from None
+        raise ConfigError(path, [f"cannot read: {exc.strerror or exc}"]) from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise ConfigError(path, [f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
+        raise ConfigError(path, [f"not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
     except tomllib.TOMLDecodeError as exc:
         # tomllib puts "(at line L, column C)" in its message; keep it, it is what the user needs.
-        raise ConfigError(path, [f"{path}: TOML syntax error: {exc}"]) from None
+        raise ConfigError(path, [f"TOML syntax error: {exc}"]) from None
     return parse_config(data, base_dir=path.resolve().parent, source=path)

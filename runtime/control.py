@@ -88,7 +88,8 @@ class ControlTarget(Protocol):
 # ---------------------------------------------------------------------------------------------------
 # Requests
 
-_STRICT = pydantic.ConfigDict(extra="forbid", strict=True)
+# NaN / Infinity parse as JSON numbers in Python but would make the replies invalid JSON.
+_STRICT = pydantic.ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 RequestId = str | int | None
 
 
@@ -181,6 +182,9 @@ def parse_request(line: bytes) -> Request:
         raw = json.loads(line)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(None, f"not JSON: {exc}") from None
+    except RecursionError:
+        # `[[[[...` within MAX_LINE_BYTES exhausts json's recursion limit; it must not end the server.
+        raise BadRequest(None, "not JSON: nested too deeply") from None
     if not isinstance(raw, dict):
         raise BadRequest(None, "a request must be a JSON object")
     request_id = raw.get("id")

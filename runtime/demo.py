@@ -116,7 +116,7 @@ class Timeline:
 
 async def _wait_status(station: Station, evse_id: int, wanted: ConnectorStatus) -> None:
     with station.evses.subscribe() as events:
-        if station.evses[evse_id].status() is wanted:
+        if station.evses[evse_id].published_status() is wanted:
             return
         async for event in events:
             if isinstance(event, StatusChanged) and event.evse_id == evse_id and event.status is wanted:

@@ -54,6 +54,8 @@ class Broadcaster(Generic[T]):
                 except trio.WouldBlock:
                     self._drop(sub)
                     continue
+                except trio.BrokenResourceError:
+                    continue  # closed its end early; "publish never fails" holds for the marker too
                 sub.dropped = 0
             try:
                 sub.send.send_nowait(item)

@@ -41,6 +41,11 @@ AUTHORIZATION_TIMEOUT_S = 30.0  # no resolve_authorization within this -> the to
 CONNECTION_TIMEOUT_S = 60.0  # auth-first: the EV must plug in within this (1.6 ConnectionTimeOut)
 DEFAULT_MAX_CURRENT_A = 32.0
 MIN_OFFER_A = 6.0  # IEC 61851-1: no PWM below 6 A, so a lower limit suspends the offer
+# A SuspendedEV status is published only once it has lasted this long. Every session passes through
+# it for the moment between the PWM offer and the EV closing S2 (and an EV may blip C -> B -> C); a
+# CSMS would see Preparing -> SuspendedEV -> Charging within milliseconds. Only the published status
+# waits: `Evse.status()` and the session events (EnergyFlowSuspended) are immediate.
+SUSPENDED_EV_SETTLE_S = 1.0
 
 # Faults that are reported but leave the EVSE operative (MREC: Faulted only when inoperative).
 NON_BLOCKING_FAULTS = frozenset(
@@ -290,6 +295,7 @@ class Evse:
         has_lock: bool = True,
         authorization_timeout_s: float = AUTHORIZATION_TIMEOUT_S,
         connection_timeout_s: float = CONNECTION_TIMEOUT_S,
+        status_settle_s: float = SUSPENDED_EV_SETTLE_S,
     ) -> None:
         if not connector_ids:
             raise ValueError("an EVSE needs at least one connector")
@@ -301,6 +307,7 @@ class Evse:
         self.has_lock = has_lock
         self.authorization_timeout_s = authorization_timeout_s
         self.connection_timeout_s = connection_timeout_s
+        self.status_settle_s = status_settle_s
         self._events = events
         self._lock = trio.Lock()
         self._phase = Phase.IDLE
@@ -323,6 +330,7 @@ class Evse:
         self._sent_lock: bool | None = None
         self._sent_unavailable: bool | None = None
         self._published: dict[int, tuple[ConnectorStatus, FaultCode | None]] = {}
+        self._settle_deadline: float | None = None  # a SuspendedEV waits until then to be published
 
     # --- queries ----------------------------------------------------------------------------------
 
@@ -346,6 +354,11 @@ class Evse:
                 return ConnectorStatus.UNAVAILABLE
             return own
         return connector_status(self._phase, blocking_fault=self._blocking_fault(), available=self._available)
+
+    def published_status(self, connector_id: int = 1) -> ConnectorStatus | None:
+        """The status last published in StatusChanged (what the CSMS was told); None before the first."""
+        published = self._published.get(connector_id)
+        return None if published is None else published[0]
 
     def active_faults(self) -> frozenset[FaultCode]:
         return frozenset(self._faults)
@@ -483,7 +496,8 @@ class Evse:
         """Authorization answers and timeouts, and the auth-first connection timeout."""
         while True:
             changed = self._changed
-            deadlines = [d for d in (self._connection_deadline, self._pending_deadline()) if d is not None]
+            candidates = (self._connection_deadline, self._pending_deadline(), self._settle_deadline)
+            deadlines = [d for d in candidates if d is not None]
             pending = self._pending
             if pending is None or pending.answer is None:
                 with trio.move_on_at(min(deadlines, default=math.inf)):
@@ -506,6 +520,8 @@ class Evse:
                 log.info("EVSE %d: no authorization answer in %.0f s", self.id, self.authorization_timeout_s)
         if self._connection_deadline is not None and now >= self._connection_deadline:
             await self._handle(Input.CONNECTION_TIMEOUT)
+        if self._settle_deadline is not None and now >= self._settle_deadline:
+            self._publish_status()
 
     # --- internals (called with self._lock held) --------------------------------------------------
 
@@ -666,11 +682,27 @@ class Evse:
 
     def _publish_status(self) -> None:
         fault = self._most_relevant_fault()
+        now = trio.current_time()
+        settling = False
         for cid in self.connector_ids:
-            now = (self.status(cid), fault)
-            if self._published.get(cid) != now:
-                self._published[cid] = now
-                self._events.publish(StatusChanged(self.id, cid, now[0], fault))
+            current = (self.status(cid), fault)
+            published = self._published.get(cid)
+            if published == current:
+                continue
+            entering_suspended_ev = current[0] is ConnectorStatus.SUSPENDED_EV and (
+                published is None or published[0] is not ConnectorStatus.SUSPENDED_EV
+            )
+            if entering_suspended_ev and self.status_settle_s > 0:
+                if self._settle_deadline is None:
+                    self._settle_deadline = now + self.status_settle_s
+                    self._wake()
+                if now < self._settle_deadline:
+                    settling = True
+                    continue
+            self._published[cid] = current
+            self._events.publish(StatusChanged(self.id, cid, *current))
+        if not settling:
+            self._settle_deadline = None
 
     def _most_relevant_fault(self) -> FaultCode | None:
         ordered = [code for code in FaultCode if code in self._faults]

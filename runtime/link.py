@@ -53,7 +53,13 @@ class CsmsEndpoint:
     client_key: Path | None = None
 
     def __post_init__(self) -> None:
-        scheme = urlsplit(self.url).scheme
+        parts = urlsplit(self.url)
+        if parts.username is not None or parts.password is not None:
+            # Not echoed: the URL is logged on every dial, and this one carries a secret.
+            raise ValueError(
+                "CSMS URL must not carry user:password@; give the Basic-auth password as `password`"
+            )
+        scheme = parts.scheme
         profile = self.security_profile
         if profile in _PLAIN_PROFILES and scheme != "ws":
             raise ValueError(f"security profile {profile} needs a ws:// URL, got {self.url!r}")

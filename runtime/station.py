@@ -334,11 +334,21 @@ async def run_station(
     *,
     ready: Callable[[Station], None] | None = None,
 ) -> None:
-    """`evstation run`: run until SIGTERM or SIGINT, then shut down cleanly."""
+    """`evstation run`: run until SIGTERM or SIGINT, then shut down cleanly.
+
+    A signal also stops a start-up that is still in progress (a board or meter slow to answer).
+    """
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with open_station(config) as station:
-            if ready is not None:
-                ready(station)
-            async for signum in signals:
-                log.info("received %s: shutting down", signal.Signals(signum).name)
-                break
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_shut_down_on_signal, signals, nursery.cancel_scope)
+            async with open_station(config) as station:
+                if ready is not None:
+                    ready(station)
+                await trio.sleep_forever()
+
+
+async def _shut_down_on_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+    async for signum in signals:
+        log.info("received %s: shutting down", signal.Signals(signum).name)
+        scope.cancel()
+        return

@@ -8,14 +8,19 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-# OCPP 2.0.1 A00.FR.318 / 1.6 security whitepaper: the TLS 1.2 suites a station must offer. TLS 1.3
-# suites are not affected by set_ciphers and stay at OpenSSL's (all AEAD) defaults.
+# OCPP 2.0.1 A00.FR.318 / 1.6 security whitepaper: a station must offer TLS_ECDHE_ECDSA_WITH_AES_128/256_GCM
+# and TLS_RSA_WITH_AES_128/256_GCM (the last two, OpenSSL's "AES128-GCM-SHA256" / "AES256-GCM-SHA384",
+# for CSMSs with an RSA certificate and no ECDHE). ECDHE-RSA comes before plain RSA so that forward
+# secrecy wins whenever the CSMS allows it. TLS 1.3 suites are not affected by set_ciphers and stay at
+# OpenSSL's (all AEAD) defaults.
 TLS12_CIPHERS = ":".join(
     (
         "ECDHE-ECDSA-AES128-GCM-SHA256",
         "ECDHE-ECDSA-AES256-GCM-SHA384",
         "ECDHE-RSA-AES128-GCM-SHA256",
         "ECDHE-RSA-AES256-GCM-SHA384",
+        "AES128-GCM-SHA256",
+        "AES256-GCM-SHA384",
     )
 )
 

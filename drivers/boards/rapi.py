@@ -35,7 +35,7 @@ from evstation.drivers.boards.rapi_codec import (
     parse_line,
 )
 from evstation.drivers.boards.serial_port import SerialPort, SerialPortError, supervise_port
-from evstation.drivers.pilot import MIN_AC_CURRENT_A
+from evstation.drivers.pilot import X1_DUTY_PCT, amps_to_duty
 
 DEFAULT_BAUDRATE = 115200
 STATE_SLEEPING = 0xFE
@@ -82,7 +82,8 @@ class RapiBoard:
     """`ChargeController` for an OpenEVSE board speaking RAPI on a serial port.
 
     Mapping (the board owns the pilot and the relay): offer_current(A) -> `SC A V` + `FE`;
-    offer_current(None) -> `FS`; allow_power(False) -> `FS` until the next offer or allow_power(True);
+    offer_current(None, or no valid pilot offer: < 6 A, > 80 A, NaN, inf) -> `FS`;
+    allow_power(False) -> `FS` until the next offer or allow_power(True);
     set_unavailable(True) -> `FD`. set_lock raises: RAPI has no connector-lock command.
     """
 
@@ -207,7 +208,9 @@ class RapiBoard:
             self._mode_dirty = False
             return
         amps = self._offer
-        if amps is None or math.isnan(amps) or amps < MIN_AC_CURRENT_A or self._power_forbidden:
+        # The pilot rule decides what counts as an offer (None, NaN, inf, < 6 A, > 80 A: none), as for
+        # PWM boards; an inf reaching math.floor below would kill the poll task with OverflowError.
+        if amps is None or amps_to_duty(amps) >= X1_DUTY_PCT or self._power_forbidden:
             await self._ok("FS")
             self._mode_dirty = False
             return

@@ -58,6 +58,7 @@ from evstation.drivers.boards.yeti_messages import (
     decode_mcu_message,
     encode_host_message,
 )
+from evstation.drivers.meters.publisher import EVENT_BUFFER_SIZE, MeterEventPublisher
 from evstation.drivers.pilot import X1_DUTY_PCT, amps_to_duty
 
 DEFAULT_BAUDRATE = 115200
@@ -301,8 +302,10 @@ class YetiBoard:
             if trio.current_time() < deadline:
                 await trio.sleep_until(deadline)
                 continue
-            await self._raise_comm_fault(f"no MCU keep-alive for {self._keepalive_timeout:g} s")
+            # A fresh event before the emit: a keep-alive handled while the emit waits must wake us,
+            # or a board that falls silent again afterwards would never be reported.
             self._alive = trio.Event()
+            await self._raise_comm_fault(f"no MCU keep-alive for {self._keepalive_timeout:g} s")
             await self._alive.wait()
 
     async def _raise_comm_fault(self, detail: str) -> None:
@@ -406,26 +409,35 @@ class YetiBoard:
 
 
 class YetiPowerMeter:
-    """`PowerMeter` view of a Yeti board's power_meter messages; the board's `run` must be running."""
+    """`PowerMeter` view of a Yeti board's power_meter messages; the board's `run` must be running.
 
-    def __init__(self, reports: trio.MemoryReceiveChannel[PowerMeterReport]) -> None:
+    Events go through the shared `MeterEventPublisher`, so the board meter gets the same drop-oldest
+    channel and the same "energy never goes backwards" check as the Modbus meters.
+    """
+
+    def __init__(
+        self,
+        reports: trio.MemoryReceiveChannel[PowerMeterReport],
+        *,
+        wall_clock: Callable[[], datetime] | None = None,
+        event_buffer: int = EVENT_BUFFER_SIZE,
+    ) -> None:
         self._reports = reports
-        self._events_send, self._events_recv = trio.open_memory_channel[MeterEvent](64)
-        self._latest: MeterSample | None = None
+        # Not drivers.meters.modbus.utc_now: a board driver has no business importing pymodbus.
+        self._wall_clock = wall_clock or (lambda: datetime.now(UTC))
+        self._publisher = MeterEventPublisher(event_buffer)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         task_status.started()
         async for report in self._reports:
-            sample = sample_from_report(report, datetime.now(UTC))
-            self._latest = sample
-            await self._events_send.send(sample)
+            self._publisher.sample(sample_from_report(report, self._wall_clock()))
         raise AssertionError("board meter channel closed")  # the board owns it for its lifetime
 
-    def events(self) -> AsyncIterator[MeterEvent]:
-        return self._events_recv
+    def events(self) -> trio.MemoryReceiveChannel[MeterEvent]:
+        return self._publisher.events()
 
     def latest(self) -> MeterSample | None:
-        return self._latest
+        return self._publisher.latest()
 
 
 def sample_from_report(report: PowerMeterReport, timestamp: datetime) -> MeterSample:

@@ -29,6 +29,7 @@ from evstation.runtime.calls import (
     FrameConnection,
     Handler,
     HandlerError,
+    InvalidRequest,
     MessageLog,
 )
 from evstation.runtime.config import StationConfig
@@ -402,7 +403,9 @@ async def _send_outbox(ctx: SessionContext, adapter: VersionAdapter, calls: Call
         try:
             response = await calls.call(entry.action, payload)
         except CallFailed as exc:
-            delay = policy.delay_after(entry.attempts)
+            # Our own payload breaking the schema is not the CSMS failing to process it: the same
+            # bytes would be refused again, so it goes to the dead letters at once.
+            delay = None if isinstance(exc, InvalidRequest) else policy.delay_after(entry.attempts)
             if delay is None:
                 log.error(
                     "giving up %s #%d after %d attempts: %s", entry.action, entry.id, entry.attempts, exc

@@ -50,6 +50,15 @@ async def _evse_of_transaction(ctx: SessionContext, transaction_id: str) -> int 
     return None
 
 
+async def _stop_transaction(ctx: SessionContext, request: OcppModel) -> dict[str, object]:
+    """1.6 RemoteStopTransaction and 2.0.1 RequestStopTransaction: both name only the transaction."""
+    evse_id = await _evse_of_transaction(ctx, str(getattr(request, "transaction_id")))  # noqa: B009
+    if evse_id is None:
+        return _status(False)
+    await ctx.evses[evse_id].stop_session(StopReason.REMOTE)
+    return _status(True)
+
+
 def v16_handlers(ctx: SessionContext) -> dict[str, Handler]:
     async def remote_start(request: OcppModel) -> dict[str, object]:
         connector_id = getattr(request, "connector_id", None)
@@ -62,11 +71,7 @@ def v16_handlers(ctx: SessionContext) -> dict[str, Handler]:
         return _status(accepted)
 
     async def remote_stop(request: OcppModel) -> dict[str, object]:
-        evse_id = await _evse_of_transaction(ctx, str(getattr(request, "transaction_id")))  # noqa: B009
-        if evse_id is None:
-            return _status(False)
-        await ctx.evses[evse_id].stop_session(StopReason.REMOTE)
-        return _status(True)
+        return await _stop_transaction(ctx, request)
 
     return {"RemoteStartTransaction": remote_start, "RemoteStopTransaction": remote_stop}
 
@@ -88,10 +93,6 @@ def v201_handlers(ctx: SessionContext) -> dict[str, Handler]:
         return _status(accepted)
 
     async def request_stop(request: OcppModel) -> dict[str, object]:
-        evse_id = await _evse_of_transaction(ctx, str(getattr(request, "transaction_id")))  # noqa: B009
-        if evse_id is None:
-            return _status(False)
-        await ctx.evses[evse_id].stop_session(StopReason.REMOTE)
-        return _status(True)
+        return await _stop_transaction(ctx, request)
 
     return {"RequestStartTransaction": request_start, "RequestStopTransaction": request_stop}

@@ -49,6 +49,69 @@ def test_sdm630_energy_import_is_input_register_0x48_float32_kwh() -> None:
     assert (spec.address, spec.function, spec.type, spec.unit) == (0x48, "input", "float32", "kWh")
 
 
+# Every mapped register, transcribed from shared/reference/drivers-facts.md 1.4-1.6 (not from the JSON):
+# function, wire address, type, scale, unit. A map edit that moves one of these must fail here.
+_SDM = {
+    "voltage_l1": ("input", 0x00, "float32", 1.0, "V"),
+    "voltage_l2": ("input", 0x02, "float32", 1.0, "V"),
+    "voltage_l3": ("input", 0x04, "float32", 1.0, "V"),
+    "current_l1": ("input", 0x06, "float32", 1.0, "A"),
+    "current_l2": ("input", 0x08, "float32", 1.0, "A"),
+    "current_l3": ("input", 0x0A, "float32", 1.0, "A"),
+    "power": ("input", 0x34, "float32", 1.0, "W"),
+    "frequency": ("input", 0x46, "float32", 1.0, "Hz"),
+    "energy_import": ("input", 0x48, "float32", 1.0, "kWh"),
+    "energy_export": ("input", 0x4A, "float32", 1.0, "kWh"),
+}
+_FACTS: dict[str, tuple[str, dict[str, tuple[str, int, str, float, str]]]] = {
+    "sdm630": ("big", _SDM),
+    "sdm72dm_v2": ("big", _SDM),
+    "sdm72dm": ("big", {k: _SDM[k] for k in ("power", "energy_import", "energy_export")}),
+    "abb_b23": (
+        "big",
+        {
+            "energy_import": ("holding", 0x5000, "uint64", 0.01, "kWh"),
+            "energy_export": ("holding", 0x5004, "uint64", 0.01, "kWh"),
+            "voltage_l1": ("holding", 0x5B00, "uint32", 0.1, "V"),
+            "voltage_l2": ("holding", 0x5B02, "uint32", 0.1, "V"),
+            "voltage_l3": ("holding", 0x5B04, "uint32", 0.1, "V"),
+            "current_l1": ("holding", 0x5B0C, "uint32", 0.01, "A"),
+            "current_l2": ("holding", 0x5B0E, "uint32", 0.01, "A"),
+            "current_l3": ("holding", 0x5B10, "uint32", 0.01, "A"),
+            "power": ("holding", 0x5B14, "int32", 0.01, "W"),
+            "frequency": ("holding", 0x5B2C, "uint16", 0.01, "Hz"),
+        },
+    ),
+    "em340": (
+        "little",
+        {
+            "voltage_l1": ("input", 0x00, "int32", 0.1, "V"),
+            "voltage_l2": ("input", 0x02, "int32", 0.1, "V"),
+            "voltage_l3": ("input", 0x04, "int32", 0.1, "V"),
+            "current_l1": ("input", 0x0C, "int32", 0.001, "A"),
+            "current_l2": ("input", 0x0E, "int32", 0.001, "A"),
+            "current_l3": ("input", 0x10, "int32", 0.001, "A"),
+            "power": ("input", 0x28, "int32", 0.1, "W"),
+            "frequency": ("input", 0x33, "int16", 0.1, "Hz"),
+            "energy_import": ("input", 0x34, "int32", 0.1, "kWh"),
+            "energy_export": ("input", 0x4E, "int32", 0.1, "kWh"),
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("model_id", sorted(_FACTS))
+def test_shipped_maps_match_the_vendor_register_facts(model_id: str) -> None:
+    word_order, registers = _FACTS[model_id]
+    model = load_model(model_id)
+    got = {
+        field.value: (spec.function, spec.address, spec.type, spec.scale, spec.unit)
+        for field, spec in model.registers.items()
+    }
+    assert got == registers
+    assert {model.word_order_of(field) for field in model.registers} == {word_order}
+
+
 def test_load_model_by_path(tmp_path: Path) -> None:
     path = tmp_path / "mine.json"
     path.write_text(json.dumps(_minimal_map()))

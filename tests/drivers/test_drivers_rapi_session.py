@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 
 import pytest
@@ -224,6 +225,20 @@ async def test_rapi_spurious_reboot_reports_board_reset_and_withdraws_power(
         assert mode_of(emulator) is Mode.SLEEPING
         await board.allow_power(True)
         await expect(events, ContactorChanged(True))
+
+
+@pytest.mark.parametrize("amps", [math.inf, 80.5])
+async def test_rapi_invalid_offer_sleeps_the_board_and_does_not_raise(
+    rig: tuple[RapiEmulator, RapiBoard], amps: float
+) -> None:
+    emulator, board = rig
+    with trio.fail_after(10):
+        await board.offer_current(16)
+        assert mode_of(emulator) is Mode.ENABLED
+        await board.offer_current(amps)  # inf used to raise OverflowError from math.floor
+        assert mode_of(emulator) is Mode.SLEEPING
+        await board.offer_current(16)  # the session is alive and takes the next valid offer
+        assert mode_of(emulator) is Mode.ENABLED
 
 
 async def test_rapi_set_lock_is_not_supported(rig: tuple[RapiEmulator, RapiBoard]) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 import trio
+import trio.testing
 
 from evstation.drivers.api import (
     BoardReset,
@@ -18,11 +20,15 @@ from evstation.drivers.api import (
     FaultRaised,
     LockChanged,
     LockState,
+    MeterFault,
+    MeterRecovered,
+    MeterSample,
     PilotChanged,
     PilotState,
     PowerMeter,
 )
-from evstation.drivers.boards.yeti import PWM_STATE_F, PWM_X1, YetiBoard
+from evstation.drivers.boards.yeti import PWM_STATE_F, PWM_X1, YetiBoard, YetiPowerMeter
+from evstation.drivers.boards.yeti_messages import McuKeepAlive, PowerMeterReport
 from evstation.drivers.sim.yeti_emulator import YetiEmulator, open_yeti_emulator
 
 STEP_TIMEOUT = 3.0  # real pty I/O: generous, but a hang still fails fast
@@ -256,3 +262,64 @@ async def test_yeti_missing_port_is_a_fault_event_not_a_crash() -> None:
         assert isinstance(event, FaultRaised)
         assert event.code is FaultCode.BOARD_COMMUNICATION
         nursery.cancel_scope.cancel()
+
+
+async def test_yeti_keepalive_during_the_fault_emit_does_not_blind_the_watchdog(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # No port needed: the watchdog and the keep-alive handler only touch the board's state and events.
+    board = YetiBoard("/dev/unused", keepalive_timeout=5.0)
+    board._last_keepalive = trio.current_time()
+    filler = FaultCleared(FaultCode.DIODE_FAULT)
+    while True:  # a full event channel makes every emit wait, which opens the window
+        try:
+            board._events_send.send_nowait(filler)
+        except trio.WouldBlock:
+            break
+
+    def drain() -> list[ControllerEvent]:
+        out: list[ControllerEvent] = []
+        while True:
+            try:
+                event = board._events_recv.receive_nowait()
+            except trio.WouldBlock:
+                return [e for e in out if e != filler]
+            out.append(event)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(board._watchdog)
+        await trio.sleep(6)  # timed out; the watchdog now waits to emit its fault
+        nursery.start_soon(board._handle, McuKeepAlive())  # the board speaks again meanwhile
+        await trio.sleep(0.5)
+        assert drain() == [
+            FaultRaised(FaultCode.BOARD_COMMUNICATION, "no MCU keep-alive for 5 s"),
+            FaultCleared(FaultCode.BOARD_COMMUNICATION),
+        ]
+        await trio.sleep(10)  # ... and falls silent again: that must be reported again
+        assert drain() == [FaultRaised(FaultCode.BOARD_COMMUNICATION, "no MCU keep-alive for 5 s")]
+        nursery.cancel_scope.cancel()
+
+
+def _report(total_wh: float) -> PowerMeterReport:
+    return PowerMeterReport(total_watt_hr=total_wh, vrms_l1=230.0, irms_l1=10.0, watt_l1=2300.0)
+
+
+async def test_yeti_board_meter_never_publishes_energy_going_backwards() -> None:
+    send, receive = trio.open_memory_channel[PowerMeterReport](8)
+    stamp = datetime(2026, 1, 1, tzinfo=UTC)
+    meter = YetiPowerMeter(receive, wall_clock=lambda: stamp)
+    for total in (1000.0, 900.0, 1100.0):
+        send.send_nowait(_report(total))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(meter.run)
+        events = meter.events()
+        with trio.fail_after(STEP_TIMEOUT):
+            seen = [await events.receive() for _ in range(5)]
+        nursery.cancel_scope.cancel()
+    samples = [e for e in seen if isinstance(e, MeterSample)]
+    assert [s.energy_import_wh for s in samples] == [1000.0, 1000.0, 1100.0]  # held, not trusted
+    assert samples[0].timestamp == stamp and samples[0].power_w == pytest.approx(2300.0)
+    assert [type(e) for e in seen] == [MeterSample, MeterFault, MeterSample, MeterRecovered, MeterSample]
+    assert seen[1] == MeterFault(FaultCode.METER_ENERGY_BACKWARDS, "import 900.000 Wh < trusted 1000.000 Wh")
+    latest = meter.latest()
+    assert latest is not None and latest.energy_import_wh == 1100.0

@@ -117,8 +117,8 @@ async def station_process(config: Path) -> AsyncIterator[trio.Process]:
                 await process.wait()
 
 
-async def terminate(process: trio.Process) -> int:
-    process.send_signal(signal.SIGTERM)
+async def terminate(process: trio.Process, signum: signal.Signals = signal.SIGTERM) -> int:
+    process.send_signal(signum)
     return await process.wait()
 
 

@@ -4,6 +4,7 @@ against the project's test CSMS; plus the CLI's version, config-error and `ctl` 
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from e2e_station import (
     run_cli,
     short_dir,
     station_process,
+    stderr_of,
     terminate,
     write_config,
 )
@@ -82,7 +84,9 @@ async def test_e2e_session_through_control_api(version: str) -> None:
                         assert isinstance(info, dict) and info["stoppedReason"] == "EVDisconnected"
                     # The OCPP frames are streamed to subscribers too.
                     assert any(e["event"] == "OcppMessage" for e in events.events)
-                assert await terminate(process) == 0
+                # Both stop signals shut the station down cleanly (SIGINT is Ctrl-C in a terminal).
+                assert await terminate(process, signal.SIGINT if version == "1.6" else signal.SIGTERM) == 0
+                assert "shutting down" in stderr_of(config)
             nursery.cancel_scope.cancel()
 
 
@@ -118,6 +122,23 @@ async def test_e2e_bad_config_key_exits_2_naming_the_key() -> None:
         lines = done.stderr.decode().strip().splitlines()
         assert len(lines) == 1, lines
         assert "csms.heartbeat_intervall_s" in lines[0]
+
+
+async def test_e2e_station_that_cannot_start_says_why_in_one_line_and_exits_1() -> None:
+    with trio.fail_after(TIMEOUT_S), short_dir() as folder:
+        config = write_config(folder, version="2.0.1", port=9)
+        (folder / "data").write_text("a file where the data folder should be")
+        done = await run_cli("run", "--config", str(config))
+        assert done.returncode == 1
+        lines = done.stderr.decode().strip().splitlines()
+        assert len(lines) == 1 and "cannot start" in lines[0] and "data" in lines[0], lines
+
+
+async def test_e2e_missing_config_file_is_one_line_naming_it_once() -> None:
+    with trio.fail_after(TIMEOUT_S), short_dir() as folder:
+        done = await run_cli("check-config", str(folder / "nope.toml"))
+    assert done.returncode == 2
+    assert done.stderr.decode().strip() == f"{folder / 'nope.toml'}: file not found"
 
 
 async def test_e2e_version() -> None:

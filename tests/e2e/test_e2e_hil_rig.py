@@ -17,7 +17,7 @@ from evstation.drivers.meters import ModbusMeter, load_model
 from evstation.drivers.sim.emulator_cli import apply_command
 from evstation.drivers.sim.modbus_emulator import ModbusMeterEmulator, apply_console_command
 from evstation.drivers.sim.yeti_emulator import YetiEmulator
-from evstation.runtime.config import StationConfig, load_config, parse_config
+from evstation.runtime.config import ConfigError, StationConfig, load_config, parse_config
 from evstation.runtime.station import ModbusLines, build_evses, open_station
 from evstation.runtime.testcsms import TestCsms, serve_test_csms
 
@@ -84,9 +84,12 @@ def test_meters_on_one_rs485_line_share_one_bus(tmp_path: Path) -> None:
 
 
 def test_meters_on_one_line_with_different_settings_are_refused(tmp_path: Path) -> None:
-    config = _two_meter_config(tmp_path, 19200)
-    with pytest.raises(ValueError, match="/dev/ttyRS485"):
-        build_evses(config, ModbusLines())
+    # Refused when the file is validated (exit 2 naming the key), not when the station starts.
+    with pytest.raises(ConfigError) as info:
+        _two_meter_config(tmp_path, 19200)
+    assert info.value.problems == [
+        "evse[1].meter: shares its line with evse[0].meter but not its baud/parity/stopbits/timeout_s"
+    ]
 
 
 def test_board_emulator_console_commands() -> None:

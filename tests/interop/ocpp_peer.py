@@ -7,28 +7,36 @@ Run as a subprocess: `python ocpp_peer.py VERSION`. It prints one JSON object pe
 frame. The `ocpp` package validates every payload against the official schemas in both directions;
 a payload that fails validation is answered with a CALLERROR, which the test sees as a "sent" frame
 of message type 4.
+
+Once the station reports its first status (so it has been Accepted), the peer sends its own CALLs
+(remote start on connector/EVSE 2, remote stop of an unknown transaction) with validation of the
+station's answers on, and reports each as `{"event": "peer_call", "action", "ok", "result"|"error"}`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
 import websockets
-from ocpp.routing import on
+from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint as ChargePoint16
+from ocpp.v16 import call as call16
 from ocpp.v16 import call_result as result16
 from ocpp.v16.enums import Action as Action16
 from ocpp.v16.enums import RegistrationStatus as Registration16
 from ocpp.v201 import ChargePoint as ChargePoint201
+from ocpp.v201 import call as call201
 from ocpp.v201 import call_result as result201
 from ocpp.v201.enums import Action as Action201
 from ocpp.v201.enums import RegistrationStatusEnumType as Registration201
 
 HEARTBEAT_INTERVAL_S = 1
+ACCEPTED = {"status": "Accepted"}
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -40,7 +48,29 @@ def now() -> str:
 
 
 class Recording:
-    """Mixed into the ocpp ChargePoint classes to log every frame in both directions."""
+    """Mixed into the ocpp ChargePoint classes to log every frame in both directions, and to send the
+    peer's own CALLs once, after the station's first StatusNotification."""
+
+    _own_calls: asyncio.Task[None] | None = None
+
+    def own_calls(self) -> list[Any]:
+        raise NotImplementedError
+
+    def start_own_calls(self) -> None:
+        # A task, not inline: the ocpp package reads the answers in the loop that runs this hook.
+        if self._own_calls is None:
+            self._own_calls = asyncio.get_running_loop().create_task(self._send_own_calls())
+
+    async def _send_own_calls(self) -> None:
+        for payload in self.own_calls():
+            action = type(payload).__name__
+            try:
+                # suppress=False: a CALLERROR raises; the package validates the answer against the schema.
+                result = await self.call(payload, suppress=False)  # type: ignore[attr-defined]
+            except Exception as exc:  # every failure, validation ones included, is reported to the test
+                emit("peer_call", action=action, ok=False, error=f"{type(exc).__name__}: {exc}")
+            else:
+                emit("peer_call", action=action, ok=True, result=vars(result))
 
     async def route_message(self, raw_msg: str) -> None:
         emit("recv", frame=json.loads(raw_msg))
@@ -52,6 +82,14 @@ class Recording:
 
 
 class Peer16(Recording, ChargePoint16):
+    _transaction_ids = itertools.count(1001)
+
+    def own_calls(self) -> list[Any]:
+        return [
+            call16.RemoteStartTransaction(id_tag="REMOTE-1", connector_id=2),
+            call16.RemoteStopTransaction(transaction_id=999999),
+        ]
+
     @on(Action16.boot_notification)
     def on_boot(self, **_: Any) -> result16.BootNotification:
         return result16.BootNotification(
@@ -65,6 +103,26 @@ class Peer16(Recording, ChargePoint16):
     @on(Action16.status_notification)
     def on_status(self, **_: Any) -> result16.StatusNotification:
         return result16.StatusNotification()
+
+    @after(Action16.status_notification)
+    def after_status(self, **_: Any) -> None:
+        self.start_own_calls()
+
+    @on(Action16.authorize)
+    def on_authorize(self, **_: Any) -> result16.Authorize:
+        return result16.Authorize(id_tag_info=ACCEPTED)
+
+    @on(Action16.start_transaction)
+    def on_start(self, **_: Any) -> result16.StartTransaction:
+        return result16.StartTransaction(transaction_id=next(self._transaction_ids), id_tag_info=ACCEPTED)
+
+    @on(Action16.meter_values)
+    def on_meter_values(self, **_: Any) -> result16.MeterValues:
+        return result16.MeterValues()
+
+    @on(Action16.stop_transaction)
+    def on_stop(self, **_: Any) -> result16.StopTransaction:
+        return result16.StopTransaction(id_tag_info=ACCEPTED)
 
 
 class Peer201(Recording, ChargePoint201):
@@ -81,6 +139,26 @@ class Peer201(Recording, ChargePoint201):
     @on(Action201.status_notification)
     def on_status(self, **_: Any) -> result201.StatusNotification:
         return result201.StatusNotification()
+
+    @after(Action201.status_notification)
+    def after_status(self, **_: Any) -> None:
+        self.start_own_calls()
+
+    @on(Action201.authorize)
+    def on_authorize(self, **_: Any) -> result201.Authorize:
+        return result201.Authorize(id_token_info=ACCEPTED)
+
+    @on(Action201.transaction_event)
+    def on_transaction_event(self, **_: Any) -> result201.TransactionEvent:
+        return result201.TransactionEvent()
+
+    def own_calls(self) -> list[Any]:
+        return [
+            call201.RequestStartTransaction(
+                id_token={"idToken": "REMOTE-1", "type": "Central"}, remote_start_id=7, evse_id=2
+            ),
+            call201.RequestStopTransaction(transaction_id="no-such-transaction"),
+        ]
 
 
 async def main(version: str) -> None:

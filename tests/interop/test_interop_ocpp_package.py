@@ -42,6 +42,8 @@ def _config(tmp_path: Path, version: str, port: int) -> StationConfig:
                 "endpoints": [{"url": f"ws://127.0.0.1:{port}/ocpp", "security_profile": 0}],
                 "retry_backoff_wait_minimum_s": 0.1,
                 "retry_backoff_random_range_s": 0,
+                # A MeterValues / TransactionEvent Updated within a second of the start.
+                "meter_value_sample_interval_s": 0.5,
             },
             "evse": [{"id": 1, **evse}, {"id": 2, **evse}],
             "control": {"socket_path": str(tmp_path / "c.sock")},
@@ -75,6 +77,19 @@ class Peer:
 
     def received_actions(self) -> list[str]:
         return [f[2] for f in self.frames("recv") if f[0] == 2]
+
+    def received_calls(self, action: str) -> list[dict[str, Any]]:
+        return [f[3] for f in self.frames("recv") if f[0] == 2 and f[2] == action]
+
+    def peer_calls(self) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["event"] == "peer_call"]
+
+    def call_errors(self) -> tuple[list[list[Any]], list[list[Any]]]:
+        """(CALLERRORs the peer sent us, CALLERRORs we sent the peer)."""
+        return (
+            [f for f in self.frames("sent") if f[0] == 4],
+            [f for f in self.frames("recv") if f[0] == 4],
+        )
 
     def all_answered(self) -> bool:
         answered = {f[1] for f in self.frames("sent") if f[0] in (3, 4)}
@@ -134,3 +149,73 @@ async def test_interop_boot_heartbeat_status_validated_by_ocpp_package(tmp_path:
                 assert {s["connectorId"] for s in statuses} >= {1, 2}
             else:
                 assert {(s["evseId"], s["connectorId"]) for s in statuses} >= {(1, 1), (2, 1)}
+
+
+def _events(peer: Peer, event_type: str) -> list[dict[str, Any]]:
+    return [p for p in peer.received_calls("TransactionEvent") if p["eventType"] == event_type]
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
+async def test_interop_charging_session_and_remote_calls_validated_by_ocpp_package(
+    tmp_path: Path, version: str
+) -> None:
+    """A whole local charging session on EVSE 1 (Authorize, start, meter values, stop) and the peer's
+    own remote start / stop, every payload validated by the `ocpp` package in both directions."""
+    v16 = version == "1.6"
+    with trio.fail_after(TIMEOUT_S):
+        async with run_peer(version) as (peer, port):
+            async with open_station(_config(tmp_path, version, port)) as station:
+                # The peer's own CALLs (remote start on connector/EVSE 2, remote stop of nothing).
+                await peer.wait_until(lambda: len(peer.peer_calls()) >= 2)
+                board = station.sims[1].controller
+                board.plug_in()
+                assert await station.evses.present_token("TAG-1", "ISO14443", evse_id=1) == 1
+                if v16:
+                    await peer.wait_until(lambda: peer.received_calls("MeterValues"))
+                else:
+                    # A periodic sample, so the package also validates an Updated event's meterValue.
+                    await peer.wait_until(
+                        lambda: any(
+                            e["triggerReason"] == "MeterValuePeriodic" for e in _events(peer, "Updated")
+                        )
+                    )
+                board.set_ev(wants_energy=False)
+                board.unplug()
+                if v16:
+                    await peer.wait_until(lambda: peer.received_calls("StopTransaction"))
+                else:
+                    await peer.wait_until(lambda: _events(peer, "Ended"))
+                await station.outbox.wait_empty()
+                await peer.wait_until(peer.all_answered)
+            refused_by_peer, refused_by_us = peer.call_errors()
+            assert refused_by_peer == [], f"the ocpp package refused our payloads: {refused_by_peer}"
+            assert refused_by_us == [], f"we refused the peer's calls: {refused_by_us}"
+
+            calls = {c["action"]: c for c in peer.peer_calls()}
+            for call in calls.values():
+                assert call["ok"], f"our answer failed the ocpp package's validation: {call}"
+            start, stop = ("RemoteStart", "RemoteStop") if v16 else ("RequestStart", "RequestStop")
+            assert calls[f"{start}Transaction"]["result"]["status"] == "Accepted"
+            assert calls[f"{stop}Transaction"]["result"]["status"] == "Rejected"
+
+            authorized = peer.received_calls("Authorize")
+            if v16:
+                assert [a["idTag"] for a in authorized] == ["TAG-1"]
+                (started,) = peer.received_calls("StartTransaction")
+                assert (started["connectorId"], started["idTag"]) == (1, "TAG-1")
+                # The CSMS's id replaced the local placeholder in everything after the start.
+                tx_ids = {m["transactionId"] for m in peer.received_calls("MeterValues")}
+                (stopped,) = peer.received_calls("StopTransaction")
+                assert tx_ids | {stopped["transactionId"]} == {1001}
+                assert stopped["reason"] == "EVDisconnected"
+            else:
+                assert [a["idToken"]["idToken"] for a in authorized] == ["TAG-1"]
+                (started,) = _events(peer, "Started")
+                (ended,) = _events(peer, "Ended")
+                assert started["evse"]["id"] == 1
+                assert (started["triggerReason"], started["idToken"]["idToken"]) == ("Authorized", "TAG-1")
+                events = peer.received_calls("TransactionEvent")
+                assert len({e["transactionInfo"]["transactionId"] for e in events}) == 1
+                seq_nos = [e["seqNo"] for e in events]
+                assert seq_nos == list(range(len(seq_nos)))
+                assert ended["transactionInfo"]["stoppedReason"] == "EVDisconnected"

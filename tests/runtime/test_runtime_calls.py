@@ -19,9 +19,11 @@ from evstation.runtime.calls import (
     Direction,
     Handler,
     HandlerError,
+    InvalidRequest,
     MessageLogEntry,
 )
 from evstation.runtime.events import Broadcaster
+from evstation.runtime.link import LinkDown
 
 V201 = OcppVersion.V201
 GET_VARIABLES = {
@@ -179,3 +181,90 @@ async def test_every_frame_is_published_to_the_message_log(autojump_clock: trio.
             (Direction.IN, "GetVariables"),
             (Direction.OUT, "GetVariables"),
         ]
+
+
+@pytest.mark.parametrize(
+    ("action", "payload"),
+    [
+        ("StatusNotification", {"evseId": 1, "connectorId": 1, "connectorStatus": "Plugged"}),  # no such enum
+        ("Heartbeat", {"extra": 1}),  # additional property
+        ("Authorize", {"idToken": {"idToken": "x" * 37, "type": "ISO14443"}}),  # too long
+        ("NoSuchAction", {}),
+    ],
+)
+async def test_a_hand_built_dict_payload_is_validated_and_never_sent_when_invalid(
+    autojump_clock: trio.testing.MockClock, action: str, payload: dict[str, object]
+) -> None:
+    conn, csms = MemoryConnection(V201), CsmsPeer(V201)
+    calls = _manager(conn)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(csms.serve, conn)
+            await nursery.start(calls.run)
+            with pytest.raises(InvalidRequest):
+                await calls.call(action, payload)
+            # Nothing went out, and the next (valid) call is not blocked by the refused one.
+            await calls.call("Heartbeat", {})
+            assert csms.actions() == ["Heartbeat"]
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_model_of_another_action_is_refused(autojump_clock: trio.testing.MockClock) -> None:
+    from evstation.protocol.messages import parse_request
+
+    conn = MemoryConnection(V201)
+    calls = _manager(conn)
+    wrong = parse_request(V201, "Heartbeat", {})
+    with pytest.raises(InvalidRequest):
+        await calls.call("ClearCache", wrong)
+
+
+async def test_a_handler_returning_an_invalid_dict_is_answered_internal_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def bad_reset(request: OcppModel) -> dict[str, object]:
+        return {"status": "Maybe"}
+
+    conn, csms = MemoryConnection(V201), CsmsPeer(V201)
+    calls = _manager(conn, {"Reset": bad_reset})
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(csms.serve, conn)
+            await nursery.start(calls.run)
+            message_id = await csms.send_call(conn, "Reset", {"type": "Immediate"})
+            answer = await csms.wait_answer(message_id)
+            assert answer.code == "InternalError"  # type: ignore[union-attr]
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_call_outside_the_connection_learns_of_its_loss_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An Authorize waiting when the connection drops ends with LinkDown now, not after the message
+    timeout; a call on the dead manager fails at once too."""
+    conn, csms = MemoryConnection(V201), CsmsPeer(V201).then("Heartbeat", NoAnswer())
+    calls = _manager(conn)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as outside:
+
+            async def connection() -> None:
+                try:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(csms.serve, conn)
+                        await nursery.start(calls.run)
+                except* LinkDown:
+                    pass
+
+            async def drop() -> None:
+                await csms.wait_for("Heartbeat")
+                conn.close()
+
+            outside.start_soon(connection)
+            outside.start_soon(drop)
+            start = trio.current_time()
+            with pytest.raises(LinkDown):
+                await calls.call("Heartbeat", {})
+            assert trio.current_time() - start < 1.0
+            with pytest.raises(LinkDown):
+                await calls.call("Heartbeat", {})
+            outside.cancel_scope.cancel()

@@ -318,7 +318,41 @@ def test_bad_toml_names_line_and_column(tmp_path: Path) -> None:
 
 def test_missing_file_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "nope.toml"
-    assert problems_of(path) == [f"{path}: file not found"]
+    assert problems_of(path) == ["file not found"]  # the CLI prefixes every line with the path
+
+
+def test_board_meter_needs_a_yeti_board(tmp_path: Path) -> None:
+    text = MINIMAL.replace('[evse.meter]\ndriver = "sim"', '[evse.meter]\ndriver = "board"')
+    assert problems_of(write(tmp_path, text)) == [
+        "evse[0].meter: driver 'board' needs a board with a meter (yeti), not 'sim'"
+    ]
+
+
+def test_meters_sharing_a_line_must_agree_on_its_settings(tmp_path: Path) -> None:
+    rtu = '[evse.meter]\ndriver = "modbus"\nmodel = "sdm630"\ntransport = "rtu"\ndevice = "/dev/ttyUSB0"\n'
+    evse = MINIMAL[MINIMAL.index("[[evse]]") :].replace('[evse.meter]\ndriver = "sim"\n', rtu)
+    text = (
+        MINIMAL[: MINIMAL.index("[[evse]]")]
+        + evse
+        + evse.replace("id = 1\n[[evse.connector]]", "id = 2\n[[evse.connector]]")
+    )
+    config = load_config(write(tmp_path, text))
+    assert [e.id for e in config.evse] == [1, 2]
+    bad = text[: text.rindex("device")] + text[text.rindex("device") :].replace(
+        'device = "/dev/ttyUSB0"', 'device = "/dev/ttyUSB0"\nbaud = 19200'
+    )
+    assert problems_of(write(tmp_path, bad, "bad.toml")) == [
+        "evse[1].meter: shares its line with evse[0].meter but not its baud/parity/stopbits/timeout_s"
+    ]
+
+
+def test_empty_lists_say_how_many_items_are_needed(tmp_path: Path) -> None:
+    text = (
+        MINIMAL[: MINIMAL.index("[[csms.endpoints]]")]
+        + "[csms]\nendpoints = []\n"
+        + MINIMAL[MINIMAL.index("[[evse]]") :]
+    )
+    assert problems_of(write(tmp_path, text)) == ["csms.endpoints: needs at least 1 item(s)"]
 
 
 def test_secrets_never_appear_in_repr_str_or_errors(tmp_path: Path) -> None:

@@ -211,6 +211,9 @@ async def test_sim_only_ops_refuse_real_hardware(client: Client) -> None:
         (b'{"id": 9, "op": "network", "up": "yes"}', 9, "up: Input should be a valid boolean"),
         (b'{"id": 10, "op": "fault", "evse": 1, "code": "Smoke"}', 10, "code: Input should be"),
         (b'{"id": 11, "op": "status", "extra": 1}', 11, "extra: Extra inputs are not permitted"),
+        (b"[" * 50_000, None, "not JSON: nested too deeply"),
+        (b'{"id": 12, "op": "meter", "evse": 1, "power_w": NaN}', 12, "power_w: Input should be a finite"),
+        (b'{"id": 13, "op": "ev", "evse": 1, "wants_energy": true, "max_current_a": 1e999}', 13, "finite"),
     ],
 )
 async def test_malformed_lines_get_an_error_and_the_connection_stays(
@@ -317,3 +320,35 @@ def test_slow_subscriber_loses_events_and_is_told() -> None:
         assert [fast.receive_nowait() for _ in range(6)] == [0, 1, 2, 3, 4, 5]
         assert hub.total_dropped == 3
     assert hub.subscriber_count() == 0
+
+
+async def test_token_nobody_can_take_is_an_error_reply(client: Client, station: FakeStation) -> None:
+    with trio.fail_after(IO_TIMEOUT_S):
+        await client.call("fault", evse=1, code="EmergencyStop")
+        await wait_for_status(client, 1, "Faulted")
+        reply = await client.call("present_id_token", id_token="T", evse=1)
+    assert reply["ok"] is False
+    assert reply["error"] == "no EVSE can take this token now (unavailable, faulted or busy)"
+
+
+async def test_subscriber_that_vanishes_leaves_the_server_up(station: FakeStation, socket_path: Path) -> None:
+    with trio.fail_after(IO_TIMEOUT_S):
+        gone = Client(await trio.open_unix_socket(str(socket_path)))
+        assert (await gone.call("subscribe"))["ok"]
+        await gone.stream.aclose()
+        station.boards[1].plug_in()  # events now go to a closed connection
+        await trio.testing.wait_all_tasks_blocked()
+        stream = await trio.open_unix_socket(str(socket_path))
+        async with stream:
+            assert (await Client(stream).call("status"))["ok"]
+    assert station.evses.events.subscriber_count() == 0
+
+
+def test_publish_never_fails_for_a_subscriber_that_closed_its_end_while_behind() -> None:
+    hub = Broadcaster[int]()
+    with hub.subscribe(max_buffer=1) as early_closer:
+        hub.publish(1)
+        hub.publish(2)  # dropped: a Dropped marker is now owed
+        early_closer.close()
+        hub.publish(3)  # the marker's send finds the channel closed
+    assert hub.total_dropped == 1

@@ -18,6 +18,7 @@ from evstation.runtime.events import Dropped
 from evstation.runtime.evse import (
     AUTHORIZATION_TIMEOUT_S,
     CONNECTION_TIMEOUT_S,
+    SUSPENDED_EV_SETTLE_S,
     TRANSITIONS,
     AuthorizationRequested,
     Authorized,
@@ -93,7 +94,7 @@ def test_table_is_pure_and_ignores_unknown_pairs() -> None:
     assert reached == set(Phase)
 
 
-async def test_normal_session_plug_first(rig: Rig) -> None:
+async def test_normal_session_plug_first(rig: Rig, autojump_clock: trio.testing.MockClock) -> None:
     assert await rig.statuses() == [S.AVAILABLE]
     rig.board.plug_in()
     assert await rig.events() == [EvPlugged(1, 1), StatusChanged(1, 1, S.PREPARING, None)]
@@ -101,16 +102,17 @@ async def test_normal_session_plug_first(rig: Rig) -> None:
     events = await rig.events()
     assert events[0] == Authorized(1, "TAG1", "ISO14443")
     assert EnergyFlowStarted(1) in events
-    assert [e.status for e in events if isinstance(e, StatusChanged)][-1] is S.CHARGING
+    # The instant between the PWM offer and the EV closing S2 is not published as SuspendedEV.
+    assert [e.status for e in events if isinstance(e, StatusChanged)] == [S.CHARGING]
     assert rig.board.offered_current_a == 16.0  # connector maximum
     assert rig.board.contactor_closed
     assert rig.board.lock_state is LockState.LOCKED
     assert rig.evse.session_active()
     rig.board.set_ev(wants_energy=False)  # EV full
-    assert await rig.events() == [
-        EnergyFlowSuspended(1, by_ev=True),
-        StatusChanged(1, 1, S.SUSPENDED_EV, None),
-    ]
+    assert await rig.events() == [EnergyFlowSuspended(1, by_ev=True)]
+    assert rig.evse.status() is S.SUSPENDED_EV and rig.evse.published_status() is S.CHARGING
+    await trio.sleep(SUSPENDED_EV_SETTLE_S)
+    assert await rig.events() == [StatusChanged(1, 1, S.SUSPENDED_EV, None)]
     rig.board.unplug()
     assert await rig.events() == [
         EvUnplugged(1, 1),
@@ -188,7 +190,34 @@ async def test_ev_suspends_and_resumes(rig: Rig) -> None:
     await rig.events()
     assert rig.evse.status() is S.SUSPENDED_EV
     rig.board.set_ev(wants_energy=True)
+    # A pause shorter than the settle time reaches the session, but never the published status.
+    assert await rig.events() == [EnergyFlowStarted(1)]
+    assert rig.evse.published_status() is S.CHARGING
+
+
+async def test_ev_pause_longer_than_settle_time_is_published(
+    rig: Rig, autojump_clock: trio.testing.MockClock
+) -> None:
+    rig.board.plug_in()
+    await rig.authorize()
+    await rig.events()
+    rig.board.set_ev(wants_energy=False)
+    start = trio.current_time()
+    assert await _next(rig, StatusChanged) == StatusChanged(1, 1, S.SUSPENDED_EV, None)
+    assert trio.current_time() - start == pytest.approx(SUSPENDED_EV_SETTLE_S)
+    rig.board.set_ev(wants_energy=True)
     assert await rig.events() == [EnergyFlowStarted(1), StatusChanged(1, 1, S.CHARGING, None)]
+
+
+async def test_ev_slow_to_draw_shows_suspended_ev_after_settle_time(
+    rig: Rig, autojump_clock: trio.testing.MockClock
+) -> None:
+    rig.board.set_ev(wants_energy=False)  # plugged EV that does not answer the PWM offer
+    rig.board.plug_in()
+    await rig.authorize()
+    assert S.SUSPENDED_EV not in await rig.statuses()
+    await trio.sleep(SUSPENDED_EV_SETTLE_S)
+    assert await rig.statuses() == [S.SUSPENDED_EV]
 
 
 async def test_fault_during_charging_opens_contactor_and_recovers(rig: Rig) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import logging
@@ -162,3 +163,29 @@ async def test_hundred_rapid_drops_never_show_two_connections() -> None:
             nursery.cancel_scope.cancel()
     assert csms.connections_total(STATION) == 101
     assert csms.max_connections_open(STATION) == 1
+
+
+def test_a_url_with_credentials_is_refused_without_echoing_them() -> None:
+    with pytest.raises(ValueError, match="must not carry user:password@") as caught:
+        CsmsEndpoint(url=f"ws://CS:{PASSWORD}@127.0.0.1:9/ocpp", priority=0, security_profile=0)
+    assert PASSWORD not in str(caught.value)
+
+
+async def test_the_password_is_never_logged_on_a_good_connection(caplog: pytest.LogCaptureFixture) -> None:
+    # DEBUG for every logger, trio-websocket's and wsproto's included.
+    caplog.set_level(logging.DEBUG, logger="")
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            csms: TestCsms = await nursery.start(
+                functools.partial(serve_test_csms, passwords={STATION: PASSWORD})
+            )
+            async with running_link(link_settings(endpoint(csms, 1, PASSWORD))) as link:
+                conn = await link.wait_connected()
+                await conn.send_text('[2,"1","Heartbeat",{}]')
+                await conn.receive_text()
+                stats = link.statistics()
+            nursery.cancel_scope.cancel()
+    token = base64.b64encode(f"{STATION}:{PASSWORD}".encode()).decode()
+    for text in (caplog.text, repr(stats), repr(conn.endpoint), str(csms.timeline())):
+        assert PASSWORD not in text
+        assert token not in text

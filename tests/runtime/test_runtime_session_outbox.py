@@ -101,6 +101,31 @@ async def test_callerror_is_retried_per_policy_then_dead_lettered(
     assert "InternalError" in dead[0].reason
 
 
+async def test_an_entry_that_breaks_the_schema_is_never_sent_and_dead_lettered_at_once(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A hand-built payload does not bypass the models: an invalid one never reaches the CSMS, and
+    retrying the same bytes cannot help, so it goes to the dead letters without waiting."""
+    async with open_session_context(
+        tmp_path, V16, transaction_message_attempts=3, transaction_message_retry_interval_s=10
+    ) as ctx:
+        await ctx.outbox.put("MeterValues", {"connectorId": "1", "meterValue": [_meter()]})
+        await ctx.outbox.put("MeterValues", {"connectorId": 2, "meterValue": [_meter()]})
+        csms = CsmsPeer(V16)
+        conn = MemoryConnection(V16)
+        with trio.fail_after(1000):
+            async with trio.open_nursery() as nursery:
+                await _connect(ctx, csms, conn, nursery)
+                start = trio.current_time()
+                seen = await csms.wait_for("MeterValues", 1)
+                nursery.cancel_scope.cancel()
+        dead = await ctx.outbox.dead_letters()
+    assert [s.call.payload["connectorId"] for s in seen] == [2]
+    assert seen[0].at - start < 10
+    assert [d.entry.payload["connectorId"] for d in dead] == ["1"]
+    assert "connectorId" in dead[0].reason
+
+
 def _meter() -> dict[str, object]:
     return {"timestamp": "2025-01-01T00:00:00.000Z", "sampledValue": [{"value": "1"}]}
 

@@ -235,3 +235,33 @@ async def test_unreadable_client_key_is_logged_and_retried(
     )
     async with csms_and_link(server_context(csms_ca, "127.0.0.1"), ep) as (_, link):
         await assert_refused(link, caplog, "cannot load client certificate")
+
+
+def test_client_context_offers_the_tls12_suites_ocpp_requires(csms_ca: trustme.CA, tmp_path: Path) -> None:
+    """2.0.1 A00.FR.318 / 1.6 whitepaper: ECDHE-ECDSA AES-GCM and plain RSA AES-GCM, both key sizes."""
+    ctx = client_context(
+        security_profile=2, ca_bundle=write_ca(csms_ca, tmp_path), client_cert=None, client_key=None
+    )
+    offered = {c["name"] for c in ctx.get_ciphers() if c["protocol"] == "TLSv1.2"}
+    assert offered >= {
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "AES128-GCM-SHA256",
+        "AES256-GCM-SHA384",
+    }
+    # Nothing weaker than AES-GCM with an AEAD MAC slipped in.
+    assert all("GCM" in name for name in offered), offered
+
+
+async def test_rsa_only_tls12_csms_is_reachable(tmp_path: Path) -> None:
+    """A CSMS with an RSA certificate that offers only TLS_RSA_WITH_AES_128_GCM_SHA256 over TLS 1.2."""
+    rsa_ca = trustme.CA(key_type=trustme.KeyType.RSA)
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    rsa_ca.issue_cert("127.0.0.1", key_type=trustme.KeyType.RSA).configure_cert(server)
+    server.maximum_version = ssl.TLSVersion.TLSv1_2
+    server.set_ciphers("AES128-GCM-SHA256")
+    ep = functools.partial(CsmsEndpoint, priority=0, security_profile=2, password=PASSWORD)
+    ep = functools.partial(ep, ca_bundle=write_ca(rsa_ca, tmp_path))
+    async with csms_and_link(server, ep, {STATION: PASSWORD}) as (csms, link):
+        await link.wait_connected()
+        assert csms.connections_open(STATION) == 1
