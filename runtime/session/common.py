@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -37,6 +37,9 @@ from evstation.runtime.events import Dropped
 from evstation.runtime.outbox import Outbox, OutboxEntry
 from evstation.runtime.storage import BootState as StoredBootState
 from evstation.runtime.storage import Storage
+
+if TYPE_CHECKING:
+    from evstation.runtime.evse import StatusChanged
 
 __all__ = [
     "DEFAULT_METER_INTERVAL_S",
@@ -190,6 +193,7 @@ class SessionContext:
     # until StartTransaction.conf arrives). For the control API.
     transaction_ids: dict[int, str] = field(default_factory=dict)
     heartbeat_interval_s: float = 0.0
+    _transactions_changed: trio.Event = field(default_factory=trio.Event)
     _heartbeat_changed: trio.Event = field(default_factory=trio.Event)
     _online_changed: trio.Event = field(default_factory=trio.Event)
 
@@ -219,6 +223,27 @@ class SessionContext:
         self.heartbeat_interval_s = seconds
         self._heartbeat_changed.set()
         self._heartbeat_changed = trio.Event()
+
+    def set_transaction_id(self, evse_id: int, transaction_id: str | None) -> None:
+        """Record (or, with None, forget) the id of the EVSE's running transaction."""
+        if transaction_id is None:
+            self.transaction_ids.pop(evse_id, None)
+        else:
+            self.transaction_ids[evse_id] = transaction_id
+        self._transactions_changed.set()
+        self._transactions_changed = trio.Event()
+
+    async def wait_transaction_known(self, evse_id: int) -> None:
+        """Wait until the EVSE's transaction carries an id the CSMS gave or knows.
+
+        1.6 transactions run under a negative placeholder until StartTransaction.conf arrives.
+        """
+        while True:
+            event = self._transactions_changed
+            transaction_id = self.transaction_ids.get(evse_id)
+            if transaction_id is not None and not transaction_id.startswith("-"):
+                return
+            await event.wait()
 
     async def wait_online(self) -> CallManager:
         while self.calls is None:
@@ -352,12 +377,31 @@ async def _statuses(ctx: SessionContext, adapter: VersionAdapter, calls: CallMan
             await _send_status(calls, payload, sent)
         async for event in events:
             if isinstance(event, StatusChanged):
+                await _after_transaction_start(ctx, event)
                 for payload in adapter.status_requests(ctx, event):
                     await _send_status(calls, payload, sent, only_if_changed=True)
             elif isinstance(event, Dropped):
                 # We fell behind and lost changes: the current state of every connector replaces them.
                 for payload in adapter.status_requests(ctx, None):
                     await _send_status(calls, payload, sent)
+
+
+# The 1.6 statuses that only exist inside a transaction.
+_IN_TRANSACTION = frozenset({"Charging", "SuspendedEV", "SuspendedEVSE"})
+
+
+async def _after_transaction_start(ctx: SessionContext, event: StatusChanged) -> None:
+    """1.6: hold a Charging / Suspended* StatusNotification until StartTransaction is answered.
+
+    The status and the outbox go out from separate tasks that take turns for the one call in flight,
+    so a CSMS could otherwise see Charging before the transaction it belongs to (the order of the
+    spec's sequence diagrams, and the one CSMSs expect, is Preparing, StartTransaction, Charging).
+    Bounded by the message timeout so a CSMS that never answers cannot freeze the status stream.
+    """
+    if ctx.version is not OcppVersion.V16 or event.status.value not in _IN_TRANSACTION:
+        return
+    with trio.move_on_after(float(ctx.config.csms.message_timeout_s)):
+        await ctx.wait_transaction_known(event.evse_id)
 
 
 async def _send_status(

@@ -196,7 +196,7 @@ async def _run(
                     if state.record is not None:
                         await messages.stop(ctx, state.record, enum_text(event.reason))
                     state.record = None
-                    ctx.transaction_ids.pop(evse_id, None)
+                    ctx.set_transaction_id(evse_id, None)
                     state.token = None
                     state.meter_scope = None
     raise AssertionError("the EVSE event stream ended")  # pragma: no cover - subscriptions never end
@@ -220,7 +220,7 @@ async def _maybe_start(
         ctx, evse_id, state.plugged_connector, id_token, token_type, trigger, remote_start_id
     )
     state.record = record
-    ctx.transaction_ids[evse_id] = record.id
+    ctx.set_transaction_id(evse_id, record.id)
     state.meter_scope = trio.CancelScope()
     nursery.start_soon(_sample_meter, ctx, messages, record, state.meter_scope)
 

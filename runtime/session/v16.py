@@ -148,7 +148,7 @@ class V16Adapter:
                 await ctx.storage.set_csms_transaction_id(str(local_id), real_id)
                 record = await ctx.storage.get_transaction(str(local_id))
                 if record is not None and ctx.transaction_ids.get(record.evse_id) == record.id:
-                    ctx.transaction_ids[record.evse_id] = str(real_id)
+                    ctx.set_transaction_id(record.evse_id, str(real_id))
         elif entry.action == "StopTransaction":
             tx_id = entry.payload.get("transactionId")
             for record in await ctx.storage.transactions():
