@@ -79,6 +79,17 @@ _FAULT_TABLE: dict[FaultCode, tuple[str | None, str]] = {
 
 MREC_VENDOR_ID = "https://chargex.inl.gov"
 
+# Faults that are reported but leave the EVSE operative: charging may go on (MREC: Faulted only
+# when inoperative). Every other fault opens the contactor.
+NON_BLOCKING_FAULTS = frozenset(
+    {
+        FaultCode.HIGH_TEMPERATURE,  # MREC CX003 is a derating condition
+        FaultCode.METER_COMMUNICATION,
+        FaultCode.METER_ENERGY_BACKWARDS,
+        FaultCode.READER_FAILURE,
+    }
+)
+
 
 def mrec_code(code: FaultCode) -> str | None:
     """The ChargeX MREC code (`CXnnn`) for a fault, or None when MREC has none."""

@@ -17,6 +17,7 @@ from typing import NoReturn, final
 import trio
 
 from evstation.drivers.api import (
+    NON_BLOCKING_FAULTS,
     BoardReset,
     ChargeController,
     ContactorChanged,
@@ -47,15 +48,6 @@ MIN_OFFER_A = 6.0  # IEC 61851-1: no PWM below 6 A, so a lower limit suspends th
 # waits: `Evse.status()` and the session events (EnergyFlowSuspended) are immediate.
 SUSPENDED_EV_SETTLE_S = 1.0
 
-# Faults that are reported but leave the EVSE operative (MREC: Faulted only when inoperative).
-NON_BLOCKING_FAULTS = frozenset(
-    {
-        FaultCode.HIGH_TEMPERATURE,  # MREC CX003 is a derating condition
-        FaultCode.METER_COMMUNICATION,
-        FaultCode.METER_ENERGY_BACKWARDS,
-        FaultCode.READER_FAILURE,
-    }
-)
 _METER_FAULTS = frozenset({FaultCode.METER_COMMUNICATION, FaultCode.METER_ENERGY_BACKWARDS})
 _EV_PRESENT = frozenset({PilotState.B, PilotState.C, PilotState.D})
 _EV_READY = frozenset({PilotState.C, PilotState.D})

@@ -13,6 +13,7 @@ from typing import NoReturn, Protocol, final
 import trio
 
 from evstation.drivers.api import (
+    NON_BLOCKING_FAULTS,
     ContactorChanged,
     ControllerError,
     ControllerEvent,
@@ -175,7 +176,7 @@ class SimChargeController:
         if pilot is not self._pilot:
             self._pilot = pilot
             self._emit(PilotChanged(pilot))
-        closed = self._power_allowed and not self._faults and pilot in _POWERED_STATES
+        closed = self._power_allowed and not (self._faults - NON_BLOCKING_FAULTS) and pilot in _POWERED_STATES
         if closed is not self._contactor:
             self._contactor = closed
             self._emit(ContactorChanged(closed))

@@ -106,6 +106,17 @@ async def test_fault_opens_the_contactor_until_cleared() -> None:
     assert drain(board) == [FaultCleared(FaultCode.GROUND_FAILURE), ContactorChanged(True)]
 
 
+async def test_non_blocking_fault_keeps_the_contactor_closed() -> None:
+    # MREC CX003 HighTemperature is a derating condition, not a stop.
+    board = SimChargeController(SimEv(plugged=True))
+    await board.offer_current(10)
+    await board.allow_power(True)
+    drain(board)
+    board.inject_fault(FaultCode.HIGH_TEMPERATURE)
+    assert drain(board) == [FaultRaised(FaultCode.HIGH_TEMPERATURE, "injected")]
+    assert board.contactor_closed
+
+
 async def test_state_f_and_lock_failure() -> None:
     board = SimChargeController(SimEv(plugged=True))
     await board.set_unavailable(True)

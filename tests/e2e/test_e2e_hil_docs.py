@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evstation.drivers.api import FaultCode, mrec_code, ocpp16_error_code
-from evstation.runtime.evse import NON_BLOCKING_FAULTS
+from evstation.drivers.api import NON_BLOCKING_FAULTS, FaultCode, mrec_code, ocpp16_error_code
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "hardware.md"
 
