@@ -7,11 +7,9 @@ and may arrive between a command and its reply. Bad lines are counted and skippe
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from functools import partial
-from typing import NoReturn
 
 import trio
 
@@ -19,7 +17,6 @@ from evstation.drivers.api import (
     BoardReset,
     ContactorChanged,
     ControllerError,
-    ControllerEvent,
     FaultCleared,
     FaultCode,
     FaultRaised,
@@ -34,7 +31,8 @@ from evstation.drivers.boards.rapi_codec import (
     encode_line,
     parse_line,
 )
-from evstation.drivers.boards.serial_port import SerialPort, SerialPortError, supervise_port
+from evstation.drivers.boards.serial_port import SerialPort, SerialPortError
+from evstation.drivers.boards.supervised import SupervisedBoard
 from evstation.drivers.pilot import X1_DUTY_PCT, amps_to_duty
 
 DEFAULT_BAUDRATE = 115200
@@ -78,7 +76,7 @@ class _Pending:
     reply: RapiLine | None = None
 
 
-class RapiBoard:
+class RapiBoard(SupervisedBoard):
     """`ChargeController` for an OpenEVSE board speaking RAPI on a serial port.
 
     Mapping (the board owns the pilot and the relay): offer_current(A) -> `SC A V` + `FE`;
@@ -86,6 +84,8 @@ class RapiBoard:
     allow_power(False) -> `FS` until the next offer or allow_power(True);
     set_unavailable(True) -> `FD`. set_lock raises: RAPI has no connector-lock command.
     """
+
+    stats: RapiStats
 
     def __init__(
         self,
@@ -97,15 +97,10 @@ class RapiBoard:
         reopen_interval: float = 2.0,
         read_timeout: float = 0.1,
     ) -> None:
-        self._path = port
-        self._baudrate = baudrate
+        super().__init__(port, baudrate=baudrate, reopen_interval=reopen_interval, read_timeout=read_timeout)
         self._command_timeout = command_timeout
         self._poll_interval = poll_interval
-        self._reopen_interval = reopen_interval
-        self._read_timeout = read_timeout
         self.stats = RapiStats()
-        self._events_send, self._events_recv = trio.open_memory_channel[ControllerEvent](256)
-        self._port: SerialPort | None = None
         self._command_lock = trio.Lock()
         self._pending: _Pending | None = None
         self._seq = 0
@@ -118,16 +113,12 @@ class RapiBoard:
         self._pilot: PilotState | None = None
         self._contactor: bool | None = None
         self._fault: FaultCode | None = None
-        self._comm_fault = False
         self._reapply = trio.Event()
         self._mode_dirty = True  # the board's enable/current may differ from ours until applied
         self.firmware_version: str | None = None
         self.current_capacity_a: int | None = None
 
     # ------------------------------------------------------------------ ChargeController
-
-    def events(self) -> AsyncIterator[ControllerEvent]:
-        return self._events_recv
 
     async def offer_current(self, amps: float | None) -> None:
         self._offer = amps
@@ -146,27 +137,6 @@ class RapiBoard:
         raise ControllerError(
             FaultCode.CONNECTOR_LOCK_FAILURE, "OpenEVSE RAPI has no connector-lock command (tethered cable)"
         )
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
-        """Own the port forever: open, read state, poll `GS`; reopen after a port failure.
-
-        Started once the first session is set up, or once the first open failed (a fault event says so).
-        """
-        await supervise_port(
-            self._path,
-            self._baudrate,
-            read_timeout=self._read_timeout,
-            reopen_interval=self._reopen_interval,
-            session=self._session,
-            session_ended=self._session_ended,
-            task_status=task_status,
-        )
-
-    async def _session_ended(self, error: str | None) -> None:
-        if error is not None:
-            self._port = None
-            await self._raise_comm_fault(error)
-        self.stats.reconnects += 1
 
     async def command(self, name: str, *args: str | int) -> RapiLine:
         """Send one command and wait for its `$OK`/`$NK`; raises `ControllerError` on timeout."""
@@ -225,31 +195,16 @@ class RapiBoard:
         self._mode_dirty = False
 
     async def _session(self, port: SerialPort, ready: Callable[[], None]) -> None:
-        """Returns only by raising one `SerialPortError` when the port fails."""
-        chunks_send, chunks_recv = trio.open_memory_channel[bytes](64)
+        """Read state, poll `GS`; returns only by raising one `SerialPortError` when the port fails."""
         self._evse_state = None
         self._pilot = self._contactor = None
-        failures: list[str] = []
-        async with trio.open_nursery() as nursery:
-
-            async def guarded(fn: Callable[[], Awaitable[None]]) -> None:
-                try:
-                    await fn()
-                except SerialPortError as exc:
-                    failures.append(str(exc))
-                    nursery.cancel_scope.cancel()
-
-            nursery.start_soon(guarded, partial(port.read_into, chunks_send))
-            nursery.start_soon(guarded, partial(self._receive, chunks_recv))
-            self._port = port
+        async with self._port_session(port, fatal=(SerialPortError,)) as guard:
             with suppress(ControllerError):
                 # A silent board at start-up: the fault event says so; polling re-applies the mode.
                 await self._start_session()
-            nursery.start_soon(self._poll)
-            nursery.start_soon(self._reapply_after_boot)
+            guard.nursery.start_soon(self._poll)
+            guard.nursery.start_soon(self._reapply_after_boot)
             ready()
-        self._port = None
-        raise SerialPortError(failures[0] if failures else f"{self._path}: session ended")
 
     async def _start_session(self) -> None:
         version = await self.command("GV")
@@ -365,16 +320,3 @@ class RapiBoard:
             self._fault = new_code
             if fault is not None:
                 await self._emit(FaultRaised(fault[0], f"EVSE state {evse:02X}: {fault[1]}"))
-
-    async def _raise_comm_fault(self, detail: str) -> None:
-        if not self._comm_fault:
-            self._comm_fault = True
-            await self._emit(FaultRaised(FaultCode.BOARD_COMMUNICATION, detail))
-
-    async def _clear_comm_fault(self) -> None:
-        if self._comm_fault:
-            self._comm_fault = False
-            await self._emit(FaultCleared(FaultCode.BOARD_COMMUNICATION))
-
-    async def _emit(self, event: ControllerEvent) -> None:
-        await self._events_send.send(event)

@@ -7,11 +7,10 @@ turns the MCU's reports into `ControllerEvent`s. Bad frames are counted and skip
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from typing import NoReturn
 
 import trio
@@ -20,7 +19,6 @@ from evstation.drivers.api import (
     BoardReset,
     ContactorChanged,
     ControllerError,
-    ControllerEvent,
     FaultCleared,
     FaultCode,
     FaultRaised,
@@ -33,7 +31,8 @@ from evstation.drivers.api import (
     PilotState,
 )
 from evstation.drivers.boards.proto3 import ProtoDecodeError
-from evstation.drivers.boards.serial_port import SerialPort, SerialPortError, supervise_port
+from evstation.drivers.boards.serial_port import SerialPort, SerialPortError
+from evstation.drivers.boards.supervised import SupervisedBoard
 from evstation.drivers.boards.yeti_framing import FrameDecoder, FrameError, FrameErrorKind, encode_frame
 from evstation.drivers.boards.yeti_messages import (
     AllowPowerOn,
@@ -132,11 +131,13 @@ class YetiBoardInfo:
     min_phases: int
 
 
-class YetiBoard:
+class YetiBoard(SupervisedBoard):
     """`ChargeController` for one Yeti-family board on a serial port.
 
     `keepalive_timeout` is 5 s on real hardware (the MCU sends 1 Hz); tests shorten it.
     """
+
+    stats: YetiStats
 
     def __init__(
         self,
@@ -150,18 +151,13 @@ class YetiBoard:
         reopen_interval: float = 2.0,
         read_timeout: float = 0.1,
     ) -> None:
-        self._path = port
-        self._baudrate = baudrate
+        super().__init__(port, baudrate=baudrate, reopen_interval=reopen_interval, read_timeout=read_timeout)
         self._keepalive_interval = keepalive_interval
         self._keepalive_timeout = keepalive_timeout
         self._reset_on_start = reset_on_start
         self._reset_wait = reset_wait
-        self._reopen_interval = reopen_interval
-        self._read_timeout = read_timeout
         self.stats = YetiStats()
-        self._events_send, self._events_recv = trio.open_memory_channel[ControllerEvent](256)
         self._meter_send, self._meter_recv = trio.open_memory_channel[PowerMeterReport](8)
-        self._port: SerialPort | None = None
         # What the host wants; re-sent after a (re)connect or an MCU reset.
         self._offer: float | None = None
         self._unavailable = False
@@ -172,7 +168,6 @@ class YetiBoard:
         self._contactor: bool | None = None
         self._lock_state: LockState | None = None
         self._flags = ErrorFlags()
-        self._comm_fault = False
         self._last_keepalive = 0.0
         self._alive = trio.Event()
         self._reset_seen = trio.Event()
@@ -183,9 +178,6 @@ class YetiBoard:
         self.latest_power_meter: PowerMeterReport | None = None
 
     # ------------------------------------------------------------------ ChargeController
-
-    def events(self) -> AsyncIterator[ControllerEvent]:
-        return self._events_recv
 
     async def offer_current(self, amps: float | None) -> None:
         self._offer = amps
@@ -203,27 +195,6 @@ class YetiBoard:
         self._locked = locked
         await self._send(ConnectorLock(locked))
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
-        """Own the port forever: open, resync, supervise keep-alives; reopen after a port failure.
-
-        Started once the first session is set up, or once the first open failed (a fault event says so).
-        """
-        await supervise_port(
-            self._path,
-            self._baudrate,
-            read_timeout=self._read_timeout,
-            reopen_interval=self._reopen_interval,
-            session=self._session,
-            session_ended=self._session_ended,
-            task_status=task_status,
-        )
-
-    async def _session_ended(self, error: str | None) -> None:
-        if error is not None:
-            self._port = None
-            await self._raise_comm_fault(error)
-        self.stats.reconnects += 1
-
     def power_meter(self) -> YetiPowerMeter:
         """The board's own meter (power_meter messages) as a `PowerMeter`. Call at most once."""
         return YetiPowerMeter(self._meter_recv)
@@ -231,30 +202,15 @@ class YetiBoard:
     # ------------------------------------------------------------------ session
 
     async def _session(self, port: SerialPort, ready: Callable[[], None]) -> None:
-        """Returns only by raising `SerialPortError` (one, not a group) when the port fails."""
-        chunks_send, chunks_recv = trio.open_memory_channel[bytes](64)
+        """Resync, supervise keep-alives; returns only by raising one `SerialPortError` on port failure."""
         self._pilot = self._contactor = self._lock_state = None
-        failures: list[str] = []
-        async with trio.open_nursery() as nursery:
-
-            async def guarded(fn: Callable[[], Awaitable[None]]) -> None:
-                try:
-                    await fn()
-                except (SerialPortError, ControllerError) as exc:
-                    failures.append(str(exc))
-                    nursery.cancel_scope.cancel()
-
-            nursery.start_soon(guarded, partial(port.read_into, chunks_send))
-            nursery.start_soon(guarded, partial(self._receive, chunks_recv))
-            self._port = port
+        async with self._port_session(port, fatal=(SerialPortError, ControllerError)) as guard:
             self._last_keepalive = trio.current_time()
-            await guarded(self._start_session)
-            nursery.start_soon(guarded, self._send_keepalives)
-            nursery.start_soon(guarded, self._watchdog)
-            if not failures:
+            await guard.run(self._start_session)
+            guard.start_soon(self._send_keepalives)
+            guard.start_soon(self._watchdog)
+            if not guard.failures:
                 ready()
-        self._port = None
-        raise SerialPortError(failures[0] if failures else f"{self._path}: session ended")
 
     async def _start_session(self) -> None:
         if self._reset_on_start:
@@ -308,11 +264,6 @@ class YetiBoard:
             await self._raise_comm_fault(f"no MCU keep-alive for {self._keepalive_timeout:g} s")
             await self._alive.wait()
 
-    async def _raise_comm_fault(self, detail: str) -> None:
-        if not self._comm_fault:
-            self._comm_fault = True
-            await self._emit(FaultRaised(FaultCode.BOARD_COMMUNICATION, detail))
-
     async def _receive(self, chunks: trio.MemoryReceiveChannel[bytes]) -> None:
         decoder = FrameDecoder()
         async for chunk in chunks:
@@ -354,9 +305,7 @@ class YetiBoard:
                     min_phases=msg.hwcap_min_phase_count,
                 )
                 self._alive.set()
-                if self._comm_fault:
-                    self._comm_fault = False
-                    await self._emit(FaultCleared(FaultCode.BOARD_COMMUNICATION))
+                await self._clear_comm_fault()
             case McuReset():
                 await self._on_reset(msg)
             case CpStateReport():
@@ -403,9 +352,6 @@ class YetiBoard:
         for _ in range(_RESYNC_KEEPALIVES):
             await self._send(self._keepalive())
         await self._apply_desired()
-
-    async def _emit(self, event: ControllerEvent) -> None:
-        await self._events_send.send(event)
 
 
 class YetiPowerMeter:

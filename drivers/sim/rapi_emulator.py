@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, NoReturn
+from typing import Any
 
 import trio
 
@@ -25,7 +25,7 @@ from evstation.drivers.boards.rapi_codec import (
 )
 from evstation.drivers.pilot import amps_to_duty
 from evstation.drivers.sim.ev import SimEv
-from evstation.drivers.sim.pty_port import open_pty_master
+from evstation.drivers.sim.pty_emulator import PtyEmulator, serve_emulator
 
 _PILOT_CODE = {PilotState.A: 0x01, PilotState.B: 0x02, PilotState.C: 0x03, PilotState.D: 0x04}
 _MIN_AMPS = 6
@@ -73,7 +73,7 @@ class _Status:
     vflags: int
 
 
-class RapiEmulator:
+class RapiEmulator(PtyEmulator):
     """The board: answers RAPI commands, runs J1772 against the EV, announces changes with `$AT`."""
 
     def __init__(
@@ -84,7 +84,7 @@ class RapiEmulator:
         firmware_version: str = "5.1.2",
         at_before_reply: bool = True,
     ) -> None:
-        self.ev = ev if ev is not None else SimEv()
+        super().__init__(ev)
         self.faults = RapiFaults()
         self.max_current_a = max_current_a
         self.firmware_version = firmware_version
@@ -92,13 +92,6 @@ class RapiEmulator:
         self._at_before_reply = at_before_reply
         self.mode = Mode.ENABLED
         self.capacity_a = max_current_a
-        self.silent = False
-        self._corrupt_next = 0
-        self._corruption_sent = trio.Event()
-        self._path: str | None = None
-        self._stream: trio.lowlevel.FdStream | None = None
-        self._send_lock = trio.Lock()
-        self._changed = trio.Event()
         self._last_status: _Status | None = None
         self._pending_boot = False
         self.commands: list[RapiLine] = []
@@ -106,48 +99,21 @@ class RapiEmulator:
 
     # ---------------------------------------------------------------- control surface
 
-    @property
-    def port_path(self) -> str:
-        if self._path is None:
-            raise RuntimeError("emulator not running")
-        return self._path
-
-    def update_ev(self, **changes: Any) -> None:
-        """Change the EV (plugged=..., wants_energy=...) and let the board see it."""
-        for name, value in changes.items():
-            if not hasattr(self.ev, name):
-                raise AttributeError(f"SimEv has no attribute {name!r}")
-            setattr(self.ev, name, value)
-        self._changed.set()
-
-    def inject(self, **faults: bool) -> None:
-        """Set or clear faults by `RapiFaults` field name (gfci_tripped=True, ...)."""
-        for name, value in faults.items():
-            if not hasattr(self.faults, name):
-                raise AttributeError(f"no such fault {name!r}")
-            setattr(self.faults, name, value)
-        self._changed.set()
-
     def go_silent(self, silent: bool = True) -> None:
         """Stop (or resume) answering and announcing."""
         self.silent = silent
-        self._changed.set()
+        self._poke()
 
     def corrupt_next_lines(self, count: int = 1) -> None:
-        """The next `count` lines go out with a wrong checksum."""
-        self._corrupt_next += count
-        self._corruption_sent = trio.Event()
-
-    async def wait_corruption_sent(self) -> None:
-        """Return once every line asked for by `corrupt_next_lines` is on the wire."""
-        await self._corruption_sent.wait()
+        """The next `count` lines go out with a wrong checksum (`wait_corruption_sent` waits for them)."""
+        self._arm_corruption(count)
 
     def spurious_reboot(self) -> None:
         """The board reboots on its own: `$AB 00 <fw>`, volatile settings lost, back to enabled."""
         self.mode = Mode.ENABLED
         self.capacity_a = self.max_current_a
         self._pending_boot = True
-        self._changed.set()
+        self._poke()
 
     def status(self) -> _Status:
         fault = self.faults.state()
@@ -173,16 +139,8 @@ class RapiEmulator:
 
     # ---------------------------------------------------------------- service
 
-    async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> NoReturn:
-        """Serve forever; `started` with the slave path the driver should open."""
-        async with open_pty_master() as (stream, path), trio.open_nursery() as nursery:
-            self._stream = stream
-            self._path = path
-            nursery.start_soon(self._read_host, stream)
-            nursery.start_soon(self._announce_changes)
-            task_status.started(path)
-            await trio.sleep_forever()
-        raise AssertionError("unreachable")
+    def _services(self) -> Sequence[Callable[[], Awaitable[None]]]:
+        return [self._announce_changes]
 
     async def _announce_changes(self) -> None:
         while True:
@@ -274,24 +232,17 @@ class RapiEmulator:
         if self._stream is None:
             return
         wire = encode_line(name, args, seq=seq)
-        if self._corrupt_next > 0:
-            self._corrupt_next -= 1
+        if self._corrupt_this_one():
             body = wire[: wire.rindex(b"^")]
             wire = body + f"^{xor_checksum(body) ^ 0x01:02X}\r".encode("ascii")
-            if self._corrupt_next == 0:
-                self._corruption_sent.set()
-        async with self._send_lock:
-            await self._stream.send_all(wire)
+        await self._write(wire)
 
 
 @asynccontextmanager
 async def open_rapi_emulator(ev: SimEv | None = None, **kwargs: Any) -> AsyncIterator[RapiEmulator]:
     """Run a `RapiEmulator` for the duration of the block (kwargs go to its constructor)."""
-    emulator = RapiEmulator(ev, **kwargs)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(emulator.run)
+    async with serve_emulator(RapiEmulator(ev, **kwargs)) as emulator:
         yield emulator
-        nursery.cancel_scope.cancel()
 
 
 if __name__ == "__main__":

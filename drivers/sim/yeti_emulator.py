@@ -7,9 +7,9 @@ must never be imported by production drivers.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, NoReturn
+from typing import Any
 
 import trio
 
@@ -39,7 +39,7 @@ from evstation.drivers.boards.yeti_messages import (
 )
 from evstation.drivers.pilot import duty_to_amps
 from evstation.drivers.sim.ev import SimEv
-from evstation.drivers.sim.pty_port import open_pty_master
+from evstation.drivers.sim.pty_emulator import PtyEmulator, serve_emulator
 
 _PWM_X1_MIN = 10000  # >= 100 %: steady +12 V, no PWM
 _PILOT_TO_CP = {
@@ -71,7 +71,7 @@ class _Outputs:
     flags: ErrorFlags
 
 
-class YetiEmulator:
+class YetiEmulator(PtyEmulator):
     """The MCU: decodes host frames, drives an EV model, reports state changes and a 1 Hz keep-alive."""
 
     def __init__(
@@ -83,25 +83,18 @@ class YetiEmulator:
         line_voltage: float = 230.0,
         max_current_a: float = 32.0,
     ) -> None:
-        self.ev = ev if ev is not None else SimEv()
+        super().__init__(ev)
         self.faults = YetiFaults()
         self._keepalive_interval = keepalive_interval
         self._meter_interval = meter_interval
         self._line_voltage = line_voltage
         self._max_current_a = max_current_a
-        self._path: str | None = None
-        self._stream: trio.lowlevel.FdStream | None = None
-        self._send_lock = trio.Lock()
-        self._changed = trio.Event()
         # Host-commanded state (what an MCU holds in RAM; a reset forgets it).
         self.duty = _PWM_X1_MIN
         self.power_allowed = False
         self.lock_requested = False
         self._last_sent: _Outputs | None = None
         self._resend_all = True
-        self.silent = False
-        self._corrupt_next = 0
-        self._corruption_sent = trio.Event()
         self._pending_reset: ResetReason | None = None
         self.energy_wh = 0.0
         self.host_frames = 0
@@ -109,28 +102,6 @@ class YetiEmulator:
         self.host_keepalives = 0
 
     # ---------------------------------------------------------------- control surface
-
-    @property
-    def port_path(self) -> str:
-        if self._path is None:
-            raise RuntimeError("emulator not running")
-        return self._path
-
-    def update_ev(self, **changes: Any) -> None:
-        """Change the EV (plugged=..., wants_energy=..., max_current_a=...) and let the MCU see it."""
-        for name, value in changes.items():
-            if not hasattr(self.ev, name):
-                raise AttributeError(f"SimEv has no attribute {name!r}")
-            setattr(self.ev, name, value)
-        self._poke()
-
-    def inject(self, **faults: bool) -> None:
-        """Set or clear faults: diode_short, rcd_tripped, lock_jammed, over_current, cp_shorted."""
-        for name, value in faults.items():
-            if not hasattr(self.faults, name):
-                raise AttributeError(f"no such fault {name!r}")
-            setattr(self.faults, name, value)
-        self._poke()
 
     def go_silent(self, silent: bool = True) -> None:
         """Stop (or resume) talking and listening, like a hung MCU or a broken TX line."""
@@ -140,13 +111,8 @@ class YetiEmulator:
         self._poke()
 
     def corrupt_next_frames(self, count: int = 1) -> None:
-        """The next `count` frames go out with a wrong CRC."""
-        self._corrupt_next += count
-        self._corruption_sent = trio.Event()
-
-    async def wait_corruption_sent(self) -> None:
-        """Return once every frame asked for by `corrupt_next_frames` is on the wire."""
-        await self._corruption_sent.wait()
+        """The next `count` frames go out with a wrong CRC (`wait_corruption_sent` waits for them)."""
+        self._arm_corruption(count)
 
     def spurious_reset(self) -> None:
         """A watchdog reset the host did not ask for."""
@@ -165,23 +131,10 @@ class YetiEmulator:
 
     # ---------------------------------------------------------------- service
 
-    async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> NoReturn:
-        """Serve forever; `started` with the slave path the driver should open."""
-        async with open_pty_master() as (stream, path), trio.open_nursery() as nursery:
-            self._stream = stream
-            self._path = path
-            nursery.start_soon(self._read_host, stream)
-            nursery.start_soon(self._report_changes)
-            nursery.start_soon(self._keepalives)
-            nursery.start_soon(self._meter)
-            task_status.started(path)
-            await trio.sleep_forever()
-        raise AssertionError("unreachable")
+    def _services(self) -> Sequence[Callable[[], Awaitable[None]]]:
+        return [self._report_changes, self._keepalives, self._meter]
 
     # ---------------------------------------------------------------- MCU behaviour
-
-    def _poke(self) -> None:
-        self._changed.set()
 
     def _reset(self, reason: ResetReason) -> None:
         self.duty = _PWM_X1_MIN
@@ -329,24 +282,17 @@ class YetiEmulator:
             return
         payload = encode_mcu_message(msg)
         crc = crc32_jamcrc(payload)
-        if self._corrupt_next > 0:
-            self._corrupt_next -= 1
+        if self._corrupt_this_one():
             crc ^= 0x00000001
-            if self._corrupt_next == 0:
-                self._corruption_sent.set()
         wire = cobs_encode(payload + crc.to_bytes(4, "little")) + b"\x00"
-        async with self._send_lock:
-            await self._stream.send_all(wire)
+        await self._write(wire)
 
 
 @asynccontextmanager
 async def open_yeti_emulator(ev: SimEv | None = None, **kwargs: Any) -> AsyncIterator[YetiEmulator]:
     """Run a `YetiEmulator` for the duration of the block (kwargs go to its constructor)."""
-    emulator = YetiEmulator(ev, **kwargs)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(emulator.run)
+    async with serve_emulator(YetiEmulator(ev, **kwargs)) as emulator:
         yield emulator
-        nursery.cancel_scope.cancel()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import trio
+from board_session_helpers import expect, expect_all, next_fault, running
 
 from evstation.drivers.api import (
     BoardReset,
@@ -23,31 +24,6 @@ from evstation.drivers.api import (
 from evstation.drivers.boards.rapi import RapiBoard
 from evstation.drivers.sim.rapi_emulator import Mode, RapiEmulator, open_rapi_emulator
 
-STEP_TIMEOUT = 3.0  # real pty I/O: generous, but a hang still fails fast
-
-
-async def expect(events: AsyncIterator[ControllerEvent], wanted: ControllerEvent) -> list[ControllerEvent]:
-    """Read events until `wanted` arrives; returns everything seen before it."""
-    seen: list[ControllerEvent] = []
-    with trio.fail_after(STEP_TIMEOUT):
-        async for event in events:
-            if event == wanted:
-                return seen
-            seen.append(event)
-    raise AssertionError(f"event stream ended before {wanted}")
-
-
-async def expect_all(events: AsyncIterator[ControllerEvent], *wanted: ControllerEvent) -> None:
-    """Read events until every one of `wanted` has arrived, in any order."""
-    missing = list(wanted)
-    with trio.fail_after(STEP_TIMEOUT):
-        async for event in events:
-            if event in missing:
-                missing.remove(event)
-                if not missing:
-                    return
-    raise AssertionError(f"event stream ended before {missing}")
-
 
 def mode_of(emulator: RapiEmulator) -> Mode:
     # A call, not an attribute read, so mypy does not carry narrowing across awaits.
@@ -58,11 +34,8 @@ def mode_of(emulator: RapiEmulator) -> Mode:
 async def rig() -> AsyncIterator[tuple[RapiEmulator, RapiBoard]]:
     async with open_rapi_emulator() as emulator:
         board = RapiBoard(emulator.port_path, command_timeout=0.3, poll_interval=0.2)
-        async with trio.open_nursery() as nursery:
-            with trio.fail_after(STEP_TIMEOUT):
-                await nursery.start(board.run)
+        async with running(board):
             yield emulator, board
-            nursery.cancel_scope.cancel()
 
 
 async def test_rapi_board_satisfies_the_controller_protocol(rig: tuple[RapiEmulator, RapiBoard]) -> None:
@@ -158,11 +131,7 @@ async def test_rapi_fault_states_map_to_fault_codes(
     events = board.events()
     with trio.fail_after(10):
         emulator.inject(**{fault: True})
-        with trio.fail_after(STEP_TIMEOUT):
-            async for event in events:
-                if isinstance(event, FaultRaised):
-                    assert event.code is code
-                    break
+        await _expect_fault(events, code)
         emulator.inject(**{fault: False})
         await expect(events, FaultCleared(code))
 
@@ -202,12 +171,9 @@ async def test_rapi_silent_board_times_out_then_recovers(rig: tuple[RapiEmulator
 
 
 async def _expect_fault(events: AsyncIterator[ControllerEvent], code: FaultCode) -> FaultRaised:
-    with trio.fail_after(STEP_TIMEOUT):
-        async for event in events:
-            if isinstance(event, FaultRaised):
-                assert event.code is code
-                return event
-    raise AssertionError("no fault")
+    event = await next_fault(events)
+    assert event.code is code
+    return event
 
 
 async def test_rapi_spurious_reboot_reports_board_reset_and_withdraws_power(

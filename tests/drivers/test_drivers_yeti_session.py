@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 import trio
 import trio.testing
+from board_session_helpers import STEP_TIMEOUT, expect, expect_all, next_fault, running
 
 from evstation.drivers.api import (
     BoardReset,
@@ -31,41 +32,13 @@ from evstation.drivers.boards.yeti import PWM_STATE_F, PWM_X1, YetiBoard, YetiPo
 from evstation.drivers.boards.yeti_messages import McuKeepAlive, PowerMeterReport
 from evstation.drivers.sim.yeti_emulator import YetiEmulator, open_yeti_emulator
 
-STEP_TIMEOUT = 3.0  # real pty I/O: generous, but a hang still fails fast
-
-
-async def expect(events: AsyncIterator[ControllerEvent], wanted: ControllerEvent) -> list[ControllerEvent]:
-    """Read events until `wanted` arrives; returns everything seen before it."""
-    seen: list[ControllerEvent] = []
-    with trio.fail_after(STEP_TIMEOUT):
-        async for event in events:
-            if event == wanted:
-                return seen
-            seen.append(event)
-    raise AssertionError(f"event stream ended before {wanted}")
-
-
-async def expect_all(events: AsyncIterator[ControllerEvent], *wanted: ControllerEvent) -> None:
-    """Read events until every one of `wanted` has arrived, in any order."""
-    missing = list(wanted)
-    with trio.fail_after(STEP_TIMEOUT):
-        async for event in events:
-            if event in missing:
-                missing.remove(event)
-                if not missing:
-                    return
-    raise AssertionError(f"event stream ended before {missing}")
-
 
 @pytest.fixture
 async def rig() -> AsyncIterator[tuple[YetiEmulator, YetiBoard]]:
     async with open_yeti_emulator(keepalive_interval=0.1, meter_interval=0.1) as emulator:
         board = YetiBoard(emulator.port_path, keepalive_interval=0.1, keepalive_timeout=0.5, reset_wait=0.5)
-        async with trio.open_nursery() as nursery:
-            with trio.fail_after(STEP_TIMEOUT):
-                await nursery.start(board.run)
+        async with running(board):
             yield emulator, board
-            nursery.cancel_scope.cancel()
 
 
 async def test_yeti_board_satisfies_the_controller_protocol(rig: tuple[YetiEmulator, YetiBoard]) -> None:
@@ -162,18 +135,10 @@ async def test_yeti_injected_faults_map_to_fault_codes(
         await board.offer_current(16)
         await board.set_lock(True)
         emulator.inject(**{fault: True})
-        raised = await _next_fault(events)
+        raised = await next_fault(events)
         assert raised.code is code
         emulator.inject(**{fault: False})
         await expect(events, FaultCleared(code))
-
-
-async def _next_fault(events: AsyncIterator[ControllerEvent]) -> FaultRaised:
-    with trio.fail_after(STEP_TIMEOUT):
-        async for event in events:
-            if isinstance(event, FaultRaised):
-                return event
-    raise AssertionError("no fault")
 
 
 async def test_yeti_corrupted_frames_are_counted_and_skipped(rig: tuple[YetiEmulator, YetiBoard]) -> None:
@@ -197,7 +162,7 @@ async def test_yeti_silent_mcu_raises_and_clears_communication_fault(
     with trio.fail_after(10):
         await expect(events, PilotChanged(PilotState.A))
         emulator.go_silent()
-        raised = await _next_fault(events)
+        raised = await next_fault(events)
         assert raised.code is FaultCode.BOARD_COMMUNICATION
         emulator.go_silent(False)
         await expect(events, FaultCleared(FaultCode.BOARD_COMMUNICATION))

@@ -231,3 +231,16 @@ async def serve_until_link_down(conn: MemoryConnection, ctx: SessionContext) -> 
         await serve_session(conn, ctx)
     except* LinkDown:
         pass
+
+
+@asynccontextmanager
+async def serving(
+    csms: CsmsPeer, conn: MemoryConnection, ctx: SessionContext, *, fail_after_s: float = 1000
+) -> AsyncIterator[None]:
+    """Both ends serve `conn` for the duration of the block, bounded by `fail_after_s`; then both stop."""
+    with trio.fail_after(fail_after_s):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(csms.serve, conn)
+            nursery.start_soon(serve_until_link_down, conn, ctx)
+            yield
+            nursery.cancel_scope.cancel()

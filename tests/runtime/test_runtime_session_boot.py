@@ -17,6 +17,7 @@ from runtime_session_harness import (
     MemoryConnection,
     open_session_context,
     serve_until_link_down,
+    serving,
 )
 
 from evstation.drivers.api import MREC_VENDOR_ID, FaultCode
@@ -46,13 +47,8 @@ async def test_b02_pending_retries_at_the_interval_then_accepted(
     """B02.FR.01/FR.02: Pending -> BootNotification again after `interval`, nothing else before Accepted."""
     csms = CsmsPeer(version).then("BootNotification", _boot("Pending", 10))
     conn = MemoryConnection(version)
-    async with open_session_context(tmp_path, version) as ctx:
-        with trio.fail_after(1000):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(csms.serve, conn)
-                nursery.start_soon(serve_until_link_down, conn, ctx)
-                await csms.wait_for("StatusNotification")
-                nursery.cancel_scope.cancel()
+    async with open_session_context(tmp_path, version) as ctx, serving(csms, conn, ctx):
+        await csms.wait_for("StatusNotification")
     boots = csms.of("BootNotification")
     assert len(boots) == 2
     assert boots[1].at - boots[0].at == pytest.approx(10)
@@ -67,13 +63,8 @@ async def test_b03_rejected_retries_at_the_interval_and_sends_nothing_else(
     """B03.FR.01/FR.02 (1.6 4.2): Rejected -> only BootNotification, again after each interval."""
     csms = CsmsPeer(version).then("BootNotification", _boot("Rejected", 20), _boot("Rejected", 20))
     conn = MemoryConnection(version)
-    async with open_session_context(tmp_path, version) as ctx:
-        with trio.fail_after(1000):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(csms.serve, conn)
-                nursery.start_soon(serve_until_link_down, conn, ctx)
-                await csms.wait_for("BootNotification", 3)
-                nursery.cancel_scope.cancel()
+    async with open_session_context(tmp_path, version) as ctx, serving(csms, conn, ctx):
+        await csms.wait_for("BootNotification", 3)
     times = [seen.at - csms.seen[0].at for seen in csms.of("BootNotification")]
     assert times == pytest.approx([0, 20, 40])
     assert set(csms.actions()[:3]) == {"BootNotification"}
@@ -86,12 +77,8 @@ async def test_b01_boot_reason_comes_from_storage_and_is_cleared_after_accepted(
     csms, conn = CsmsPeer(V201), MemoryConnection(V201)
     async with open_session_context(tmp_path, V201) as ctx:
         await ctx.storage.save_boot_state(StoredBootState(next_boot_reason="RemoteReset"))
-        with trio.fail_after(1000):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(csms.serve, conn)
-                nursery.start_soon(serve_until_link_down, conn, ctx)
-                await csms.wait_for("StatusNotification")
-                nursery.cancel_scope.cancel()
+        async with serving(csms, conn, ctx):
+            await csms.wait_for("StatusNotification")
         stored = await ctx.storage.boot_state()
     assert csms.of("BootNotification")[0].call.payload["reason"] == "RemoteReset"
     assert stored.registration_status == "Accepted"
@@ -103,13 +90,8 @@ async def test_b01_power_up_is_the_default_reason_and_1_6_has_none(
 ) -> None:
     for version in (V201, V16):
         csms, conn = CsmsPeer(version), MemoryConnection(version)
-        async with open_session_context(tmp_path / version.name, version) as ctx:
-            with trio.fail_after(1000):
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(csms.serve, conn)
-                    nursery.start_soon(serve_until_link_down, conn, ctx)
-                    await csms.wait_for("BootNotification")
-                    nursery.cancel_scope.cancel()
+        async with open_session_context(tmp_path / version.name, version) as ctx, serving(csms, conn, ctx):
+            await csms.wait_for("BootNotification")
         assert csms.of("BootNotification")[0].call.payload.get("reason") == (
             "PowerUp" if version is V201 else None
         )
@@ -123,17 +105,12 @@ async def test_heartbeat_at_the_accepted_interval_and_interval_change_takes_effe
     station clock follows the CSMS's currentTime."""
     csms = CsmsPeer(version).then("BootNotification", _boot("Accepted", 100))
     conn = MemoryConnection(version)
-    async with open_session_context(tmp_path, version) as ctx:
-        with trio.fail_after(10_000):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(csms.serve, conn)
-                nursery.start_soon(serve_until_link_down, conn, ctx)
-                await csms.wait_for("Heartbeat", 2)
-                assert ctx.clock.now().year == 2030
-                changed_at = trio.current_time()
-                ctx.set_heartbeat_interval(50)
-                beats = await csms.wait_for("Heartbeat", 4)
-                nursery.cancel_scope.cancel()
+    async with open_session_context(tmp_path, version) as ctx, serving(csms, conn, ctx, fail_after_s=10_000):
+        await csms.wait_for("Heartbeat", 2)
+        assert ctx.clock.now().year == 2030
+        changed_at = trio.current_time()
+        ctx.set_heartbeat_interval(50)
+        beats = await csms.wait_for("Heartbeat", 4)
     boot_at = csms.of("BootNotification")[0].at
     assert [b.at - boot_at for b in beats[:2]] == pytest.approx([100, 200])
     assert [b.at - changed_at for b in beats[2:]] == pytest.approx([50, 100])
@@ -161,17 +138,12 @@ async def test_v16_status_notification_for_every_connector_after_boot(
     """1.6 4.9: connector 0 and each connector after Accepted; a fault carries the 1.6 error code and
     the ChargeX MREC code (vendorId/vendorErrorCode)."""
     csms, conn = CsmsPeer(V16), MemoryConnection(V16)
-    async with open_session_context(tmp_path, V16) as ctx:
-        with trio.fail_after(1000):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(csms.serve, conn)
-                nursery.start_soon(serve_until_link_down, conn, ctx)
-                await csms.wait_for("StatusNotification", 3)
-                ctx.evses.events.publish(  # type: ignore[attr-defined]
-                    StatusChanged(2, 1, ConnectorStatus.FAULTED, FaultCode.GROUND_FAILURE)
-                )
-                statuses = await csms.wait_for("StatusNotification", 4)
-                nursery.cancel_scope.cancel()
+    async with open_session_context(tmp_path, V16) as ctx, serving(csms, conn, ctx):
+        await csms.wait_for("StatusNotification", 3)
+        ctx.evses.events.publish(  # type: ignore[attr-defined]
+            StatusChanged(2, 1, ConnectorStatus.FAULTED, FaultCode.GROUND_FAILURE)
+        )
+        statuses = await csms.wait_for("StatusNotification", 4)
     first = [s.call.payload for s in statuses[:3]]
     assert [(p["connectorId"], p["status"], p["errorCode"]) for p in first] == [
         (0, "Available", "NoError"),
@@ -193,18 +165,13 @@ async def test_v201_status_notification_for_every_connector_after_boot(
     """B01 / G01: every connector's status after Accepted; in-use states map to Occupied, and a change
     that stays Occupied is not sent again."""
     csms, conn = CsmsPeer(V201), MemoryConnection(V201)
-    async with open_session_context(tmp_path, V201) as ctx:
-        with trio.fail_after(1000):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(csms.serve, conn)
-                nursery.start_soon(serve_until_link_down, conn, ctx)
-                await csms.wait_for("StatusNotification", 2)
-                publish = ctx.evses.events.publish  # type: ignore[attr-defined]
-                publish(StatusChanged(1, 1, ConnectorStatus.CHARGING, None))
-                publish(StatusChanged(1, 1, ConnectorStatus.SUSPENDED_EV, None))  # still Occupied: not sent
-                publish(StatusChanged(1, 1, ConnectorStatus.FAULTED, FaultCode.GROUND_FAILURE))
-                statuses = await csms.wait_for("StatusNotification", 4)
-                nursery.cancel_scope.cancel()
+    async with open_session_context(tmp_path, V201) as ctx, serving(csms, conn, ctx):
+        await csms.wait_for("StatusNotification", 2)
+        publish = ctx.evses.events.publish  # type: ignore[attr-defined]
+        publish(StatusChanged(1, 1, ConnectorStatus.CHARGING, None))
+        publish(StatusChanged(1, 1, ConnectorStatus.SUSPENDED_EV, None))  # still Occupied: not sent
+        publish(StatusChanged(1, 1, ConnectorStatus.FAULTED, FaultCode.GROUND_FAILURE))
+        statuses = await csms.wait_for("StatusNotification", 4)
     assert [(s.call.payload["evseId"], s.call.payload["connectorStatus"]) for s in statuses] == [
         (1, "Available"),
         (2, "Available"),
@@ -236,24 +203,20 @@ async def test_b02_fr_09_pending_station_serves_only_what_the_spec_allows(
         ctx.handlers.update(
             {"GetVariables": get_variables, "Reset": handled, "RequestStartTransaction": handled}
         )
-        with trio.fail_after(1000):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(csms.serve, conn)
-                nursery.start_soon(serve_until_link_down, conn, ctx)
-                await csms.wait_for("BootNotification")
-                get = await csms.send_call(
-                    conn,
-                    "GetVariables",
-                    {"getVariableData": [{"component": {"name": "X"}, "variable": {"name": "Y"}}]},
-                )
-                reset = await csms.send_call(conn, "Reset", {"type": "Immediate"})
-                start = await csms.send_call(
-                    conn,
-                    "RequestStartTransaction",
-                    {"idToken": {"idToken": "A", "type": "Central"}, "remoteStartId": 1},
-                )
-                answers = [await csms.wait_answer(i) for i in (get, reset, start)]
-                nursery.cancel_scope.cancel()
+        async with serving(csms, conn, ctx):
+            await csms.wait_for("BootNotification")
+            get = await csms.send_call(
+                conn,
+                "GetVariables",
+                {"getVariableData": [{"component": {"name": "X"}, "variable": {"name": "Y"}}]},
+            )
+            reset = await csms.send_call(conn, "Reset", {"type": "Immediate"})
+            start = await csms.send_call(
+                conn,
+                "RequestStartTransaction",
+                {"idToken": {"idToken": "A", "type": "Central"}, "remoteStartId": 1},
+            )
+            answers = [await csms.wait_answer(i) for i in (get, reset, start)]
     assert answers[0].payload["getVariableResult"][0]["attributeStatus"] == "UnknownComponent"  # type: ignore[union-attr,index]
     assert answers[1].code == "SecurityError"  # type: ignore[union-attr]
     assert answers[2].payload == {"status": "Rejected"}  # type: ignore[union-attr]

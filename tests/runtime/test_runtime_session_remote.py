@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from runtime_session_harness import CsmsPeer, MemoryConnection, open_session_context, serve_until_link_down
+from runtime_session_harness import (
+    CsmsPeer,
+    MemoryConnection,
+    open_session_context,
+    serve_until_link_down,
+    serving,
+)
 
 from evstation.drivers.sim.board import SimChargeController
 from evstation.protocol.versions import OcppVersion
@@ -71,19 +77,14 @@ async def test_v201_request_start_for_an_unknown_evse_is_an_occurrence_error(
     clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
     csms, conn = CsmsPeer(V201), MemoryConnection(V201)
-    async with open_session_context(tmp_path, V201) as ctx:
-        with trio.fail_after(1000):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(csms.serve, conn)
-                nursery.start_soon(serve_until_link_down, conn, ctx)
-                await csms.wait_for("StatusNotification", 2)
-                start = await csms.send_call(
-                    conn,
-                    "RequestStartTransaction",
-                    {"evseId": 9, "remoteStartId": 1, "idToken": {"idToken": "R1", "type": "Central"}},
-                )
-                answer = await csms.wait_answer(start)
-                nursery.cancel_scope.cancel()
+    async with open_session_context(tmp_path, V201) as ctx, serving(csms, conn, ctx):
+        await csms.wait_for("StatusNotification", 2)
+        start = await csms.send_call(
+            conn,
+            "RequestStartTransaction",
+            {"evseId": 9, "remoteStartId": 1, "idToken": {"idToken": "R1", "type": "Central"}},
+        )
+        answer = await csms.wait_answer(start)
     assert answer.code == "OccurenceConstraintViolation"  # type: ignore[union-attr]  # (sic) 2.0.1 spelling
 
 
