@@ -12,8 +12,12 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from evstation import __version__
+
+if TYPE_CHECKING:
+    from evstation.runtime.config import StationConfig
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -52,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(path: Path) -> object:
+def _load(path: Path) -> StationConfig | None:
     from evstation.runtime.config import ConfigError, load_config
 
     try:
@@ -66,12 +70,11 @@ def _load(path: Path) -> object:
 def _run(config_path: Path, log_level: str | None) -> int:
     import trio
 
-    from evstation.runtime.config import StationConfig
     from evstation.runtime.station import run_station
     from evstation.runtime.storage import StorageError
 
     config = _load(config_path)
-    if not isinstance(config, StationConfig):
+    if config is None:
         return EXIT_USAGE
     logging.basicConfig(
         level=(log_level or config.logging.level).upper(),

@@ -5,10 +5,9 @@ The station wiring uses `SessionContext`, `serve_session` and `run_transactions`
 
 from evstation.runtime.session.common import (
     SessionContext,
-    SessionStatus,
     WallClock,
     serve_session,
 )
 from evstation.runtime.session.transactions import run_transactions
 
-__all__ = ["SessionContext", "SessionStatus", "WallClock", "run_transactions", "serve_session"]
+__all__ = ["SessionContext", "WallClock", "run_transactions", "serve_session"]

@@ -46,7 +46,6 @@ __all__ = [
     "EvseView",
     "EvsesView",
     "SessionContext",
-    "SessionStatus",
     "VersionAdapter",
     "WallClock",
     "enum_text",
@@ -159,16 +158,6 @@ class VersionAdapter(Protocol):
     async def delivered(self, ctx: SessionContext, entry: OutboxEntry, response: OcppModel) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class SessionStatus:
-    """For the control API."""
-
-    boot: str  # BootState value
-    connected: bool
-    outbox_depth: int
-    heartbeat_interval_s: float
-
-
 @dataclass(eq=False)
 class SessionContext:
     """Everything the session layer shares across connections. One per station; survives reconnects.
@@ -254,11 +243,6 @@ class SessionContext:
         self.calls = calls
         self._online_changed.set()
         self._online_changed = trio.Event()
-
-    async def status(self) -> SessionStatus:
-        return SessionStatus(
-            self.boot.state.value, self.online, await self.outbox.depth(), self.heartbeat_interval_s
-        )
 
 
 def adapter_for(version: OcppVersion) -> VersionAdapter:
