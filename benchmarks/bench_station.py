@@ -183,7 +183,7 @@ async def rtt_bare_trio(port: int) -> float:
 async def rtt_ours(port: int) -> float:
     with tempfile.TemporaryDirectory(prefix="evsb-", dir="/tmp") as tmp:
         async with open_station(_config(Path(tmp), port, "1.6")) as station:
-            calls = await station.session.wait_online()
+            calls = await station.session.uplink.wait_online()
             for _ in range(WARMUP):
                 await calls.call("Heartbeat", {})
             t0 = time.perf_counter()
@@ -237,7 +237,7 @@ async def bench_replay(port: int) -> float:
             for seq_no in range(REPLAY_MESSAGES):
                 await outbox.put("TransactionEvent", _transaction_event(seq_no), offline=True)
         async with open_station(config) as station:
-            await station.session.wait_online()
+            await station.session.uplink.wait_online()
             t0 = time.perf_counter()
             while await station.outbox.depth() > 0:
                 await station.outbox.wait_empty()

@@ -15,13 +15,21 @@ from evstation.protocol.versions import OcppVersion
 __all__ = [
     "DEFAULT_RETRY_INTERVAL_S",
     "TRANSITIONS",
+    "V16_DEFAULT_GATES",
+    "V16_REMOTE_TX_GATES",
+    "V201_CONFIGURATION_GATES",
+    "V201_DEFAULT_GATES",
+    "V201_REMOTE_TX_GATES",
+    "V201_TRIGGER_GATES",
     "BootDecision",
+    "BootGates",
     "BootInput",
     "BootMachine",
     "BootState",
     "Gate",
     "IllegalBootTransition",
-    "gate_csms_request",
+    "default_gates",
+    "gate_for",
 ]
 
 # B01.FR.05 / B02.FR.01: an interval of 0 leaves the retry interval to the station. libocpp retries
@@ -82,45 +90,49 @@ class Gate(enum.Enum):
     """What to do with a CALL from the CSMS, given the boot state."""
 
     SERVE = "Serve"
-    REJECT = "Reject"  # answer with the action's own Rejected status (B02.FR.09 RequestStart/Stop)
+    REJECT = "Reject"  # answer with the action's own Rejected status
     SECURITY_ERROR = "SecurityError"  # answer with a CALLERROR SecurityError
+    IGNORE = "Ignore"  # send no answer at all (1.6 section 4.2 while Rejected)
 
 
-# Served while Pending (2.0.1 B02.FR.09 / libocpp): configuration, reports and TriggerMessage.
-_PENDING_SERVED_V201: Final = frozenset(
-    {"GetVariables", "SetVariables", "GetBaseReport", "GetReport", "TriggerMessage", "SetNetworkProfile"}
-)
-_PENDING_REJECTED_V201: Final = frozenset({"RequestStartTransaction", "RequestStopTransaction"})
-# 1.6 (section 4.2): while Pending the CSMS may configure the station (ChangeConfiguration,
-# GetConfiguration) and TriggerMessage it; remote start/stop must wait for Accepted.
-_PENDING_SERVED_V16: Final = frozenset(
-    {"ChangeConfiguration", "GetConfiguration", "TriggerMessage", "DataTransfer", "ExtendedTriggerMessage"}
-)
-_PENDING_REJECTED_V16: Final = frozenset({"RemoteStartTransaction", "RemoteStopTransaction"})
+@dataclass(frozen=True, slots=True)
+class BootGates:
+    """How one CSMS action is gated before the station is Accepted; declared by the block serving it.
 
-
-def gate_csms_request(state: BootState, action: str, version: OcppVersion) -> Gate:
-    """Whether a CSMS CALL may be served in `state` (2.0.1 B02.FR.09, B03.FR.04; 1.6 section 4.2).
-
-    Before any Accepted boot, the CSMS may not drive the station: while Pending only configuration,
-    reports and TriggerMessage are served; while Rejected (or before any answer) only
-    TriggerMessage(BootNotification) would make sense, so TriggerMessage is served and nothing else.
+    `pending` applies while the CSMS keeps the station Pending; `rejected` while it is Rejected and
+    before any answer to the first BootNotification (the CSMS has not accepted the station yet).
     """
+
+    pending: Gate
+    rejected: Gate
+
+
+# 1.6 section 4.2: while Pending the Charge Point SHOULD answer the Central System (only
+# RemoteStart/RemoteStopTransaction are not allowed); while Rejected it SHALL NOT answer anything.
+V16_DEFAULT_GATES: Final = BootGates(pending=Gate.SERVE, rejected=Gate.IGNORE)
+V16_REMOTE_TX_GATES: Final = BootGates(pending=Gate.REJECT, rejected=Gate.IGNORE)
+# 2.0.1 B02.FR.01: while Pending the station SHALL answer requests that read or change its
+# configuration (B05-B08) and TriggerMessage (F06); the spec names no other CSMS request for Pending or
+# Rejected, so everything else is refused with SecurityError, the code the spec uses for calls made in
+# the wrong boot state (B02.FR.09, B03.FR.07), rather than silently served.
+V201_DEFAULT_GATES: Final = BootGates(pending=Gate.SECURITY_ERROR, rejected=Gate.SECURITY_ERROR)
+V201_CONFIGURATION_GATES: Final = BootGates(pending=Gate.SERVE, rejected=Gate.SECURITY_ERROR)
+# TriggerMessage(BootNotification) is how a CSMS ends a Rejected wait early (TC_B_31).
+V201_TRIGGER_GATES: Final = BootGates(pending=Gate.SERVE, rejected=Gate.SERVE)
+V201_REMOTE_TX_GATES: Final = BootGates(pending=Gate.REJECT, rejected=Gate.REJECT)
+
+
+def default_gates(version: OcppVersion) -> BootGates:
+    return V16_DEFAULT_GATES if version is OcppVersion.V16 else V201_DEFAULT_GATES
+
+
+def gate_for(state: BootState, gates: BootGates) -> Gate:
+    """Whether a CSMS CALL may be served in `state`, given the action's declared gates."""
     if state is BootState.ACCEPTED:
         return Gate.SERVE
-    served = _PENDING_SERVED_V201 if version is OcppVersion.V201 else _PENDING_SERVED_V16
-    rejected = _PENDING_REJECTED_V201 if version is OcppVersion.V201 else _PENDING_REJECTED_V16
     if state is BootState.PENDING:
-        if action in served:
-            return Gate.SERVE
-        if action in rejected:
-            return Gate.REJECT
-        return Gate.SECURITY_ERROR
-    if action == "TriggerMessage":
-        return Gate.SERVE
-    if action in rejected:
-        return Gate.REJECT
-    return Gate.SECURITY_ERROR
+        return gates.pending
+    return gates.rejected
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,10 +199,15 @@ class BootMachine:
         self.next_boot_at = now + self._default_retry_s
         return BootDecision(self.state, self.next_boot_at, None)
 
-    def may_send(self, action: str) -> bool:
-        """Whether the station may send a CALL with `action` now (B02.FR.02, B03.FR.02: before Accepted,
-        nothing but BootNotification; replies to TriggerMessage are the runtime's business)."""
-        return self.state is BootState.ACCEPTED or action == "BootNotification"
+    def may_send(self, action: str, *, requested: bool = False) -> bool:
+        """Whether the station may send a CALL with `action` now.
+
+        Before Accepted nothing but BootNotification (B02.FR.02, B03.FR.02), except, while Pending, a
+        message the CSMS asked for (`requested`: a NotifyReport for its GetBaseReport, a message it
+        triggered; B02.FR.09 names exactly those)."""
+        if self.state is BootState.ACCEPTED or action == "BootNotification":
+            return True
+        return requested and self.state is BootState.PENDING
 
     def reconnected(self) -> None:
         """A new connection is up: a boot lost in flight goes out again at once; Pending/Rejected keep

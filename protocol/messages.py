@@ -6,10 +6,12 @@ Validation failures become PayloadError with the OCPP-J error kind; nothing here
 
 from __future__ import annotations
 
+import enum
 import functools
 import importlib
 from collections.abc import Mapping
-from typing import Final
+from types import ModuleType
+from typing import Any, Final
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
@@ -22,7 +24,9 @@ __all__ = [
     "OcppModel",
     "PayloadError",
     "UnknownAction",
+    "VersionModels",
     "actions",
+    "enum_text",
     "parse_request",
     "parse_response",
     "request_model",
@@ -66,6 +70,30 @@ def _registry(version: OcppVersion) -> Registry:
     module = importlib.import_module(_PACKAGES[version])
     registry: Registry = module.ACTIONS
     return registry
+
+
+class VersionModels:
+    """A version's generated models module, imported on first attribute access.
+
+    Modules that serve both versions bind `v16 = VersionModels(OcppVersion.V16)` at run time (and the
+    real module under TYPE_CHECKING), so a 1.6 station never imports the 2.0.1 models and vice versa.
+    """
+
+    __slots__ = ("_version",)
+
+    def __init__(self, version: OcppVersion) -> None:
+        self._version = version
+
+    def _module(self) -> ModuleType:
+        return importlib.import_module(f"{_PACKAGES[self._version]}.messages")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module(), name)
+
+
+def enum_text(value: object) -> str:
+    """A model field that may be an Enum or a plain string, as its wire text."""
+    return str(value.value) if isinstance(value, enum.Enum) else str(value)
 
 
 def actions(version: OcppVersion) -> frozenset[str]:

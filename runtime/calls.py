@@ -54,6 +54,7 @@ __all__ = [
     "InvalidResponse",
     "MessageLog",
     "MessageLogEntry",
+    "NoAnswer",
 ]
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,11 @@ class HandlerError(Exception):
         self.description = description
 
 
+class NoAnswer(Exception):
+    """A handler decides that the CSMS's CALL gets no answer at all (1.6 section 4.2: a Rejected
+    station does not respond to CSMS-initiated messages)."""
+
+
 Handler = Callable[[OcppModel], Awaitable[OcppModel | dict[str, object]]]
 
 
@@ -155,9 +161,10 @@ class _Waiter:
 class CallManager:
     """One per connection. Start `run` in the connection nursery, then `call` from any task.
 
-    `handlers` maps each CSMS action we answer to its handler; an action with no handler is answered
-    NotImplemented. Each CSMS CALL is handled in its own task so a slow handler never stalls the
-    reader (and so never delays the answer to our own pending call).
+    `handlers` maps each CSMS action we answer to its handler; an action the version defines but no
+    handler serves is answered NotSupported (one the version does not define never reaches here: the
+    RPC layer answers it NotImplemented). Each CSMS CALL is handled in its own task so a slow handler
+    never stalls the reader (and so never delays the answer to our own pending call).
     """
 
     def __init__(
@@ -264,11 +271,14 @@ class CallManager:
         handler = self._handlers.get(call.action)
         if handler is None:
             frame = error_frame(
-                self.version, call.message_id, ErrorKind.NOT_IMPLEMENTED, f"{call.action} is not supported"
+                self.version, call.message_id, ErrorKind.NOT_SUPPORTED, f"{call.action} is not supported"
             )
         else:
             try:
                 response = await handler(event.request)
+            except NoAnswer as exc:
+                log.info("not answering %s: %s", call.action, exc)
+                return
             except HandlerError as exc:
                 frame = error_frame(self.version, call.message_id, exc.kind, exc.description)
             except Exception as exc:

@@ -125,7 +125,7 @@ async def _wait_status(station: Station, evse_id: int, wanted: ConnectorStatus) 
 
 async def _script(station: Station, timeline: Timeline, pace: Pace) -> None:
     """Plug in, present a card, charge, let the EV finish, unplug."""
-    await station.session.wait_online()
+    await station.session.uplink.wait_online()
     await trio.sleep(pace.pause_s)  # let the boot-time StatusNotifications show before the EV arrives
     sim = station.sims[1]
     timeline.line("demo", "EV plugs into EVSE 1")

@@ -23,6 +23,7 @@ from evstation.drivers.sim.ev import SimEv
 from evstation.drivers.sim.meter import SimMeter
 from evstation.protocol.backoff import BackoffSettings
 from evstation.runtime.calls import MessageLogEntry
+from evstation.runtime.clock import WallClock
 from evstation.runtime.config import (
     BoardMeterConfig,
     EvseConfig,
@@ -39,8 +40,7 @@ from evstation.runtime.events import Broadcaster
 from evstation.runtime.evse import Evses
 from evstation.runtime.link import CsmsEndpoint, Link, LinkSettings, run_link
 from evstation.runtime.outbox import Outbox
-from evstation.runtime.session.common import SessionContext, WallClock, serve_session
-from evstation.runtime.session.transactions import run_transactions
+from evstation.runtime.session import SessionContext, new_session, serve_session
 from evstation.runtime.storage import Storage, open_storage
 
 if TYPE_CHECKING:
@@ -79,12 +79,12 @@ class Station:
             "station_id": self.config.station.id,
             "link": stats.state.value,
             "network_up": stats.network_up,
-            "boot": self.session.boot.state.value,
+            "boot": self.session.uplink.boot.state.value,
             "outbox_depth": await self.outbox.depth(),
         }
 
     def transaction_id(self, evse_id: int) -> str | None:
-        return self.session.transaction_ids.get(evse_id)
+        return self.session.blocks.transactions.ids.get(evse_id)
 
     def set_network(self, up: bool) -> None:
         self.link.set_network(up)
@@ -295,8 +295,8 @@ async def open_station(
         stack.callback(lines.close)
         evses, sims = build_evses(config, lines)
         message_log: Broadcaster[MessageLogEntry] = Broadcaster()
-        session = SessionContext(
-            config=config,
+        session = new_session(
+            config,
             storage=storage,
             outbox=outbox,
             evses=evses,
@@ -308,7 +308,7 @@ async def open_station(
         station = Station(config, storage, outbox, evses, link, session, message_log, sims)
         async with trio.open_nursery() as nursery:
             await nursery.start(evses.run)
-            await nursery.start(run_transactions, session)
+            await nursery.start(session.blocks.transactions.run)
             await nursery.start(
                 functools.partial(
                     run_link,

@@ -1,13 +1,8 @@
-"""The OCPP session layer: boot, heartbeat, status and transaction messages over a link connection.
-
-The station wiring uses `SessionContext`, `serve_session` and `run_transactions` from here.
+"""The OCPP session layer: the connection only (boot, heartbeat, statuses, the outbox sender) and the
+functional blocks' handlers merged per connection. The station wiring uses `new_session` and
+`serve_session` from here.
 """
 
-from evstation.runtime.session.common import (
-    SessionContext,
-    WallClock,
-    serve_session,
-)
-from evstation.runtime.session.transactions import run_transactions
+from evstation.runtime.session.common import SessionContext, new_session, serve_session
 
-__all__ = ["SessionContext", "WallClock", "run_transactions", "serve_session"]
+__all__ = ["SessionContext", "new_session", "serve_session"]

@@ -133,7 +133,7 @@ async def test_interop_boot_heartbeat_status_validated_by_ocpp_package(tmp_path:
                     )
 
                 await peer.wait_until(done)
-                assert station.session.online
+                assert station.session.uplink.online
                 # Every CALL the peer received is answered (result or error) before we judge.
                 await peer.wait_until(peer.all_answered)
             actions = peer.received_actions()

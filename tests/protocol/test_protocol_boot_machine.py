@@ -9,12 +9,20 @@ from hypothesis import strategies as st
 from evstation.protocol.boot import (
     DEFAULT_RETRY_INTERVAL_S,
     TRANSITIONS,
+    V16_DEFAULT_GATES,
+    V16_REMOTE_TX_GATES,
+    V201_CONFIGURATION_GATES,
+    V201_DEFAULT_GATES,
+    V201_REMOTE_TX_GATES,
+    V201_TRIGGER_GATES,
+    BootGates,
     BootInput,
     BootMachine,
     BootState,
     Gate,
     IllegalBootTransition,
-    gate_csms_request,
+    default_gates,
+    gate_for,
 )
 from evstation.protocol.versions import OcppVersion
 
@@ -104,27 +112,40 @@ def test_answer_without_a_boot_in_flight_is_a_local_bug() -> None:
 
 
 @pytest.mark.parametrize(
-    ("state", "action", "gate"),
+    ("state", "gates", "gate"),
     [
-        (BootState.PENDING, "GetVariables", Gate.SERVE),
-        (BootState.PENDING, "SetVariables", Gate.SERVE),
-        (BootState.PENDING, "TriggerMessage", Gate.SERVE),
-        (BootState.PENDING, "RequestStartTransaction", Gate.REJECT),
-        (BootState.PENDING, "RequestStopTransaction", Gate.REJECT),
-        (BootState.PENDING, "Reset", Gate.SECURITY_ERROR),
-        (BootState.REJECTED, "GetVariables", Gate.SECURITY_ERROR),
-        (BootState.REJECTED, "TriggerMessage", Gate.SERVE),
-        (BootState.ACCEPTED, "Reset", Gate.SERVE),
+        (BootState.PENDING, V201_CONFIGURATION_GATES, Gate.SERVE),  # B02.FR.01
+        (BootState.PENDING, V201_TRIGGER_GATES, Gate.SERVE),
+        (BootState.PENDING, V201_REMOTE_TX_GATES, Gate.REJECT),
+        (BootState.PENDING, V201_DEFAULT_GATES, Gate.SECURITY_ERROR),
+        (BootState.REJECTED, V201_CONFIGURATION_GATES, Gate.SECURITY_ERROR),
+        (BootState.REJECTED, V201_TRIGGER_GATES, Gate.SERVE),
+        (BootState.NOT_SENT, V201_TRIGGER_GATES, Gate.SERVE),
+        (BootState.ACCEPTED, V201_DEFAULT_GATES, Gate.SERVE),
     ],
 )
-def test_b02_fr_09_pending_gates_csms_requests_v201(state: BootState, action: str, gate: Gate) -> None:
-    assert gate_csms_request(state, action, OcppVersion.V201) is gate
+def test_b02_b03_gates_csms_requests_v201(state: BootState, gates: BootGates, gate: Gate) -> None:
+    assert gate_for(state, gates) is gate
 
 
-def test_v16_pending_serves_configuration_and_rejects_remote_start() -> None:
-    assert gate_csms_request(BootState.PENDING, "ChangeConfiguration", OcppVersion.V16) is Gate.SERVE
-    assert gate_csms_request(BootState.PENDING, "RemoteStartTransaction", OcppVersion.V16) is Gate.REJECT
-    assert gate_csms_request(BootState.PENDING, "Reset", OcppVersion.V16) is Gate.SECURITY_ERROR
+def test_v16_4_2_pending_serves_all_but_remote_start_stop_and_rejected_answers_nothing() -> None:
+    assert default_gates(OcppVersion.V16) == V16_DEFAULT_GATES
+    assert gate_for(BootState.PENDING, V16_DEFAULT_GATES) is Gate.SERVE  # Reset, ChangeAvailability ...
+    assert gate_for(BootState.PENDING, V16_REMOTE_TX_GATES) is Gate.REJECT
+    assert gate_for(BootState.REJECTED, V16_DEFAULT_GATES) is Gate.IGNORE
+    assert gate_for(BootState.REJECTED, V16_REMOTE_TX_GATES) is Gate.IGNORE
+
+
+def test_b02_fr_09_pending_station_may_send_what_the_csms_asked_for() -> None:
+    machine = BootMachine()
+    assert not machine.may_send("NotifyReport", requested=True)  # no answer yet
+    machine.sent()
+    machine.answered("Pending", 10, now=0.0)
+    assert machine.may_send("NotifyReport", requested=True)
+    assert not machine.may_send("NotifyReport")
+    machine.sent()
+    machine.answered("Rejected", 10, now=1.0)
+    assert not machine.may_send("NotifyReport", requested=True)
 
 
 @given(st.lists(st.sampled_from(list(BootInput)), max_size=20))

@@ -22,11 +22,12 @@ from evstation.drivers.sim.meter import SimMeter
 from evstation.protocol.messages import parse_request
 from evstation.protocol.rpc import Call, CallError, CallResult, FrameError, decode, encode
 from evstation.protocol.versions import OcppVersion
+from evstation.runtime.clock import WallClock
 from evstation.runtime.config import StationConfig, parse_config
 from evstation.runtime.evse import Evses
 from evstation.runtime.link import LinkDown
 from evstation.runtime.outbox import Outbox
-from evstation.runtime.session import SessionContext, WallClock, serve_session
+from evstation.runtime.session import SessionContext, new_session, serve_session
 from evstation.runtime.storage import open_storage
 
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
@@ -214,8 +215,8 @@ async def open_session_context(
             evse = evses.add(evse_id, SimChargeController(), meter)
             if run_evses:
                 await nursery.start(evse.run)
-        yield SessionContext(
-            config=station_config(tmp_path, version, **csms),
+        yield new_session(
+            station_config(tmp_path, version, **csms),
             storage=storage,
             outbox=Outbox(storage),
             evses=evses,

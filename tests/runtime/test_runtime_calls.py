@@ -25,7 +25,7 @@ from evstation.runtime.calls import (
 from evstation.runtime.events import Broadcaster
 from evstation.runtime.link import LinkDown
 
-V201 = OcppVersion.V201
+V16, V201 = OcppVersion.V16, OcppVersion.V201
 GET_VARIABLES = {
     "getVariableData": [{"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}}]
 }
@@ -116,7 +116,7 @@ async def test_callresult_for_an_unknown_id_is_dropped(autojump_clock: trio.test
 @pytest.mark.parametrize(
     ("handlers", "expected_code"),
     [
-        ({}, "NotImplemented"),
+        ({}, "NotSupported"),  # Reset is a 2.0.1 action: known, not served
         # 2.0.1 spells it "OccurenceConstraintViolation" (sic); error_code knows.
         ({"Reset": "refuse"}, error_code(ErrorKind.OCCURRENCE_CONSTRAINT, V201)),
         ({"Reset": "bug"}, "InternalError"),
@@ -125,7 +125,7 @@ async def test_callresult_for_an_unknown_id_is_dropped(autojump_clock: trio.test
 async def test_inbound_call_errors(
     autojump_clock: trio.testing.MockClock, handlers: dict[str, str], expected_code: str
 ) -> None:
-    """No handler -> NotImplemented; HandlerError -> its kind; any other exception -> InternalError."""
+    """No handler -> NotSupported; HandlerError -> its kind; any other exception -> InternalError."""
 
     async def refuse(request: OcppModel) -> dict[str, object]:
         raise HandlerError(ErrorKind.OCCURRENCE_CONSTRAINT, "no such EVSE")
@@ -143,6 +143,22 @@ async def test_inbound_call_errors(
             message_id = await csms.send_call(conn, "Reset", {"type": "Immediate", "evseId": 9})
             answer = await csms.wait_answer(message_id)
             assert answer.code == expected_code  # type: ignore[union-attr]
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("version", [V16, V201])
+async def test_an_action_the_version_does_not_define_is_not_implemented(
+    autojump_clock: trio.testing.MockClock, version: OcppVersion
+) -> None:
+    conn, csms = MemoryConnection(version), CsmsPeer(version)
+    calls = _manager(conn)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(csms.serve, conn)
+            await nursery.start(calls.run)
+            unknown = await csms.send_call(conn, "BrewCoffee", {})
+            answer = await csms.wait_answer(unknown)
+            assert answer.code == "NotImplemented"  # type: ignore[union-attr]
             nursery.cancel_scope.cancel()
 
 

@@ -22,7 +22,6 @@ from runtime_session_harness import (
 
 from evstation.drivers.api import MREC_VENDOR_ID, FaultCode
 from evstation.protocol.boot import BootState
-from evstation.protocol.messages import OcppModel
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.evse import ConnectorStatus, StatusChanged
 from evstation.runtime.storage import BootState as StoredBootState
@@ -53,7 +52,7 @@ async def test_b02_pending_retries_at_the_interval_then_accepted(
     assert len(boots) == 2
     assert boots[1].at - boots[0].at == pytest.approx(10)
     assert csms.actions()[:2] == ["BootNotification", "BootNotification"]
-    assert ctx.boot.state is BootState.ACCEPTED
+    assert ctx.uplink.boot.state is BootState.ACCEPTED
 
 
 @BOTH
@@ -76,10 +75,12 @@ async def test_b01_boot_reason_comes_from_storage_and_is_cleared_after_accepted(
     """B01 / B11-B12: the reason of the next boot (e.g. RemoteReset) is read from storage."""
     csms, conn = CsmsPeer(V201), MemoryConnection(V201)
     async with open_session_context(tmp_path, V201) as ctx:
-        await ctx.storage.save_boot_state(StoredBootState(next_boot_reason="RemoteReset"))
+        await ctx.blocks.transactions.services.storage.save_boot_state(
+            StoredBootState(next_boot_reason="RemoteReset")
+        )
         async with serving(csms, conn, ctx):
             await csms.wait_for("StatusNotification")
-        stored = await ctx.storage.boot_state()
+        stored = await ctx.blocks.transactions.services.storage.boot_state()
     assert csms.of("BootNotification")[0].call.payload["reason"] == "RemoteReset"
     assert stored.registration_status == "Accepted"
     assert stored.next_boot_reason is None
@@ -128,7 +129,7 @@ async def test_b01_reconnect_after_accepted_sends_no_new_boot(
                     nursery.start_soon(serve_until_link_down, conn, ctx)
                     await csms.wait_for("StatusNotification", 2)
                     conn.close()
-            assert ctx.calls is None
+            assert ctx.uplink.calls is None
             assert len(csms.of("BootNotification")) == (1 if generation == 1 else 0)
 
 
@@ -140,7 +141,7 @@ async def test_v16_status_notification_for_every_connector_after_boot(
     csms, conn = CsmsPeer(V16), MemoryConnection(V16)
     async with open_session_context(tmp_path, V16) as ctx, serving(csms, conn, ctx):
         await csms.wait_for("StatusNotification", 3)
-        ctx.evses.events.publish(  # type: ignore[attr-defined]
+        ctx.evses.events.publish(
             StatusChanged(2, 1, ConnectorStatus.FAULTED, FaultCode.GROUND_FAILURE)
         )
         statuses = await csms.wait_for("StatusNotification", 4)
@@ -167,7 +168,7 @@ async def test_v201_status_notification_for_every_connector_after_boot(
     csms, conn = CsmsPeer(V201), MemoryConnection(V201)
     async with open_session_context(tmp_path, V201) as ctx, serving(csms, conn, ctx):
         await csms.wait_for("StatusNotification", 2)
-        publish = ctx.evses.events.publish  # type: ignore[attr-defined]
+        publish = ctx.evses.events.publish
         publish(StatusChanged(1, 1, ConnectorStatus.CHARGING, None))
         publish(StatusChanged(1, 1, ConnectorStatus.SUSPENDED_EV, None))  # still Occupied: not sent
         publish(StatusChanged(1, 1, ConnectorStatus.FAULTED, FaultCode.GROUND_FAILURE))
@@ -181,43 +182,52 @@ async def test_v201_status_notification_for_every_connector_after_boot(
     assert statuses[0].call.payload["timestamp"] == "2030-06-01T12:00:00.000Z"
 
 
-async def test_b02_fr_09_pending_station_serves_only_what_the_spec_allows(
+async def test_b02_pending_v201_rejects_request_start_and_refuses_unlisted_actions(
     clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
-    """While Pending: GetVariables served, RequestStartTransaction answered Rejected, Reset SecurityError."""
-
-    async def get_variables(request: OcppModel) -> dict[str, object]:
-        result = {
-            "attributeStatus": "UnknownComponent",
-            "component": {"name": "X"},
-            "variable": {"name": "Y"},
-        }
-        return {"getVariableResult": [result]}
-
-    async def handled(request: OcppModel) -> dict[str, object]:
-        raise AssertionError("must not be called while Pending")
-
+    """While Pending: RequestStartTransaction answered Rejected (its declared gate), an action the
+    version defines but no block serves NotSupported, and nothing is sent but BootNotification."""
     csms = CsmsPeer(V201).then("BootNotification", _boot("Pending", 500))
     conn = MemoryConnection(V201)
-    async with open_session_context(tmp_path, V201) as ctx:
-        ctx.handlers.update(
-            {"GetVariables": get_variables, "Reset": handled, "RequestStartTransaction": handled}
+    async with open_session_context(tmp_path, V201) as ctx, serving(csms, conn, ctx):
+        await csms.wait_for("BootNotification")
+        start = await csms.send_call(
+            conn,
+            "RequestStartTransaction",
+            {"idToken": {"idToken": "A", "type": "Central"}, "remoteStartId": 1},
         )
-        async with serving(csms, conn, ctx):
-            await csms.wait_for("BootNotification")
-            get = await csms.send_call(
-                conn,
-                "GetVariables",
-                {"getVariableData": [{"component": {"name": "X"}, "variable": {"name": "Y"}}]},
-            )
-            reset = await csms.send_call(conn, "Reset", {"type": "Immediate"})
-            start = await csms.send_call(
-                conn,
-                "RequestStartTransaction",
-                {"idToken": {"idToken": "A", "type": "Central"}, "remoteStartId": 1},
-            )
-            answers = [await csms.wait_answer(i) for i in (get, reset, start)]
-    assert answers[0].payload["getVariableResult"][0]["attributeStatus"] == "UnknownComponent"  # type: ignore[union-attr,index]
-    assert answers[1].code == "SecurityError"  # type: ignore[union-attr]
-    assert answers[2].payload == {"status": "Rejected"}  # type: ignore[union-attr]
+        unserved = await csms.send_call(conn, "GetDisplayMessages", {"requestId": 1})
+        answers = [await csms.wait_answer(i) for i in (start, unserved)]
+    assert answers[0].payload == {"status": "Rejected"}  # type: ignore[union-attr]
+    assert answers[1].code == "NotSupported"  # type: ignore[union-attr]
     assert csms.actions() == ["BootNotification"]
+
+
+async def test_v16_4_2_pending_rejects_remote_start(clock: trio.testing.MockClock, tmp_path: Path) -> None:
+    csms = CsmsPeer(V16).then("BootNotification", _boot("Pending", 500))
+    conn = MemoryConnection(V16)
+    async with open_session_context(tmp_path, V16) as ctx, serving(csms, conn, ctx):
+        await csms.wait_for("BootNotification")
+        start = await csms.send_call(conn, "RemoteStartTransaction", {"idTag": "A", "connectorId": 1})
+        answer = await csms.wait_answer(start)
+    assert answer.payload == {"status": "Rejected"}  # type: ignore[union-attr]
+
+
+async def test_v16_4_2_rejected_station_answers_no_csms_call(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """1.6 section 4.2: while Rejected the Charge Point SHALL NOT respond to CSMS-initiated messages;
+    an answered call sent afterwards shows the first one was dropped, not delayed."""
+    csms = CsmsPeer(V16).then("BootNotification", _boot("Rejected", 500))
+    conn = MemoryConnection(V16)
+    async with open_session_context(tmp_path, V16) as ctx, serving(csms, conn, ctx):
+        await csms.wait_for("BootNotification")
+        await csms.send_call(conn, "RemoteStartTransaction", {"idTag": "A", "connectorId": 1})
+        await trio.sleep(100)
+        assert csms.answers == []
+        ctx.uplink.boot.sent()
+        ctx.uplink.boot.answered("Accepted", 300, trio.current_time())
+        stop = await csms.send_call(conn, "RemoteStopTransaction", {"transactionId": 7})
+        answer = await csms.wait_answer(stop)
+    assert answer.payload == {"status": "Rejected"}  # type: ignore[union-attr]
+    assert len(csms.answers) == 1

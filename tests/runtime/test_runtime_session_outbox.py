@@ -20,7 +20,7 @@ from runtime_session_harness import (
 
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.evse import Authorized, EvPlugged, SessionEnded, StopReason
-from evstation.runtime.session import SessionContext, run_transactions
+from evstation.runtime.session import SessionContext
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
 
@@ -137,14 +137,14 @@ async def test_v201_e04_transaction_events_queued_offline_carry_offline_true(
     async with open_session_context(tmp_path, V201) as ctx:
         with trio.fail_after(1000):
             async with trio.open_nursery() as nursery:
-                await nursery.start(run_transactions, ctx)
-                ctx.evses.events.publish(EvPlugged(1, 1))  # type: ignore[attr-defined]
-                ctx.evses.events.publish(Authorized(1, "TOKEN-1", "ISO14443"))  # type: ignore[attr-defined]
+                await nursery.start(ctx.blocks.transactions.run)
+                ctx.evses.events.publish(EvPlugged(1, 1))
+                ctx.evses.events.publish(Authorized(1, "TOKEN-1", "ISO14443"))
                 await ctx.outbox.wait_not_empty()
                 csms, conn = CsmsPeer(V201), MemoryConnection(V201)
                 await _connect(ctx, csms, conn, nursery)
                 started = (await csms.wait_for("TransactionEvent"))[0].call.payload
-                ctx.evses.events.publish(SessionEnded(1, 1, StopReason.EV_DISCONNECTED))  # type: ignore[attr-defined]
+                ctx.evses.events.publish(SessionEnded(1, 1, StopReason.EV_DISCONNECTED))
                 events = await csms.wait_for("TransactionEvent", 2)
                 nursery.cancel_scope.cancel()
     assert started["eventType"] == "Started"
@@ -175,20 +175,20 @@ async def test_v16_queued_messages_get_the_real_transaction_id_from_start_transa
         conn = MemoryConnection(V16)
         with trio.fail_after(1000):
             async with trio.open_nursery() as nursery:
-                await nursery.start(run_transactions, ctx)
+                await nursery.start(ctx.blocks.transactions.run)
                 await _connect(ctx, csms, conn, nursery)
                 await csms.wait_for("StatusNotification", 3)
-                ctx.evses.events.publish(Authorized(1, "TOKEN-1", "ISO14443"))  # type: ignore[attr-defined]
-                ctx.evses.events.publish(EvPlugged(1, 1))  # type: ignore[attr-defined]
+                ctx.evses.events.publish(Authorized(1, "TOKEN-1", "ISO14443"))
+                ctx.evses.events.publish(EvPlugged(1, 1))
                 await csms.wait_for("StartTransaction")
                 await trio.sleep(25)
-                ctx.evses.events.publish(SessionEnded(1, 1, StopReason.LOCAL))  # type: ignore[attr-defined]
+                ctx.evses.events.publish(SessionEnded(1, 1, StopReason.LOCAL))
                 await csms.wait_for("StopTransaction")
                 # A sentinel behind the stop: once it is sent, the stop has been fully processed.
                 await ctx.outbox.put("MeterValues", {"connectorId": 2, "meterValue": [_meter()]})
                 await csms.wait_for("MeterValues", len(csms.of("MeterValues")) + 1)
                 nursery.cancel_scope.cancel()
-        remembered = await ctx.storage.transactions()
+        remembered = await ctx.blocks.transactions.services.storage.transactions()
     starts = csms.of("StartTransaction")
     assert len(starts) == 2
     assert "_localTransactionId" not in starts[0].call.payload

@@ -19,7 +19,6 @@ from runtime_session_harness import (
 from evstation.drivers.sim.board import SimChargeController
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.evse import Authorized
-from evstation.runtime.session import run_transactions
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
 
@@ -38,7 +37,7 @@ async def test_v201_f01_f03_request_start_then_plug_then_request_stop(
     async with open_session_context(tmp_path, V201, run_evses=True) as ctx:
         with trio.fail_after(1000):
             async with trio.open_nursery() as nursery:
-                await nursery.start(run_transactions, ctx)
+                await nursery.start(ctx.blocks.transactions.run)
                 nursery.start_soon(csms.serve, conn)
                 nursery.start_soon(serve_until_link_down, conn, ctx)
                 await csms.wait_for("StatusNotification", 2)
@@ -54,7 +53,7 @@ async def test_v201_f01_f03_request_start_then_plug_then_request_stop(
                 started = (await csms.wait_for("TransactionEvent"))[0].call.payload
                 info = started["transactionInfo"]
                 assert isinstance(info, dict)
-                assert ctx.transaction_ids == {1: info["transactionId"]}
+                assert ctx.blocks.transactions.ids.get(1) == info["transactionId"]
                 stop = await csms.send_call(
                     conn, "RequestStopTransaction", {"transactionId": info["transactionId"]}
                 )
@@ -97,7 +96,7 @@ async def test_v16_remote_start_then_plug_then_remote_stop(
     async with open_session_context(tmp_path, V16, run_evses=True) as ctx:
         with trio.fail_after(1000):
             async with trio.open_nursery() as nursery:
-                await nursery.start(run_transactions, ctx)
+                await nursery.start(ctx.blocks.transactions.run)
                 nursery.start_soon(csms.serve, conn)
                 nursery.start_soon(serve_until_link_down, conn, ctx)
                 await csms.wait_for("StatusNotification", 3)
@@ -112,11 +111,11 @@ async def test_v16_remote_start_then_plug_then_remote_stop(
                 # A sentinel behind StartTransaction: once it is sent, the conf (id 42) is stored.
                 await ctx.outbox.put("DataTransfer", {"vendorId": "test"})
                 await csms.wait_for("DataTransfer")
-                assert ctx.transaction_ids == {1: "42"}
+                assert ctx.blocks.transactions.ids.get(1) == "42"
                 stop = await csms.send_call(conn, "RemoteStopTransaction", {"transactionId": 42})
                 assert (await csms.wait_answer(stop)).payload == {"status": "Accepted"}  # type: ignore[union-attr]
                 stops = await csms.wait_for("StopTransaction")
-                assert ctx.transaction_ids == {}
+                assert ctx.blocks.transactions.ids.get(1) is None
                 nursery.cancel_scope.cancel()
     assert csms.of("StartTransaction")[0].call.payload["idTag"] == "R1"
     assert stops[0].call.payload["transactionId"] == 42
@@ -142,13 +141,13 @@ async def test_c01_presented_token_is_authorized_with_the_csms(
     """1.6 4.1 / 2.0.1 C01: a presented token is sent in Authorize; the answer resolves the EVSE."""
     csms, conn = CsmsPeer(version).then("Authorize", reply), MemoryConnection(version)
     async with open_session_context(tmp_path, version, run_evses=True) as ctx:
-        with trio.fail_after(1000), ctx.evses.events.subscribe() as events:  # type: ignore[attr-defined]
+        with trio.fail_after(1000), ctx.evses.events.subscribe() as events:
             async with trio.open_nursery() as nursery:
-                await nursery.start(run_transactions, ctx)
+                await nursery.start(ctx.blocks.transactions.run)
                 nursery.start_soon(csms.serve, conn)
                 nursery.start_soon(serve_until_link_down, conn, ctx)
                 await csms.wait_for("StatusNotification", 3 if version is V16 else 2)
-                assert await ctx.evses.present_token("TAG-1", "ISO14443") == 1  # type: ignore[attr-defined]
+                assert await ctx.evses.present_token("TAG-1", "ISO14443") == 1
                 seen = (await csms.wait_for("Authorize"))[0].call.payload
                 # Accepted -> Authorized at once; refused -> nothing, so wait out the EVSE's own
                 # authorization timeout (virtual time) to be sure no Authorized follows.

@@ -20,15 +20,11 @@ from runtime_session_harness import EPOCH, CsmsPeer, MemoryConnection, serve_unt
 from evstation.drivers.sim.board import SimChargeController
 from evstation.drivers.sim.meter import SimMeter
 from evstation.protocol.versions import OcppVersion
+from evstation.runtime.blocks.transactions import CLEAN_SHUTDOWN_KEY, messages_for
+from evstation.runtime.clock import WallClock, iso
 from evstation.runtime.evse import Evses
 from evstation.runtime.outbox import Outbox
-from evstation.runtime.session import SessionContext, WallClock, run_transactions
-from evstation.runtime.session.common import iso
-from evstation.runtime.session.transactions import (
-    CLEAN_SHUTDOWN_KEY,
-    end_interrupted_transactions,
-    messages_for,
-)
+from evstation.runtime.session import SessionContext, new_session
 from evstation.runtime.storage import open_storage
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
@@ -52,8 +48,8 @@ async def station_run(tmp_path: Path, version: OcppVersion, meter: SimMeter) -> 
         await nursery.start(evses.add(1, SimChargeController(), meter).run)
         await nursery.start(evses.add(2, SimChargeController(), None).run)
         await trio.sleep(2 * POLL_S)  # the first readings are in
-        yield SessionContext(
-            config=station_config(tmp_path, version),
+        yield new_session(
+            station_config(tmp_path, version),
             storage=storage,
             outbox=Outbox(storage),
             evses=evses,
@@ -77,12 +73,14 @@ async def killed_run_with_open_transaction(tmp_path: Path, version: OcppVersion)
     meter = sim_meter()
     async with station_run(tmp_path, version, meter) as ctx:
         messages = messages_for(version)
-        record = await messages.start(ctx, 1, 1, "TOKEN-1", "ISO14443", "Authorized")
+        record = await messages.start(
+            ctx.blocks.transactions.services, 1, 1, "TOKEN-1", "ISO14443", "Authorized"
+        )
         await set_energy(meter, 1500)
         sampled_at = iso(ctx.clock.now())
-        await messages.meter_values(ctx, record)
+        await messages.meter_values(ctx.blocks.transactions.services, record)
         if version is V201:
-            await messages.charging_state(ctx, record, "Charging")
+            await messages.charging_state(ctx.blocks.transactions.services, record, "Charging")
         await set_energy(meter, 1700)  # never persisted: lost with the power
     return sampled_at
 
@@ -92,12 +90,14 @@ async def restart_and_deliver(tmp_path: Path, version: OcppVersion) -> CsmsPeer:
     csms = CsmsPeer(version)
     conn = MemoryConnection(version)
     async with station_run(tmp_path, version, sim_meter()) as ctx, trio.open_nursery() as nursery:
-        await nursery.start(run_transactions, ctx)
+        await nursery.start(ctx.blocks.transactions.run)
         nursery.start_soon(csms.serve, conn)
         nursery.start_soon(serve_until_link_down, conn, ctx)
         await csms.wait_for("StatusNotification")
         await ctx.outbox.wait_empty()
-        assert await ctx.storage.transactions() == []  # forgotten once the end was acknowledged
+        assert (
+            await ctx.blocks.transactions.services.storage.transactions() == []
+        )  # forgotten once the end was acknowledged
         nursery.cancel_scope.cancel()
     return csms
 
@@ -111,7 +111,7 @@ async def test_v16_power_loss_stop_transaction_powerloss_follows_unconfirmed_sta
         sampled_at = await killed_run_with_open_transaction(tmp_path, V16)
         # Second run: ends the transaction, then dies too before connecting.
         async with station_run(tmp_path, V16, sim_meter()) as ctx:
-            assert await end_interrupted_transactions(ctx) == 1
+            assert await ctx.blocks.transactions.end_interrupted() == 1
             assert [e.action for e in await ctx.outbox.entries()] == [
                 "StartTransaction",
                 "MeterValues",
@@ -130,7 +130,7 @@ async def test_v201_power_loss_ended_powerloss_next_seq_no_queued_once_across_tw
     with trio.fail_after(BOUND_S):
         sampled_at = await killed_run_with_open_transaction(tmp_path, V201)
         async with station_run(tmp_path, V201, sim_meter()) as ctx:
-            assert await end_interrupted_transactions(ctx) == 1
+            assert await ctx.blocks.transactions.end_interrupted() == 1
         csms = await restart_and_deliver(tmp_path, V201)
     events: list[dict[str, Any]] = [s.call.payload for s in csms.of("TransactionEvent")]
     assert [(e["eventType"], e["seqNo"]) for e in events] == [
@@ -157,8 +157,10 @@ async def test_clean_shutdown_ends_open_transaction_with_reason_reboot(
     meter = sim_meter()
     with trio.fail_after(BOUND_S):
         async with station_run(tmp_path, version, meter) as ctx, trio.open_nursery() as nursery:
-            await nursery.start(run_transactions, ctx)
-            await messages_for(version).start(ctx, 1, 1, "TOKEN-1", "ISO14443", "Authorized")
+            await nursery.start(ctx.blocks.transactions.run)
+            await messages_for(version).start(
+                ctx.blocks.transactions.services, 1, 1, "TOKEN-1", "ISO14443", "Authorized"
+            )
             await set_energy(meter, 1800)
             shutdown_at = iso(ctx.clock.now())
             nursery.cancel_scope.cancel()
@@ -186,13 +188,15 @@ async def test_power_loss_after_a_clean_restart_reads_as_power_loss(
     """The clean-shutdown marker applies to the next start only."""
     with trio.fail_after(BOUND_S):
         async with station_run(tmp_path, V16, sim_meter()) as ctx, trio.open_nursery() as nursery:
-            await nursery.start(run_transactions, ctx)
+            await nursery.start(ctx.blocks.transactions.run)
             nursery.cancel_scope.cancel()  # clean shutdown, no transaction
         async with station_run(tmp_path, V16, sim_meter()) as ctx:
-            assert await end_interrupted_transactions(ctx) == 0  # clears the marker
-            await messages_for(V16).start(ctx, 1, 1, "TOKEN-1", "ISO14443", "Authorized")
+            assert await ctx.blocks.transactions.end_interrupted() == 0  # clears the marker
+            await messages_for(V16).start(
+                ctx.blocks.transactions.services, 1, 1, "TOKEN-1", "ISO14443", "Authorized"
+            )
             # killed here
         async with station_run(tmp_path, V16, sim_meter()) as ctx:
-            assert await end_interrupted_transactions(ctx) == 1
+            assert await ctx.blocks.transactions.end_interrupted() == 1
             stops = [e.payload for e in await ctx.outbox.entries() if e.action == "StopTransaction"]
     assert [s["reason"] for s in stops] == ["PowerLoss"]

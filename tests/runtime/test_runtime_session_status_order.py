@@ -19,7 +19,7 @@ async def test_v16_charging_status_follows_the_answered_start_transaction(tmp_pa
             # A slow CSMS: the EVSE reaches Charging long before StartTransaction is answered.
             csms.delay_results(0.5, "StartTransaction")
             async with open_station(demo_config("1.6", csms.port, tmp_path)) as station:
-                await station.session.wait_online()
+                await station.session.uplink.wait_online()
                 station.sims[1].controller.plug_in()
                 await station.evses.present_token("CARD-1", "ISO14443", 1)
                 await csms.wait_for(STATION_ID, "StartTransaction")

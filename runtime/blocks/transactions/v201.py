@@ -1,7 +1,7 @@
-"""OCPP 2.0.1 message formats for the session: BootNotification (with BootReason), StatusNotification,
-Authorize and TransactionEvent (Started / Updated / Ended, seqNo persisted, offline flag).
+"""OCPP 2.0.1 transaction messages: TransactionEvent Started / Updated / Ended through the outbox, with
+seqNo persisted together with each event and the offline flag (E04).
 
-Formats only; sequencing and timing belong to common.py and transactions.py. Never sends.
+Formats and their storage writes only; the Transactions block sequences them. Never sends.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 from evstation.protocol.messages import OcppModel
+from evstation.protocol.transactions import INTERRUPTED_TRIGGER, ended_trigger
 from evstation.protocol.versions import OcppVersion
-from evstation.runtime.calls import CallManager, Handler
+from evstation.runtime.blocks.transactions.services import TxServices
+from evstation.runtime.clock import iso
 from evstation.runtime.outbox import OutboxEntry
-from evstation.runtime.session.common import SessionContext, enum_text, iso
 from evstation.runtime.storage import (
     ENDED,
     TransactionRecord,
@@ -28,83 +29,12 @@ from evstation.runtime.storage import (
     write_transaction,
 )
 
-__all__ = ["V201Adapter", "V201Transactions", "connector_status"]
+__all__ = ["V201Transactions"]
 
 log = logging.getLogger(__name__)
 
-# A transaction ended at start-up because the station went down while it ran: no user, CSMS or EV
-# stopped it, so neither StopAuthorized nor ResetCommand (a CSMS Reset) nor EVDeparted fits.
-_INTERRUPTED_TRIGGER: Final = "AbnormalCondition"
 
-# ConnectorStatusEnumType has five values; every in-use state of the EVSE state machine is Occupied.
-_KEPT: Final = frozenset({"Available", "Reserved", "Unavailable", "Faulted"})
-
-# StopReason (== 2.0.1 ReasonEnumType) -> the TriggerReasonEnumType of the Ended event (E06).
-_END_TRIGGER: Final = {
-    "Local": "StopAuthorized",
-    "Remote": "RemoteStop",
-    "EVDisconnected": "EVDeparted",
-    "PowerLoss": "AbnormalCondition",
-    "Reboot": "ResetCommand",
-    "DeAuthorized": "Deauthorized",
-    "EmergencyStop": "AbnormalCondition",
-    "Other": "AbnormalCondition",
-}
-
-
-def connector_status(status: object) -> str:
-    text = enum_text(status)
-    return text if text in _KEPT else "Occupied"
-
-
-class V201Adapter:
-    version = OcppVersion.V201
-
-    def handlers(self, ctx: SessionContext) -> dict[str, Handler]:
-        from evstation.runtime.session.remote import v201_handlers
-
-        return v201_handlers(ctx)
-
-    def boot_request(self, ctx: SessionContext, reason: str) -> dict[str, object]:
-        identity = ctx.config.station
-        station: dict[str, object] = {"model": identity.model, "vendorName": identity.vendor}
-        if identity.serial_number is not None:
-            station["serialNumber"] = identity.serial_number
-        if identity.firmware_version is not None:
-            station["firmwareVersion"] = identity.firmware_version
-        return {"chargingStation": station, "reason": reason}
-
-    def status_requests(self, ctx: SessionContext, event: Any | None) -> list[dict[str, object]]:
-        now = ctx.clock.iso()
-        if event is not None:
-            pairs = [(event.evse_id, event.connector_id, event.status)]
-        else:
-            pairs = [
-                (evse.id, cid, evse.status(cid))
-                for evse in sorted(ctx.evses, key=lambda e: e.id)
-                for cid in evse.connector_ids
-            ]
-        return [
-            {
-                "timestamp": now,
-                "connectorStatus": connector_status(status),
-                "evseId": evse_id,
-                "connectorId": cid,
-            }
-            for evse_id, cid, status in pairs
-        ]
-
-    async def prepare(self, ctx: SessionContext, entry: OutboxEntry) -> dict[str, object] | None:
-        return dict(entry.payload)
-
-    async def delivered(self, ctx: SessionContext, entry: OutboxEntry, response: OcppModel) -> None:
-        if entry.action == "TransactionEvent" and entry.payload.get("eventType") == "Ended":
-            info = entry.payload.get("transactionInfo")
-            if isinstance(info, dict):
-                await ctx.storage.delete_transaction(str(info["transactionId"]))
-
-
-def _meter_value(ctx: SessionContext, evse: Any, context: str) -> list[dict[str, object]]:
+def _meter_value(tx: TxServices, evse: Any, context: str) -> list[dict[str, object]]:
     values: list[dict[str, object]] = []
     energy = evse.energy_wh()
     if energy is not None:
@@ -115,7 +45,7 @@ def _meter_value(ctx: SessionContext, evse: Any, context: str) -> list[dict[str,
             values.append({"value": sample.power_w, "measurand": "Power.Active.Import", "context": context})
         if sample.current_a.l1 is not None:
             values.append({"value": sample.current_a.l1, "measurand": "Current.Import", "context": context})
-    return [{"timestamp": ctx.clock.iso(), "sampledValue": values}] if values else []
+    return [{"timestamp": tx.clock.iso(), "sampledValue": values}] if values else []
 
 
 # Inside the write transaction: (the fresh open record, its seqNo) -> (transactionInfo extras, meter
@@ -128,13 +58,18 @@ class V201Transactions:
 
     version = OcppVersion.V201
 
-    async def authorize(self, calls: CallManager, id_token: str, token_type: str) -> bool:
-        response = await calls.call("Authorize", {"idToken": {"idToken": id_token[:36], "type": token_type}})
-        return enum_text(getattr(getattr(response, "id_token_info"), "status")) == "Accepted"  # noqa: B009
+    async def prepare(self, tx: TxServices, entry: OutboxEntry) -> dict[str, object] | None:
+        return dict(entry.payload)
+
+    async def delivered(self, tx: TxServices, entry: OutboxEntry, response: OcppModel) -> None:
+        if entry.action == "TransactionEvent" and entry.payload.get("eventType") == "Ended":
+            info = entry.payload.get("transactionInfo")
+            if isinstance(info, dict):
+                await tx.storage.delete_transaction(str(info["transactionId"]))
 
     async def start(
         self,
-        ctx: SessionContext,
+        tx: TxServices,
         evse_id: int,
         connector_id: int,
         id_token: str,
@@ -148,8 +83,8 @@ class V201Transactions:
             connector_id=connector_id,
             id_token=id_token,
             id_token_type=token_type,
-            started_at=ctx.clock.now(),
-            meter_start_wh=ctx.evses[evse_id].energy_wh() or 0.0,
+            started_at=tx.clock.now(),
+            meter_start_wh=tx.evses[evse_id].energy_wh() or 0.0,
             state="Started",
             seq_no=0,
         )
@@ -161,33 +96,33 @@ class V201Transactions:
             0,
             "Started",
             trigger,
-            ctx.clock.iso(),
+            tx.clock.iso(),
             info,
-            _meter_value(ctx, ctx.evses[evse_id], "Transaction.Begin"),
+            _meter_value(tx, tx.evses[evse_id], "Transaction.Begin"),
             with_token=True,
         )
 
         def build(conn: sqlite3.Connection) -> dict[str, object]:
             write_transaction(conn, record)  # together with its Started event, or not at all
-            return _mark_offline(payload, not ctx.online)
+            return _mark_offline(payload, not tx.online)
 
-        await ctx.outbox.put_with("TransactionEvent", build, offline=not ctx.online)
+        await tx.outbox.put_with("TransactionEvent", build, offline=not tx.online)
         return record
 
-    async def meter_values(self, ctx: SessionContext, record: TransactionRecord) -> None:
-        meter = _meter_value(ctx, ctx.evses[record.evse_id], "Sample.Periodic")
-        energy = ctx.evses[record.evse_id].energy_wh()
-        at = ctx.clock.now()
-        await self._updated(ctx, record, "MeterValuePeriodic", {}, meter, energy, at)
+    async def meter_values(self, tx: TxServices, record: TransactionRecord) -> None:
+        meter = _meter_value(tx, tx.evses[record.evse_id], "Sample.Periodic")
+        energy = tx.evses[record.evse_id].energy_wh()
+        at = tx.clock.now()
+        await self._updated(tx, record, "MeterValuePeriodic", {}, meter, energy, at)
 
-    async def charging_state(self, ctx: SessionContext, record: TransactionRecord, state: str) -> None:
+    async def charging_state(self, tx: TxServices, record: TransactionRecord, state: str) -> None:
         await self._updated(
-            ctx, record, "ChargingStateChanged", {"chargingState": state}, [], None, ctx.clock.now()
+            tx, record, "ChargingStateChanged", {"chargingState": state}, [], None, tx.clock.now()
         )
 
     async def _updated(
         self,
-        ctx: SessionContext,
+        tx: TxServices,
         record: TransactionRecord,
         trigger: str,
         info: dict[str, object],
@@ -195,7 +130,7 @@ class V201Transactions:
         energy: float | None,
         at: datetime,
     ) -> None:
-        offline = not ctx.online
+        offline = not tx.online
 
         def build(conn: sqlite3.Connection) -> dict[str, object] | None:
             # seqNo, last meter reading and the event commit together: no seqNo gap after a crash.
@@ -208,17 +143,17 @@ class V201Transactions:
             payload = _payload(fresh, seq_no, "Updated", trigger, iso(at), info, meter)
             return _mark_offline(payload, offline)
 
-        await ctx.outbox.put_with("TransactionEvent", build, offline=offline)
+        await tx.outbox.put_with("TransactionEvent", build, offline=offline)
 
-    async def stop(self, ctx: SessionContext, record: TransactionRecord, reason: str) -> None:
-        energy = ctx.evses[record.evse_id].energy_wh()
-        meter = _meter_value(ctx, ctx.evses[record.evse_id], "Transaction.End")
-        trigger = _END_TRIGGER.get(reason, "AbnormalCondition")
-        await _queue_ended(ctx, record.id, reason, trigger, energy, ctx.clock.now(), meter, with_token=True)
+    async def stop(self, tx: TxServices, record: TransactionRecord, reason: str) -> None:
+        energy = tx.evses[record.evse_id].energy_wh()
+        meter = _meter_value(tx, tx.evses[record.evse_id], "Transaction.End")
+        trigger = ended_trigger(reason)
+        await _queue_ended(tx, record.id, reason, trigger, energy, tx.clock.now(), meter, with_token=True)
 
-    async def end_interrupted(self, ctx: SessionContext, record: TransactionRecord, reason: str) -> bool:
+    async def end_interrupted(self, tx: TxServices, record: TransactionRecord, reason: str) -> bool:
         """After a restart: Ended with the next seqNo, the last persisted energy reading and its time."""
-        return await _queue_ended(ctx, record.id, reason, _INTERRUPTED_TRIGGER, None, None, None, False)
+        return await _queue_ended(tx, record.id, reason, INTERRUPTED_TRIGGER, None, None, None, False)
 
 
 def _payload(
@@ -255,7 +190,7 @@ def _mark_offline(payload: dict[str, object], offline: bool) -> dict[str, object
 
 
 async def _queue_ended(
-    ctx: SessionContext,
+    tx: TxServices,
     transaction_id: str,
     reason: str,
     trigger: str,
@@ -267,7 +202,7 @@ async def _queue_ended(
     """Queue the Ended event, its seqNo and the record's Ended state in one SQLite transaction, so it is
     queued at most once whatever restarts happen around it (libocpp #907 sent an end twice).
     `at` / `meter` None: the last persisted energy reading (else the start value) and its time."""
-    offline = not ctx.online
+    offline = not tx.online
     # Recovered at start-up, the event happened while the station was down (E04 offline flag).
     interrupted = at is None
 
@@ -317,7 +252,7 @@ async def _queue_ended(
         )
         return _mark_offline(payload, offline or interrupted)
 
-    entry = await ctx.outbox.put_with("TransactionEvent", build, offline=offline or interrupted)
+    entry = await tx.outbox.put_with("TransactionEvent", build, offline=offline or interrupted)
     if entry is None:
         log.warning("transaction %s already ended: Ended event not queued again", transaction_id)
     return entry is not None

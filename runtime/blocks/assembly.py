@@ -1,0 +1,151 @@
+"""The station's functional blocks, built once with the services each asks for.
+
+A new block is added here (constructed with its services) and in `StationBlocks.serving`; its handlers
+are found by the registry. Blocks are built in dependency order: authorization before transactions,
+transactions before remote control.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from evstation.protocol.layout import StationLayout
+from evstation.protocol.versions import OcppVersion
+from evstation.runtime.blocks.authorization import Authorization
+from evstation.runtime.blocks.availability import Availability
+from evstation.runtime.blocks.provisioning import Provisioning
+from evstation.runtime.blocks.remote_control import RemoteControl
+from evstation.runtime.blocks.transactions import Transactions, TxServices
+from evstation.runtime.clock import WallClock
+from evstation.runtime.config import StationConfig
+from evstation.runtime.evse import Evses
+from evstation.runtime.outbox import Outbox
+from evstation.runtime.storage import Storage
+from evstation.runtime.uplink import Uplink
+
+__all__ = ["NOT_YET_SERVED", "StationBlocks", "build_blocks", "layout_of"]
+
+# CSMS-initiated actions no block serves yet, each with the block module that will own it. They are
+# answered NotSupported (protocol.directions); a test keeps this table, the registry and the versions'
+# action lists in step, so every action is either served or listed here.
+NOT_YET_SERVED: Final[Mapping[OcppVersion, Mapping[str, str]]] = {
+    OcppVersion.V16: {
+        "CancelReservation": "reservation",
+        "CertificateSigned": "security",
+        "ChangeAvailability": "availability",
+        "ChangeConfiguration": "provisioning",
+        "ClearCache": "authorization",
+        "ClearChargingProfile": "smart_charging",
+        "DataTransfer": "data_transfer",
+        "DeleteCertificate": "security",
+        "ExtendedTriggerMessage": "remote_control",
+        "GetCompositeSchedule": "smart_charging",
+        "GetConfiguration": "provisioning",
+        "GetDiagnostics": "diagnostics",
+        "GetInstalledCertificateIds": "security",
+        "GetLocalListVersion": "local_auth_list",
+        "GetLog": "diagnostics",
+        "InstallCertificate": "security",
+        "ReserveNow": "reservation",
+        "Reset": "provisioning",
+        "SendLocalList": "local_auth_list",
+        "SetChargingProfile": "smart_charging",
+        "SignedUpdateFirmware": "firmware",
+        "TriggerMessage": "remote_control",
+        "UnlockConnector": "remote_control",
+        "UpdateFirmware": "firmware",
+    },
+    OcppVersion.V201: {
+        "CancelReservation": "reservation",
+        "CertificateSigned": "security",
+        "ChangeAvailability": "availability",
+        "ClearCache": "authorization",
+        "ClearChargingProfile": "smart_charging",
+        "ClearDisplayMessage": "display",
+        "ClearVariableMonitoring": "diagnostics",
+        "CostUpdated": "tariff",
+        "CustomerInformation": "diagnostics",
+        "DataTransfer": "data_transfer",
+        "DeleteCertificate": "security",
+        "GetBaseReport": "provisioning",
+        "GetChargingProfiles": "smart_charging",
+        "GetCompositeSchedule": "smart_charging",
+        "GetDisplayMessages": "display",
+        "GetInstalledCertificateIds": "security",
+        "GetLocalListVersion": "local_auth_list",
+        "GetLog": "diagnostics",
+        "GetMonitoringReport": "diagnostics",
+        "GetReport": "provisioning",
+        "GetTransactionStatus": "transactions",
+        "GetVariables": "provisioning",
+        "InstallCertificate": "security",
+        "PublishFirmware": "firmware",
+        "ReserveNow": "reservation",
+        "Reset": "provisioning",
+        "SendLocalList": "local_auth_list",
+        "SetChargingProfile": "smart_charging",
+        "SetDisplayMessage": "display",
+        "SetMonitoringBase": "diagnostics",
+        "SetMonitoringLevel": "diagnostics",
+        "SetNetworkProfile": "provisioning",
+        "SetVariableMonitoring": "diagnostics",
+        "SetVariables": "provisioning",
+        "TriggerMessage": "remote_control",
+        "UnlockConnector": "remote_control",
+        "UnpublishFirmware": "firmware",
+        "UpdateFirmware": "firmware",
+    },
+}
+
+
+@dataclass(eq=False)
+class StationBlocks:
+    provisioning: Provisioning
+    availability: Availability
+    authorization: Authorization
+    transactions: Transactions
+    remote_control: RemoteControl
+
+    def serving(self) -> tuple[object, ...]:
+        """Every block that may answer CSMS calls, for the registry."""
+        return (
+            self.provisioning,
+            self.availability,
+            self.authorization,
+            self.transactions,
+            self.remote_control,
+        )
+
+
+def layout_of(evses: Evses) -> StationLayout:
+    return StationLayout.of({evse.id: evse.connector_ids for evse in evses})
+
+
+def build_blocks(
+    *,
+    config: StationConfig,
+    storage: Storage,
+    outbox: Outbox,
+    evses: Evses,
+    clock: WallClock,
+    uplink: Uplink,
+    meter_interval_s: float,
+) -> StationBlocks:
+    version: OcppVersion = config.station.ocpp_version
+    layout = layout_of(evses)
+    authorization = Authorization(version=version, uplink=uplink)
+    transactions = Transactions(
+        version=version,
+        services=TxServices(storage, outbox, evses, clock, uplink, layout),
+        authorization=authorization,
+        meter_interval_s=meter_interval_s,
+    )
+    return StationBlocks(
+        provisioning=Provisioning(version=version, identity=config.station, storage=storage, clock=clock),
+        availability=Availability(version=version, evses=evses, layout=layout, clock=clock),
+        authorization=authorization,
+        transactions=transactions,
+        remote_control=RemoteControl(evses=evses, layout=layout, transactions=transactions),
+    )

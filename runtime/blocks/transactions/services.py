@@ -1,0 +1,62 @@
+"""What the transaction messages of either version need: the services, and the EVSE -> transaction id
+map the control API and the 1.6 status ordering read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import trio
+
+from evstation.protocol.layout import StationLayout
+from evstation.runtime.clock import WallClock
+from evstation.runtime.evse import Evses
+from evstation.runtime.outbox import Outbox
+from evstation.runtime.storage import Storage
+from evstation.runtime.uplink import Uplink
+
+__all__ = ["TransactionIds", "TxServices"]
+
+
+class TransactionIds:
+    """EVSE id -> the id of its running transaction as the CSMS knows it (1.6: the local negative
+    placeholder until StartTransaction.conf arrives)."""
+
+    def __init__(self) -> None:
+        self._ids: dict[int, str] = {}
+        self._changed = trio.Event()
+
+    def get(self, evse_id: int) -> str | None:
+        return self._ids.get(evse_id)
+
+    def set(self, evse_id: int, transaction_id: str | None) -> None:
+        """Record (or, with None, forget) the id of the EVSE's running transaction."""
+        if transaction_id is None:
+            self._ids.pop(evse_id, None)
+        else:
+            self._ids[evse_id] = transaction_id
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_known(self, evse_id: int) -> None:
+        """Wait until the EVSE's transaction carries an id the CSMS gave or knows."""
+        while True:
+            changed = self._changed
+            transaction_id = self._ids.get(evse_id)
+            if transaction_id is not None and not transaction_id.startswith("-"):
+                return
+            await changed.wait()
+
+
+@dataclass(eq=False)
+class TxServices:
+    storage: Storage
+    outbox: Outbox
+    evses: Evses
+    clock: WallClock
+    uplink: Uplink
+    layout: StationLayout
+    ids: TransactionIds = field(default_factory=TransactionIds)
+
+    @property
+    def online(self) -> bool:
+        return self.uplink.online

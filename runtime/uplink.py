@@ -1,0 +1,75 @@
+"""The station's CSMS connection as the functional blocks see it: boot state and the current CallManager.
+
+One per station; survives reconnects. The session layer attaches each connection's CallManager and
+marks it online once the CSMS has accepted the boot; blocks only read it, and never hold on to a
+CallManager beyond one call.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from evstation.protocol.boot import BootMachine, BootState
+from evstation.protocol.messages import OcppModel
+from evstation.runtime.calls import CallManager
+from evstation.runtime.link import LinkDown
+
+__all__ = ["Uplink"]
+
+
+class Uplink:
+    def __init__(self, boot: BootMachine | None = None) -> None:
+        self.boot = boot if boot is not None else BootMachine()
+        self._connection: CallManager | None = None
+        self._online = False
+        self._changed = trio.Event()
+
+    @property
+    def calls(self) -> CallManager | None:
+        """The connection's CallManager once the CSMS accepted the station, else None."""
+        return self._connection if self._online else None
+
+    @property
+    def online(self) -> bool:
+        """Connected and Accepted: heartbeats, statuses and transaction messages may go out."""
+        return self._online
+
+    async def wait_online(self) -> CallManager:
+        while True:
+            changed = self._changed
+            calls = self.calls
+            if calls is not None:
+                return calls
+            await changed.wait()
+
+    async def call_requested(self, action: str, payload: OcppModel | dict[str, object]) -> OcppModel:
+        """Send a message the CSMS asked for (a NotifyReport for its GetBaseReport, a triggered
+        message): allowed while Pending too (B02.FR.09).
+
+        Raises LinkDown when there is no connection or the boot state forbids it, and whatever
+        `CallManager.call` raises."""
+        connection = self._connection
+        if connection is None or not self.boot.may_send(action, requested=True):
+            raise LinkDown(f"{action} not sent: no connection the CSMS accepted or kept pending")
+        return await connection.call(action, payload)
+
+    # --- the session layer's side --------------------------------------------------------------
+
+    def connected(self, calls: CallManager) -> None:
+        self._connection = calls
+        self._notify()
+
+    def accepted(self) -> None:
+        """The CSMS accepted the boot on the current connection."""
+        self._online = self._connection is not None and self.boot.state is BootState.ACCEPTED
+        self._notify()
+
+    def disconnected(self, calls: CallManager) -> None:
+        if self._connection is calls:
+            self._connection = None
+            self._online = False
+            self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
