@@ -14,14 +14,16 @@ import trio.testing
 from runtime_session_harness import (
     CSMS_TIME,
     CsmsPeer,
+    Fail,
     MemoryConnection,
+    NoAnswer,
     open_session_context,
     serve_until_link_down,
     serving,
 )
 
 from evstation.drivers.api import MREC_VENDOR_ID, FaultCode
-from evstation.protocol.boot import BootState
+from evstation.protocol.boot import DEFAULT_RETRY_INTERVAL_S, BootState
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.evse import ConnectorStatus, StatusChanged
 from evstation.runtime.storage import BootState as StoredBootState
@@ -115,6 +117,49 @@ async def test_heartbeat_at_the_accepted_interval_and_interval_change_takes_effe
     boot_at = csms.of("BootNotification")[0].at
     assert [b.at - boot_at for b in beats[:2]] == pytest.approx([100, 200])
     assert [b.at - changed_at for b in beats[2:]] == pytest.approx([50, 100])
+
+
+@BOTH
+@pytest.mark.parametrize(
+    ("failure", "failed_after_s"),
+    [(Fail("InternalError"), 0.0), (NoAnswer(), 30.0)],
+    ids=["callerror", "timeout"],
+)
+async def test_a_failed_boot_is_retried_after_the_retry_interval_not_at_once(
+    clock: trio.testing.MockClock,
+    tmp_path: Path,
+    version: OcppVersion,
+    failure: Fail | NoAnswer,
+    failed_after_s: float,
+) -> None:
+    """B01 / 1.6 4.2: a BootNotification answered by a CALLERROR or not at all (message timeout 30 s)
+    is retried after the default retry interval, and nothing else is sent meanwhile."""
+    csms = CsmsPeer(version).then("BootNotification", failure)
+    conn = MemoryConnection(version)
+    async with open_session_context(tmp_path, version, message_timeout_s=30) as ctx, serving(csms, conn, ctx):
+        await csms.wait_for("StatusNotification")
+    boots = csms.of("BootNotification")
+    assert len(boots) == 2
+    assert boots[1].at - boots[0].at == pytest.approx(failed_after_s + DEFAULT_RETRY_INTERVAL_S)
+    assert csms.actions()[:2] == ["BootNotification", "BootNotification"]
+
+
+@BOTH
+async def test_a_heartbeat_interval_changed_mid_interval_applies_at_once(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """1.6 HeartbeatInterval / 2.0.1 OCPPCommCtrlr.HeartbeatInterval: a change 30 s into a 100 s interval
+    makes the next beat come 50 s after the change (not at 100 s, nor 100 s after the change)."""
+    csms = CsmsPeer(version).then("BootNotification", _boot("Accepted", 100))
+    conn = MemoryConnection(version)
+    async with open_session_context(tmp_path, version) as ctx, serving(csms, conn, ctx, fail_after_s=10_000):
+        first = (await csms.wait_for("Heartbeat", 1))[0]
+        await trio.sleep(30)
+        changed_at = trio.current_time()
+        ctx.set_heartbeat_interval(50)
+        beats = await csms.wait_for("Heartbeat", 3)
+    assert changed_at - first.at == pytest.approx(30)
+    assert [b.at - changed_at for b in beats[1:]] == pytest.approx([50, 100])
 
 
 async def test_b01_reconnect_after_accepted_sends_no_new_boot(
