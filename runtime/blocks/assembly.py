@@ -34,7 +34,6 @@ NOT_YET_SERVED: Final[Mapping[OcppVersion, Mapping[str, str]]] = {
     OcppVersion.V16: {
         "CancelReservation": "reservation",
         "CertificateSigned": "security",
-        "ChangeAvailability": "availability",
         "ChangeConfiguration": "provisioning",
         "ClearCache": "authorization",
         "ClearChargingProfile": "smart_charging",
@@ -60,7 +59,6 @@ NOT_YET_SERVED: Final[Mapping[OcppVersion, Mapping[str, str]]] = {
     OcppVersion.V201: {
         "CancelReservation": "reservation",
         "CertificateSigned": "security",
-        "ChangeAvailability": "availability",
         "ClearCache": "authorization",
         "ClearChargingProfile": "smart_charging",
         "ClearDisplayMessage": "display",
@@ -144,7 +142,7 @@ def build_blocks(
     )
     return StationBlocks(
         provisioning=Provisioning(version=version, identity=config.station, storage=storage, clock=clock),
-        availability=Availability(version=version, evses=evses, layout=layout, clock=clock),
+        availability=Availability(version=version, evses=evses, layout=layout, clock=clock, storage=storage),
         authorization=authorization,
         transactions=transactions,
         remote_control=RemoteControl(evses=evses, layout=layout, transactions=transactions),

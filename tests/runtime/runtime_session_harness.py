@@ -215,7 +215,7 @@ async def open_session_context(
             evse = evses.add(evse_id, SimChargeController(), meter)
             if run_evses:
                 await nursery.start(evse.run)
-        yield new_session(
+        ctx = new_session(
             station_config(tmp_path, version, **csms),
             storage=storage,
             outbox=Outbox(storage),
@@ -223,6 +223,8 @@ async def open_session_context(
             clock=WallClock.anchored(EPOCH),
             meter_interval_s=meter_interval_s,
         )
+        await nursery.start(ctx.blocks.availability.run)
+        yield ctx
         nursery.cancel_scope.cancel()
 
 
