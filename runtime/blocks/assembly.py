@@ -15,6 +15,7 @@ from evstation.protocol.layout import StationLayout
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.authorization import Authorization
 from evstation.runtime.blocks.availability import Availability
+from evstation.runtime.blocks.data_transfer import DataTransfer
 from evstation.runtime.blocks.provisioning import Provisioning
 from evstation.runtime.blocks.remote_control import RemoteControl
 from evstation.runtime.blocks.transactions import Transactions, TxServices
@@ -37,7 +38,6 @@ NOT_YET_SERVED: Final[Mapping[OcppVersion, Mapping[str, str]]] = {
         "ChangeConfiguration": "provisioning",
         "ClearCache": "authorization",
         "ClearChargingProfile": "smart_charging",
-        "DataTransfer": "data_transfer",
         "DeleteCertificate": "security",
         "ExtendedTriggerMessage": "remote_control",
         "GetCompositeSchedule": "smart_charging",
@@ -65,7 +65,6 @@ NOT_YET_SERVED: Final[Mapping[OcppVersion, Mapping[str, str]]] = {
         "ClearVariableMonitoring": "diagnostics",
         "CostUpdated": "tariff",
         "CustomerInformation": "diagnostics",
-        "DataTransfer": "data_transfer",
         "DeleteCertificate": "security",
         "GetBaseReport": "provisioning",
         "GetChargingProfiles": "smart_charging",
@@ -105,6 +104,7 @@ class StationBlocks:
     authorization: Authorization
     transactions: Transactions
     remote_control: RemoteControl
+    data_transfer: DataTransfer
 
     def serving(self) -> tuple[object, ...]:
         """Every block that may answer CSMS calls, for the registry."""
@@ -114,6 +114,7 @@ class StationBlocks:
             self.authorization,
             self.transactions,
             self.remote_control,
+            self.data_transfer,
         )
 
 
@@ -146,4 +147,5 @@ def build_blocks(
         authorization=authorization,
         transactions=transactions,
         remote_control=RemoteControl(evses=evses, layout=layout, transactions=transactions),
+        data_transfer=DataTransfer(version=version, uplink=uplink),
     )
