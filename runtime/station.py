@@ -312,6 +312,7 @@ async def open_station(
             await nursery.start(session.blocks.availability.run)
             await nursery.start(evses.run)
             await nursery.start(session.blocks.transactions.run)
+            await nursery.start(session.blocks.trigger.run)
             await nursery.start(
                 functools.partial(
                     run_link,

@@ -19,6 +19,7 @@ from evstation.runtime.blocks.data_transfer import DataTransfer
 from evstation.runtime.blocks.provisioning import Provisioning
 from evstation.runtime.blocks.remote_control import RemoteControl
 from evstation.runtime.blocks.transactions import Transactions, TxServices
+from evstation.runtime.blocks.trigger import Trigger
 from evstation.runtime.clock import WallClock
 from evstation.runtime.config import StationConfig
 from evstation.runtime.evse import Evses
@@ -39,7 +40,6 @@ NOT_YET_SERVED: Final[Mapping[OcppVersion, Mapping[str, str]]] = {
         "ClearCache": "authorization",
         "ClearChargingProfile": "smart_charging",
         "DeleteCertificate": "security",
-        "ExtendedTriggerMessage": "remote_control",
         "GetCompositeSchedule": "smart_charging",
         "GetConfiguration": "provisioning",
         "GetDiagnostics": "diagnostics",
@@ -52,7 +52,6 @@ NOT_YET_SERVED: Final[Mapping[OcppVersion, Mapping[str, str]]] = {
         "SendLocalList": "local_auth_list",
         "SetChargingProfile": "smart_charging",
         "SignedUpdateFirmware": "firmware",
-        "TriggerMessage": "remote_control",
         "UnlockConnector": "remote_control",
         "UpdateFirmware": "firmware",
     },
@@ -89,7 +88,6 @@ NOT_YET_SERVED: Final[Mapping[OcppVersion, Mapping[str, str]]] = {
         "SetNetworkProfile": "provisioning",
         "SetVariableMonitoring": "diagnostics",
         "SetVariables": "provisioning",
-        "TriggerMessage": "remote_control",
         "UnlockConnector": "remote_control",
         "UnpublishFirmware": "firmware",
         "UpdateFirmware": "firmware",
@@ -105,6 +103,7 @@ class StationBlocks:
     transactions: Transactions
     remote_control: RemoteControl
     data_transfer: DataTransfer
+    trigger: Trigger
 
     def serving(self) -> tuple[object, ...]:
         """Every block that may answer CSMS calls, for the registry."""
@@ -115,6 +114,7 @@ class StationBlocks:
             self.transactions,
             self.remote_control,
             self.data_transfer,
+            self.trigger,
         )
 
 
@@ -141,11 +141,22 @@ def build_blocks(
         authorization=authorization,
         meter_interval_s=meter_interval_s,
     )
+    provisioning = Provisioning(version=version, identity=config.station, storage=storage, clock=clock)
+    availability = Availability(version=version, evses=evses, layout=layout, clock=clock, storage=storage)
     return StationBlocks(
-        provisioning=Provisioning(version=version, identity=config.station, storage=storage, clock=clock),
-        availability=Availability(version=version, evses=evses, layout=layout, clock=clock, storage=storage),
+        provisioning=provisioning,
+        availability=availability,
         authorization=authorization,
         transactions=transactions,
         remote_control=RemoteControl(evses=evses, layout=layout, transactions=transactions),
         data_transfer=DataTransfer(version=version, uplink=uplink),
+        trigger=Trigger(
+            version=version,
+            uplink=uplink,
+            evses=evses,
+            layout=layout,
+            clock=clock,
+            availability=availability,
+            provisioning=provisioning,
+        ),
     )
