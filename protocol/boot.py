@@ -209,6 +209,15 @@ class BootMachine:
             return True
         return requested and self.state is BootState.PENDING
 
+    def triggered(self, now: float) -> bool:
+        """TriggerMessage(BootNotification): while Pending / Rejected the next BootNotification is due
+        now instead of after the interval (1.6 section 4.2, 2.0.1 F06 / TC_B_31). False in any other
+        state (Accepted: 2.0.1 F06.FR.17 refuses the trigger; a boot not yet answered is under way)."""
+        if self.state not in (BootState.PENDING, BootState.REJECTED):
+            return False
+        self.next_boot_at = now
+        return True
+
     def reconnected(self) -> None:
         """A new connection is up: a boot lost in flight goes out again at once; Pending/Rejected keep
         their retry time; Accepted stays Accepted."""

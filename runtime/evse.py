@@ -304,7 +304,7 @@ class Evse:
         self._lock = trio.Lock()
         self._phase = Phase.IDLE
         self._connector = connector_ids[0]
-        self._available = True
+        self._unavailable: set[int] = set()  # connectors made Inoperative (ChangeAvailability)
         self._limit_a: float | None = None
         self._faults: set[FaultCode] = set()
         self._pilot: PilotState | None = None
@@ -340,12 +340,14 @@ class Evse:
         if connector_id != self._connector:
             # One connector of an EVSE at a time: the others are blocked while it is in use.
             own = connector_status(
-                Phase.IDLE, blocking_fault=self._blocking_fault(), available=self._available
+                Phase.IDLE, blocking_fault=self._blocking_fault(), available=self.available(connector_id)
             )
             if own is ConnectorStatus.AVAILABLE and self._phase is not Phase.IDLE:
                 return ConnectorStatus.UNAVAILABLE
             return own
-        return connector_status(self._phase, blocking_fault=self._blocking_fault(), available=self._available)
+        return connector_status(
+            self._phase, blocking_fault=self._blocking_fault(), available=self.available(connector_id)
+        )
 
     def published_status(self, connector_id: int = 1) -> ConnectorStatus | None:
         """The status last published in StatusChanged (what the CSMS was told); None before the first."""
@@ -376,8 +378,9 @@ class Evse:
     def session_token(self) -> str | None:
         return None if self._session_token is None else self._session_token[0]
 
-    def available(self) -> bool:
-        return self._available
+    def available(self, connector_id: int | None = None) -> bool:
+        """Whether the connector (default: the one in use / selected) is Operative."""
+        return (self._connector if connector_id is None else connector_id) not in self._unavailable
 
     # --- commands ---------------------------------------------------------------------------------
 
@@ -428,10 +431,19 @@ class Evse:
         async with self._lock:
             await self._handle(Input.STOP, reason)
 
-    async def set_available(self, available: bool) -> None:
-        """ChangeAvailability: takes effect now, or after the session if one is in progress (scheduled)."""
+    async def set_available(self, available: bool, connector_ids: Iterable[int] | None = None) -> None:
+        """ChangeAvailability for the given connectors (default: all of this EVSE). A connector in a
+        session keeps its status until the session ends; whether to wait for that is the caller's
+        (the availability block's) decision."""
+        targets = set(self.connector_ids if connector_ids is None else connector_ids)
+        unknown = targets - set(self.connector_ids)
+        if unknown:
+            raise KeyError(f"EVSE {self.id} has no connector {min(unknown)}")
         async with self._lock:
-            self._available = available
+            if available:
+                self._unavailable -= targets
+            else:
+                self._unavailable |= targets
             await self._apply()
 
     async def set_current_limit(self, amps: float | None) -> None:
@@ -525,7 +537,7 @@ class Evse:
         return bool(self._faults - NON_BLOCKING_FAULTS)
 
     def _can_start(self) -> bool:
-        return self._available and not self._blocking_fault() and self._phase in (Phase.IDLE, Phase.PLUGGED)
+        return self.available() and not self._blocking_fault() and self._phase in (Phase.IDLE, Phase.PLUGGED)
 
     async def _authorize(self, id_token: str, token_type: str) -> bool:
         self._session_token = (id_token, token_type)
@@ -640,7 +652,8 @@ class Evse:
         if self.has_lock and want_lock != self._sent_lock:
             await self._move_lock(want_lock)
         # State F only with no EV: a plugged EV would be cut off mid-session or lose its unplug report.
-        want_f = not self._available and self._phase is Phase.IDLE
+        # Only when every connector is Inoperative: state F is EVSE-wide and would block the others.
+        want_f = self._unavailable >= set(self.connector_ids) and self._phase is Phase.IDLE
         if want_f != self._sent_unavailable:
             await self._command(self.controller.set_unavailable(want_f))
             self._sent_unavailable = want_f

@@ -307,8 +307,12 @@ async def open_station(
         link = Link()
         station = Station(config, storage, outbox, evses, link, session, message_log, sims)
         async with trio.open_nursery() as nursery:
+            # The persisted availability is applied before the EVSEs drive their boards and long
+            # before the first StatusNotification can go out.
+            await nursery.start(session.blocks.availability.run)
             await nursery.start(evses.run)
             await nursery.start(session.blocks.transactions.run)
+            await nursery.start(session.blocks.trigger.run)
             await nursery.start(
                 functools.partial(
                     run_link,

@@ -23,6 +23,8 @@ class Uplink:
         self._connection: CallManager | None = None
         self._online = False
         self._changed = trio.Event()
+        self.boot_triggered = False  # a TriggerMessage(BootNotification) waits for the boot loop
+        self._boot_wakeup = trio.Event()
 
     @property
     def calls(self) -> CallManager | None:
@@ -53,7 +55,25 @@ class Uplink:
             raise LinkDown(f"{action} not sent: no connection the CSMS accepted or kept pending")
         return await connection.call(action, payload)
 
+    def trigger_boot(self) -> bool:
+        """TriggerMessage(BootNotification) while Pending / Rejected: the boot loop sends one now.
+        False when the boot state has no wait to cut short."""
+        if not self.boot.triggered(trio.current_time()):
+            return False
+        self.boot_triggered = True
+        self._boot_wakeup.set()
+        self._boot_wakeup = trio.Event()
+        return True
+
     # --- the session layer's side --------------------------------------------------------------
+
+    async def wait_boot_due(self) -> None:
+        """Sleep until the boot machine's next BootNotification is due or a trigger cuts it short."""
+        wakeup = self._boot_wakeup
+        next_boot_at = self.boot.next_boot_at
+        assert next_boot_at is not None
+        with trio.move_on_at(next_boot_at):
+            await wakeup.wait()
 
     def connected(self, calls: CallManager) -> None:
         self._connection = calls

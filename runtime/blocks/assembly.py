@@ -15,9 +15,11 @@ from evstation.protocol.layout import StationLayout
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.authorization import Authorization
 from evstation.runtime.blocks.availability import Availability
+from evstation.runtime.blocks.data_transfer import DataTransfer
 from evstation.runtime.blocks.provisioning import Provisioning
 from evstation.runtime.blocks.remote_control import RemoteControl
 from evstation.runtime.blocks.transactions import Transactions, TxServices
+from evstation.runtime.blocks.trigger import Trigger
 from evstation.runtime.clock import WallClock
 from evstation.runtime.config import StationConfig
 from evstation.runtime.evse import Evses
@@ -34,13 +36,10 @@ NOT_YET_SERVED: Final[Mapping[OcppVersion, Mapping[str, str]]] = {
     OcppVersion.V16: {
         "CancelReservation": "reservation",
         "CertificateSigned": "security",
-        "ChangeAvailability": "availability",
         "ChangeConfiguration": "provisioning",
         "ClearCache": "authorization",
         "ClearChargingProfile": "smart_charging",
-        "DataTransfer": "data_transfer",
         "DeleteCertificate": "security",
-        "ExtendedTriggerMessage": "remote_control",
         "GetCompositeSchedule": "smart_charging",
         "GetConfiguration": "provisioning",
         "GetDiagnostics": "diagnostics",
@@ -53,21 +52,18 @@ NOT_YET_SERVED: Final[Mapping[OcppVersion, Mapping[str, str]]] = {
         "SendLocalList": "local_auth_list",
         "SetChargingProfile": "smart_charging",
         "SignedUpdateFirmware": "firmware",
-        "TriggerMessage": "remote_control",
         "UnlockConnector": "remote_control",
         "UpdateFirmware": "firmware",
     },
     OcppVersion.V201: {
         "CancelReservation": "reservation",
         "CertificateSigned": "security",
-        "ChangeAvailability": "availability",
         "ClearCache": "authorization",
         "ClearChargingProfile": "smart_charging",
         "ClearDisplayMessage": "display",
         "ClearVariableMonitoring": "diagnostics",
         "CostUpdated": "tariff",
         "CustomerInformation": "diagnostics",
-        "DataTransfer": "data_transfer",
         "DeleteCertificate": "security",
         "GetBaseReport": "provisioning",
         "GetChargingProfiles": "smart_charging",
@@ -92,7 +88,6 @@ NOT_YET_SERVED: Final[Mapping[OcppVersion, Mapping[str, str]]] = {
         "SetNetworkProfile": "provisioning",
         "SetVariableMonitoring": "diagnostics",
         "SetVariables": "provisioning",
-        "TriggerMessage": "remote_control",
         "UnlockConnector": "remote_control",
         "UnpublishFirmware": "firmware",
         "UpdateFirmware": "firmware",
@@ -107,6 +102,8 @@ class StationBlocks:
     authorization: Authorization
     transactions: Transactions
     remote_control: RemoteControl
+    data_transfer: DataTransfer
+    trigger: Trigger
 
     def serving(self) -> tuple[object, ...]:
         """Every block that may answer CSMS calls, for the registry."""
@@ -116,6 +113,8 @@ class StationBlocks:
             self.authorization,
             self.transactions,
             self.remote_control,
+            self.data_transfer,
+            self.trigger,
         )
 
 
@@ -142,10 +141,22 @@ def build_blocks(
         authorization=authorization,
         meter_interval_s=meter_interval_s,
     )
+    provisioning = Provisioning(version=version, identity=config.station, storage=storage, clock=clock)
+    availability = Availability(version=version, evses=evses, layout=layout, clock=clock, storage=storage)
     return StationBlocks(
-        provisioning=Provisioning(version=version, identity=config.station, storage=storage, clock=clock),
-        availability=Availability(version=version, evses=evses, layout=layout, clock=clock),
+        provisioning=provisioning,
+        availability=availability,
         authorization=authorization,
         transactions=transactions,
         remote_control=RemoteControl(evses=evses, layout=layout, transactions=transactions),
+        data_transfer=DataTransfer(version=version, uplink=uplink),
+        trigger=Trigger(
+            version=version,
+            uplink=uplink,
+            evses=evses,
+            layout=layout,
+            clock=clock,
+            availability=availability,
+            provisioning=provisioning,
+        ),
     )

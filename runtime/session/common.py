@@ -197,10 +197,12 @@ async def _boot(ctx: SessionContext, calls: CallManager) -> None:
     provisioning = ctx.blocks.provisioning
     while machine.state is not BootState.ACCEPTED:
         if not machine.boot_due(trio.current_time()):
-            assert machine.next_boot_at is not None
-            await trio.sleep_until(machine.next_boot_at)
+            await ctx.uplink.wait_boot_due()
             continue
         request = await provisioning.boot_request()
+        if ctx.uplink.boot_triggered and ctx.version is OcppVersion.V201:
+            request["reason"] = "Triggered"  # BootReasonEnumType: F06 TriggerMessage
+        ctx.uplink.boot_triggered = False
         machine.sent()
         try:
             response = await calls.call("BootNotification", request)

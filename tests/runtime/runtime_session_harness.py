@@ -93,6 +93,7 @@ def default_replies(version: OcppVersion) -> dict[str, dict[str, Any]]:
         "StatusNotification": {},
         "Authorize": {"idTokenInfo": {"status": "Accepted"}},
         "TransactionEvent": {},
+        "MeterValues": {},
     }
 
 
@@ -110,6 +111,9 @@ class CsmsPeer:
     script: dict[str, deque[Reply]] = field(default_factory=lambda: defaultdict(deque))
     seen: list[Seen] = field(default_factory=list)
     answers: list[CallResult | CallError] = field(default_factory=list)
+    wire: list[str] = field(
+        default_factory=list
+    )  # every frame from the station, in order: action or "answer"
     _changed: trio.Event = field(default_factory=trio.Event)
     _ids: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -150,10 +154,12 @@ class CsmsPeer:
             message = decode(text, self.version)
             assert not isinstance(message, FrameError), text
             if isinstance(message, CallResult | CallError):
+                self.wire.append("answer")
                 self.answers.append(message)
                 self._notify()
                 continue
             parse_request(self.version, message.action, message.payload)  # schema-valid or the test fails
+            self.wire.append(message.action)
             self.seen.append(Seen(trio.current_time(), message))
             self._notify()
             queue = self.script.get(message.action)
@@ -215,7 +221,7 @@ async def open_session_context(
             evse = evses.add(evse_id, SimChargeController(), meter)
             if run_evses:
                 await nursery.start(evse.run)
-        yield new_session(
+        ctx = new_session(
             station_config(tmp_path, version, **csms),
             storage=storage,
             outbox=Outbox(storage),
@@ -223,6 +229,9 @@ async def open_session_context(
             clock=WallClock.anchored(EPOCH),
             meter_interval_s=meter_interval_s,
         )
+        await nursery.start(ctx.blocks.availability.run)
+        await nursery.start(ctx.blocks.trigger.run)
+        yield ctx
         nursery.cancel_scope.cancel()
 
 

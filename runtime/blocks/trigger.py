@@ -1,0 +1,277 @@
+"""TriggerMessage (2.0.1 F06; 1.6 Remote Trigger 5.17 and the security whitepaper's
+ExtendedTriggerMessage): the CSMS asks for a message now.
+
+The answer goes out first (F06.FR.04 / 1.6 5.17: the response, then the message); the triggered
+message is sent from a task in the block's own nursery with `Uplink.call_requested`, so it also goes
+out while the CSMS keeps the station Pending (B02.FR.09). A message whose block is not built yet is
+answered NotImplemented, never faked. Never sends a message it cannot build truthfully.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Final, NoReturn
+
+import trio
+
+from evstation.protocol.boot import V201_TRIGGER_GATES, BootState
+from evstation.protocol.layout import StationLayout, UnknownConnector
+from evstation.protocol.messages import OcppModel, VersionModels
+from evstation.protocol.versions import OcppVersion
+from evstation.runtime.blocks.availability import Availability
+from evstation.runtime.blocks.provisioning import Provisioning
+from evstation.runtime.blocks.registry import handles
+from evstation.runtime.calls import CallFailed
+from evstation.runtime.clock import WallClock
+from evstation.runtime.evse import Evse, Evses
+from evstation.runtime.link import LinkDown
+from evstation.runtime.uplink import Uplink
+
+if TYPE_CHECKING:
+    from evstation.protocol.v16 import messages as v16
+    from evstation.protocol.v201 import messages as v201
+else:
+    v16 = VersionModels(OcppVersion.V16)
+    v201 = VersionModels(OcppVersion.V201)
+
+__all__ = ["NOT_IMPLEMENTED_TRIGGERS", "Trigger", "TriggerAnswer"]
+
+log = logging.getLogger(__name__)
+
+V16, V201 = OcppVersion.V16, OcppVersion.V201
+
+# Triggers whose message belongs to a block not built yet (firmware, diagnostics, security), by
+# version; TransactionEvent is not wired to the transactions block yet.
+NOT_IMPLEMENTED_TRIGGERS: Final[Mapping[OcppVersion, frozenset[str]]] = {
+    V16: frozenset(
+        {
+            "DiagnosticsStatusNotification",
+            "FirmwareStatusNotification",
+            "LogStatusNotification",
+            "SignChargePointCertificate",
+        }
+    ),
+    V201: frozenset(
+        {
+            "FirmwareStatusNotification",
+            "LogStatusNotification",
+            "PublishFirmwareStatusNotification",
+            "SignChargingStationCertificate",
+            "SignCombinedCertificate",
+            "SignV2GCertificate",
+            "TransactionEvent",
+        }
+    ),
+}
+
+
+class TriggerAnswer(enum.Enum):
+    """TriggerMessageStatus, the same three values in 1.6, the whitepaper and 2.0.1."""
+
+    ACCEPTED = "Accepted"
+    REJECTED = "Rejected"
+    NOT_IMPLEMENTED = "NotImplemented"
+
+
+class Trigger:
+    """The trigger block. Start `run` with `nursery.start` for the station's lifetime."""
+
+    def __init__(
+        self,
+        *,
+        version: OcppVersion,
+        uplink: Uplink,
+        evses: Evses,
+        layout: StationLayout,
+        clock: WallClock,
+        availability: Availability,
+        provisioning: Provisioning,
+    ) -> None:
+        self.version = version
+        self._uplink = uplink
+        self._evses = evses
+        self._layout = layout
+        self._clock = clock
+        self._availability = availability
+        self._provisioning = provisioning
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- the decision and the send ---------------------------------------------------------------
+
+    def trigger(self, message: str, evse_id: int | None, connector_id: int | None) -> TriggerAnswer:
+        """Answer a trigger for `message` about (EVSE, connector) (None: not given) and, if Accepted,
+        schedule the message; the caller has mapped 1.6 connector numbers (connector 0: evse_id 0)."""
+        if message in NOT_IMPLEMENTED_TRIGGERS[self.version]:
+            return TriggerAnswer.NOT_IMPLEMENTED
+        if message == "BootNotification":
+            return self._trigger_boot()
+        if message == "Heartbeat":
+            self._schedule("Heartbeat", [{}])
+            return TriggerAnswer.ACCEPTED
+        if message == "StatusNotification":
+            payloads = self._status_payloads(evse_id, connector_id)
+        elif message == "MeterValues":
+            payloads = self._meter_payloads(evse_id, connector_id)
+        else:  # pragma: no cover - every enum value of both versions is listed above
+            return TriggerAnswer.NOT_IMPLEMENTED
+        if not payloads:
+            return TriggerAnswer.REJECTED
+        self._schedule(message, payloads)
+        return TriggerAnswer.ACCEPTED
+
+    def _trigger_boot(self) -> TriggerAnswer:
+        if self._uplink.boot.state is BootState.ACCEPTED:
+            if self.version is V201:
+                return TriggerAnswer.REJECTED  # F06.FR.17: not once the CSMS accepted the station
+            # 1.6 has no such rule: an Accepted station sends a BootNotification on request.
+            self._schedule_boot()
+            return TriggerAnswer.ACCEPTED
+        self._uplink.trigger_boot()  # Pending / Rejected: the boot loop sends one now
+        return TriggerAnswer.ACCEPTED
+
+    def _status_payloads(self, evse_id: int | None, connector_id: int | None) -> list[dict[str, object]]:
+        payloads = self._availability.status_requests(None)
+        if self.version is V16:
+            if evse_id is None:
+                return payloads
+            number = 0 if evse_id == 0 else self._layout.v16_number(evse_id, connector_id or 1)
+            return [p for p in payloads if p["connectorId"] == number]
+        # F06.FR.12 (as libocpp and the OCTT read it): a StatusNotification trigger names its
+        # EVSE and connector; without them it is Rejected.
+        if evse_id is None or connector_id is None:
+            return []
+        return [p for p in payloads if (p["evseId"], p["connectorId"]) == (evse_id, connector_id)]
+
+    def _meter_payloads(self, evse_id: int | None, connector_id: int | None) -> list[dict[str, object]]:
+        if evse_id is None or evse_id == 0:
+            evses = list(self._evses)
+        elif evse_id in self._evses:
+            evses = [self._evses[evse_id]]
+        else:
+            return []
+        payloads: list[dict[str, object]] = []
+        for evse in evses:
+            sampled = _sampled_values(evse, self.version)
+            if not sampled:
+                continue  # no meter reading: nothing true to send for this EVSE
+            meter_value = {"timestamp": self._clock.iso(), "sampledValue": sampled}
+            if self.version is V16:
+                connector = connector_id if connector_id is not None else evse.connector_in_use
+                number = self._layout.v16_number(evse.id, connector)
+                payloads.append({"connectorId": number, "meterValue": [meter_value]})
+            else:
+                payloads.append({"evseId": evse.id, "meterValue": [meter_value]})
+        return payloads
+
+    def _schedule(self, action: str, payloads: list[dict[str, object]]) -> None:
+        if self._nursery is None:
+            raise RuntimeError("the trigger block is not running")
+        # The handler returns before this task first runs, and the CallManager takes its (FIFO)
+        # send lock for the answer before it yields: the answer is on the wire first (F06.FR.04).
+        self._nursery.start_soon(self._send, action, payloads)
+
+    def _schedule_boot(self) -> None:
+        if self._nursery is None:
+            raise RuntimeError("the trigger block is not running")
+        self._nursery.start_soon(self._send_boot)
+
+    async def _send(self, action: str, payloads: list[dict[str, object]]) -> None:
+        for payload in payloads:
+            response = await self._call(action, payload)
+            if action == "Heartbeat" and response is not None:
+                self._clock.set(response.current_time)  # type: ignore[attr-defined]
+
+    async def _send_boot(self) -> None:
+        payload = await self._provisioning.boot_request()
+        response = await self._call("BootNotification", payload)
+        if response is not None:
+            self._clock.set(response.current_time)  # type: ignore[attr-defined]
+            # The registration stays Accepted: a triggered boot is information for the CSMS.
+            log.info("triggered BootNotification answered %s", response.status)  # type: ignore[attr-defined]
+
+    async def _call(self, action: str, payload: dict[str, object]) -> OcppModel | None:
+        try:
+            return await self._uplink.call_requested(action, payload)
+        except (LinkDown, CallFailed) as exc:
+            # Not queued: a trigger asks for the state now; the CSMS triggers again if it still cares.
+            log.warning("triggered %s not delivered: %s", action, exc)
+            return None
+
+    # --- handlers --------------------------------------------------------------------------------
+
+    def _v16_target(self, connector_id: int | None) -> tuple[int | None, int | None] | None:
+        if connector_id is None:
+            return None, None
+        if connector_id == 0:
+            return 0, None
+        try:
+            return self._layout.from_v16_number(connector_id)
+        except UnknownConnector:
+            return None
+
+    def _v16(self, message: str, connector_id: int | None) -> TriggerAnswer:
+        target = self._v16_target(connector_id)
+        if target is None:
+            return TriggerAnswer.REJECTED  # 5.17: a connectorId the station does not have
+        return self.trigger(message, *target)
+
+    @handles(V16, "TriggerMessage")
+    async def trigger_message_v16(self, req: v16.TriggerMessageRequest) -> v16.TriggerMessageResponse:
+        answer = self._v16(str(req.requested_message.value), req.connector_id)
+        return v16.TriggerMessageResponse(status=v16.TriggerMessageStatusEnum(answer.value))
+
+    @handles(V16, "ExtendedTriggerMessage")
+    async def extended_trigger_message_v16(
+        self, req: v16.ExtendedTriggerMessageRequest
+    ) -> v16.ExtendedTriggerMessageResponse:
+        answer = self._v16(str(req.requested_message.value), req.connector_id)
+        return v16.ExtendedTriggerMessageResponse(status=v16.TriggerMessageStatusEnumType(answer.value))
+
+    @handles(V201, "TriggerMessage", gates=V201_TRIGGER_GATES)
+    async def trigger_message_v201(self, req: v201.TriggerMessageRequest) -> v201.TriggerMessageResponse:
+        evse = req.evse
+        status = v201.TriggerMessageStatusEnumType
+        if evse is not None and evse.id != 0:
+            known = evse.id in self._layout.evse_ids() and (
+                evse.connector_id is None or self._layout.has_connector(evse.id, evse.connector_id)
+            )
+            if not known:
+                return v201.TriggerMessageResponse(
+                    status=status.REJECTED,
+                    status_info=v201.StatusInfoType(
+                        reason_code="UnknownEvse", additional_info=f"no EVSE {evse.id}"
+                    ),
+                )
+        evse_id = None if evse is None else evse.id
+        connector_id = None if evse is None else evse.connector_id
+        answer = self.trigger(str(req.requested_message.value), evse_id, connector_id)
+        return v201.TriggerMessageResponse(status=status(answer.value))
+
+
+def _sampled_values(evse: Evse, version: OcppVersion) -> list[dict[str, object]]:
+    """The EVSE's current reading, context Trigger (1.6 ReadingContext / 2.0.1 ReadingContextEnumType)."""
+    sample = evse.meter()
+    readings: list[tuple[str, float | None, str]] = [
+        ("Energy.Active.Import.Register", evse.energy_wh(), "Wh")
+    ]
+    if sample is not None:
+        readings.append(("Power.Active.Import", sample.power_w, "W"))
+        readings.append(("Current.Import", sample.current_a.l1, "A"))
+    values: list[dict[str, object]] = []
+    for measurand, value, unit in readings:
+        if value is None:
+            continue
+        if version is V16:
+            values.append({"value": f"{value:g}", "measurand": measurand, "unit": unit, "context": "Trigger"})
+        else:
+            values.append({"value": value, "measurand": measurand, "context": "Trigger"})
+    return values

@@ -1,0 +1,183 @@
+"""ChangeAvailability through the session (2.0.1 G03 EVSE / connector, G04 station; 1.6 section 5.2):
+answers, StatusNotifications, scheduling around a transaction, persistence across a restart. The clock
+autojumps only after 20 ms of real idleness: SQLite writes run in a worker thread.
+
+Requirement ids name the use case (G03 / G04); the FR numbers were not checked line by line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from runtime_session_harness import CsmsPeer, MemoryConnection, open_session_context, serving
+
+from evstation.protocol.rpc import CallResult
+from evstation.protocol.versions import OcppVersion
+from evstation.runtime.evse import StopReason
+
+V16, V201 = OcppVersion.V16, OcppVersion.V201
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0.02)
+
+
+async def ask(csms: CsmsPeer, conn: MemoryConnection, action: str, payload: dict[str, Any]) -> Any:
+    answer = await csms.wait_answer(await csms.send_call(conn, action, payload))
+    assert isinstance(answer, CallResult), answer
+    return answer.payload
+
+
+def statuses(csms: CsmsPeer) -> list[tuple[Any, ...]]:
+    """Every StatusNotification so far as (evseId, connectorId, status) (1.6: (connectorId, status))."""
+    out: list[tuple[Any, ...]] = []
+    for seen in csms.of("StatusNotification"):
+        p = seen.call.payload
+        out.append(
+            (p["evseId"], p["connectorId"], p["connectorStatus"])
+            if "evseId" in p
+            else (p["connectorId"], p["status"])
+        )
+    return out
+
+
+async def wait_status(csms: CsmsPeer, wanted: tuple[Any, ...], after: int = 0) -> None:
+    """Until a StatusNotification `wanted` arrives, counting only those after the first `after`."""
+    while wanted not in statuses(csms)[after:]:
+        await csms.wait_for("StatusNotification", len(csms.of("StatusNotification")) + 1)
+
+
+async def test_g03_evse_inoperative_when_idle_is_accepted_applied_at_once_and_reported(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    csms, conn = CsmsPeer(V201), MemoryConnection(V201)
+    async with open_session_context(tmp_path, V201) as ctx, serving(csms, conn, ctx):
+        await csms.wait_for("StatusNotification", 2)
+        request = {"evse": {"id": 1}, "operationalStatus": "Inoperative"}
+        assert await ask(csms, conn, "ChangeAvailability", request) == {"status": "Accepted"}
+        await wait_status(csms, (1, 1, "Unavailable"))
+        assert not ctx.evses[1].available() and ctx.evses[2].available()
+        # Already Inoperative: Accepted, nothing changes, nothing is re-sent.
+        sent = len(csms.of("StatusNotification"))
+        assert await ask(csms, conn, "ChangeAvailability", request) == {"status": "Accepted"}
+        request["operationalStatus"] = "Operative"
+        assert await ask(csms, conn, "ChangeAvailability", request) == {"status": "Accepted"}
+        await wait_status(csms, (1, 1, "Available"), after=sent)
+        assert statuses(csms)[sent:] == [(1, 1, "Available")]
+
+
+async def test_g03_inoperative_during_a_transaction_is_scheduled_and_applied_when_it_ends(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    csms, conn = CsmsPeer(V201), MemoryConnection(V201)
+    async with open_session_context(tmp_path, V201) as ctx, serving(csms, conn, ctx):
+        await csms.wait_for("StatusNotification", 2)
+        assert await ctx.evses[1].authorize_remote("T1", "Central")
+        await wait_status(csms, (1, 1, "Occupied"))
+        request = {"evse": {"id": 1, "connectorId": 1}, "operationalStatus": "Inoperative"}
+        assert await ask(csms, conn, "ChangeAvailability", request) == {"status": "Scheduled"}
+        assert ctx.evses[1].session_active() and ctx.evses[1].available()  # not yet
+        await ctx.evses[1].stop_session(StopReason.REMOTE)
+        await wait_status(csms, (1, 1, "Unavailable"))
+        assert not ctx.evses[1].available()
+        assert not await ctx.evses[1].authorize_remote("T2", "Central")  # no new session
+
+
+async def test_g04_station_inoperative_switches_idle_evses_now_and_the_busy_one_after_its_transaction(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """1.6 section 5.2: connectorId 0 is the charge point; connector 0 reports Unavailable once applied."""
+    csms, conn = CsmsPeer(V16), MemoryConnection(V16)
+    async with open_session_context(tmp_path, V16) as ctx, serving(csms, conn, ctx):
+        await csms.wait_for("StatusNotification", 3)
+        assert await ctx.evses[1].authorize_remote("T1", "Central")
+        request = {"connectorId": 0, "type": "Inoperative"}
+        assert await ask(csms, conn, "ChangeAvailability", request) == {"status": "Scheduled"}
+        await wait_status(csms, (2, "Unavailable"))
+        assert (0, "Unavailable") not in statuses(csms)
+        await ctx.evses[1].stop_session(StopReason.REMOTE)
+        await wait_status(csms, (1, "Unavailable"))
+        await wait_status(csms, (0, "Unavailable"))
+        sent = len(csms.of("StatusNotification"))
+        assert await ask(csms, conn, "ChangeAvailability", {"connectorId": 0, "type": "Operative"}) == {
+            "status": "Accepted"
+        }
+        await wait_status(csms, (0, "Available"), after=sent)
+        assert ctx.evses[1].available() and ctx.evses[2].available()
+
+
+@pytest.mark.parametrize(
+    ("version", "request_", "answer"),
+    [
+        (V16, {"connectorId": 3, "type": "Inoperative"}, {"status": "Rejected"}),
+        (V16, {"connectorId": -1, "type": "Inoperative"}, {"status": "Rejected"}),
+        (
+            V201,
+            {"evse": {"id": 9}, "operationalStatus": "Inoperative"},
+            {
+                "status": "Rejected",
+                "statusInfo": {"reasonCode": "UnknownEvse", "additionalInfo": "no EVSE 9"},
+            },
+        ),
+        (
+            V201,
+            {"evse": {"id": 1, "connectorId": 2}, "operationalStatus": "Inoperative"},
+            {
+                "status": "Rejected",
+                "statusInfo": {
+                    "reasonCode": "UnknownConnector",
+                    "additionalInfo": "no connector 2 on EVSE 1",
+                },
+            },
+        ),
+    ],
+)
+async def test_change_availability_of_what_does_not_exist_is_rejected_and_changes_nothing(
+    clock: trio.testing.MockClock,
+    tmp_path: Path,
+    version: OcppVersion,
+    request_: dict[str, Any],
+    answer: dict[str, Any],
+) -> None:
+    csms, conn = CsmsPeer(version), MemoryConnection(version)
+    async with open_session_context(tmp_path, version) as ctx, serving(csms, conn, ctx):
+        await csms.wait_for("StatusNotification", 2)
+        assert await ask(csms, conn, "ChangeAvailability", request_) == answer
+        assert all(evse.available() for evse in ctx.evses)
+
+
+async def test_g03_requested_availability_survives_a_restart_and_is_applied_before_the_first_status(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    csms, conn = CsmsPeer(V201), MemoryConnection(V201)
+    async with open_session_context(tmp_path, V201) as ctx, serving(csms, conn, ctx):
+        await csms.wait_for("StatusNotification", 2)
+        request = {"evse": {"id": 2}, "operationalStatus": "Inoperative"}
+        assert await ask(csms, conn, "ChangeAvailability", request) == {"status": "Accepted"}
+        await wait_status(csms, (2, 1, "Unavailable"))
+    csms, conn = CsmsPeer(V201), MemoryConnection(V201)
+    async with open_session_context(tmp_path, V201) as ctx, serving(csms, conn, ctx):
+        assert not ctx.evses[2].available()
+        await csms.wait_for("StatusNotification", 2)
+        assert statuses(csms)[:2] == [(1, 1, "Available"), (2, 1, "Unavailable")]
+
+
+async def test_change_availability_with_custom_data_is_served(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """2.0.1 customData (any vendor properties) is accepted on a request and does not disturb it."""
+    csms, conn = CsmsPeer(V201), MemoryConnection(V201)
+    async with open_session_context(tmp_path, V201) as ctx, serving(csms, conn, ctx):
+        await csms.wait_for("StatusNotification", 2)
+        request = {
+            "customData": {"vendorId": "com.example", "note": {"any": [1, 2]}},
+            "evse": {"id": 1, "customData": {"vendorId": "com.example"}},
+            "operationalStatus": "Inoperative",
+        }
+        assert await ask(csms, conn, "ChangeAvailability", request) == {"status": "Accepted"}
+        assert not ctx.evses[1].available()
