@@ -53,6 +53,12 @@ class Uplink:
             raise LinkDown(f"{action} not sent: no connection the CSMS accepted or kept pending")
         return await connection.call(action, payload)
 
+    async def wait_answers_sent(self) -> None:
+        """Wait until the current connection (if any) has answered every CSMS call it received."""
+        connection = self._connection
+        if connection is not None:
+            await connection.wait_answers_sent()
+
     # --- the session layer's side --------------------------------------------------------------
 
     def connected(self, calls: CallManager) -> None:

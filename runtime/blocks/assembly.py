@@ -17,10 +17,12 @@ from evstation.runtime.blocks.authorization import Authorization
 from evstation.runtime.blocks.availability import Availability
 from evstation.runtime.blocks.provisioning import Provisioning
 from evstation.runtime.blocks.remote_control import RemoteControl
+from evstation.runtime.blocks.reset import Reset
 from evstation.runtime.blocks.transactions import Transactions, TxServices
 from evstation.runtime.clock import WallClock
 from evstation.runtime.config import StationConfig
 from evstation.runtime.evse import Evses
+from evstation.runtime.lifecycle import StopRequests
 from evstation.runtime.outbox import Outbox
 from evstation.runtime.storage import Storage
 from evstation.runtime.uplink import Uplink
@@ -49,7 +51,6 @@ NOT_YET_SERVED: Final[Mapping[OcppVersion, Mapping[str, str]]] = {
         "GetLog": "diagnostics",
         "InstallCertificate": "security",
         "ReserveNow": "reservation",
-        "Reset": "provisioning",
         "SendLocalList": "local_auth_list",
         "SetChargingProfile": "smart_charging",
         "SignedUpdateFirmware": "firmware",
@@ -83,7 +84,6 @@ NOT_YET_SERVED: Final[Mapping[OcppVersion, Mapping[str, str]]] = {
         "InstallCertificate": "security",
         "PublishFirmware": "firmware",
         "ReserveNow": "reservation",
-        "Reset": "provisioning",
         "SendLocalList": "local_auth_list",
         "SetChargingProfile": "smart_charging",
         "SetDisplayMessage": "display",
@@ -107,6 +107,7 @@ class StationBlocks:
     authorization: Authorization
     transactions: Transactions
     remote_control: RemoteControl
+    reset: Reset
 
     def serving(self) -> tuple[object, ...]:
         """Every block that may answer CSMS calls, for the registry."""
@@ -116,6 +117,7 @@ class StationBlocks:
             self.authorization,
             self.transactions,
             self.remote_control,
+            self.reset,
         )
 
 
@@ -132,6 +134,7 @@ def build_blocks(
     clock: WallClock,
     uplink: Uplink,
     meter_interval_s: float,
+    stop: StopRequests,
 ) -> StationBlocks:
     version: OcppVersion = config.station.ocpp_version
     layout = layout_of(evses)
@@ -148,4 +151,14 @@ def build_blocks(
         authorization=authorization,
         transactions=transactions,
         remote_control=RemoteControl(evses=evses, layout=layout, transactions=transactions),
+        reset=Reset(
+            version=version,
+            evses=evses,
+            transactions=transactions,
+            storage=storage,
+            outbox=outbox,
+            uplink=uplink,
+            stop=stop,
+            flush_timeout_s=float(config.csms.message_timeout_s),
+        ),
     )
