@@ -93,6 +93,11 @@ class Reset:
         self._order_added = trio.Event()
         self.scheduled: set[Scope] = set()  # scopes answered Scheduled and not reset yet
 
+    @property
+    def stop_requests(self) -> StopRequests:
+        """Where this block asks the station supervisor to stop (read by tests and the supervisor)."""
+        return self._stop
+
     # --- handlers ----------------------------------------------------------------------------------
 
     def _accept(self, kind: ResetKind, evse_id: int | None) -> ResetStatus:
