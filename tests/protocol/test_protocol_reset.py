@@ -53,13 +53,13 @@ def test_b12_fr_02_fr_04_immediate_ends_every_transaction_with_immediate_reset()
 
 def test_b12_fr_08_evse_immediate_ends_only_that_evse() -> None:
     decision = decide_reset(ResetKind.IMMEDIATE, 2, evses=EVSES, busy=(1, 2))
-    assert (decision.status, decision.scope, decision.end_now) == (ResetStatus.ACCEPTED, 2, {2})
+    assert (decision.status, decision.scope, decision.end_now) == (ResetStatus.ACCEPTED, 2, frozenset({2}))
 
 
 def test_v16_hard_and_soft_are_accepted_and_end_with_their_reason() -> None:
     for kind, reason in ((ResetKind.HARD, "HardReset"), (ResetKind.SOFT, "SoftReset")):
         decision = decide_reset(kind, None, evses=EVSES, busy=(1,))
-        assert (decision.status, decision.end_now) == (ResetStatus.ACCEPTED, {1})
+        assert (decision.status, decision.end_now) == (ResetStatus.ACCEPTED, frozenset({1}))
         assert stop_reason(kind) == reason
     assert stop_reason(ResetKind.ON_IDLE) is None
 

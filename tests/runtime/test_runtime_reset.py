@@ -68,9 +68,7 @@ async def reset(csms: CsmsPeer, conn: MemoryConnection, payload: dict[str, Any])
 
 
 def ended_events(csms: CsmsPeer) -> list[dict[str, Any]]:
-    return [
-        s.call.payload for s in csms.of("TransactionEvent") if s.call.payload["eventType"] == "Ended"
-    ]
+    return [s.call.payload for s in csms.of("TransactionEvent") if s.call.payload["eventType"] == "Ended"]
 
 
 async def test_b12_fr_02_fr_04_immediate_reset_ends_the_transaction_then_stops_the_station(
