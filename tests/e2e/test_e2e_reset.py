@@ -43,7 +43,9 @@ async def test_e2e_b12_reset_exits_with_the_reset_code_and_boots_with_its_reason
                 assert [c.payload["reason"] for c in stopped] == ["HardReset"]
             else:
                 [ended] = [c for c in stopped if c.payload["eventType"] == "Ended"]
-                assert ended.payload["transactionInfo"]["stoppedReason"] == "ImmediateReset"
+                info = ended.payload["transactionInfo"]
+                assert isinstance(info, dict)
+                assert info["stoppedReason"] == "ImmediateReset"
 
             ends_total = len(csms.received(STATION, end))
             statuses_before = len(csms.received(STATION, "StatusNotification"))
