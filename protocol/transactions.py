@@ -29,6 +29,10 @@ _END_TRIGGER: Final[Mapping[str, str]] = {
     "EVDisconnected": "EVDeparted",
     "PowerLoss": "AbnormalCondition",
     "Reboot": "ResetCommand",
+    # B12.FR.04 / B12.FR.08: a transaction ended by a CSMS Reset (1.6 names Hard / Soft).
+    "ImmediateReset": "ResetCommand",
+    "HardReset": "ResetCommand",
+    "SoftReset": "ResetCommand",
     "DeAuthorized": "Deauthorized",
     "EmergencyStop": "AbnormalCondition",
     "Other": "AbnormalCondition",

@@ -186,6 +186,8 @@ class CallManager:
         self._send_lock = trio.Lock()
         self._waiter: _Waiter | None = None
         self._closed = False  # `run` has ended: no answer will ever be read on this connection
+        self._serving = 0  # CSMS calls received and not answered yet
+        self._served = trio.Event()
 
     @property
     def version(self) -> OcppVersion:
@@ -242,6 +244,7 @@ class CallManager:
             self._closed = True
             if self._waiter is not None:
                 self._waiter.done.set()
+            self._served.set()
 
     async def _read(self, task_status: trio.TaskStatus[None]) -> NoReturn:
         async with trio.open_nursery() as handlers:
@@ -266,7 +269,23 @@ class CallManager:
                     assert isinstance(event, Dropped)
                     log.warning("dropped unreadable frame: %s (%s)", event.frame, event.reason)
 
+    async def wait_answers_sent(self) -> None:
+        """Wait until every CSMS call received so far has been answered (or the connection closed):
+        what a block that ends the connection (Reset) waits for, so its own answer goes out first."""
+        while self._serving and not self._closed:
+            served = self._served
+            await served.wait()
+
     async def _serve(self, event: CallReceived) -> None:
+        self._serving += 1
+        try:
+            await self._answer(event)
+        finally:
+            self._serving -= 1
+            self._served.set()
+            self._served = trio.Event()
+
+    async def _answer(self, event: CallReceived) -> None:
         call = event.call
         handler = self._handlers.get(call.action)
         if handler is None:

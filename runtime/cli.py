@@ -1,7 +1,8 @@
 """The `evstation` command line: argument parsing and dispatch to the runtime entry points.
 
 It never holds station logic: each command calls one runtime entry point and turns its outcome into
-an exit code (0 ok, 1 runtime failure / error reply, 2 usage or configuration error).
+an exit code (0 ok, 1 runtime failure / error reply, 2 usage or configuration error, 75 `run` stopped
+for a CSMS Reset: start it again).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+# `evstation run` stopped because the CSMS ordered a Reset: the station must be started again. 75 is
+# sysexits' EX_TEMPFAIL; systemd's Restart=always (or on-failure) restarts it (docs/session.md).
+EXIT_RESET = 75
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +74,7 @@ def _load(path: Path) -> StationConfig | None:
 def _run(config_path: Path, log_level: str | None) -> int:
     import trio
 
+    from evstation.runtime.lifecycle import StationOutcome
     from evstation.runtime.station import run_station
     from evstation.runtime.storage import StorageError
 
@@ -87,8 +92,9 @@ def _run(config_path: Path, log_level: str | None) -> int:
         started = True
 
     failures: list[BaseException] = []
+    outcome = StationOutcome.SIGNALLED
     try:
-        trio.run(functools.partial(run_station, config, ready=ready))
+        outcome = trio.run(functools.partial(run_station, config, ready=ready))
     except* (OSError, StorageError) as group:
         if started:
             raise  # after start-up these are bugs: keep the traceback
@@ -97,7 +103,9 @@ def _run(config_path: Path, log_level: str | None) -> int:
     # operator problem, told in one line each rather than a traceback.
     for error in failures:
         print(f"{config_path}: cannot start: {error}", file=sys.stderr)
-    return EXIT_FAILURE if failures else EXIT_OK
+    if failures:
+        return EXIT_FAILURE
+    return EXIT_RESET if outcome is StationOutcome.RESET else EXIT_OK
 
 
 def _leaves(error: BaseException) -> list[BaseException]:

@@ -78,6 +78,10 @@ class StopReason(enum.Enum):
     EV_DISCONNECTED = "EVDisconnected"
     POWER_LOSS = "PowerLoss"
     REBOOT = "Reboot"
+    # A CSMS Reset ended the session: 2.0.1 ImmediateReset; 1.6 HardReset / SoftReset.
+    IMMEDIATE_RESET = "ImmediateReset"
+    HARD_RESET = "HardReset"
+    SOFT_RESET = "SoftReset"
     DE_AUTHORIZED = "DeAuthorized"
     EMERGENCY_STOP = "EmergencyStop"
     OTHER = "Other"

@@ -38,6 +38,7 @@ from evstation.runtime.config import (
 from evstation.runtime.control import serve_control
 from evstation.runtime.events import Broadcaster
 from evstation.runtime.evse import Evses
+from evstation.runtime.lifecycle import StationOutcome, StopRequests
 from evstation.runtime.link import CsmsEndpoint, Link, LinkSettings, run_link
 from evstation.runtime.outbox import Outbox
 from evstation.runtime.session import SessionContext, new_session, serve_session
@@ -69,6 +70,8 @@ class Station:
     session: SessionContext
     message_log: Broadcaster[MessageLogEntry]
     sims: dict[int, SimHardware] = field(default_factory=dict)
+    # Set by a block that needs the station stopped (Reset); `run_station` waits on it.
+    stop: StopRequests = field(default_factory=StopRequests)
 
     # --- the control API's view (runtime.control.ControlTarget) ------------------------------------
 
@@ -295,6 +298,7 @@ async def open_station(
         stack.callback(lines.close)
         evses, sims = build_evses(config, lines)
         message_log: Broadcaster[MessageLogEntry] = Broadcaster()
+        stop = StopRequests()
         session = new_session(
             config,
             storage=storage,
@@ -303,9 +307,10 @@ async def open_station(
             clock=clock if clock is not None else WallClock.system(),
             message_log=message_log,
             meter_interval_s=float(config.csms.meter_value_sample_interval_s),
+            stop=stop,
         )
         link = Link()
-        station = Station(config, storage, outbox, evses, link, session, message_log, sims)
+        station = Station(config, storage, outbox, evses, link, session, message_log, sims, stop)
         async with trio.open_nursery() as nursery:
             # The persisted availability is applied before the EVSEs drive their boards and long
             # before the first StatusNotification can go out.
@@ -313,6 +318,7 @@ async def open_station(
             await nursery.start(evses.run)
             await nursery.start(session.blocks.transactions.run)
             await nursery.start(session.blocks.trigger.run)
+            await nursery.start(session.blocks.reset.run)
             await nursery.start(
                 functools.partial(
                     run_link,
@@ -337,18 +343,22 @@ async def run_station(
     config: StationConfig,
     *,
     ready: Callable[[Station], None] | None = None,
-) -> None:
-    """`evstation run`: run until SIGTERM or SIGINT, then shut down cleanly.
+) -> StationOutcome:
+    """`evstation run`: run until SIGTERM or SIGINT, or until a block asks the station to stop (a
+    CSMS Reset); shut down cleanly either way and say which.
 
     A signal also stops a start-up that is still in progress (a board or meter slow to answer).
     """
+    outcome = StationOutcome.SIGNALLED
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_shut_down_on_signal, signals, nursery.cancel_scope)
             async with open_station(config) as station:
                 if ready is not None:
                     ready(station)
-                await trio.sleep_forever()
+                outcome = await station.stop.wait()
+            nursery.cancel_scope.cancel()
+    return outcome
 
 
 async def _shut_down_on_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:

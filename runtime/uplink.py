@@ -65,6 +65,12 @@ class Uplink:
         self._boot_wakeup = trio.Event()
         return True
 
+    async def wait_answers_sent(self) -> None:
+        """Wait until the current connection (if any) has answered every CSMS call it received."""
+        connection = self._connection
+        if connection is not None:
+            await connection.wait_answers_sent()
+
     # --- the session layer's side --------------------------------------------------------------
 
     async def wait_boot_due(self) -> None:

@@ -18,11 +18,13 @@ from evstation.runtime.blocks.availability import Availability
 from evstation.runtime.blocks.data_transfer import DataTransfer
 from evstation.runtime.blocks.provisioning import Provisioning
 from evstation.runtime.blocks.remote_control import RemoteControl
+from evstation.runtime.blocks.reset import Reset
 from evstation.runtime.blocks.transactions import Transactions, TxServices
 from evstation.runtime.blocks.trigger import Trigger
 from evstation.runtime.clock import WallClock
 from evstation.runtime.config import StationConfig
 from evstation.runtime.evse import Evses
+from evstation.runtime.lifecycle import StopRequests
 from evstation.runtime.outbox import Outbox
 from evstation.runtime.storage import Storage
 from evstation.runtime.uplink import Uplink
@@ -48,7 +50,6 @@ NOT_YET_SERVED: Final[Mapping[OcppVersion, Mapping[str, str]]] = {
         "GetLog": "diagnostics",
         "InstallCertificate": "security",
         "ReserveNow": "reservation",
-        "Reset": "provisioning",
         "SendLocalList": "local_auth_list",
         "SetChargingProfile": "smart_charging",
         "SignedUpdateFirmware": "firmware",
@@ -79,7 +80,6 @@ NOT_YET_SERVED: Final[Mapping[OcppVersion, Mapping[str, str]]] = {
         "InstallCertificate": "security",
         "PublishFirmware": "firmware",
         "ReserveNow": "reservation",
-        "Reset": "provisioning",
         "SendLocalList": "local_auth_list",
         "SetChargingProfile": "smart_charging",
         "SetDisplayMessage": "display",
@@ -104,6 +104,7 @@ class StationBlocks:
     remote_control: RemoteControl
     data_transfer: DataTransfer
     trigger: Trigger
+    reset: Reset
 
     def serving(self) -> tuple[object, ...]:
         """Every block that may answer CSMS calls, for the registry."""
@@ -115,6 +116,7 @@ class StationBlocks:
             self.remote_control,
             self.data_transfer,
             self.trigger,
+            self.reset,
         )
 
 
@@ -131,6 +133,7 @@ def build_blocks(
     clock: WallClock,
     uplink: Uplink,
     meter_interval_s: float,
+    stop: StopRequests,
 ) -> StationBlocks:
     version: OcppVersion = config.station.ocpp_version
     layout = layout_of(evses)
@@ -158,5 +161,15 @@ def build_blocks(
             clock=clock,
             availability=availability,
             provisioning=provisioning,
+        ),
+        reset=Reset(
+            version=version,
+            evses=evses,
+            transactions=transactions,
+            storage=storage,
+            outbox=outbox,
+            uplink=uplink,
+            stop=stop,
+            flush_timeout_s=float(config.csms.message_timeout_s),
         ),
     )

@@ -37,6 +37,7 @@ from evstation.runtime.clock import WallClock
 from evstation.runtime.config import StationConfig
 from evstation.runtime.events import Dropped
 from evstation.runtime.evse import Evses, StatusChanged
+from evstation.runtime.lifecycle import StopRequests
 from evstation.runtime.outbox import Outbox
 from evstation.runtime.storage import Storage
 from evstation.runtime.uplink import Uplink
@@ -106,8 +107,10 @@ def new_session(
     clock: WallClock,
     message_log: MessageLog | None = None,
     meter_interval_s: float = DEFAULT_METER_INTERVAL_S,
+    stop: StopRequests | None = None,
 ) -> SessionContext:
-    """The station's session context with its functional blocks built."""
+    """The station's session context with its functional blocks built. `stop` is how a block (Reset)
+    asks the station supervisor to stop; a fresh one when the caller has no supervisor (tests)."""
     uplink = Uplink()
     blocks = build_blocks(
         config=config,
@@ -117,6 +120,7 @@ def new_session(
         clock=clock,
         uplink=uplink,
         meter_interval_s=meter_interval_s,
+        stop=stop if stop is not None else StopRequests(),
     )
     return SessionContext(config, outbox, evses, clock, uplink, blocks, message_log)
 

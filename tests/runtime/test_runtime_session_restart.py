@@ -28,12 +28,14 @@ from evstation.runtime.session import SessionContext, new_session
 from evstation.runtime.storage import open_storage
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
-BOUND_S = 1000.0  # virtual seconds; every test is over in far less
 POLL_S = 1.0  # sim meter poll interval
 
 
 @pytest.fixture
 def clock() -> trio.testing.MockClock:
+    # No fail_after guard in these tests: SQLite runs in a worker thread, and a slow disk (or a busy
+    # machine) holding a call past the autojump threshold while no other timer is pending makes the
+    # clock jump straight to the guard's deadline. pytest's per-test timeout guards against hangs.
     return trio.testing.MockClock(autojump_threshold=0.02)
 
 
@@ -107,17 +109,16 @@ async def test_v16_power_loss_stop_transaction_powerloss_follows_unconfirmed_sta
 ) -> None:
     """StopTransaction(PowerLoss), meterStop = last persisted reading, queued behind the never-confirmed
     StartTransaction and rewritten with the CSMS's id; a second kill before it was sent queues no other."""
-    with trio.fail_after(BOUND_S):
-        sampled_at = await killed_run_with_open_transaction(tmp_path, V16)
-        # Second run: ends the transaction, then dies too before connecting.
-        async with station_run(tmp_path, V16, sim_meter()) as ctx:
-            assert await ctx.blocks.transactions.end_interrupted() == 1
-            assert [e.action for e in await ctx.outbox.entries()] == [
-                "StartTransaction",
-                "MeterValues",
-                "StopTransaction",
-            ]
-        csms = await restart_and_deliver(tmp_path, V16)
+    sampled_at = await killed_run_with_open_transaction(tmp_path, V16)
+    # Second run: ends the transaction, then dies too before connecting.
+    async with station_run(tmp_path, V16, sim_meter()) as ctx:
+        assert await ctx.blocks.transactions.end_interrupted() == 1
+        assert [e.action for e in await ctx.outbox.entries()] == [
+            "StartTransaction",
+            "MeterValues",
+            "StopTransaction",
+        ]
+    csms = await restart_and_deliver(tmp_path, V16)
     transactional = [a for a in csms.actions() if a in ("StartTransaction", "MeterValues", "StopTransaction")]
     assert transactional == ["StartTransaction", "MeterValues", "StopTransaction"]
     stop = csms.of("StopTransaction")[0].call.payload
@@ -127,11 +128,10 @@ async def test_v16_power_loss_stop_transaction_powerloss_follows_unconfirmed_sta
 async def test_v201_power_loss_ended_powerloss_next_seq_no_queued_once_across_two_restarts(
     clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
-    with trio.fail_after(BOUND_S):
-        sampled_at = await killed_run_with_open_transaction(tmp_path, V201)
-        async with station_run(tmp_path, V201, sim_meter()) as ctx:
-            assert await ctx.blocks.transactions.end_interrupted() == 1
-        csms = await restart_and_deliver(tmp_path, V201)
+    sampled_at = await killed_run_with_open_transaction(tmp_path, V201)
+    async with station_run(tmp_path, V201, sim_meter()) as ctx:
+        assert await ctx.blocks.transactions.end_interrupted() == 1
+    csms = await restart_and_deliver(tmp_path, V201)
     events: list[dict[str, Any]] = [s.call.payload for s in csms.of("TransactionEvent")]
     assert [(e["eventType"], e["seqNo"]) for e in events] == [
         ("Started", 0),
@@ -155,19 +155,18 @@ async def test_clean_shutdown_ends_open_transaction_with_reason_reboot(
     """SIGTERM / SIGINT leave the transaction open in storage with the reading at shutdown; the next
     start ends it with reason Reboot. The marker is cleared, so a later kill reads as PowerLoss."""
     meter = sim_meter()
-    with trio.fail_after(BOUND_S):
-        async with station_run(tmp_path, version, meter) as ctx, trio.open_nursery() as nursery:
-            await nursery.start(ctx.blocks.transactions.run)
-            await messages_for(version).start(
-                ctx.blocks.transactions.services, 1, 1, "TOKEN-1", "ISO14443", "Authorized"
-            )
-            await set_energy(meter, 1800)
-            shutdown_at = iso(ctx.clock.now())
-            nursery.cancel_scope.cancel()
-        csms = await restart_and_deliver(tmp_path, version)
-        async with open_storage(tmp_path / "station.db") as storage:
-            # restart_and_deliver shut down cleanly itself; before that its start had cleared the marker.
-            assert await storage.get_setting(CLEAN_SHUTDOWN_KEY) is not None
+    async with station_run(tmp_path, version, meter) as ctx, trio.open_nursery() as nursery:
+        await nursery.start(ctx.blocks.transactions.run)
+        await messages_for(version).start(
+            ctx.blocks.transactions.services, 1, 1, "TOKEN-1", "ISO14443", "Authorized"
+        )
+        await set_energy(meter, 1800)
+        shutdown_at = iso(ctx.clock.now())
+        nursery.cancel_scope.cancel()
+    csms = await restart_and_deliver(tmp_path, version)
+    async with open_storage(tmp_path / "station.db") as storage:
+        # restart_and_deliver shut down cleanly itself; before that its start had cleared the marker.
+        assert await storage.get_setting(CLEAN_SHUTDOWN_KEY) is not None
     if version is V16:
         stop = csms.of("StopTransaction")[0].call.payload
         assert (stop["reason"], stop["meterStop"], stop["timestamp"]) == ("Reboot", 1800, shutdown_at)
@@ -186,17 +185,16 @@ async def test_power_loss_after_a_clean_restart_reads_as_power_loss(
     clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
     """The clean-shutdown marker applies to the next start only."""
-    with trio.fail_after(BOUND_S):
-        async with station_run(tmp_path, V16, sim_meter()) as ctx, trio.open_nursery() as nursery:
-            await nursery.start(ctx.blocks.transactions.run)
-            nursery.cancel_scope.cancel()  # clean shutdown, no transaction
-        async with station_run(tmp_path, V16, sim_meter()) as ctx:
-            assert await ctx.blocks.transactions.end_interrupted() == 0  # clears the marker
-            await messages_for(V16).start(
-                ctx.blocks.transactions.services, 1, 1, "TOKEN-1", "ISO14443", "Authorized"
-            )
-            # killed here
-        async with station_run(tmp_path, V16, sim_meter()) as ctx:
-            assert await ctx.blocks.transactions.end_interrupted() == 1
-            stops = [e.payload for e in await ctx.outbox.entries() if e.action == "StopTransaction"]
+    async with station_run(tmp_path, V16, sim_meter()) as ctx, trio.open_nursery() as nursery:
+        await nursery.start(ctx.blocks.transactions.run)
+        nursery.cancel_scope.cancel()  # clean shutdown, no transaction
+    async with station_run(tmp_path, V16, sim_meter()) as ctx:
+        assert await ctx.blocks.transactions.end_interrupted() == 0  # clears the marker
+        await messages_for(V16).start(
+            ctx.blocks.transactions.services, 1, 1, "TOKEN-1", "ISO14443", "Authorized"
+        )
+        # killed here
+    async with station_run(tmp_path, V16, sim_meter()) as ctx:
+        assert await ctx.blocks.transactions.end_interrupted() == 1
+        stops = [e.payload for e in await ctx.outbox.entries() if e.action == "StopTransaction"]
     assert [s["reason"] for s in stops] == ["PowerLoss"]

@@ -46,6 +46,24 @@ class TransactionIds:
                 return
             await changed.wait()
 
+    async def wait_none(self, evse_ids: frozenset[int]) -> None:
+        """Wait until none of `evse_ids` has a running transaction. An id is forgotten only after the
+        transaction's end was queued in the outbox, so the ends are durable when this returns."""
+        while True:
+            changed = self._changed
+            if all(evse_id not in self._ids for evse_id in evse_ids):
+                return
+            await changed.wait()
+
+    def running(self) -> frozenset[int]:
+        """The EVSEs with a running transaction."""
+        return frozenset(self._ids)
+
+    @property
+    def changed(self) -> trio.Event:
+        """Set at the next start or end of a transaction (take it before checking `running`)."""
+        return self._changed
+
 
 @dataclass(eq=False)
 class TxServices:
