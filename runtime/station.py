@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import random
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import trio
 
+from evstation import __version__
 from evstation.drivers.api import ChargeController, PowerMeter
 from evstation.drivers.sim.board import SimChargeController
 from evstation.drivers.sim.ev import SimEv
@@ -38,6 +40,7 @@ from evstation.runtime.control import serve_control
 from evstation.runtime.events import Broadcaster
 from evstation.runtime.evse import Evses
 from evstation.runtime.link import CsmsEndpoint, Link, LinkSettings, run_link
+from evstation.runtime.notify import Notifier, open_notifier
 from evstation.runtime.outbox import Outbox
 from evstation.runtime.session.common import SessionContext, WallClock, serve_session
 from evstation.runtime.session.transactions import run_transactions
@@ -285,8 +288,11 @@ async def open_station(
     """Start every service of the station; leaving the block shuts them all down.
 
     Open transactions stay in storage across a shutdown: they are resumed or ended after the restart.
+    Folders are made (or refused with a `StartupError` naming the path) and the control socket is
+    listening before the link dials the CSMS.
     """
-    config.station.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_directories(config)
+    log.info("%s", startup_line(config))
     async with AsyncExitStack() as stack:
         storage = await stack.enter_async_context(open_storage(config.database_path))
         outbox = Outbox(storage)
@@ -309,6 +315,18 @@ async def open_station(
         async with trio.open_nursery() as nursery:
             await nursery.start(evses.run)
             await nursery.start(run_transactions, session)
+            control = config.control
+            if control.socket_path is not None or control.tcp_port is not None:
+                await nursery.start(
+                    functools.partial(
+                        serve_control,
+                        station,
+                        control.socket_path,
+                        tcp_port=control.tcp_port,
+                        tcp_token=control.tcp_token.get_secret_value() if control.tcp_token else None,
+                        allow_network=control.allow_network_op,
+                    )
+                )
             await nursery.start(
                 functools.partial(
                     run_link,
@@ -318,11 +336,6 @@ async def open_station(
                     rng=rng if rng is not None else random.Random(),
                 )
             )
-            control = config.control
-            if control.socket_path is not None or control.tcp_port is not None:
-                await nursery.start(
-                    functools.partial(serve_control, station, control.socket_path, tcp_port=control.tcp_port)
-                )
             try:
                 yield station
             finally:
@@ -333,22 +346,67 @@ async def run_station(
     config: StationConfig,
     *,
     ready: Callable[[Station], None] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> None:
     """`evstation run`: run until SIGTERM or SIGINT, then shut down cleanly.
 
-    A signal also stops a start-up that is still in progress (a board or meter slow to answer).
+    A signal also stops a start-up that is still in progress (a board or meter slow to answer). Under
+    systemd (`environ` has NOTIFY_SOCKET, see deploy/evstation.service) it reports READY=1 once every
+    service is up, WATCHDOG=1 from the event loop, and STOPPING=1 when it shuts down.
     """
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_shut_down_on_signal, signals, nursery.cancel_scope)
+        async with open_notifier(environ) as notifier, trio.open_nursery() as nursery:
+            nursery.start_soon(_shut_down_on_signal, signals, nursery.cancel_scope, notifier)
+            if notifier is not None:
+                # Pings from the start: a start-up that hangs is a blocked station too.
+                await nursery.start(notifier.run_watchdog)
             async with open_station(config) as station:
+                if notifier is not None:
+                    await notifier.notify("READY=1", f"STATUS=running: {startup_line(config)}")
                 if ready is not None:
                     ready(station)
                 await trio.sleep_forever()
 
 
-async def _shut_down_on_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+async def _shut_down_on_signal(
+    signals: AsyncIterator[int], scope: trio.CancelScope, notifier: Notifier | None
+) -> None:
     async for signum in signals:
         log.info("received %s: shutting down", signal.Signals(signum).name)
+        if notifier is not None:
+            await notifier.notify("STOPPING=1")
         scope.cancel()
         return
+
+
+class StartupError(Exception):
+    """The station cannot start for a reason the operator fixes (a folder it may not create or write)."""
+
+
+def startup_line(config: StationConfig) -> str:
+    """The one line that says which station this process is: logged at start, shown in systemctl status."""
+    control = config.control
+    tcp = f" (and 127.0.0.1:{control.tcp_port})" if control.tcp_port is not None else ""
+    return (
+        f"evstation {__version__}: station {config.station.id}, OCPP {config.station.ocpp_version.value}, "
+        f"data dir {config.station.data_dir}, control socket {config.control_socket_path}{tcp}"
+    )
+
+
+def prepare_directories(config: StationConfig) -> None:
+    """Create the data dir and the control socket's folder where missing (with parents, as far as the
+    file system allows); a `StartupError` names the path that cannot be made or written."""
+    folders = {
+        config.station.data_dir: "data dir",
+        config.control_socket_path.parent: "control socket's folder",
+    }
+    for folder, what in folders.items():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise StartupError(f"cannot use {folder} as the {what}: it exists and is not a folder") from None
+        except OSError as exc:
+            raise StartupError(f"cannot create the {what} {folder}: {exc.strerror or exc}") from exc
+        # The station writes there (database, socket); say so now rather than in a SQLite error later.
+        if not os.access(folder, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+            raise StartupError(f"the {what} {folder} is not writable by this user (uid {os.geteuid()})")
