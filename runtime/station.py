@@ -14,6 +14,7 @@ import signal
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
@@ -396,10 +397,8 @@ def startup_line(config: StationConfig) -> str:
 def prepare_directories(config: StationConfig) -> None:
     """Create the data dir and the control socket's folder where missing (with parents, as far as the
     file system allows); a `StartupError` names the path that cannot be made or written."""
-    folders = {
-        config.station.data_dir: "data dir",
-        config.control_socket_path.parent: "control socket's folder",
-    }
+    folders: dict[Path, str] = {config.station.data_dir: "data dir"}
+    folders.setdefault(config.control_socket_path.parent, "control socket's folder")
     for folder, what in folders.items():
         try:
             folder.mkdir(parents=True, exist_ok=True)
