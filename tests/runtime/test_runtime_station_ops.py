@@ -1,12 +1,14 @@
-"""systemd notification (sd_notify) and start-up checks of the station: READY=1 once every service is up,
-WATCHDOG=1 at half the watchdog interval from the event loop, STOPPING=1 on SIGTERM; folders made or
-refused naming the path, before any dial. The "systemd" here is a datagram socket the test listens on.
+"""The station as operations see it. systemd notification (sd_notify): READY=1 once every service is up,
+WATCHDOG=1 at half the watchdog interval from the event loop, STOPPING=1 on SIGTERM (the "systemd" here
+is a datagram socket the test listens on). Start-up: one log line, folders made or refused naming the
+path, before any dial. The control API's `network` op follows `[control] allow_network_op`.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import json
 import logging
 import os
 import shutil
@@ -24,6 +26,7 @@ import trio.testing
 
 from evstation import __version__
 from evstation.runtime.config import StationConfig, parse_config
+from evstation.runtime.control import NETWORK_OP_OFF
 from evstation.runtime.notify import NotifyConfigError, NotifySettings, open_notifier
 from evstation.runtime.station import StartupError, open_station, prepare_directories, run_station
 
@@ -256,3 +259,26 @@ def test_a_folder_this_user_cannot_write_is_refused_by_name(folder: Path) -> Non
     (folder / "ro").mkdir(mode=0o500)
     with pytest.raises(StartupError, match=f"the data dir {folder}/ro is not writable by this user"):
         prepare_directories(sim_config(folder / "ro"))
+
+
+# --- the network op follows the configuration ------------------------------------------------------
+
+
+async def network_op_reply(config: StationConfig) -> dict[str, Any]:
+    with trio.fail_after(IO_TIMEOUT_S):
+        async with open_station(config):
+            stream = await trio.open_unix_socket(str(config.control_socket_path))
+            async with stream:
+                await stream.send_all(b'{"id": 1, "op": "network", "up": false}\n')
+                data = b""
+                while not data.endswith(b"\n"):
+                    data += await stream.receive_some(4096)
+    reply: dict[str, Any] = json.loads(data)
+    return reply
+
+
+async def test_station_answers_the_network_op_only_when_configured(folder: Path) -> None:
+    off = await network_op_reply(sim_config(folder / "off"))
+    assert off == {"id": 1, "ok": False, "error": NETWORK_OP_OFF}
+    on = await network_op_reply(sim_config(folder / "on", allow_network_op=True))
+    assert on == {"id": 1, "ok": True, "result": {"up": False}}

@@ -1,5 +1,6 @@
-"""End to end: `evstation run` as systemd runs it (deploy/evstation.service): notifications on the
-socket in $NOTIFY_SOCKET, the start-up line, and folders made or refused before the CSMS is dialled."""
+"""End to end, the operator's view: `evstation run` as systemd runs it (deploy/evstation.service):
+notifications on the socket in $NOTIFY_SOCKET, the start-up line, folders made or refused before the
+CSMS is dialled; `evstation ctl --help`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ import socket as stdlib_socket
 import uuid
 
 import trio
-from e2e_station import run_cli, short_dir, station_process, stderr_of, terminate, write_config
+from e2e_station import (
+    run_cli,
+    short_dir,
+    station_process,
+    stderr_of,
+    terminate,
+    write_config,
+)
 
 from evstation import __version__
 from evstation.runtime.testcsms import TestCsms, serve_test_csms
@@ -86,3 +94,13 @@ async def test_e2e_unusable_socket_folder_is_named_and_the_csms_never_dialled() 
         f"{config}: cannot start: cannot create the control socket's folder {folder}/run/evs: Not a directory"
     )
     assert not dialled
+
+
+async def test_e2e_ctl_help_lists_the_ops_and_exits_0() -> None:
+    with trio.fail_after(TIMEOUT_S):
+        done = await run_cli("ctl", "--help")
+    assert done.returncode == 0
+    out = done.stdout.decode()
+    assert out.startswith("usage: evstation ctl")
+    for op in ("status", "plug_in", "present_id_token", "network", "subscribe", "auth"):
+        assert f"\n  {op}" in out
