@@ -539,6 +539,11 @@ async def open_unix_listener(path: Path) -> trio.SocketListener:
         await sock.bind(os.fspath(path))
         os.chmod(path, 0o600)  # the API can stop sessions: only the station's user may talk to it
         sock.listen(_LISTEN_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        # bind's own errors name no path ("AF_UNIX path too long", "[Errno 2] ..."): the operator needs it.
+        # (The original, with its errno, stays the __cause__.)
+        raise OSError(f"cannot listen on the control socket {path}: {exc.strerror or exc}") from exc
     except BaseException:
         sock.close()
         raise

@@ -247,6 +247,18 @@ async def test_a_folder_that_cannot_be_made_is_named_before_the_csms_is_dialled(
     assert str(info.value) == expected
 
 
+async def test_a_control_socket_that_cannot_be_bound_is_named(folder: Path) -> None:
+    socket_path = folder / ("x" * 120) / "c.sock"  # longer than a Unix socket address may be
+    errors: list[str] = []
+    with trio.fail_after(IO_TIMEOUT_S):
+        try:
+            async with open_station(sim_config(folder / "data", socket_path=str(socket_path))):
+                pass
+        except* OSError as group:  # raised inside the station's nursery
+            errors = [str(error) for error in group.exceptions]
+    assert errors == [f"cannot listen on the control socket {socket_path}: AF_UNIX path too long"]
+
+
 def test_a_folder_that_exists_as_a_file_is_refused_by_name(folder: Path) -> None:
     (folder / "data").write_text("not a folder")
     with pytest.raises(StartupError) as info:
