@@ -139,15 +139,28 @@ async def _open(args: argparse.Namespace) -> trio.abc.Stream:
     return await trio.open_unix_socket(args.socket)
 
 
+def _control_token(args: argparse.Namespace) -> str | None:
+    """The TCP listener's token ([control] tcp_token / tcp_token_file), read before connecting."""
+    if args.tcp_port is None:
+        return None
+    if args.control_token_file is None:
+        raise StepFailed("--tcp-port needs --control-token-file (the station's [control] tcp_token)")
+    with open(args.control_token_file, encoding="utf-8") as file:
+        return file.read().strip()
+
+
 async def main_async(args: argparse.Namespace) -> int:
     try:
+        token = _control_token(args)
         stream = await _open(args)
-    except OSError as exc:
+    except (OSError, StepFailed) as exc:
         print(f"cannot reach the control API: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     async with stream:
         control = Control(stream, args.ocpp)
         try:
+            if token is not None:
+                await control.request("auth", token=token)
             await run_session(control, args)
         except StepFailed as exc:
             control.say(f"FAILED: {exc}")
@@ -160,6 +173,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--socket", help="the station's control socket ([control] socket_path)")
     where.add_argument("--tcp-port", type=int, help="the station's control TCP port on 127.0.0.1")
+    parser.add_argument(
+        "--control-token-file", help="file holding the station's [control] tcp_token (with --tcp-port)"
+    )
     parser.add_argument("--evse", type=int, default=1)
     parser.add_argument("--token", default="HIL-TOKEN-1", help="id token (the CSMS must accept it)")
     parser.add_argument("--sim", action="store_true", help="plug and unplug through the API (sim drivers)")

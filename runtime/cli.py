@@ -75,7 +75,8 @@ def _run(config_path: Path, log_level: str | None) -> int:
     import trio
 
     from evstation.runtime.lifecycle import StationOutcome
-    from evstation.runtime.station import run_station
+    from evstation.runtime.notify import NotifyConfigError
+    from evstation.runtime.station import StartupError, run_station
     from evstation.runtime.storage import StorageError
 
     config = _load(config_path)
@@ -95,12 +96,12 @@ def _run(config_path: Path, log_level: str | None) -> int:
     outcome = StationOutcome.SIGNALLED
     try:
         outcome = trio.run(functools.partial(run_station, config, ready=ready))
-    except* (OSError, StorageError) as group:
+    except* (OSError, StorageError, StartupError, NotifyConfigError) as group:
         if started:
             raise  # after start-up these are bugs: keep the traceback
         failures.extend(_leaves(group))
-    # The station could not start (data dir not writable, database unusable, socket in the way): an
-    # operator problem, told in one line each rather than a traceback.
+    # The station could not start (data dir not writable, database unusable, socket in the way, a bad
+    # NOTIFY_SOCKET): an operator problem, told in one line each rather than a traceback.
     for error in failures:
         print(f"{config_path}: cannot start: {error}", file=sys.stderr)
     if failures:

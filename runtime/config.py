@@ -29,6 +29,9 @@ from evstation.protocol.versions import OcppVersion
 # OCPP 2.0.1 BasicAuthPassword: passwordString of 16..40 characters (part 2, appendix; A00.FR.205).
 PASSWORD_MIN_LENGTH = 16
 PASSWORD_MAX_LENGTH = 40
+# The control API's TCP token: long enough that guessing it over loopback is hopeless.
+CONTROL_TOKEN_MIN_LENGTH = 16
+CONTROL_TOKEN_MAX_LENGTH = 256
 # The 2.0.1 identifierString alphabet minus ':' — the identity is also the HTTP Basic user name, where
 # ':' separates user from password, and a URL path segment, where this set needs no escaping.
 STATION_ID_PATTERN = re.compile(r"^[A-Za-z0-9*\-_=+|@.]{1,48}$")
@@ -342,11 +345,49 @@ class ElectricalConfig(_Model):
 class ControlConfig(_Model):
     socket_path: Path | None = None
     tcp_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    tcp_token: SecretStr | None = None
+    tcp_token_file: Path | None = None
+    # The `network` op cuts the CSMS link on request: a test and demo tool, never on by default.
+    allow_network_op: Annotated[bool, Field(strict=True)] = False
 
     @field_validator("socket_path")
     @classmethod
     def _resolve_socket(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         return _resolve(value, info)
+
+    @field_validator("tcp_token_file")
+    @classmethod
+    def _check_token_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _existing_file(value, info)
+
+    @model_validator(mode="after")
+    def _check_tcp(self) -> ControlConfig:
+        """Anyone on the machine can reach 127.0.0.1: the TCP listener only serves clients with the token."""
+        if self.tcp_token is not None and self.tcp_token_file is not None:
+            raise _keyed_error("tcp_token_file", "give either tcp_token or tcp_token_file, not both")
+        if self.tcp_token_file is not None:
+            try:
+                text = self.tcp_token_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise _keyed_error("tcp_token_file", f"cannot read: {exc.strerror or exc}") from exc
+            except UnicodeDecodeError as exc:
+                raise _keyed_error("tcp_token_file", f"not UTF-8 text: {exc.reason}") from exc
+            # Bypass the frozen model: the file is a source of the same field, resolved at load.
+            object.__setattr__(self, "tcp_token", SecretStr(text))
+        key = "tcp_token_file" if self.tcp_token_file is not None else "tcp_token"
+        if self.tcp_port is None:
+            if self.tcp_token is not None:
+                raise _keyed_error(key, "only used with tcp_port; remove it or set tcp_port")
+            return self
+        if self.tcp_token is None:
+            raise _keyed_error(
+                "tcp_token", "required with tcp_port (or tcp_token_file): TCP clients must authenticate"
+            )
+        length = len(self.tcp_token.get_secret_value())
+        if not CONTROL_TOKEN_MIN_LENGTH <= length <= CONTROL_TOKEN_MAX_LENGTH:
+            limits = f"{CONTROL_TOKEN_MIN_LENGTH}-{CONTROL_TOKEN_MAX_LENGTH}"
+            raise _keyed_error(key, f"token must be {limits} characters (got {length})")
+        return self
 
 
 class LoggingConfig(_Model):
@@ -428,7 +469,7 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
 
 
 _UNION_TAGS = frozenset({"sim", "yeti", "rapi", "modbus", "board", "tcp", "rtu"})
-_SECRET_KEYS = frozenset({"password"})
+_SECRET_KEYS = frozenset({"password", "tcp_token"})
 _TYPE_NAMES = {
     "integer": "an integer",
     "number": "a number",

@@ -1,18 +1,21 @@
 """The local control API: newline-delimited JSON requests on a Unix socket (and optionally 127.0.0.1 TCP).
 
 For simulation, HIL and operations. It talks to the station only through `ControlTarget`; it never
-crashes on client input: malformed requests get an error reply and the connection stays up.
+crashes on client input: malformed requests get an error reply and the connection stays up. The Unix
+socket is guarded by its file mode; a TCP client must send the configured token (`auth`) first.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import hmac
 import json
 import logging
 import os
 import socket as stdlib_socket
 import stat
+import typing
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,24 +153,67 @@ class SubscribeReq(_Req):
     op: Literal["subscribe"]
 
 
+class AuthReq(_Req):
+    op: Literal["auth"]
+    token: Annotated[str, pydantic.Field(max_length=1024)]
+
+
 Request = Annotated[
-    StatusReq | PlugReq | TokenReq | EvReq | FaultReq | LockReq | MeterReq | NetworkReq | SubscribeReq,
+    StatusReq
+    | PlugReq
+    | TokenReq
+    | EvReq
+    | FaultReq
+    | LockReq
+    | MeterReq
+    | NetworkReq
+    | SubscribeReq
+    | AuthReq,
     pydantic.Field(discriminator="op"),
 ]
 _REQUEST = pydantic.TypeAdapter[Request](Request)
-OPS = (
-    "status",
-    "plug_in",
-    "unplug",
-    "present_id_token",
-    "ev",
-    "fault",
-    "clear_fault",
-    "lock",
-    "meter",
-    "network",
-    "subscribe",
+
+# Every op with what it does, in the order `evstation ctl --help` lists them.
+OP_SUMMARIES: dict[str, str] = {
+    "status": "station facts (link, boot, outbox depth) and every EVSE",
+    "plug_in": "sim: plug the simulated EV in",
+    "unplug": "sim: unplug the simulated EV",
+    "present_id_token": "present an id token (an RFID card), to an EVSE or routed",
+    "ev": "sim: what the simulated EV wants (energy, current)",
+    "fault": "sim: raise a fault on the simulated board",
+    "clear_fault": "sim: clear a fault on the simulated board",
+    "lock": "sim: make the next connector-lock move fail (or not)",
+    "meter": "sim: script the simulated meter (energy, power)",
+    "network": "cut or restore the CSMS link (only with [control] allow_network_op = true)",
+    "subscribe": "stream EVSE events and OCPP frames on this connection",
+    "auth": "authenticate a TCP connection with the [control] tcp_token (first request on TCP)",
+}
+OPS = tuple(OP_SUMMARIES)
+_MODELS: tuple[type[_Req], ...] = (
+    StatusReq,
+    PlugReq,
+    TokenReq,
+    EvReq,
+    FaultReq,
+    LockReq,
+    MeterReq,
+    NetworkReq,
+    SubscribeReq,
+    AuthReq,
 )
+
+
+def op_arguments(op: str) -> list[tuple[str, bool, object]]:
+    """(name, required, default) of each argument of `op`, in declaration order."""
+    for model in _MODELS:
+        ops = typing.get_args(model.model_fields["op"].annotation)
+        if op in ops:
+            return [
+                (name, info.is_required(), info.default)
+                for name, info in model.model_fields.items()
+                if name not in ("id", "op")
+            ]
+    raise KeyError(op)
 
 
 class BadRequest(ValueError):
@@ -262,8 +308,14 @@ def _board(target: ControlTarget, evse_id: int) -> SimChargeController:
     return board
 
 
-async def execute(target: ControlTarget, req: Request) -> JsonObject:
-    """Run one (non-subscribe) op; raises ControlError for a clear error reply."""
+NETWORK_OP_OFF = (
+    "the network op is off: set [control] allow_network_op = true to use it "
+    "(it cuts the link to the CSMS; meant for tests and demos)"
+)
+
+
+async def execute(target: ControlTarget, req: Request, *, allow_network: bool = False) -> JsonObject:
+    """Run one (non-subscribe, non-auth) op; raises ControlError for a clear error reply."""
     if isinstance(req, StatusReq):
         return {
             **(await target.status()),
@@ -308,9 +360,11 @@ async def execute(target: ControlTarget, req: Request) -> JsonObject:
         meter.script(energy_wh=req.energy_wh, power_w=req.power_w)
         return {"evse": req.evse}
     if isinstance(req, NetworkReq):
+        if not allow_network:
+            raise ControlError(NETWORK_OP_OFF)
         target.set_network(req.up)
         return {"up": req.up}
-    raise AssertionError(f"unhandled op {req.op}")  # subscribe is handled by the connection
+    raise AssertionError(f"unhandled op {req.op}")  # subscribe and auth are the connection's
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -322,10 +376,16 @@ class _LineTooLong(Exception):
 
 
 class _Connection:
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, token: str | None = None) -> None:
         self.stream = stream
         self._buffer = bytearray()
         self._send_lock = trio.Lock()
+        self._token = token.encode() if token is not None else None
+        self.authenticated = token is None
+
+    def token_matches(self, offered: str) -> bool:
+        # Constant time: the comparison must not tell an attacker how much of a guess was right.
+        return self._token is None or hmac.compare_digest(self._token, offered.encode())
 
     async def send(self, obj: JsonObject) -> None:
         data = (json.dumps(obj, separators=(",", ":")) + "\n").encode()
@@ -364,20 +424,38 @@ async def _subscribe(
         nursery.start_soon(_forward, conn, stack.enter_context(ocpp.subscribe(SUBSCRIBER_BUFFER)))
 
 
-async def handle_connection(target: ControlTarget, stream: trio.abc.Stream) -> None:
+@dataclass(frozen=True)
+class ControlAccess:
+    """What one connection may do: `token` (TCP) must be sent with `auth` first; `allow_network`
+    enables the `network` op."""
+
+    token: str | None = None
+    allow_network: bool = False
+
+
+async def handle_connection(
+    target: ControlTarget, stream: trio.abc.Stream, access: ControlAccess = ControlAccess()
+) -> None:
     """Serve one client until it closes; subscriptions stream alongside further requests."""
-    conn = _Connection(stream)
+    conn = _Connection(stream, access.token)
     try:
         async with stream, trio.open_nursery() as nursery:
             with ExitStack() as stack:
-                await _serve_requests(target, conn, nursery, stack)
+                await _serve_requests(target, conn, nursery, stack, access)
                 nursery.cancel_scope.cancel()
     except* (trio.BrokenResourceError, trio.ClosedResourceError):
         log.debug("control client went away")  # its subscriptions ended with it; nothing to clean
 
 
+AUTH_FIRST = 'authenticate first: send {"op": "auth", "token": "<[control] tcp_token>"}; closing'
+
+
 async def _serve_requests(
-    target: ControlTarget, conn: _Connection, nursery: trio.Nursery, stack: ExitStack
+    target: ControlTarget,
+    conn: _Connection,
+    nursery: trio.Nursery,
+    stack: ExitStack,
+    access: ControlAccess,
 ) -> None:
     subscribed = False
     while True:
@@ -399,8 +477,23 @@ async def _serve_requests(
         try:
             req = parse_request(line)
         except BadRequest as exc:
-            await conn.send({"id": exc.request_id, "ok": False, "error": str(exc)})
+            # An unauthenticated client learns nothing about the API beyond how to authenticate.
+            error = str(exc) if conn.authenticated else AUTH_FIRST
+            await conn.send({"id": exc.request_id, "ok": False, "error": error})
+            if not conn.authenticated:
+                return
             continue
+        if isinstance(req, AuthReq):
+            if not conn.token_matches(req.token):
+                log.warning("control API: a TCP client sent a wrong token; connection closed")
+                await conn.send({"id": req.id, "ok": False, "error": "wrong token; closing"})
+                return
+            conn.authenticated = True
+            await conn.send({"id": req.id, "ok": True, "result": {"authenticated": True}})
+            continue
+        if not conn.authenticated:
+            await conn.send({"id": req.id, "ok": False, "error": AUTH_FIRST})
+            return
         if isinstance(req, SubscribeReq):
             if not subscribed:
                 await _subscribe(target, conn, nursery, stack)
@@ -408,7 +501,7 @@ async def _serve_requests(
             await conn.send({"id": req.id, "ok": True, "result": {"subscribed": True}})
             continue
         try:
-            result = await execute(target, req)
+            result = await execute(target, req, allow_network=access.allow_network)
         except ControlError as exc:
             await conn.send({"id": req.id, "ok": False, "error": str(exc)})
             continue
@@ -446,6 +539,11 @@ async def open_unix_listener(path: Path) -> trio.SocketListener:
         await sock.bind(os.fspath(path))
         os.chmod(path, 0o600)  # the API can stop sessions: only the station's user may talk to it
         sock.listen(_LISTEN_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        # bind's own errors name no path ("AF_UNIX path too long", "[Errno 2] ..."): the operator needs it.
+        # (The original, with its errno, stays the __cause__.)
+        raise OSError(f"cannot listen on the control socket {path}: {exc.strerror or exc}") from exc
     except BaseException:
         sock.close()
         raise
@@ -457,12 +555,17 @@ async def serve_control(
     socket_path: Path | str | None,
     *,
     tcp_port: int | None = None,
+    tcp_token: str | None = None,
+    allow_network: bool = False,
     task_status: trio.TaskStatus[ControlEndpoints] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve the control API until cancelled; started with the endpoints once they accept.
 
-    `tcp_port` (0 = any) additionally listens on 127.0.0.1 only. The socket file is removed on exit.
+    `tcp_port` (0 = any) additionally listens on 127.0.0.1 only, for clients that send `tcp_token`
+    first. `allow_network` turns the `network` op on. The socket file is removed on exit.
     """
+    if tcp_port is not None and not tcp_token:
+        raise ValueError("the control API's TCP listener needs a token (tcp_token)")
     listeners: list[trio.SocketListener] = []
     path = Path(socket_path) if socket_path is not None else None
     try:
@@ -475,9 +578,13 @@ async def serve_control(
             bound_port = tcp[0].socket.getsockname()[1]
         if not listeners:
             raise ValueError("serve_control needs a socket path or a TCP port")
+        local = ControlAccess(None, allow_network)
+        remote = ControlAccess(tcp_token, allow_network)
 
         async def handler(stream: trio.SocketStream) -> None:
-            await handle_connection(target, stream)
+            # The Unix socket's file mode (0600) already limits it to the station's user.
+            unix = stream.socket.family == stdlib_socket.AF_UNIX
+            await handle_connection(target, stream, local if unix else remote)
 
         async with trio.open_nursery() as nursery:
             await nursery.start(trio.serve_listeners, handler, listeners)

@@ -21,12 +21,36 @@ DEFAULT_SOCKET = "evstation.sock"
 _RECEIVE_CHUNK = 65536
 
 USAGE = """usage: evstation ctl [--socket PATH] OP [--key value ...]
+       evstation ctl --help
 values are parsed as JSON when possible (1, true, null, "x"), else taken as strings.
 example: evstation ctl --socket /run/evstation/control.sock plug_in --evse 1"""
 
 
 class UsageError(ValueError):
     pass
+
+
+class HelpRequested(Exception):
+    """`-h` / `--help` in place of the OP."""
+
+
+def help_text() -> str:
+    """The usage and every op with its arguments, generated from the control API's request models."""
+    from evstation.runtime.control import OP_SUMMARIES, op_arguments
+
+    lines = [USAGE, "", "ops (docs/control-api.md has the replies):"]
+    for op, summary in OP_SUMMARIES.items():
+        words = [op]
+        for name, required, default in op_arguments(op):
+            flag = f"--{name.replace('_', '-')}"
+            if required:
+                words.append(f"{flag} VALUE")
+            else:
+                shown = "VALUE" if default is None else default
+                words.append(f"[{flag} {shown if isinstance(shown, str) else json.dumps(shown)}]")
+        lines.append(f"  {' '.join(words)}")
+        lines.append(f"      {summary}")
+    return "\n".join(lines)
 
 
 def parse_args(argv: Sequence[str]) -> tuple[Path, str, dict[str, Any]]:
@@ -36,6 +60,8 @@ def parse_args(argv: Sequence[str]) -> tuple[Path, str, dict[str, Any]]:
     if len(args) >= 2 and args[0] == "--socket":
         socket_path = Path(args[1])
         args = args[2:]
+    if args and args[0] in ("-h", "--help"):
+        raise HelpRequested
     if not args or args[0].startswith("-"):
         raise UsageError("missing OP")
     op, rest = args[0], args[1:]
@@ -83,6 +109,9 @@ def ctl_main(argv: Sequence[str]) -> int:
     """Entry point for `evstation ctl ...` (argv without the `ctl`)."""
     try:
         socket_path, op, args = parse_args(argv)
+    except HelpRequested:
+        print(help_text())
+        return EXIT_OK
     except UsageError as exc:
         print(f"evstation ctl: {exc}\n{USAGE}", file=sys.stderr)
         return EXIT_USAGE

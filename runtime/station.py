@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import random
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
 
+from evstation import __version__
 from evstation.drivers.api import ChargeController, PowerMeter
 from evstation.drivers.sim.board import SimChargeController
 from evstation.drivers.sim.ev import SimEv
@@ -40,6 +43,7 @@ from evstation.runtime.events import Broadcaster
 from evstation.runtime.evse import Evses
 from evstation.runtime.lifecycle import StationOutcome, StopRequests
 from evstation.runtime.link import CsmsEndpoint, Link, LinkSettings, run_link
+from evstation.runtime.notify import Notifier, open_notifier
 from evstation.runtime.outbox import Outbox
 from evstation.runtime.session import SessionContext, new_session, serve_session
 from evstation.runtime.storage import Storage, open_storage
@@ -288,8 +292,11 @@ async def open_station(
     """Start every service of the station; leaving the block shuts them all down.
 
     Open transactions stay in storage across a shutdown: they are resumed or ended after the restart.
+    Folders are made (or refused with a `StartupError` naming the path) and the control socket is
+    listening before the link dials the CSMS.
     """
-    config.station.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_directories(config)
+    log.info("%s", startup_line(config))
     async with AsyncExitStack() as stack:
         storage = await stack.enter_async_context(open_storage(config.database_path))
         outbox = Outbox(storage)
@@ -319,6 +326,18 @@ async def open_station(
             await nursery.start(session.blocks.transactions.run)
             await nursery.start(session.blocks.trigger.run)
             await nursery.start(session.blocks.reset.run)
+            control = config.control
+            if control.socket_path is not None or control.tcp_port is not None:
+                await nursery.start(
+                    functools.partial(
+                        serve_control,
+                        station,
+                        control.socket_path,
+                        tcp_port=control.tcp_port,
+                        tcp_token=control.tcp_token.get_secret_value() if control.tcp_token else None,
+                        allow_network=control.allow_network_op,
+                    )
+                )
             await nursery.start(
                 functools.partial(
                     run_link,
@@ -328,11 +347,6 @@ async def open_station(
                     rng=rng if rng is not None else random.Random(),
                 )
             )
-            control = config.control
-            if control.socket_path is not None or control.tcp_port is not None:
-                await nursery.start(
-                    functools.partial(serve_control, station, control.socket_path, tcp_port=control.tcp_port)
-                )
             try:
                 yield station
             finally:
@@ -343,17 +357,25 @@ async def run_station(
     config: StationConfig,
     *,
     ready: Callable[[Station], None] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> StationOutcome:
     """`evstation run`: run until SIGTERM or SIGINT, or until a block asks the station to stop (a
     CSMS Reset); shut down cleanly either way and say which.
 
-    A signal also stops a start-up that is still in progress (a board or meter slow to answer).
+    A signal also stops a start-up that is still in progress (a board or meter slow to answer). Under
+    systemd (`environ` has NOTIFY_SOCKET, see deploy/evstation.service) it reports READY=1 once every
+    service is up, WATCHDOG=1 from the event loop, and STOPPING=1 when it shuts down.
     """
     outcome = StationOutcome.SIGNALLED
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_shut_down_on_signal, signals, nursery.cancel_scope)
+        async with open_notifier(environ) as notifier, trio.open_nursery() as nursery:
+            nursery.start_soon(_shut_down_on_signal, signals, nursery.cancel_scope, notifier)
+            if notifier is not None:
+                # Pings from the start: a start-up that hangs is a blocked station too.
+                await nursery.start(notifier.run_watchdog)
             async with open_station(config) as station:
+                if notifier is not None:
+                    await notifier.notify("READY=1", f"STATUS=running: {startup_line(config)}")
                 if ready is not None:
                     ready(station)
                 outcome = await station.stop.wait()
@@ -361,8 +383,43 @@ async def run_station(
     return outcome
 
 
-async def _shut_down_on_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+async def _shut_down_on_signal(
+    signals: AsyncIterator[int], scope: trio.CancelScope, notifier: Notifier | None
+) -> None:
     async for signum in signals:
         log.info("received %s: shutting down", signal.Signals(signum).name)
+        if notifier is not None:
+            await notifier.notify("STOPPING=1")
         scope.cancel()
         return
+
+
+class StartupError(Exception):
+    """The station cannot start for a reason the operator fixes (a folder it may not create or write)."""
+
+
+def startup_line(config: StationConfig) -> str:
+    """The one line that says which station this process is: logged at start, shown in systemctl status."""
+    control = config.control
+    tcp = f" (and 127.0.0.1:{control.tcp_port})" if control.tcp_port is not None else ""
+    return (
+        f"evstation {__version__}: station {config.station.id}, OCPP {config.station.ocpp_version.value}, "
+        f"data dir {config.station.data_dir}, control socket {config.control_socket_path}{tcp}"
+    )
+
+
+def prepare_directories(config: StationConfig) -> None:
+    """Create the data dir and the control socket's folder where missing (with parents, as far as the
+    file system allows); a `StartupError` names the path that cannot be made or written."""
+    folders: dict[Path, str] = {config.station.data_dir: "data dir"}
+    folders.setdefault(config.control_socket_path.parent, "control socket's folder")
+    for folder, what in folders.items():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise StartupError(f"cannot use {folder} as the {what}: it exists and is not a folder") from None
+        except OSError as exc:
+            raise StartupError(f"cannot create the {what} {folder}: {exc.strerror or exc}") from exc
+        # The station writes there (database, socket); say so now rather than in a SQLite error later.
+        if not os.access(folder, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+            raise StartupError(f"the {what} {folder} is not writable by this user (uid {os.geteuid()})")

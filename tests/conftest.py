@@ -5,6 +5,9 @@
 
 import pytest
 import trustme
+from timeout_report import pytest_timeout_cancel_timer, pytest_timeout_set_timer
+
+__all__ = ["pytest_timeout_cancel_timer", "pytest_timeout_set_timer"]  # hooks, found by name
 
 
 @pytest.fixture

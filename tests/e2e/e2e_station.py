@@ -98,15 +98,20 @@ def _log_files(folder: Path) -> tuple[BinaryIO, BinaryIO]:
 
 
 @asynccontextmanager
-async def station_process(config: Path) -> AsyncIterator[trio.Process]:
+async def station_process(config: Path, env: dict[str, str] | None = None) -> AsyncIterator[trio.Process]:
     """`evstation run --config CONFIG` as a subprocess; killed (SIGKILL) on exit unless already gone.
 
-    Its output goes to files next to the config so a full pipe can never block it.
+    Its output goes to files next to the config so a full pipe can never block it. `env` adds to (or
+    overrides) this process's environment.
     """
     out, err = _log_files(config.parent)
     with out, err:
         process = await trio.lowlevel.open_process(
-            station_command("run", "--config", str(config)), stdout=out, stderr=err, cwd=REPO
+            station_command("run", "--config", str(config)),
+            stdout=out,
+            stderr=err,
+            cwd=REPO,
+            env={**os.environ, **(env or {})},
         )
         try:
             yield process

@@ -4,6 +4,7 @@ consoles and the station's Modbus line sharing."""
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 
@@ -137,6 +138,30 @@ async def test_run_session_drives_a_sim_station_to_charging_and_back() -> None:
                 code, out = await _run_session("--socket", str(folder / "c.sock"), "--plug-timeout", "0.3")
                 assert code == 1, out
                 assert "timed out after 0.3 s waiting for the EV to be plugged in" in out
+            nursery.cancel_scope.cancel()
+
+
+async def test_run_session_over_tcp_sends_the_token_first() -> None:
+    with trio.fail_after(TIMEOUT_S), short_dir() as folder:
+        async with trio.open_nursery() as nursery:
+            csms: TestCsms = await nursery.start(serve_test_csms)
+            with socket.socket() as probe:  # a free port for the listener
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            path = write_config(folder, version="2.0.1", port=csms.port, station_id="HIL-TCP")
+            (folder / "token").write_text("hil-control-token-0123456789\n")
+            listener = f'[control]\ntcp_port = {port}\ntcp_token_file = "token"\n'
+            path.write_text(path.read_text().replace("[control]\n", listener))
+            async with open_station(load_config(path)):
+                await csms.wait_for("HIL-TCP", "StatusNotification")
+                tcp = ("--tcp-port", str(port), "--sim", "--timeout", "5")
+                code, out = await _run_session(*tcp, "--control-token-file", str(folder / "token"))
+                assert code == 0, out
+                assert "CHARGING on EVSE 1" in out
+                (folder / "wrong").write_text("not-the-control-token-at-all\n")
+                code, out = await _run_session(*tcp, "--control-token-file", str(folder / "wrong"))
+                assert code == 1, out
+                assert "auth: wrong token; closing" in out
             nursery.cancel_scope.cancel()
 
 

@@ -22,6 +22,7 @@ from evstation.runtime.config import (
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.toml"))
 
 GOOD_PASSWORD = "0123456789abcdef-secret"
+CONTROL_TOKEN = "control-token-0123456789abcdef"
 
 MINIMAL = """
 [station]
@@ -82,6 +83,8 @@ def test_minimal_file_gets_documented_defaults(tmp_path: Path) -> None:
     assert config.station.data_dir == tmp_path / "data"
     assert config.control.socket_path == tmp_path / "data" / "control.sock"
     assert config.control.tcp_port is None
+    assert config.control.tcp_token is None
+    assert config.control.allow_network_op is False
     assert config.electrical.line_voltage_v == 230
     assert config.electrical.frequency_hz == 50
     assert config.csms.ping_interval_s == 30
@@ -109,7 +112,8 @@ def test_relative_paths_resolve_against_the_config_folder(
         password_file = "pw.txt"
         """
     ).replace('ocpp_version = "2.0.1"', 'ocpp_version = "1.6"\ndata_dir = "var"')
-    text += '\n[control]\nsocket_path = "run/ctl.sock"\ntcp_port = 7070\n'
+    (tmp_path / "conf" / "token.txt").write_text(CONTROL_TOKEN + "\n", encoding="utf-8")
+    text += '\n[control]\nsocket_path = "run/ctl.sock"\ntcp_port = 7070\ntcp_token_file = "token.txt"\n'
     monkeypatch.chdir(tmp_path)  # a cwd other than the config folder must not matter
     config = load_config(write(tmp_path / "conf", text))
     assert config.station.ocpp_version is OcppVersion.V16
@@ -118,6 +122,9 @@ def test_relative_paths_resolve_against_the_config_folder(
     password = config.csms.endpoints[0].password
     assert password is not None
     assert password.get_secret_value() == GOOD_PASSWORD
+    token = config.control.tcp_token
+    assert token is not None
+    assert token.get_secret_value() == CONTROL_TOKEN
 
 
 def test_drivers_are_a_discriminated_union(tmp_path: Path) -> None:
@@ -372,3 +379,45 @@ def test_config_is_immutable(tmp_path: Path) -> None:
     assert isinstance(config, StationConfig)
     with pytest.raises(ValueError, match="frozen"):
         config.station.id = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("control", "problem"),
+    [
+        (
+            "tcp_port = 7070",
+            "control.tcp_token: required with tcp_port (or tcp_token_file): TCP clients must authenticate",
+        ),
+        (
+            f'tcp_token = "{CONTROL_TOKEN}"',
+            "control.tcp_token: only used with tcp_port; remove it or set tcp_port",
+        ),
+        (
+            'tcp_port = 7070\ntcp_token = "short-secret"',
+            "control.tcp_token: token must be 16-256 characters (got 12)",
+        ),
+        (
+            f'tcp_port = 7070\ntcp_token = "{CONTROL_TOKEN}"\ntcp_token_file = "token.txt"',
+            "control.tcp_token_file: give either tcp_token or tcp_token_file, not both",
+        ),
+        (
+            'tcp_port = 7070\ntcp_token_file = "missing.txt"',
+            "control.tcp_token_file: file not found: {tmp}/missing.txt",
+        ),
+        ("allow_network_op = 1", "control.allow_network_op: must be true or false (got 1)"),
+    ],
+)
+def test_the_control_tcp_listener_needs_a_token(tmp_path: Path, control: str, problem: str) -> None:
+    (tmp_path / "token.txt").write_text(CONTROL_TOKEN, encoding="utf-8")
+    problems = problems_of(write(tmp_path, MINIMAL + "\n[control]\n" + control + "\n"))
+    assert problems == [problem.format(tmp=tmp_path)]
+    assert not any(CONTROL_TOKEN in line or "short-secret" in line for line in problems)
+
+
+def test_control_token_and_network_op_when_configured(tmp_path: Path) -> None:
+    text = MINIMAL + f'\n[control]\ntcp_port = 7070\ntcp_token = "{CONTROL_TOKEN}"\nallow_network_op = true\n'
+    config = load_config(write(tmp_path, text))
+    assert config.control.tcp_token is not None
+    assert config.control.tcp_token.get_secret_value() == CONTROL_TOKEN
+    assert config.control.allow_network_op is True
+    assert CONTROL_TOKEN not in repr(config)

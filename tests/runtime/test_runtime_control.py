@@ -19,7 +19,16 @@ from evstation.drivers.sim.board import SimChargeController
 from evstation.drivers.sim.ev import SimEv
 from evstation.drivers.sim.meter import SimMeter
 from evstation.runtime.calls import Direction, MessageLogEntry
-from evstation.runtime.control import MAX_LINE_BYTES, ControlError, FrameLog, SimMeterControls, serve_control
+from evstation.runtime.control import (
+    AUTH_FIRST,
+    MAX_LINE_BYTES,
+    NETWORK_OP_OFF,
+    OPS,
+    ControlError,
+    FrameLog,
+    SimMeterControls,
+    serve_control,
+)
 from evstation.runtime.ctl import EXIT_ERROR_REPLY, EXIT_OK, EXIT_USAGE, ctl_main, parse_args, run_ctl
 from evstation.runtime.events import Broadcaster, Dropped
 from evstation.runtime.evse import Evses
@@ -170,15 +179,27 @@ async def test_a_whole_session_through_the_api(client: Client, station: FakeStat
         assert station.boards[1].pilot_state is PilotState.A
 
 
-async def test_network_op_and_its_error(client: Client, station: FakeStation) -> None:
+async def test_network_op_is_off_unless_allowed(client: Client, station: FakeStation) -> None:
     with trio.fail_after(IO_TIMEOUT_S):
-        assert (await client.call("network", up=False))["result"] == {"up": False}
-        assert not station.network_up
-        assert await client.call("network", up=False) == {
-            "id": 2,
-            "ok": False,
-            "error": "network already down",
-        }
+        reply = await client.call("network", up=False)
+    assert reply == {"id": 1, "ok": False, "error": NETWORK_OP_OFF}
+    assert "allow_network_op" in reply["error"]
+    assert station.network_up
+
+
+async def test_network_op_and_its_error_when_allowed(nursery: trio.Nursery, socket_path: Path) -> None:
+    station = FakeStation()
+    await nursery.start(functools.partial(serve_control, station, socket_path, allow_network=True))
+    with trio.fail_after(IO_TIMEOUT_S):
+        client = Client(await trio.open_unix_socket(str(socket_path)))
+        async with client.stream:
+            assert (await client.call("network", up=False))["result"] == {"up": False}
+            assert not station.network_up
+            assert await client.call("network", up=False) == {
+                "id": 2,
+                "ok": False,
+                "error": "network already down",
+            }
 
 
 async def test_sim_only_ops_refuse_real_hardware(client: Client) -> None:
@@ -286,6 +307,23 @@ async def test_ctl_client_prints_the_reply_and_exit_codes(
     assert json.loads(out[1]) == {"id": 1, "ok": False, "error": "no EVSE 5"}
 
 
+@pytest.mark.parametrize("argv", [["--help"], ["-h"], ["--socket", "/x", "--help"]])
+def test_ctl_help_lists_every_op_and_exits_0(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert ctl_main(argv) == EXIT_OK
+    out = capsys.readouterr().out
+    assert out.startswith("usage: evstation ctl")
+    ops_lines = [line for line in out.splitlines() if line.startswith("  ") and not line.startswith("   ")]
+    listed = [line.split()[0] for line in ops_lines]
+    assert listed == list(OPS)
+    assert "  plug_in --evse VALUE [--connector 1]" in out.splitlines()
+    assert "[--type ISO14443]" in out
+
+
+def test_ctl_without_an_op_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert ctl_main([]) == EXIT_USAGE
+    assert "missing OP" in capsys.readouterr().err
+
+
 async def test_socket_file_is_private_and_removed_on_exit(socket_path: Path) -> None:
     station = FakeStation()
     with trio.fail_after(IO_TIMEOUT_S):
@@ -299,14 +337,66 @@ async def test_socket_file_is_private_and_removed_on_exit(socket_path: Path) -> 
         await serve_control(station, socket_path)
 
 
-async def test_tcp_listener_on_loopback(nursery: trio.Nursery) -> None:
+TOKEN = "a-control-token-0123456789"
+
+
+async def test_tcp_listener_needs_a_token(nursery: trio.Nursery) -> None:
+    with pytest.raises(ValueError, match="needs a token"):
+        await serve_control(FakeStation(), None, tcp_port=0)
+
+
+async def open_tcp_client(nursery: trio.Nursery, **options: Any) -> tuple[FakeStation, Client]:
     station = FakeStation()
-    endpoints = await nursery.start(functools.partial(serve_control, station, None, tcp_port=0))
+    endpoints = await nursery.start(
+        functools.partial(serve_control, station, None, tcp_port=0, tcp_token=TOKEN, **options)
+    )
     assert endpoints.tcp_port
+    return station, Client(await trio.open_tcp_stream("127.0.0.1", endpoints.tcp_port))
+
+
+async def test_tcp_client_with_the_token_may_use_every_op(nursery: trio.Nursery) -> None:
     with trio.fail_after(IO_TIMEOUT_S):
-        stream = await trio.open_tcp_stream("127.0.0.1", endpoints.tcp_port)
-        async with stream:
-            assert (await Client(stream).call("status"))["ok"]
+        station, client = await open_tcp_client(nursery, allow_network=True)
+        async with client.stream:
+            assert await client.call("auth", token=TOKEN) == {
+                "id": 1,
+                "ok": True,
+                "result": {"authenticated": True},
+            }
+            assert (await client.call("status"))["ok"]
+            assert (await client.call("network", up=False))["ok"]
+    assert not station.network_up
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        (b'{"id": 1, "op": "status"}', AUTH_FIRST),
+        (b'{"id": 1, "op": "network", "up": false}', AUTH_FIRST),
+        (b'{"id": 1, "op": "auth", "token": "guess-guess-guess-guess"}', "wrong token; closing"),
+        (b'{"id": 1, "op": "auth", "token": "' + TOKEN.encode() + b'x"}', "wrong token; closing"),
+        (b'{"id": 1, "op": "auth"}', AUTH_FIRST),
+        (b"not json", AUTH_FIRST),
+    ],
+)
+async def test_tcp_client_without_the_token_gets_one_answer_and_is_closed(
+    nursery: trio.Nursery, line: bytes, error: str
+) -> None:
+    with trio.fail_after(IO_TIMEOUT_S):
+        station, client = await open_tcp_client(nursery, allow_network=True)
+        async with client.stream:
+            await client.send_line(line)
+            reply = await client.line()
+            assert reply is not None and reply["ok"] is False
+            assert reply["error"] == error
+            assert await client.line() is None  # closed
+    assert station.network_up
+
+
+async def test_unix_socket_needs_no_token_and_accepts_auth(client: Client) -> None:
+    with trio.fail_after(IO_TIMEOUT_S):
+        assert (await client.call("status"))["ok"]
+        assert (await client.call("auth", token="anything"))["result"] == {"authenticated": True}
 
 
 def test_slow_subscriber_loses_events_and_is_told() -> None:
