@@ -7,6 +7,7 @@ station's honesty about what it cannot do, and a property test: check_set never 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from device_model_fixtures import (
@@ -41,7 +42,13 @@ from evstation.protocol.device_model import (
     check_set,
     check_value,
 )
-from evstation.protocol.device_model.standard import ITEMS_PER_MESSAGE
+from evstation.protocol.device_model.standard import (
+    CONNECTOR_ROWS,
+    EVSE_ROWS,
+    ITEMS_PER_MESSAGE,
+    STATION_ROWS,
+)
+from evstation.protocol.device_model.v16 import V16_KEYS
 
 DEFS = standard_definitions()
 EXTENDED = extended_definitions()
@@ -328,3 +335,12 @@ def test_check_set_never_raises_and_normalises_idempotently(
     else:
         assert decision.value is None
     assert check_get(EXTENDED, key, attribute).status in GetStatus
+
+
+def test_docs_name_every_variable_and_every_1_6_key() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "device-model.md").read_text(encoding="utf-8")
+    for row in (*STATION_ROWS, *EVSE_ROWS, *CONNECTOR_ROWS):
+        name = row.variable if row.instance is None else f"{row.variable}[{row.instance}]"
+        assert f"| {name} |" in text, f"docs/device-model.md does not list {row.component}.{name}"
+    for key in V16_KEYS:
+        assert f"| {key.name} |" in text, f"docs/device-model.md does not list the 1.6 key {key.name}"
