@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from evstation.protocol.device_model import (
     AttributeType,
@@ -406,3 +409,67 @@ async def test_an_interval_change_in_the_middle_of_an_interval_applies_at_once(
             await trio.testing.wait_all_tasks_blocked()
             assert [t - start for t in ticks] == [50, 70, 270]
             nursery.cancel_scope.cancel()
+
+
+async def test_a_seed_the_definitions_cannot_take_is_a_bug(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    async with open_storage(tmp_path / "station.db") as storage:
+        with pytest.raises(ValueError, match="unknown variable"):
+            await open_device_model(
+                storage, definitions_for(config), {VariableKey(ComponentKey("X"), "Y"): "1"}
+            )
+        with pytest.raises(ValueError, match="not a valid value"):
+            await open_device_model(storage, definitions_for(config), {HEARTBEAT_INTERVAL: "0"})
+
+
+_WRITABLE_KEYS = [HEARTBEAT_INTERVAL, WEB_SOCKET_PING_INTERVAL, TX_UPDATED_INTERVAL, STATION_PHASE_ROTATION]
+_ANY_KEYS = st.sampled_from(
+    [*_WRITABLE_KEYS, VENDOR_NAME, EVSE1_STATE, VariableKey(ComponentKey("Nope"), "X")]
+)
+_VALUES = st.sampled_from(["0", "1", "60", "-3", "RST", "true", "", " 5"]) | st.text(max_size=12)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    writes=st.lists(st.tuples(_ANY_KEYS, _VALUES), max_size=6),
+    v16=st.lists(
+        st.tuples(
+            st.sampled_from(
+                [
+                    "HeartbeatInterval",
+                    "WebSocketPingInterval",
+                    "MeterValueSampleInterval",
+                    "NumberOfConnectors",
+                    "Nope",
+                ]
+            ),
+            _VALUES,
+        ),
+        max_size=4,
+    ),
+)
+def test_any_write_is_answered_reads_back_and_survives_a_restart(
+    tmp_path: Path, writes: list[tuple[VariableKey, str]], v16: list[tuple[str, str]]
+) -> None:
+    """Every write gets a status; an applied one reads back normalised, a refused one changes nothing;
+    after a restart every CSMS-owned value is what it was (the file did not change)."""
+
+    async def scenario(folder: Path) -> None:
+        config = make_config(folder)
+        async with open_storage(folder / "station.db") as storage:
+            model = await open_model(storage, config)
+            for key, value in writes:
+                before = model.get(key)
+                decision = await model.set(key, value)
+                assert decision.status in SetStatus
+                assert model.get(key) == (decision.value if decision.applies else before)
+            for name, value in v16:
+                change = await model.v16_change_configuration(name, value)
+                assert change.status in ConfigurationStatus
+            remembered = {key: model.get(key) for key in _WRITABLE_KEYS}
+        async with open_storage(folder / "station.db") as storage:
+            model = await open_model(storage, config)
+            assert {key: model.get(key) for key in _WRITABLE_KEYS} == remembered
+
+    with tempfile.TemporaryDirectory(dir=tmp_path) as folder:
+        trio.run(scenario, Path(folder))
