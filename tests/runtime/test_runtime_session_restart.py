@@ -7,8 +7,9 @@ seqNo (use case E "stop transaction"; FR ids not checked line by line). Real SQL
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import math
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from evstation.runtime.session.transactions import (
     end_interrupted_transactions,
     messages_for,
 )
-from evstation.runtime.storage import open_storage
+from evstation.runtime.storage import Storage, open_storage
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
 BOUND_S = 1000.0  # virtual seconds; every test is over in far less
@@ -41,13 +42,42 @@ def clock() -> trio.testing.MockClock:
     return trio.testing.MockClock(autojump_threshold=0.02)
 
 
+@contextmanager
+def autojump_paused() -> Iterator[None]:
+    """Keep virtual time still while a worker thread works (SQLite opens, migrations, checkpoints).
+
+    Each commit is an fsync; on a loaded machine that outlasts the 0.02 s autojump threshold, and the
+    clock would jump to the next deadline (the test's virtual bound) while the thread runs.
+    """
+    clock = trio.lowlevel.current_clock()
+    assert isinstance(clock, trio.testing.MockClock)
+    threshold, clock.autojump_threshold = clock.autojump_threshold, math.inf
+    try:
+        yield
+    finally:
+        clock.autojump_threshold = threshold
+
+
+@asynccontextmanager
+async def open_storage_in_real_time(path: Path) -> AsyncIterator[Storage]:
+    """`open_storage` with virtual time still while the file is opened, migrated and closed."""
+    async with AsyncExitStack() as stack:
+        with autojump_paused():
+            storage = await stack.enter_async_context(open_storage(path))
+        try:
+            yield storage
+        finally:
+            with autojump_paused():
+                await stack.aclose()
+
+
 @asynccontextmanager
 async def station_run(tmp_path: Path, version: OcppVersion, meter: SimMeter) -> AsyncIterator[SessionContext]:
     """One run of the station over the same SQLite file: EVSE 1 metered by `meter`.
 
     Leaving the block without `run_transactions` is a run that was killed: nothing more is written.
     """
-    async with open_storage(tmp_path / "station.db") as storage, trio.open_nursery() as nursery:
+    async with open_storage_in_real_time(tmp_path / "station.db") as storage, trio.open_nursery() as nursery:
         evses = Evses()
         await nursery.start(evses.add(1, SimChargeController(), meter).run)
         await nursery.start(evses.add(2, SimChargeController(), None).run)
