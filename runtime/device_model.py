@@ -317,12 +317,13 @@ class DeviceModel:
         return decision
 
     async def update(self, key: VariableKey, value: str, attribute: AttributeType = ACTUAL) -> None:
-        """The station's own write of a value it maintains (any mutability). A value its variable cannot
-        take is a bug of the caller: ValueError."""
+        """The station's own write of a value it maintains (any mutability). The value is type-checked
+        but not held to minLimit / maxLimit (a measurement is what it is); a value of the wrong type or
+        outside the values list is a bug of the caller: ValueError."""
         definition = self.definitions[key]
         if definition.attribute(attribute) is None:
             raise ValueError(f"{key} has no {attribute.value} attribute")
-        decision = check_value(definition, value)
+        decision = check_value(definition, value, limits=False)
         if not decision.applies or decision.value is None:
             raise ValueError(f"{key}: {value!r} rejected: {decision.info}")
         await self._apply([((key, attribute), decision.value)], by="station")

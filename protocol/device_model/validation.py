@@ -84,10 +84,12 @@ def split_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",")]
 
 
-def check_value(definition: VariableDefinition, value: str) -> SetDecision:
+def check_value(definition: VariableDefinition, value: str, *, limits: bool = True) -> SetDecision:
     """The value against the variable's characteristics only (no lookup, no mutability).
 
-    Accepted (or RebootRequired) with the normalised value, or Rejected with a reason code.
+    Accepted (or RebootRequired) with the normalised value, or Rejected with a reason code. With
+    `limits=False` the numeric minLimit / maxLimit are not applied: a measured value the station
+    reports (EVSE.Power above its rating for a moment) is what it is; type and lists still apply.
     """
     if len(value) > CONFIGURATION_VALUE_SIZE:
         return _rejected(
@@ -113,7 +115,7 @@ def check_value(definition: VariableDefinition, value: str) -> SetDecision:
             if len(value) > _MAX_NUMBER_TEXT or not _INTEGER.fullmatch(value):
                 return _rejected(definition, ReasonCode.INVALID_VALUE, f"not an integer: {_echo(value)}")
             number = int(value)
-            problem = _range_problem(definition, number, INT32_MIN, INT32_MAX)
+            problem = _range_problem(definition, number, INT32_MIN, INT32_MAX, limits=limits)
             if problem is not None:
                 return _rejected(definition, *problem)
             normalised = str(number)
@@ -123,7 +125,7 @@ def check_value(definition: VariableDefinition, value: str) -> SetDecision:
                     definition, ReasonCode.INVALID_VALUE, f"not a decimal number: {_echo(value)}"
                 )
             decimal = Decimal(value)
-            problem = _range_problem(definition, decimal, None, None)
+            problem = _range_problem(definition, decimal, None, None, limits=limits)
             if problem is not None:
                 return _rejected(definition, *problem)
             # "1.50" and "+1.5" are the same value: store one spelling ("-0" is 0).
@@ -166,9 +168,11 @@ def _range_problem(
     number: int | Decimal,
     type_min: int | None,
     type_max: int | None,
+    *,
+    limits: bool,
 ) -> tuple[ReasonCode, str] | None:
-    low = definition.min_limit
-    high = definition.max_limit
+    low = definition.min_limit if limits else None
+    high = definition.max_limit if limits else None
     if low is not None and number < Decimal(str(low)):
         return ReasonCode.VALUE_TOO_LOW, f"below the minimum {_number(low)}"
     if high is not None and number > Decimal(str(high)):

@@ -262,6 +262,12 @@ async def test_rejected_or_unknown_writes_change_nothing(tmp_path: Path) -> None
         assert model.get(HEARTBEAT_INTERVAL) == "300" and model.get(VENDOR_NAME) == "Acme"
         with pytest.raises(ValueError, match="rejected"):
             await model.update(EVSE1_STATE, "Sleeping")
+        # A measurement above the rating (or below 0) is reported as measured.
+        power = VariableKey(ComponentKey("EVSE", evse_id=1), "Power")
+        await model.update(power, "17300.5")
+        assert model.get_float(power) == 17300.5
+        with pytest.raises(ValueError, match="rejected"):
+            await model.update(power, "lots")
         with pytest.raises(KeyError):
             await model.update(VariableKey(ComponentKey("EVSE", evse_id=9), "AvailabilityState"), "Available")
         with pytest.raises(LookupError, match="has no value"):
