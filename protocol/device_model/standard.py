@@ -314,7 +314,8 @@ STATION_ROWS: Final[tuple[Row, ...]] = (
     # --- SecurityCtrlr (profiles 0-3 on the link; certificates and password updates not built) ----
     _held("SecurityCtrlr", "AdditionalRootCertificateCheck", BOOL, "false", "ReadOnly: not supported"),
     Row("SecurityCtrlr", "Identity", STR, max_limit=48, constant=True),
-    Row("SecurityCtrlr", "SecurityProfile", INT, min_limit=0, max_limit=3, constant=True),
+    # The profile of the endpoint in use (seeded with the first one); the link keeps it current.
+    Row("SecurityCtrlr", "SecurityProfile", INT, min_limit=0, max_limit=3, persistent=False),
     # --- TxCtrlr ---------------------------------------------------------------------------------------
     # Auth-first sessions wait this long for the EV (runtime/evse.py connection_timeout_s).
     Row("TxCtrlr", "EVConnectionTimeOut", INT, RW, unit="s", min_limit=1, default="60"),
