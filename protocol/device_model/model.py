@@ -1,0 +1,264 @@
+"""The shapes of the OCPP 2.0.1 device model: keys, characteristics, attributes, decisions.
+
+Data only: no table of variables (standard.py), no validation (validation.py). The enums carry the
+spec's wire texts, so `DataType.MEMBER_LIST == "MemberList"`; they are our own so that a 1.6 station,
+which uses the same device model, never imports the 2.0.1 message models.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = [
+    "CONFIGURATION_VALUE_SIZE",
+    "REPORTING_VALUE_SIZE",
+    "AttributeDefinition",
+    "AttributeType",
+    "ComponentKey",
+    "ConnectorLayout",
+    "DataType",
+    "EvseLayout",
+    "GetDecision",
+    "GetStatus",
+    "Mutability",
+    "ReasonCode",
+    "SetDecision",
+    "SetStatus",
+    "StationLayout",
+    "VariableDefinition",
+    "VariableKey",
+]
+
+# The schemas' own limits: SetVariableData.attributeValue and valuesList are at most 1000 characters,
+# GetVariableResult.attributeValue and VariableAttribute.value at most 2500. DeviceDataCtrlr reports
+# them as ConfigurationValueSize / ReportingValueSize.
+CONFIGURATION_VALUE_SIZE: Final = 1000
+REPORTING_VALUE_SIZE: Final = 2500
+
+
+class DataType(enum.StrEnum):
+    """DataEnumType: how a variable's value is written."""
+
+    STRING = "string"
+    DECIMAL = "decimal"
+    INTEGER = "integer"
+    DATE_TIME = "dateTime"
+    BOOLEAN = "boolean"
+    OPTION_LIST = "OptionList"  # exactly one of valuesList
+    SEQUENCE_LIST = "SequenceList"  # ordered subset of valuesList, comma-separated
+    MEMBER_LIST = "MemberList"  # unordered subset of valuesList, comma-separated
+
+
+class Mutability(enum.StrEnum):
+    READ_ONLY = "ReadOnly"
+    WRITE_ONLY = "WriteOnly"
+    READ_WRITE = "ReadWrite"
+
+
+class AttributeType(enum.StrEnum):
+    ACTUAL = "Actual"
+    TARGET = "Target"
+    MIN_SET = "MinSet"
+    MAX_SET = "MaxSet"
+
+
+class GetStatus(enum.StrEnum):
+    """GetVariableStatusEnumType."""
+
+    ACCEPTED = "Accepted"
+    REJECTED = "Rejected"
+    UNKNOWN_COMPONENT = "UnknownComponent"
+    UNKNOWN_VARIABLE = "UnknownVariable"
+    NOT_SUPPORTED_ATTRIBUTE_TYPE = "NotSupportedAttributeType"
+
+
+class SetStatus(enum.StrEnum):
+    """SetVariableStatusEnumType."""
+
+    ACCEPTED = "Accepted"
+    REJECTED = "Rejected"
+    UNKNOWN_COMPONENT = "UnknownComponent"
+    UNKNOWN_VARIABLE = "UnknownVariable"
+    NOT_SUPPORTED_ATTRIBUTE_TYPE = "NotSupportedAttributeType"
+    REBOOT_REQUIRED = "RebootRequired"
+
+
+class ReasonCode(enum.StrEnum):
+    """StatusInfoType.reasonCode values we answer with (2.0.1 edition 3, part 2 appendix "Reason codes")."""
+
+    READ_ONLY = "ReadOnly"
+    WRITE_ONLY = "WriteOnly"
+    INVALID_VALUE = "InvalidValue"
+    VALUE_TOO_LOW = "ValueTooLow"
+    VALUE_TOO_HIGH = "ValueTooHigh"
+    TOO_LARGE_ELEMENT = "TooLargeElement"
+    TOO_MANY_ELEMENTS = "TooManyElements"
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentKey:
+    """ComponentType: name, instance and the EVSE / connector it belongs to (None = not scoped)."""
+
+    name: str
+    instance: str | None = None
+    evse_id: int | None = None
+    connector_id: int | None = None
+
+    def sort_key(self) -> tuple[str, str, int, int]:
+        return (self.name, self.instance or "", self.evse_id or 0, self.connector_id or 0)
+
+    def __str__(self) -> str:
+        text = self.name if self.instance is None else f"{self.name}[{self.instance}]"
+        if self.evse_id is not None:
+            text += f"@evse{self.evse_id}"
+            if self.connector_id is not None:
+                text += f".{self.connector_id}"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class VariableKey:
+    """A variable of one component: what GetVariables / SetVariables address (with an attribute type)."""
+
+    component: ComponentKey
+    name: str
+    instance: str | None = None
+
+    def sort_key(self) -> tuple[tuple[str, str, int, int], str, str]:
+        return (self.component.sort_key(), self.name, self.instance or "")
+
+    def __str__(self) -> str:
+        text = f"{self.component}.{self.name}"
+        return text if self.instance is None else f"{text}[{self.instance}]"
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeDefinition:
+    """One VariableAttributeType of a variable: its type and who may read or write it."""
+
+    type: AttributeType
+    mutability: Mutability
+
+
+@dataclass(frozen=True, slots=True)
+class VariableDefinition:
+    """Everything the station states about one variable, except its value.
+
+    `attributes` are the attribute types the variable has (Actual first), each with its mutability.
+    `persistent`: the value survives a reboot. `constant`: the station never changes the value while it
+    runs. `reboot_required`: a write is stored but takes effect after a reboot (SetVariables answers
+    RebootRequired). `default` is the value before anything else sets it (None: no value until the
+    station or station.toml provides one). `note` says why a variable the spec makes writable is
+    ReadOnly here (the block that honours it is not built yet): the honest answer to a write.
+    """
+
+    key: VariableKey
+    data_type: DataType
+    attributes: tuple[AttributeDefinition, ...]
+    unit: str | None = None
+    min_limit: float | None = None
+    max_limit: float | None = None
+    values_list: tuple[str, ...] | None = None
+    supports_monitoring: bool = False
+    persistent: bool = True
+    constant: bool = False
+    reboot_required: bool = False
+    default: str | None = None
+    note: str | None = None
+
+    def attribute(self, attribute: AttributeType) -> AttributeDefinition | None:
+        for candidate in self.attributes:
+            if candidate.type is attribute:
+                return candidate
+        return None
+
+    def mutability(self, attribute: AttributeType = AttributeType.ACTUAL) -> Mutability | None:
+        found = self.attribute(attribute)
+        return None if found is None else found.mutability
+
+    @property
+    def writable(self) -> bool:
+        """The CSMS may write at least one attribute (ConfigurationInventory material)."""
+        return any(a.mutability is not Mutability.READ_ONLY for a in self.attributes)
+
+
+@dataclass(frozen=True, slots=True)
+class SetDecision:
+    """The pure layer's answer to a write: status, the reason when Rejected, the value to store.
+
+    `value` is the normalised text to store (booleans lower-case, lists without spaces); it is set
+    for Accepted and RebootRequired only.
+    """
+
+    status: SetStatus
+    value: str | None = None
+    reason_code: ReasonCode | None = None
+    info: str | None = None
+    definition: VariableDefinition | None = None
+
+    @property
+    def applies(self) -> bool:
+        """The value is to be stored (Accepted, or RebootRequired: stored, effective after reboot)."""
+        return self.status in (SetStatus.ACCEPTED, SetStatus.REBOOT_REQUIRED)
+
+
+@dataclass(frozen=True, slots=True)
+class GetDecision:
+    """The pure layer's answer to a read; the value itself comes from the store when Accepted."""
+
+    status: GetStatus
+    reason_code: ReasonCode | None = None
+    info: str | None = None
+    definition: VariableDefinition | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# The station's shape, from which the physical components are instantiated
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorLayout:
+    id: int
+    connector_type: str  # ConnectorEnumType text, e.g. "cType2"
+    phases: int  # 1 or 3 for AC; 0 for DC (the spec's SupplyPhases convention)
+
+
+@dataclass(frozen=True, slots=True)
+class EvseLayout:
+    id: int
+    connectors: tuple[ConnectorLayout, ...]
+    max_power_w: float | None = None  # rated power (EVSE.Power maxLimit); None if unknown
+
+    @property
+    def phases(self) -> int:
+        return max(connector.phases for connector in self.connectors)
+
+
+@dataclass(frozen=True, slots=True)
+class StationLayout:
+    """EVSE ids -> connector ids (both 1..n in order), as station.toml describes the hardware."""
+
+    evses: tuple[EvseLayout, ...]
+    # The CSMS endpoints' configuration slots in priority order (NetworkConfigurationPriority).
+    network_slots: tuple[int, ...] = (0,)
+
+    def __post_init__(self) -> None:
+        ids = [evse.id for evse in self.evses]
+        if not ids or ids != list(range(1, len(ids) + 1)):
+            raise ValueError(f"EVSE ids must be 1..n in order (got {ids})")
+        for evse in self.evses:
+            cids = [connector.id for connector in evse.connectors]
+            if not cids or cids != list(range(1, len(cids) + 1)):
+                raise ValueError(f"EVSE {evse.id}: connector ids must be 1..n in order (got {cids})")
+        if not self.network_slots or len(set(self.network_slots)) != len(self.network_slots):
+            raise ValueError(f"network slots must be unique and at least one (got {self.network_slots})")
+
+    @property
+    def phases(self) -> int:
+        return max(evse.phases for evse in self.evses)
+
+    def connectors_v16(self) -> list[tuple[int, int]]:
+        """(evse id, connector id) in 1.6 numbering order: connector n of 1.6 is element n-1."""
+        return [(evse.id, connector.id) for evse in self.evses for connector in evse.connectors]

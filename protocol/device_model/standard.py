@@ -1,0 +1,398 @@
+"""The standardized components and variables evstation has, as a table (data, not code per variable).
+
+Written from the OCPP 2.0.1 part 2 appendix "Components and Variables" (edition 3), checked against the
+reference station's list (docs/device-model.md lists every deviation). A Python table rather than a
+CSV file: protocol/ never opens files, and mypy checks every cell.
+
+Three kinds of row:
+- CSMS-owned configuration: ReadWrite, persistent; the runtime honours a change (docs/device-model.md
+  names the consumer of each).
+- Facts of this build or of the hardware: ReadOnly and constant (VendorName, ItemsPerMessage, the
+  `Available` of a controller whose functional block is not built: false).
+- Settings the spec makes writable but whose functional block is not built yet: ReadOnly, with the
+  value that describes what the station does today and a `note` naming the block. A write answers
+  Rejected/ReadOnly (1.6: Rejected) instead of being stored and ignored. When the block lands, its row
+  becomes ReadWrite.
+
+A row is scoped to the station (controllers and ChargingStation), to each EVSE, or to each connector;
+definitions.py instantiates the EVSE and connector rows from the station layout.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Final
+
+from evstation.protocol.device_model.model import DataType, Mutability
+
+__all__ = [
+    "BYTES_PER_MESSAGE",
+    "CONNECTOR_ROWS",
+    "EVSE_ROWS",
+    "ITEMS_PER_MESSAGE",
+    "PHASE_ROTATIONS",
+    "SAMPLED_MEASURANDS",
+    "STATION_ROWS",
+    "TX_POINTS",
+    "Row",
+    "Scope",
+]
+
+# Our limits for GetVariables / SetVariables / GetReport requests (DeviceDataCtrlr): larger requests
+# are answered with the CALLERROR the spec names (B06.FR.?/B05/B08.FR.17-18: handled by the block).
+ITEMS_PER_MESSAGE: Final = 64
+BYTES_PER_MESSAGE: Final = 65536
+
+# What the meter path can put into a meter value today (runtime/session/v16.py, v201.py _meter_value).
+SAMPLED_MEASURANDS: Final = ("Energy.Active.Import.Register", "Power.Active.Import", "Current.Import")
+
+# TxStartPoint / TxStopPoint values the hardware can detect: the control pilot (EVConnected), a token
+# reader or the CSMS (Authorized), both together (PowerPathClosed), energy flowing (EnergyTransfer).
+# No ParkingBayOccupancy (no bay detector) and no DataSigned (no signing meter).
+TX_POINTS: Final = ("EVConnected", "Authorized", "PowerPathClosed", "EnergyTransfer")
+
+# 1.6 ConnectorPhaseRotation values; the 2.0.1 PhaseRotation variable takes the same texts.
+PHASE_ROTATIONS: Final = ("NotApplicable", "Unknown", "RST", "RTS", "SRT", "STR", "TRS", "TSR")
+
+AVAILABILITY_STATES: Final = ("Available", "Occupied", "Reserved", "Unavailable", "Faulted")
+
+# Why a spec-writable variable is ReadOnly here (the block that will make it writable).
+_C_BLOCK = "ReadOnly until authorization cache / local list / offline authorization (C, D) is built"
+_E_BLOCK = "ReadOnly until configurable transaction start/stop points (E) are built"
+_J_BLOCK = "ReadOnly until clock-aligned meter values (J) are built"
+_METER_BLOCK = "ReadOnly: the meter path sends a fixed set of measurands"
+_B_NETWORK = "ReadOnly until SetNetworkProfile (B09/B10) is built"
+
+
+class Scope(enum.Enum):
+    STATION = "station"  # one instance (controllers, ChargingStation)
+    EVSE = "evse"  # one instance per EVSE (component.evse.id)
+    CONNECTOR = "connector"  # one instance per connector (component.evse.id + connectorId)
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One variable of the table; `values` is the valuesList, `instance` the variable instance."""
+
+    component: str
+    variable: str
+    data_type: DataType
+    mutability: Mutability = Mutability.READ_ONLY
+    instance: str | None = None
+    unit: str | None = None
+    min_limit: float | None = None
+    max_limit: float | None = None
+    values: tuple[str, ...] | None = None
+    default: str | None = None
+    persistent: bool = True
+    constant: bool = False
+    reboot_required: bool = False
+    note: str | None = None
+    scope: Scope = Scope.STATION
+
+
+BOOL, INT, DEC, STR, TIME = (
+    DataType.BOOLEAN,
+    DataType.INTEGER,
+    DataType.DECIMAL,
+    DataType.STRING,
+    DataType.DATE_TIME,
+)
+OPTIONS, MEMBERS, SEQUENCE = DataType.OPTION_LIST, DataType.MEMBER_LIST, DataType.SEQUENCE_LIST
+RO, RW = Mutability.READ_ONLY, Mutability.READ_WRITE
+
+
+def _absent(component: str, *instances: str | None) -> tuple[Row, ...]:
+    """A controller whose functional block is not built: it says so (Available = false, constant)."""
+    return tuple(
+        Row(component, "Available", BOOL, instance=instance, default="false", constant=True)
+        for instance in (instances or (None,))
+    )
+
+
+def _held(
+    component: str,
+    variable: str,
+    data_type: DataType,
+    default: str,
+    note: str,
+    *,
+    unit: str | None = None,
+    min_limit: float | None = None,
+    max_limit: float | None = None,
+    values: tuple[str, ...] | None = None,
+) -> Row:
+    """A setting the spec makes writable, held ReadOnly at today's behaviour until its block lands."""
+    return Row(
+        component,
+        variable,
+        data_type,
+        RO,
+        unit=unit,
+        min_limit=min_limit,
+        max_limit=max_limit,
+        values=values,
+        default=default,
+        constant=True,
+        note=note,
+    )
+
+
+# The station-level rows: controllers, then the ChargingStation component.
+STATION_ROWS: Final[tuple[Row, ...]] = (
+    # --- AlignedDataCtrlr (J: clock-aligned meter values; not built) -----------------------------
+    *_absent("AlignedDataCtrlr"),
+    _held("AlignedDataCtrlr", "Enabled", BOOL, "false", _J_BLOCK),
+    _held("AlignedDataCtrlr", "Interval", INT, "0", _J_BLOCK, unit="s", min_limit=0),
+    _held(
+        "AlignedDataCtrlr",
+        "Measurands",
+        MEMBERS,
+        "",
+        _J_BLOCK,
+        values=SAMPLED_MEASURANDS,
+        max_limit=len(SAMPLED_MEASURANDS),
+    ),
+    _held("AlignedDataCtrlr", "TxEndedInterval", INT, "0", _J_BLOCK, unit="s", min_limit=0),
+    _held(
+        "AlignedDataCtrlr",
+        "TxEndedMeasurands",
+        MEMBERS,
+        "",
+        _J_BLOCK,
+        values=SAMPLED_MEASURANDS,
+        max_limit=len(SAMPLED_MEASURANDS),
+    ),
+    # --- AuthCacheCtrlr, AuthCtrlr (C) -------------------------------------------------------------
+    *_absent("AuthCacheCtrlr"),
+    _held("AuthCacheCtrlr", "Enabled", BOOL, "false", _C_BLOCK),
+    # Every transaction is authorized (a token, or RequestStart/RemoteStart): authorization cannot
+    # be switched off.
+    _held("AuthCtrlr", "Enabled", BOOL, "true", "ReadOnly: every transaction is authorized"),
+    # Remote starts are accepted without an Authorize of the remote token (runtime/session/remote.py).
+    _held(
+        "AuthCtrlr",
+        "AuthorizeRemoteStart",
+        BOOL,
+        "false",
+        "ReadOnly until remote-start authorization (F) is built",
+    ),
+    _held("AuthCtrlr", "LocalAuthorizeOffline", BOOL, "false", _C_BLOCK),
+    _held("AuthCtrlr", "LocalPreAuthorize", BOOL, "false", _C_BLOCK),
+    _held("AuthCtrlr", "OfflineTxForUnknownIdEnabled", BOOL, "false", _C_BLOCK),
+    _held("AuthCtrlr", "DisableRemoteAuthorization", BOOL, "false", _C_BLOCK),
+    # --- ClockCtrlr ----------------------------------------------------------------------------------
+    # DateTime is the station clock, read live by the runtime (no stored value).
+    Row("ClockCtrlr", "DateTime", TIME, persistent=False),
+    _held(
+        "ClockCtrlr",
+        "TimeSource",
+        SEQUENCE,
+        "Heartbeat",
+        "ReadOnly: the clock follows the CSMS's currentTime (BootNotification, Heartbeat) only",
+        values=("Heartbeat",),
+    ),
+    # --- DeviceDataCtrlr: our request limits -------------------------------------------------------
+    *(
+        Row("DeviceDataCtrlr", variable, INT, instance=action, default=str(limit), constant=True)
+        for variable, limit in (
+            ("ItemsPerMessage", ITEMS_PER_MESSAGE),
+            ("BytesPerMessage", BYTES_PER_MESSAGE),
+        )
+        for action in ("GetReport", "GetVariables", "SetVariables")
+    ),
+    Row("DeviceDataCtrlr", "ConfigurationValueSize", INT, default="1000", constant=True),
+    Row("DeviceDataCtrlr", "ReportingValueSize", INT, default="2500", constant=True),
+    Row("DeviceDataCtrlr", "ValueSize", INT, default="1000", constant=True),
+    # --- Blocks not built ----------------------------------------------------------------------------
+    *_absent("DisplayMessageCtrlr"),
+    *_absent("LocalAuthListCtrlr"),
+    _held("LocalAuthListCtrlr", "Enabled", BOOL, "false", _C_BLOCK),
+    *_absent("MonitoringCtrlr"),
+    *_absent("ReservationCtrlr"),
+    _held("ReservationCtrlr", "Enabled", BOOL, "false", "ReadOnly until reservations (H) are built"),
+    *_absent("SmartChargingCtrlr"),
+    _held("SmartChargingCtrlr", "Enabled", BOOL, "false", "ReadOnly until smart charging (K) is built"),
+    *_absent("TariffCostCtrlr", "Tariff", "Cost"),
+    # --- OCPPCommCtrlr -------------------------------------------------------------------------------
+    # The slot of the endpoint the link is connected to (or tried last); the runtime keeps it current.
+    Row("OCPPCommCtrlr", "ActiveNetworkProfile", INT, persistent=False),
+    Row("OCPPCommCtrlr", "HeartbeatInterval", INT, RW, unit="s", min_limit=1, default="300"),
+    Row(
+        "OCPPCommCtrlr",
+        "MessageTimeout",
+        INT,
+        instance="Default",
+        unit="s",
+        min_limit=1,
+        default="30",
+        constant=True,
+    ),
+    Row(
+        "OCPPCommCtrlr",
+        "MessageAttemptInterval",
+        INT,
+        RW,
+        instance="TransactionEvent",
+        unit="s",
+        min_limit=0,
+        default="60",
+    ),
+    # 0 behaves like 1 (protocol/retry.py): the message is sent once and never retried.
+    Row("OCPPCommCtrlr", "MessageAttempts", INT, RW, instance="TransactionEvent", min_limit=0, default="3"),
+    Row("OCPPCommCtrlr", "NetworkConfigurationPriority", SEQUENCE, constant=True, note=_B_NETWORK),
+    Row("OCPPCommCtrlr", "NetworkProfileConnectionAttempts", INT, RW, min_limit=1, default="3"),
+    # Every reconnect sends StatusNotification for every connector, which is what threshold 0 means.
+    _held(
+        "OCPPCommCtrlr",
+        "OfflineThreshold",
+        INT,
+        "0",
+        "ReadOnly until B04 offline behaviour is built",
+        unit="s",
+        min_limit=0,
+    ),
+    _held(
+        "OCPPCommCtrlr", "QueueAllMessages", BOOL, "false", "ReadOnly: only transaction messages are queued"
+    ),
+    _held(
+        "OCPPCommCtrlr",
+        "ResetRetries",
+        INT,
+        "0",
+        "ReadOnly until Reset (B11/B12) retries are built",
+        min_limit=0,
+    ),
+    Row("OCPPCommCtrlr", "RetryBackOffRandomRange", INT, RW, unit="s", min_limit=0, default="10"),
+    Row("OCPPCommCtrlr", "RetryBackOffRepeatTimes", INT, RW, min_limit=0, default="5"),
+    Row("OCPPCommCtrlr", "RetryBackOffWaitMinimum", INT, RW, unit="s", min_limit=0, default="3"),
+    # The connector lock opens when the EV side is unplugged (runtime/evse.py LOCKED_PHASES).
+    _held(
+        "OCPPCommCtrlr", "UnlockOnEVSideDisconnect", BOOL, "true", "ReadOnly: the lock always opens on unplug"
+    ),
+    Row("OCPPCommCtrlr", "WebSocketPingInterval", INT, RW, unit="s", min_limit=0, default="30"),
+    # --- SampledDataCtrlr (meter values during a transaction) --------------------------------------
+    Row("SampledDataCtrlr", "Available", BOOL, default="true", constant=True),
+    _held(
+        "SampledDataCtrlr",
+        "Enabled",
+        BOOL,
+        "true",
+        "ReadOnly: set TxUpdatedInterval to 0 to stop periodic values",
+    ),
+    _held("SampledDataCtrlr", "TxEndedInterval", INT, "0", _METER_BLOCK, unit="s", min_limit=0),
+    _held(
+        "SampledDataCtrlr",
+        "TxEndedMeasurands",
+        MEMBERS,
+        "Energy.Active.Import.Register",
+        _METER_BLOCK,
+        values=SAMPLED_MEASURANDS,
+        max_limit=len(SAMPLED_MEASURANDS),
+    ),
+    _held(
+        "SampledDataCtrlr",
+        "TxStartedMeasurands",
+        MEMBERS,
+        ",".join(SAMPLED_MEASURANDS),
+        _METER_BLOCK,
+        values=SAMPLED_MEASURANDS,
+        max_limit=len(SAMPLED_MEASURANDS),
+    ),
+    # 0: no periodic meter values during a transaction (1.6 MeterValueSampleInterval 0 = no data).
+    Row("SampledDataCtrlr", "TxUpdatedInterval", INT, RW, unit="s", min_limit=0, default="60"),
+    _held(
+        "SampledDataCtrlr",
+        "TxUpdatedMeasurands",
+        MEMBERS,
+        ",".join(SAMPLED_MEASURANDS),
+        _METER_BLOCK,
+        values=SAMPLED_MEASURANDS,
+        max_limit=len(SAMPLED_MEASURANDS),
+    ),
+    # --- SecurityCtrlr (profiles 0-3 on the link; certificates and password updates not built) ----
+    _held("SecurityCtrlr", "AdditionalRootCertificateCheck", BOOL, "false", "ReadOnly: not supported"),
+    Row("SecurityCtrlr", "Identity", STR, max_limit=48, constant=True),
+    # The profile of the endpoint in use (seeded with the first one); the link keeps it current.
+    Row("SecurityCtrlr", "SecurityProfile", INT, min_limit=0, max_limit=3, persistent=False),
+    # --- TxCtrlr ---------------------------------------------------------------------------------------
+    # Auth-first sessions wait this long for the EV (runtime/evse.py connection_timeout_s).
+    Row("TxCtrlr", "EVConnectionTimeOut", INT, RW, unit="s", min_limit=1, default="60"),
+    _held(
+        "TxCtrlr",
+        "StopTxOnEVSideDisconnect",
+        BOOL,
+        "true",
+        "ReadOnly: unplugging always ends the transaction",
+    ),
+    _held(
+        "TxCtrlr",
+        "StopTxOnInvalidId",
+        BOOL,
+        "false",
+        "ReadOnly until E05 (deauthorize on invalid id) is built",
+    ),
+    # A transaction starts once the EV is plugged in and authorized, and ends when either stops.
+    _held("TxCtrlr", "TxStartPoint", MEMBERS, "PowerPathClosed", _E_BLOCK, values=TX_POINTS),
+    _held("TxCtrlr", "TxStopPoint", MEMBERS, "EVConnected,Authorized", _E_BLOCK, values=TX_POINTS),
+    # --- ChargingStation (the physical top-level component) ---------------------------------------
+    Row(
+        "ChargingStation",
+        "AvailabilityState",
+        OPTIONS,
+        values=AVAILABILITY_STATES,
+        default="Available",
+        persistent=False,
+    ),
+    Row("ChargingStation", "Available", BOOL, default="true", constant=True),
+    Row("ChargingStation", "Model", STR, max_limit=20, constant=True),
+    Row("ChargingStation", "PhaseRotation", OPTIONS, RW, values=PHASE_ROTATIONS, default="Unknown"),
+    Row("ChargingStation", "Problem", BOOL, default="false", persistent=False),
+    Row("ChargingStation", "SupplyPhases", INT, min_limit=0, max_limit=3, constant=True),
+    Row("ChargingStation", "VendorName", STR, max_limit=20, constant=True),
+)
+
+# One set per EVSE (component "EVSE", evse.id = n). Defaults that depend on the layout (phases,
+# rated power) are filled in by definitions.py.
+EVSE_ROWS: Final[tuple[Row, ...]] = (
+    Row(
+        "EVSE",
+        "AllowReset",
+        BOOL,
+        default="false",
+        constant=True,
+        note="false until per-EVSE Reset (B11/B12) is built",
+        scope=Scope.EVSE,
+    ),
+    Row(
+        "EVSE",
+        "AvailabilityState",
+        OPTIONS,
+        values=AVAILABILITY_STATES,
+        default="Available",
+        persistent=False,
+        scope=Scope.EVSE,
+    ),
+    Row("EVSE", "Available", BOOL, default="true", constant=True, scope=Scope.EVSE),
+    Row("EVSE", "Power", DEC, unit="W", min_limit=0, default="0", persistent=False, scope=Scope.EVSE),
+    Row("EVSE", "Problem", BOOL, default="false", persistent=False, scope=Scope.EVSE),
+    Row("EVSE", "SupplyPhases", INT, min_limit=0, max_limit=3, constant=True, scope=Scope.EVSE),
+)
+
+# One set per connector (component "Connector", evse.id = n, evse.connectorId = m).
+CONNECTOR_ROWS: Final[tuple[Row, ...]] = (
+    Row(
+        "Connector",
+        "AvailabilityState",
+        OPTIONS,
+        values=AVAILABILITY_STATES,
+        default="Available",
+        persistent=False,
+        scope=Scope.CONNECTOR,
+    ),
+    Row("Connector", "Available", BOOL, default="true", constant=True, scope=Scope.CONNECTOR),
+    Row("Connector", "ConnectorType", STR, constant=True, scope=Scope.CONNECTOR),
+    Row("Connector", "PhaseRotation", OPTIONS, RW, values=PHASE_ROTATIONS, scope=Scope.CONNECTOR),
+    Row("Connector", "SupplyPhases", INT, min_limit=0, max_limit=3, constant=True, scope=Scope.CONNECTOR),
+)

@@ -1,0 +1,488 @@
+"""The device model's values: one store for both OCPP versions, in memory for reads, written through.
+
+- Reads (`get`, `get_int`, `get_float`, `get_bool`) are synchronous, from memory: never a wait on SQLite.
+- `set` is the CSMS's write (SetVariables; ChangeConfiguration through `v16_change_configuration`):
+  validated by the pure layer first (protocol/device_model), then committed to SQLite, then the memory
+  is updated and watchers are told. A write that changes nothing still answers Accepted.
+- `update` is the station's own write of state it maintains (AvailabilityState, ActiveNetworkProfile):
+  any mutability, type-checked; a bad value is a bug and raises.
+- `watch(*keys)` is the one subscription mechanism: a context manager yielding a memory channel of
+  `VariableChange`s, delivered after the write is durable. "Wait for the interval or for a change of
+  it" is `sleep_or_change(changes, deadline)`.
+- Seeding (`open_device_model`): on the first start every value comes from station.toml (`seed_values`)
+  or the definition's default; afterwards the CSMS owns the writable values, except that a value whose
+  station.toml entry changed since the last start is overridden by the file (and logged). ReadOnly
+  values always follow the file / the definitions (docs/device-model.md, "Seeding").
+
+It never decides OCPP rules itself: validation, the 1.6 key map and reports are in protocol/.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Final
+
+import trio
+
+from evstation.protocol.device_model import (
+    AttributeType,
+    ComponentKey,
+    ConnectorLayout,
+    DeviceModelDefinitions,
+    EvseLayout,
+    Mutability,
+    SetDecision,
+    StationLayout,
+    VariableDefinition,
+    VariableKey,
+    build_definitions,
+    check_set,
+    check_value,
+    parse_bool,
+    parse_decimal,
+    parse_int,
+)
+from evstation.protocol.device_model.v16 import V16Change, V16KeyMap, V16KeyValue, V16Profile
+from evstation.runtime.config import StationConfig
+from evstation.runtime.storage import Storage
+
+__all__ = [
+    "ACTIVE_NETWORK_PROFILE",
+    "EV_CONNECTION_TIMEOUT",
+    "HEARTBEAT_INTERVAL",
+    "IDENTITY",
+    "MESSAGE_ATTEMPTS_TRANSACTION_EVENT",
+    "MESSAGE_ATTEMPT_INTERVAL_TRANSACTION_EVENT",
+    "MESSAGE_TIMEOUT",
+    "MODEL",
+    "NETWORK_PROFILE_CONNECTION_ATTEMPTS",
+    "RETRY_BACK_OFF_RANDOM_RANGE",
+    "RETRY_BACK_OFF_REPEAT_TIMES",
+    "RETRY_BACK_OFF_WAIT_MINIMUM",
+    "SECURITY_PROFILE",
+    "TX_UPDATED_INTERVAL",
+    "VENDOR_NAME",
+    "WEB_SOCKET_PING_INTERVAL",
+    "DeviceModel",
+    "VariableChange",
+    "definitions_for",
+    "layout_from_config",
+    "open_device_model",
+    "seed_values",
+    "sleep_or_change",
+]
+
+log = logging.getLogger(__name__)
+
+ACTUAL: Final = AttributeType.ACTUAL
+
+
+def _controller(name: str, variable: str, instance: str | None = None) -> VariableKey:
+    return VariableKey(ComponentKey(name), variable, instance)
+
+
+# The variables the runtime's timers and retry policies read (the consumers watch them).
+HEARTBEAT_INTERVAL: Final = _controller("OCPPCommCtrlr", "HeartbeatInterval")
+WEB_SOCKET_PING_INTERVAL: Final = _controller("OCPPCommCtrlr", "WebSocketPingInterval")
+MESSAGE_TIMEOUT: Final = _controller("OCPPCommCtrlr", "MessageTimeout", "Default")
+RETRY_BACK_OFF_WAIT_MINIMUM: Final = _controller("OCPPCommCtrlr", "RetryBackOffWaitMinimum")
+RETRY_BACK_OFF_RANDOM_RANGE: Final = _controller("OCPPCommCtrlr", "RetryBackOffRandomRange")
+RETRY_BACK_OFF_REPEAT_TIMES: Final = _controller("OCPPCommCtrlr", "RetryBackOffRepeatTimes")
+NETWORK_PROFILE_CONNECTION_ATTEMPTS: Final = _controller("OCPPCommCtrlr", "NetworkProfileConnectionAttempts")
+MESSAGE_ATTEMPTS_TRANSACTION_EVENT: Final = _controller(
+    "OCPPCommCtrlr", "MessageAttempts", "TransactionEvent"
+)
+MESSAGE_ATTEMPT_INTERVAL_TRANSACTION_EVENT: Final = _controller(
+    "OCPPCommCtrlr", "MessageAttemptInterval", "TransactionEvent"
+)
+ACTIVE_NETWORK_PROFILE: Final = _controller("OCPPCommCtrlr", "ActiveNetworkProfile")
+TX_UPDATED_INTERVAL: Final = _controller("SampledDataCtrlr", "TxUpdatedInterval")
+EV_CONNECTION_TIMEOUT: Final = _controller("TxCtrlr", "EVConnectionTimeOut")
+SECURITY_PROFILE: Final = _controller("SecurityCtrlr", "SecurityProfile")
+IDENTITY: Final = _controller("SecurityCtrlr", "Identity")
+VENDOR_NAME: Final = _controller("ChargingStation", "VendorName")
+MODEL: Final = _controller("ChargingStation", "Model")
+
+_Slot = tuple[VariableKey, AttributeType]
+
+
+@dataclass(frozen=True, slots=True)
+class VariableChange:
+    """A value that changed, after it is durable (what `watch` delivers)."""
+
+    key: VariableKey
+    attribute: AttributeType
+    value: str
+
+
+@dataclass(slots=True)
+class _Watcher:
+    keys: frozenset[VariableKey]  # empty: every variable
+    send: trio.MemorySendChannel[VariableChange]
+
+
+# --------------------------------------------------------------------------------------------------
+# station.toml -> layout, definitions, seed
+
+
+def _seconds(value: float) -> str:
+    """Whole seconds for an integer variable: fractions round up, so a positive value never becomes 0."""
+    return str(math.ceil(value))
+
+
+def layout_from_config(config: StationConfig) -> StationLayout:
+    """EVSEs and connectors as station.toml describes them; rated power from current, phases and voltage."""
+    voltage = config.electrical.line_voltage_v
+    station_limit_a = config.electrical.max_current_a
+    evses: list[EvseLayout] = []
+    for evse in config.evse:
+        connectors = tuple(
+            ConnectorLayout(c.id, c.type, 0 if c.current_type == "DC" else c.phases) for c in evse.connector
+        )
+        ac_powers = [
+            min(c.max_current_a, station_limit_a or c.max_current_a) * c.phases * voltage
+            for c in evse.connector
+            if c.current_type == "AC"
+        ]
+        evses.append(EvseLayout(evse.id, connectors, max(ac_powers) if ac_powers else None))
+    slots = tuple(endpoint.priority for endpoint in config.csms.endpoints_by_priority)
+    return StationLayout(tuple(evses), network_slots=slots)
+
+
+def definitions_for(config: StationConfig) -> DeviceModelDefinitions:
+    return build_definitions(layout_from_config(config))
+
+
+def seed_values(config: StationConfig) -> dict[VariableKey, str]:
+    """The Actual values station.toml gives: the [csms] OCPP settings and the station's identity.
+
+    Physical facts (connector types, phases, rated power) come through `layout_from_config` as the
+    definitions' defaults. Seconds are whole seconds in the device model (fractions round up).
+    """
+    csms = config.csms
+    first = csms.endpoints_by_priority[0]
+    return {
+        HEARTBEAT_INTERVAL: _seconds(csms.heartbeat_interval_s),
+        WEB_SOCKET_PING_INTERVAL: _seconds(csms.ping_interval_s),
+        MESSAGE_TIMEOUT: _seconds(csms.message_timeout_s),
+        RETRY_BACK_OFF_WAIT_MINIMUM: _seconds(csms.retry_backoff_wait_minimum_s),
+        RETRY_BACK_OFF_RANDOM_RANGE: _seconds(csms.retry_backoff_random_range_s),
+        RETRY_BACK_OFF_REPEAT_TIMES: str(csms.retry_backoff_repeat_times),
+        NETWORK_PROFILE_CONNECTION_ATTEMPTS: str(csms.connection_attempts_per_endpoint),
+        MESSAGE_ATTEMPTS_TRANSACTION_EVENT: str(csms.transaction_message_attempts),
+        MESSAGE_ATTEMPT_INTERVAL_TRANSACTION_EVENT: _seconds(csms.transaction_message_retry_interval_s),
+        TX_UPDATED_INTERVAL: _seconds(csms.meter_value_sample_interval_s),
+        IDENTITY: config.station.id,
+        VENDOR_NAME: config.station.vendor,
+        MODEL: config.station.model,
+        SECURITY_PROFILE: str(first.security_profile),
+        ACTIVE_NETWORK_PROFILE: str(first.priority),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# SQLite rows (run in the database thread)
+
+_COLUMNS: Final = (
+    "component, component_instance, evse_id, connector_id, variable, variable_instance, attribute, "
+    "value, seeded"
+)
+
+
+def _row_key(key: VariableKey, attribute: AttributeType) -> tuple[str, str, int, int, str, str, str]:
+    c = key.component
+    return (
+        c.name,
+        c.instance or "",
+        c.evse_id or 0,
+        c.connector_id or 0,
+        key.name,
+        key.instance or "",
+        attribute.value,
+    )
+
+
+def _read_rows(conn: sqlite3.Connection) -> dict[_Slot, tuple[str, str | None]]:
+    rows: dict[_Slot, tuple[str, str | None]] = {}
+    for row in conn.execute(f"SELECT {_COLUMNS} FROM device_variables"):
+        try:
+            attribute = AttributeType(row["attribute"])
+        except ValueError:
+            continue  # not an attribute type we know: left as it is
+        component = ComponentKey(
+            row["component"],
+            row["component_instance"] or None,
+            row["evse_id"] or None,
+            row["connector_id"] or None,
+        )
+        key = VariableKey(component, row["variable"], row["variable_instance"] or None)
+        rows[(key, attribute)] = (row["value"], row["seeded"])
+    return rows
+
+
+def _write_rows(conn: sqlite3.Connection, rows: Iterable[tuple[_Slot, str, str | None]]) -> None:
+    conn.executemany(
+        f"INSERT OR REPLACE INTO device_variables ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(*_row_key(key, attribute), value, seeded) for (key, attribute), value, seeded in rows],
+    )
+
+
+def _update_values(conn: sqlite3.Connection, rows: Iterable[tuple[_Slot, str]]) -> None:
+    """Change values, keeping each row's `seeded` (what the file said at the last start)."""
+    for (key, attribute), value in rows:
+        values = _row_key(key, attribute)
+        updated = conn.execute(
+            "UPDATE device_variables SET value = ? WHERE component = ? AND component_instance = ? AND "
+            "evse_id = ? AND connector_id = ? AND variable = ? AND variable_instance = ? AND attribute = ?",
+            (value, *values),
+        )
+        if updated.rowcount == 0:
+            _write_rows(conn, [((key, attribute), value, None)])
+
+
+# --------------------------------------------------------------------------------------------------
+# The store
+
+
+class DeviceModel:
+    """Values of one station's variables. Build it with `open_device_model`, never directly."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        definitions: DeviceModelDefinitions,
+        values: dict[_Slot, str],
+        v16_profiles: Iterable[V16Profile],
+    ) -> None:
+        self.definitions = definitions
+        self.v16 = V16KeyMap(definitions, v16_profiles)
+        self._storage = storage
+        self._values = values
+        self._sources: dict[_Slot, Callable[[], str | None]] = {}
+        self._watchers: list[_Watcher] = []
+        # One write at a time: the memory must end up equal to the last commit.
+        self._lock = trio.Lock()
+
+    # -- reads (synchronous, from memory) ---------------------------------------------------------------
+
+    def get(self, key: VariableKey, attribute: AttributeType = ACTUAL) -> str | None:
+        """The value, or None when the variable has none. WriteOnly values are returned too: the
+        protocol handlers decide what may go on the wire (`check_get`)."""
+        source = self._sources.get((key, attribute))
+        if source is not None:
+            return source()
+        return self._values.get((key, attribute))
+
+    def _required(self, key: VariableKey, attribute: AttributeType) -> str:
+        value = self.get(key, attribute)
+        if value is None:
+            if key not in self.definitions:
+                raise KeyError(f"no variable {key}")
+            raise LookupError(f"{key} ({attribute.value}) has no value")
+        return value
+
+    def get_int(self, key: VariableKey, attribute: AttributeType = ACTUAL) -> int:
+        return parse_int(self._required(key, attribute))
+
+    def get_float(self, key: VariableKey, attribute: AttributeType = ACTUAL) -> float:
+        return parse_decimal(self._required(key, attribute))
+
+    def get_bool(self, key: VariableKey, attribute: AttributeType = ACTUAL) -> bool:
+        return parse_bool(self._required(key, attribute))
+
+    def provide(self, key: VariableKey, source: Callable[[], str | None]) -> None:
+        """Compute a value on every read instead of storing it (ClockCtrlr.DateTime from the clock).
+
+        Only for ReadOnly variables that are not persistent: nothing can write them.
+        """
+        definition = self.definitions[key]
+        if definition.persistent or definition.writable:
+            raise ValueError(f"{key}: only a non-persistent ReadOnly variable can be provided")
+        self._sources[(key, ACTUAL)] = source
+
+    # -- writes ----------------------------------------------------------------------------------------
+
+    async def set(self, key: VariableKey, value: str, attribute: AttributeType = ACTUAL) -> SetDecision:
+        """The CSMS's write (one SetVariableData item): the pure decision, and the value stored when it
+        applies (Accepted or RebootRequired). Returns when the value is durable and watchers are told."""
+        decision = check_set(self.definitions, key, attribute, value)
+        if decision.applies:
+            assert decision.value is not None
+            await self._apply([((key, attribute), decision.value)], by="CSMS")
+        return decision
+
+    async def update(self, key: VariableKey, value: str, attribute: AttributeType = ACTUAL) -> None:
+        """The station's own write of a value it maintains (any mutability). The value is type-checked
+        but not held to minLimit / maxLimit (a measurement is what it is); a value of the wrong type or
+        outside the values list is a bug of the caller: ValueError."""
+        definition = self.definitions[key]
+        if definition.attribute(attribute) is None:
+            raise ValueError(f"{key} has no {attribute.value} attribute")
+        decision = check_value(definition, value, limits=False)
+        if not decision.applies or decision.value is None:
+            raise ValueError(f"{key}: {value!r} rejected: {decision.info}")
+        await self._apply([((key, attribute), decision.value)], by="station")
+
+    async def _apply(self, writes: Sequence[tuple[_Slot, str]], *, by: str) -> None:
+        async with self._lock:
+            changed = [(slot, value) for slot, value in writes if self._values.get(slot) != value]
+            if not changed:
+                return
+            durable = [(slot, value) for slot, value in changed if self.definitions[slot[0]].persistent]
+            if durable:
+                await self._storage.write(lambda conn: _update_values(conn, durable))
+            # No checkpoint from here on: memory and watchers follow the commit atomically.
+            for slot, value in changed:
+                previous = self._values.get(slot)
+                self._values[slot] = value
+                if by == "CSMS":
+                    log.info(
+                        "device model: %s set to %r by the CSMS (was %r)", _describe(*slot), value, previous
+                    )
+                self._notify(VariableChange(slot[0], slot[1], value))
+
+    def _notify(self, change: VariableChange) -> None:
+        for watcher in list(self._watchers):
+            if watcher.keys and change.key not in watcher.keys:
+                continue
+            try:
+                watcher.send.send_nowait(change)
+            except trio.BrokenResourceError:
+                # The consumer closed its end inside its watch block: it wants nothing more.
+                self._watchers.remove(watcher)
+
+    # -- subscriptions -----------------------------------------------------------------------------
+
+    @contextmanager
+    def watch(self, *keys: VariableKey) -> Iterator[trio.MemoryReceiveChannel[VariableChange]]:
+        """Changes of `keys` (of every variable when none is given) for the duration of the block.
+
+        Each change is delivered once, in commit order, after it is durable; the buffer is unbounded
+        because a CSMS writes rarely and a setter must never wait for a slow consumer.
+        """
+        for key in keys:
+            if key not in self.definitions:
+                raise KeyError(f"no variable {key}")
+        send, receive = trio.open_memory_channel[VariableChange](math.inf)
+        watcher = _Watcher(frozenset(keys), send)
+        self._watchers.append(watcher)
+        try:
+            with receive:
+                yield receive
+        finally:
+            if watcher in self._watchers:
+                self._watchers.remove(watcher)
+            send.close()
+
+    # -- the 1.6 projection --------------------------------------------------------------------------
+
+    def v16_get_configuration(self, keys: Sequence[str] | None = None) -> tuple[list[V16KeyValue], list[str]]:
+        """GetConfiguration.conf: (configurationKey entries, unknownKey names). No keys: every key."""
+        return self.v16.get_configuration(keys, self.get)
+
+    async def v16_change_configuration(self, key: str, value: str) -> V16Change:
+        """ChangeConfiguration: the status (Accepted / Rejected / RebootRequired / NotSupported) with a
+        reason in `info`; the mapped variables are written, durably, before it returns."""
+        change = self.v16.change(key, value)
+        if change.writes:
+            await self._apply([((w.key, w.attribute), w.value) for w in change.writes], by="CSMS")
+        return change
+
+
+def _describe(key: VariableKey, attribute: AttributeType) -> str:
+    return str(key) if attribute is ACTUAL else f"{key} ({attribute.value})"
+
+
+async def sleep_or_change(
+    changes: trio.MemoryReceiveChannel[VariableChange], deadline: float
+) -> VariableChange | None:
+    """Wait until the Trio time `deadline` unless a change arrives first: the change, or None.
+
+    A timer that must follow its interval variable loops: read the interval, compute the deadline
+    from the last tick, `sleep_or_change`; on a change recompute the deadline, on None tick.
+    """
+    with trio.move_on_at(deadline):
+        return await changes.receive()
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Opening: stored values, seeding, the station.toml edit rule
+
+
+def _start_value(
+    definition: VariableDefinition,
+    attribute: AttributeType,
+    seed: str | None,
+    stored: str | None,
+    seeded: str | None,
+) -> str | None:
+    """The value a variable attribute has at start (docs/device-model.md, "Seeding")."""
+    writable = definition.mutability(attribute) is not Mutability.READ_ONLY
+    fallback = seed if seed is not None else definition.default
+    if stored is not None and not check_value(definition, stored).applies:
+        log.warning(
+            "device model: stored %s = %r is not valid any more; using %r", definition.key, stored, fallback
+        )
+        stored = None
+    if not writable:
+        # Facts of the station and of this build: the file / the definitions win at every start.
+        return fallback if fallback is not None else stored
+    if stored is None:
+        return fallback
+    if seed is not None and seeded is not None and seed != seeded:
+        log.warning(
+            "device model: station.toml changed %s from %r to %r since the last start; "
+            "it overrides the stored value %r",
+            definition.key,
+            seeded,
+            seed,
+            stored,
+        )
+        return seed
+    return stored
+
+
+async def open_device_model(
+    storage: Storage,
+    definitions: DeviceModelDefinitions,
+    seed: Mapping[VariableKey, str],
+    *,
+    v16_profiles: Iterable[V16Profile] = (V16Profile.CORE,),
+) -> DeviceModel:
+    """Load the stored values, apply the seeding rule, persist the result in one transaction.
+
+    `seed` holds station.toml's Actual values (`seed_values(config)`); `v16_profiles` the 1.6 feature
+    profiles the station implements (SupportedFeatureProfiles, and which keys exist).
+    """
+    for key, value in seed.items():
+        definition = definitions.get(key)
+        if definition is None:
+            raise ValueError(f"seed for unknown variable {key}")
+        if not check_value(definition, value).applies:
+            raise ValueError(f"seed {key} = {value!r} is not a valid value of the variable")
+    stored_rows = await storage.read(_read_rows)
+    values: dict[_Slot, str] = {}
+    rows: list[tuple[_Slot, str, str | None]] = []
+    for definition in definitions:
+        for attribute_definition in definition.attributes:
+            attribute = attribute_definition.type
+            slot = (definition.key, attribute)
+            given = seed.get(definition.key) if attribute is ACTUAL else None
+            stored, seeded = stored_rows.get(slot, (None, None))
+            start = _start_value(definition, attribute, given, stored, seeded)
+            if start is None:
+                continue
+            # One spelling in memory and on disk (a seed may say "TRUE").
+            value = check_value(definition, start).value or start
+            values[slot] = value
+            if definition.persistent and (value, given) != (stored, seeded):
+                rows.append((slot, value, given))
+    if rows:
+        await storage.write(lambda conn: _write_rows(conn, rows))
+    return DeviceModel(storage, definitions, values, v16_profiles)
