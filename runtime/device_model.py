@@ -32,12 +32,9 @@ import trio
 from evstation.protocol.device_model import (
     AttributeType,
     ComponentKey,
-    ConnectorLayout,
     DeviceModelDefinitions,
-    EvseLayout,
     Mutability,
     SetDecision,
-    StationLayout,
     VariableDefinition,
     VariableKey,
     build_definitions,
@@ -48,6 +45,7 @@ from evstation.protocol.device_model import (
     parse_int,
 )
 from evstation.protocol.device_model.v16 import V16Change, V16KeyMap, V16KeyValue, V16Profile
+from evstation.protocol.layout import ConnectorLayout, EvseLayout, StationLayout
 from evstation.runtime.config import StationConfig
 from evstation.runtime.storage import Storage
 

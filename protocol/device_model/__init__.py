@@ -22,16 +22,13 @@ from evstation.protocol.device_model.model import (
     AttributeDefinition,
     AttributeType,
     ComponentKey,
-    ConnectorLayout,
     DataType,
-    EvseLayout,
     GetDecision,
     GetStatus,
     Mutability,
     ReasonCode,
     SetDecision,
     SetStatus,
-    StationLayout,
     VariableDefinition,
     VariableKey,
 )
@@ -43,6 +40,7 @@ from evstation.protocol.device_model.validation import (
     parse_decimal,
     parse_int,
 )
+from evstation.protocol.layout import ConnectorLayout, EvseLayout, StationLayout
 
 __all__ = [
     "AttributeDefinition",

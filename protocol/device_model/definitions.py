@@ -16,12 +16,11 @@ from evstation.protocol.device_model.model import (
     AttributeDefinition,
     AttributeType,
     ComponentKey,
-    EvseLayout,
-    StationLayout,
     VariableDefinition,
     VariableKey,
 )
 from evstation.protocol.device_model.standard import CONNECTOR_ROWS, EVSE_ROWS, STATION_ROWS, Row
+from evstation.protocol.layout import EvseLayout, StationLayout
 
 __all__ = ["DeviceModelDefinitions", "Lookup", "LookupResult", "build_definitions", "definition_from_row"]
 

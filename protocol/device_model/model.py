@@ -17,16 +17,13 @@ __all__ = [
     "AttributeDefinition",
     "AttributeType",
     "ComponentKey",
-    "ConnectorLayout",
     "DataType",
-    "EvseLayout",
     "GetDecision",
     "GetStatus",
     "Mutability",
     "ReasonCode",
     "SetDecision",
     "SetStatus",
-    "StationLayout",
     "VariableDefinition",
     "VariableKey",
 ]
@@ -212,53 +209,3 @@ class GetDecision:
     reason_code: ReasonCode | None = None
     info: str | None = None
     definition: VariableDefinition | None = None
-
-
-# --------------------------------------------------------------------------------------------------
-# The station's shape, from which the physical components are instantiated
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectorLayout:
-    id: int
-    connector_type: str  # ConnectorEnumType text, e.g. "cType2"
-    phases: int  # 1 or 3 for AC; 0 for DC (the spec's SupplyPhases convention)
-
-
-@dataclass(frozen=True, slots=True)
-class EvseLayout:
-    id: int
-    connectors: tuple[ConnectorLayout, ...]
-    max_power_w: float | None = None  # rated power (EVSE.Power maxLimit); None if unknown
-
-    @property
-    def phases(self) -> int:
-        return max(connector.phases for connector in self.connectors)
-
-
-@dataclass(frozen=True, slots=True)
-class StationLayout:
-    """EVSE ids -> connector ids (both 1..n in order), as station.toml describes the hardware."""
-
-    evses: tuple[EvseLayout, ...]
-    # The CSMS endpoints' configuration slots in priority order (NetworkConfigurationPriority).
-    network_slots: tuple[int, ...] = (0,)
-
-    def __post_init__(self) -> None:
-        ids = [evse.id for evse in self.evses]
-        if not ids or ids != list(range(1, len(ids) + 1)):
-            raise ValueError(f"EVSE ids must be 1..n in order (got {ids})")
-        for evse in self.evses:
-            cids = [connector.id for connector in evse.connectors]
-            if not cids or cids != list(range(1, len(cids) + 1)):
-                raise ValueError(f"EVSE {evse.id}: connector ids must be 1..n in order (got {cids})")
-        if not self.network_slots or len(set(self.network_slots)) != len(self.network_slots):
-            raise ValueError(f"network slots must be unique and at least one (got {self.network_slots})")
-
-    @property
-    def phases(self) -> int:
-        return max(evse.phases for evse in self.evses)
-
-    def connectors_v16(self) -> list[tuple[int, int]]:
-        """(evse id, connector id) in 1.6 numbering order: connector n of 1.6 is element n-1."""
-        return [(evse.id, connector.id) for evse in self.evses for connector in evse.connectors]

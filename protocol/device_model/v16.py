@@ -425,7 +425,7 @@ class V16KeyMap:
             if self._exists(key):
                 self._known[key.name.lower()] = key
         # The station's connectors in 1.6 numbering: connector n is element n-1.
-        self._connectors = definitions.layout.connectors_v16()
+        self._connectors = list(definitions.layout.connectors())
 
     def _exists(self, key: V16Key) -> bool:
         if key.profile not in self.profiles or key.projection is Projection.UNSUPPORTED:

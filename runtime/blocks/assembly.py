@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from evstation.protocol.layout import StationLayout
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.authorization import Authorization
 from evstation.runtime.blocks.availability import Availability
@@ -23,13 +22,14 @@ from evstation.runtime.blocks.transactions import Transactions, TxServices
 from evstation.runtime.blocks.trigger import Trigger
 from evstation.runtime.clock import WallClock
 from evstation.runtime.config import StationConfig
+from evstation.runtime.device_model import layout_from_config
 from evstation.runtime.evse import Evses
 from evstation.runtime.lifecycle import StopRequests
 from evstation.runtime.outbox import Outbox
 from evstation.runtime.storage import Storage
 from evstation.runtime.uplink import Uplink
 
-__all__ = ["NOT_YET_SERVED", "StationBlocks", "build_blocks", "layout_of"]
+__all__ = ["NOT_YET_SERVED", "StationBlocks", "build_blocks"]
 
 # CSMS-initiated actions no block serves yet, each with the block module that will own it. They are
 # answered NotSupported (protocol.directions); a test keeps this table, the registry and the versions'
@@ -120,10 +120,6 @@ class StationBlocks:
         )
 
 
-def layout_of(evses: Evses) -> StationLayout:
-    return StationLayout.of({evse.id: evse.connector_ids for evse in evses})
-
-
 def build_blocks(
     *,
     config: StationConfig,
@@ -136,7 +132,7 @@ def build_blocks(
     stop: StopRequests,
 ) -> StationBlocks:
     version: OcppVersion = config.station.ocpp_version
-    layout = layout_of(evses)
+    layout = layout_from_config(config)
     authorization = Authorization(version=version, uplink=uplink)
     transactions = Transactions(
         version=version,

@@ -217,7 +217,7 @@ def test_every_attribute_key_agrees_with_its_variable_type() -> None:
 def test_the_key_table_names_each_key_once() -> None:
     names = [key.name.lower() for key in V16_KEYS]
     assert len(names) == len(set(names))
-    assert TWO_EVSES.connectors_v16() == [(1, 1), (2, 1), (2, 2)]
+    assert list(TWO_EVSES.connectors()) == [(1, 1), (2, 1), (2, 2)]
 
 
 @settings(max_examples=300, deadline=None)
