@@ -133,6 +133,10 @@ def _seconds(value: float) -> str:
     return str(math.ceil(value))
 
 
+# SupportedFeatureProfiles: only what the station serves (Core; RemoteTrigger once TriggerMessage is in).
+IMPLEMENTED_V16_PROFILES: Final = (V16Profile.CORE, V16Profile.REMOTE_TRIGGER)
+
+
 def layout_from_config(config: StationConfig) -> StationLayout:
     """EVSEs and connectors as station.toml describes them; rated power from current, phases and voltage."""
     voltage = config.electrical.line_voltage_v
@@ -444,6 +448,14 @@ def _start_value(
         )
         return seed
     return stored
+
+
+async def load_device_model(storage: Storage, config: StationConfig) -> DeviceModel:
+    """The station's device model: definitions from station.toml's layout, seeded from its settings,
+    with the 1.6 feature profiles the station implements."""
+    return await open_device_model(
+        storage, definitions_for(config), seed_values(config), v16_profiles=IMPLEMENTED_V16_PROFILES
+    )
 
 
 async def open_device_model(

@@ -39,6 +39,7 @@ from evstation.runtime.config import (
     YetiControllerConfig,
 )
 from evstation.runtime.control import serve_control
+from evstation.runtime.device_model import load_device_model
 from evstation.runtime.events import Broadcaster
 from evstation.runtime.evse import Evses
 from evstation.runtime.lifecycle import StationOutcome, StopRequests
@@ -313,7 +314,7 @@ async def open_station(
             evses=evses,
             clock=clock if clock is not None else WallClock.system(),
             message_log=message_log,
-            meter_interval_s=float(config.csms.meter_value_sample_interval_s),
+            device_model=await load_device_model(storage, config),
             stop=stop,
         )
         link = Link()

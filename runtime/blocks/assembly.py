@@ -22,7 +22,7 @@ from evstation.runtime.blocks.transactions import Transactions, TxServices
 from evstation.runtime.blocks.trigger import Trigger
 from evstation.runtime.clock import WallClock
 from evstation.runtime.config import StationConfig
-from evstation.runtime.device_model import layout_from_config
+from evstation.runtime.device_model import DeviceModel, layout_from_config
 from evstation.runtime.evse import Evses
 from evstation.runtime.lifecycle import StopRequests
 from evstation.runtime.outbox import Outbox
@@ -128,7 +128,7 @@ def build_blocks(
     evses: Evses,
     clock: WallClock,
     uplink: Uplink,
-    meter_interval_s: float,
+    device_model: DeviceModel,
     stop: StopRequests,
 ) -> StationBlocks:
     version: OcppVersion = config.station.ocpp_version
@@ -138,7 +138,7 @@ def build_blocks(
         version=version,
         services=TxServices(storage, outbox, evses, clock, uplink, layout),
         authorization=authorization,
-        meter_interval_s=meter_interval_s,
+        device_model=device_model,
     )
     provisioning = Provisioning(version=version, identity=config.station, storage=storage, clock=clock)
     availability = Availability(version=version, evses=evses, layout=layout, clock=clock, storage=storage)

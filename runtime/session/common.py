@@ -9,6 +9,7 @@ Message contents come from the blocks (runtime/blocks/); this module only sequen
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +36,14 @@ from evstation.runtime.calls import (
 )
 from evstation.runtime.clock import WallClock
 from evstation.runtime.config import StationConfig
+from evstation.runtime.device_model import (
+    HEARTBEAT_INTERVAL,
+    MESSAGE_ATTEMPT_INTERVAL_TRANSACTION_EVENT,
+    MESSAGE_ATTEMPTS_TRANSACTION_EVENT,
+    MESSAGE_TIMEOUT,
+    DeviceModel,
+    sleep_or_change,
+)
 from evstation.runtime.events import Dropped
 from evstation.runtime.evse import Evses, StatusChanged
 from evstation.runtime.lifecycle import StopRequests
@@ -49,12 +58,9 @@ else:
     v16 = VersionModels(OcppVersion.V16)
     v201 = VersionModels(OcppVersion.V201)
 
-__all__ = ["DEFAULT_METER_INTERVAL_S", "SessionContext", "new_session", "serve_session"]
+__all__ = ["SessionContext", "new_session", "serve_session"]
 
 log = logging.getLogger(__name__)
-
-# 1.6 MeterValueSampleInterval / 2.0.1 SampledDataCtrlr.TxUpdatedInterval when nothing configures it.
-DEFAULT_METER_INTERVAL_S = 60.0
 
 
 @dataclass(eq=False)
@@ -71,13 +77,8 @@ class SessionContext:
     clock: WallClock
     uplink: Uplink
     blocks: StationBlocks
+    device_model: DeviceModel
     message_log: MessageLog | None = None
-    heartbeat_interval_s: float = 0.0
-
-    def __post_init__(self) -> None:
-        self._heartbeat_changed = trio.Event()
-        if self.heartbeat_interval_s <= 0:
-            self.heartbeat_interval_s = float(self.config.csms.heartbeat_interval_s)
 
     @property
     def version(self) -> OcppVersion:
@@ -85,17 +86,14 @@ class SessionContext:
 
     @property
     def retry_policy(self) -> TransactionRetryPolicy:
-        csms = self.config.csms
+        """Read at each decision, so a CSMS's change applies to the next retry (1.6
+        TransactionMessageAttempts / RetryInterval, 2.0.1 MessageAttempts / MessageAttemptInterval
+        of the TransactionEvent instance)."""
+        dm = self.device_model
         return TransactionRetryPolicy(
-            csms.transaction_message_attempts, csms.transaction_message_retry_interval_s
+            dm.get_int(MESSAGE_ATTEMPTS_TRANSACTION_EVENT),
+            dm.get_float(MESSAGE_ATTEMPT_INTERVAL_TRANSACTION_EVENT),
         )
-
-    def set_heartbeat_interval(self, seconds: float) -> None:
-        """Change the heartbeat interval (1.6 HeartbeatInterval key, 2.0.1 OCPPCommCtrlr.HeartbeatInterval);
-        the running heartbeat restarts its wait at once."""
-        self.heartbeat_interval_s = seconds
-        self._heartbeat_changed.set()
-        self._heartbeat_changed = trio.Event()
 
 
 def new_session(
@@ -105,8 +103,8 @@ def new_session(
     outbox: Outbox,
     evses: Evses,
     clock: WallClock,
+    device_model: DeviceModel,
     message_log: MessageLog | None = None,
-    meter_interval_s: float = DEFAULT_METER_INTERVAL_S,
     stop: StopRequests | None = None,
 ) -> SessionContext:
     """The station's session context with its functional blocks built. `stop` is how a block (Reset)
@@ -119,10 +117,10 @@ def new_session(
         evses=evses,
         clock=clock,
         uplink=uplink,
-        meter_interval_s=meter_interval_s,
+        device_model=device_model,
         stop=stop if stop is not None else StopRequests(),
     )
-    return SessionContext(config, outbox, evses, clock, uplink, blocks, message_log)
+    return SessionContext(config, outbox, evses, clock, uplink, blocks, device_model, message_log)
 
 
 def handler_table(ctx: SessionContext, version: OcppVersion) -> dict[str, Handler]:
@@ -142,7 +140,7 @@ async def serve_session(conn: FrameConnection, ctx: SessionContext) -> None:
     calls = CallManager(
         conn,
         handler_table(ctx, conn.version),
-        timeout_s=float(ctx.config.csms.message_timeout_s),
+        timeout_s=ctx.device_model.get_float(MESSAGE_TIMEOUT),
         message_log=ctx.message_log,
     )
     uplink = ctx.uplink
@@ -219,23 +217,32 @@ async def _boot(ctx: SessionContext, calls: CallManager) -> None:
         decision = machine.answered(status, interval, trio.current_time())
         log.info("BootNotification %s (interval %g s)", status, interval)
         if decision.heartbeat_interval_s is not None:
-            ctx.set_heartbeat_interval(decision.heartbeat_interval_s)
+            # B01.FR.04: the CSMS's interval becomes the variable (a 1.6 HeartbeatInterval key read).
+            await ctx.device_model.update(HEARTBEAT_INTERVAL, str(round(decision.heartbeat_interval_s)))
     await provisioning.accepted()
 
 
 async def _heartbeat(ctx: SessionContext, calls: CallManager) -> None:
-    """1.6 4.6 / 2.0.1 G02: a Heartbeat every interval; a changed interval takes effect at once."""
-    while True:
-        changed = ctx._heartbeat_changed
-        with trio.move_on_after(ctx.heartbeat_interval_s):
-            await changed.wait()
-            continue
-        try:
-            response = await calls.call("Heartbeat", {})
-        except CallFailed as exc:
-            log.warning("Heartbeat failed: %s", exc)
-            continue
-        _follow_csms_clock(ctx, response)
+    """1.6 4.6 / 2.0.1 G02: a Heartbeat every HeartbeatInterval; a change restarts the wait at once.
+
+    0 (or less) sends no heartbeats until the interval changes.
+    """
+    dm = ctx.device_model
+    with dm.watch(HEARTBEAT_INTERVAL) as changes:
+        since = trio.current_time()
+        while True:
+            interval = dm.get_int(HEARTBEAT_INTERVAL)
+            deadline = since + interval if interval > 0 else math.inf
+            if await sleep_or_change(changes, deadline) is not None:
+                since = trio.current_time()
+                continue
+            try:
+                response = await calls.call("Heartbeat", {})
+            except CallFailed as exc:
+                log.warning("Heartbeat failed: %s", exc)
+            else:
+                _follow_csms_clock(ctx, response)
+            since = trio.current_time()
 
 
 async def _statuses(ctx: SessionContext, calls: CallManager) -> None:
@@ -270,7 +277,7 @@ async def _after_transaction_start(ctx: SessionContext, event: StatusChanged) ->
     """
     if ctx.version is not OcppVersion.V16 or event.status.value not in _IN_TRANSACTION:
         return
-    with trio.move_on_after(float(ctx.config.csms.message_timeout_s)):
+    with trio.move_on_after(ctx.device_model.get_float(MESSAGE_TIMEOUT)):
         await ctx.blocks.transactions.ids.wait_known(event.evse_id)
 
 

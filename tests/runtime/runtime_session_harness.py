@@ -24,6 +24,7 @@ from evstation.protocol.rpc import Call, CallError, CallResult, FrameError, deco
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.clock import WallClock
 from evstation.runtime.config import StationConfig, parse_config
+from evstation.runtime.device_model import load_device_model
 from evstation.runtime.evse import Evses
 from evstation.runtime.link import LinkDown
 from evstation.runtime.outbox import Outbox
@@ -221,13 +222,14 @@ async def open_session_context(
             evse = evses.add(evse_id, SimChargeController(), meter)
             if run_evses:
                 await nursery.start(evse.run)
+        config = station_config(tmp_path, version, meter_value_sample_interval_s=meter_interval_s, **csms)
         ctx = new_session(
-            station_config(tmp_path, version, **csms),
+            config,
             storage=storage,
             outbox=Outbox(storage),
             evses=evses,
             clock=WallClock.anchored(EPOCH),
-            meter_interval_s=meter_interval_s,
+            device_model=await load_device_model(storage, config),
         )
         await nursery.start(ctx.blocks.availability.run)
         await nursery.start(ctx.blocks.trigger.run)

@@ -33,6 +33,7 @@ def clock() -> trio.testing.MockClock:
     # Storage runs in a worker thread: a threshold of 0 would jump the clock while SQLite works.
     return trio.testing.MockClock(autojump_threshold=0.02)
 
+
 # One transaction message per version, as the transactions block queues it. Each one's delivery does
 # storage work before the removal (1.6: record the CSMS's transactionId for the local placeholder;
 # 2.0.1 Ended: forget the transaction), so a drop lands while "delivered + remove" is under way.

@@ -25,6 +25,7 @@ from runtime_session_harness import (
 from evstation.drivers.api import MREC_VENDOR_ID, FaultCode
 from evstation.protocol.boot import DEFAULT_RETRY_INTERVAL_S, BootState
 from evstation.protocol.versions import OcppVersion
+from evstation.runtime.device_model import HEARTBEAT_INTERVAL
 from evstation.runtime.evse import ConnectorStatus, StatusChanged
 from evstation.runtime.storage import BootState as StoredBootState
 
@@ -112,7 +113,7 @@ async def test_heartbeat_at_the_accepted_interval_and_interval_change_takes_effe
         await csms.wait_for("Heartbeat", 2)
         assert ctx.clock.now().year == 2030
         changed_at = trio.current_time()
-        ctx.set_heartbeat_interval(50)
+        await ctx.device_model.set(HEARTBEAT_INTERVAL, "50")
         beats = await csms.wait_for("Heartbeat", 4)
     boot_at = csms.of("BootNotification")[0].at
     assert [b.at - boot_at for b in beats[:2]] == pytest.approx([100, 200])
@@ -156,7 +157,7 @@ async def test_a_heartbeat_interval_changed_mid_interval_applies_at_once(
         first = (await csms.wait_for("Heartbeat", 1))[0]
         await trio.sleep(30)
         changed_at = trio.current_time()
-        ctx.set_heartbeat_interval(50)
+        await ctx.device_model.set(HEARTBEAT_INTERVAL, "50")
         beats = await csms.wait_for("Heartbeat", 3)
     assert changed_at - first.at == pytest.approx(30)
     assert [b.at - changed_at for b in beats[1:]] == pytest.approx([50, 100])
@@ -186,9 +187,7 @@ async def test_v16_status_notification_for_every_connector_after_boot(
     csms, conn = CsmsPeer(V16), MemoryConnection(V16)
     async with open_session_context(tmp_path, V16) as ctx, serving(csms, conn, ctx):
         await csms.wait_for("StatusNotification", 3)
-        ctx.evses.events.publish(
-            StatusChanged(2, 1, ConnectorStatus.FAULTED, FaultCode.GROUND_FAILURE)
-        )
+        ctx.evses.events.publish(StatusChanged(2, 1, ConnectorStatus.FAULTED, FaultCode.GROUND_FAILURE))
         statuses = await csms.wait_for("StatusNotification", 4)
     first = [s.call.payload for s in statuses[:3]]
     assert [(p["connectorId"], p["status"], p["errorCode"]) for p in first] == [

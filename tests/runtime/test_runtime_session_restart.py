@@ -22,6 +22,7 @@ from evstation.drivers.sim.meter import SimMeter
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.transactions import CLEAN_SHUTDOWN_KEY, messages_for
 from evstation.runtime.clock import WallClock, iso
+from evstation.runtime.device_model import load_device_model
 from evstation.runtime.evse import Evses
 from evstation.runtime.outbox import Outbox
 from evstation.runtime.session import SessionContext, new_session
@@ -50,12 +51,14 @@ async def station_run(tmp_path: Path, version: OcppVersion, meter: SimMeter) -> 
         await nursery.start(evses.add(1, SimChargeController(), meter).run)
         await nursery.start(evses.add(2, SimChargeController(), None).run)
         await trio.sleep(2 * POLL_S)  # the first readings are in
+        config = station_config(tmp_path, version)
         yield new_session(
-            station_config(tmp_path, version),
+            config,
             storage=storage,
             outbox=Outbox(storage),
             evses=evses,
             clock=WallClock.anchored(EPOCH),
+            device_model=await load_device_model(storage, config),
         )
         nursery.cancel_scope.cancel()
 

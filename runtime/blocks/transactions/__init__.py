@@ -9,6 +9,7 @@ version formats are in v16.py / v201.py; the rules shared by both in protocol.tr
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 from dataclasses import dataclass
 from typing import Final, NoReturn, Protocol
@@ -23,6 +24,12 @@ from evstation.runtime.blocks.transactions.services import TransactionIds, TxSer
 from evstation.runtime.blocks.transactions.v16 import V16Transactions
 from evstation.runtime.blocks.transactions.v201 import V201Transactions
 from evstation.runtime.clock import iso
+from evstation.runtime.device_model import (
+    EV_CONNECTION_TIMEOUT,
+    TX_UPDATED_INTERVAL,
+    DeviceModel,
+    sleep_or_change,
+)
 from evstation.runtime.evse import (
     AuthorizationRequested,
     Authorized,
@@ -93,7 +100,8 @@ class Transactions:
     """The transactions block. Start `run` with `nursery.start` for the station's lifetime.
 
     A transaction starts when its EVSE is both plugged and authorized (trigger: whichever came last),
-    sends meter values every `meter_interval_s`, and ends on SessionEnded.
+    sends meter values every SampledDataCtrlr.TxUpdatedInterval (1.6 MeterValueSampleInterval; 0: none),
+    and ends on SessionEnded.
     """
 
     def __init__(
@@ -102,11 +110,11 @@ class Transactions:
         version: OcppVersion,
         services: TxServices,
         authorization: Authorization,
-        meter_interval_s: float,
+        device_model: DeviceModel,
     ) -> None:
         self.version = version
         self.services = services
-        self.meter_interval_s = meter_interval_s
+        self._device_model = device_model
         self._authorization = authorization
         self._messages = messages_for(version)
         # EVSE id -> 2.0.1 remoteStartId of a RequestStartTransaction whose transaction has not started.
@@ -195,6 +203,7 @@ class Transactions:
         messages = self._messages
         services = self.services
         async with trio.open_nursery() as nursery:
+            await nursery.start(self._follow_connection_timeout)
             with services.evses.subscribe() as events:
                 task_status.started()
                 async for event in events:
@@ -230,6 +239,22 @@ class Transactions:
                         state.meter_scope = None
         raise AssertionError("the EVSE event stream ended")  # pragma: no cover - subscriptions never end
 
+    async def _follow_connection_timeout(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """TxCtrlr.EVConnectionTimeOut (1.6 ConnectionTimeOut): how long an authorized EVSE waits for
+        the cable; a change applies to the next authorization."""
+        dm = self._device_model
+        with dm.watch(EV_CONNECTION_TIMEOUT) as changes:
+            self._apply_connection_timeout()
+            task_status.started()
+            async for _ in changes:
+                self._apply_connection_timeout()
+
+    def _apply_connection_timeout(self) -> None:
+        for evse in self.services.evses:
+            evse.connection_timeout_s = float(self._device_model.get_int(EV_CONNECTION_TIMEOUT))
+
     async def _maybe_start(
         self, nursery: trio.Nursery, evse_id: int, state: _EvseState, trigger: str
     ) -> None:
@@ -250,10 +275,15 @@ class Transactions:
     async def _sample_meter(self, record: TransactionRecord, scope: trio.CancelScope) -> None:
         """1.6 MeterValueSampleInterval / 2.0.1 TxUpdatedInterval: periodic meter values while the
         transaction lasts; cancelled by SessionEnded."""
-        with scope:
+        dm = self._device_model
+        with scope, dm.watch(TX_UPDATED_INTERVAL) as changes:
+            since = trio.current_time()
             while True:
-                await trio.sleep(self.meter_interval_s)
-                await self._messages.meter_values(self.services, record)
+                interval = dm.get_int(TX_UPDATED_INTERVAL)
+                deadline = since + interval if interval > 0 else math.inf
+                if await sleep_or_change(changes, deadline) is None:
+                    await self._messages.meter_values(self.services, record)
+                    since = deadline
 
     async def _authorize(self, event: AuthorizationRequested) -> None:
         accepted = await self._authorization.authorize(event.id_token, event.token_type)
