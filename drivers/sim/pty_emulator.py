@@ -33,6 +33,7 @@ class PtyEmulator:
         self._stream: trio.lowlevel.FdStream | None = None
         self._send_lock = trio.Lock()
         self._changed = trio.Event()
+        self._observed = trio.Event()  # replaced on every poke: what `wait_until` waits on
 
     # ---------------------------------------------------------------- control surface
 
@@ -83,8 +84,15 @@ class PtyEmulator:
     async def _read_host(self, stream: trio.lowlevel.FdStream) -> None:
         raise NotImplementedError
 
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Return once `predicate()` holds; it is checked after every host command and state change."""
+        while not predicate():
+            await self._observed.wait()
+
     def _poke(self) -> None:
         self._changed.set()
+        observed, self._observed = self._observed, trio.Event()
+        observed.set()
 
     def _arm_corruption(self, count: int) -> None:
         self._corrupt_next += count
