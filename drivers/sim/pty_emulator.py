@@ -90,7 +90,11 @@ class PtyEmulator:
             await self._observed.wait()
 
     def _poke(self) -> None:
+        """Something changed: the reporting service looks again, and so do `wait_until` callers."""
         self._changed.set()
+        self._notify()
+
+    def _notify(self) -> None:
         observed, self._observed = self._observed, trio.Event()
         observed.set()
 

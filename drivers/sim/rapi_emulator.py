@@ -237,6 +237,7 @@ class RapiEmulator(PtyEmulator):
         await self._send("OK" if ok else "NK", values, seq=cmd.seq)
         if not self._at_before_reply:
             await self._announce_if_changed()
+        self._notify()
 
     def _apply(self, cmd: RapiLine) -> tuple[bool, list[str]]:
         match cmd.name:
