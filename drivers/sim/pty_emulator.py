@@ -14,6 +14,8 @@ import trio
 from evstation.drivers.sim.ev import SimEv
 from evstation.drivers.sim.pty_port import open_pty_master
 
+_STALLED_WRITE_S = 0.5  # a write blocked this long has no reader: the bytes are dropped
+
 
 class PtyEmulator:
     """Base of a board emulator on the master side of a pseudo-terminal.
@@ -115,7 +117,10 @@ class PtyEmulator:
         if self._stream is None:
             return
         async with self._send_lock:
-            await self._stream.send_all(wire)
+            # A UART sends whether anyone listens or not: with no reader on the slave (the station
+            # died) the pty buffer fills, and the board must go on rather than block on it.
+            with trio.move_on_after(_STALLED_WRITE_S):
+                await self._stream.send_all(wire)
 
 
 EmulatorT = TypeVar("EmulatorT", bound=PtyEmulator)

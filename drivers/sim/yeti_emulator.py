@@ -107,7 +107,7 @@ class YetiEmulator(PtyEmulator):
         self._pwm_stopped_at: float | None = None
         self._booting_until = -math.inf
         self._rebooted = trio.Event()
-        self._last_host_keepalive: float | None = None
+        self._last_host_keepalive = -math.inf
         self._host_timed_out = False
         self._rx_queue: deque[bytes] = deque()
         self._rx_ready = trio.Event()
@@ -174,7 +174,7 @@ class YetiEmulator(PtyEmulator):
         self.relay = False
         self._pwm_stopped_at = None
         self._rx_queue.clear()
-        self._last_host_keepalive = None
+        self._last_host_keepalive = trio.current_time() + self._boot_time  # the timer starts at boot
         self._host_timed_out = False
         self._pending_reset = reason
         self._booting_until = trio.current_time() + self._boot_time
@@ -184,6 +184,7 @@ class YetiEmulator(PtyEmulator):
     async def _boot(self) -> None:
         """After every reset: deaf while booting, then `_report_changes` announces the boot. (The
         emulator starts booted: a board is powered up long before the station opens its port.)"""
+        self._last_host_keepalive = trio.current_time()
         while True:
             await self._rebooted.wait()
             self._rebooted = trio.Event()
@@ -313,7 +314,7 @@ class YetiEmulator(PtyEmulator):
             await self._send(pb.McuToEverest(power_meter=meter))
 
     def _check_host_timeout(self, now: float) -> None:
-        if self._host_timeout is None or self._last_host_keepalive is None or self._host_timed_out:
+        if self._host_timeout is None or self._host_timed_out:
             return
         if now - self._last_host_keepalive > self._host_timeout:
             self._host_timed_out = True
