@@ -231,8 +231,11 @@ class ChargeController(Protocol):
     """A charge-controller board for one connector.
 
     Commands are async (they cross a serial line) and raise `ControllerError` on failure; state
-    changes arrive on `events`. For boards that run the IEC 61851 machine themselves (OpenEVSE RAPI),
-    `offer_current` / `allow_power` map onto the board's own enable/current commands.
+    changes arrive on `events`. When its `run` task is cancelled, a board first puts itself into its
+    safe state (drivers/safe_stop.py: offer withdrawn, EV stopped, contactor open, lock released)
+    within a bounded time, so whoever stops the station needs nothing more than the cancellation.
+    For boards that run the IEC 61851 machine themselves (OpenEVSE RAPI), `offer_current` /
+    `allow_power` map onto the board's own enable/current commands.
     """
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn: ...

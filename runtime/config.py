@@ -272,6 +272,18 @@ class RapiControllerConfig(_Model):
     baud: Annotated[int, Field(gt=0)] = 115200
     command_timeout_s: PositiveSeconds = 2
     poll_interval_s: PositiveSeconds = 5
+    lock: bool = False  # a Mennekes lock driven with $S5 (firmware built with MENNEKES_LOCK)
+    heartbeat_interval_s: Annotated[int, Field(ge=0, le=65535)] = 30  # $SY supervision; 0 = off
+
+    @model_validator(mode="after")
+    def _heartbeat_after_poll(self) -> RapiControllerConfig:
+        if self.heartbeat_interval_s and self.heartbeat_interval_s <= self.poll_interval_s:
+            raise _keyed_error(
+                "heartbeat_interval_s",
+                f"must be 0 (off) or longer than poll_interval_s ({self.poll_interval_s:g}): "
+                "the poll is the heartbeat pulse",
+            )
+        return self
 
 
 ControllerConfig = Annotated[
@@ -304,6 +316,17 @@ class ModbusRtuMeterConfig(_ModbusMeterBase):
     baud: Annotated[int, Field(gt=0)] = 9600
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
+    # Who switches the RS-485 driver (DE/RE): the adapter itself, the UART's RTS, or a GPIO line.
+    rs485_direction: Literal["auto", "rts", "gpio"] = "auto"
+    rs485_gpio: Annotated[str, Field(pattern=r"^gpiochip[0-9]+:[0-9]+$")] | None = None
+
+    @model_validator(mode="after")
+    def _gpio_with_gpio_direction(self) -> ModbusRtuMeterConfig:
+        if self.rs485_direction == "gpio" and self.rs485_gpio is None:
+            raise _keyed_error("rs485_gpio", 'required with rs485_direction = "gpio" (e.g. "gpiochip0:17")')
+        if self.rs485_direction != "gpio" and self.rs485_gpio is not None:
+            raise _keyed_error("rs485_gpio", 'only used with rs485_direction = "gpio"')
+        return self
 
 
 class BoardMeterConfig(_Model):
@@ -429,7 +452,10 @@ class StationConfig(_Model):
             meter = evse.meter
             if isinstance(meter, ModbusRtuMeterConfig):
                 line: tuple[object, ...] = ("rtu", meter.device)
-                settings: tuple[object, ...] = (meter.baud, meter.parity, meter.stopbits, meter.timeout_s)
+                settings: tuple[object, ...] = (
+                    meter.baud, meter.parity, meter.stopbits, meter.timeout_s,
+                    meter.rs485_direction, meter.rs485_gpio,
+                )  # fmt: skip
             elif isinstance(meter, ModbusTcpMeterConfig):
                 line, settings = ("tcp", meter.host, meter.port), (meter.timeout_s,)
             else:
@@ -438,7 +464,8 @@ class StationConfig(_Model):
             if first[1] != settings:
                 raise _keyed_error(
                     f"evse[{index}].meter",
-                    f"shares its line with evse[{first[0]}].meter but not its baud/parity/stopbits/timeout_s",
+                    f"shares its line with evse[{first[0]}].meter but not its "
+                    "baud/parity/stopbits/timeout_s/rs485_direction/rs485_gpio",
                 )
 
     @property

@@ -226,13 +226,16 @@ def _build_evse_parts(config: StationConfig, evse: EvseConfig, lines: ModbusLine
             baudrate=controller_cfg.baud,
             command_timeout=float(controller_cfg.command_timeout_s),
             poll_interval=float(controller_cfg.poll_interval_s),
+            has_lock=controller_cfg.lock,
+            heartbeat_interval=controller_cfg.heartbeat_interval_s,
         )
     else:  # pragma: no cover - the config's discriminated union has no other member
         raise AssertionError(f"unknown controller config {controller_cfg!r}")
     if isinstance(meter_cfg, BoardMeterConfig) and meter is None:
         raise ValueError(f"evse[{evse.id}].meter: driver 'board' needs a board with a meter (yeti)")
-    # RAPI has no connector-lock command: such boards serve tethered cables (docs/boards.md).
-    return _EvseParts(controller, meter, sim, has_lock=not isinstance(controller_cfg, RapiControllerConfig))
+    # A RAPI board locks only with a Mennekes-lock firmware and `lock = true`; else tethered cables.
+    has_lock = controller_cfg.lock if isinstance(controller_cfg, RapiControllerConfig) else True
+    return _EvseParts(controller, meter, sim, has_lock=has_lock)
 
 
 def _modbus_meter(cfg: ModbusTcpMeterConfig | ModbusRtuMeterConfig, lines: ModbusLines) -> PowerMeter:
@@ -249,6 +252,8 @@ def _modbus_meter(cfg: ModbusTcpMeterConfig | ModbusRtuMeterConfig, lines: Modbu
             parity=cfg.parity,
             stopbits=cfg.stopbits,
             timeout_s=float(cfg.timeout_s),
+            rs485_direction=cfg.rs485_direction,
+            rs485_gpio=cfg.rs485_gpio,
         )
     return ModbusMeter(
         load_model(cfg.model),

@@ -1,4 +1,4 @@
-"""Serial charge-controller board protocols (Yeti-family COBS/protobuf, OpenEVSE RAPI) on pyserial.
+"""Serial charge-controller board protocols (PIONIX Yeti COBS/protobuf, OpenEVSE RAPI) on pyserial.
 
 Each driver implements `evstation.drivers.api.ChargeController`; nothing here knows OCPP.
 """

@@ -1,4 +1,5 @@
-"""What every serial charge-controller driver shares: port supervision, the session frame, comm faults.
+"""What every serial charge-controller driver shares: port supervision, the session frame, comm faults,
+and running the safe stop when the session is cancelled.
 
 Board protocols stay in the drivers (rapi.py, yeti.py); this module never parses bytes and never
 makes threads (serial_port.py does, at the hardware boundary).
@@ -7,7 +8,6 @@ makes threads (serial_port.py does, at the hardware boundary).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from functools import partial
 from typing import NoReturn, Protocol
 
@@ -15,6 +15,7 @@ import trio
 
 from evstation.drivers.api import ControllerEvent, FaultCleared, FaultCode, FaultRaised
 from evstation.drivers.boards.serial_port import SerialPort, SerialPortError, supervise_port
+from evstation.drivers.safe_stop import SafeStopBoard, SafeStopReport, SafeStopTimeouts, run_safe_stop
 
 
 class _ReconnectCounter(Protocol):
@@ -43,13 +44,23 @@ class SessionGuard:
 class SupervisedBoard:
     """Base of a serial board driver: `run` owns the port forever, a session per successful open.
 
-    Subclasses set `stats` (with a `reconnects` counter), implement `_receive` and `_session`, and
-    build `_session` on `_port_session`.
+    Subclasses set `stats` (with a `reconnects` counter), implement `_receive`, `_session` (built on
+    `_run_port_session`) and `_safe_stop_board` (the board's side of drivers/safe_stop.py).
     """
 
     stats: _ReconnectCounter
 
-    def __init__(self, port: str, *, baudrate: int, reopen_interval: float, read_timeout: float) -> None:
+    def __init__(
+        self,
+        port: str,
+        *,
+        baudrate: int,
+        reopen_interval: float,
+        read_timeout: float,
+        safe_stop: SafeStopTimeouts | None = None,
+    ) -> None:
+        self.safe_stop_timeouts = safe_stop or SafeStopTimeouts()
+        self.last_safe_stop: SafeStopReport | None = None
         self._path = port
         self._baudrate = baudrate
         self._reopen_interval = reopen_interval
@@ -88,24 +99,52 @@ class SupervisedBoard:
             await self._raise_comm_fault(error)
         self.stats.reconnects += 1
 
-    @asynccontextmanager
-    async def _port_session(
-        self, port: SerialPort, *, fatal: tuple[type[Exception], ...]
-    ) -> AsyncIterator[SessionGuard]:
-        """Read and decode `port` in guarded tasks while the body sets the board up.
+    async def _run_port_session(
+        self,
+        port: SerialPort,
+        *,
+        fatal: tuple[type[Exception], ...],
+        setup: Callable[[SessionGuard], Awaitable[None]],
+    ) -> NoReturn:
+        """Read and decode `port` while `setup(guard)` sets the board up, then until cancelled.
 
-        Ends only by raising one `SerialPortError` (not a group): the first guarded failure, or
-        "session ended" if none.
+        Ends by raising one `SerialPortError` (the first guarded failure) when the port fails; when the
+        task is cancelled instead (station stopping, a sibling task crashed), the board is first put
+        into its safe state (`_safe_stop`) under a shield with a deadline, the reader still running so
+        the board's reports are seen, and the cancellation then goes on.
         """
         chunks_send, chunks_recv = trio.open_memory_channel[bytes](64)
+        reader_scopes: list[trio.CancelScope] = []
+
+        async def shielded(fn: Callable[[], Awaitable[None]]) -> None:
+            # Outer cancellation must not stop the reader: the safe stop needs the board's answers.
+            with trio.CancelScope(shield=True) as scope:
+                reader_scopes.append(scope)
+                await fn()
+
         async with trio.open_nursery() as nursery:
             guard = SessionGuard(nursery, fatal)
-            guard.start_soon(partial(port.read_into, chunks_send))
-            guard.start_soon(partial(self._receive, chunks_recv))
+            nursery.start_soon(shielded, partial(guard.run, partial(port.read_into, chunks_send)))
+            nursery.start_soon(shielded, partial(guard.run, partial(self._receive, chunks_recv)))
             self._port = port
-            yield guard
-        self._port = None
+            try:
+                await setup(guard)
+                await trio.sleep_forever()
+            finally:
+                if not guard.failures:
+                    with trio.CancelScope(shield=True) as scope:
+                        # The sequence keeps its own deadline (and reports it); this one is the backstop.
+                        scope.deadline = trio.current_time() + self.safe_stop_timeouts.deadline_s + 1.0
+                        self.last_safe_stop = await run_safe_stop(
+                            self._safe_stop_board(), self.safe_stop_timeouts
+                        )
+                self._port = None
+                for scope in reader_scopes:
+                    scope.cancel()
         raise SerialPortError(guard.failures[0] if guard.failures else f"{self._path}: session ended")
+
+    def _safe_stop_board(self) -> SafeStopBoard:
+        raise NotImplementedError
 
     async def _raise_comm_fault(self, detail: str) -> None:
         if not self._comm_fault:

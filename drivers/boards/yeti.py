@@ -1,19 +1,23 @@
-"""Yeti-family charge-controller driver (PIONIX Yeti and boards with the same COBS + CRC + protobuf UART).
+"""PIONIX Yeti charge-controller driver: COBS + CRC-32 + protobuf (drivers/boards/proto/yeti.proto) on a UART.
 
 Runs the IEC 61851 host side as EVerest's YetiDriver does: it sets PWM, relay permission and lock, and
-turns the MCU's reports into `ControllerEvent`s. Bad frames are counted and skipped, never fatal.
+turns the MCU's reports into `ControllerEvent`s. The MCU queues two frames and acknowledges nothing, so
+the wanted state is re-sent until the MCU's own reports confirm it, and frames are paced. Bad frames are
+counted and skipped, never fatal.
 """
 
 from __future__ import annotations
 
+import enum
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NoReturn
 
 import trio
+from google.protobuf.message import DecodeError
 
 from evstation.drivers.api import (
     BoardReset,
@@ -30,56 +34,49 @@ from evstation.drivers.api import (
     PilotChanged,
     PilotState,
 )
-from evstation.drivers.boards.proto3 import ProtoDecodeError
+from evstation.drivers.boards.proto import yeti_pb2 as pb
 from evstation.drivers.boards.serial_port import SerialPort, SerialPortError
-from evstation.drivers.boards.supervised import SupervisedBoard
-from evstation.drivers.boards.yeti_framing import FrameDecoder, FrameError, FrameErrorKind, encode_frame
-from evstation.drivers.boards.yeti_messages import (
-    AllowPowerOn,
-    ConnectorLock,
-    CpState,
-    CpStateReport,
-    ErrorFlags,
-    HostKeepAlive,
-    HostMessage,
-    LockStateReport,
-    McuKeepAlive,
-    McuMessage,
-    McuReset,
-    PowerMeterReport,
-    PpState,
-    PpStateReport,
-    PwmDutyCycle,
-    RelaisState,
-    ResetRequest,
-    Telemetry,
-    YetiLockState,
-    decode_mcu_message,
-    encode_host_message,
+from evstation.drivers.boards.supervised import SessionGuard, SupervisedBoard
+from evstation.drivers.boards.yeti_framing import (
+    MAX_HOST_PAYLOAD_BYTES,
+    FrameDecoder,
+    FrameError,
+    FrameErrorKind,
+    encode_frame,
 )
 from evstation.drivers.meters.publisher import EVENT_BUFFER_SIZE, MeterEventPublisher
 from evstation.drivers.pilot import X1_DUTY_PCT, amps_to_duty
+from evstation.drivers.safe_stop import SafeStopBoard, SafeStopTimeouts
 
 DEFAULT_BAUDRATE = 115200
 PWM_STATE_F = 0
-# The proto comment says 10000 = 100 %; EVerest's YetiDriver sends 10001 for X1 and the firmware treats
-# anything >= 10000 as steady +12 V. We follow the driver that runs in the field.
+# The schema says 10000 = X1; EVerest's YetiDriver sends 10001 and the firmware treats anything >= 10000
+# as steady +12 V. We follow the driver that runs in the field.
 PWM_X1 = 10001
-_RESYNC_KEEPALIVES = 3  # after a reset, so the MCU's COBS decoder finds a frame boundary
+SW_VERSION_MAX_CHARS = 50  # the firmware copies at most 50 characters (char[51] in yeti.pb.h)
+HOST_SW_VERSION = "evstation"
+# Re-send cadence of the wanted state: fast while the MCU's reports contradict it, slow otherwise (a
+# report cannot show every command, e.g. a permission while the EV is in B).
+RESEND_INTERVAL_S = 0.5  # > two telemetry periods (200 ms each): time for a confirmation to arrive
+REFRESH_INTERVAL_S = 2.0
+FRAME_GAP_S = 0.02  # between our frames: the MCU's two-frame queue never sees a burst
+LOCK_SENDS = 3  # the lock is not reported back: a move is sent this often, `LOCK_RESEND_S` apart
+LOCK_RESEND_S = 0.3
+# A telemetry frame may have been measured before our command arrived: the second one after a change
+# is the first that can confirm it.
+TELEMETRY_TO_CONFIRM = 2
 
 _CP_TO_PILOT = {
-    CpState.A: PilotState.A,
-    CpState.B: PilotState.B,
-    CpState.C: PilotState.C,
-    CpState.D: PilotState.D,
-    CpState.E: PilotState.E,
-    CpState.F: PilotState.F,
+    pb.STATE_A: PilotState.A,
+    pb.STATE_B: PilotState.B,
+    pb.STATE_C: PilotState.C,
+    pb.STATE_D: PilotState.D,
+    pb.STATE_E: PilotState.E,
+    pb.STATE_F: PilotState.F,
 }
-_LOCK_TO_API = {
-    YetiLockState.UNDEFINED: LockState.UNKNOWN,
-    YetiLockState.UNLOCKED: LockState.UNLOCKED,
-    YetiLockState.LOCKED: LockState.LOCKED,
-}
+_LOCK_TO_API = {pb.UNDEFINED: LockState.UNKNOWN, pb.UNLOCKED: LockState.UNLOCKED, pb.LOCKED: LockState.LOCKED}
+_RESET_NAMES = {pb.USER: "user", pb.WATCHDOG: "watchdog"}
+_EV_READY = frozenset({PilotState.C, PilotState.D})
 # error_flags field -> fault (YetiDriver.cpp mapping, plus the flags it leaves unmapped).
 ERROR_FLAG_FAULTS: dict[str, FaultCode] = {
     "diode_fault": FaultCode.DIODE_FAULT,
@@ -103,11 +100,45 @@ def duty_for(amps: float | None, *, unavailable: bool) -> int:
     return math.floor(pct * 100 + 1e-6)
 
 
+class PilotDrive(enum.Enum):
+    """What the MCU drives on the pilot, as far as its telemetry can show it."""
+
+    PWM = "pwm"  # the low half of the period reads -12 V
+    STEADY = "steady"  # X1: no low half
+    STATE_F = "F"
+
+
+def drive_of(duty: int) -> PilotDrive:
+    if duty == PWM_STATE_F:
+        return PilotDrive.STATE_F
+    return PilotDrive.STEADY if duty >= 10000 else PilotDrive.PWM
+
+
+def telemetry_drive(telemetry: pb.Telemetry) -> PilotDrive:
+    """The drive a telemetry frame shows. The firmware stores float volts into unsigned integers, so
+    -12 V arrives as 0: a low level below the high one is a PWM, two equal levels are steady."""
+    if telemetry.cp_voltage_hi == 0:
+        return PilotDrive.STATE_F  # -12 V (F) or 0 V (E): nothing positive on the pilot
+    if telemetry.cp_voltage_lo < telemetry.cp_voltage_hi:
+        return PilotDrive.PWM
+    return PilotDrive.STEADY
+
+
+def host_message(**payload: object) -> pb.EverestToMcu:
+    """One `EverestToMcu` with exactly one oneof member set (`host_message(pwm_duty_cycle=2666)`)."""
+    msg = pb.EverestToMcu(**payload)  # type: ignore[arg-type]
+    if len(payload) != 1 or msg.WhichOneof("payload") is None:
+        raise ValueError(f"one payload member expected, got {sorted(payload)}")
+    return msg
+
+
 @dataclass
 class YetiStats:
     """Counters for the health page and tests; bad input is counted, never fatal."""
 
     frames_ok: int = 0
+    frames_sent: int = 0
+    state_resends: int = 0
     crc_errors: int = 0
     cobs_errors: int = 0
     length_errors: int = 0
@@ -132,9 +163,10 @@ class YetiBoardInfo:
 
 
 class YetiBoard(SupervisedBoard):
-    """`ChargeController` for one Yeti-family board on a serial port.
+    """`ChargeController` for one Yeti board on a serial port.
 
-    `keepalive_timeout` is 5 s on real hardware (the MCU sends 1 Hz); tests shorten it.
+    `keepalive_timeout`: how long the MCU may stay silent (no frame of any kind) before a
+    communication fault; the MCU reports every 200 ms, so 5 s is many missed frames.
     """
 
     stats: YetiStats
@@ -150,118 +182,226 @@ class YetiBoard(SupervisedBoard):
         reset_wait: float = 1.0,
         reopen_interval: float = 2.0,
         read_timeout: float = 0.1,
+        resend_interval: float = RESEND_INTERVAL_S,
+        refresh_interval: float = REFRESH_INTERVAL_S,
+        frame_gap: float = FRAME_GAP_S,
+        safe_stop: SafeStopTimeouts | None = None,
     ) -> None:
-        super().__init__(port, baudrate=baudrate, reopen_interval=reopen_interval, read_timeout=read_timeout)
+        super().__init__(
+            port,
+            baudrate=baudrate,
+            reopen_interval=reopen_interval,
+            read_timeout=read_timeout,
+            safe_stop=safe_stop,
+        )
         self._keepalive_interval = keepalive_interval
         self._keepalive_timeout = keepalive_timeout
         self._reset_on_start = reset_on_start
         self._reset_wait = reset_wait
+        self._resend_interval = resend_interval
+        self._refresh_interval = refresh_interval
+        self._frame_gap = frame_gap
         self.stats = YetiStats()
-        self._meter_send, self._meter_recv = trio.open_memory_channel[PowerMeterReport](8)
-        # What the host wants; re-sent after a (re)connect or an MCU reset.
+        self._meter_send, self._meter_recv = trio.open_memory_channel[pb.PowerMeter](8)
+        self._tx_lock = trio.Lock()
+        self._last_tx = -math.inf
+        # What the host wants; re-sent until confirmed, and after a (re)connect or an MCU reset.
         self._offer: float | None = None
         self._unavailable = False
         self._allowed = False
         self._locked: bool | None = None
+        self._lock_sends_left = 0
+        self._lock_due = math.inf
+        self._state_due = math.inf  # when `_keep_state_applied` sends the wanted state next
+        self._wake = trio.Event()
+        self._telemetry_since_change = 0
         # What the MCU last reported; None = not yet heard in this connection.
         self._pilot: PilotState | None = None
         self._contactor: bool | None = None
         self._lock_state: LockState | None = None
-        self._flags = ErrorFlags()
-        self._last_keepalive = 0.0
+        self._flags = pb.ErrorFlags()
+        self._last_heard = 0.0
         self._alive = trio.Event()
+        self._reported = trio.Event()  # set (and replaced) on every frame from the MCU
         self._reset_seen = trio.Event()
         self._expecting_reset = False
         self.board_info: YetiBoardInfo | None = None
-        self.pp_state: PpState | None = None
-        self.telemetry: Telemetry | None = None
-        self.latest_power_meter: PowerMeterReport | None = None
+        self.pp_state: int | None = None
+        self.telemetry: pb.Telemetry | None = None
+        self.latest_power_meter: pb.PowerMeter | None = None
 
     # ------------------------------------------------------------------ ChargeController
 
     async def offer_current(self, amps: float | None) -> None:
         self._offer = amps
+        self._wanted_state_changed(resend_after=self._resend_interval)
         await self._send_duty()
 
     async def set_unavailable(self, unavailable: bool) -> None:
         self._unavailable = unavailable
+        self._wanted_state_changed(resend_after=self._resend_interval)
         await self._send_duty()
 
     async def allow_power(self, allowed: bool) -> None:
         self._allowed = allowed
-        await self._send(AllowPowerOn(allowed))
+        self._wanted_state_changed(resend_after=self._resend_interval)
+        await self._send(host_message(allow_power_on=allowed))
 
     async def set_lock(self, locked: bool) -> None:
         self._locked = locked
-        await self._send(ConnectorLock(locked))
+        self._schedule_lock(LOCK_SENDS - 1, after=LOCK_RESEND_S)
+        await self._send(host_message(connector_lock=locked))
 
     def power_meter(self) -> YetiPowerMeter:
         """The board's own meter (power_meter messages) as a `PowerMeter`. Call at most once."""
         return YetiPowerMeter(self._meter_recv)
 
+    async def next_report(self) -> None:
+        """Return when the next frame from the MCU has been handled."""
+        await self._reported.wait()
+
+    @property
+    def wanted_duty(self) -> int:
+        return duty_for(self._offer, unavailable=self._unavailable)
+
+    def state_confirmed(self) -> bool:
+        """Whether the MCU's latest reports agree with the PWM and permission we want."""
+        if self._telemetry_since_change < TELEMETRY_TO_CONFIRM or self.telemetry is None:
+            return False
+        drive = drive_of(self.wanted_duty)
+        if drive is PilotDrive.STATE_F:
+            pwm_ok = self._pilot is PilotState.F
+        else:
+            pwm_ok = self._pilot is not PilotState.F and telemetry_drive(self.telemetry) is drive
+        if not pwm_ok:
+            return False
+        if self._contactor is None:
+            return False
+        if not self._allowed:
+            # The MCU may keep its relay closed in C after a withdrawn permission (it switches off on
+            # the EV's B, on X1 + 7 s, or on F); a closed relay is no proof the frame was lost, but
+            # re-sending a "no" costs nothing.
+            return not self._contactor
+        ready_to_close = drive is PilotDrive.PWM and self._pilot in _EV_READY and not self._blocking_flags()
+        return self._contactor or not ready_to_close
+
     # ------------------------------------------------------------------ session
 
     async def _session(self, port: SerialPort, ready: Callable[[], None]) -> None:
-        """Resync, supervise keep-alives; returns only by raising one `SerialPortError` on port failure."""
+        """Resync, keep the wanted state applied; returns only by raising one `SerialPortError`."""
         self._pilot = self._contactor = self._lock_state = None
-        async with self._port_session(port, fatal=(SerialPortError, ControllerError)) as guard:
-            self._last_keepalive = trio.current_time()
+        self.telemetry = None
+        self._telemetry_since_change = 0
+
+        async def setup(guard: SessionGuard) -> None:
+            self._last_heard = trio.current_time()
             await guard.run(self._start_session)
             guard.start_soon(self._send_keepalives)
             guard.start_soon(self._watchdog)
+            guard.start_soon(self._keep_state_applied)
             if not guard.failures:
                 ready()
 
+        await self._run_port_session(port, fatal=(SerialPortError, ControllerError), setup=setup)
+
     async def _start_session(self) -> None:
+        port = self._port
+        if port is not None:
+            # A lone delimiter ends whatever half frame the MCU's decoder holds; it takes no queue slot.
+            await port.write(b"\x00")
         if self._reset_on_start:
             self._reset_seen = trio.Event()
             self._expecting_reset = True
-            await self._send(ResetRequest())
+            await self._send(host_message(reset=True))
             with trio.move_on_after(self._reset_wait):
                 await self._reset_seen.wait()
             self._expecting_reset = False
-        for _ in range(_RESYNC_KEEPALIVES):
-            await self._send(self._keepalive())
-        await self._apply_desired()
-
-    def _keepalive(self) -> HostKeepAlive:
-        stamp = int(trio.current_time() * 1000) & 0xFFFFFFFF
-        return HostKeepAlive(time_stamp=stamp, sw_version_string="evstation")
-
-    async def _apply_desired(self) -> None:
-        await self._send_duty()
-        await self._send(AllowPowerOn(self._allowed))
+        self._wanted_state_changed(resend_after=self._resend_interval)
+        await self._send_state()
         if self._locked is not None:
-            await self._send(ConnectorLock(self._locked))
+            await self._send(host_message(connector_lock=self._locked))
+            self._schedule_lock(LOCK_SENDS - 1, after=LOCK_RESEND_S)
+
+    def _keepalive(self) -> pb.EverestToMcu:
+        stamp = int(trio.current_time() * 1000) & 0xFFFFFFFF
+        version = HOST_SW_VERSION[:SW_VERSION_MAX_CHARS]
+        return host_message(keep_alive=pb.KeepAlive(time_stamp=stamp, sw_version_string=version))
+
+    def _wanted_state_changed(self, *, resend_after: float) -> None:
+        """The wanted state changed (or the MCU forgot it): no report so far can confirm it."""
+        self._telemetry_since_change = 0
+        self._state_due = trio.current_time() + resend_after
+        self._wake.set()
+
+    def _schedule_lock(self, sends: int, *, after: float) -> None:
+        self._lock_sends_left = sends
+        self._lock_due = trio.current_time() + after
+        self._wake.set()
 
     async def _send_duty(self) -> None:
-        await self._send(PwmDutyCycle(duty_for(self._offer, unavailable=self._unavailable)))
+        await self._send(host_message(pwm_duty_cycle=self.wanted_duty))
 
-    async def _send(self, msg: HostMessage) -> None:
+    async def _send_state(self) -> None:
+        # PWM before permission: the permission is meaningless (and cleared by the MCU) without PWM.
+        await self._send_duty()
+        await self._send(host_message(allow_power_on=self._allowed))
+
+    async def _keep_state_applied(self) -> None:
+        """Re-send the wanted state: every `resend_interval` until the MCU's reports confirm it, then
+        every `refresh_interval`; repeat a lock move `LOCK_SENDS` times (the lock is never reported)."""
+        while True:
+            now = trio.current_time()
+            if now >= self._state_due:
+                confirmed = self.state_confirmed()
+                if not confirmed:
+                    self.stats.state_resends += 1
+                await self._send_state()
+                self._state_due = now + (self._refresh_interval if confirmed else self._resend_interval)
+            if self._lock_sends_left > 0 and self._locked is not None and now >= self._lock_due:
+                await self._send(host_message(connector_lock=self._locked))
+                self._schedule_lock(self._lock_sends_left - 1, after=LOCK_RESEND_S)
+            due = self._state_due
+            if self._lock_sends_left > 0:
+                due = min(due, self._lock_due)
+            self._wake = trio.Event()
+            with trio.move_on_at(due):
+                await self._wake.wait()
+
+    async def _send(self, msg: pb.EverestToMcu) -> None:
         port = self._port
         if port is None:
             raise ControllerError(FaultCode.BOARD_COMMUNICATION, f"{self._path}: port not open")
-        try:
-            await port.write(encode_frame(encode_host_message(msg)))
-        except SerialPortError as exc:
-            raise ControllerError(FaultCode.BOARD_COMMUNICATION, str(exc)) from exc
+        payload = msg.SerializeToString()
+        if len(payload) > MAX_HOST_PAYLOAD_BYTES:
+            raise ValueError(f"{msg.WhichOneof('payload')}: {len(payload)} bytes exceed the MCU's buffer")
+        async with self._tx_lock:
+            # Pacing: the MCU's receive queue holds two frames and drops the rest.
+            gap = self._last_tx + self._frame_gap - trio.current_time()
+            if gap > 0:
+                await trio.sleep(gap)
+            try:
+                await port.write(encode_frame(payload))
+            except SerialPortError as exc:
+                raise ControllerError(FaultCode.BOARD_COMMUNICATION, str(exc)) from exc
+            finally:
+                self._last_tx = trio.current_time()
+            self.stats.frames_sent += 1
 
     async def _send_keepalives(self) -> None:
-        # The firmware falls back to standalone mode without a host keep-alive (module docs).
         while True:
             await trio.sleep(self._keepalive_interval)
             await self._send(self._keepalive())
 
     async def _watchdog(self) -> None:
         while True:
-            deadline = self._last_keepalive + self._keepalive_timeout
+            deadline = self._last_heard + self._keepalive_timeout
             if trio.current_time() < deadline:
                 await trio.sleep_until(deadline)
                 continue
-            # A fresh event before the emit: a keep-alive handled while the emit waits must wake us,
-            # or a board that falls silent again afterwards would never be reported.
+            # A fresh event before the emit: a frame handled while the emit waits must wake us, or a
+            # board that falls silent again afterwards would never be reported.
             self._alive = trio.Event()
-            await self._raise_comm_fault(f"no MCU keep-alive for {self._keepalive_timeout:g} s")
+            await self._raise_comm_fault(f"no frame from the MCU for {self._keepalive_timeout:g} s")
             await self._alive.wait()
 
     async def _receive(self, chunks: trio.MemoryReceiveChannel[bytes]) -> None:
@@ -271,16 +411,16 @@ class YetiBoard(SupervisedBoard):
                 if isinstance(item, FrameError):
                     self._count_frame_error(item)
                     continue
+                msg = pb.McuToEverest()
                 try:
-                    msg = decode_mcu_message(item)
-                except ProtoDecodeError:
+                    msg.ParseFromString(item)
+                except DecodeError:
                     self.stats.decode_errors += 1
                     continue
-                if msg is None:
+                if not await self._handle(msg):
                     self.stats.unknown_messages += 1
                     continue
                 self.stats.frames_ok += 1
-                await self._handle(msg)
 
     def _count_frame_error(self, error: FrameError) -> None:
         if error.kind is FrameErrorKind.CRC:
@@ -290,68 +430,154 @@ class YetiBoard(SupervisedBoard):
         else:
             self.stats.length_errors += 1
 
-    async def _handle(self, msg: McuMessage) -> None:
-        match msg:
-            case McuKeepAlive():
-                self._last_keepalive = trio.current_time()
-                self.board_info = YetiBoardInfo(
-                    hw_type=msg.hw_type,
-                    hw_revision=msg.hw_revision,
-                    protocol_version=(msg.protocol_version_major, msg.protocol_version_minor),
-                    sw_version=msg.sw_version_string,
-                    max_current_a=msg.hwcap_max_current,
-                    min_current_a=msg.hwcap_min_current,
-                    max_phases=msg.hwcap_max_phase_count,
-                    min_phases=msg.hwcap_min_phase_count,
-                )
-                self._alive.set()
-                await self._clear_comm_fault()
-            case McuReset():
-                await self._on_reset(msg)
-            case CpStateReport():
-                pilot = _CP_TO_PILOT[msg.state]
-                if pilot != self._pilot:
-                    self._pilot = pilot
-                    await self._emit(PilotChanged(pilot))
-            case RelaisState():
-                if msg.closed != self._contactor:
-                    self._contactor = msg.closed
-                    await self._emit(ContactorChanged(msg.closed))
-            case LockStateReport():
-                lock = _LOCK_TO_API[msg.state]
-                if lock != self._lock_state:
-                    self._lock_state = lock
-                    await self._emit(LockChanged(lock))
-            case ErrorFlags():
-                old, self._flags = self._flags, msg
-                for name, code in ERROR_FLAG_FAULTS.items():
-                    was, now = getattr(old, name), getattr(msg, name)
-                    if now and not was:
-                        await self._emit(FaultRaised(code, f"error_flags.{name}"))
-                    elif was and not now:
-                        await self._emit(FaultCleared(code))
-            case PpStateReport():
-                self.pp_state = msg.state
-            case Telemetry():
-                self.telemetry = msg
-            case PowerMeterReport():
-                self.latest_power_meter = msg
-                # The meter adapter may be absent or slow: dropping a 1 Hz reading is harmless.
-                with suppress(trio.WouldBlock):
-                    self._meter_send.send_nowait(msg)
+    async def _heard(self) -> None:
+        # Any valid frame proves the MCU alive: the firmware we read sends its keep-alive only at boot,
+        # but telemetry and power-meter frames periodically.
+        self._last_heard = trio.current_time()
+        self._alive.set()
+        reported, self._reported = self._reported, trio.Event()
+        reported.set()
+        await self._clear_comm_fault()
 
-    async def _on_reset(self, msg: McuReset) -> None:
+    async def _handle(self, msg: pb.McuToEverest) -> bool:
+        """Apply one MCU message; False for an empty or unknown member or enum value (not applied)."""
+        case = msg.WhichOneof("payload")
+        if case == "keep_alive":
+            ka = msg.keep_alive
+            self.board_info = YetiBoardInfo(
+                hw_type=ka.hw_type,
+                hw_revision=ka.hw_revision,
+                protocol_version=(ka.protocol_version_major, ka.protocol_version_minor),
+                sw_version=ka.sw_version_string,
+                max_current_a=ka.hwcap_max_current,
+                min_current_a=ka.hwcap_min_current,
+                max_phases=ka.hwcap_max_phase_count,
+                min_phases=ka.hwcap_min_phase_count,
+            )
+        elif case == "reset":
+            if msg.reset not in _RESET_NAMES:
+                return False  # proto3 enums are open: a newer firmware's value is unknown, not an error
+            await self._heard()
+            await self._on_reset(_RESET_NAMES[msg.reset])
+            return True
+        elif case == "cp_state":
+            pilot = _CP_TO_PILOT.get(msg.cp_state)
+            if pilot is None:
+                return False
+            if pilot != self._pilot:
+                self._pilot = pilot
+                await self._emit(PilotChanged(pilot))
+        elif case == "relais_state":
+            if msg.relais_state != self._contactor:
+                self._contactor = msg.relais_state
+                await self._emit(ContactorChanged(msg.relais_state))
+        elif case == "lock_state":
+            lock = _LOCK_TO_API.get(msg.lock_state)
+            if lock is None:
+                return False
+            if lock != self._lock_state:
+                self._lock_state = lock
+                await self._emit(LockChanged(lock))
+        elif case == "error_flags":
+            old, self._flags = self._flags, msg.error_flags
+            for name, code in ERROR_FLAG_FAULTS.items():
+                was, now = getattr(old, name), getattr(msg.error_flags, name)
+                if now and not was:
+                    await self._emit(FaultRaised(code, f"error_flags.{name}"))
+                elif was and not now:
+                    await self._emit(FaultCleared(code))
+        elif case == "pp_state":
+            self.pp_state = msg.pp_state
+        elif case == "telemetry":
+            self.telemetry = msg.telemetry
+            self._telemetry_since_change += 1
+        elif case == "power_meter":
+            self.latest_power_meter = msg.power_meter
+            # The meter adapter may be absent or slow: dropping one periodic reading is harmless.
+            with suppress(trio.WouldBlock):
+                self._meter_send.send_nowait(msg.power_meter)
+        else:
+            return False
+        await self._heard()
+        return True
+
+    def _blocking_flags(self) -> bool:
+        return any(getattr(self._flags, name) for name in ERROR_FLAG_FAULTS)
+
+    async def _on_reset(self, reason: str) -> None:
         if self._expecting_reset and not self._reset_seen.is_set():
             self._reset_seen.set()
             return
         self.stats.unrequested_resets += 1
-        # The MCU forgot everything: its relay is open. Restore PWM and lock, but not the permission
-        # to switch power: the runtime decides that again after seeing BoardReset.
+        # The MCU forgot everything: its relay is open. Restore PWM and lock at once, but not the
+        # permission to switch power: the runtime decides that again after seeing BoardReset.
         self._allowed = False
-        await self._emit(BoardReset(msg.reason.name.lower()))
-        for _ in range(_RESYNC_KEEPALIVES):
-            await self._send(self._keepalive())
-        await self._apply_desired()
+        self._wanted_state_changed(resend_after=0.0)
+        if self._locked is not None:
+            self._schedule_lock(LOCK_SENDS, after=0.0)
+        await self._emit(BoardReset(reason))
+
+    # ------------------------------------------------------------------ safe stop
+
+    def _safe_stop_board(self) -> SafeStopBoard:
+        return _YetiSafeStop(self)
+
+    async def _resend_until(self, condition: Callable[[], bool], send: Callable[[], Awaitable[None]]) -> None:
+        """Re-send (the MCU acknowledges nothing) until its reports satisfy `condition`."""
+        while not condition():
+            with trio.move_on_after(self._resend_interval):
+                while not condition():
+                    await self._reported.wait()
+            if not condition():
+                await send()
+
+
+class _YetiSafeStop:
+    """The Yeti side of drivers/safe_stop.py: X1, wait for B, permission off, lock open."""
+
+    def __init__(self, board: YetiBoard) -> None:
+        self.board = board
+        self.name = f"Yeti {board._path}"
+
+    async def withdraw_offer(self) -> None:
+        self.board._offer = None
+        self.board._unavailable = False
+        await self.board._send_duty()
+
+    async def wait_ev_stopped(self) -> None:
+        board = self.board
+        # The EV answers X1 by opening S2 (C -> B); the relay then opens by itself.
+        await board._resend_until(
+            lambda: board._pilot not in _EV_READY or board._contactor is False, board._send_duty
+        )
+
+    async def open_contactor(self) -> None:
+        self.board._allowed = False
+        await self.board._send(host_message(allow_power_on=False))
+
+    async def wait_contactor_open(self) -> None:
+        board = self.board
+
+        async def resend() -> None:
+            await board._send_duty()
+            await board._send(host_message(allow_power_on=False))
+
+        await board._resend_until(lambda: board._contactor is not True, resend)
+
+    async def signal_fault(self) -> None:
+        self.board._unavailable = True
+        await self.board._send_duty()
+
+    async def release_lock(self) -> None:
+        board = self.board
+        if board._locked is None:
+            return  # never locked by us: nothing to release (and no motor pulse for nothing)
+        board._locked = False
+        # The firmware never reports its lock: the move is sent more than once, as in normal operation.
+        for n in range(LOCK_SENDS):
+            if n:
+                await trio.sleep(LOCK_RESEND_S)
+            await board._send(host_message(connector_lock=False))
 
 
 class YetiPowerMeter:
@@ -363,7 +589,7 @@ class YetiPowerMeter:
 
     def __init__(
         self,
-        reports: trio.MemoryReceiveChannel[PowerMeterReport],
+        reports: trio.MemoryReceiveChannel[pb.PowerMeter],
         *,
         wall_clock: Callable[[], datetime] | None = None,
         event_buffer: int = EVENT_BUFFER_SIZE,
@@ -386,13 +612,13 @@ class YetiPowerMeter:
         return self._publisher.latest()
 
 
-def sample_from_report(report: PowerMeterReport, timestamp: datetime) -> MeterSample:
+def sample_from_report(report: pb.PowerMeter, timestamp: datetime) -> MeterSample:
     """A `MeterSample` from one power_meter message (frequency: L1's, as the board measures per phase)."""
     return MeterSample(
         timestamp=timestamp,
-        energy_import_wh=report.total_watt_hr,
-        power_w=report.watt_l1 + report.watt_l2 + report.watt_l3,
-        voltage_v=PhaseValues(report.vrms_l1, report.vrms_l2, report.vrms_l3),
-        current_a=PhaseValues(report.irms_l1, report.irms_l2, report.irms_l3),
-        frequency_hz=report.freq_l1,
+        energy_import_wh=report.totalWattHr,
+        power_w=report.wattL1 + report.wattL2 + report.wattL3,
+        voltage_v=PhaseValues(report.vrmsL1, report.vrmsL2, report.vrmsL3),
+        current_a=PhaseValues(report.irmsL1, report.irmsL2, report.irmsL3),
+        frequency_hz=report.freqL1,
     )

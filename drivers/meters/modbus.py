@@ -28,6 +28,7 @@ from evstation.drivers.meters.model import (
     read_plan,
 )
 from evstation.drivers.meters.publisher import EVENT_BUFFER_SIZE, MeterEventPublisher
+from evstation.drivers.meters.rs485 import DirectionLine, Rs485Direction, Rs485Error, open_rs485_port
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,8 @@ class RtuTransport:
     timeout_s: float = 0.5
     retries: int = 0
     handle_local_echo: bool = False  # adapters that read back their own transmission
+    rs485_direction: Rs485Direction = "auto"  # who switches DE/RE (drivers/meters/rs485.py)
+    rs485_gpio: str | None = None  # "gpiochip0:17" with rs485_direction = "gpio"
 
 
 class MeterReadError(Exception):
@@ -69,8 +72,15 @@ class ModbusBus:
     request starts from a clean connection. `close()` once no meter on the bus polls any more.
     """
 
-    def __init__(self, transport: TcpTransport | RtuTransport) -> None:
+    def __init__(
+        self,
+        transport: TcpTransport | RtuTransport,
+        *,
+        direction_line: Callable[[Any], DirectionLine] | None = None,
+    ) -> None:
+        """`direction_line` replaces the RTS/GPIO line of `transport.rs485_direction` (tests)."""
         self.transport = transport
+        self._direction_line = direction_line
         self._limiter = trio.CapacityLimiter(1)
         self._client: _Client | None = None
         # Only the worker thread holding the limiter touches the client; the lock covers `close()`.
@@ -114,6 +124,22 @@ class ModbusBus:
                 handle_local_echo=t.handle_local_echo,
             )
             where = t.device
+            if t.rs485_direction != "auto":
+                # pymodbus uses a port it finds already set instead of opening its own.
+                try:
+                    client.socket = open_rs485_port(
+                        t.device,
+                        direction=t.rs485_direction,
+                        gpio=t.rs485_gpio,
+                        baudrate=t.baudrate,
+                        parity=t.parity,
+                        stopbits=t.stopbits,
+                        bytesize=t.bytesize,
+                        timeout=t.timeout_s,
+                        line_factory=self._direction_line,
+                    )
+                except (Rs485Error, serial.SerialException, OSError, ValueError) as exc:
+                    raise MeterReadError(f"cannot open {where} with RS-485 direction control: {exc}") from exc
         if not client.connect():
             _close(client)
             raise MeterReadError(f"cannot connect to {where}")

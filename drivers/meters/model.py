@@ -121,14 +121,21 @@ class MeterModel(BaseModel):
     source: str = Field(min_length=1, description="where the register facts come from")
     notes: str = ""
     word_order: WordOrder = "big"
-    # Unmapped registers a single read may span; only where the real meter answers the whole range.
+    # Unmapped registers a single read may span: 0 unless the vendor's manual says the meter answers
+    # reads across registers it does not list, and `max_read_gap_source` cites where it says so.
     max_read_gap: int = Field(default=0, ge=0, le=MAX_REGISTERS_PER_READ)
+    max_read_gap_source: str = ""
     default_unit_id: int = Field(default=1, ge=1, le=247)
     serial: SerialDefaults = Field(default_factory=SerialDefaults)
     registers: dict[MeterField, RegisterSpec]
 
     @model_validator(mode="after")
     def _check_registers(self) -> MeterModel:
+        if self.max_read_gap and not self.max_read_gap_source.strip():
+            raise ValueError(
+                "max_read_gap > 0 needs max_read_gap_source: the vendor manual's words that the meter "
+                "answers reads across unlisted registers (a meter that does not answers an exception)"
+            )
         if MeterField.ENERGY_IMPORT not in self.registers:
             raise ValueError("registers.energy_import is required (a meter without it cannot bill)")
         for field, spec in self.registers.items():

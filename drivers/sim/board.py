@@ -71,7 +71,21 @@ class SimChargeController:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         self._emit(PilotChanged(self._pilot))  # the consumer learns the state it starts from
         task_status.started()
-        await trio.sleep_forever()
+        try:
+            await trio.sleep_forever()
+        finally:
+            self._safe_stop()
+
+    def _safe_stop(self) -> None:
+        """The safe state on cancellation, as the serial boards reach it (drivers/safe_stop.py): the
+        simulated EV answers at once, so each step is immediate."""
+        self._offered_a = None
+        self._update()  # X1: the EV opens S2
+        self._power_allowed = False
+        self._update()  # contactor open
+        if self.has_lock and not self._contactor and self._lock is LockState.LOCKED:
+            self._lock = LockState.UNLOCKED
+            self._emit(LockChanged(LockState.UNLOCKED))
 
     def events(self) -> AsyncIterator[ControllerEvent]:
         return self._receive

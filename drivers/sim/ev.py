@@ -26,6 +26,9 @@ class SimEv:
     max_current_a: float = 32.0
     phases: int = 3
     needs_ventilation: bool = False
+    # An EV that keeps S2 closed when the PWM stops (IEC 61851-1 Table A.6 sequence 10.2: some EVs do;
+    # the EVSE must then switch off under load). Off for a well-behaved EV.
+    ignores_pwm_stop: bool = False
 
     def pilot_state(self, duty_pct: float | None, state_f: bool) -> PilotState:
         """The state the EVSE reads for its PWM `duty_pct` (None = no PWM) and its state-F output."""
@@ -33,6 +36,8 @@ class SimEv:
             return PilotState.F  # -12 V steady: the EV sees "not available" and its load is irrelevant
         if not self.plugged:
             return PilotState.A
+        if duty_pct is None and self.ignores_pwm_stop and self.wants_energy:
+            return PilotState.D if self.needs_ventilation else PilotState.C
         # A real EV closes S2 only on a usable PWM offer (B2), never on X1 (B1).
         if duty_pct is None or not self.wants_energy or duty_to_amps(duty_pct) <= 0.0:
             return PilotState.B

@@ -14,6 +14,8 @@ import trio
 from evstation.drivers.sim.ev import SimEv
 from evstation.drivers.sim.pty_port import open_pty_master
 
+_STALLED_WRITE_S = 0.5  # a write blocked this long has no reader: the bytes are dropped
+
 
 class PtyEmulator:
     """Base of a board emulator on the master side of a pseudo-terminal.
@@ -33,6 +35,7 @@ class PtyEmulator:
         self._stream: trio.lowlevel.FdStream | None = None
         self._send_lock = trio.Lock()
         self._changed = trio.Event()
+        self._observed = trio.Event()  # replaced on every poke: what `wait_until` waits on
 
     # ---------------------------------------------------------------- control surface
 
@@ -83,8 +86,19 @@ class PtyEmulator:
     async def _read_host(self, stream: trio.lowlevel.FdStream) -> None:
         raise NotImplementedError
 
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Return once `predicate()` holds; it is checked after every host command and state change."""
+        while not predicate():
+            await self._observed.wait()
+
     def _poke(self) -> None:
+        """Something changed: the reporting service looks again, and so do `wait_until` callers."""
         self._changed.set()
+        self._notify()
+
+    def _notify(self) -> None:
+        observed, self._observed = self._observed, trio.Event()
+        observed.set()
 
     def _arm_corruption(self, count: int) -> None:
         self._corrupt_next += count
@@ -103,7 +117,10 @@ class PtyEmulator:
         if self._stream is None:
             return
         async with self._send_lock:
-            await self._stream.send_all(wire)
+            # A UART sends whether anyone listens or not: with no reader on the slave (the station
+            # died) the pty buffer fills, and the board must go on rather than block on it.
+            with trio.move_on_after(_STALLED_WRITE_S):
+                await self._stream.send_all(wire)
 
 
 EmulatorT = TypeVar("EmulatorT", bound=PtyEmulator)

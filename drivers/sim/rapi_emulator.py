@@ -28,7 +28,10 @@ from evstation.drivers.sim.ev import SimEv
 from evstation.drivers.sim.pty_emulator import PtyEmulator, serve_emulator
 
 _PILOT_CODE = {PilotState.A: 0x01, PilotState.B: 0x02, PilotState.C: 0x03, PilotState.D: 0x04}
-_MIN_AMPS = 6
+_MIN_AMPS = 6  # MIN_CURRENT_CAPACITY_J1772
+HS_ACK_COOKIE = 165
+HS_MISSED_NOT_ACKED = 2
+HS_MISSED_ACKED = 1
 VFLAG_GFI_TRIPPED = 0x0080
 VFLAG_RELAY_CLOSED = 0x0040
 VFLAG_EV_CONNECTED = 0x0100
@@ -81,13 +84,27 @@ class RapiEmulator(PtyEmulator):
         ev: SimEv | None = None,
         *,
         max_current_a: int = 32,
-        firmware_version: str = "5.1.2",
+        firmware_version: str = "8.2.2",
+        rapi_version: str = "5.2.0",
         at_before_reply: bool = True,
+        lock_supported: bool = False,
+        heartbeat_supported: bool = True,
     ) -> None:
         super().__init__(ev)
         self.faults = RapiFaults()
         self.max_current_a = max_current_a
         self.firmware_version = firmware_version
+        self.rapi_version = rapi_version
+        # MENNEKES_LOCK: $S5/$G5; the lock boots in automatic mode (locked while an EV is connected).
+        self.lock_supported = lock_supported
+        self.lock_manual = False
+        self.lock_engaged_manual = False
+        # HEARTBEAT_SUPERVISION ($SY): kept in EEPROM by the firmware, so it survives a reboot.
+        self.heartbeat_supported = heartbeat_supported
+        self.hs_interval = 0
+        self.hs_fallback = 0
+        self.hs_triggered = 0
+        self._hs_last_pulse = 0.0
         # Real firmware may interleave $AT with a reply; sending it first exercises the demultiplexer.
         self._at_before_reply = at_before_reply
         self.mode = Mode.ENABLED
@@ -112,8 +129,23 @@ class RapiEmulator(PtyEmulator):
         """The board reboots on its own: `$AB 00 <fw>`, volatile settings lost, back to enabled."""
         self.mode = Mode.ENABLED
         self.capacity_a = self.max_current_a
+        self.lock_manual = False
+        self.lock_engaged_manual = False
+        self.hs_triggered = 0
+        self._hs_last_pulse = trio.current_time()
         self._pending_boot = True
         self._poke()
+
+    @property
+    def lock_engaged(self) -> bool:
+        """The Mennekes lock's position: manual mode follows `$S5 0|1`, automatic locks while connected."""
+        if not self.lock_supported:
+            return False
+        return self.lock_engaged_manual if self.lock_manual else self.ev.plugged
+
+    def command_names(self) -> list[str]:
+        """Every command received, with its arguments, in order (`"SC 16 V"`)."""
+        return [" ".join((c.name, *c.args)) for c in self.commands]
 
     def status(self) -> _Status:
         fault = self.faults.state()
@@ -140,7 +172,20 @@ class RapiEmulator(PtyEmulator):
     # ---------------------------------------------------------------- service
 
     def _services(self) -> Sequence[Callable[[], Awaitable[None]]]:
-        return [self._announce_changes]
+        return [self._announce_changes, self._heartbeat_supervision]
+
+    async def _heartbeat_supervision(self) -> None:
+        # J1772EVSEController::HsExpirationCheck, run from the board's main loop.
+        while True:
+            await trio.sleep(0.05)
+            now = trio.current_time()
+            if self.hs_interval and now - self._hs_last_pulse > self.hs_interval:
+                fallback = max(self.hs_fallback, _MIN_AMPS)  # SetCurrentCapacity clamps to the minimum
+                if fallback < self.capacity_a:
+                    self.capacity_a = fallback
+                self.hs_triggered = HS_MISSED_NOT_ACKED
+                self._hs_last_pulse = now
+                self._poke()
 
     async def _announce_changes(self) -> None:
         while True:
@@ -192,6 +237,7 @@ class RapiEmulator(PtyEmulator):
         await self._send("OK" if ok else "NK", values, seq=cmd.seq)
         if not self._at_before_reply:
             await self._announce_if_changed()
+        self._notify()
 
     def _apply(self, cmd: RapiLine) -> tuple[bool, list[str]]:
         match cmd.name:
@@ -199,7 +245,22 @@ class RapiEmulator(PtyEmulator):
                 s = self.status()
                 return True, [f"{s.evse_state:02X}", "0", f"{s.pilot_code:02X}", f"{s.vflags:04X}"]
             case "GV":
-                return True, [self.firmware_version, "5.1.0"]
+                return True, [self.firmware_version, self.rapi_version]
+            case "S5" if self.lock_supported and cmd.args and cmd.args[0] in ("A", "M", "0", "1"):
+                arg = cmd.args[0]
+                if arg in ("A", "M"):
+                    self.lock_manual = arg == "M"
+                    return True, []
+                if not self.lock_manual:
+                    return False, []  # 0/1 are valid in manual mode only
+                self.lock_engaged_manual = arg == "1"
+                return True, []
+            case "G5" if self.lock_supported:
+                return True, ["1" if self.lock_engaged else "0", "M" if self.lock_manual else "A"]
+            case "SY" if self.heartbeat_supported:
+                return self._heartbeat(cmd.args)
+            case "GY" if self.heartbeat_supported:
+                return True, [str(self.hs_interval), str(self.hs_fallback), str(self.hs_triggered)]
             case "G0":
                 return True, ["1" if self.ev.plugged else "0"]
             case "GC":
@@ -227,6 +288,25 @@ class RapiEmulator(PtyEmulator):
                 return True, []
             case _:
                 return False, []
+
+    def _heartbeat(self, args: tuple[str, ...]) -> tuple[bool, list[str]]:
+        now = trio.current_time()
+        if not args:  # a pulse; $NK while a missed pulse waits for its acknowledgement
+            self._hs_last_pulse = now
+            return self.hs_triggered != HS_MISSED_NOT_ACKED, []
+        if len(args) == 1:
+            if args[0] != str(HS_ACK_COOKIE):
+                return False, []
+            if self.hs_triggered == HS_MISSED_NOT_ACKED:
+                self.capacity_a = self.max_current_a  # HsRestoreAmpacity: back to the maximum
+                self.hs_triggered = HS_MISSED_ACKED
+            return True, []
+        if not (args[0].isdigit() and args[1].isdigit()):
+            return False, []
+        self.hs_interval, self.hs_fallback = int(args[0]), int(args[1])
+        self.hs_triggered = 0
+        self._hs_last_pulse = now
+        return True, [str(self.hs_interval), str(self.hs_fallback), str(self.hs_triggered)]
 
     async def _send(self, name: str, args: list[str], seq: int | None = None) -> None:
         if self._stream is None:

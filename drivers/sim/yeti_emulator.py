@@ -1,55 +1,47 @@
-"""A Yeti-family MCU on a pseudo-terminal: real COBS + CRC + protobuf frames, an EV (`SimEv`) behind it.
+"""A Yeti MCU on a pseudo-terminal: real COBS + CRC + protobuf frames, an EV (`SimEv`) behind it.
 
-For tests, the HIL rig and a simulated station. It emulates the MCU's observable behaviour only; it
-must never be imported by production drivers.
+It behaves as the public firmware we read (PionixPublic/yeti-firmware: MgmtLink, RemoteControlRX/TX,
+ControlPilot): a receive queue of two frames that drops the rest and acknowledges nothing, reports every
+200 ms, relay rules of its ControlPilot, no lock or PP reports. For tests, the HIL rig and a simulated
+station; production drivers never import it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
+from google.protobuf.message import DecodeError
 
 from evstation.drivers.api import PilotState
-from evstation.drivers.boards.proto3 import ProtoDecodeError
+from evstation.drivers.boards.proto import yeti_pb2 as pb
 from evstation.drivers.boards.yeti_framing import FrameDecoder, FrameError, cobs_encode, crc32_jamcrc
-from evstation.drivers.boards.yeti_messages import (
-    AllowPowerOn,
-    ConnectorLock,
-    CpState,
-    CpStateReport,
-    ErrorFlags,
-    HostKeepAlive,
-    HostMessage,
-    LockStateReport,
-    McuKeepAlive,
-    McuMessage,
-    McuReset,
-    PowerMeterReport,
-    PwmDutyCycle,
-    RelaisState,
-    ResetReason,
-    ResetRequest,
-    YetiLockState,
-    decode_host_message,
-    encode_mcu_message,
-)
 from evstation.drivers.pilot import duty_to_amps
 from evstation.drivers.sim.ev import SimEv
 from evstation.drivers.sim.pty_emulator import PtyEmulator, serve_emulator
 
-_PWM_X1_MIN = 10000  # >= 100 %: steady +12 V, no PWM
-_PILOT_TO_CP = {
-    PilotState.A: CpState.A,
-    PilotState.B: CpState.B,
-    PilotState.C: CpState.C,
-    PilotState.D: CpState.D,
-    PilotState.E: CpState.E,
-    PilotState.F: CpState.F,
+PWM_X1_MIN = 10000  # >= 100 %: steady +12 V, no PWM
+RX_QUEUE_FRAMES = 2  # MgmtLink: a message queue of RX_QUEUE_SIZE - 1 = 2 frames
+REPORT_INTERVAL_S = 0.2
+C1_FORCE_OFF_S = 7.0  # ControlPilot: relay forced off 7 s after the PWM stopped under load
+SW_VERSION = "evstation-yeti-emulator"
+_PILOT_TO_CP: dict[PilotState, int] = {
+    PilotState.A: pb.STATE_A,
+    PilotState.B: pb.STATE_B,
+    PilotState.C: pb.STATE_C,
+    PilotState.D: pb.STATE_D,
+    PilotState.E: pb.STATE_E,
+    PilotState.F: pb.STATE_F,
 }
+# High level of each state in whole volts, as the telemetry carries it (F's -12 V reads 0).
+_CP_VOLTS: dict[int, int] = {
+    pb.STATE_A: 12, pb.STATE_B: 9, pb.STATE_C: 6, pb.STATE_D: 3, pb.STATE_E: 0, pb.STATE_F: 0,
+}  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -61,45 +53,75 @@ class YetiFaults:
     lock_jammed: bool = False
     over_current: bool = False
     cp_shorted: bool = False
+    relay_welded: bool = False  # the relay stays closed whatever the MCU commands (no flag reports it)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Outputs:
-    cp: CpState
-    relay: bool
-    lock: YetiLockState
-    flags: ErrorFlags
+@dataclasses.dataclass(frozen=True, slots=True)
+class HostCommand:
+    """One host frame the MCU acted on (after its queue), for tests that check order and content."""
+
+    at: float
+    member: str
+    value: object
 
 
 class YetiEmulator(PtyEmulator):
-    """The MCU: decodes host frames, drives an EV model, reports state changes and a 1 Hz keep-alive."""
+    """The MCU: takes host frames through a two-frame queue, drives an EV model, reports every 200 ms.
+
+    `rx_frame_time`: how long the MCU takes per queued frame (its receive thread competes with the
+    others); frames arriving while the queue is full are dropped and counted in `host_frames_dropped`.
+    `host_timeout`: None as in the public firmware (its 5 s host keep-alive timer has no action); a
+    number makes the MCU drive state F after that much host silence, as a firmware with that action
+    enabled would.
+    """
 
     def __init__(
         self,
         ev: SimEv | None = None,
         *,
-        keepalive_interval: float = 1.0,
-        meter_interval: float = 1.0,
+        report_interval: float = REPORT_INTERVAL_S,
         line_voltage: float = 230.0,
         max_current_a: float = 32.0,
+        rx_queue_frames: int = RX_QUEUE_FRAMES,
+        rx_frame_time: float = 0.001,
+        boot_time: float = 0.05,
+        host_timeout: float | None = None,
+        c1_force_off: float = C1_FORCE_OFF_S,
     ) -> None:
         super().__init__(ev)
         self.faults = YetiFaults()
-        self._keepalive_interval = keepalive_interval
-        self._meter_interval = meter_interval
+        self._report_interval = report_interval
         self._line_voltage = line_voltage
         self._max_current_a = max_current_a
-        # Host-commanded state (what an MCU holds in RAM; a reset forgets it).
-        self.duty = _PWM_X1_MIN
+        self._rx_queue_frames = rx_queue_frames
+        self._rx_frame_time = rx_frame_time
+        self._boot_time = boot_time
+        self._host_timeout = host_timeout
+        self._c1_force_off = c1_force_off
+        # Host-commanded state (what the MCU holds in RAM; a reset forgets it). The firmware boots into
+        # state F and enables X1 once its control-pilot task runs.
+        self.duty = PWM_X1_MIN
         self.power_allowed = False
         self.lock_requested = False
-        self._last_sent: _Outputs | None = None
-        self._resend_all = True
-        self._pending_reset: ResetReason | None = None
+        self.relay = False
+        self._pwm_stopped_at: float | None = None
+        self._booting_until = -math.inf
+        self._rebooted = trio.Event()
+        self._last_host_keepalive = -math.inf
+        self._host_timed_out = False
+        self._rx_queue: deque[bytes] = deque()
+        self._rx_ready = trio.Event()
+        self._last_cp: int | None = None
+        self._last_relay: bool | None = None
+        self._last_flags: pb.ErrorFlags | None = None
+        self._pending_reset: int | None = None
         self.energy_wh = 0.0
         self.host_frames = 0
         self.host_bad_frames = 0
+        self.host_frames_dropped = 0
+        self._drop_next = 0
         self.host_keepalives = 0
+        self.host_log: list[HostCommand] = []
 
     # ---------------------------------------------------------------- control surface
 
@@ -107,7 +129,7 @@ class YetiEmulator(PtyEmulator):
         """Stop (or resume) talking and listening, like a hung MCU or a broken TX line."""
         self.silent = silent
         if not silent:
-            self._resend_all = True
+            self._last_cp = self._last_relay = self._last_flags = None
         self._poke()
 
     def corrupt_next_frames(self, count: int = 1) -> None:
@@ -116,128 +138,187 @@ class YetiEmulator(PtyEmulator):
 
     def spurious_reset(self) -> None:
         """A watchdog reset the host did not ask for."""
-        self._reset(ResetReason.WATCHDOG)
+        self._reset(pb.WATCHDOG)
 
     @property
     def relay_closed(self) -> bool:
-        return self._outputs().relay
+        return self.relay
+
+    @property
+    def pwm_running(self) -> bool:
+        return 0 < self.duty < PWM_X1_MIN
 
     @property
     def duty_pct(self) -> float | None:
         """The PWM duty in percent, None when steady (X1) or state F."""
-        if self.duty == 0 or self.duty >= _PWM_X1_MIN:
-            return None
-        return self.duty / 100.0
+        return self.duty / 100.0 if self.pwm_running else None
+
+    def drop_next_host_frames(self, count: int = 1) -> None:
+        """Lose the next `count` host frames, as a full receive queue would."""
+        self._drop_next += count
+
+    def commands(self, member: str) -> list[object]:
+        """The values of every `member` command the MCU acted on, in order."""
+        return [c.value for c in self.host_log if c.member == member]
 
     # ---------------------------------------------------------------- service
 
     def _services(self) -> Sequence[Callable[[], Awaitable[None]]]:
-        return [self._report_changes, self._keepalives, self._meter]
+        return [self._boot, self._process_host_frames, self._report_changes, self._periodic]
 
     # ---------------------------------------------------------------- MCU behaviour
 
-    def _reset(self, reason: ResetReason) -> None:
-        self.duty = _PWM_X1_MIN
+    def _reset(self, reason: int) -> None:
+        self.duty = PWM_X1_MIN
         self.power_allowed = False
+        self.relay = False
+        self._pwm_stopped_at = None
+        self._rx_queue.clear()
+        self._last_host_keepalive = trio.current_time() + self._boot_time  # the timer starts at boot
+        self._host_timed_out = False
         self._pending_reset = reason
-        self._resend_all = True
-        self._poke()
+        self._booting_until = trio.current_time() + self._boot_time
+        self._last_cp = self._last_relay = self._last_flags = None
+        self._rebooted.set()
 
-    def _outputs(self) -> _Outputs:
+    async def _boot(self) -> None:
+        """After every reset: deaf while booting, then `_report_changes` announces the boot. (The
+        emulator starts booted: a board is powered up long before the station opens its port.)"""
+        self._last_host_keepalive = trio.current_time()
+        while True:
+            await self._rebooted.wait()
+            self._rebooted = trio.Event()
+            await trio.sleep_until(self._booting_until)
+            self._poke()
+
+    def _booting(self) -> bool:
+        return trio.current_time() < self._booting_until
+
+    def _cp_state(self) -> int:
         f = self.faults
-        pwm = self.duty_pct
-        cp = _PILOT_TO_CP[self.ev.pilot_state(pwm, self.duty == 0)]
         if f.cp_shorted:
-            cp = CpState.E
-        flags = ErrorFlags(
+            return pb.STATE_E
+        return _PILOT_TO_CP[self.ev.pilot_state(self.duty_pct, self.duty == 0)]
+
+    def _flags(self, cp: int) -> pb.ErrorFlags:
+        f = self.faults
+        return pb.ErrorFlags(
             # A shorted diode only shows while the EV loads a PWM: the low half no longer reads -12 V.
-            diode_fault=f.diode_short and self.ev.plugged and pwm is not None,
+            diode_fault=f.diode_short and self.ev.plugged and self.pwm_running,
             rcd_triggered=f.rcd_tripped,
             connector_lock_failed=f.lock_jammed and self.lock_requested,
             cp_signal_fault=f.cp_shorted,
             over_current=f.over_current,
         )
-        any_fault = any(getattr(flags, fld.name) for fld in dataclasses.fields(flags))
-        relay = self.power_allowed and pwm is not None and cp in (CpState.C, CpState.D) and not any_fault
-        locked = self.lock_requested and not f.lock_jammed
-        lock = YetiLockState.LOCKED if locked else YetiLockState.UNLOCKED
-        return _Outputs(cp, relay, lock, flags)
+
+    def _step_relay(self, cp: int, flags: pb.ErrorFlags) -> None:
+        """ControlPilot's relay rules for the current inputs."""
+        now = trio.current_time()
+        if cp == pb.STATE_A:
+            self.power_allowed = False
+        if self.faults.relay_welded and self.relay:
+            return
+        faulted = any(getattr(flags, fld.name) for fld in flags.DESCRIPTOR.fields)
+        if faulted or cp not in (pb.STATE_C, pb.STATE_D):
+            self.relay = False
+        elif self.pwm_running:
+            if self.power_allowed:
+                self.relay = True
+            # A withdrawn permission alone does not open the relay in C2: the firmware switches off
+            # on the EV's B, on F/E, on a fault, or 7 s after the PWM stopped.
+        else:
+            stopped = self._pwm_stopped_at
+            if self.relay and stopped is not None and now - stopped > self._c1_force_off:
+                self.relay = False
 
     async def _report_changes(self) -> None:
         while True:
             await self._changed.wait()
             self._changed = trio.Event()
-            if self.silent:
+            if self.silent or self._booting():
                 continue
             if self._pending_reset is not None:
                 reason, self._pending_reset = self._pending_reset, None
-                await self._send(McuReset(reason))
-            new = self._outputs()
-            old = None if self._resend_all else self._last_sent
-            self._resend_all = False
-            self._last_sent = new
-            if old is None or old.cp != new.cp:
-                await self._send(CpStateReport(new.cp))
-            if old is None or old.flags != new.flags:
-                await self._send(new.flags)
-            if old is None or old.relay != new.relay:
-                await self._send(RelaisState(new.relay))
-            if old is None or old.lock != new.lock:
-                await self._send(LockStateReport(new.lock))
+                for _ in range(3):  # RemoteControlRX: "dummy packets to ensure COBS resync"
+                    await self._send(pb.McuToEverest(keep_alive=self._keepalive()))
+                await self._send(pb.McuToEverest(reset=reason))  # type: ignore[arg-type]
+            cp = self._cp_state()
+            flags = self._flags(cp)
+            self._step_relay(cp, flags)
+            if cp != self._last_cp:
+                self._last_cp = cp
+                await self._send(pb.McuToEverest(cp_state=cp))  # type: ignore[arg-type]
+            if flags != self._last_flags:
+                self._last_flags = flags
+                await self._send(pb.McuToEverest(error_flags=flags))
+            if self.relay != self._last_relay:
+                self._last_relay = self.relay
+                await self._send(pb.McuToEverest(relais_state=self.relay))
 
-    async def _keepalives(self) -> None:
-        while True:
-            if not self.silent:
-                await self._send(
-                    McuKeepAlive(
-                        time_stamp=int(trio.current_time() * 1000) & 0xFFFFFFFF,
-                        hw_type=1,
-                        hw_revision=1,
-                        protocol_version_major=1,
-                        protocol_version_minor=0,
-                        sw_version_string="evstation-yeti-emulator",
-                        hwcap_max_current=self._max_current_a,
-                        hwcap_min_current=6.0,
-                        hwcap_max_phase_count=3,
-                        hwcap_min_phase_count=1,
-                    )
-                )
-            await trio.sleep(self._keepalive_interval)
+    def _keepalive(self) -> pb.KeepAliveLo:
+        return pb.KeepAliveLo(
+            time_stamp=int(trio.current_time() * 1000) & 0xFFFFFFFF,
+            protocol_version_major=0,
+            protocol_version_minor=1,
+            sw_version_string=SW_VERSION,
+            hwcap_max_current=self._max_current_a,
+            hwcap_min_current=6.0,
+            hwcap_max_phase_count=3,
+            hwcap_min_phase_count=1,
+            supports_changing_phases_during_charging=True,
+        )
 
-    async def _meter(self) -> None:
+    def _telemetry(self, cp: int) -> pb.Telemetry:
+        # The firmware stores float volts into uint32 fields: -12 V (the PWM's low half, or F) reads 0.
+        hi = _CP_VOLTS[cp]
+        lo = 0 if self.pwm_running else hi
+        return pb.Telemetry(cp_voltage_hi=hi, cp_voltage_lo=lo)
+
+    async def _periodic(self) -> None:
         last = trio.current_time()
         while True:
-            await trio.sleep(self._meter_interval)
+            await trio.sleep(self._report_interval)
             now = trio.current_time()
-            out = self._outputs()
+            self._check_host_timeout(now)
+            cp = self._cp_state()
+            self._step_relay(cp, self._flags(cp))
+            self._poke()  # timers (C1 force-off) may have changed the relay
             pwm = self.duty_pct
-            amps = self.ev.current_draw(duty_to_amps(pwm) if pwm is not None else 0.0, out.relay)
+            amps = self.ev.current_draw(duty_to_amps(pwm) if pwm is not None else 0.0, self.relay)
             phases = max(1, min(3, self.ev.phases))
             per_phase = [amps if i < phases else 0.0 for i in range(3)]
             watts = [a * self._line_voltage for a in per_phase]
             self.energy_wh += sum(watts) * (now - last) / 3600.0
             last = now
-            if self.silent:
+            if self.silent or self._booting():
                 continue
             volts = self._line_voltage
-            await self._send(
-                PowerMeterReport(
-                    time_stamp=int(now * 1000) & 0xFFFFFFFF,
-                    vrms_l1=volts,
-                    vrms_l2=volts,
-                    vrms_l3=volts,
-                    irms_l1=per_phase[0],
-                    irms_l2=per_phase[1],
-                    irms_l3=per_phase[2],
-                    total_watt_hr=self.energy_wh,
-                    watt_l1=watts[0],
-                    watt_l2=watts[1],
-                    watt_l3=watts[2],
-                    freq_l1=50.0,
-                    freq_l2=50.0,
-                    freq_l3=50.0,
-                )
+            await self._send(pb.McuToEverest(keep_alive=self._keepalive()))
+            await self._send(pb.McuToEverest(telemetry=self._telemetry(cp)))
+            meter = pb.PowerMeter(
+                time_stamp=int(now * 1000) & 0xFFFFFFFF,
+                vrmsL1=volts,
+                vrmsL2=volts,
+                vrmsL3=volts,
+                irmsL1=per_phase[0],
+                irmsL2=per_phase[1],
+                irmsL3=per_phase[2],
+                totalWattHr=self.energy_wh,
+                wattL1=watts[0],
+                wattL2=watts[1],
+                wattL3=watts[2],
+                freqL1=50.0,
+                freqL2=50.0,
+                freqL3=50.0,
             )
+            await self._send(pb.McuToEverest(power_meter=meter))
+
+    def _check_host_timeout(self, now: float) -> None:
+        if self._host_timeout is None or self._host_timed_out:
+            return
+        if now - self._last_host_keepalive > self._host_timeout:
+            self._host_timed_out = True
+            self._set_duty(0)  # the action the firmware leaves commented out: pwm_F()
 
     async def _read_host(self, stream: trio.lowlevel.FdStream) -> None:
         decoder = FrameDecoder()
@@ -245,42 +326,76 @@ class YetiEmulator(PtyEmulator):
             data = await stream.receive_some(4096)
             if not data:
                 raise AssertionError("pty master closed while the slave is held open")
-            if self.silent:
-                continue
+            if self.silent or self._booting():
+                continue  # a hung or booting MCU hears nothing
             for item in decoder.feed(data):
                 if isinstance(item, FrameError):
                     self.host_bad_frames += 1
                     continue
-                try:
-                    msg = decode_host_message(item)
-                except ProtoDecodeError:
-                    self.host_bad_frames += 1
+                if self._drop_next > 0:
+                    self._drop_next -= 1
+                    self.host_frames_dropped += 1
                     continue
-                if msg is not None:
-                    self.host_frames += 1
-                    self._on_host(msg)
+                if len(self._rx_queue) >= self._rx_queue_frames:
+                    self.host_frames_dropped += 1  # MgmtLink: osMessageQueuePut fails, packet dropped
+                    continue
+                self._rx_queue.append(item)
+                self._rx_ready.set()
 
-    def _on_host(self, msg: HostMessage) -> None:
-        match msg:
-            case HostKeepAlive():
-                self.host_keepalives += 1
-                return
-            case PwmDutyCycle():
-                self.duty = msg.duty
-            case AllowPowerOn():
-                self.power_allowed = msg.allowed
-            case ConnectorLock():
-                self.lock_requested = msg.lock
-            case ResetRequest():
-                self._reset(ResetReason.USER)
-            case _:
-                return
+    async def _process_host_frames(self) -> None:
+        while True:
+            while not self._rx_queue:
+                self._rx_ready = trio.Event()
+                await self._rx_ready.wait()
+            await trio.sleep(self._rx_frame_time)
+            if not self._rx_queue:
+                continue  # a reset emptied the queue meanwhile
+            payload = self._rx_queue.popleft()
+            msg = pb.EverestToMcu()
+            try:
+                msg.ParseFromString(payload)
+            except DecodeError:
+                self.host_bad_frames += 1
+                continue
+            member = msg.WhichOneof("payload")
+            if member is not None:
+                self.host_frames += 1
+                self._on_host(member, msg)
+
+    def _set_duty(self, duty: int) -> None:
+        was_running = self.pwm_running
+        self.duty = duty
+        if not self.pwm_running:
+            # ControlPilot::pwm_off() and pwm_F() clear the permission to switch power on.
+            self.power_allowed = False
+            if was_running:
+                self._pwm_stopped_at = trio.current_time()
+        else:
+            self._pwm_stopped_at = None
         self._poke()
 
-    async def _send(self, msg: McuMessage) -> None:
+    def _on_host(self, member: str, msg: pb.EverestToMcu) -> None:
+        value: object = getattr(msg, member)
+        self.host_log.append(HostCommand(trio.current_time(), member, value))
+        if member == "keep_alive":
+            self.host_keepalives += 1
+            self._last_host_keepalive = trio.current_time()
+        elif member == "pwm_duty_cycle":
+            self._host_timed_out = False
+            self._set_duty(msg.pwm_duty_cycle)
+        elif member == "allow_power_on":
+            self.power_allowed = msg.allow_power_on
+            self._poke()
+        elif member == "connector_lock":
+            self.lock_requested = msg.connector_lock
+            self._poke()
+        elif member == "reset":
+            self._reset(pb.USER)
+
+    async def _send(self, msg: pb.McuToEverest) -> None:
         if self._stream is None:
             return
-        payload = encode_mcu_message(msg)
+        payload = msg.SerializeToString()
         crc = crc32_jamcrc(payload)
         if self._corrupt_this_one():
             crc ^= 0x00000001

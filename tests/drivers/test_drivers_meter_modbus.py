@@ -6,15 +6,18 @@ Real sockets and threads: bounded by trio.fail_after on the real clock, short po
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import trio
 
 from evstation.drivers.api import FaultCode, MeterEvent, MeterFault, MeterRecovered, MeterSample, PowerMeter
 from evstation.drivers.meters import ModbusBus, ModbusMeter, RtuTransport, TcpTransport, load_model
-from evstation.drivers.meters.model import MeterField
+from evstation.drivers.meters.model import MeterField, read_plan
+from evstation.drivers.meters.rs485 import GpioLine
 from evstation.drivers.sim.modbus_emulator import EmulatorFault, ModbusMeterEmulator
 
 MODELS = ["sdm630", "sdm72dm", "sdm72dm_v2", "abb_b23", "em340"]
@@ -229,3 +232,81 @@ def test_event_buffer_drops_oldest_when_nobody_reads() -> None:
     assert isinstance(first, MeterSample) and isinstance(second, MeterSample)
     assert (first.energy_import_wh, second.energy_import_wh) == (2.0, 3.0)
     assert publisher.dropped == 1
+
+
+# ------------------------------------------------------------------------ RS-485 direction control
+
+
+class RecordingLine:
+    """A DE/RE line (hardware stand-in) that records each switch and what the port had sent by then."""
+
+    def __init__(self, port: Any) -> None:
+        self.port = port
+        self.switches: list[bool] = []
+
+    def set_transmit(self, on: bool) -> None:
+        self.switches.append(on)
+
+    def close(self) -> None:
+        self.switches.append(False)
+
+
+async def test_rts_direction_wraps_every_request_in_transmit_on_off() -> None:
+    model = load_model("sdm72dm")
+    emulator = ModbusMeterEmulator(model)
+    emulator.set_energy(2_000.0)
+    lines: list[RecordingLine] = []
+
+    def line(port: Any) -> RecordingLine:
+        lines.append(RecordingLine(port))
+        return lines[-1]
+
+    with trio.fail_after(10), emulator.serve_rtu_pty() as device:
+        transport = RtuTransport(device, timeout_s=IO_TIMEOUT_S, rs485_direction="rts")
+        with ModbusBus(transport, direction_line=line) as bus:
+            meter = ModbusMeter(model, bus, poll_interval_s=POLL_S)
+            await meter.poll_once()
+    sample = meter.latest()
+    assert sample is not None and sample.energy_import_wh == pytest.approx(2_000.0)
+    (recorded,) = lines
+    requests = len(read_plan(model))
+    # Receive at open, then on/off around each request; the line is let go when the bus closes.
+    assert recorded.switches == [False] + [True, False] * requests + [False]
+
+
+async def test_rts_direction_on_a_port_without_rts_is_a_meter_fault_that_says_why() -> None:
+    model = load_model("sdm72dm")
+    emulator = ModbusMeterEmulator(model)
+    # A pseudo-terminal has neither the kernel's RS-485 mode nor an RTS line.
+    with (
+        trio.fail_after(10),
+        emulator.serve_rtu_pty() as device,
+        ModbusBus(RtuTransport(device, timeout_s=IO_TIMEOUT_S, rs485_direction="rts")) as bus,
+    ):
+        meter = ModbusMeter(model, bus, poll_interval_s=POLL_S)
+        await meter.poll_once()
+        fault = await next_event(meter, MeterFault)
+    assert isinstance(fault, MeterFault) and fault.code is FaultCode.METER_COMMUNICATION
+    assert "RS-485 direction control" in fault.detail and "ioctl" in fault.detail
+
+
+async def test_gpio_direction_without_gpiod_installed_says_how_to_get_it() -> None:
+    if importlib.util.find_spec("gpiod") is not None:
+        pytest.skip("gpiod is installed here")
+    model = load_model("sdm72dm")
+    emulator = ModbusMeterEmulator(model)
+    with trio.fail_after(10), emulator.serve_rtu_pty() as device:
+        transport = RtuTransport(
+            device, timeout_s=IO_TIMEOUT_S, rs485_direction="gpio", rs485_gpio="gpiochip0:17"
+        )
+        with ModbusBus(transport) as bus:
+            meter = ModbusMeter(model, bus, poll_interval_s=POLL_S)
+            await meter.poll_once()
+            fault = await next_event(meter, MeterFault)
+    assert isinstance(fault, MeterFault) and "evstation[gpio]" in fault.detail
+
+
+def test_gpio_line_names_parse() -> None:
+    assert GpioLine.parse("gpiochip0:17") == GpioLine("gpiochip0", 17)
+    with pytest.raises(ValueError, match="CHIP:LINE"):
+        GpioLine.parse("GPIO17")

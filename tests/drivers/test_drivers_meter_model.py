@@ -171,11 +171,41 @@ def test_decode_word_orders_and_signedness() -> None:
         decode_registers([1], "float32", "big")
 
 
-def test_read_plan_groups_sdm630_into_one_read_and_abb_into_three() -> None:
+def test_read_plan_merges_only_adjacent_registers_without_a_gap_source() -> None:
     sdm = read_plan(load_model("sdm630"))
-    assert [(b.function, b.address, b.count) for b in sdm] == [("input", 0, 0x4C)]
+    assert [(b.function, b.address, b.count) for b in sdm] == [
+        ("input", 0, 12),
+        ("input", 0x34, 2),
+        ("input", 0x46, 6),
+    ]
     abb = read_plan(load_model("abb_b23"))
-    assert [(b.address, b.count) for b in abb] == [(0x5000, 8), (0x5B00, 22), (0x5B2C, 1)]
+    assert [(b.address, b.count) for b in abb] == [
+        (0x5000, 8),
+        (0x5B00, 6),
+        (0x5B0C, 6),
+        (0x5B14, 2),
+        (0x5B2C, 1),
+    ]
+
+
+@pytest.mark.parametrize("name", available_models())
+def test_shipped_maps_read_no_unlisted_register_unless_the_manual_allows_it(name: str) -> None:
+    model = load_model(name)
+    if model.max_read_gap_source:
+        return
+    mapped = {
+        (spec.function, spec.address + i) for spec in model.registers.values() for i in range(spec.count)
+    }
+    for block in read_plan(model):
+        spanned = {(block.function, block.address + i) for i in range(block.count)}
+        assert spanned <= mapped, f"{name}: a read spans unlisted registers {sorted(spanned - mapped)}"
+
+
+def test_a_read_gap_needs_a_cited_source() -> None:
+    with pytest.raises(MeterModelError, match="max_read_gap_source"):
+        parse_model(json.dumps(_minimal_map(max_read_gap=4)))
+    cited = parse_model(json.dumps(_minimal_map(max_read_gap=4, max_read_gap_source="manual p. 12")))
+    assert cited.max_read_gap == 4
 
 
 def test_read_plan_respects_the_125_register_limit() -> None:
@@ -183,5 +213,9 @@ def test_read_plan_respects_the_125_register_limit() -> None:
         "energy_import": {"address": 0, "function": "input", "type": "float32", "unit": "kWh"},
         "power": {"address": 200, "function": "input", "type": "float32", "unit": "W"},
     }
-    model = parse_model(json.dumps(_minimal_map(registers=regs, max_read_gap=MAX_REGISTERS_PER_READ)))
+    model = parse_model(
+        json.dumps(
+            _minimal_map(registers=regs, max_read_gap=MAX_REGISTERS_PER_READ, max_read_gap_source="test")
+        )
+    )
     assert [(b.address, b.count) for b in read_plan(model)] == [(0, 2), (200, 2)]

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import trio
-from board_session_helpers import expect, expect_all, next_fault, running
+from board_session_helpers import STEP_TIMEOUT, expect, expect_all, next_fault, running
 
 from evstation.drivers.api import (
     BoardReset,
@@ -21,7 +21,10 @@ from evstation.drivers.api import (
     PilotChanged,
     PilotState,
 )
-from evstation.drivers.boards.rapi import RapiBoard
+from evstation.drivers.boards.rapi import RapiBoard, parse_version, rapi_version_of
+from evstation.drivers.boards.rapi_codec import RapiLine
+from evstation.drivers.safe_stop import Step
+from evstation.drivers.sim.ev import SimEv
 from evstation.drivers.sim.rapi_emulator import Mode, RapiEmulator, open_rapi_emulator
 
 
@@ -212,3 +215,135 @@ async def test_rapi_set_lock_is_not_supported(rig: tuple[RapiEmulator, RapiBoard
     with pytest.raises(ControllerError) as info:
         await board.set_lock(True)
     assert info.value.code is FaultCode.CONNECTOR_LOCK_FAILURE
+
+
+# ------------------------------------------------------------------ firmware version, lock, heartbeat
+
+
+@pytest.mark.parametrize(
+    ("firmware", "rapi", "why"),
+    [
+        ("D3.11.3", "3.0.1", "older than 5.0.0"),
+        ("4.8.0", "4.0.1", "older than 5.0.0"),
+        ("5.1.2", "", "no RAPI version"),  # $GV answers the firmware version only
+    ],
+)
+async def test_rapi_older_than_5_is_refused_with_a_clear_fault(
+    firmware: str, rapi: str, why: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with open_rapi_emulator(firmware_version=firmware, rapi_version=rapi) as emulator:
+        board = RapiBoard(emulator.port_path, command_timeout=0.3, poll_interval=0.2, reopen_interval=0.2)
+        async with running(board):
+            raised = await next_fault(board.events())
+            assert raised.code is FaultCode.BOARD_COMMUNICATION
+            assert why in raised.detail
+            await trio.sleep(0.5)  # reopened and refused again meanwhile
+        # Nothing but $GV ever reaches such a board: no enable, no sleep, no safe stop.
+        assert {c.name for c in emulator.commands} == {"GV"}
+        assert board.stats.reconnects >= 2
+    refusals = [r for r in caplog.records if why in r.getMessage()]
+    assert len(refusals) == 1  # said once, not at every reopen
+
+
+def test_rapi_version_parsing() -> None:
+    assert parse_version("5.1.2") == (5, 1, 2)
+    assert parse_version("D7.1.3") == (7, 1, 3)
+    assert parse_version("8.2.2.EU") == (8, 2, 2)
+    assert parse_version("new") is None
+    assert rapi_version_of(RapiLine("OK", ("8.2.2", "5.0.0"))) == (5, 0, 0)
+
+
+async def test_rapi_lock_moves_in_manual_mode() -> None:
+    async with open_rapi_emulator(SimEv(plugged=True), lock_supported=True) as emulator:
+        board = RapiBoard(emulator.port_path, command_timeout=0.3, poll_interval=0.2, has_lock=True)
+        async with running(board):
+            assert emulator.lock_manual  # S5 M at start: the board must not lock on its own
+            assert not emulator.lock_engaged
+            await board.set_lock(True)
+            assert emulator.lock_engaged
+            await board.set_lock(False)
+            assert not emulator.lock_engaged
+            assert emulator.command_names()[-2:] == ["S5 1", "S5 0"]
+
+
+async def test_rapi_lock_configured_on_a_firmware_without_it_is_a_lock_fault() -> None:
+    async with open_rapi_emulator(lock_supported=False) as emulator:
+        board = RapiBoard(emulator.port_path, command_timeout=0.3, poll_interval=0.2, has_lock=True)
+        async with running(board):
+            raised = await next_fault(board.events())
+            assert raised.code is FaultCode.CONNECTOR_LOCK_FAILURE
+            with pytest.raises(ControllerError) as info:
+                await board.set_lock(True)
+            assert info.value.code is FaultCode.CONNECTOR_LOCK_FAILURE
+
+
+async def test_rapi_heartbeat_supervision_is_set_and_pulsed() -> None:
+    async with open_rapi_emulator() as emulator:
+        board = RapiBoard(emulator.port_path, command_timeout=0.3, poll_interval=0.1, heartbeat_interval=2)
+        async with running(board):
+            assert (emulator.hs_interval, emulator.hs_fallback) == (2, 6)
+            with trio.fail_after(STEP_TIMEOUT):
+                await emulator.wait_until(lambda: emulator.command_names().count("SY") >= 3)
+            assert emulator.hs_triggered == 0
+
+
+async def test_rapi_missed_heartbeat_is_acknowledged_and_the_current_restored() -> None:
+    ev = SimEv(plugged=True)
+    async with open_rapi_emulator(ev) as emulator:
+        board = RapiBoard(emulator.port_path, command_timeout=0.3, poll_interval=0.1, heartbeat_interval=2)
+        async with running(board):
+            await board.offer_current(16)
+            # The board missed a pulse (the host stalled): it fell back to its minimum current.
+            emulator.capacity_a = 6
+            emulator.hs_triggered = 2
+            with trio.fail_after(STEP_TIMEOUT):
+                await emulator.wait_until(lambda: emulator.capacity_a == 16)
+            assert "SY 165" in emulator.command_names()
+            assert board.stats.missed_heartbeats == 1
+
+
+async def test_rapi_board_without_heartbeat_support_still_runs() -> None:
+    async with open_rapi_emulator(heartbeat_supported=False) as emulator:
+        board = RapiBoard(emulator.port_path, command_timeout=0.3, poll_interval=0.1)
+        async with running(board):
+            await board.offer_current(16)
+            assert mode_of(emulator) is Mode.ENABLED
+            await trio.sleep(0.3)
+            assert emulator.command_names().count("SY") == 0  # configured once, refused, not pulsed
+
+
+async def test_rapi_reboot_right_after_open_warns_about_dtr(
+    rig: tuple[RapiEmulator, RapiBoard], caplog: pytest.LogCaptureFixture
+) -> None:
+    emulator, board = rig
+    emulator.spurious_reboot()  # as an Arduino does when the adapter's DTR pulses on open
+    await expect(board.events(), BoardReset("boot postcode 00"))
+    assert any("DTR" in r.getMessage() for r in caplog.records)
+
+
+async def test_rapi_safe_stop_sleeps_waits_for_the_relay_then_unlocks() -> None:
+    ev = SimEv(plugged=True)
+    async with open_rapi_emulator(ev, lock_supported=True) as emulator:
+        board = RapiBoard(emulator.port_path, command_timeout=0.3, poll_interval=0.2, has_lock=True)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(board.run)
+            await board.set_lock(True)
+            await board.offer_current(16)
+            await expect(board.events(), ContactorChanged(True))
+            mark = len(emulator.commands)
+            nursery.cancel_scope.cancel()
+        after = emulator.command_names()[mark:]
+        assert after[0] == "FS"
+        assert after.index("S5 0") > after.index("FS")
+        assert "FD" not in after  # F (disabled) only for faults
+        assert mode_of(emulator) is Mode.SLEEPING
+        assert not emulator.relay_closed and not emulator.lock_engaged
+        report = board.last_safe_stop
+        assert report is not None and report.complete
+        assert report.steps == [
+            Step.OFFER_WITHDRAWN,
+            Step.EV_STOPPED,
+            Step.CONTACTOR_OPEN_SENT,
+            Step.CONTACTOR_CONFIRMED_OPEN,
+            Step.LOCK_RELEASED,
+        ]

@@ -144,3 +144,21 @@ async def test_run_reports_the_initial_pilot_state() -> None:
         await nursery.start(board.run)
         assert drain(board) == [PilotChanged(PilotState.B)]
         nursery.cancel_scope.cancel()
+
+
+async def test_cancelled_sim_board_goes_to_the_safe_state_in_iec_order() -> None:
+    board = SimChargeController(SimEv(plugged=True))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(board.run)
+        await board.set_lock(True)
+        await board.offer_current(16)
+        await board.allow_power(True)
+        assert board.contactor_closed
+        drain(board)
+        nursery.cancel_scope.cancel()
+    assert drain(board) == [
+        PilotChanged(PilotState.B),  # X1 first: the EV opens S2 ...
+        ContactorChanged(False),  # ... the contactor opens ...
+        LockChanged(LockState.UNLOCKED),  # ... and only then the lock
+    ]
+    assert board.offered_current_a is None and board.lock_state is LockState.UNLOCKED

@@ -19,8 +19,6 @@ from evstation.drivers.api import (
     FaultCleared,
     FaultCode,
     FaultRaised,
-    LockChanged,
-    LockState,
     MeterFault,
     MeterRecovered,
     MeterSample,
@@ -28,15 +26,23 @@ from evstation.drivers.api import (
     PilotState,
     PowerMeter,
 )
+from evstation.drivers.boards.proto import yeti_pb2 as pb
 from evstation.drivers.boards.yeti import PWM_STATE_F, PWM_X1, YetiBoard, YetiPowerMeter
-from evstation.drivers.boards.yeti_messages import McuKeepAlive, PowerMeterReport
 from evstation.drivers.sim.yeti_emulator import YetiEmulator, open_yeti_emulator
 
 
 @pytest.fixture
 async def rig() -> AsyncIterator[tuple[YetiEmulator, YetiBoard]]:
-    async with open_yeti_emulator(keepalive_interval=0.1, meter_interval=0.1) as emulator:
-        board = YetiBoard(emulator.port_path, keepalive_interval=0.1, keepalive_timeout=0.5, reset_wait=0.5)
+    async with open_yeti_emulator(report_interval=0.05) as emulator:
+        board = YetiBoard(
+            emulator.port_path,
+            keepalive_interval=0.1,
+            keepalive_timeout=0.5,
+            reset_wait=0.5,
+            resend_interval=0.15,
+            refresh_interval=0.5,
+            frame_gap=0.005,
+        )
         async with running(board):
             yield emulator, board
 
@@ -59,11 +65,10 @@ async def test_yeti_full_session(rig: tuple[YetiEmulator, YetiBoard]) -> None:
         await expect(events, PilotChanged(PilotState.B))
 
         await board.set_lock(True)
-        await expect(events, LockChanged(LockState.LOCKED))
-
         await board.offer_current(16)
         await expect(events, PilotChanged(PilotState.C))
         assert emulator.duty == 2666  # 16 A -> 26.67 %, rounded down in 0.01 % units
+        assert emulator.lock_requested  # the firmware never reports its lock: check the MCU's side
 
         await board.allow_power(True)
         await expect(events, ContactorChanged(True))
@@ -75,10 +80,15 @@ async def test_yeti_full_session(rig: tuple[YetiEmulator, YetiBoard]) -> None:
         await board.allow_power(False)
         await board.offer_current(None)
         await board.set_lock(False)
-        await expect(events, LockChanged(LockState.UNLOCKED))
-        assert emulator.duty == PWM_X1  # frames are handled in order: X1 came before the unlock
         emulator.update_ev(plugged=False)
         await expect(events, PilotChanged(PilotState.A))
+        with trio.fail_after(STEP_TIMEOUT):
+            await emulator.wait_until(lambda: not emulator.lock_requested)
+        assert emulator.duty == PWM_X1
+        # Frames are acted on in the order sent: X1 before the unlock.
+        members = [c.member for c in emulator.host_log if c.member in ("pwm_duty_cycle", "connector_lock")]
+        last_lock = len(members) - 1 - members[::-1].index("connector_lock")
+        assert "pwm_duty_cycle" in members[:last_lock]
         assert board.stats.crc_errors == 0
 
 
@@ -166,7 +176,10 @@ async def test_yeti_silent_mcu_raises_and_clears_communication_fault(
         assert raised.code is FaultCode.BOARD_COMMUNICATION
         emulator.go_silent(False)
         await expect(events, FaultCleared(FaultCode.BOARD_COMMUNICATION))
-        # Cleared means a keep-alive arrived, and it carries the board's capabilities.
+        # Any frame clears it; the periodic keep-alive carries the board's capabilities.
+        with trio.fail_after(STEP_TIMEOUT):
+            while board.board_info is None:
+                await board.next_report()
         assert board.board_info is not None
         assert board.board_info.max_current_a == 32.0
 
@@ -234,7 +247,7 @@ async def test_yeti_keepalive_during_the_fault_emit_does_not_blind_the_watchdog(
 ) -> None:
     # No port needed: the watchdog and the keep-alive handler only touch the board's state and events.
     board = YetiBoard("/dev/unused", keepalive_timeout=5.0)
-    board._last_keepalive = trio.current_time()
+    board._last_heard = trio.current_time()
     filler = FaultCleared(FaultCode.DIODE_FAULT)
     while True:  # a full event channel makes every emit wait, which opens the window
         try:
@@ -254,23 +267,23 @@ async def test_yeti_keepalive_during_the_fault_emit_does_not_blind_the_watchdog(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(board._watchdog)
         await trio.sleep(6)  # timed out; the watchdog now waits to emit its fault
-        nursery.start_soon(board._handle, McuKeepAlive())  # the board speaks again meanwhile
+        nursery.start_soon(board._handle, pb.McuToEverest(telemetry=pb.Telemetry()))  # speaks again
         await trio.sleep(0.5)
         assert drain() == [
-            FaultRaised(FaultCode.BOARD_COMMUNICATION, "no MCU keep-alive for 5 s"),
+            FaultRaised(FaultCode.BOARD_COMMUNICATION, "no frame from the MCU for 5 s"),
             FaultCleared(FaultCode.BOARD_COMMUNICATION),
         ]
         await trio.sleep(10)  # ... and falls silent again: that must be reported again
-        assert drain() == [FaultRaised(FaultCode.BOARD_COMMUNICATION, "no MCU keep-alive for 5 s")]
+        assert drain() == [FaultRaised(FaultCode.BOARD_COMMUNICATION, "no frame from the MCU for 5 s")]
         nursery.cancel_scope.cancel()
 
 
-def _report(total_wh: float) -> PowerMeterReport:
-    return PowerMeterReport(total_watt_hr=total_wh, vrms_l1=230.0, irms_l1=10.0, watt_l1=2300.0)
+def _report(total_wh: float) -> pb.PowerMeter:
+    return pb.PowerMeter(totalWattHr=total_wh, vrmsL1=230.0, irmsL1=10.0, wattL1=2300.0)
 
 
 async def test_yeti_board_meter_never_publishes_energy_going_backwards() -> None:
-    send, receive = trio.open_memory_channel[PowerMeterReport](8)
+    send, receive = trio.open_memory_channel[pb.PowerMeter](8)
     stamp = datetime(2026, 1, 1, tzinfo=UTC)
     meter = YetiPowerMeter(receive, wall_clock=lambda: stamp)
     for total in (1000.0, 900.0, 1100.0):

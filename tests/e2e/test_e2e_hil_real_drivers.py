@@ -137,7 +137,7 @@ async def open_rig(version: str, tmp_path: Path) -> AsyncIterator[Rig]:
         nursery = await stack.enter_async_context(trio.open_nursery())
         stack.callback(nursery.cancel_scope.cancel)
         csms: TestCsms = await nursery.start(serve_test_csms)
-        yeti = await stack.enter_async_context(open_yeti_emulator(_ev(), keepalive_interval=0.2))
+        yeti = await stack.enter_async_context(open_yeti_emulator(_ev()))
         rapi = await stack.enter_async_context(open_rapi_emulator(_ev()))
         sdm = ModbusMeterEmulator(load_model("sdm630"))
         em = ModbusMeterEmulator(load_model("em340"))

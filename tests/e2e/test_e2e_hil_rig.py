@@ -89,7 +89,8 @@ def test_meters_on_one_line_with_different_settings_are_refused(tmp_path: Path) 
     with pytest.raises(ConfigError) as info:
         _two_meter_config(tmp_path, 19200)
     assert info.value.problems == [
-        "evse[1].meter: shares its line with evse[0].meter but not its baud/parity/stopbits/timeout_s"
+        "evse[1].meter: shares its line with evse[0].meter but not its "
+        "baud/parity/stopbits/timeout_s/rs485_direction/rs485_gpio"
     ]
 
 

@@ -349,7 +349,8 @@ def test_meters_sharing_a_line_must_agree_on_its_settings(tmp_path: Path) -> Non
         'device = "/dev/ttyUSB0"', 'device = "/dev/ttyUSB0"\nbaud = 19200'
     )
     assert problems_of(write(tmp_path, bad, "bad.toml")) == [
-        "evse[1].meter: shares its line with evse[0].meter but not its baud/parity/stopbits/timeout_s"
+        "evse[1].meter: shares its line with evse[0].meter but not its "
+        "baud/parity/stopbits/timeout_s/rs485_direction/rs485_gpio"
     ]
 
 
@@ -421,3 +422,63 @@ def test_control_token_and_network_op_when_configured(tmp_path: Path) -> None:
     assert config.control.tcp_token.get_secret_value() == CONTROL_TOKEN
     assert config.control.allow_network_op is True
     assert CONTROL_TOKEN not in repr(config)
+
+
+RTU_METER = '[evse.meter]\ndriver = "modbus"\nmodel = "sdm630"\ntransport = "rtu"\ndevice = "/dev/serial0"\n'
+RAPI_BOARD = '[evse.controller]\ndriver = "rapi"\ndevice = "/dev/ttyUSB0"\n'
+
+
+def _with_meter(extra: str) -> str:
+    return MINIMAL.replace('[evse.meter]\ndriver = "sim"\n', RTU_METER + extra)
+
+
+def _with_rapi(extra: str) -> str:
+    return MINIMAL.replace('[evse.controller]\ndriver = "sim"\n', RAPI_BOARD + extra)
+
+
+def test_rs485_direction_keys(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, _with_meter("")))
+    meter = config.evse[0].meter
+    assert isinstance(meter, ModbusRtuMeterConfig)
+    assert (meter.rs485_direction, meter.rs485_gpio) == ("auto", None)
+    config = load_config(
+        write(tmp_path, _with_meter('rs485_direction = "gpio"\nrs485_gpio = "gpiochip0:17"\n'))
+    )
+    meter = config.evse[0].meter
+    assert isinstance(meter, ModbusRtuMeterConfig)
+    assert (meter.rs485_direction, meter.rs485_gpio) == ("gpio", "gpiochip0:17")
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ('rs485_direction = "gpio"\n', 'evse[0].meter.rs485_gpio: required with rs485_direction = "gpio"'),
+        (
+            'rs485_direction = "rts"\nrs485_gpio = "gpiochip0:17"\n',
+            "evse[0].meter.rs485_gpio: only used with",
+        ),
+        ('rs485_direction = "gpio"\nrs485_gpio = "GPIO17"\n', "evse[0].meter.rs485_gpio:"),
+        ('rs485_direction = "de"\n', "evse[0].meter.rs485_direction:"),
+    ],
+)
+def test_rs485_direction_mistakes_are_one_line_naming_the_key(
+    tmp_path: Path, extra: str, expected: str
+) -> None:
+    problems = problems_of(write(tmp_path, _with_meter(extra)))
+    assert len(problems) == 1 and problems[0].startswith(expected), problems
+
+
+def test_rapi_lock_and_heartbeat_keys(tmp_path: Path) -> None:
+    controller = load_config(write(tmp_path, _with_rapi(""))).evse[0].controller
+    assert isinstance(controller, RapiControllerConfig)
+    assert (controller.lock, controller.heartbeat_interval_s) == (False, 30)
+    controller = (
+        load_config(write(tmp_path, _with_rapi("lock = true\nheartbeat_interval_s = 0\n"))).evse[0].controller
+    )
+    assert isinstance(controller, RapiControllerConfig)
+    assert (controller.lock, controller.heartbeat_interval_s) == (True, 0)
+    problems = problems_of(write(tmp_path, _with_rapi("heartbeat_interval_s = 5\n")))
+    assert problems == [
+        "evse[0].controller.heartbeat_interval_s: must be 0 (off) or longer than poll_interval_s (5): "
+        "the poll is the heartbeat pulse"
+    ]
