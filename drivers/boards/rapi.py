@@ -300,8 +300,8 @@ class RapiBoard(SupervisedBoard):
                 pass  # a silent board at start-up: the fault event says so; polling sets it up later
             except RapiVersionError as exc:
                 # Not a word more to this board (not even the safe stop): end the session; the port
-                # is reopened and the version read again later, in case the firmware was updated.
-                self._log_once(str(exc))
+                # is reopened and the version read again later, in case the firmware was updated. The
+                # port supervisor's FailureLog says why, once and then at a bounded rate.
                 guard.failures.append(f"{self._path}: {exc}")
                 guard.nursery.cancel_scope.cancel()
                 return
