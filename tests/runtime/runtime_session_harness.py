@@ -233,6 +233,7 @@ async def open_session_context(
         )
         await nursery.start(ctx.blocks.availability.run)
         await nursery.start(ctx.blocks.trigger.run)
+        await nursery.start(ctx.blocks.provisioning.run)
         yield ctx
         nursery.cancel_scope.cancel()
 
