@@ -95,6 +95,7 @@ def default_replies(version: OcppVersion) -> dict[str, dict[str, Any]]:
         "Authorize": {"idTokenInfo": {"status": "Accepted"}},
         "TransactionEvent": {},
         "MeterValues": {},
+        "NotifyReport": {},
     }
 
 
