@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from runtime_session_harness import CsmsPeer, MemoryConnection, open_session_context, serving
+from runtime_session_harness import CsmsPeer, MemoryConnection, open_session_context, serving, station_config
 
 from evstation.protocol.boot import BootState
-from evstation.protocol.device_model.v16 import V16_KEYS, V16Profile
+from evstation.protocol.device_model.v16 import V16_KEYS, V16KeyMap, V16Profile
 from evstation.protocol.rpc import CallError, CallResult
 from evstation.protocol.versions import OcppVersion
-from evstation.runtime.device_model import HEARTBEAT_INTERVAL, IMPLEMENTED_V16_PROFILES
+from evstation.runtime.device_model import HEARTBEAT_INTERVAL, IMPLEMENTED_V16_PROFILES, definitions_for
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
 # The scripted CSMS's bound in virtual seconds: generous, because the MockClock jumps to the next
@@ -479,3 +479,22 @@ async def test_v16_5_3_change_configuration_statuses_and_heartbeat_interval_on_t
     assert [round(b.at - changed_at) for b in beats] == [2, 4]
     assert answer["configurationKey"] == [{"key": "HeartbeatInterval", "readonly": False, "value": "2"}]
     assert ctx.device_model.get(HEARTBEAT_INTERVAL) == "2"
+
+
+def test_v16_keys_table_lists_every_key_with_its_status(tmp_path: Path) -> None:
+    """docs/status/v16-core-keys.md has one row per key of V16_KEYS, and says what the station does."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "status" / "v16-core-keys.md").read_text("utf-8")
+    rows = {
+        cells[0]: cells[2]
+        for line in text.splitlines()
+        if line.startswith("| ") and not line.startswith("| Key") and not line.startswith("|---")
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    }
+    keys = V16KeyMap(definitions_for(station_config(tmp_path, V16)), IMPLEMENTED_V16_PROFILES)
+    assert set(rows) == {k.name for k in V16_KEYS}
+    for key in V16_KEYS:
+        entry = keys.read(key.name, lambda _key, _attribute: None)
+        if entry is None:
+            assert rows[key.name] in ("unknown", "not supported"), key.name
+        else:
+            assert rows[key.name] == ("served, read-only" if entry.readonly else "served"), key.name
