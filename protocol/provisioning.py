@@ -5,7 +5,8 @@
   value is never reported);
 - `notify_report_pages` splits the items into NotifyReport payloads of at most a byte budget each,
   seqNo from 0, tbc true on all but the last;
-- `request_limit_error` says which CALLERROR a too large GetVariables / SetVariables / GetReport earns.
+- `request_limit_error` says which CALLERROR a too large GetVariables / SetVariables / GetReport earns;
+- `check_network_profile` decides a SetNetworkProfile (B09) before anything is stored.
 
 Nothing here reads a clock (generatedAt is passed in) or the store (values come from a callable).
 """
@@ -38,11 +39,16 @@ __all__ = [
     "SUMMARY_VARIABLES",
     "ComponentCriterion",
     "ComponentVariableFilter",
+    "NetworkProfile",
+    "NetworkProfileDecision",
+    "NetworkProfileReason",
     "ReportBase",
     "ValueReader",
     "base_report",
+    "check_network_profile",
     "custom_report",
     "notify_report_pages",
+    "payload_size",
     "report_data",
     "request_limit_error",
 ]
@@ -228,6 +234,12 @@ def _encoded_size(payload: object) -> int:
     return len(_ENCODER.encode(payload).encode("utf-8"))
 
 
+def payload_size(payload: object) -> int:
+    """The size of a payload in compact UTF-8 JSON: how we measure a request against BytesPerMessage
+    (the frame as received may carry whitespace, which is not the CSMS's data)."""
+    return _encoded_size(payload)
+
+
 def _iso(value: datetime) -> str:
     if value.tzinfo is None:
         raise ValueError(f"generated_at must be timezone-aware (got {value!r})")
@@ -290,3 +302,85 @@ def request_limit_error(
     if item_count > items_per_message:
         return ErrorKind.OCCURRENCE_CONSTRAINT
     return None
+
+
+# --------------------------------------------------------------------------------------------------
+# SetNetworkProfile (B09)
+
+# A security profile needs this URL scheme (2.0.1 part 2 A00: profiles 2 and 3 are TLS; 0 and 1 are
+# not). The same rule station.toml's endpoints follow (runtime/config.py).
+_SCHEMES: Final = {0: "ws", 1: "ws", 2: "wss", 3: "wss"}
+
+
+class NetworkProfileReason(enum.StrEnum):
+    """statusInfo.reasonCode of a Rejected SetNetworkProfile (the texts the spec's errata use)."""
+
+    INVALID_CONF_SLOT = "InvalidConfSlot"
+    NO_SECURITY_DOWNGRADE = "NoSecurityDowngrade"
+    INVALID_NETWORK_CONF = "InvalidNetworkConf"
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkProfile:
+    """The parts of a NetworkConnectionProfileType the station judges (wire texts for the enums)."""
+
+    ocpp_version: str
+    ocpp_transport: str
+    ocpp_csms_url: str
+    message_timeout: int
+    security_profile: int
+    ocpp_interface: str
+    has_apn: bool = False
+    has_vpn: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkProfileDecision:
+    """None as `reason`: the profile may be stored (Accepted once it is)."""
+
+    reason: NetworkProfileReason | None
+    info: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.reason is None
+
+
+def check_network_profile(
+    slot: int, profile: NetworkProfile, slots: Sequence[int], active_security_profile: int
+) -> NetworkProfileDecision:
+    """SetNetworkProfile before storing: B09.FR.05 (the slot is one of NetworkConfigurationPriority's
+    valuesList), B09.FR.04 (no lower securityProfile than the one in use), B09.FR.02 (the content is
+    one this station can use: OCPP 2.0.1 over JSON, a ws:// or wss:// URL that fits the profile, a
+    positive message timeout, no APN / VPN, which the station has no modem or VPN client for)."""
+    reject = NetworkProfileReason
+    if slot not in slots:
+        wanted = ",".join(str(s) for s in slots)
+        return NetworkProfileDecision(
+            reject.INVALID_CONF_SLOT, f"configurationSlot {slot} is not one of {wanted}"
+        )
+    if profile.security_profile < active_security_profile:
+        return NetworkProfileDecision(
+            reject.NO_SECURITY_DOWNGRADE,
+            f"securityProfile {profile.security_profile} is lower than {active_security_profile} in use",
+        )
+    problem: str | None = None
+    scheme, _, rest = profile.ocpp_csms_url.partition("://")
+    if profile.security_profile not in _SCHEMES:
+        problem = f"securityProfile {profile.security_profile} is not 0-3"
+    elif profile.ocpp_version != "OCPP20":
+        problem = f"ocppVersion {profile.ocpp_version}: this station speaks OCPP 2.0.1 only"
+    elif profile.ocpp_transport != "JSON":
+        problem = f"ocppTransport {profile.ocpp_transport}: only JSON is supported"
+    elif scheme.lower() != _SCHEMES[profile.security_profile] or not rest or rest.startswith("/"):
+        problem = (
+            f"securityProfile {profile.security_profile} needs a "
+            f"{_SCHEMES[profile.security_profile]}://host/... URL"
+        )
+    elif profile.message_timeout < 1:
+        problem = "messageTimeout must be at least 1 s"
+    elif profile.has_apn or profile.has_vpn:
+        problem = "APN and VPN settings are not supported (no modem, no VPN client)"
+    if problem is not None:
+        return NetworkProfileDecision(reject.INVALID_NETWORK_CONF, problem)
+    return NetworkProfileDecision(None)

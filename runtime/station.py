@@ -331,6 +331,7 @@ async def open_station(
             await nursery.start(evses.run)
             await nursery.start(session.blocks.transactions.run)
             await nursery.start(session.blocks.trigger.run)
+            await nursery.start(session.blocks.provisioning.run)
             await nursery.start(session.blocks.reset.run)
             control = config.control
             if control.socket_path is not None or control.tcp_port is not None:

@@ -62,7 +62,7 @@ _C_BLOCK = "ReadOnly until authorization cache / local list / offline authorizat
 _E_BLOCK = "ReadOnly until configurable transaction start/stop points (E) are built"
 _J_BLOCK = "ReadOnly until clock-aligned meter values (J) are built"
 _METER_BLOCK = "ReadOnly: the meter path sends a fixed set of measurands"
-_B_NETWORK = "ReadOnly until SetNetworkProfile (B09/B10) is built"
+_B_NETWORK = "ReadOnly until the link switches to profiles set with SetNetworkProfile (B10)"
 
 
 class Scope(enum.Enum):

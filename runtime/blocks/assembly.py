@@ -38,12 +38,10 @@ NOT_YET_SERVED: Final[Mapping[OcppVersion, Mapping[str, str]]] = {
     OcppVersion.V16: {
         "CancelReservation": "reservation",
         "CertificateSigned": "security",
-        "ChangeConfiguration": "provisioning",
         "ClearCache": "authorization",
         "ClearChargingProfile": "smart_charging",
         "DeleteCertificate": "security",
         "GetCompositeSchedule": "smart_charging",
-        "GetConfiguration": "provisioning",
         "GetDiagnostics": "diagnostics",
         "GetInstalledCertificateIds": "security",
         "GetLocalListVersion": "local_auth_list",
@@ -66,7 +64,6 @@ NOT_YET_SERVED: Final[Mapping[OcppVersion, Mapping[str, str]]] = {
         "CostUpdated": "tariff",
         "CustomerInformation": "diagnostics",
         "DeleteCertificate": "security",
-        "GetBaseReport": "provisioning",
         "GetChargingProfiles": "smart_charging",
         "GetCompositeSchedule": "smart_charging",
         "GetDisplayMessages": "display",
@@ -74,9 +71,7 @@ NOT_YET_SERVED: Final[Mapping[OcppVersion, Mapping[str, str]]] = {
         "GetLocalListVersion": "local_auth_list",
         "GetLog": "diagnostics",
         "GetMonitoringReport": "diagnostics",
-        "GetReport": "provisioning",
         "GetTransactionStatus": "transactions",
-        "GetVariables": "provisioning",
         "InstallCertificate": "security",
         "PublishFirmware": "firmware",
         "ReserveNow": "reservation",
@@ -85,9 +80,7 @@ NOT_YET_SERVED: Final[Mapping[OcppVersion, Mapping[str, str]]] = {
         "SetDisplayMessage": "display",
         "SetMonitoringBase": "diagnostics",
         "SetMonitoringLevel": "diagnostics",
-        "SetNetworkProfile": "provisioning",
         "SetVariableMonitoring": "diagnostics",
-        "SetVariables": "provisioning",
         "UnlockConnector": "remote_control",
         "UnpublishFirmware": "firmware",
         "UpdateFirmware": "firmware",
@@ -140,7 +133,14 @@ def build_blocks(
         authorization=authorization,
         device_model=device_model,
     )
-    provisioning = Provisioning(version=version, identity=config.station, storage=storage, clock=clock)
+    provisioning = Provisioning(
+        version=version,
+        identity=config.station,
+        storage=storage,
+        clock=clock,
+        device_model=device_model,
+        uplink=uplink,
+    )
     availability = Availability(version=version, evses=evses, layout=layout, clock=clock, storage=storage)
     return StationBlocks(
         provisioning=provisioning,

@@ -1,34 +1,192 @@
-"""Provisioning (2.0.1 B; 1.6 Core BootNotification): what the station says about itself at boot and
-the boot reason it persisted before a restart.
+"""Provisioning (2.0.1 block B; 1.6 Core BootNotification, GetConfiguration, ChangeConfiguration): what
+the station says about itself at boot, and the CSMS reading and changing its device model.
 
-The session layer runs the boot sequence (when to send); this block owns the message content.
+- BootNotification content and the boot reason persisted before a restart (the session layer decides
+  when to send it);
+- GetVariables / SetVariables (B06 / B05) item by item through the device model, within the
+  DeviceDataCtrlr ItemsPerMessage / BytesPerMessage limits;
+- GetBaseReport / GetReport (B07 / B08): the answer first, then the NotifyReport pages from a task in
+  the block's own nursery (`run`), sent with `Uplink.call_requested` so they also go out while the CSMS
+  keeps the station Pending (B02.FR.01 / B02.FR.09);
+- GetConfiguration / ChangeConfiguration (1.6 section 5.8 / 5.3) through the device model's 1.6 key
+  projection;
+- SetNetworkProfile (B09): checked, then stored in SQLite. The link does not switch to stored
+  profiles yet (B10); docs/status/B-provisioning.md says so.
+
+It never decides an OCPP rule itself: validation, the key map, report paging and the network-profile
+rule live in protocol/.
 """
 
 from __future__ import annotations
 
-from typing import Final
+import json
+import logging
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, NoReturn
 
+import trio
+
+from evstation.protocol.boot import V201_CONFIGURATION_GATES
+from evstation.protocol.device_model import (
+    AttributeType,
+    ComponentKey,
+    GetStatus,
+    VariableDefinition,
+    VariableKey,
+    check_get,
+)
+from evstation.protocol.device_model.model import REPORTING_VALUE_SIZE
+from evstation.protocol.device_model.v16 import GET_CONFIGURATION_MAX_KEYS
+from evstation.protocol.errors import ErrorKind
+from evstation.protocol.messages import OcppModel, VersionModels, enum_text, to_payload
+from evstation.protocol.provisioning import (
+    ComponentCriterion,
+    ComponentVariableFilter,
+    NetworkProfile,
+    ReportBase,
+    base_report,
+    check_network_profile,
+    custom_report,
+    notify_report_pages,
+    payload_size,
+    report_data,
+    request_limit_error,
+)
 from evstation.protocol.versions import OcppVersion
-from evstation.runtime.clock import WallClock
+from evstation.runtime.blocks.registry import handles
+from evstation.runtime.calls import CallFailed, HandlerError
+from evstation.runtime.clock import WallClock, iso
 from evstation.runtime.config import StationIdentity
+from evstation.runtime.device_model import SECURITY_PROFILE, DeviceModel
+from evstation.runtime.link import LinkDown
 from evstation.runtime.storage import BootState as StoredBootState
-from evstation.runtime.storage import Storage
+from evstation.runtime.storage import Storage, StorageError, to_db_time
+from evstation.runtime.uplink import Uplink
 
-__all__ = ["POWER_UP", "Provisioning"]
+if TYPE_CHECKING:
+    from evstation.protocol.v16 import messages as v16
+    from evstation.protocol.v201 import messages as v201
+else:
+    v16 = VersionModels(OcppVersion.V16)
+    v201 = VersionModels(OcppVersion.V201)
+
+__all__ = [
+    "DATE_TIME",
+    "NETWORK_CONFIGURATION_PRIORITY",
+    "POWER_UP",
+    "Provisioning",
+    "StoredNetworkProfile",
+    "limit_keys",
+]
+
+log = logging.getLogger(__name__)
+
+V16, V201 = OcppVersion.V16, OcppVersion.V201
+ACTUAL: Final = AttributeType.ACTUAL
 
 # 2.0.1 BootReasonEnumType for a first start; a Reset stores e.g. "RemoteReset" before it restarts
 # the station (storage boot_state.next_boot_reason).
 POWER_UP: Final = "PowerUp"
 
+DATE_TIME: Final = VariableKey(ComponentKey("ClockCtrlr"), "DateTime")
+NETWORK_CONFIGURATION_PRIORITY: Final = VariableKey(
+    ComponentKey("OCPPCommCtrlr"), "NetworkConfigurationPriority"
+)
+
+
+def limit_keys(action: str) -> tuple[VariableKey, VariableKey]:
+    """DeviceDataCtrlr ItemsPerMessage / BytesPerMessage of `action` (GetReport, Get/SetVariables)."""
+    component = ComponentKey("DeviceDataCtrlr")
+    return VariableKey(component, "ItemsPerMessage", action), VariableKey(
+        component, "BytesPerMessage", action
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredNetworkProfile:
+    """One SetNetworkProfile the station stored: its slot and the connectionData as received."""
+
+    slot: int
+    security_profile: int
+    connection_data: dict[str, object]
+
+
+def _component_key(component: v201.ComponentType) -> ComponentKey:
+    evse = component.evse
+    return ComponentKey(
+        component.name,
+        component.instance,
+        None if evse is None else evse.id,
+        None if evse is None else evse.connector_id,
+    )
+
+
+def _variable_key(component: v201.ComponentType, variable: v201.VariableType) -> VariableKey:
+    return VariableKey(_component_key(component), variable.name, variable.instance)
+
+
+def _attribute(value: object | None) -> AttributeType:
+    # B05.FR.12 / B06.FR.11: no attributeType means Actual.
+    return ACTUAL if value is None else AttributeType(enum_text(value))
+
+
+def _status_info(reason: object | None, info: str | None) -> v201.StatusInfoType | None:
+    if reason is None:
+        return None
+    if info is None:
+        return v201.StatusInfoType(reason_code=enum_text(reason))
+    return v201.StatusInfoType(reason_code=enum_text(reason), additional_info=info[:512])
+
+
+# --- SQLite (run in the database thread) -------------------------------------------------------------
+
+
+def _write_network_profile(conn: sqlite3.Connection, profile: StoredNetworkProfile, stored_at: str) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO network_profiles (slot, security_profile, profile, stored_at) "
+        "VALUES (?, ?, ?, ?)",
+        (profile.slot, profile.security_profile, json.dumps(profile.connection_data), stored_at),
+    )
+
+
+def _read_network_profiles(conn: sqlite3.Connection) -> list[StoredNetworkProfile]:
+    rows = conn.execute("SELECT slot, security_profile, profile FROM network_profiles ORDER BY slot")
+    return [StoredNetworkProfile(r["slot"], r["security_profile"], json.loads(r["profile"])) for r in rows]
+
 
 class Provisioning:
+    """The provisioning block. Start `run` with `nursery.start` for the station's lifetime (reports)."""
+
     def __init__(
-        self, *, version: OcppVersion, identity: StationIdentity, storage: Storage, clock: WallClock
+        self,
+        *,
+        version: OcppVersion,
+        identity: StationIdentity,
+        storage: Storage,
+        clock: WallClock,
+        device_model: DeviceModel,
+        uplink: Uplink,
     ) -> None:
         self.version = version
         self._identity = identity
         self._storage = storage
         self._clock = clock
+        self._dm = device_model
+        self._uplink = uplink
+        self._nursery: trio.Nursery | None = None
+        # ClockCtrlr.DateTime is the station's clock, read when asked (GetVariables, reports).
+        device_model.provide(DATE_TIME, lambda: iso(clock.now()))
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- boot ------------------------------------------------------------------------------------
 
     async def boot_request(self) -> dict[str, object]:
         """The BootNotification payload, with the persisted boot reason (2.0.1 only; 1.6 has none)."""
@@ -54,3 +212,191 @@ class Provisioning:
     async def accepted(self) -> None:
         """Persist the Accepted registration; the next boot reason is PowerUp unless a Reset says else."""
         await self._storage.save_boot_state(StoredBootState("Accepted", self._clock.now(), None))
+
+    # --- request limits ----------------------------------------------------------------------------
+
+    def _check_limits(self, action: str, request: OcppModel, items: int) -> None:
+        """B06.FR.16 / B06.FR.17, B08.FR.17 / B08.FR.18: a request over our DeviceDataCtrlr limits is
+        refused with OccurrenceConstraintViolation (items) or FormatViolation (bytes). SetVariables has
+        the same limits (B05.FR.11 forbids the CSMS to exceed them) and earns the same answer."""
+        items_key, bytes_key = limit_keys(action)
+        kind = request_limit_error(
+            items,
+            payload_size(to_payload(request)),
+            self._dm.get_int(items_key),
+            self._dm.get_int(bytes_key),
+        )
+        if kind is ErrorKind.OCCURRENCE_CONSTRAINT:
+            raise HandlerError(kind, f"more than {self._dm.get_int(items_key)} items (ItemsPerMessage)")
+        if kind is not None:
+            raise HandlerError(kind, f"larger than {self._dm.get_int(bytes_key)} bytes (BytesPerMessage)")
+
+    # --- 2.0.1 GetVariables / SetVariables (B06 / B05) ------------------------------------------------
+
+    @handles(V201, "GetVariables", gates=V201_CONFIGURATION_GATES)
+    async def get_variables(self, req: v201.GetVariablesRequest) -> v201.GetVariablesResponse:
+        self._check_limits("GetVariables", req, len(req.get_variable_data))
+        results: list[v201.GetVariableResultType] = []
+        for item in req.get_variable_data:
+            attribute = _attribute(item.attribute_type)
+            key = _variable_key(item.component, item.variable)
+            decision = check_get(self._dm.definitions, key, attribute)
+            value: str | None = None
+            if decision.status is GetStatus.ACCEPTED:
+                # B06.FR.10: Accepted carries the value; an attribute without one reads as "".
+                value = (self._dm.get(key, attribute) or "")[:REPORTING_VALUE_SIZE]
+            results.append(
+                v201.GetVariableResultType(
+                    attribute_status=v201.GetVariableStatusEnumType(decision.status.value),
+                    attribute_status_info=_status_info(decision.reason_code, decision.info),
+                    attribute_type=v201.AttributeEnumType(attribute.value),
+                    attribute_value=value,
+                    component=item.component,  # B06.FR.02: echoed as received
+                    variable=item.variable,
+                )
+            )
+        return v201.GetVariablesResponse(get_variable_result=results)
+
+    @handles(V201, "SetVariables", gates=V201_CONFIGURATION_GATES)
+    async def set_variables(self, req: v201.SetVariablesRequest) -> v201.SetVariablesResponse:
+        self._check_limits("SetVariables", req, len(req.set_variable_data))
+        results: list[v201.SetVariableResultType] = []
+        for item in req.set_variable_data:
+            attribute = _attribute(item.attribute_type)
+            key = _variable_key(item.component, item.variable)
+            # Each item on its own (B05.FR.01): durable and told to the watchers before the answer.
+            decision = await self._dm.set(key, item.attribute_value, attribute)
+            results.append(
+                v201.SetVariableResultType(
+                    attribute_type=v201.AttributeEnumType(attribute.value),
+                    attribute_status=v201.SetVariableStatusEnumType(decision.status.value),
+                    attribute_status_info=_status_info(decision.reason_code, decision.info),
+                    component=item.component,  # B05.FR.02
+                    variable=item.variable,
+                )
+            )
+        return v201.SetVariablesResponse(set_variable_result=results)
+
+    # --- 2.0.1 reports (B07 / B08) ------------------------------------------------------------------
+
+    @handles(V201, "GetBaseReport", gates=V201_CONFIGURATION_GATES)
+    async def get_base_report(self, req: v201.GetBaseReportRequest) -> v201.GetBaseReportResponse:
+        status = v201.GenericDeviceModelStatusEnumType
+        try:
+            base = ReportBase(enum_text(req.report_base))
+        except ValueError:  # pragma: no cover - the schema admits exactly the three bases we serve
+            return v201.GetBaseReportResponse(status=status.NOT_SUPPORTED)
+        chosen = base_report(self._dm.definitions, base)
+        if not chosen:
+            return v201.GetBaseReportResponse(status=status.EMPTY_RESULT_SET)
+        self._schedule_report(req.request_id, chosen)
+        return v201.GetBaseReportResponse(status=status.ACCEPTED)
+
+    @handles(V201, "GetReport", gates=V201_CONFIGURATION_GATES)
+    async def get_report(self, req: v201.GetReportRequest) -> v201.GetReportResponse:
+        status = v201.GenericDeviceModelStatusEnumType
+        filters = req.component_variable or []
+        self._check_limits("GetReport", req, len(filters))
+        # Every ComponentCriterionEnumType value is supported (B08.FR.07-10), so never NotSupported.
+        criteria = [ComponentCriterion(enum_text(c)) for c in req.component_criteria or []]
+        chosen = custom_report(
+            self._dm.definitions,
+            self._dm.get,
+            criteria,
+            [ComponentVariableFilter.from_model(f) for f in filters],
+        )
+        if not chosen:
+            return v201.GetReportResponse(status=status.EMPTY_RESULT_SET)
+        self._schedule_report(req.request_id, chosen)
+        return v201.GetReportResponse(status=status.ACCEPTED)
+
+    def _schedule_report(self, request_id: int, chosen: Sequence[VariableDefinition]) -> None:
+        if self._nursery is None:
+            raise RuntimeError("the provisioning block is not running")
+        # The values are read now, when generatedAt says the report was made.
+        pages = notify_report_pages(
+            report_data(chosen, self._dm.get), request_id=request_id, generated_at=self._clock.now()
+        )
+        # The handler returns before this task first runs, and the CallManager takes its (FIFO) send
+        # lock for the answer before it yields: the answer is on the wire before the first page.
+        self._nursery.start_soon(self._send_report, request_id, pages)
+
+    async def _send_report(self, request_id: int, pages: list[dict[str, object]]) -> None:
+        for page in pages:
+            try:
+                await self._uplink.call_requested("NotifyReport", page)
+            except (LinkDown, CallFailed) as exc:
+                # Not queued: a report describes the station now; the CSMS asks again after a reconnect.
+                log.warning("report %d stopped at page %s: %s", request_id, page["seqNo"], exc)
+                return
+        log.info("report %d sent in %d NotifyReport message(s)", request_id, len(pages))
+
+    # --- 2.0.1 SetNetworkProfile (B09) ------------------------------------------------------------
+
+    @handles(V201, "SetNetworkProfile")
+    async def set_network_profile(self, req: v201.SetNetworkProfileRequest) -> v201.SetNetworkProfileResponse:
+        status = v201.SetNetworkProfileStatusEnumType
+        data = req.connection_data
+        profile = NetworkProfile(
+            ocpp_version=enum_text(data.ocpp_version),
+            ocpp_transport=enum_text(data.ocpp_transport),
+            ocpp_csms_url=data.ocpp_csms_url,
+            message_timeout=data.message_timeout,
+            security_profile=data.security_profile,
+            ocpp_interface=enum_text(data.ocpp_interface),
+            has_apn=data.apn is not None,
+            has_vpn=data.vpn is not None,
+        )
+        priority = self._dm.definitions[NETWORK_CONFIGURATION_PRIORITY]
+        slots = [int(slot) for slot in priority.values_list or ()]
+        decision = check_network_profile(
+            req.configuration_slot, profile, slots, self._dm.get_int(SECURITY_PROFILE)
+        )
+        if not decision.accepted:
+            log.warning("SetNetworkProfile slot %d rejected: %s", req.configuration_slot, decision.info)
+            return v201.SetNetworkProfileResponse(
+                status=status.REJECTED, status_info=_status_info(decision.reason, decision.info)
+            )
+        stored = StoredNetworkProfile(req.configuration_slot, data.security_profile, to_payload(data))
+        stored_at = to_db_time(self._clock.now())
+        try:
+            await self._storage.write(lambda conn: _write_network_profile(conn, stored, stored_at))
+        except (StorageError, sqlite3.Error) as exc:
+            # B09.FR.03: a valid profile the station could not store.
+            log.error("SetNetworkProfile slot %d not stored: %s", req.configuration_slot, exc)
+            return v201.SetNetworkProfileResponse(status=status.FAILED)
+        log.info(
+            "network profile stored in slot %d (%s, security profile %d); the link keeps its endpoints "
+            "from station.toml until switching profiles (B10) is built",
+            stored.slot,
+            data.ocpp_csms_url,
+            stored.security_profile,
+        )
+        return v201.SetNetworkProfileResponse(status=status.ACCEPTED)
+
+    async def network_profiles(self) -> list[StoredNetworkProfile]:
+        """Every stored SetNetworkProfile, by slot."""
+        return await self._storage.read(_read_network_profiles)
+
+    # --- 1.6 GetConfiguration / ChangeConfiguration (sections 5.8, 5.3) -----------------------------
+
+    @handles(V16, "GetConfiguration")
+    async def get_configuration(self, req: v16.GetConfigurationRequest) -> v16.GetConfigurationResponse:
+        names = req.key or []
+        if len(names) > GET_CONFIGURATION_MAX_KEYS:
+            # 1.6 names no answer for this; the RPC framework's code for "too many elements".
+            raise HandlerError(
+                ErrorKind.OCCURRENCE_CONSTRAINT, f"more than {GET_CONFIGURATION_MAX_KEYS} keys"
+            )
+        entries, unknown = self._dm.v16_get_configuration(names or None)
+        keys = [v16.ConfigurationKey(key=e.key, readonly=e.readonly, value=e.value) for e in entries]
+        return v16.GetConfigurationResponse(configuration_key=keys or None, unknown_key=unknown or None)
+
+    @handles(V16, "ChangeConfiguration")
+    async def change_configuration(
+        self, req: v16.ChangeConfigurationRequest
+    ) -> v16.ChangeConfigurationResponse:
+        change = await self._dm.v16_change_configuration(req.key, req.value)
+        if change.info is not None:
+            log.info("ChangeConfiguration %s: %s (%s)", req.key, change.status.value, change.info)
+        return v16.ChangeConfigurationResponse(status=v16.ChangeConfigurationStatusEnum(change.status.value))

@@ -31,9 +31,12 @@ from evstation.protocol.provisioning import (
     REPORT_PAGE_BYTES,
     ComponentCriterion,
     ComponentVariableFilter,
+    NetworkProfile,
+    NetworkProfileReason,
     ReportBase,
     ValueReader,
     base_report,
+    check_network_profile,
     custom_report,
     notify_report_pages,
     report_data,
@@ -276,3 +279,50 @@ def test_request_limits_name_the_callerror_of_b08_fr_17_and_18() -> None:
     assert request_limit_error(64, 65536, 64, 65536) is None
     assert request_limit_error(65, 100, 64, 65536) is ErrorKind.OCCURRENCE_CONSTRAINT
     assert request_limit_error(1, 65537, 64, 65536) is ErrorKind.FORMAT
+
+
+# --- SetNetworkProfile (B09) ------------------------------------------------------------------------
+
+
+def _profile(url: str = "wss://csms.example/ocpp", security: int = 2, **extra: object) -> NetworkProfile:
+    fields: dict[str, object] = {
+        "ocpp_version": "OCPP20",
+        "ocpp_transport": "JSON",
+        "ocpp_csms_url": url,
+        "message_timeout": 30,
+        "security_profile": security,
+        "ocpp_interface": "Wired0",
+        **extra,
+    }
+    return NetworkProfile(**fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("slot", "profile", "active", "reason"),
+    [
+        (1, _profile(), 2, None),  # B09.FR.01
+        (1, _profile("ws://csms.example/ocpp", 1), 1, None),
+        (3, _profile(), 2, NetworkProfileReason.INVALID_CONF_SLOT),  # B09.FR.05
+        (
+            1,
+            _profile("ws://csms.example/ocpp", 1),
+            2,
+            NetworkProfileReason.NO_SECURITY_DOWNGRADE,
+        ),  # B09.FR.04
+        (1, _profile("ws://csms.example/ocpp", 2), 0, NetworkProfileReason.INVALID_NETWORK_CONF),  # B09.FR.02
+        (1, _profile("wss://", 2), 0, NetworkProfileReason.INVALID_NETWORK_CONF),
+        (1, _profile(security=4), 0, NetworkProfileReason.INVALID_NETWORK_CONF),
+        (1, _profile(ocpp_version="OCPP16"), 0, NetworkProfileReason.INVALID_NETWORK_CONF),
+        (1, _profile(ocpp_transport="SOAP"), 0, NetworkProfileReason.INVALID_NETWORK_CONF),
+        (1, _profile(message_timeout=0), 0, NetworkProfileReason.INVALID_NETWORK_CONF),
+        (1, _profile(has_apn=True), 0, NetworkProfileReason.INVALID_NETWORK_CONF),
+    ],
+)
+def test_b09_network_profile_slot_downgrade_and_content_rules(
+    slot: int, profile: NetworkProfile, active: int, reason: NetworkProfileReason | None
+) -> None:
+    decision = check_network_profile(slot, profile, (1, 2), active)
+    assert decision.reason is reason
+    assert decision.accepted is (reason is None)
+    assert (decision.info is None) is (reason is None)
+    assert len(reason or "") <= 20  # StatusInfoType.reasonCode

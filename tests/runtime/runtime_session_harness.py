@@ -95,6 +95,7 @@ def default_replies(version: OcppVersion) -> dict[str, dict[str, Any]]:
         "Authorize": {"idTokenInfo": {"status": "Accepted"}},
         "TransactionEvent": {},
         "MeterValues": {},
+        "NotifyReport": {},
     }
 
 
@@ -233,6 +234,7 @@ async def open_session_context(
         )
         await nursery.start(ctx.blocks.availability.run)
         await nursery.start(ctx.blocks.trigger.run)
+        await nursery.start(ctx.blocks.provisioning.run)
         yield ctx
         nursery.cancel_scope.cancel()
 
