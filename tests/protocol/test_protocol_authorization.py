@@ -207,28 +207,35 @@ def test_c10_fr_08_expired_entry_is_known_and_refused_offline(version: OcppVersi
 # --- groups and the master pass --------------------------------------------------------------------
 
 
+def stops(
+    session: IdToken,
+    presented: IdToken,
+    group: IdToken | None,
+    info: TokenInfo | None,
+    master: str | None = None,
+    version: OcppVersion = V201,
+) -> bool:
+    return may_stop(
+        version,
+        session=session,
+        presented=presented,
+        session_group=group,
+        presented_info=info,
+        master_pass_group=master,
+        now=T0,
+    )
+
+
 def test_c09_token_of_the_same_group_may_stop_v201() -> None:
     group = IdToken("FLEET", "Central")
     member = TokenInfo(AuthStatus.ACCEPTED, group=IdToken("fleet", "Central"))
-    common = {"now": T0, "master_pass_group": None}
-    assert may_stop(
-        V201, session=rfid("A"), presented=rfid("B"), session_group=group, presented_info=member, **common
-    )  # type: ignore[arg-type]
+    assert stops(rfid("A"), rfid("B"), group, member)
     other = TokenInfo(AuthStatus.ACCEPTED, group=IdToken("OTHER", "Central"))
-    assert not may_stop(
-        V201, session=rfid("A"), presented=rfid("B"), session_group=group, presented_info=other, **common
-    )  # type: ignore[arg-type]
-    blocked = TokenInfo(AuthStatus.BLOCKED, group=group)
-    assert not may_stop(
-        V201, session=rfid("A"), presented=rfid("B"), session_group=group, presented_info=blocked, **common
-    )  # type: ignore[arg-type]
-    assert not may_stop(
-        V201, session=rfid("A"), presented=rfid("B"), session_group=None, presented_info=member, **common
-    )  # type: ignore[arg-type]
+    assert not stops(rfid("A"), rfid("B"), group, other)
+    assert not stops(rfid("A"), rfid("B"), group, TokenInfo(AuthStatus.BLOCKED, group=group))
+    assert not stops(rfid("A"), rfid("B"), None, member)
     # The session's own token, in another case: always.
-    assert may_stop(
-        V201, session=rfid("abc"), presented=rfid("ABC"), session_group=None, presented_info=None, **common
-    )  # type: ignore[arg-type]
+    assert stops(rfid("abc"), rfid("ABC"), None, None)
 
 
 def test_v16_parent_id_tag_is_the_group() -> None:
