@@ -382,3 +382,26 @@ async def test_c16_master_pass_stops_any_session_and_starts_none(
         assert ended is not None and ended.evse_id == 1
     # The master pass's group came from the first answer (cached): no second Authorize for it.
     assert len(online.csms.of("Authorize")) == 2
+
+
+async def test_v16_local_auth_list_keys(clock: trio.testing.MockClock, tmp_path: Path) -> None:
+    """1.6 9.2: the LocalAuthListManagement profile is supported; LocalAuthListEnabled is read-write,
+    LocalAuthListMaxLength / SendLocalListMaxLength read-only with our limits."""
+    async with open_session_context(tmp_path, V16) as ctx:
+        dm = ctx.device_model
+        found, unknown = dm.v16_get_configuration(
+            [
+                "SupportedFeatureProfiles",
+                "LocalAuthListEnabled",
+                "LocalAuthListMaxLength",
+                "SendLocalListMaxLength",
+            ]
+        )
+        change = await dm.v16_change_configuration("LocalAuthListEnabled", "false")
+    assert unknown == []
+    values = {entry.key: (entry.readonly, entry.value) for entry in found}
+    assert "LocalAuthListManagement" in (values["SupportedFeatureProfiles"][1] or "")
+    assert values["LocalAuthListEnabled"] == (False, "true")
+    assert values["LocalAuthListMaxLength"] == (True, "10000")
+    assert values["SendLocalListMaxLength"] == (True, "250")
+    assert change.status.value == "Accepted"
