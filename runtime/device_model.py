@@ -133,8 +133,12 @@ def _seconds(value: float) -> str:
     return str(math.ceil(value))
 
 
-# SupportedFeatureProfiles: only what the station serves (Core; RemoteTrigger once TriggerMessage is in).
-IMPLEMENTED_V16_PROFILES: Final = (V16Profile.CORE, V16Profile.REMOTE_TRIGGER)
+# SupportedFeatureProfiles: only what the station serves.
+IMPLEMENTED_V16_PROFILES: Final = (
+    V16Profile.CORE,
+    V16Profile.LOCAL_AUTH_LIST_MANAGEMENT,
+    V16Profile.REMOTE_TRIGGER,
+)
 
 
 def layout_from_config(config: StationConfig) -> StationLayout:

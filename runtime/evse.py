@@ -34,6 +34,8 @@ from evstation.drivers.api import (
     PilotState,
     PowerMeter,
 )
+from evstation.protocol.authorization import TokenMatcher, token_matcher
+from evstation.protocol.versions import OcppVersion
 from evstation.runtime.events import DEFAULT_SUBSCRIBER_BUFFER, Broadcaster, Dropped
 
 log = logging.getLogger(__name__)
@@ -109,11 +111,15 @@ class EvUnplugged:
 
 @dataclass(frozen=True, slots=True)
 class AuthorizationRequested:
-    """A token was presented; the session must answer with `Evse.resolve_authorization`."""
+    """A token was presented; the session must answer with `Evse.resolve_authorization`.
+
+    With `session_token` set, the token was shown at an EVSE whose session that other token started:
+    the answer says whether it may stop the session (same group, master pass), not start one."""
 
     evse_id: int | None
     id_token: str
     token_type: str
+    session_token: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +273,7 @@ class _PendingAuth:
     token_type: str
     deadline: float
     answer: bool | None = None
+    stop: bool = False  # asks to stop the running session, not to start one
 
 
 @final
@@ -292,6 +299,7 @@ class Evse:
         authorization_timeout_s: float = AUTHORIZATION_TIMEOUT_S,
         connection_timeout_s: float = CONNECTION_TIMEOUT_S,
         status_settle_s: float = SUSPENDED_EV_SETTLE_S,
+        same_token: TokenMatcher | None = None,
     ) -> None:
         if not connector_ids:
             raise ValueError("an EVSE needs at least one connector")
@@ -305,6 +313,8 @@ class Evse:
         self.connection_timeout_s = connection_timeout_s
         self.status_settle_s = status_settle_s
         self._events = events
+        # Token identity per the OCPP version (case-insensitive; 2.0.1 also compares the type).
+        self._same_token = same_token or token_matcher(OcppVersion.V201)
         self._lock = trio.Lock()
         self._phase = Phase.IDLE
         self._connector = connector_ids[0]
@@ -382,6 +392,11 @@ class Evse:
     def session_token(self) -> str | None:
         return None if self._session_token is None else self._session_token[0]
 
+    def owns_session(self, id_token: str, token_type: str) -> bool:
+        """Whether `id_token` is the token of the running session (any letter case)."""
+        own = self._session_token
+        return own is not None and self._same_token(own[0], own[1], id_token, token_type)
+
     def available(self, connector_id: int | None = None) -> bool:
         """Whether the connector (default: the one in use / selected) is Operative."""
         return (self._connector if connector_id is None else connector_id) not in self._unavailable
@@ -402,8 +417,16 @@ class Evse:
         and the answer comes through `resolve_authorization` within `authorization_timeout_s`.
         """
         async with self._lock:
-            if self._session_token is not None and self._session_token[0] == id_token:
+            if self.owns_session(id_token, token_type):
                 await self._handle(Input.STOP, StopReason.LOCAL)
+                return True
+            if self._session_token is not None and self._phase in SESSION_PHASES:
+                deadline = trio.current_time() + self.authorization_timeout_s
+                self._pending = _PendingAuth(id_token, token_type, deadline, stop=True)
+                self._events.publish(
+                    AuthorizationRequested(self.id, id_token, token_type, self._session_token)
+                )
+                self._wake()
                 return True
             if not self._can_start():
                 log.info("EVSE %d: token ignored, EVSE cannot start a session now", self.id)
@@ -522,7 +545,10 @@ class Evse:
         pending = self._pending
         if pending is not None and (pending.answer is not None or now >= pending.deadline):
             self._pending = None
-            if pending.answer and self._can_start():
+            if pending.stop:
+                if pending.answer and self._phase in SESSION_PHASES:
+                    await self._handle(Input.STOP, StopReason.LOCAL)
+            elif pending.answer and self._can_start():
                 await self._authorize(pending.id_token, pending.token_type)
             elif pending.answer is None:
                 log.info("EVSE %d: no authorization answer in %.0f s", self.id, self.authorization_timeout_s)
@@ -724,9 +750,12 @@ class Evse:
 class Evses:
     """The station's EVSEs and the one event channel they all publish on."""
 
-    def __init__(self, events: Broadcaster[EvseEvent] | None = None) -> None:
+    def __init__(
+        self, events: Broadcaster[EvseEvent] | None = None, *, same_token: TokenMatcher | None = None
+    ) -> None:
         self.events: Broadcaster[EvseEvent] = events if events is not None else Broadcaster()
         self._by_id: dict[int, Evse] = {}
+        self._same_token = same_token or token_matcher(OcppVersion.V201)
 
     def add(
         self,
@@ -738,7 +767,14 @@ class Evses:
         """Create and register an EVSE; `options` are the keyword options of `Evse`."""
         if evse_id in self._by_id:
             raise ValueError(f"EVSE {evse_id} already exists")
-        evse = Evse(evse_id, controller, meter, self.events, **options)  # type: ignore[arg-type]
+        evse = Evse(
+            evse_id,
+            controller,
+            meter,
+            self.events,
+            same_token=self._same_token,
+            **options,  # type: ignore[arg-type]
+        )
         self._by_id[evse_id] = evse
         return evse
 
@@ -767,16 +803,16 @@ class Evses:
     ) -> int | None:
         """Route a token to an EVSE: the given one, else the one whose session it owns, else one
         waiting for authorization, else the first idle one. Returns the EVSE id, or None if unusable."""
-        target = self._route_token(id_token, evse_id)
+        target = self._route_token(id_token, token_type, evse_id)
         if target is None:
             return None
         return target.id if await target.present_token(id_token, token_type) else None
 
-    def _route_token(self, id_token: str, evse_id: int | None) -> Evse | None:
+    def _route_token(self, id_token: str, token_type: str, evse_id: int | None) -> Evse | None:
         if evse_id is not None:
             return self._by_id.get(evse_id)
         by_preference: Iterable[Callable[[Evse], bool]] = (
-            lambda e: e.session_token() == id_token,
+            lambda e: e.owns_session(id_token, token_type),
             lambda e: e.phase is Phase.PLUGGED,
             lambda e: e.phase is Phase.IDLE and e.available() and e.status() is ConnectorStatus.AVAILABLE,
         )

@@ -24,6 +24,7 @@ from evstation.drivers.api import ChargeController, PowerMeter
 from evstation.drivers.sim.board import SimChargeController
 from evstation.drivers.sim.ev import SimEv
 from evstation.drivers.sim.meter import SimMeter
+from evstation.protocol.authorization import token_matcher
 from evstation.protocol.backoff import BackoffSettings
 from evstation.runtime.calls import MessageLogEntry
 from evstation.runtime.clock import WallClock
@@ -267,7 +268,7 @@ def build_evses(
     config: StationConfig, lines: ModbusLines | None = None
 ) -> tuple[Evses, dict[int, SimHardware]]:
     """The EVSEs with their drivers; Modbus meters get their buses from `lines` (close it after use)."""
-    evses = Evses()
+    evses = Evses(same_token=token_matcher(config.station.ocpp_version))
     sims: dict[int, SimHardware] = {}
     lines = lines if lines is not None else ModbusLines()
     for evse_cfg in config.evse:
@@ -329,6 +330,7 @@ async def open_station(
             # before the first StatusNotification can go out.
             await nursery.start(session.blocks.availability.run)
             await nursery.start(evses.run)
+            await nursery.start(session.blocks.authorization.run)
             await nursery.start(session.blocks.transactions.run)
             await nursery.start(session.blocks.trigger.run)
             await nursery.start(session.blocks.provisioning.run)

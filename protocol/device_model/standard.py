@@ -27,10 +27,14 @@ from typing import Final
 from evstation.protocol.device_model.model import DataType, Mutability
 
 __all__ = [
+    "AUTH_CACHE_ENTRIES",
+    "AUTH_CACHE_LIFETIME_S",
     "BYTES_PER_MESSAGE",
     "CONNECTOR_ROWS",
     "EVSE_ROWS",
     "ITEMS_PER_MESSAGE",
+    "LOCAL_LIST_ENTRIES",
+    "LOCAL_LIST_ITEMS_PER_MESSAGE",
     "PHASE_ROTATIONS",
     "SAMPLED_MEASURANDS",
     "STATION_ROWS",
@@ -43,6 +47,12 @@ __all__ = [
 # are answered with the CALLERROR the spec names (B06.FR.?/B05/B08.FR.17-18: handled by the block).
 ITEMS_PER_MESSAGE: Final = 64
 BYTES_PER_MESSAGE: Final = 65536
+
+# Authorization cache and local list sizes (runtime/blocks/authorization.py enforces them).
+AUTH_CACHE_ENTRIES: Final = 1000
+AUTH_CACHE_LIFETIME_S: Final = 86400
+LOCAL_LIST_ENTRIES: Final = 10000
+LOCAL_LIST_ITEMS_PER_MESSAGE: Final = 250
 
 # What the meter path can put into a meter value today (runtime/session/v16.py, v201.py _meter_value).
 SAMPLED_MEASURANDS: Final = ("Energy.Active.Import.Register", "Power.Active.Import", "Current.Import")
@@ -58,7 +68,6 @@ PHASE_ROTATIONS: Final = ("NotApplicable", "Unknown", "RST", "RTS", "SRT", "STR"
 AVAILABILITY_STATES: Final = ("Available", "Occupied", "Reserved", "Unavailable", "Faulted")
 
 # Why a spec-writable variable is ReadOnly here (the block that will make it writable).
-_C_BLOCK = "ReadOnly until authorization cache / local list / offline authorization (C, D) is built"
 _E_BLOCK = "ReadOnly until configurable transaction start/stop points (E) are built"
 _J_BLOCK = "ReadOnly until clock-aligned meter values (J) are built"
 _METER_BLOCK = "ReadOnly: the meter path sends a fixed set of measurands"
@@ -164,9 +173,14 @@ STATION_ROWS: Final[tuple[Row, ...]] = (
         values=SAMPLED_MEASURANDS,
         max_limit=len(SAMPLED_MEASURANDS),
     ),
-    # --- AuthCacheCtrlr, AuthCtrlr (C) -------------------------------------------------------------
-    *_absent("AuthCacheCtrlr"),
-    _held("AuthCacheCtrlr", "Enabled", BOOL, "false", _C_BLOCK),
+    # --- AuthCacheCtrlr, AuthCtrlr (C: runtime/blocks/authorization.py) -------------------------------
+    Row("AuthCacheCtrlr", "Available", BOOL, default="true", constant=True),
+    Row("AuthCacheCtrlr", "Enabled", BOOL, RW, default="true"),
+    # Entries not used for this long are dropped (protocol/authorization.py AuthCache).
+    Row("AuthCacheCtrlr", "LifeTime", INT, RW, unit="s", min_limit=1, default=str(AUTH_CACHE_LIFETIME_S)),
+    # The only replacement policy built; the cache holds AUTH_CACHE_ENTRIES entries.
+    Row("AuthCacheCtrlr", "Policy", OPTIONS, values=("LRU",), default="LRU", constant=True),
+    Row("AuthCacheCtrlr", "DisablePostAuthorize", BOOL, RW, default="false"),
     # Every transaction is authorized (a token, or RequestStart/RemoteStart): authorization cannot
     # be switched off.
     _held("AuthCtrlr", "Enabled", BOOL, "true", "ReadOnly: every transaction is authorized"),
@@ -178,10 +192,12 @@ STATION_ROWS: Final[tuple[Row, ...]] = (
         "false",
         "ReadOnly until remote-start authorization (F) is built",
     ),
-    _held("AuthCtrlr", "LocalAuthorizeOffline", BOOL, "false", _C_BLOCK),
-    _held("AuthCtrlr", "LocalPreAuthorize", BOOL, "false", _C_BLOCK),
-    _held("AuthCtrlr", "OfflineTxForUnknownIdEnabled", BOOL, "false", _C_BLOCK),
-    _held("AuthCtrlr", "DisableRemoteAuthorization", BOOL, "false", _C_BLOCK),
+    Row("AuthCtrlr", "LocalAuthorizeOffline", BOOL, RW, default="false"),
+    Row("AuthCtrlr", "LocalPreAuthorize", BOOL, RW, default="false"),
+    Row("AuthCtrlr", "OfflineTxForUnknownIdEnabled", BOOL, RW, default="false"),
+    Row("AuthCtrlr", "DisableRemoteAuthorization", BOOL, RW, default="false"),
+    # No value: no master pass. Compared with a token's groupIdToken case-insensitively (C16).
+    Row("AuthCtrlr", "MasterPassGroupId", STR, RW, max_limit=36),
     # --- ClockCtrlr ----------------------------------------------------------------------------------
     # DateTime is the station clock, read live by the runtime (no stored value).
     Row("ClockCtrlr", "DateTime", TIME, persistent=False),
@@ -207,8 +223,19 @@ STATION_ROWS: Final[tuple[Row, ...]] = (
     Row("DeviceDataCtrlr", "ValueSize", INT, default="1000", constant=True),
     # --- Blocks not built ----------------------------------------------------------------------------
     *_absent("DisplayMessageCtrlr"),
-    *_absent("LocalAuthListCtrlr"),
-    _held("LocalAuthListCtrlr", "Enabled", BOOL, "false", _C_BLOCK),
+    # --- LocalAuthListCtrlr (D: runtime/blocks/authorization.py) ------------------------------------
+    Row("LocalAuthListCtrlr", "Available", BOOL, default="true", constant=True),
+    Row("LocalAuthListCtrlr", "Enabled", BOOL, RW, default="true"),
+    # Actual: the entries installed now (read live from the block); maxLimit: how many it may hold.
+    Row("LocalAuthListCtrlr", "Entries", INT, min_limit=0, max_limit=LOCAL_LIST_ENTRIES, persistent=False),
+    Row(
+        "LocalAuthListCtrlr",
+        "ItemsPerMessage",
+        INT,
+        default=str(LOCAL_LIST_ITEMS_PER_MESSAGE),
+        constant=True,
+    ),
+    Row("LocalAuthListCtrlr", "DisablePostAuthorize", BOOL, RW, default="false"),
     *_absent("MonitoringCtrlr"),
     *_absent("ReservationCtrlr"),
     _held("ReservationCtrlr", "Enabled", BOOL, "false", "ReadOnly until reservations (H) are built"),

@@ -38,17 +38,14 @@ NOT_YET_SERVED: Final[Mapping[OcppVersion, Mapping[str, str]]] = {
     OcppVersion.V16: {
         "CancelReservation": "reservation",
         "CertificateSigned": "security",
-        "ClearCache": "authorization",
         "ClearChargingProfile": "smart_charging",
         "DeleteCertificate": "security",
         "GetCompositeSchedule": "smart_charging",
         "GetDiagnostics": "diagnostics",
         "GetInstalledCertificateIds": "security",
-        "GetLocalListVersion": "local_auth_list",
         "GetLog": "diagnostics",
         "InstallCertificate": "security",
         "ReserveNow": "reservation",
-        "SendLocalList": "local_auth_list",
         "SetChargingProfile": "smart_charging",
         "SignedUpdateFirmware": "firmware",
         "UnlockConnector": "remote_control",
@@ -57,7 +54,6 @@ NOT_YET_SERVED: Final[Mapping[OcppVersion, Mapping[str, str]]] = {
     OcppVersion.V201: {
         "CancelReservation": "reservation",
         "CertificateSigned": "security",
-        "ClearCache": "authorization",
         "ClearChargingProfile": "smart_charging",
         "ClearDisplayMessage": "display",
         "ClearVariableMonitoring": "diagnostics",
@@ -68,14 +64,12 @@ NOT_YET_SERVED: Final[Mapping[OcppVersion, Mapping[str, str]]] = {
         "GetCompositeSchedule": "smart_charging",
         "GetDisplayMessages": "display",
         "GetInstalledCertificateIds": "security",
-        "GetLocalListVersion": "local_auth_list",
         "GetLog": "diagnostics",
         "GetMonitoringReport": "diagnostics",
         "GetTransactionStatus": "transactions",
         "InstallCertificate": "security",
         "PublishFirmware": "firmware",
         "ReserveNow": "reservation",
-        "SendLocalList": "local_auth_list",
         "SetChargingProfile": "smart_charging",
         "SetDisplayMessage": "display",
         "SetMonitoringBase": "diagnostics",
@@ -126,7 +120,9 @@ def build_blocks(
 ) -> StationBlocks:
     version: OcppVersion = config.station.ocpp_version
     layout = layout_from_config(config)
-    authorization = Authorization(version=version, uplink=uplink)
+    authorization = Authorization(
+        version=version, uplink=uplink, storage=storage, device_model=device_model, clock=clock
+    )
     transactions = Transactions(
         version=version,
         services=TxServices(storage, outbox, evses, clock, uplink, layout),

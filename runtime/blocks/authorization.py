@@ -1,18 +1,64 @@
-"""Authorization (2.0.1 C; 1.6 Core Authorize): ask the CSMS whether a token may charge.
+"""Authorization (2.0.1 C, D; 1.6 Core Authorize / ClearCache and LocalAuthListManagement).
 
-Offline (or without an answer) a token is refused: the authorization cache and local list are not
-built yet (docs/status/E-transactions.md). Never imports the transactions block.
+Decides whether a presented token may start charging or may stop another token's session: the local
+list, then the authorization cache, then the CSMS (Authorize), with the offline rules of the device
+model when there is no connection or the call fails. Keeps the cache and the list in SQLite (migration
+6) and in memory. The rules are in protocol.authorization / protocol.local_list; this module does the
+I/O. Never imports the transactions block: it calls `authorize`, `may_stop` and `learn_from_answer`.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+import sqlite3
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
+from typing import TYPE_CHECKING, Final, NoReturn
 
-from evstation.protocol.messages import VersionModels
+import trio
+
+from evstation.protocol.authorization import (
+    AskCsms,
+    AuthCache,
+    AuthSettings,
+    AuthStatus,
+    CacheChange,
+    CacheEntry,
+    Decision,
+    IdToken,
+    Source,
+    TokenInfo,
+    cache_from,
+    decide_answer,
+    decide_local,
+    token_key,
+    token_too_long,
+)
+from evstation.protocol.authorization import may_stop as may_stop_rule
+from evstation.protocol.device_model import ComponentKey, VariableKey
+from evstation.protocol.device_model.standard import (
+    AUTH_CACHE_ENTRIES,
+    LOCAL_LIST_ENTRIES,
+    LOCAL_LIST_ITEMS_PER_MESSAGE,
+)
+from evstation.protocol.local_list import (
+    ListChange,
+    ListEntry,
+    ListLimits,
+    ListStatus,
+    LocalList,
+    UpdateType,
+    apply_update,
+)
+from evstation.protocol.messages import OcppModel, VersionModels, enum_text
 from evstation.protocol.versions import OcppVersion
+from evstation.runtime.blocks.registry import handles
 from evstation.runtime.calls import CallFailed
+from evstation.runtime.clock import WallClock
+from evstation.runtime.device_model import DeviceModel
 from evstation.runtime.link import LinkDown
+from evstation.runtime.storage import Storage, from_db_time, read_setting, to_db_time, write_setting
 from evstation.runtime.uplink import Uplink
 
 if TYPE_CHECKING:
@@ -22,34 +68,509 @@ else:
     v16 = VersionModels(OcppVersion.V16)
     v201 = VersionModels(OcppVersion.V201)
 
-__all__ = ["Authorization"]
+__all__ = [
+    "AUTH_CACHE_ENABLED",
+    "AUTH_CACHE_LIFETIME",
+    "LOCAL_AUTHORIZE_OFFLINE",
+    "LOCAL_LIST_ENABLED",
+    "LOCAL_LIST_ENTRIES_KEY",
+    "LOCAL_PRE_AUTHORIZE",
+    "MASTER_PASS_GROUP_ID",
+    "OFFLINE_TX_FOR_UNKNOWN_ID",
+    "Authorization",
+]
 
 log = logging.getLogger(__name__)
 
-# 1.6 IdToken is CiString20; 2.0.1 IdTokenType.idToken is identifierString(36).
-_V16_ID_TAG_MAX = 20
-_V201_ID_TOKEN_MAX = 36
+V16, V201 = OcppVersion.V16, OcppVersion.V201
+
+
+def _var(component: str, name: str) -> VariableKey:
+    return VariableKey(ComponentKey(component), name)
+
+
+AUTH_CACHE_ENABLED: Final = _var("AuthCacheCtrlr", "Enabled")
+AUTH_CACHE_LIFETIME: Final = _var("AuthCacheCtrlr", "LifeTime")
+AUTH_CACHE_DISABLE_POST_AUTHORIZE: Final = _var("AuthCacheCtrlr", "DisablePostAuthorize")
+LOCAL_AUTHORIZE_OFFLINE: Final = _var("AuthCtrlr", "LocalAuthorizeOffline")
+LOCAL_PRE_AUTHORIZE: Final = _var("AuthCtrlr", "LocalPreAuthorize")
+OFFLINE_TX_FOR_UNKNOWN_ID: Final = _var("AuthCtrlr", "OfflineTxForUnknownIdEnabled")
+DISABLE_REMOTE_AUTHORIZATION: Final = _var("AuthCtrlr", "DisableRemoteAuthorization")
+MASTER_PASS_GROUP_ID: Final = _var("AuthCtrlr", "MasterPassGroupId")
+LOCAL_LIST_ENABLED: Final = _var("LocalAuthListCtrlr", "Enabled")
+LOCAL_LIST_ENTRIES_KEY: Final = _var("LocalAuthListCtrlr", "Entries")
+LOCAL_LIST_DISABLE_POST_AUTHORIZE: Final = _var("LocalAuthListCtrlr", "DisablePostAuthorize")
+
+LOCAL_LIST_VERSION_SETTING: Final = "auth.local_list_version"
+# Expired cache entries are also dropped at every lookup; this sweep keeps an idle station's cache clean.
+CACHE_SWEEP_INTERVAL_S: Final = 3600.0
+# Groups of tokens seen recently (session token -> its group), for a group stop of a token that is in
+# neither the list nor the cache (cache disabled). Bounded: the oldest are forgotten.
+_RECENT_GROUPS: Final = 256
+
+_INFO_COLUMNS: Final = "id_token, token_type, status, expiry, group_token, group_type, evse_ids"
+
+
+# --------------------------------------------------------------------------------------------------
+# Rows (run in the database thread)
+
+
+def _info_row(token: IdToken, info: TokenInfo) -> tuple[object, ...]:
+    return (
+        token.value,
+        token.type,
+        info.status.value,
+        None if info.expiry is None else to_db_time(info.expiry),
+        None if info.group is None else info.group.value,
+        None if info.group is None else info.group.type,
+        ",".join(str(evse_id) for evse_id in info.evse_ids),
+    )
+
+
+def _token_and_info(row: sqlite3.Row) -> tuple[IdToken, TokenInfo]:
+    group = None if row["group_token"] is None else IdToken(row["group_token"], row["group_type"] or "")
+    evse_ids = tuple(int(text) for text in row["evse_ids"].split(",") if text)
+    try:
+        status = AuthStatus(row["status"])
+    except ValueError:
+        status = AuthStatus.INVALID  # a status we do not know cannot authorize anything
+    info = TokenInfo(status, from_db_time(row["expiry"]), group, evse_ids)
+    return IdToken(row["id_token"], row["token_type"]), info
+
+
+def _write_cache(conn: sqlite3.Connection, change: CacheChange) -> None:
+    conn.executemany("DELETE FROM auth_cache WHERE token_key = ?", [(key,) for key in change.removed])
+    conn.executemany(
+        f"INSERT OR REPLACE INTO auth_cache (token_key, {_INFO_COLUMNS}, last_used) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(key, *_info_row(e.token, e.info), to_db_time(e.last_used)) for key, e in change.written],
+    )
+
+
+def _write_list(conn: sqlite3.Connection, change: ListChange) -> None:
+    if change.full:
+        conn.execute("DELETE FROM local_auth_list")
+    conn.executemany("DELETE FROM local_auth_list WHERE token_key = ?", [(key,) for key in change.removed])
+    conn.executemany(
+        f"INSERT OR REPLACE INTO local_auth_list (token_key, {_INFO_COLUMNS}) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [(key, *_info_row(e.token, e.info)) for key, e in change.written],
+    )
+    empty = conn.execute("SELECT 1 FROM local_auth_list LIMIT 1").fetchone() is None
+    write_setting(conn, LOCAL_LIST_VERSION_SETTING, "0" if empty else str(change.version))
+
+
+def _clear_cache(conn: sqlite3.Connection) -> None:
+    conn.execute("DELETE FROM auth_cache")
+
+
+def _read_all(conn: sqlite3.Connection) -> tuple[list[CacheEntry], list[ListEntry], int]:
+    cache = []
+    for row in conn.execute(f"SELECT {_INFO_COLUMNS}, last_used FROM auth_cache"):
+        token, info = _token_and_info(row)
+        last_used = from_db_time(row["last_used"])
+        assert last_used is not None
+        cache.append(CacheEntry(token, info, last_used))
+    entries = [
+        ListEntry(*_token_and_info(row))
+        for row in conn.execute(f"SELECT {_INFO_COLUMNS} FROM local_auth_list")
+    ]
+    version = int(read_setting(conn, LOCAL_LIST_VERSION_SETTING) or "0")
+    return cache, entries, version
+
+
+# --------------------------------------------------------------------------------------------------
+# Wire models -> TokenInfo
+
+
+def info_from_v16(info: v16.IdTagInfo) -> TokenInfo:
+    """1.6 IdTagInfo: parentIdTag is the token's group (1.6 3.5.1)."""
+    group = None if info.parent_id_tag is None else IdToken(info.parent_id_tag)
+    return TokenInfo(AuthStatus(enum_text(info.status)), info.expiry_date, group)
+
+
+def info_from_v201(info: v201.IdTokenInfoType) -> TokenInfo:
+    group = info.group_id_token
+    return TokenInfo(
+        AuthStatus(enum_text(info.status)),
+        info.cache_expiry_date_time,
+        None if group is None else IdToken(group.id_token, enum_text(group.type)),
+        tuple(info.evse_id or ()),
+    )
 
 
 class Authorization:
-    def __init__(self, *, version: OcppVersion, uplink: Uplink) -> None:
+    """The authorization block: start `run` with `nursery.start` (it loads the cache and the list); the
+    entry points also load them on first use, so a block whose `run` was not started still works."""
+
+    def __init__(
+        self,
+        *,
+        version: OcppVersion,
+        uplink: Uplink,
+        storage: Storage,
+        device_model: DeviceModel,
+        clock: WallClock,
+        cache_entries: int = AUTH_CACHE_ENTRIES,
+    ) -> None:
         self.version = version
         self._uplink = uplink
+        self._storage = storage
+        self._dm = device_model
+        self._clock = clock
+        self._cache = AuthCache(version, cache_entries)
+        self._list = LocalList(version)
+        self._groups: OrderedDict[str, IdToken] = OrderedDict()
+        self._loaded = False
+        # One change of the cache or list at a time: memory and disk change in the same order.
+        self._lock = trio.Lock()
+        if LOCAL_LIST_ENTRIES_KEY in device_model.definitions:
+            device_model.provide(LOCAL_LIST_ENTRIES_KEY, lambda: str(len(self._list)))
 
-    async def authorize(self, id_token: str, token_type: str) -> bool:
-        """Whether the CSMS accepts the token now; False when offline or on any failure."""
+    # --- lifetime ------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
+        """Load the cache and the list, then drop expired cache entries every CACHE_SWEEP_INTERVAL_S."""
+        await self._ensure_loaded()
+        task_status.started()
+        while True:
+            await trio.sleep(CACHE_SWEEP_INTERVAL_S)
+            async with self._lock:
+                change = self._cache.remove_stale(self._clock.now(), self._lifetime())
+                await self._persist_cache(change)
+
+    async def _ensure_loaded(self) -> None:
+        if self._loaded:
+            return
+        async with self._lock:
+            if self._loaded:
+                return
+            cache, entries, version = await self._storage.read(_read_all)
+            self._cache = cache_from(self.version, cache, self._cache.max_entries)
+            self._list = LocalList.loaded(self.version, version, entries)
+            self._loaded = True
+
+    # --- settings ------------------------------------------------------------------------------
+
+    def settings(self) -> AuthSettings:
+        dm = self._dm
+
+        def flag(key: VariableKey, default: bool) -> bool:
+            return dm.get_bool(key) if dm.get(key) is not None else default
+
+        return AuthSettings(
+            local_list_enabled=flag(LOCAL_LIST_ENABLED, False),
+            cache_enabled=flag(AUTH_CACHE_ENABLED, False),
+            local_authorize_offline=flag(LOCAL_AUTHORIZE_OFFLINE, False),
+            local_pre_authorize=flag(LOCAL_PRE_AUTHORIZE, False),
+            offline_unknown_allowed=flag(OFFLINE_TX_FOR_UNKNOWN_ID, False),
+            disable_remote_authorization=flag(DISABLE_REMOTE_AUTHORIZATION, False),
+            list_disable_post_authorize=flag(LOCAL_LIST_DISABLE_POST_AUTHORIZE, False),
+            cache_disable_post_authorize=flag(AUTH_CACHE_DISABLE_POST_AUTHORIZE, False),
+            master_pass_group=dm.get(MASTER_PASS_GROUP_ID) or None,
+        )
+
+    def _lifetime(self) -> timedelta:
+        return timedelta(seconds=self._dm.get_int(AUTH_CACHE_LIFETIME))
+
+    def _limits(self) -> ListLimits:
+        definition = self._dm.definitions.get(LOCAL_LIST_ENTRIES_KEY)
+        limit = None if definition is None else definition.max_limit
+        max_entries = LOCAL_LIST_ENTRIES if limit is None else int(limit)
+        return ListLimits(max_entries, LOCAL_LIST_ITEMS_PER_MESSAGE)
+
+    def _token(self, value: str, token_type: str) -> IdToken:
+        # 1.6 tokens have no type: whatever the reader says, "abc" is the same idTag.
+        return IdToken(value, "" if self.version is V16 else token_type)
+
+    # --- decisions -----------------------------------------------------------------------------
+
+    async def authorize(self, id_token: str, token_type: str, evse_id: int | None = None) -> bool:
+        """Whether the token may start charging now (at `evse_id`, when known)."""
+        return (await self.decide(id_token, token_type, evse_id)).accepted
+
+    async def decide(self, id_token: str, token_type: str, evse_id: int | None = None) -> Decision:
+        """The decision for a presented token, with its source and reason (logged)."""
+        await self._ensure_loaded()
+        token = self._token(id_token, token_type)
+        settings = self.settings()
+        online = self._uplink.calls is not None
+        list_info, cache_info = await self._local_infos(token, settings)
+        now = self._clock.now()
+        step = decide_local(
+            self.version,
+            token,
+            online=online,
+            settings=settings,
+            list_info=list_info,
+            cache_info=cache_info,
+            now=now,
+            evse_id=evse_id,
+        )
+        if isinstance(step, AskCsms):
+            info = await self._ask_csms(token)
+            if info is None:
+                step = decide_local(
+                    self.version,
+                    token,
+                    online=False,
+                    settings=settings,
+                    list_info=list_info,
+                    cache_info=cache_info,
+                    now=now,
+                    evse_id=evse_id,
+                )
+                assert not isinstance(step, AskCsms)
+            else:
+                step = decide_answer(self.version, info, settings=settings, evse_id=evse_id)
+        decision = step
+        if decision.info is not None and decision.info.group is not None:
+            self._remember_group(token, decision.info.group)
+        if decision.source is Source.RULE and not decision.accepted:
+            log.warning("token %r refused: %s", id_token, decision.reason)
+        else:
+            log.info(
+                "token %r %s (%s: %s)",
+                id_token,
+                "accepted" if decision.accepted else "refused",
+                decision.source.value,
+                decision.reason,
+            )
+        return decision
+
+    async def may_stop(
+        self, session: tuple[str, str], presented: tuple[str, str], evse_id: int | None = None
+    ) -> bool:
+        """Whether `presented` may end the session `session` started: the same token in any letter case,
+        a token of the same group (2.0.1 groupIdToken, 1.6 parentIdTag) or a master pass (2.0.1 C16).
+        A token unknown locally is looked up with Authorize when online."""
+        await self._ensure_loaded()
+        session_token, other = self._token(*session), self._token(*presented)
+        now = self._clock.now()
+        settings = self.settings()
+        same = token_key(self.version, session_token) == token_key(self.version, other)
+        if not same and token_too_long(self.version, other):
+            log.warning("token %r refused: longer than the version allows, not cut", presented[0])
+            return False
+        list_info, cache_info = await self._local_infos(other, settings)
+        info = list_info if list_info is not None and settings.local_list_enabled else None
+        if info is None and settings.cache_enabled:
+            info = cache_info
+        if info is None and not same and not settings.disable_remote_authorization:
+            info = await self._ask_csms(other)
+        allowed = may_stop_rule(
+            self.version,
+            session=session_token,
+            presented=other,
+            session_group=self._group_of(session_token, settings),
+            presented_info=info,
+            master_pass_group=settings.master_pass_group,
+            now=now,
+        )
+        log.info(
+            "token %r %s stop the session of %r", presented[0], "may" if allowed else "may not", session[0]
+        )
+        return allowed
+
+    async def _local_infos(
+        self, token: IdToken, settings: AuthSettings
+    ) -> tuple[TokenInfo | None, TokenInfo | None]:
+        list_info = self._list.lookup(token)
+        cache_info = None
+        if settings.cache_enabled and (list_info is None or not settings.local_list_enabled):
+            async with self._lock:
+                cache_info, change = self._cache.lookup(token, self._clock.now(), self._lifetime())
+                await self._persist_cache(change)
+        return list_info, cache_info
+
+    def _group_of(self, token: IdToken, settings: AuthSettings) -> IdToken | None:
+        key = token_key(self.version, token)
+        info = self._list.lookup(token) if settings.local_list_enabled else None
+        if info is None and settings.cache_enabled:
+            info = self._cache.peek(token, self._clock.now(), self._lifetime())
+        if info is not None and info.group is not None:
+            return info.group
+        return self._groups.get(key)
+
+    def _remember_group(self, token: IdToken, group: IdToken) -> None:
+        key = token_key(self.version, token)
+        self._groups[key] = group
+        self._groups.move_to_end(key)
+        while len(self._groups) > _RECENT_GROUPS:
+            self._groups.popitem(last=False)
+
+    async def _ask_csms(self, token: IdToken) -> TokenInfo | None:
+        """Authorize; the CSMS's info (also stored in the cache), or None when there is no answer."""
         calls = self._uplink.calls
         if calls is None:
-            return False
+            return None
         try:
-            if self.version is OcppVersion.V16:
-                response = await calls.call("Authorize", {"idTag": id_token[:_V16_ID_TAG_MAX]})
+            if self.version is V16:
+                response = await calls.call("Authorize", {"idTag": token.value})
                 assert isinstance(response, v16.AuthorizeResponse)
-                return response.id_tag_info.status == v16.IdTagInfoStatusEnum.ACCEPTED
-            token = {"idToken": id_token[:_V201_ID_TOKEN_MAX], "type": token_type}
-            answer = await calls.call("Authorize", {"idToken": token})
-            assert isinstance(answer, v201.AuthorizeResponse)
-            return answer.id_token_info.status == v201.AuthorizationStatusEnumType.ACCEPTED
+                info = info_from_v16(response.id_tag_info)
+            else:
+                answer = await calls.call(
+                    "Authorize", {"idToken": {"idToken": token.value, "type": token.type}}
+                )
+                assert isinstance(answer, v201.AuthorizeResponse)
+                info = info_from_v201(answer.id_token_info)
         except (CallFailed, LinkDown) as exc:
-            log.warning("Authorize %s failed: %s", id_token, exc)
+            # libocpp #895: a call that fails is the same as being offline, not a refusal.
+            log.warning("Authorize %r got no answer (%s): deciding offline", token.value, exc)
+            return None
+        await self.learn(token.value, token.type, info)
+        return info
+
+    # --- the cache -----------------------------------------------------------------------------
+
+    async def learn(self, id_token: str, token_type: str, info: TokenInfo) -> None:
+        """The hook for every IdTokenInfo / IdTagInfo the CSMS sends (Authorize, TransactionEvent,
+        Start/StopTransaction answers): stored in the cache when it is enabled (2.0.1 C10.FR.01/04/05;
+        1.6 3.5.2). A token on the local list is not cached: the list takes precedence."""
+        await self._ensure_loaded()
+        token = self._token(id_token, token_type)
+        if info.group is not None:
+            self._remember_group(token, info.group)
+        listed = self._list.lookup(token)
+        if listed is not None:
+            if listed.status is not info.status:
+                # 1.6 3.5.4 (LocalListConflict) / 2.0.1 C13-C14: the list is the CSMS's; we keep it.
+                log.warning(
+                    "local list conflict: %r is %s on the list, the CSMS says %s",
+                    id_token,
+                    listed.status.value,
+                    info.status.value,
+                )
+            return
+        if not self.settings().cache_enabled:
+            return
+        async with self._lock:
+            change = self._cache.store(token, info, self._clock.now(), self._lifetime())
+            await self._persist_cache(change)
+
+    async def learn_from_answer(self, request: Mapping[str, object], response: OcppModel) -> None:
+        """Feed the token info of a transaction message's answer to the cache (the transactions block
+        calls this for every delivered message): 1.6 Start/StopTransaction.conf idTagInfo with the
+        request's idTag; 2.0.1 TransactionEventResponse idTokenInfo with the request's idToken."""
+        if self.version is V16:
+            id_tag = request.get("idTag")
+            tag_info = getattr(response, "id_tag_info", None)
+            if isinstance(id_tag, str) and isinstance(tag_info, v16.IdTagInfo):
+                await self.learn(id_tag, "", info_from_v16(tag_info))
+            return
+        id_token = request.get("idToken")
+        token_info = getattr(response, "id_token_info", None)
+        if isinstance(id_token, dict) and isinstance(token_info, v201.IdTokenInfoType):
+            value, token_type = id_token.get("idToken"), id_token.get("type")
+            if isinstance(value, str) and isinstance(token_type, str):
+                await self.learn(value, token_type, info_from_v201(token_info))
+
+    async def _persist_cache(self, change: CacheChange) -> None:
+        if change:
+            await self._storage.write(lambda conn: _write_cache(conn, change))
+
+    def cached(self) -> list[CacheEntry]:
+        """The cache entries (for tests and the control API)."""
+        return list(self._cache.entries.values())
+
+    async def clear_cache(self) -> bool:
+        """ClearCache: False (Rejected) when the cache is disabled (C11; 1.6 5.4)."""
+        await self._ensure_loaded()
+        if not self.settings().cache_enabled:
             return False
+        async with self._lock:
+            await self._storage.write(_clear_cache)
+            self._cache.clear()
+        log.info("authorization cache cleared by the CSMS")
+        return True
+
+    # --- the local list ------------------------------------------------------------------------
+
+    @property
+    def local_list_version(self) -> int:
+        return self._list.version
+
+    async def local_list_entries(self) -> list[ListEntry]:
+        await self._ensure_loaded()
+        return list(self._list.entries.values())
+
+    async def send_local_list(
+        self,
+        update_type: UpdateType,
+        version: int,
+        items: Iterable[tuple[IdToken, TokenInfo | None]],
+    ) -> ListStatus:
+        """SendLocalList: the answer; the list is durable before an Accepted answer goes out."""
+        await self._ensure_loaded()
+        items = [(self._token(token.value, token.type), info) for token, info in items]
+        async with self._lock:
+            outcome = apply_update(self._list, update_type, version, items, self._limits())
+            if outcome.change is not None:
+                change = outcome.change
+                await self._storage.write(lambda conn: _write_list(conn, change))
+                self._list.apply(change)
+        level = logging.INFO if outcome.status is ListStatus.ACCEPTED else logging.WARNING
+        log.log(
+            level,
+            "SendLocalList %s version %d (%d entries): %s, %s; list version now %d, %d entries",
+            update_type.value,
+            version,
+            len(items),
+            outcome.status.value,
+            outcome.reason,
+            self._list.version,
+            len(self._list),
+        )
+        return outcome.status
+
+    # --- 1.6 handlers --------------------------------------------------------------------------
+
+    @handles(V16, "ClearCache")
+    async def v16_clear_cache(self, req: v16.ClearCacheRequest) -> v16.ClearCacheResponse:
+        status = v16.ClearCacheStatusEnum
+        cleared = await self.clear_cache()
+        return v16.ClearCacheResponse(status=status.ACCEPTED if cleared else status.REJECTED)
+
+    @handles(V16, "SendLocalList")
+    async def v16_send_local_list(self, req: v16.SendLocalListRequest) -> v16.SendLocalListResponse:
+        items = [
+            (IdToken(item.id_tag), None if item.id_tag_info is None else info_from_v16(item.id_tag_info))
+            for item in req.local_authorization_list or ()
+        ]
+        result = await self.send_local_list(UpdateType(enum_text(req.update_type)), req.list_version, items)
+        return v16.SendLocalListResponse(status=v16.SendLocalListStatusEnum(result.value))
+
+    @handles(V16, "GetLocalListVersion")
+    async def v16_get_local_list_version(
+        self, req: v16.GetLocalListVersionRequest
+    ) -> v16.GetLocalListVersionResponse:
+        await self._ensure_loaded()
+        return v16.GetLocalListVersionResponse(list_version=self._list.version)
+
+    # --- 2.0.1 handlers ------------------------------------------------------------------------
+
+    @handles(V201, "ClearCache")
+    async def v201_clear_cache(self, req: v201.ClearCacheRequest) -> v201.ClearCacheResponse:
+        status = v201.ClearCacheStatusEnumType
+        cleared = await self.clear_cache()
+        return v201.ClearCacheResponse(status=status.ACCEPTED if cleared else status.REJECTED)
+
+    @handles(V201, "SendLocalList")
+    async def v201_send_local_list(self, req: v201.SendLocalListRequest) -> v201.SendLocalListResponse:
+        items = [
+            (
+                IdToken(item.id_token.id_token, enum_text(item.id_token.type)),
+                None if item.id_token_info is None else info_from_v201(item.id_token_info),
+            )
+            for item in req.local_authorization_list or ()
+        ]
+        result = await self.send_local_list(UpdateType(enum_text(req.update_type)), req.version_number, items)
+        return v201.SendLocalListResponse(status=v201.SendLocalListStatusEnumType(result.value))
+
+    @handles(V201, "GetLocalListVersion")
+    async def v201_get_local_list_version(
+        self, req: v201.GetLocalListVersionRequest
+    ) -> v201.GetLocalListVersionResponse:
+        await self._ensure_loaded()
+        return v201.GetLocalListVersionResponse(version_number=self._list.version)

@@ -9,8 +9,10 @@ a payload that fails validation is answered with a CALLERROR, which the test see
 of message type 4.
 
 Once the station reports its first status (so it has been Accepted), the peer sends its own CALLs
-(remote start on connector/EVSE 2, remote stop of an unknown transaction) with validation of the
-station's answers on, and reports each as `{"event": "peer_call", "action", "ok", "result"|"error"}`.
+(remote start on connector/EVSE 2, remote stop of an unknown transaction; with the optional second
+argument `local-list`: SendLocalList Full version 1 with LIST-1 Accepted and LIST-2 Blocked, then
+GetLocalListVersion) with validation of the station's answers on, and reports each as
+`{"event": "peer_call", "action", "ok", "result"|"error"}`.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class Recording:
     peer's own CALLs once, after the station's first StatusNotification."""
 
     _own_calls: asyncio.Task[None] | None = None
+    scenario = "remote"
 
     def own_calls(self) -> list[Any]:
         raise NotImplementedError
@@ -85,6 +88,15 @@ class Peer16(Recording, ChargePoint16):
     _transaction_ids = itertools.count(1001)
 
     def own_calls(self) -> list[Any]:
+        if self.scenario == "local-list":
+            entries = [
+                {"idTag": "LIST-1", "idTagInfo": {"status": "Accepted"}},
+                {"idTag": "LIST-2", "idTagInfo": {"status": "Blocked"}},
+            ]
+            return [
+                call16.SendLocalList(list_version=1, update_type="Full", local_authorization_list=entries),
+                call16.GetLocalListVersion(),
+            ]
         return [
             call16.RemoteStartTransaction(id_tag="REMOTE-1", connector_id=2),
             call16.RemoteStopTransaction(transaction_id=999999),
@@ -153,6 +165,15 @@ class Peer201(Recording, ChargePoint201):
         return result201.TransactionEvent()
 
     def own_calls(self) -> list[Any]:
+        if self.scenario == "local-list":
+            entries = [
+                {"idToken": {"idToken": "LIST-1", "type": "ISO14443"}, "idTokenInfo": {"status": "Accepted"}},
+                {"idToken": {"idToken": "LIST-2", "type": "ISO14443"}, "idTokenInfo": {"status": "Blocked"}},
+            ]
+            return [
+                call201.SendLocalList(version_number=1, update_type="Full", local_authorization_list=entries),
+                call201.GetLocalListVersion(),
+            ]
         return [
             call201.RequestStartTransaction(
                 id_token={"idToken": "REMOTE-1", "type": "Central"}, remote_start_id=7, evse_id=2
@@ -161,7 +182,7 @@ class Peer201(Recording, ChargePoint201):
         ]
 
 
-async def main(version: str) -> None:
+async def main(version: str, scenario: str) -> None:
     subprotocol = "ocpp" + version
     peer_class = Peer16 if version == "1.6" else Peer201
 
@@ -172,7 +193,9 @@ async def main(version: str) -> None:
         station_id = connection.request.path.rstrip("/").rsplit("/", 1)[-1]
         emit("connected", station=station_id)
         try:
-            await peer_class(station_id, connection).start()
+            peer = peer_class(station_id, connection)
+            peer.scenario = scenario
+            await peer.start()
         except websockets.ConnectionClosed:
             emit("closed", station=station_id)
 
@@ -185,4 +208,4 @@ async def main(version: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1]))
+    asyncio.run(main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "remote"))

@@ -19,7 +19,9 @@ from typing import Any
 import pytest
 import trio
 
+from evstation.runtime.blocks.authorization import LOCAL_AUTHORIZE_OFFLINE
 from evstation.runtime.config import StationConfig, parse_config
+from evstation.runtime.evse import Authorized
 from evstation.runtime.station import open_station
 
 PEER = Path(__file__).with_name("ocpp_peer.py")
@@ -101,11 +103,14 @@ class Peer:
 
 
 @asynccontextmanager
-async def run_peer(version: str) -> AsyncIterator[tuple[Peer, int]]:
+async def run_peer(version: str, scenario: str = "remote") -> AsyncIterator[tuple[Peer, int]]:
     async with trio.open_nursery() as nursery:
         process = await nursery.start(
             functools.partial(
-                trio.run_process, [sys.executable, str(PEER), version], stdout=subprocess.PIPE, check=False
+                trio.run_process,
+                [sys.executable, str(PEER), version, scenario],
+                stdout=subprocess.PIPE,
+                check=False,
             )
         )
         peer = Peer(process)
@@ -219,3 +224,82 @@ async def test_interop_charging_session_and_remote_calls_validated_by_ocpp_packa
                 seq_nos = [e["seqNo"] for e in events]
                 assert seq_nos == list(range(len(seq_nos)))
                 assert ended["transactionInfo"]["stoppedReason"] == "EVDisconnected"
+
+
+async def _next_event(events: Any, kind: type, timeout_s: float) -> Any:
+    """The next EVSE event of `kind` within `timeout_s`, else None."""
+    with trio.move_on_after(timeout_s):
+        async for event in events:
+            if isinstance(event, kind):
+                return event
+    return None
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
+async def test_interop_send_local_list_then_offline_authorization_from_the_list(
+    tmp_path: Path, version: str
+) -> None:
+    """D01/D02 (1.6 5.15/5.10) against the `ocpp` package: its SendLocalList is Accepted and its
+    GetLocalListVersion answered 1; then, with the network down and LocalAuthorizeOffline, a listed token
+    (presented in another letter case) authorizes from the list and a listed Blocked one does not."""
+    with trio.fail_after(TIMEOUT_S):
+        async with run_peer(version, "local-list") as (peer, port):
+            async with open_station(_config(tmp_path, version, port)) as station:
+                await peer.wait_until(lambda: len(peer.peer_calls()) >= 2)
+                await peer.wait_until(peer.all_answered)
+                decision = await station.session.device_model.set(LOCAL_AUTHORIZE_OFFLINE, "true")
+                assert decision.applies
+                with station.evses.subscribe() as events:
+                    station.set_network(False)
+                    assert await station.evses.present_token("list-1", "ISO14443", evse_id=1) == 1
+                    authorized = await _next_event(events, Authorized, 5.0)
+                    assert await station.evses.present_token("LIST-2", "ISO14443", evse_id=2) == 2
+                    refused = await _next_event(events, Authorized, 2.0)
+            refused_by_peer, refused_by_us = peer.call_errors()
+            assert refused_by_peer == [] and refused_by_us == []
+    calls = {c["action"]: c for c in peer.peer_calls()}
+    assert calls["SendLocalList"]["ok"] and calls["SendLocalList"]["result"]["status"] == "Accepted"
+    version_field = "list_version" if version == "1.6" else "version_number"
+    assert calls["GetLocalListVersion"]["ok"] and calls["GetLocalListVersion"]["result"][version_field] == 1
+    assert authorized is not None and authorized.evse_id == 1
+    assert refused is None
+    assert peer.received_calls("Authorize") == []
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
+async def test_interop_session_token_in_another_case_stops_its_session(tmp_path: Path, version: str) -> None:
+    """The card that started the session, read in another letter case (1.6 CiString idTag; 2.0.1
+    case-insensitive idToken), stops it: one start, one stop with reason Local, no second session."""
+    v16 = version == "1.6"
+    with trio.fail_after(TIMEOUT_S):
+        async with run_peer(version) as (peer, port):
+            async with open_station(_config(tmp_path, version, port)) as station:
+                await peer.wait_until(lambda: len(peer.peer_calls()) >= 2)
+                station.sims[1].controller.plug_in()
+                assert await station.evses.present_token("Card-7", "ISO14443", evse_id=1) == 1
+                if v16:
+                    await peer.wait_until(lambda: peer.received_calls("StartTransaction"))
+                else:
+                    await peer.wait_until(lambda: _events(peer, "Started"))
+                assert await station.evses.present_token("CARD-7", "ISO14443") == 1
+                if v16:
+                    await peer.wait_until(lambda: peer.received_calls("StopTransaction"))
+                else:
+                    await peer.wait_until(lambda: _events(peer, "Ended"))
+                await station.outbox.wait_empty()
+                await peer.wait_until(peer.all_answered)
+            refused_by_peer, refused_by_us = peer.call_errors()
+            assert refused_by_peer == [] and refused_by_us == []
+    assert [a["idTag" if v16 else "idToken"] for a in peer.received_calls("Authorize")] == (
+        ["Card-7"] if v16 else [{"idToken": "Card-7", "type": "ISO14443"}]
+    )
+    if v16:
+        (started,) = peer.received_calls("StartTransaction")
+        (stopped,) = peer.received_calls("StopTransaction")
+        assert started["idTag"] == "Card-7"
+        assert stopped["reason"] == "Local"
+    else:
+        (started,) = _events(peer, "Started")
+        (ended,) = _events(peer, "Ended")
+        assert started["idToken"]["idToken"] == "Card-7"
+        assert ended["transactionInfo"]["stoppedReason"] == "Local"

@@ -126,11 +126,14 @@ def test_supported_feature_profiles_tells_the_truth(profiles: set[V16Profile], e
         ("TransactionMessageAttempts", "5", ConfigurationStatus.ACCEPTED, "5"),
         ("TransactionMessageRetryInterval", "20", ConfigurationStatus.ACCEPTED, "20"),
         ("ConnectionTimeOut", "90", ConfigurationStatus.ACCEPTED, "90"),
+        # Served by the authorization block (C).
+        ("LocalAuthorizeOffline", "TRUE", ConfigurationStatus.ACCEPTED, "true"),
+        ("AllowOfflineTxForUnknownId", "true", ConfigurationStatus.ACCEPTED, "true"),
+        ("AuthorizationCacheEnabled", "false", ConfigurationStatus.ACCEPTED, "false"),
         # Read-only keys (facts, derived values, or settings held until their block lands).
         ("NumberOfConnectors", "4", ConfigurationStatus.REJECTED, None),
         ("SupportedFeatureProfiles", "Core", ConfigurationStatus.REJECTED, None),
         ("MeterValuesSampledDataMaxLength", "5", ConfigurationStatus.REJECTED, None),
-        ("LocalAuthorizeOffline", "true", ConfigurationStatus.REJECTED, None),
         ("MeterValuesSampledData", "Energy.Active.Import.Register", ConfigurationStatus.REJECTED, None),
         # Unknown to the station.
         ("NoSuchKey", "1", ConfigurationStatus.NOT_SUPPORTED, None),

@@ -19,6 +19,7 @@ import trio
 
 from evstation.drivers.sim.board import SimChargeController
 from evstation.drivers.sim.meter import SimMeter
+from evstation.protocol.authorization import token_matcher
 from evstation.protocol.messages import parse_request
 from evstation.protocol.rpc import Call, CallError, CallResult, FrameError, decode, encode
 from evstation.protocol.versions import OcppVersion
@@ -217,7 +218,7 @@ async def open_session_context(
     With `run_evses` the EVSEs run, each with a sim meter polled every 5 s (1000 Wh at start).
     """
     async with open_storage(tmp_path / "station.db") as storage, trio.open_nursery() as nursery:
-        evses = Evses()
+        evses = Evses(same_token=token_matcher(version))
         for evse_id in (1, 2):
             meter = SimMeter(230, initial_energy_wh=1000, poll_interval_s=5) if run_evses else None
             evse = evses.add(evse_id, SimChargeController(), meter)
@@ -233,6 +234,7 @@ async def open_session_context(
             device_model=await load_device_model(storage, config),
         )
         await nursery.start(ctx.blocks.availability.run)
+        await nursery.start(ctx.blocks.authorization.run)
         await nursery.start(ctx.blocks.trigger.run)
         await nursery.start(ctx.blocks.provisioning.run)
         yield ctx

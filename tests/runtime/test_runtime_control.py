@@ -284,7 +284,13 @@ async def test_subscribe_streams_evse_events_and_ocpp_messages(
         await client.send_line(b'{"id": 99, "op": "present_id_token", "id_token": "T"}')
         wanted = [
             {"id": 99, "ok": True, "result": {"evse": 1}},
-            {"event": "AuthorizationRequested", "evse_id": 1, "id_token": "T", "token_type": "ISO14443"},
+            {
+                "event": "AuthorizationRequested",
+                "evse_id": 1,
+                "id_token": "T",
+                "token_type": "ISO14443",
+                "session_token": None,
+            },
         ]
         seen: list[dict[str, Any] | None] = []
         while not all(w in seen for w in wanted):

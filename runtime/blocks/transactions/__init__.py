@@ -131,6 +131,8 @@ class Transactions:
 
     async def delivered(self, entry: OutboxEntry, response: OcppModel) -> None:
         await self._messages.delivered(self.services, entry, response)
+        # C10.FR.04/05, 1.6 3.5.2: every idTokenInfo / idTagInfo the CSMS sends updates the cache.
+        await self._authorization.learn_from_answer(entry.payload, response)
 
     # --- queries for other blocks --------------------------------------------------------------
 
@@ -286,7 +288,12 @@ class Transactions:
                     since = deadline
 
     async def _authorize(self, event: AuthorizationRequested) -> None:
-        accepted = await self._authorization.authorize(event.id_token, event.token_type)
+        if event.session_token is not None:
+            # Another token at an EVSE in a session: may it stop it (group, master pass)?
+            presented = (event.id_token, event.token_type)
+            accepted = await self._authorization.may_stop(event.session_token, presented, event.evse_id)
+        else:
+            accepted = await self._authorization.authorize(event.id_token, event.token_type, event.evse_id)
         evses = self.services.evses
         targets = [evses[event.evse_id]] if event.evse_id is not None else list(evses)
         for evse in targets:

@@ -1,0 +1,407 @@
+"""The authorization block through the session and running sim EVSEs (2.0.1 C, D; 1.6 Core Authorize,
+ClearCache, LocalAuthListManagement): offline authorization from the local list and the cache, unknown
+ids offline, stops by the same token in another case, by a group member and by a master pass, the
+SendLocalList / GetLocalListVersion / ClearCache answers, and persistence. Real SQLite underneath."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from runtime_session_harness import (
+    CsmsPeer,
+    Fail,
+    MemoryConnection,
+    open_session_context,
+    serve_until_link_down,
+)
+
+from evstation.drivers.sim.board import SimChargeController
+from evstation.protocol.authorization import AuthStatus, IdToken, TokenInfo
+from evstation.protocol.device_model import VariableKey
+from evstation.protocol.local_list import UpdateType
+from evstation.protocol.rpc import CallResult
+from evstation.protocol.versions import OcppVersion
+from evstation.runtime.blocks.authorization import (
+    AUTH_CACHE_ENABLED,
+    LOCAL_AUTHORIZE_OFFLINE,
+    LOCAL_LIST_ENTRIES_KEY,
+    MASTER_PASS_GROUP_ID,
+    OFFLINE_TX_FOR_UNKNOWN_ID,
+)
+from evstation.runtime.events import Dropped
+from evstation.runtime.evse import Authorized, EvseEvent, SessionEnded, StopReason
+from evstation.runtime.session import SessionContext
+
+V16, V201 = OcppVersion.V16, OcppVersion.V201
+BOTH = pytest.mark.parametrize("version", [V16, V201])
+# Long enough for any answer; short against the EVSE's 30 s authorization timeout (virtual time).
+QUIET_S = 35.0
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0.02)
+
+
+def statuses_at_boot(version: OcppVersion) -> int:
+    return 3 if version is V16 else 2
+
+
+def authorize_reply(
+    version: OcppVersion, status: str = "Accepted", group: str | None = None
+) -> dict[str, Any]:
+    if version is V16:
+        info: dict[str, Any] = {"status": status}
+        if group is not None:
+            info["parentIdTag"] = group
+        return {"idTagInfo": info}
+    info = {"status": status}
+    if group is not None:
+        info["groupIdToken"] = {"idToken": group, "type": "Central"}
+    return {"idTokenInfo": info}
+
+
+def list_request(
+    version: OcppVersion, list_version: int, tokens: dict[str, str], full: bool = True
+) -> dict[str, Any]:
+    if version is V16:
+        return {
+            "listVersion": list_version,
+            "updateType": "Full" if full else "Differential",
+            "localAuthorizationList": [{"idTag": t, "idTagInfo": {"status": s}} for t, s in tokens.items()],
+        }
+    return {
+        "versionNumber": list_version,
+        "updateType": "Full" if full else "Differential",
+        "localAuthorizationList": [
+            {"idToken": {"idToken": t, "type": "ISO14443"}, "idTokenInfo": {"status": s}}
+            for t, s in tokens.items()
+        ],
+    }
+
+
+async def answer_of(csms: CsmsPeer, message_id: str) -> dict[str, Any]:
+    answer = await csms.wait_answer(message_id)
+    assert isinstance(answer, CallResult), answer
+    return answer.payload
+
+
+async def next_of(
+    events: trio.MemoryReceiveChannel[EvseEvent | Dropped], kind: type, timeout_s: float = QUIET_S
+) -> Any:
+    """The next event of `kind` within `timeout_s` (virtual), else None."""
+    with trio.move_on_after(timeout_s):
+        async for event in events:
+            if isinstance(event, kind):
+                return event
+    return None
+
+
+async def set_variable(ctx: SessionContext, key: VariableKey, value: str) -> None:
+    decision = await ctx.device_model.set(key, value)
+    assert decision.applies, decision
+
+
+class Online:
+    """A CSMS peer serving one connection; `drop()` takes the station offline."""
+
+    def __init__(self, ctx: SessionContext, csms: CsmsPeer, conn: MemoryConnection) -> None:
+        self.ctx, self.csms, self.conn = ctx, csms, conn
+        self.ended = trio.Event()
+
+    async def serve(self) -> None:
+        await serve_until_link_down(self.conn, self.ctx)
+        self.ended.set()
+
+    async def call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return await answer_of(self.csms, await self.csms.send_call(self.conn, action, payload))
+
+    async def drop(self) -> None:
+        self.conn.close()
+        await self.ended.wait()
+        assert self.ctx.uplink.calls is None
+
+
+@asynccontextmanager
+async def station(
+    tmp_path: Path, version: OcppVersion, csms: CsmsPeer | None = None
+) -> AsyncIterator[tuple[SessionContext, Online, trio.MemoryReceiveChannel[EvseEvent | Dropped]]]:
+    """Running EVSEs, the transactions block, and a CSMS connection (booted)."""
+    csms = csms if csms is not None else CsmsPeer(version)
+    conn = MemoryConnection(version)
+    async with open_session_context(tmp_path, version, run_evses=True) as ctx:
+        with ctx.evses.subscribe() as events:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(ctx.blocks.transactions.run)
+                online = Online(ctx, csms, conn)
+                nursery.start_soon(csms.serve, conn)
+                nursery.start_soon(online.serve)
+                await csms.wait_for("StatusNotification", statuses_at_boot(version))
+                yield ctx, online, events
+                nursery.cancel_scope.cancel()
+
+
+def controller(ctx: SessionContext, evse_id: int) -> SimChargeController:
+    board = ctx.evses[evse_id].controller
+    assert isinstance(board, SimChargeController)
+    return board
+
+
+# --- the local list ------------------------------------------------------------------------------
+
+
+@BOTH
+async def test_d01_d02_c13_send_local_list_then_offline_authorization_from_the_list(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """D01 SendLocalList Full is Accepted and GetLocalListVersion reports it (D02); offline with
+    LocalAuthorizeOffline, a listed Accepted token (in another letter case) authorizes (C13.FR.01),
+    a listed Blocked one does not, and nothing is asked of the CSMS."""
+    async with station(tmp_path, version) as (ctx, csms, events):
+        assert (
+            await csms.call(
+                "SendLocalList", list_request(version, 3, {"LIST-OK": "Accepted", "LIST-NO": "Blocked"})
+            )
+        ) == {"status": "Accepted"}
+        reported = await csms.call("GetLocalListVersion", {})
+        assert reported == ({"listVersion": 3} if version is V16 else {"versionNumber": 3})
+        assert ctx.device_model.get(LOCAL_LIST_ENTRIES_KEY) == "2"
+        stale = list_request(version, 3, {"OTHER": "Accepted"}, full=False)
+        assert (await csms.call("SendLocalList", stale)) == {"status": "VersionMismatch"}
+        await set_variable(ctx, LOCAL_AUTHORIZE_OFFLINE, "true")
+        await csms.drop()
+        assert await ctx.evses.present_token("list-ok", "ISO14443", evse_id=1) == 1
+        authorized = await next_of(events, Authorized)
+        assert authorized is not None and authorized.evse_id == 1
+        assert await ctx.evses.present_token("LIST-NO", "ISO14443", evse_id=2) == 2
+        assert await next_of(events, Authorized) is None
+    assert csms.csms.of("Authorize") == []
+
+
+@BOTH
+async def test_d01_size_limits_answer_failed(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """More entries than ItemsPerMessage (1.6 SendLocalListMaxLength) in one message: Failed."""
+    async with station(tmp_path, version) as (_ctx, csms, _):
+        too_many = {f"T{i}": "Accepted" for i in range(251)}
+        assert (await csms.call("SendLocalList", list_request(version, 1, too_many))) == {"status": "Failed"}
+        reported = await csms.call("GetLocalListVersion", {})
+    assert reported == ({"listVersion": 0} if version is V16 else {"versionNumber": 0})
+
+
+# --- the cache -----------------------------------------------------------------------------------
+
+
+@BOTH
+async def test_c10_c12_answer_is_cached_then_authorizes_offline(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """C10.FR.01: the Authorize answer is stored; offline with LocalAuthorizeOffline the cached Accepted
+    token authorizes (C12 offline), an unknown one does not (OfflineTxForUnknownIdEnabled false)."""
+    async with station(tmp_path, version) as (ctx, csms, events):
+        assert await ctx.evses.present_token("CACHED", "ISO14443", evse_id=1) == 1
+        assert await next_of(events, Authorized) is not None
+        await ctx.evses[1].stop_session(StopReason.LOCAL)
+        assert [e.token.value for e in ctx.blocks.authorization.cached()] == ["CACHED"]
+        await set_variable(ctx, LOCAL_AUTHORIZE_OFFLINE, "true")
+        await csms.drop()
+        assert await ctx.evses.present_token("cached", "ISO14443", evse_id=2) == 2
+        assert await next_of(events, Authorized) is not None
+        assert await ctx.evses.present_token("NEVER-SEEN", "ISO14443", evse_id=1) == 1
+        assert await next_of(events, Authorized) is None
+    assert len(csms.csms.of("Authorize")) == 1
+
+
+@BOTH
+async def test_c11_clear_cache(clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion) -> None:
+    """C11 / 1.6 5.4: ClearCache empties the cache (Accepted); with the cache disabled: Rejected."""
+    async with station(tmp_path, version) as (ctx, csms, events):
+        await ctx.evses.present_token("CACHED", "ISO14443", evse_id=1)
+        assert await next_of(events, Authorized) is not None
+        assert ctx.blocks.authorization.cached()
+        assert (await csms.call("ClearCache", {})) == {"status": "Accepted"}
+        assert ctx.blocks.authorization.cached() == []
+        await set_variable(ctx, AUTH_CACHE_ENABLED, "false")
+        assert (await csms.call("ClearCache", {})) == {"status": "Rejected"}
+
+
+@BOTH
+async def test_c10_transaction_answer_updates_the_cache(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """C10.FR.04/05 (1.6 3.5.2): the idTokenInfo / idTagInfo of a transaction answer updates the cache."""
+    csms = CsmsPeer(version).then("DataTransfer", {"status": "Accepted"})
+    if version is V16:
+        csms.then("StartTransaction", {"transactionId": 7, "idTagInfo": {"status": "Blocked"}})
+    else:
+        csms.then("TransactionEvent", {"idTokenInfo": {"status": "Blocked"}})
+    async with station(tmp_path, version, csms) as (ctx, online, events):
+        await ctx.evses.present_token("TAG-1", "ISO14443", evse_id=1)
+        assert await next_of(events, Authorized) is not None
+        assert [e.info.status for e in ctx.blocks.authorization.cached()] == [AuthStatus.ACCEPTED]
+        controller(ctx, 1).plug_in()
+        await online.csms.wait_for("StartTransaction" if version is V16 else "TransactionEvent")
+        # A sentinel behind the transaction message: sent only once its answer was processed.
+        await ctx.outbox.put("DataTransfer", {"vendorId": "test"})
+        await online.csms.wait_for("DataTransfer")
+        assert [e.info.status for e in ctx.blocks.authorization.cached()] == [AuthStatus.BLOCKED]
+
+
+async def test_cache_and_list_survive_a_restart(clock: trio.testing.MockClock, tmp_path: Path) -> None:
+    """Both live in SQLite (migration 6): a new station on the same file has them."""
+    async with open_session_context(tmp_path, V201) as ctx:
+        auth = ctx.blocks.authorization
+        await auth.learn(
+            "Cached-1", "ISO14443", TokenInfo(AuthStatus.ACCEPTED, group=IdToken("G", "Central"))
+        )
+        await auth.send_local_list(
+            UpdateType.FULL, 9, [(IdToken("L1", "ISO14443"), TokenInfo(AuthStatus.ACCEPTED))]
+        )
+    async with open_session_context(tmp_path, V201) as ctx:
+        auth = ctx.blocks.authorization
+        assert [(e.token.value, e.info.group) for e in auth.cached()] == [
+            ("Cached-1", IdToken("G", "Central"))
+        ]
+        assert auth.local_list_version == 9
+        assert [e.token.value for e in await auth.local_list_entries()] == ["L1"]
+        assert ctx.device_model.get(LOCAL_LIST_ENTRIES_KEY) == "1"
+
+
+# --- unknown ids, failures, long tokens ------------------------------------------------------------
+
+
+@BOTH
+@pytest.mark.parametrize("allowed", [True, False])
+async def test_c15_unknown_id_offline(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion, allowed: bool
+) -> None:
+    """C15 / 1.6 AllowOfflineTxForUnknownId: offline, an unknown token authorizes only when allowed."""
+    async with station(tmp_path, version) as (ctx, csms, events):
+        await set_variable(ctx, OFFLINE_TX_FOR_UNKNOWN_ID, "true" if allowed else "false")
+        await csms.drop()
+        assert await ctx.evses.present_token("STRANGER", "ISO14443", evse_id=1) == 1
+        assert (await next_of(events, Authorized) is not None) is allowed
+
+
+@BOTH
+async def test_a_failed_authorize_call_is_decided_offline(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """A CALLERROR (or timeout) to Authorize is no refusal: the offline rules decide (libocpp #895)."""
+    async with station(tmp_path, version, CsmsPeer(version).then("Authorize", Fail())) as (ctx, csms, events):
+        await set_variable(ctx, OFFLINE_TX_FOR_UNKNOWN_ID, "true")
+        await ctx.evses.present_token("STRANGER", "ISO14443", evse_id=1)
+        assert await next_of(events, Authorized) is not None
+    assert len(csms.csms.of("Authorize")) == 1
+
+
+@BOTH
+async def test_a_token_longer_than_the_field_is_refused_with_a_log_line(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion, caplog: pytest.LogCaptureFixture
+) -> None:
+    """issue 8: never cut; refused with a clear log line, no Authorize sent."""
+    too_long = "X" * (21 if version is V16 else 37)
+    caplog.set_level(logging.WARNING, logger="evstation.runtime.blocks.authorization")
+    async with station(tmp_path, version) as (ctx, csms, events):
+        await set_variable(ctx, OFFLINE_TX_FOR_UNKNOWN_ID, "true")
+        await ctx.evses.present_token(too_long, "ISO14443", evse_id=1)
+        assert await next_of(events, Authorized) is None
+    assert csms.csms.of("Authorize") == []
+    assert any("refused, not cut" in r.getMessage() and too_long in r.getMessage() for r in caplog.records)
+
+
+# --- stopping --------------------------------------------------------------------------------------
+
+
+async def start_session(ctx: SessionContext, events: Any, token: str, evse_id: int = 1) -> None:
+    assert await ctx.evses.present_token(token, "ISO14443", evse_id=evse_id) == evse_id
+    assert await next_of(events, Authorized) is not None
+    controller(ctx, evse_id).plug_in()
+
+
+@BOTH
+async def test_session_token_in_another_case_stops_its_session(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """2.0.1 idToken is case insensitive, 1.6 idTag a CiString: "tag-1" stops the session of "TAG-1"
+    (routed to its EVSE, not starting a second session), without another Authorize."""
+    async with station(tmp_path, version) as (ctx, csms, events):
+        await start_session(ctx, events, "TAG-1")
+        assert await ctx.evses.present_token("tag-1", "ISO14443") == 1
+        ended = await next_of(events, SessionEnded)
+        assert ended is not None and (ended.evse_id, ended.reason) == (1, StopReason.LOCAL)
+        assert not ctx.evses[2].session_active()
+    assert len(csms.csms.of("Authorize")) == 1
+
+
+@BOTH
+async def test_c09_token_of_the_same_group_stops_the_session(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """C09 groupIdToken / 1.6 parentIdTag: B of A's group stops A's session; C of another group does not."""
+    csms = CsmsPeer(version).then(
+        "Authorize",
+        authorize_reply(version, group="FLEET"),
+        authorize_reply(version, group="OTHER"),
+        authorize_reply(version, group="fleet"),
+    )
+    async with station(tmp_path, version, csms) as (ctx, _online, events):
+        await start_session(ctx, events, "A")
+        assert await ctx.evses.present_token("C", "ISO14443", evse_id=1) == 1
+        assert await next_of(events, SessionEnded) is None
+        assert ctx.evses[1].session_active()
+        assert await ctx.evses.present_token("B", "ISO14443", evse_id=1) == 1
+        ended = await next_of(events, SessionEnded)
+        assert ended is not None and ended.reason is StopReason.LOCAL
+
+
+async def test_c16_master_pass_stops_any_session_and_starts_none(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """C16: a token of AuthCtrlr.MasterPassGroupId may stop any transaction and may not start one."""
+    csms = CsmsPeer(V201).then(
+        "Authorize",
+        authorize_reply(V201, group="MASTER"),  # the master pass at an idle EVSE
+        authorize_reply(V201),  # A starts
+    )
+    async with station(tmp_path, V201, csms) as (ctx, online, events):
+        await set_variable(ctx, MASTER_PASS_GROUP_ID, "Master")
+        assert await ctx.evses.present_token("M", "ISO14443", evse_id=2) == 2
+        assert await next_of(events, Authorized) is None
+        await start_session(ctx, events, "A")
+        assert await ctx.evses.present_token("M", "ISO14443", evse_id=1) == 1
+        ended = await next_of(events, SessionEnded)
+        assert ended is not None and ended.evse_id == 1
+    # The master pass's group came from the first answer (cached): no second Authorize for it.
+    assert len(online.csms.of("Authorize")) == 2
+
+
+async def test_v16_local_auth_list_keys(clock: trio.testing.MockClock, tmp_path: Path) -> None:
+    """1.6 9.2: the LocalAuthListManagement profile is supported; LocalAuthListEnabled is read-write,
+    LocalAuthListMaxLength / SendLocalListMaxLength read-only with our limits."""
+    async with open_session_context(tmp_path, V16) as ctx:
+        dm = ctx.device_model
+        found, unknown = dm.v16_get_configuration(
+            [
+                "SupportedFeatureProfiles",
+                "LocalAuthListEnabled",
+                "LocalAuthListMaxLength",
+                "SendLocalListMaxLength",
+            ]
+        )
+        change = await dm.v16_change_configuration("LocalAuthListEnabled", "false")
+    assert unknown == []
+    values = {entry.key: (entry.readonly, entry.value) for entry in found}
+    assert "LocalAuthListManagement" in (values["SupportedFeatureProfiles"][1] or "")
+    assert values["LocalAuthListEnabled"] == (False, "true")
+    assert values["LocalAuthListMaxLength"] == (True, "10000")
+    assert values["SendLocalListMaxLength"] == (True, "250")
+    assert change.status.value == "Accepted"
