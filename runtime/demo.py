@@ -2,7 +2,9 @@
 
 It prints a live timeline of every OCPP message and EVSE event while a scripted charging session
 runs, then stops by itself. It uses only public pieces (config, station, test CSMS, sim drivers), so
-it is also a worked example of embedding the runtime. It must never need hardware or a network.
+it is also a worked example of embedding the runtime: like every user of `open_station`, it waits on
+`Station.stop` beside its own work, and ends when a block asks the station to stop (a CSMS Reset),
+since nothing would restart it. It must never need hardware or a network.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import dataclasses
 import json
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TextIO, TypeVar
 
@@ -21,8 +23,9 @@ from evstation.runtime.calls import Direction, MessageLogEntry
 from evstation.runtime.config import StationConfig, parse_config
 from evstation.runtime.events import Dropped
 from evstation.runtime.evse import ConnectorStatus, EvseEvent, StatusChanged
+from evstation.runtime.lifecycle import StationOutcome
 from evstation.runtime.station import Station, open_station
-from evstation.runtime.testcsms import serve_test_csms
+from evstation.runtime.testcsms import TestCsms, serve_test_csms
 
 STATION_ID = "DEMO-0001"
 DEMO_TOKEN = "04A2B3C4D5E6F7"
@@ -155,23 +158,60 @@ class Pace:
     meter_interval_s: float = METER_INTERVAL_S
 
 
-async def run_demo(version: str, out: TextIO = sys.stdout, pace: Pace = Pace()) -> None:
+async def run_demo(
+    version: str,
+    out: TextIO = sys.stdout,
+    pace: Pace = Pace(),
+    *,
+    csms_script: Callable[[TestCsms], Awaitable[None]] | None = None,
+) -> StationOutcome | None:
+    """Run the demo; returns None when the scripted session ran to its end, or why the station
+    stopped first (RESET: the CSMS reset it, and the demo ends rather than restart it).
+
+    `csms_script`, if given, runs beside the session with the test CSMS (what the CSMS does
+    meanwhile, e.g. a Reset); it is cancelled when the demo ends."""
     with tempfile.TemporaryDirectory(prefix="evstation-demo-") as tmp:
         async with trio.open_nursery() as nursery:
             csms = await nursery.start(serve_test_csms)
             config = demo_config(version, csms.port, Path(tmp), pace.meter_interval_s)
             timeline = Timeline(out, trio.current_time())
             timeline.line("demo", f"OCPP {version}, test CSMS on 127.0.0.1:{csms.port}")
+            if csms_script is not None:
+                nursery.start_soon(csms_script, csms)
             async with open_station(config) as station:
                 with station.message_log.subscribe() as messages, station.evses.subscribe() as events:
                     async with trio.open_nursery() as printers:
                         printers.start_soon(_print_all, messages, timeline.message)
                         printers.start_soon(_print_all, events, timeline.evse_event)
-                        await _script(station, timeline, pace)
+                        outcome = await _until_stop_requested(station, _script(station, timeline, pace))
                         await trio.sleep(0.2)  # let the printers catch up with the last frames
                         printers.cancel_scope.cancel()
+            if outcome is StationOutcome.RESET:
+                timeline.line(
+                    "demo",
+                    "the CSMS reset the station: the demo ends",
+                    "(evstation run exits with code 75 here, for its supervisor to start it again)",
+                )
             timeline.line("demo", "done")
             nursery.cancel_scope.cancel()
+    return outcome
+
+
+async def _until_stop_requested(station: Station, work: Awaitable[None]) -> StationOutcome | None:
+    """Await `work` unless a block asks the station to stop first (`Station.stop`, e.g. a CSMS
+    Reset): then `work` is cancelled and the outcome returned. None: `work` finished."""
+    outcome: StationOutcome | None = None
+    async with trio.open_nursery() as nursery:
+
+        async def watch() -> None:
+            nonlocal outcome
+            outcome = await station.stop.wait()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(watch)
+        await work
+        nursery.cancel_scope.cancel()
+    return outcome
 
 
 async def _print_all(receive: trio.MemoryReceiveChannel[T], show: Callable[[T], None]) -> None:

@@ -153,6 +153,7 @@ def build_blocks(
             clock=clock,
             availability=availability,
             provisioning=provisioning,
+            transactions=transactions,
         ),
         reset=Reset(
             version=version,

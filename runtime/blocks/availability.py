@@ -25,6 +25,7 @@ from evstation.protocol.availability import (
     v16_charge_point_status,
     v201_connector_status,
 )
+from evstation.protocol.boot import V16_DEFAULT_GATES, V201_DEFAULT_GATES
 from evstation.protocol.layout import StationLayout, UnknownConnector
 from evstation.protocol.messages import VersionModels
 from evstation.protocol.versions import OcppVersion
@@ -159,7 +160,9 @@ class Availability:
                     await self._catch_up()
         raise AssertionError("the EVSE event stream ended")  # pragma: no cover - subscriptions never end
 
-    @handles(V16, "ChangeAvailability")
+    # 1.6 section 4.2: while Pending only RemoteStart/RemoteStopTransaction are refused, so this is
+    # served; while Rejected nothing is answered.
+    @handles(V16, "ChangeAvailability", gates=V16_DEFAULT_GATES)
     async def change_availability_v16(
         self, req: v16.ChangeAvailabilityRequest
     ) -> v16.ChangeAvailabilityResponse:
@@ -175,7 +178,10 @@ class Availability:
             answer = await self.change(operative, evse_id, connector_id)
         return v16.ChangeAvailabilityResponse(status=status(answer.value))
 
-    @handles(V201, "ChangeAvailability")
+    # 2.0.1 B02.FR.01 lets the CSMS of a Pending station read and change its configuration (B05-B08)
+    # only; ChangeAvailability is not among them: SecurityError while Pending or Rejected
+    # (docs/session.md).
+    @handles(V201, "ChangeAvailability", gates=V201_DEFAULT_GATES)
     async def change_availability_v201(
         self, req: v201.ChangeAvailabilityRequest
     ) -> v201.ChangeAvailabilityResponse:

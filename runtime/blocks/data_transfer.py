@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from evstation.protocol.boot import V16_DEFAULT_GATES, V201_DEFAULT_GATES
 from evstation.protocol.data_transfer import (
     EVSTATION_VENDOR_ID,
     PING_MESSAGE_ID,
@@ -77,7 +78,9 @@ class DataTransfer:
         assert isinstance(response, expected), type(response)
         return VendorAnswer(DataTransferStatus(enum_text(response.status)), response.data)
 
-    @handles(V16, "DataTransfer")
+    # 1.6 section 4.2: served while Pending (only remote start / stop are refused), unanswered while
+    # Rejected.
+    @handles(V16, "DataTransfer", gates=V16_DEFAULT_GATES)
     async def data_transfer_v16(self, req: v16.DataTransferRequest) -> v16.DataTransferResponse:
         result = self.answer(req.vendor_id, req.message_id, req.data)
         data = result.data
@@ -85,7 +88,9 @@ class DataTransfer:
             data = json.dumps(data)  # 1.6 data is a string: structured answers travel as JSON text
         return v16.DataTransferResponse(status=v16.DataTransferStatusEnum(result.status.value), data=data)
 
-    @handles(V201, "DataTransfer")
+    # 2.0.1 B02.FR.01 names only the configuration use cases (B05-B08) for a Pending station, and P02
+    # says nothing of the boot state: SecurityError while Pending or Rejected (docs/session.md).
+    @handles(V201, "DataTransfer", gates=V201_DEFAULT_GATES)
     async def data_transfer_v201(self, req: v201.DataTransferRequest) -> v201.DataTransferResponse:
         result = self.answer(req.vendor_id, req.message_id, req.data)
         return v201.DataTransferResponse(

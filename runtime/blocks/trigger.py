@@ -3,8 +3,10 @@ ExtendedTriggerMessage): the CSMS asks for a message now.
 
 The answer goes out first (F06.FR.04 / 1.6 5.17: the response, then the message); the triggered
 message is sent from a task in the block's own nursery with `Uplink.call_requested`, so it also goes
-out while the CSMS keeps the station Pending (B02.FR.09). A message whose block is not built yet is
-answered NotImplemented, never faked. Never sends a message it cannot build truthfully.
+out while the CSMS keeps the station Pending (B02.FR.09). A triggered 2.0.1 TransactionEvent is the
+exception: the transactions block queues it in the outbox behind the transaction's earlier events,
+so its seqNo stays contiguous and persisted. A message whose block is not built yet is answered
+NotImplemented, never faked. Never sends a message it cannot build truthfully.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.availability import Availability
 from evstation.runtime.blocks.provisioning import Provisioning
 from evstation.runtime.blocks.registry import handles
+from evstation.runtime.blocks.transactions import Transactions
 from evstation.runtime.calls import CallFailed
 from evstation.runtime.clock import WallClock
 from evstation.runtime.evse import Evse, Evses
@@ -43,7 +46,7 @@ log = logging.getLogger(__name__)
 V16, V201 = OcppVersion.V16, OcppVersion.V201
 
 # Triggers whose message belongs to a block not built yet (firmware, diagnostics, security), by
-# version; TransactionEvent is not wired to the transactions block yet.
+# version.
 NOT_IMPLEMENTED_TRIGGERS: Final[Mapping[OcppVersion, frozenset[str]]] = {
     V16: frozenset(
         {
@@ -61,7 +64,6 @@ NOT_IMPLEMENTED_TRIGGERS: Final[Mapping[OcppVersion, frozenset[str]]] = {
             "SignChargingStationCertificate",
             "SignCombinedCertificate",
             "SignV2GCertificate",
-            "TransactionEvent",
         }
     ),
 }
@@ -88,6 +90,7 @@ class Trigger:
         clock: WallClock,
         availability: Availability,
         provisioning: Provisioning,
+        transactions: Transactions,
     ) -> None:
         self.version = version
         self._uplink = uplink
@@ -96,6 +99,7 @@ class Trigger:
         self._clock = clock
         self._availability = availability
         self._provisioning = provisioning
+        self._transactions = transactions
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
@@ -117,6 +121,8 @@ class Trigger:
         if message == "Heartbeat":
             self._schedule("Heartbeat", [{}])
             return TriggerAnswer.ACCEPTED
+        if message == "TransactionEvent":
+            return self._trigger_transaction_events(evse_id)
         if message == "StatusNotification":
             payloads = self._status_payloads(evse_id, connector_id)
         elif message == "MeterValues":
@@ -137,6 +143,26 @@ class Trigger:
             return TriggerAnswer.ACCEPTED
         self._uplink.trigger_boot()  # Pending / Rejected: the boot loop sends one now
         return TriggerAnswer.ACCEPTED
+
+    def _trigger_transaction_events(self, evse_id: int | None) -> TriggerAnswer:
+        # F06.FR.07: one Updated event per running transaction of the EVSE (no EVSE, or EVSE 0: of
+        # every EVSE). With none running there is nothing true to send: Rejected, as libocpp and the
+        # OCTT expect (the spec's rule for a trigger the station cannot honour now).
+        evse_ids = self._transactions.running_evses(evse_id)
+        if not evse_ids:
+            return TriggerAnswer.REJECTED
+        if self._nursery is None:
+            raise RuntimeError("the trigger block is not running")
+        self._nursery.start_soon(self._queue_transaction_events, evse_ids)
+        return TriggerAnswer.ACCEPTED
+
+    async def _queue_transaction_events(self, evse_ids: list[int]) -> None:
+        # Queued after the handler returned, so the answer is on the wire before the outbox sender
+        # can send the event (F06.FR.04). A transaction that ended meanwhile gets no event: nothing
+        # may follow its Ended event.
+        for evse_id in evse_ids:
+            if not await self._transactions.send_triggered_event(evse_id):
+                log.info("triggered TransactionEvent for EVSE %d not queued: transaction ended", evse_id)
 
     def _status_payloads(self, evse_id: int | None, connector_id: int | None) -> list[dict[str, object]]:
         payloads = self._availability.status_requests(None)
@@ -167,10 +193,27 @@ class Trigger:
             if self.version is V16:
                 connector = connector_id if connector_id is not None else evse.connector_in_use
                 number = self._layout.v16_number(evse.id, connector)
-                payloads.append({"connectorId": number, "meterValue": [meter_value]})
+                payload: dict[str, object] = {"connectorId": number, "meterValue": [meter_value]}
+                transaction_id = self._v16_transaction_id(evse, connector)
+                if transaction_id is not None:
+                    payload["transactionId"] = transaction_id
+                payloads.append(payload)
             else:
                 payloads.append({"evseId": evse.id, "meterValue": [meter_value]})
         return payloads
+
+    def _v16_transaction_id(self, evse: Evse, connector_id: int) -> int | None:
+        """1.6 MeterValues.transactionId: the CSMS's id of the transaction running on that connector.
+        None while the CSMS has not confirmed the start yet (the local placeholder would name no
+        transaction it knows) or when no transaction runs there."""
+        transaction_id = self._transactions.ids.get(evse.id)
+        if transaction_id is None or connector_id != evse.connector_in_use:
+            return None
+        try:
+            number = int(transaction_id)
+        except ValueError:
+            return None
+        return number if number >= 0 else None
 
     def _schedule(self, action: str, payloads: list[dict[str, object]]) -> None:
         if self._nursery is None:
@@ -253,7 +296,16 @@ class Trigger:
                 )
         evse_id = None if evse is None else evse.id
         connector_id = None if evse is None else evse.connector_id
-        answer = self.trigger(str(req.requested_message.value), evse_id, connector_id)
+        message = str(req.requested_message.value)
+        answer = self.trigger(message, evse_id, connector_id)
+        if message == "TransactionEvent" and answer is TriggerAnswer.REJECTED:
+            where = f" on EVSE {evse_id}" if evse_id else ""
+            return v201.TriggerMessageResponse(
+                status=status.REJECTED,
+                status_info=v201.StatusInfoType(
+                    reason_code="TxNotFound", additional_info=f"no transaction running{where}"
+                ),
+            )
         return v201.TriggerMessageResponse(status=status(answer.value))
 
 

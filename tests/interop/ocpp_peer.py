@@ -13,6 +13,11 @@ Once the station reports its first status (so it has been Accepted), the peer se
 argument `local-list`: SendLocalList Full version 1 with LIST-1 Accepted and LIST-2 Blocked, then
 GetLocalListVersion) with validation of the station's answers on, and reports each as
 `{"event": "peer_call", "action", "ok", "result"|"error"}`.
+
+`python ocpp_peer.py VERSION driven` sends none of its own: it reads one JSON object per line on
+stdin, `{"id": ..., "action": "ChangeAvailability", "args": {...}}` (args are the `ocpp` package's
+snake_case call fields), sends that CALL to the connected station with validation on, and reports
+the outcome as a `peer_call` event carrying the same id.
 """
 
 from __future__ import annotations
@@ -55,25 +60,29 @@ class Recording:
 
     _own_calls: asyncio.Task[None] | None = None
     scenario = "remote"
+    driven = False  # the test sends the CALLs (stdin); no own calls
 
     def own_calls(self) -> list[Any]:
         raise NotImplementedError
 
     def start_own_calls(self) -> None:
         # A task, not inline: the ocpp package reads the answers in the loop that runs this hook.
-        if self._own_calls is None:
+        if self._own_calls is None and not self.driven:
             self._own_calls = asyncio.get_running_loop().create_task(self._send_own_calls())
 
     async def _send_own_calls(self) -> None:
         for payload in self.own_calls():
-            action = type(payload).__name__
-            try:
-                # suppress=False: a CALLERROR raises; the package validates the answer against the schema.
-                result = await self.call(payload, suppress=False)  # type: ignore[attr-defined]
-            except Exception as exc:  # every failure, validation ones included, is reported to the test
-                emit("peer_call", action=action, ok=False, error=f"{type(exc).__name__}: {exc}")
-            else:
-                emit("peer_call", action=action, ok=True, result=vars(result))
+            await self.send_call(payload)
+
+    async def send_call(self, payload: Any, call_id: object = None) -> None:
+        action = type(payload).__name__
+        try:
+            # suppress=False: a CALLERROR raises; the package validates the answer against the schema.
+            result = await self.call(payload, suppress=False)  # type: ignore[attr-defined]
+        except Exception as exc:  # every failure, validation ones included, is reported to the test
+            emit("peer_call", id=call_id, action=action, ok=False, error=f"{type(exc).__name__}: {exc}")
+        else:
+            emit("peer_call", id=call_id, action=action, ok=True, result=vars(result))
 
     async def route_message(self, raw_msg: str) -> None:
         emit("recv", frame=json.loads(raw_msg))
@@ -182,9 +191,24 @@ class Peer201(Recording, ChargePoint201):
         ]
 
 
+async def drive(version: str, current: dict[str, Recording], connected: asyncio.Event) -> None:
+    """Send the CALLs the test writes on stdin to the connected station, one at a time."""
+    calls = call16 if version == "1.6" else call201
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        command = json.loads(line)
+        await connected.wait()
+        payload = getattr(calls, command["action"])(**command.get("args", {}))
+        await current["peer"].send_call(payload, command.get("id"))
+
+
 async def main(version: str, scenario: str) -> None:
     subprotocol = "ocpp" + version
     peer_class = Peer16 if version == "1.6" else Peer201
+    current: dict[str, Recording] = {}
+    connected = asyncio.Event()
 
     async def handler(connection: Any) -> None:
         if connection.subprotocol != subprotocol:
@@ -192,9 +216,12 @@ async def main(version: str, scenario: str) -> None:
             return
         station_id = connection.request.path.rstrip("/").rsplit("/", 1)[-1]
         emit("connected", station=station_id)
+        peer = peer_class(station_id, connection)
+        peer.driven = scenario == "driven"
+        peer.scenario = scenario
+        current["peer"] = peer
+        connected.set()
         try:
-            peer = peer_class(station_id, connection)
-            peer.scenario = scenario
             await peer.start()
         except websockets.ConnectionClosed:
             emit("closed", station=station_id)
@@ -204,6 +231,8 @@ async def main(version: str, scenario: str) -> None:
     ) as server:
         port = next(iter(server.sockets)).getsockname()[1]
         emit("listening", port=port)
+        if scenario == "driven":
+            await drive(version, current, connected)
         await asyncio.Future()
 
 

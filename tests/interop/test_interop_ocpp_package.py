@@ -8,6 +8,7 @@ implementation.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import subprocess
 import sys
@@ -22,7 +23,8 @@ import trio
 from evstation.runtime.blocks.authorization import LOCAL_AUTHORIZE_OFFLINE
 from evstation.runtime.config import StationConfig, parse_config
 from evstation.runtime.evse import Authorized
-from evstation.runtime.station import open_station
+from evstation.runtime.lifecycle import StationOutcome
+from evstation.runtime.station import Station, open_station
 
 PEER = Path(__file__).with_name("ocpp_peer.py")
 TIMEOUT_S = 20.0
@@ -62,6 +64,7 @@ class Peer:
         self.events: list[dict[str, Any]] = []
         self._buffer = b""
         self._changed = trio.Event()
+        self._call_ids = itertools.count(1)
 
     async def pump(self) -> None:
         assert self.process.stdout is not None
@@ -101,15 +104,34 @@ class Peer:
         while not predicate():
             await self._changed.wait()
 
+    async def call(self, action: str, **args: Any) -> dict[str, Any]:
+        """A driven peer's CALL to the station (args: the `ocpp` package's snake_case fields); returns
+        the answer as the peer judged it: `ok`, and `result` (snake_case) or `error`."""
+        assert self.process.stdin is not None, "run_peer(version, \"driven\")"
+        call_id = next(self._call_ids)
+        command = {"id": call_id, "action": action, "args": args}
+        await self.process.stdin.send_all(json.dumps(command).encode() + b"\n")
+
+        def answered() -> list[dict[str, Any]]:
+            return [c for c in self.peer_calls() if c.get("id") == call_id]
+
+        await self.wait_until(answered)
+        return answered()[0]
+
 
 @asynccontextmanager
 async def run_peer(version: str, scenario: str = "remote") -> AsyncIterator[tuple[Peer, int]]:
+    """The peer subprocess running `scenario` ("remote", "local-list", or "driven": it sends only the
+    CALLs the test asks for with `Peer.call`)."""
+    driven = scenario == "driven"
+    command = [sys.executable, str(PEER), version, scenario]
     async with trio.open_nursery() as nursery:
         process = await nursery.start(
             functools.partial(
                 trio.run_process,
-                [sys.executable, str(PEER), version, scenario],
+                command,
                 stdout=subprocess.PIPE,
+                stdin=subprocess.PIPE if driven else None,
                 check=False,
             )
         )
@@ -303,3 +325,143 @@ async def test_interop_session_token_in_another_case_stops_its_session(tmp_path:
         (ended,) = _events(peer, "Ended")
         assert started["idToken"]["idToken"] == "Card-7"
         assert ended["transactionInfo"]["stoppedReason"] == "Local"
+def _status_of(version: str, payload: dict[str, Any], evse_id: int) -> str | None:
+    """The status a StatusNotification reports for connector 1 of `evse_id` (None: another one)."""
+    if version == "1.6":
+        return payload["status"] if payload["connectorId"] == evse_id else None
+    return payload["connectorStatus"] if (payload["evseId"], payload["connectorId"]) == (evse_id, 1) else None
+
+
+async def _charge_on_evse_1(station: Station, peer: Peer, version: str) -> None:
+    """Plug in and tap a card on EVSE 1; return once the transaction runs and a periodic meter value
+    (so a reading exists) reached the peer."""
+    # Once Accepted and every connector reported: an Authorize before that is not sent.
+    await peer.wait_until(lambda: len(peer.received_calls("StatusNotification")) >= 2)
+    await station.session.uplink.wait_online()
+    station.sims[1].controller.plug_in()
+    assert await station.evses.present_token("TAG-1", "ISO14443", evse_id=1) == 1
+    if version == "1.6":
+        await peer.wait_until(lambda: peer.received_calls("MeterValues"))
+    else:
+        await peer.wait_until(
+            lambda: any(e["triggerReason"] == "MeterValuePeriodic" for e in _events(peer, "Updated"))
+        )
+
+
+def _assert_nothing_refused(peer: Peer) -> None:
+    refused_by_peer, refused_by_us = peer.call_errors()
+    assert refused_by_peer == [], f"the ocpp package refused our payloads: {refused_by_peer}"
+    assert refused_by_us == [], f"we refused the peer's calls: {refused_by_us}"
+    for call in peer.peer_calls():
+        assert call["ok"], f"our answer failed the ocpp package's validation: {call}"
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
+async def test_interop_change_availability_inoperative_during_a_transaction_is_scheduled_then_applied(
+    tmp_path: Path, version: str
+) -> None:
+    """G03 / 1.6 5.2 against the `ocpp` package: Inoperative for EVSE 1 (1.6 connector 1) while it
+    charges is answered Scheduled; the EVSE reports Unavailable only after the transaction ended."""
+    with trio.fail_after(TIMEOUT_S):
+        async with run_peer(version, "driven") as (peer, port):
+            async with open_station(_config(tmp_path, version, port)) as station:
+                await _charge_on_evse_1(station, peer, version)
+                if version == "1.6":
+                    args: dict[str, Any] = {"connector_id": 1, "type": "Inoperative"}
+                else:
+                    args = {"operational_status": "Inoperative", "evse": {"id": 1}}
+                answer = await peer.call("ChangeAvailability", **args)
+                assert answer["ok"] and answer["result"]["status"] == "Scheduled", answer
+
+                def unavailable() -> bool:
+                    return any(
+                        _status_of(version, s, 1) == "Unavailable"
+                        for s in peer.received_calls("StatusNotification")
+                    )
+
+                assert not unavailable() and station.evses[1].available()
+                board = station.sims[1].controller
+                board.set_ev(wants_energy=False)
+                board.unplug()
+                await peer.wait_until(unavailable)
+                await station.outbox.wait_empty()
+                await peer.wait_until(peer.all_answered)
+                assert not station.evses[1].available() and station.evses[2].available()
+            _assert_nothing_refused(peer)
+            # Applied once the transaction ended (checked above: not before the EV left). The order on
+            # the wire is not asserted: the status and the end message are sent by separate tasks, so
+            # the Unavailable status may reach the CSMS just before the end (docs/status/G-availability.md).
+            if version == "1.6":
+                (stopped,) = peer.received_calls("StopTransaction")
+                assert stopped["reason"] == "EVDisconnected"  # the transaction ended on its own
+            else:
+                (ended,) = _events(peer, "Ended")
+                assert ended["transactionInfo"]["stoppedReason"] == "EVDisconnected"
+            # EVSE 2 was never touched.
+            assert all(
+                _status_of(version, s, 2) != "Unavailable" for s in peer.received_calls("StatusNotification")
+            )
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
+async def test_interop_trigger_then_reset_with_a_running_transaction(tmp_path: Path, version: str) -> None:
+    """Against the `ocpp` package, with a transaction running on EVSE 1:
+    - 2.0.1 TriggerMessage(TransactionEvent) -> Updated / Trigger (F06.FR.07); Reset OnIdle ->
+      Scheduled, the transaction goes on until the EV leaves (EVDisconnected), then the station asks
+      to stop with boot reason ScheduledReset stored;
+    - 1.6 TriggerMessage(MeterValues) -> MeterValues with the transactionId; Reset Soft -> Accepted,
+      StopTransaction reason SoftReset, then the station asks to stop."""
+    v16 = version == "1.6"
+    with trio.fail_after(TIMEOUT_S):
+        async with run_peer(version, "driven") as (peer, port):
+            async with open_station(_config(tmp_path, version, port)) as station:
+                await _charge_on_evse_1(station, peer, version)
+                if v16:
+                    await station.session.blocks.transactions.ids.wait_known(1)
+                    answer = await peer.call(
+                        "TriggerMessage", requested_message="MeterValues", connector_id=1
+                    )
+                    assert answer["ok"] and answer["result"]["status"] == "Accepted", answer
+
+                    def triggered() -> list[dict[str, Any]]:
+                        return [
+                            m
+                            for m in peer.received_calls("MeterValues")
+                            if m["meterValue"][0]["sampledValue"][0].get("context") == "Trigger"
+                        ]
+
+                    await peer.wait_until(triggered)
+                    assert triggered()[0]["transactionId"] == 1001  # the peer's first transaction id
+                    answer = await peer.call("Reset", type="Soft")
+                    assert answer["ok"] and answer["result"]["status"] == "Accepted", answer
+                else:
+                    answer = await peer.call(
+                        "TriggerMessage", requested_message="TransactionEvent", evse={"id": 1}
+                    )
+                    assert answer["ok"] and answer["result"]["status"] == "Accepted", answer
+                    await peer.wait_until(
+                        lambda: any(e["triggerReason"] == "Trigger" for e in _events(peer, "Updated"))
+                    )
+                    answer = await peer.call("Reset", type="OnIdle")
+                    assert answer["ok"] and answer["result"]["status"] == "Scheduled", answer
+                    with trio.move_on_after(1):  # the transaction goes on: no stop meanwhile
+                        await station.stop.wait()
+                    assert station.stop.outcome is None and not _events(peer, "Ended")
+                    board = station.sims[1].controller
+                    board.set_ev(wants_energy=False)
+                    board.unplug()
+                assert await station.stop.wait() is StationOutcome.RESET
+                boot_state = await station.storage.boot_state()
+                await peer.wait_until(peer.all_answered)
+            _assert_nothing_refused(peer)
+            if v16:
+                (stopped,) = peer.received_calls("StopTransaction")
+                assert (stopped["transactionId"], stopped["reason"]) == (1001, "SoftReset")
+            else:
+                (ended,) = _events(peer, "Ended")
+                assert ended["transactionInfo"]["stoppedReason"] == "EVDisconnected"
+                assert boot_state.next_boot_reason == "ScheduledReset"
+                trigger = next(e for e in _events(peer, "Updated") if e["triggerReason"] == "Trigger")
+                assert trigger["transactionInfo"]["chargingState"] == "Charging"
+                events = peer.received_calls("TransactionEvent")
+                assert [e["seqNo"] for e in events] == list(range(len(events)))

@@ -180,7 +180,10 @@ class CsmsPeer:
                 return
 
 
-def station_config(tmp_path: Path, version: OcppVersion, **csms: Any) -> StationConfig:
+def station_config(
+    tmp_path: Path, version: OcppVersion, *, connectors: tuple[int, int] = (1, 1), **csms: Any
+) -> StationConfig:
+    """Two EVSEs with `connectors` connectors each (EVSE 1's count, EVSE 2's)."""
     data: dict[str, Any] = {
         "station": {
             "id": "CS-TEST-1",
@@ -194,11 +197,14 @@ def station_config(tmp_path: Path, version: OcppVersion, **csms: Any) -> Station
         "evse": [
             {
                 "id": evse_id,
-                "connector": [{"id": 1, "type": "cType2", "max_current_a": 32}],
+                "connector": [
+                    {"id": connector_id, "type": "cType2", "max_current_a": 32}
+                    for connector_id in range(1, count + 1)
+                ],
                 "controller": {"driver": "sim"},
                 "meter": {"driver": "sim"},
             }
-            for evse_id in (1, 2)
+            for evse_id, count in zip((1, 2), connectors, strict=True)
         ],
     }
     return parse_config(data, base_dir=tmp_path)
@@ -211,20 +217,25 @@ async def open_session_context(
     *,
     meter_interval_s: float = 60.0,
     run_evses: bool = False,
+    connectors: tuple[int, int] = (1, 1),
     **csms: Any,
 ) -> AsyncIterator[SessionContext]:
     """A SessionContext over a real SQLite file and two real EVSEs on sim boards.
 
     With `run_evses` the EVSEs run, each with a sim meter polled every 5 s (1000 Wh at start).
+    `connectors`: how many connectors EVSE 1 and EVSE 2 have (the config and the EVSEs agree).
     """
     async with open_storage(tmp_path / "station.db") as storage, trio.open_nursery() as nursery:
         evses = Evses(same_token=token_matcher(version))
         for evse_id in (1, 2):
             meter = SimMeter(230, initial_energy_wh=1000, poll_interval_s=5) if run_evses else None
-            evse = evses.add(evse_id, SimChargeController(), meter)
+            connector_ids = tuple(range(1, connectors[evse_id - 1] + 1))
+            evse = evses.add(evse_id, SimChargeController(), meter, connector_ids=connector_ids)
             if run_evses:
                 await nursery.start(evse.run)
-        config = station_config(tmp_path, version, meter_value_sample_interval_s=meter_interval_s, **csms)
+        config = station_config(
+            tmp_path, version, connectors=connectors, meter_value_sample_interval_s=meter_interval_s, **csms
+        )
         ctx = new_session(
             config,
             storage=storage,

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from runtime_session_harness import CsmsPeer, MemoryConnection, open_session_context, serving
+from runtime_session_harness import CSMS_TIME, CsmsPeer, MemoryConnection, open_session_context, serving
 
-from evstation.protocol.rpc import CallResult
+from evstation.protocol.boot import BootState
+from evstation.protocol.rpc import CallError, CallResult
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.evse import StopReason
 
@@ -181,3 +182,86 @@ async def test_change_availability_with_custom_data_is_served(
         }
         assert await ask(csms, conn, "ChangeAvailability", request) == {"status": "Accepted"}
         assert not ctx.evses[1].available()
+
+
+async def test_g03_connector_level_on_an_evse_with_two_connectors_touches_only_that_connector(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """EVSE 1 has connectors 1 and 2. Connector 2 Inoperative: Accepted, only (1, 2) goes Unavailable
+    and a session still runs on connector 1; connector 1 Inoperative during that session: Scheduled,
+    applied when it ends; connector 2 Operative again: Available, connector 1 stays Unavailable."""
+    csms, conn = CsmsPeer(V201), MemoryConnection(V201)
+    async with open_session_context(tmp_path, V201, connectors=(2, 1)) as ctx, serving(csms, conn, ctx):
+        await csms.wait_for("StatusNotification", 3)
+        assert statuses(csms) == [(1, 1, "Available"), (1, 2, "Available"), (2, 1, "Available")]
+        evse = ctx.evses[1]
+
+        def change(connector_id: int, status: str) -> dict[str, Any]:
+            return {"evse": {"id": 1, "connectorId": connector_id}, "operationalStatus": status}
+
+        assert await ask(csms, conn, "ChangeAvailability", change(2, "Inoperative")) == {"status": "Accepted"}
+        await wait_status(csms, (1, 2, "Unavailable"))
+        assert statuses(csms)[3:] == [(1, 2, "Unavailable")]
+        assert evse.available(1) and not evse.available(2) and ctx.evses[2].available()
+
+        assert await evse.authorize_remote("T1", "Central")  # connector 1 still serves
+        await wait_status(csms, (1, 1, "Occupied"))
+        assert await ask(csms, conn, "ChangeAvailability", change(1, "Inoperative")) == {
+            "status": "Scheduled"
+        }
+        assert evse.available(1) and evse.session_active()
+        await evse.stop_session(StopReason.REMOTE)
+        await wait_status(csms, (1, 1, "Unavailable"))
+
+        sent = len(statuses(csms))
+        assert await ask(csms, conn, "ChangeAvailability", change(2, "Operative")) == {"status": "Accepted"}
+        await wait_status(csms, (1, 2, "Available"), after=sent)
+        assert statuses(csms)[sent:] == [(1, 2, "Available")]
+        assert not evse.available(1) and evse.available(2)
+        assert (2, 1, "Unavailable") not in statuses(csms)
+
+
+async def test_v16_5_2_connector_of_a_two_connector_evse_is_numbered_across_the_station(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """1.6 numbers connectors across the station: EVSE 1's second connector is connectorId 2, EVSE 2's
+    is 3. ChangeAvailability of connectorId 2 changes that connector alone; connector 0 stays Available."""
+    csms, conn = CsmsPeer(V16), MemoryConnection(V16)
+    async with open_session_context(tmp_path, V16, connectors=(2, 1)) as ctx, serving(csms, conn, ctx):
+        await csms.wait_for("StatusNotification", 4)
+        sent = len(statuses(csms))
+        request = {"connectorId": 2, "type": "Inoperative"}
+        assert await ask(csms, conn, "ChangeAvailability", request) == {"status": "Accepted"}
+        await wait_status(csms, (2, "Unavailable"), after=sent)
+        assert statuses(csms)[sent:] == [(2, "Unavailable")]  # connector 0 unchanged: not re-sent
+        assert ctx.evses[1].available(1) and not ctx.evses[1].available(2) and ctx.evses[2].available()
+
+
+@pytest.mark.parametrize("version", [V16, V201])
+async def test_change_availability_while_pending_1_6_serves_it_2_0_1_answers_security_error(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """1.6 section 4.2: while Pending only remote start / stop are refused, so ChangeAvailability is
+    served (and reported once Accepted). 2.0.1 B02.FR.01 opens only the configuration use cases
+    (B05-B08) to a Pending station: ChangeAvailability gets SecurityError and changes nothing."""
+    csms, conn = CsmsPeer(version), MemoryConnection(version)
+    csms.then("BootNotification", {"status": "Pending", "currentTime": CSMS_TIME, "interval": 600})
+    async with open_session_context(tmp_path, version) as ctx, serving(csms, conn, ctx):
+        await csms.wait_for("BootNotification")
+        await trio.sleep(1)  # virtual: the Pending answer is processed long before
+        assert ctx.uplink.boot.state is BootState.PENDING
+        if version is V16:
+            request: dict[str, Any] = {"connectorId": 1, "type": "Inoperative"}
+        else:
+            request = {"evse": {"id": 1}, "operationalStatus": "Inoperative"}
+        answer = await csms.wait_answer(await csms.send_call(conn, "ChangeAvailability", request))
+        if version is V16:
+            assert isinstance(answer, CallResult) and answer.payload == {"status": "Accepted"}
+        else:
+            assert isinstance(answer, CallError) and answer.code == "SecurityError"
+        assert ctx.evses[1].available() is (version is V201)
+        assert csms.of("StatusNotification") == []  # nothing of ours goes out while Pending
+        await csms.wait_for("BootNotification", 2)  # after the interval: Accepted
+        await csms.wait_for("StatusNotification", 3 if version is V16 else 2)
+        expected = (1, "Unavailable") if version is V16 else (1, 1, "Available")
+        assert expected in statuses(csms)

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from runtime_session_harness import CsmsPeer, MemoryConnection, open_session_context, serving
+from runtime_session_harness import CSMS_TIME, CsmsPeer, MemoryConnection, open_session_context, serving
 
+from evstation.protocol.boot import BootState
 from evstation.protocol.data_transfer import DataTransferStatus, VendorAnswer
-from evstation.protocol.rpc import CallResult
+from evstation.protocol.rpc import CallError, CallResult
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.link import LinkDown
 
@@ -109,3 +110,24 @@ async def test_p01_outgoing_data_transfer_returns_the_csms_answer(
         {"vendorId": "com.csms", "messageId": "X"},
         {"vendorId": "com.csms", "messageId": "Ping", "data": "ping"},
     ]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_data_transfer_while_pending_1_6_serves_it_2_0_1_answers_security_error(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """1.6 section 4.2: a Pending charge point answers everything but remote start / stop. 2.0.1
+    B02.FR.01 names only the configuration use cases (B05-B08) for a Pending station: SecurityError."""
+    csms, conn = CsmsPeer(version), MemoryConnection(version)
+    csms.then("BootNotification", {"status": "Pending", "currentTime": CSMS_TIME, "interval": 600})
+    async with open_session_context(tmp_path, version) as ctx, serving(csms, conn, ctx):
+        await csms.wait_for("BootNotification")
+        await trio.sleep(1)  # virtual: the Pending answer is processed long before
+        assert ctx.uplink.boot.state is BootState.PENDING
+        ping = {"vendorId": "org.evstation", "messageId": "Ping", "data": "hello"}
+        answer = await csms.wait_answer(await csms.send_call(conn, "DataTransfer", ping))
+        if version is V16:
+            assert isinstance(answer, CallResult)
+            assert answer.payload == {"status": "Accepted", "data": "hello"}
+        else:
+            assert isinstance(answer, CallError) and answer.code == "SecurityError"

@@ -3,18 +3,28 @@ through the session: the answer first, then the message; Pending; unknown target
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
-from runtime_session_harness import CsmsPeer, MemoryConnection, open_session_context, serving
+from runtime_session_harness import (
+    CsmsPeer,
+    MemoryConnection,
+    open_session_context,
+    serve_until_link_down,
+    serving,
+)
 
+from evstation.drivers.sim.board import SimChargeController
 from evstation.protocol.boot import BootState
 from evstation.protocol.rpc import CallResult
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.trigger import NOT_IMPLEMENTED_TRIGGERS
+from evstation.runtime.session import SessionContext
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
 
@@ -173,3 +183,106 @@ async def test_v16_boot_and_extended_heartbeat_triggers_after_accepted_send_the_
         }
         await csms.wait_for("Heartbeat")
         assert ctx.uplink.boot.state is BootState.ACCEPTED
+
+
+@asynccontextmanager
+async def with_transactions(
+    tmp_path: Path, version: OcppVersion
+) -> AsyncIterator[tuple[SessionContext, CsmsPeer, MemoryConnection]]:
+    """A booted session on running sim EVSEs with the transactions block running, as open_station
+    runs it (the outbox sender is the session's)."""
+    csms, conn = CsmsPeer(version), MemoryConnection(version)
+    async with open_session_context(tmp_path, version, run_evses=True) as ctx:
+        with trio.fail_after(1000):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(ctx.blocks.transactions.run)
+                nursery.start_soon(csms.serve, conn)
+                nursery.start_soon(serve_until_link_down, conn, ctx)
+                await csms.wait_for("StatusNotification", 3 if version is V16 else 2)
+                yield ctx, csms, conn
+                nursery.cancel_scope.cancel()
+
+
+async def start_transaction(ctx: SessionContext, evse_id: int) -> None:
+    evse = ctx.evses[evse_id]
+    assert await evse.authorize_remote(f"TOKEN{evse_id}", "ISO14443")
+    controller = evse.controller
+    assert isinstance(controller, SimChargeController)
+    controller.plug_in()
+    while ctx.blocks.transactions.ids.get(evse_id) is None:
+        await ctx.blocks.transactions.ids.changed.wait()
+
+
+def transaction_events(csms: CsmsPeer) -> list[dict[str, Any]]:
+    return [s.call.payload for s in csms.of("TransactionEvent")]
+
+
+async def test_f06_fr_07_transaction_event_trigger_sends_updated_trigger_after_the_answer_seq_no_contiguous(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """F06.FR.07: TransactionEvent Updated, triggerReason Trigger, with chargingState and a Trigger
+    reading, for the EVSE's transaction (no EVSE: every running one), after the answer (F06.FR.04),
+    queued through the outbox so seqNo follows the transaction's other events and is persisted.
+    Without a running transaction there (or anywhere): Rejected (TxNotFound), nothing sent."""
+    async with with_transactions(tmp_path, V201) as (ctx, csms, conn):
+        for evse in ({"evse": {"id": 1}}, {}):
+            answer = await ask(csms, conn, "TriggerMessage", {"requestedMessage": "TransactionEvent", **evse})
+            assert answer["status"] == "Rejected"
+            assert answer["statusInfo"]["reasonCode"] == "TxNotFound"
+        await start_transaction(ctx, 1)
+        await trio.sleep(10)  # the sim EV draws energy: Started, then Updated ChargingStateChanged
+        await ctx.outbox.wait_empty()
+        assert all(e["triggerReason"] != "Trigger" for e in transaction_events(csms))
+        start = len(csms.wire)
+        request = {"requestedMessage": "TransactionEvent", "evse": {"id": 1}}
+        assert await ask(csms, conn, "TriggerMessage", request) == {"status": "Accepted"}
+        count = len(csms.of("TransactionEvent"))
+        await csms.wait_for("TransactionEvent", count + 1)
+        assert csms.wire[start : start + 2] == ["answer", "TransactionEvent"]  # F06.FR.04
+        triggered = transaction_events(csms)[-1]
+        assert (triggered["eventType"], triggered["triggerReason"]) == ("Updated", "Trigger")
+        assert triggered["evse"] == {"id": 1, "connectorId": 1}
+        assert triggered["transactionInfo"] == {
+            "transactionId": ctx.blocks.transactions.ids.get(1),
+            "chargingState": "Charging",
+        }
+        [reading] = triggered["meterValue"]
+        assert {v["context"] for v in reading["sampledValue"]} == {"Trigger"}
+        # EVSE 2 has no transaction; no EVSE (or EVSE 0) means every running transaction.
+        request = {"requestedMessage": "TransactionEvent", "evse": {"id": 2}}
+        assert (await ask(csms, conn, "TriggerMessage", request))["status"] == "Rejected"
+        for evse in ({}, {"evse": {"id": 0}}):
+            request = {"requestedMessage": "TransactionEvent", **evse}
+            assert await ask(csms, conn, "TriggerMessage", request) == {"status": "Accepted"}
+            count += 1
+            await csms.wait_for("TransactionEvent", count + 1)
+            assert transaction_events(csms)[-1]["triggerReason"] == "Trigger"
+        await ctx.outbox.wait_empty()
+        events = transaction_events(csms)
+        assert [e["seqNo"] for e in events] == list(range(len(events)))
+        [record] = await ctx.blocks.transactions.services.storage.transactions()
+        assert record.seq_no == events[-1]["seqNo"]  # persisted: the next event continues from it
+
+
+async def test_v16_5_17_meter_values_trigger_carries_the_transaction_id_of_its_connector(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """1.6 MeterValues.transactionId: the CSMS's id of the transaction on the triggered connector; a
+    connector without one sends none."""
+    async with with_transactions(tmp_path, V16) as (ctx, csms, conn):
+        await start_transaction(ctx, 1)
+        await ctx.blocks.transactions.ids.wait_known(1)
+        await trio.sleep(6)  # the sim meters have been polled
+
+        def triggered() -> list[dict[str, Any]]:
+            payloads: list[dict[str, Any]] = [s.call.payload for s in csms.of("MeterValues")]
+            return [p for p in payloads if p["meterValue"][0]["sampledValue"][0]["context"] == "Trigger"]
+
+        for connector_id in (1, 2):
+            request = {"requestedMessage": "MeterValues", "connectorId": connector_id}
+            assert await ask(csms, conn, "TriggerMessage", request) == {"status": "Accepted"}
+            while len(triggered()) < connector_id:
+                await csms.wait_for("MeterValues", len(csms.of("MeterValues")) + 1)
+        first, second = triggered()
+        assert (first["connectorId"], first["transactionId"]) == (1, 42)  # the CsmsPeer's id
+        assert second["connectorId"] == 2 and "transactionId" not in second

@@ -94,6 +94,8 @@ class _EvseState:
     token: tuple[str, str] | None = None  # (id_token, token_type) once authorized
     record: TransactionRecord | None = None
     meter_scope: trio.CancelScope | None = None
+    # The 2.0.1 chargingState last reported for the running transaction (a triggered event repeats it).
+    charging_state: str = "EVConnected"
 
 
 class Transactions:
@@ -119,6 +121,7 @@ class Transactions:
         self._messages = messages_for(version)
         # EVSE id -> 2.0.1 remoteStartId of a RequestStartTransaction whose transaction has not started.
         self.remote_starts: dict[int, int] = {}
+        self._states: dict[int, _EvseState] = {}  # per EVSE, as `run` follows its events
 
     @property
     def ids(self) -> TransactionIds:
@@ -135,6 +138,21 @@ class Transactions:
         await self._authorization.learn_from_answer(entry.payload, response)
 
     # --- queries for other blocks --------------------------------------------------------------
+
+    def running_evses(self, evse_id: int | None = None) -> list[int]:
+        """The EVSEs with a running transaction, in id order; only `evse_id` when given (0: all)."""
+        running = sorted(self.ids.running())
+        return running if not evse_id else [e for e in running if e == evse_id]
+
+    async def send_triggered_event(self, evse_id: int) -> bool:
+        """2.0.1 F06.FR.07: a TransactionEvent Updated with triggerReason Trigger for the transaction
+        running on `evse_id`, carrying its chargingState and the current meter reading (context
+        Trigger), queued in the outbox like every other event so its seqNo is the next one, persisted
+        with it. False (nothing queued) when no transaction runs there, or it ended meanwhile."""
+        state = self._states.get(evse_id)
+        if state is None or state.record is None or not isinstance(self._messages, V201Transactions):
+            return False
+        return await self._messages.triggered(self.services, state.record, state.charging_state)
 
     async def evse_of_transaction(self, transaction_id: str) -> int | None:
         """The EVSE of the open transaction the CSMS calls `transaction_id` (ours or its 1.6 id)."""
@@ -201,7 +219,7 @@ class Transactions:
         await services.storage.write(work)
 
     async def _run(self, task_status: trio.TaskStatus[None]) -> NoReturn:
-        states: dict[int, _EvseState] = {}
+        states = self._states
         messages = self._messages
         services = self.services
         async with trio.open_nursery() as nursery:
@@ -225,11 +243,11 @@ class Transactions:
                         state.token = (event.id_token, event.token_type)
                         await self._maybe_start(nursery, evse_id, state, "Authorized")
                     elif isinstance(event, EnergyFlowStarted) and state.record is not None:
-                        await messages.charging_state(services, state.record, "Charging")
+                        state.charging_state = "Charging"
+                        await messages.charging_state(services, state.record, state.charging_state)
                     elif isinstance(event, EnergyFlowSuspended) and state.record is not None:
-                        await messages.charging_state(
-                            services, state.record, "SuspendedEV" if event.by_ev else "SuspendedEVSE"
-                        )
+                        state.charging_state = "SuspendedEV" if event.by_ev else "SuspendedEVSE"
+                        await messages.charging_state(services, state.record, state.charging_state)
                     elif isinstance(event, SessionEnded):
                         if state.meter_scope is not None:
                             state.meter_scope.cancel()
@@ -270,6 +288,7 @@ class Transactions:
             self.services, evse_id, state.plugged_connector, id_token, token_type, trigger, remote_start_id
         )
         state.record = record
+        state.charging_state = "EVConnected"  # as the Started event says
         self.ids.set(evse_id, record.id)
         state.meter_scope = trio.CancelScope()
         nursery.start_soon(self._sample_meter, record, state.meter_scope)

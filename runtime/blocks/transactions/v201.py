@@ -120,6 +120,14 @@ class V201Transactions:
             tx, record, "ChargingStateChanged", {"chargingState": state}, [], None, tx.clock.now()
         )
 
+    async def triggered(self, tx: TxServices, record: TransactionRecord, charging_state: str) -> bool:
+        """F06.FR.07: Updated, triggerReason Trigger, with the chargingState and the current reading
+        (context Trigger); False if the transaction ended before it could be queued."""
+        meter = _meter_value(tx, tx.evses[record.evse_id], "Trigger")
+        energy = tx.evses[record.evse_id].energy_wh()
+        info: dict[str, object] = {"chargingState": charging_state}
+        return await self._updated(tx, record, "Trigger", info, meter, energy, tx.clock.now())
+
     async def _updated(
         self,
         tx: TxServices,
@@ -129,7 +137,7 @@ class V201Transactions:
         meter: list[dict[str, object]],
         energy: float | None,
         at: datetime,
-    ) -> None:
+    ) -> bool:
         offline = not tx.online
 
         def build(conn: sqlite3.Connection) -> dict[str, object] | None:
@@ -143,7 +151,7 @@ class V201Transactions:
             payload = _payload(fresh, seq_no, "Updated", trigger, iso(at), info, meter)
             return _mark_offline(payload, offline)
 
-        await tx.outbox.put_with("TransactionEvent", build, offline=offline)
+        return await tx.outbox.put_with("TransactionEvent", build, offline=offline) is not None
 
     async def stop(self, tx: TxServices, record: TransactionRecord, reason: str) -> None:
         energy = tx.evses[record.evse_id].energy_wh()
