@@ -133,8 +133,9 @@ def _seconds(value: float) -> str:
     return str(math.ceil(value))
 
 
-# SupportedFeatureProfiles: only what the station serves (Core; RemoteTrigger once TriggerMessage is in).
-IMPLEMENTED_V16_PROFILES: Final = (V16Profile.CORE, V16Profile.REMOTE_TRIGGER)
+# SupportedFeatureProfiles: only what the station serves (Core; RemoteTrigger once TriggerMessage is in;
+# Reservation with ReserveNow / CancelReservation).
+IMPLEMENTED_V16_PROFILES: Final = (V16Profile.CORE, V16Profile.REMOTE_TRIGGER, V16Profile.RESERVATION)
 
 
 def layout_from_config(config: StationConfig) -> StationLayout:

@@ -97,7 +97,6 @@ def test_controllers_of_blocks_not_built_say_they_are_not_available() -> None:
         "AlignedDataCtrlr",
         "AuthCacheCtrlr",
         "LocalAuthListCtrlr",
-        "ReservationCtrlr",
         "SmartChargingCtrlr",
     ):
         available = DEFS[controller(name, "Available")]

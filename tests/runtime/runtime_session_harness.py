@@ -95,6 +95,7 @@ def default_replies(version: OcppVersion) -> dict[str, dict[str, Any]]:
         "Authorize": {"idTokenInfo": {"status": "Accepted"}},
         "TransactionEvent": {},
         "MeterValues": {},
+        "ReservationStatusUpdate": {},
     }
 
 
@@ -232,6 +233,7 @@ async def open_session_context(
             device_model=await load_device_model(storage, config),
         )
         await nursery.start(ctx.blocks.availability.run)
+        await nursery.start(ctx.blocks.reservation.run)
         await nursery.start(ctx.blocks.trigger.run)
         yield ctx
         nursery.cancel_scope.cancel()

@@ -20,6 +20,7 @@ from evstation.protocol.messages import OcppModel, enum_text
 from evstation.protocol.transactions import REASON_POWER_LOSS, REASON_REBOOT
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.authorization import Authorization
+from evstation.runtime.blocks.reservation import Reservations
 from evstation.runtime.blocks.transactions.services import TransactionIds, TxServices
 from evstation.runtime.blocks.transactions.v16 import V16Transactions
 from evstation.runtime.blocks.transactions.v201 import V201Transactions
@@ -65,6 +66,7 @@ class TransactionMessages(Protocol):
         token_type: str,
         trigger: str,
         remote_start_id: int | None = None,
+        reservation_id: int | None = None,
     ) -> TransactionRecord: ...
 
     async def meter_values(self, tx: TxServices, record: TransactionRecord) -> None: ...
@@ -111,11 +113,13 @@ class Transactions:
         services: TxServices,
         authorization: Authorization,
         device_model: DeviceModel,
+        reservations: Reservations | None = None,
     ) -> None:
         self.version = version
         self.services = services
         self._device_model = device_model
         self._authorization = authorization
+        self._reservations = reservations
         self._messages = messages_for(version)
         # EVSE id -> 2.0.1 remoteStartId of a RequestStartTransaction whose transaction has not started.
         self.remote_starts: dict[int, int] = {}
@@ -264,8 +268,19 @@ class Transactions:
         remote_start_id = self.remote_starts.pop(evse_id, None)
         if remote_start_id is not None and trigger == "Authorized":
             trigger = "RemoteStart"
+        # H03 / 1.6 5.13: the reservation the token uses ends, and the transaction names it.
+        reservation_id = (
+            None if self._reservations is None else await self._reservations.consume(evse_id, id_token)
+        )
         record = await self._messages.start(
-            self.services, evse_id, state.plugged_connector, id_token, token_type, trigger, remote_start_id
+            self.services,
+            evse_id,
+            state.plugged_connector,
+            id_token,
+            token_type,
+            trigger,
+            remote_start_id,
+            reservation_id,
         )
         state.record = record
         self.ids.set(evse_id, record.id)
@@ -286,8 +301,15 @@ class Transactions:
                     since = deadline
 
     async def _authorize(self, event: AuthorizationRequested) -> None:
-        accepted = await self._authorization.authorize(event.id_token, event.token_type)
+        verdict = await self._authorization.authorize_token(event.id_token, event.token_type)
         evses = self.services.evses
         targets = [evses[event.evse_id]] if event.evse_id is not None else list(evses)
+        reservations = self._reservations
         for evse in targets:
+            # H03 / 1.6 5.13: an EVSE held by a reservation admits only its token or group.
+            accepted = verdict.accepted and (
+                reservations is None or reservations.admit(evse.id, event.id_token, verdict.group_id_token)
+            )
+            if not accepted:
+                self.remote_starts.pop(evse.id, None)  # a refused remote start leaves no remoteStartId
             evse.resolve_authorization(event.id_token, accepted)
