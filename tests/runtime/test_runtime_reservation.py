@@ -59,7 +59,7 @@ async def call(csms: CsmsPeer, conn: MemoryConnection, action: str, payload: dic
 
 def statuses(csms: CsmsPeer, key: str, value: int) -> list[str]:
     return [
-        s.call.payload["connectorStatus" if "connectorStatus" in s.call.payload else "status"]
+        str(s.call.payload["connectorStatus" if "connectorStatus" in s.call.payload else "status"])
         for s in csms.of("StatusNotification")
         if s.call.payload.get(key) == value
     ]
@@ -125,7 +125,8 @@ async def test_v201_h01_h03_reserved_evse_refuses_a_stranger_and_the_owner_consu
         assert await call(csms, conn, "CancelReservation", {"reservationId": 11}) == {"status": "Rejected"}
     assert started["eventType"] == "Started"
     assert started["reservationId"] == 11
-    assert [a.call.payload["idToken"]["idToken"] for a in csms.of("Authorize")] == ["STRANGER", "OWNER-1"]
+    tokens = [a.call.payload["idToken"] for a in csms.of("Authorize")]
+    assert tokens == [{"idToken": "STRANGER", "type": "ISO14443"}, {"idToken": "OWNER-1", "type": "ISO14443"}]
 
 
 async def test_v16_5_13_group_member_uses_the_reservation_start_transaction_names_it(
