@@ -11,6 +11,10 @@ of message type 4.
 Once the station reports its first status (so it has been Accepted), the peer sends its own CALLs
 (remote start on connector/EVSE 2, remote stop of an unknown transaction) with validation of the
 station's answers on, and reports each as `{"event": "peer_call", "action", "ok", "result"|"error"}`.
+
+`python ocpp_peer.py VERSION scripted` sends no CALLs of its own; instead each stdin line
+`{"action": "ReserveNow", "payload": {<snake_case fields of the ocpp package's call>}}` is sent to the
+connected station, in order, and reported as a `peer_call` event the same way.
 """
 
 from __future__ import annotations
@@ -49,9 +53,11 @@ def now() -> str:
 
 class Recording:
     """Mixed into the ocpp ChargePoint classes to log every frame in both directions, and to send the
-    peer's own CALLs once, after the station's first StatusNotification."""
+    peer's own CALLs once, after the station's first StatusNotification (or, scripted, the CALLs the
+    test writes to stdin)."""
 
     _own_calls: asyncio.Task[None] | None = None
+    scripted: asyncio.Queue[Any] | None = None
 
     def own_calls(self) -> list[Any]:
         raise NotImplementedError
@@ -59,18 +65,27 @@ class Recording:
     def start_own_calls(self) -> None:
         # A task, not inline: the ocpp package reads the answers in the loop that runs this hook.
         if self._own_calls is None:
-            self._own_calls = asyncio.get_running_loop().create_task(self._send_own_calls())
+            sender = self._send_scripted() if self.scripted is not None else self._send_own_calls()
+            self._own_calls = asyncio.get_running_loop().create_task(sender)
 
     async def _send_own_calls(self) -> None:
         for payload in self.own_calls():
-            action = type(payload).__name__
-            try:
-                # suppress=False: a CALLERROR raises; the package validates the answer against the schema.
-                result = await self.call(payload, suppress=False)  # type: ignore[attr-defined]
-            except Exception as exc:  # every failure, validation ones included, is reported to the test
-                emit("peer_call", action=action, ok=False, error=f"{type(exc).__name__}: {exc}")
-            else:
-                emit("peer_call", action=action, ok=True, result=vars(result))
+            await self._send_one(payload)
+
+    async def _send_scripted(self) -> None:
+        assert self.scripted is not None
+        while True:
+            await self._send_one(await self.scripted.get())
+
+    async def _send_one(self, payload: Any) -> None:
+        action = type(payload).__name__
+        try:
+            # suppress=False: a CALLERROR raises; the package validates the answer against the schema.
+            result = await self.call(payload, suppress=False)  # type: ignore[attr-defined]
+        except Exception as exc:  # every failure, validation ones included, is reported to the test
+            emit("peer_call", action=action, ok=False, error=f"{type(exc).__name__}: {exc}")
+        else:
+            emit("peer_call", action=action, ok=True, result=vars(result))
 
     async def route_message(self, raw_msg: str) -> None:
         emit("recv", frame=json.loads(raw_msg))
@@ -161,9 +176,19 @@ class Peer201(Recording, ChargePoint201):
         ]
 
 
-async def main(version: str) -> None:
+async def read_script(version: str, queue: asyncio.Queue[Any]) -> None:
+    """Scripted mode: stdin JSON lines become the ocpp package's call objects, queued in order."""
+    calls = call16 if version == "1.6" else call201
+    while line := await asyncio.to_thread(sys.stdin.readline):
+        command = json.loads(line)
+        await queue.put(getattr(calls, command["action"])(**command["payload"]))
+
+
+async def main(version: str, scripted: bool) -> None:
     subprotocol = "ocpp" + version
     peer_class = Peer16 if version == "1.6" else Peer201
+    queue: asyncio.Queue[Any] | None = asyncio.Queue() if scripted else None
+    reader = None if queue is None else asyncio.get_running_loop().create_task(read_script(version, queue))
 
     async def handler(connection: Any) -> None:
         if connection.subprotocol != subprotocol:
@@ -171,8 +196,10 @@ async def main(version: str) -> None:
             return
         station_id = connection.request.path.rstrip("/").rsplit("/", 1)[-1]
         emit("connected", station=station_id)
+        peer = peer_class(station_id, connection)
+        peer.scripted = queue
         try:
-            await peer_class(station_id, connection).start()
+            await peer.start()
         except websockets.ConnectionClosed:
             emit("closed", station=station_id)
 
@@ -182,7 +209,8 @@ async def main(version: str) -> None:
         port = next(iter(server.sockets)).getsockname()[1]
         emit("listening", port=port)
         await asyncio.Future()
+    del reader  # (kept referenced while serving: asyncio holds tasks weakly)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1]))
+    asyncio.run(main(sys.argv[1], scripted=sys.argv[2:] == ["scripted"]))

@@ -95,17 +95,34 @@ class Peer:
         answered = {f[1] for f in self.frames("sent") if f[0] in (3, 4)}
         return all(f[1] in answered for f in self.frames("recv") if f[0] == 2)
 
+    async def send_call(self, action: str, **payload: Any) -> dict[str, Any]:
+        """Scripted peer: send one CALL (fields in the ocpp package's snake_case) and wait for its
+        `peer_call` report."""
+        assert self.process.stdin is not None
+        done = len(self.peer_calls())
+        await self.process.stdin.send_all(
+            (json.dumps({"action": action, "payload": payload}) + "\n").encode()
+        )
+        await self.wait_until(lambda: len(self.peer_calls()) > done)
+        return self.peer_calls()[done]
+
     async def wait_until(self, predicate: Any) -> None:
         while not predicate():
             await self._changed.wait()
 
 
 @asynccontextmanager
-async def run_peer(version: str) -> AsyncIterator[tuple[Peer, int]]:
+async def run_peer(version: str, *, scripted: bool = False) -> AsyncIterator[tuple[Peer, int]]:
+    """The peer subprocess; `scripted`: it sends only the CALLs written to its stdin (`Peer.send_call`)."""
+    command = [sys.executable, str(PEER), version, *(["scripted"] if scripted else [])]
     async with trio.open_nursery() as nursery:
         process = await nursery.start(
             functools.partial(
-                trio.run_process, [sys.executable, str(PEER), version], stdout=subprocess.PIPE, check=False
+                trio.run_process,
+                command,
+                stdout=subprocess.PIPE,
+                stdin=subprocess.PIPE if scripted else None,
+                check=False,
             )
         )
         peer = Peer(process)
