@@ -143,7 +143,7 @@ async def test_interop_remote_start_unlock_and_reservation(tmp_path: Path, versi
         for s in peer.received_calls("StatusNotification")
         if s.get("connectorId" if v16 else "evseId") == 2
     ]
-    assert "Reserved" in statuses
+    assert "Reserved" in statuses, peer.received_calls("StatusNotification")
 
 
 async def _no_start_on_evse_2(station: Any, peer: Peer, v16: bool) -> bool:
