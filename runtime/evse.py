@@ -87,6 +87,8 @@ class StopReason(enum.Enum):
     DE_AUTHORIZED = "DeAuthorized"
     EMERGENCY_STOP = "EmergencyStop"
     OTHER = "Other"
+    # 1.6 only (Reason UnlockCommand): UnlockConnector ended the session (2.0.1 refuses to unlock instead).
+    UNLOCK_COMMAND = "UnlockCommand"
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,12 +256,17 @@ def step(phase: Phase, inp: Input) -> tuple[Phase, tuple[Effect, ...]]:
     return TRANSITIONS.get((phase, inp), (phase, ()))
 
 
-def connector_status(phase: Phase, *, blocking_fault: bool, available: bool) -> ConnectorStatus:
-    """Status of the connector in use: Faulted beats everything; Unavailable only outside a session."""
+def connector_status(
+    phase: Phase, *, blocking_fault: bool, available: bool, reserved: bool = False
+) -> ConnectorStatus:
+    """Status of the connector in use: Faulted beats everything; Unavailable only outside a session;
+    Reserved (the reservation block says so) only while idle: an EV plugged in makes it Preparing."""
     if blocking_fault:
         return ConnectorStatus.FAULTED
     if not available and phase not in SESSION_PHASES:
         return ConnectorStatus.UNAVAILABLE
+    if reserved and phase is Phase.IDLE:
+        return ConnectorStatus.RESERVED
     return PHASE_STATUS[phase]
 
 
@@ -319,6 +326,7 @@ class Evse:
         self._phase = Phase.IDLE
         self._connector = connector_ids[0]
         self._unavailable: set[int] = set()  # connectors made Inoperative (ChangeAvailability)
+        self._reserved = False  # held by a reservation (runtime/blocks/reservation.py)
         self._limit_a: float | None = None
         self._faults: set[FaultCode] = set()
         self._pilot: PilotState | None = None
@@ -354,13 +362,19 @@ class Evse:
         if connector_id != self._connector:
             # One connector of an EVSE at a time: the others are blocked while it is in use.
             own = connector_status(
-                Phase.IDLE, blocking_fault=self._blocking_fault(), available=self.available(connector_id)
+                Phase.IDLE,
+                blocking_fault=self._blocking_fault(),
+                available=self.available(connector_id),
+                reserved=self._reserved and self._phase is Phase.IDLE,
             )
             if own is ConnectorStatus.AVAILABLE and self._phase is not Phase.IDLE:
                 return ConnectorStatus.UNAVAILABLE
             return own
         return connector_status(
-            self._phase, blocking_fault=self._blocking_fault(), available=self.available(connector_id)
+            self._phase,
+            blocking_fault=self._blocking_fault(),
+            available=self.available(connector_id),
+            reserved=self._reserved,
         )
 
     def published_status(self, connector_id: int = 1) -> ConnectorStatus | None:
@@ -472,6 +486,14 @@ class Evse:
             else:
                 self._unavailable |= targets
             await self._apply()
+
+    async def set_reserved(self, reserved: bool) -> None:
+        """Show Reserved while idle (2.0.1 H01.FR.04 / 1.6 5.13); who may use the EVSE is the
+        reservation block's decision, not the EVSE's."""
+        async with self._lock:
+            if reserved != self._reserved:
+                self._reserved = reserved
+                await self._apply()
 
     async def set_current_limit(self, amps: float | None) -> None:
         """Smart-charging limit in A per phase (None = none); below 6 A suspends the offer (SuspendedEVSE)."""
@@ -815,6 +837,8 @@ class Evses:
             lambda e: e.owns_session(id_token, token_type),
             lambda e: e.phase is Phase.PLUGGED,
             lambda e: e.phase is Phase.IDLE and e.available() and e.status() is ConnectorStatus.AVAILABLE,
+            # Last: a reserved EVSE, where only its reservation's token is admitted (the session decides).
+            lambda e: e.phase is Phase.IDLE and e.status() is ConnectorStatus.RESERVED,
         )
         for wanted in by_preference:
             for evse in self:

@@ -329,6 +329,8 @@ async def open_station(
             # The persisted availability is applied before the EVSEs drive their boards and long
             # before the first StatusNotification can go out.
             await nursery.start(session.blocks.availability.run)
+            # Stored reservations show Reserved before the first status goes out.
+            await nursery.start(session.blocks.reservation.run)
             await nursery.start(evses.run)
             await nursery.start(session.blocks.authorization.run)
             await nursery.start(session.blocks.transactions.run)

@@ -184,14 +184,10 @@ STATION_ROWS: Final[tuple[Row, ...]] = (
     # Every transaction is authorized (a token, or RequestStart/RemoteStart): authorization cannot
     # be switched off.
     _held("AuthCtrlr", "Enabled", BOOL, "true", "ReadOnly: every transaction is authorized"),
-    # Remote starts are accepted without an Authorize of the remote token (runtime/session/remote.py).
-    _held(
-        "AuthCtrlr",
-        "AuthorizeRemoteStart",
-        BOOL,
-        "false",
-        "ReadOnly until remote-start authorization (F) is built",
-    ),
+    # F01.FR.01 / 1.6 AuthorizeRemoteTxRequests: true sends the remote token in Authorize (and
+    # applies the reservation rules to the answer) before the EVSE is authorized
+    # (runtime/blocks/remote_control.py).
+    Row("AuthCtrlr", "AuthorizeRemoteStart", BOOL, RW, default="false"),
     Row("AuthCtrlr", "LocalAuthorizeOffline", BOOL, RW, default="false"),
     Row("AuthCtrlr", "LocalPreAuthorize", BOOL, RW, default="false"),
     Row("AuthCtrlr", "OfflineTxForUnknownIdEnabled", BOOL, RW, default="false"),
@@ -237,8 +233,11 @@ STATION_ROWS: Final[tuple[Row, ...]] = (
     ),
     Row("LocalAuthListCtrlr", "DisablePostAuthorize", BOOL, RW, default="false"),
     *_absent("MonitoringCtrlr"),
-    *_absent("ReservationCtrlr"),
-    _held("ReservationCtrlr", "Enabled", BOOL, "false", "ReadOnly until reservations (H) are built"),
+    # --- ReservationCtrlr (H; runtime/blocks/reservation.py) ------------------------------------
+    Row("ReservationCtrlr", "Available", BOOL, default="true", constant=True),
+    Row("ReservationCtrlr", "Enabled", BOOL, RW, default="true"),
+    # Reservations of no particular EVSE are served (H01.FR.06-09); 1.6 ReserveConnectorZeroSupported.
+    Row("ReservationCtrlr", "NonEvseSpecific", BOOL, default="true", constant=True),
     *_absent("SmartChargingCtrlr"),
     _held("SmartChargingCtrlr", "Enabled", BOOL, "false", "ReadOnly until smart charging (K) is built"),
     *_absent("TariffCostCtrlr", "Tariff", "Cost"),

@@ -1,8 +1,8 @@
 """The station's functional blocks, built once with the services each asks for.
 
 A new block is added here (constructed with its services) and in `StationBlocks.serving`; its handlers
-are found by the registry. Blocks are built in dependency order: authorization before transactions,
-transactions before remote control.
+are found by the registry. Blocks are built in dependency order: authorization and reservation before
+transactions, transactions before remote control.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from evstation.runtime.blocks.availability import Availability
 from evstation.runtime.blocks.data_transfer import DataTransfer
 from evstation.runtime.blocks.provisioning import Provisioning
 from evstation.runtime.blocks.remote_control import RemoteControl
+from evstation.runtime.blocks.reservation import Reservations
 from evstation.runtime.blocks.reset import Reset
 from evstation.runtime.blocks.transactions import Transactions, TxServices
 from evstation.runtime.blocks.trigger import Trigger
@@ -36,7 +37,6 @@ __all__ = ["NOT_YET_SERVED", "StationBlocks", "build_blocks"]
 # action lists in step, so every action is either served or listed here.
 NOT_YET_SERVED: Final[Mapping[OcppVersion, Mapping[str, str]]] = {
     OcppVersion.V16: {
-        "CancelReservation": "reservation",
         "CertificateSigned": "security",
         "ClearChargingProfile": "smart_charging",
         "DeleteCertificate": "security",
@@ -45,14 +45,11 @@ NOT_YET_SERVED: Final[Mapping[OcppVersion, Mapping[str, str]]] = {
         "GetInstalledCertificateIds": "security",
         "GetLog": "diagnostics",
         "InstallCertificate": "security",
-        "ReserveNow": "reservation",
         "SetChargingProfile": "smart_charging",
         "SignedUpdateFirmware": "firmware",
-        "UnlockConnector": "remote_control",
         "UpdateFirmware": "firmware",
     },
     OcppVersion.V201: {
-        "CancelReservation": "reservation",
         "CertificateSigned": "security",
         "ClearChargingProfile": "smart_charging",
         "ClearDisplayMessage": "display",
@@ -69,13 +66,11 @@ NOT_YET_SERVED: Final[Mapping[OcppVersion, Mapping[str, str]]] = {
         "GetTransactionStatus": "transactions",
         "InstallCertificate": "security",
         "PublishFirmware": "firmware",
-        "ReserveNow": "reservation",
         "SetChargingProfile": "smart_charging",
         "SetDisplayMessage": "display",
         "SetMonitoringBase": "diagnostics",
         "SetMonitoringLevel": "diagnostics",
         "SetVariableMonitoring": "diagnostics",
-        "UnlockConnector": "remote_control",
         "UnpublishFirmware": "firmware",
         "UpdateFirmware": "firmware",
     },
@@ -88,6 +83,7 @@ class StationBlocks:
     availability: Availability
     authorization: Authorization
     transactions: Transactions
+    reservation: Reservations
     remote_control: RemoteControl
     data_transfer: DataTransfer
     trigger: Trigger
@@ -100,6 +96,7 @@ class StationBlocks:
             self.availability,
             self.authorization,
             self.transactions,
+            self.reservation,
             self.remote_control,
             self.data_transfer,
             self.trigger,
@@ -123,11 +120,21 @@ def build_blocks(
     authorization = Authorization(
         version=version, uplink=uplink, storage=storage, device_model=device_model, clock=clock
     )
+    reservation = Reservations(
+        version=version,
+        evses=evses,
+        layout=layout,
+        storage=storage,
+        clock=clock,
+        uplink=uplink,
+        device_model=device_model,
+    )
     transactions = Transactions(
         version=version,
         services=TxServices(storage, outbox, evses, clock, uplink, layout),
         authorization=authorization,
         device_model=device_model,
+        reservations=reservation,
     )
     provisioning = Provisioning(
         version=version,
@@ -143,7 +150,14 @@ def build_blocks(
         availability=availability,
         authorization=authorization,
         transactions=transactions,
-        remote_control=RemoteControl(evses=evses, layout=layout, transactions=transactions),
+        reservation=reservation,
+        remote_control=RemoteControl(
+            evses=evses,
+            layout=layout,
+            transactions=transactions,
+            reservations=reservation,
+            device_model=device_model,
+        ),
         data_transfer=DataTransfer(version=version, uplink=uplink),
         trigger=Trigger(
             version=version,

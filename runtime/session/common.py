@@ -273,12 +273,23 @@ async def _after_transaction_start(ctx: SessionContext, event: StatusChanged) ->
     The status and the outbox go out from separate tasks that take turns for the one call in flight,
     so a CSMS could otherwise see Charging before the transaction it belongs to (the order of the
     spec's sequence diagrams, and the one CSMSs expect, is Preparing, StartTransaction, Charging).
-    Bounded by the message timeout so a CSMS that never answers cannot freeze the status stream.
+    Bounded by the message timeout so a CSMS that never answers cannot freeze the status stream, and
+    over as soon as the EVSE has left the transaction (a status we are late to send would otherwise
+    hold every later one for the whole timeout; seen with UnlockConnector ending a fresh transaction).
     """
     if ctx.version is not OcppVersion.V16 or event.status.value not in _IN_TRANSACTION:
         return
+    ids = ctx.blocks.transactions.ids
+    evse = ctx.evses[event.evse_id]
     with trio.move_on_after(ctx.device_model.get_float(MESSAGE_TIMEOUT)):
-        await ctx.blocks.transactions.ids.wait_known(event.evse_id)
+        while True:
+            changed = ids.changed
+            known = ids.get(event.evse_id)
+            if known is not None and not known.startswith("-"):
+                return
+            if evse.status(event.connector_id).value not in _IN_TRANSACTION:
+                return
+            await changed.wait()
 
 
 async def _send_status(

@@ -56,7 +56,8 @@ def now() -> str:
 
 class Recording:
     """Mixed into the ocpp ChargePoint classes to log every frame in both directions, and to send the
-    peer's own CALLs once, after the station's first StatusNotification."""
+    peer's own CALLs once, after the station's first StatusNotification (or, driven, the CALLs the
+    test writes to stdin)."""
 
     _own_calls: asyncio.Task[None] | None = None
     scenario = "remote"

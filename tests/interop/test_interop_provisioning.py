@@ -128,7 +128,8 @@ async def test_interop_v16_get_configuration_and_heartbeat_interval_change_on_th
     calls = _calls(peer)
     everything, named = calls["GetConfiguration"]
     keys = {k["key"]: k for k in everything["configuration_key"]}
-    assert keys["SupportedFeatureProfiles"]["value"] == "Core,LocalAuthListManagement,RemoteTrigger"
+    profiles = keys["SupportedFeatureProfiles"]["value"]
+    assert profiles == "Core,LocalAuthListManagement,Reservation,RemoteTrigger"
     assert keys["HeartbeatInterval"] == {"key": "HeartbeatInterval", "readonly": False, "value": "1"}
     assert [k["key"] for k in named["configuration_key"]] == ["HeartbeatInterval", "NumberOfConnectors"]
     assert named["unknown_key"] == ["NoSuchKey"]

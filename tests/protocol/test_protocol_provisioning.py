@@ -143,7 +143,7 @@ def test_b08_fr_07_to_09_components_without_the_criterion_variable_are_reported(
     chosen = names(custom_report(DEFS, reader(), [ComponentCriterion.ENABLED]))
     assert "SampledDataCtrlr.TxUpdatedInterval" in chosen  # Enabled = true
     assert "OCPPCommCtrlr.HeartbeatInterval" in chosen  # no Enabled variable
-    assert "ReservationCtrlr.Available" not in chosen  # Enabled = false
+    assert "SmartChargingCtrlr.Available" not in chosen  # Enabled = false (smart charging not built)
     chosen = names(custom_report(DEFS, reader(), [ComponentCriterion.AVAILABLE]))
     assert "SmartChargingCtrlr.Enabled" not in chosen  # Available = false
     assert "EVSE@evse1.Power" in chosen

@@ -97,6 +97,7 @@ def default_replies(version: OcppVersion) -> dict[str, dict[str, Any]]:
         "TransactionEvent": {},
         "MeterValues": {},
         "NotifyReport": {},
+        "ReservationStatusUpdate": {},
     }
 
 
@@ -246,6 +247,7 @@ async def open_session_context(
         )
         await nursery.start(ctx.blocks.availability.run)
         await nursery.start(ctx.blocks.authorization.run)
+        await nursery.start(ctx.blocks.reservation.run)
         await nursery.start(ctx.blocks.trigger.run)
         await nursery.start(ctx.blocks.provisioning.run)
         yield ctx

@@ -445,7 +445,7 @@ async def test_v16_5_8_get_configuration_with_and_without_keys(
     assert keys["SupportedFeatureProfiles"] == {
         "key": "SupportedFeatureProfiles",
         "readonly": True,
-        "value": "Core,LocalAuthListManagement,RemoteTrigger",
+        "value": "Core,LocalAuthListManagement,Reservation,RemoteTrigger",
     }
     assert keys["HeartbeatInterval"] == {"key": "HeartbeatInterval", "readonly": False, "value": "300"}
     assert keys["GetConfigurationMaxKeys"]["value"] == "100"

@@ -49,6 +49,10 @@ SEED: dict[int, Callable[[sqlite3.Connection], object]] = {
                     '2025-01-02T03:05:05+00:00', 'CALLERROR InternalError', '2025-01-02T03:06:05+00:00');
         """
     ),
+    8: lambda conn: conn.execute(
+        "INSERT INTO reservations (id, evse_id, connector_type, id_token, token_type, group_id_token,"
+        " expires_at) VALUES (5, NULL, 'cType2', 'OWNER', 'ISO14443', 'FLEET', '2025-01-02T04:04:05+00:00')"
+    ),
 }
 
 

@@ -20,6 +20,7 @@ from evstation.protocol.messages import OcppModel, enum_text
 from evstation.protocol.transactions import REASON_POWER_LOSS, REASON_REBOOT
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.authorization import Authorization
+from evstation.runtime.blocks.reservation import Reservations
 from evstation.runtime.blocks.transactions.services import TransactionIds, TxServices
 from evstation.runtime.blocks.transactions.v16 import V16Transactions
 from evstation.runtime.blocks.transactions.v201 import V201Transactions
@@ -65,6 +66,7 @@ class TransactionMessages(Protocol):
         token_type: str,
         trigger: str,
         remote_start_id: int | None = None,
+        reservation_id: int | None = None,
     ) -> TransactionRecord: ...
 
     async def meter_values(self, tx: TxServices, record: TransactionRecord) -> None: ...
@@ -113,11 +115,13 @@ class Transactions:
         services: TxServices,
         authorization: Authorization,
         device_model: DeviceModel,
+        reservations: Reservations | None = None,
     ) -> None:
         self.version = version
         self.services = services
         self._device_model = device_model
         self._authorization = authorization
+        self._reservations = reservations
         self._messages = messages_for(version)
         # EVSE id -> 2.0.1 remoteStartId of a RequestStartTransaction whose transaction has not started.
         self.remote_starts: dict[int, int] = {}
@@ -284,8 +288,19 @@ class Transactions:
         remote_start_id = self.remote_starts.pop(evse_id, None)
         if remote_start_id is not None and trigger == "Authorized":
             trigger = "RemoteStart"
+        # H03 / 1.6 5.13: the reservation the token uses ends, and the transaction names it.
+        reservation_id = (
+            None if self._reservations is None else await self._reservations.consume(evse_id, id_token)
+        )
         record = await self._messages.start(
-            self.services, evse_id, state.plugged_connector, id_token, token_type, trigger, remote_start_id
+            self.services,
+            evse_id,
+            state.plugged_connector,
+            id_token,
+            token_type,
+            trigger,
+            remote_start_id,
+            reservation_id,
         )
         state.record = record
         state.charging_state = "EVConnected"  # as the Started event says
@@ -307,13 +322,26 @@ class Transactions:
                     since = deadline
 
     async def _authorize(self, event: AuthorizationRequested) -> None:
+        group: str | None = None
         if event.session_token is not None:
             # Another token at an EVSE in a session: may it stop it (group, master pass)?
             presented = (event.id_token, event.token_type)
-            accepted = await self._authorization.may_stop(event.session_token, presented, event.evse_id)
+            allowed = await self._authorization.may_stop(event.session_token, presented, event.evse_id)
         else:
-            accepted = await self._authorization.authorize(event.id_token, event.token_type, event.evse_id)
+            decision = await self._authorization.decide(event.id_token, event.token_type, event.evse_id)
+            allowed = decision.accepted
+            if decision.info is not None and decision.info.group is not None:
+                group = decision.info.group.value
         evses = self.services.evses
         targets = [evses[event.evse_id]] if event.evse_id is not None else list(evses)
+        reservations = self._reservations
         for evse in targets:
+            # H03 / 1.6 5.13: an EVSE held by a reservation admits only its token or group.
+            accepted = allowed and (
+                event.session_token is not None
+                or reservations is None
+                or reservations.admit(evse.id, event.id_token, group)
+            )
+            if not accepted:
+                self.remote_starts.pop(evse.id, None)  # a refused remote start leaves no remoteStartId
             evse.resolve_authorization(event.id_token, accepted)

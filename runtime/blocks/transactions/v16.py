@@ -111,6 +111,7 @@ class V16Transactions:
         token_type: str,
         trigger: str,
         remote_start_id: int | None = None,
+        reservation_id: int | None = None,
     ) -> TransactionRecord:
         meter_start = tx.evses[evse_id].energy_wh() or 0.0
         started_at = tx.clock.now()
@@ -134,7 +135,7 @@ class V16Transactions:
             )
             write_transaction(conn, record)
             created.append(record)
-            return {
+            payload: dict[str, object] = {
                 "connectorId": connector,
                 "idTag": id_token[:20],
                 "meterStart": round(meter_start),
@@ -143,6 +144,9 @@ class V16Transactions:
                 # after a restart.
                 "_localTransactionId": local_id,
             }
+            if reservation_id is not None:
+                payload["reservationId"] = reservation_id  # 5.13: the reservation this start used
+            return payload
 
         await tx.outbox.put_with("StartTransaction", build, offline=not tx.online)
         return created[0]

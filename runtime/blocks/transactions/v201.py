@@ -76,6 +76,7 @@ class V201Transactions:
         token_type: str,
         trigger: str,
         remote_start_id: int | None = None,
+        reservation_id: int | None = None,
     ) -> TransactionRecord:
         record = TransactionRecord(
             id=str(uuid.uuid4()),
@@ -101,6 +102,8 @@ class V201Transactions:
             _meter_value(tx, tx.evses[evse_id], "Transaction.Begin"),
             with_token=True,
         )
+        if reservation_id is not None:
+            payload["reservationId"] = reservation_id  # H03: the reservation this transaction used
 
         def build(conn: sqlite3.Connection) -> dict[str, object]:
             write_transaction(conn, record)  # together with its Started event, or not at all

@@ -1,0 +1,268 @@
+"""The reservation block through the session and running sim EVSEs (2.0.1 H01-H04; 1.6 5.13 ReserveNow,
+5.3 CancelReservation): the Reserved status, who may use the EVSE, the transaction's reservationId,
+expiry on a MockClock, removal, and persistence across a restart."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from runtime_session_harness import (
+    CsmsPeer,
+    MemoryConnection,
+    open_session_context,
+    serve_until_link_down,
+)
+
+from evstation.drivers.api import FaultCode
+from evstation.drivers.sim.board import SimChargeController
+from evstation.protocol.versions import OcppVersion
+from evstation.runtime.clock import iso
+from evstation.runtime.evse import Authorized, ConnectorStatus
+from evstation.runtime.session.common import SessionContext
+
+V16, V201 = OcppVersion.V16, OcppVersion.V201
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0.02)
+
+
+@asynccontextmanager
+async def online(
+    tmp_path: Path, version: OcppVersion, csms: CsmsPeer
+) -> AsyncIterator[tuple[SessionContext, MemoryConnection]]:
+    """A booted session with running EVSEs and the transactions block; statuses sent."""
+    conn = MemoryConnection(version)
+    async with open_session_context(tmp_path, version, run_evses=True) as ctx:
+        with trio.fail_after(1000):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(ctx.blocks.transactions.run)
+                nursery.start_soon(csms.serve, conn)
+                nursery.start_soon(serve_until_link_down, conn, ctx)
+                await csms.wait_for("StatusNotification", 3 if version is V16 else 2)
+                yield ctx, conn
+                nursery.cancel_scope.cancel()
+
+
+async def call(csms: CsmsPeer, conn: MemoryConnection, action: str, payload: dict[str, Any]) -> Any:
+    answer = await csms.wait_answer(await csms.send_call(conn, action, payload))
+    return answer.payload  # type: ignore[union-attr]
+
+
+def statuses(csms: CsmsPeer, key: str, value: int) -> list[str]:
+    return [
+        str(s.call.payload["connectorStatus" if "connectorStatus" in s.call.payload else "status"])
+        for s in csms.of("StatusNotification")
+        if s.call.payload.get(key) == value
+    ]
+
+
+async def wait_status(csms: CsmsPeer, key: str, value: int, status: str) -> None:
+    """Until the connector's latest status is `status`."""
+    while statuses(csms, key, value)[-1:] != [status]:
+        await csms.wait_for("StatusNotification", len(csms.of("StatusNotification")) + 1)
+
+
+def reserve_201(
+    ctx: SessionContext, rid: int, evse_id: int | None, token: str, **extra: Any
+) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "id": rid,
+        "expiryDateTime": iso(ctx.clock.now() + timedelta(hours=1)),
+        "idToken": {"idToken": token, "type": "ISO14443"},
+        **extra,
+    }
+    if evse_id is not None:
+        payload["evseId"] = evse_id
+    return payload
+
+
+def board(ctx: SessionContext, evse_id: int) -> SimChargeController:
+    controller = ctx.evses[evse_id].controller
+    assert isinstance(controller, SimChargeController)
+    return controller
+
+
+async def authorized_within(ctx: SessionContext, evse_id: int, token: str) -> bool:
+    """Present `token` at the EVSE; whether it is Authorized before the EVSE's own timeout."""
+    with ctx.evses.subscribe() as events:
+        assert await ctx.evses.present_token(token, "ISO14443", evse_id=evse_id) == evse_id
+        with trio.move_on_after(ctx.evses[evse_id].authorization_timeout_s + 1):
+            async for event in events:
+                if isinstance(event, Authorized) and event.evse_id == evse_id:
+                    return True
+    return False
+
+
+async def test_v201_h01_h03_reserved_evse_refuses_a_stranger_and_the_owner_consumes_it(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """H01.FR.04: Accepted, the EVSE reports Reserved. H03: another token is refused there (the CSMS
+    accepted it), the reserving token (in another letter case) is admitted, and its transaction's
+    Started event carries reservationId; the reservation is then gone."""
+    csms = CsmsPeer(V201)
+    async with online(tmp_path, V201, csms) as (ctx, conn):
+        assert await call(csms, conn, "ReserveNow", reserve_201(ctx, 11, 1, "Owner-1")) == {
+            "status": "Accepted"
+        }
+        await wait_status(csms, "evseId", 1, "Reserved")
+        assert ctx.evses[1].status() is ConnectorStatus.RESERVED
+        assert not await authorized_within(ctx, 1, "STRANGER")
+        assert ctx.evses[1].status() is ConnectorStatus.RESERVED
+        board(ctx, 1).plug_in()
+        assert await authorized_within(ctx, 1, "OWNER-1")
+        started = (await csms.wait_for("TransactionEvent"))[0].call.payload
+        assert ctx.blocks.reservation.reservations() == []
+        # A second ReserveNow for the same id is a new reservation now: the old one was used.
+        assert await call(csms, conn, "CancelReservation", {"reservationId": 11}) == {"status": "Rejected"}
+    assert started["eventType"] == "Started"
+    assert started["reservationId"] == 11
+    tokens = [a.call.payload["idToken"] for a in csms.of("Authorize")]
+    assert tokens == [{"idToken": "STRANGER", "type": "ISO14443"}, {"idToken": "OWNER-1", "type": "ISO14443"}]
+
+
+async def test_v16_5_13_group_member_uses_the_reservation_start_transaction_names_it(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """1.6 5.13: a reservation with parentIdTag admits a token whose Authorize.conf names that parent;
+    StartTransaction carries reservationId; the connector showed Reserved before."""
+    csms = CsmsPeer(V16).then("Authorize", {"idTagInfo": {"status": "Accepted", "parentIdTag": "FLEET"}})
+    async with online(tmp_path, V16, csms) as (ctx, conn):
+        expiry = iso(ctx.clock.now() + timedelta(hours=1))
+        answer = await call(
+            csms,
+            conn,
+            "ReserveNow",
+            {
+                "connectorId": 2,
+                "expiryDate": expiry,
+                "idTag": "OWNER",
+                "parentIdTag": "fleet",
+                "reservationId": 5,
+            },
+        )
+        assert answer == {"status": "Accepted"}
+        await wait_status(csms, "connectorId", 2, "Reserved")
+        board(ctx, 2).plug_in()
+        assert await authorized_within(ctx, 2, "DRIVER-7")
+        start = (await csms.wait_for("StartTransaction"))[0].call.payload
+    assert start["reservationId"] == 5
+    assert (start["connectorId"], start["idTag"]) == (2, "DRIVER-7")
+
+
+async def test_v16_connector_zero_reservation_with_reserve_connector_zero_supported(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """1.6 5.13: connector 0 is accepted when ReserveConnectorZeroSupported is true (our default, the
+    key reads it); with one of two connectors free, that one shows Reserved."""
+    csms = CsmsPeer(V16)
+    async with online(tmp_path, V16, csms) as (ctx, conn):
+        (key,), unknown = ctx.device_model.v16_get_configuration(["ReserveConnectorZeroSupported"])
+        assert (unknown, key.value, key.readonly) == ([], "true", True)
+        board(ctx, 1).plug_in()
+        await wait_status(csms, "connectorId", 1, "Preparing")
+        expiry = iso(ctx.clock.now() + timedelta(hours=1))
+        answer = await call(
+            csms,
+            conn,
+            "ReserveNow",
+            {"connectorId": 0, "expiryDate": expiry, "idTag": "OWNER", "reservationId": 6},
+        )
+        assert answer == {"status": "Accepted"}
+        await wait_status(csms, "connectorId", 2, "Reserved")
+        # Both connectors are now taken (one by the EV, one promised): a second one is Occupied.
+        again = {"connectorId": 0, "expiryDate": expiry, "idTag": "OTHER", "reservationId": 7}
+        assert await call(csms, conn, "ReserveNow", again) == {"status": "Occupied"}
+
+
+async def test_v201_h04_expiry_makes_the_evse_available_and_reports_expired(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """H04.FR.01-02: at expiryDateTime the EVSE is Available again and ReservationStatusUpdate(Expired)
+    is sent; nothing happens before."""
+    csms = CsmsPeer(V201)
+    async with online(tmp_path, V201, csms) as (ctx, conn):
+        expiry = iso(ctx.clock.now() + timedelta(seconds=100))
+        payload = reserve_201(ctx, 3, 2, "OWNER", expiryDateTime=expiry)
+        assert await call(csms, conn, "ReserveNow", payload) == {"status": "Accepted"}
+        await wait_status(csms, "evseId", 2, "Reserved")
+        reserved_at = trio.current_time()
+        update = (await csms.wait_for("ReservationStatusUpdate"))[0]
+        await wait_status(csms, "evseId", 2, "Available")
+    assert update.call.payload == {"reservationId": 3, "reservationUpdateStatus": "Expired"}
+    # (Shorter than the heartbeat interval: the test CSMS's Heartbeat sets the clock back to a fixed time.)
+    assert 99 <= update.at - reserved_at <= 101
+    assert statuses(csms, "evseId", 2)[-2:] == ["Reserved", "Available"]
+
+
+async def test_v201_h02_cancel_reservation_known_and_unknown(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """H02.FR.02: a held reservation is cancelled (Accepted; the EVSE is Available again, no
+    ReservationStatusUpdate); H02.FR.01: an unknown id is Rejected."""
+    csms = CsmsPeer(V201)
+    async with online(tmp_path, V201, csms) as (ctx, conn):
+        assert await call(csms, conn, "ReserveNow", reserve_201(ctx, 4, 1, "OWNER")) == {"status": "Accepted"}
+        await wait_status(csms, "evseId", 1, "Reserved")
+        assert await call(csms, conn, "CancelReservation", {"reservationId": 4}) == {"status": "Accepted"}
+        await wait_status(csms, "evseId", 1, "Available")
+        assert await call(csms, conn, "CancelReservation", {"reservationId": 4}) == {"status": "Rejected"}
+    assert csms.of("ReservationStatusUpdate") == []
+
+
+async def test_v201_h01_answers_occupied_faulted_and_removed_on_fault(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """H01.FR.11 Occupied (EV plugged), H01.FR.12 Faulted; a reserved EVSE that becomes Faulted loses
+    its reservation: ReservationStatusUpdate(Removed)."""
+    csms = CsmsPeer(V201)
+    async with online(tmp_path, V201, csms) as (ctx, conn):
+        board(ctx, 1).plug_in()
+        await wait_status(csms, "evseId", 1, "Occupied")
+        assert await call(csms, conn, "ReserveNow", reserve_201(ctx, 1, 1, "A")) == {"status": "Occupied"}
+        assert await call(csms, conn, "ReserveNow", reserve_201(ctx, 2, 2, "B")) == {"status": "Accepted"}
+        board(ctx, 2).inject_fault(FaultCode.GROUND_FAILURE)
+        update = (await csms.wait_for("ReservationStatusUpdate"))[0]
+        assert await call(csms, conn, "ReserveNow", reserve_201(ctx, 3, 2, "B")) == {"status": "Faulted"}
+    assert update.call.payload == {"reservationId": 2, "reservationUpdateStatus": "Removed"}
+
+
+async def test_v201_h01_fr_19_unspecified_evse_and_connector_type(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """H01.FR.06/09: without evseId the reservation is accepted while a fitting EVSE stays free; an
+    unknown connector type is Rejected; the reservation is used on whichever EVSE its token starts."""
+    csms = CsmsPeer(V201)
+    async with online(tmp_path, V201, csms) as (ctx, conn):
+        ccs = reserve_201(ctx, 8, None, "OWNER", connectorType="cCCS2")
+        assert await call(csms, conn, "ReserveNow", ccs) == {"status": "Rejected"}
+        assert await call(csms, conn, "ReserveNow", reserve_201(ctx, 9, None, "OWNER")) == {
+            "status": "Accepted"
+        }
+        board(ctx, 2).plug_in()
+        assert await authorized_within(ctx, 2, "owner")
+        started = (await csms.wait_for("TransactionEvent"))[0].call.payload
+    assert started["reservationId"] == 9
+
+
+async def test_reservations_survive_a_restart(clock: trio.testing.MockClock, tmp_path: Path) -> None:
+    """Persisted in SQLite: after a restart the EVSE shows Reserved again and the reservation answers
+    CancelReservation."""
+    csms = CsmsPeer(V201)
+    async with online(tmp_path, V201, csms) as (ctx, conn):
+        assert await call(csms, conn, "ReserveNow", reserve_201(ctx, 21, 2, "OWNER")) == {
+            "status": "Accepted"
+        }
+    csms = CsmsPeer(V201)
+    async with online(tmp_path, V201, csms) as (ctx, conn):
+        assert ctx.evses[2].status() is ConnectorStatus.RESERVED
+        assert [r.id for r in ctx.blocks.reservation.reservations()] == [21]
+        assert await call(csms, conn, "CancelReservation", {"reservationId": 21}) == {"status": "Accepted"}
