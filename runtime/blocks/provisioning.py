@@ -59,7 +59,12 @@ from evstation.runtime.blocks.registry import handles
 from evstation.runtime.calls import CallFailed, HandlerError
 from evstation.runtime.clock import WallClock, iso
 from evstation.runtime.config import StationIdentity
-from evstation.runtime.device_model import SECURITY_PROFILE, DeviceModel
+from evstation.runtime.device_model import (
+    DATE_TIME,
+    NETWORK_CONFIGURATION_PRIORITY,
+    SECURITY_PROFILE,
+    DeviceModel,
+)
 from evstation.runtime.link import LinkDown
 from evstation.runtime.storage import BootState as StoredBootState
 from evstation.runtime.storage import Storage, StorageError, to_db_time
@@ -73,8 +78,6 @@ else:
     v201 = VersionModels(OcppVersion.V201)
 
 __all__ = [
-    "DATE_TIME",
-    "NETWORK_CONFIGURATION_PRIORITY",
     "POWER_UP",
     "Provisioning",
     "StoredNetworkProfile",
@@ -89,11 +92,6 @@ ACTUAL: Final = AttributeType.ACTUAL
 # 2.0.1 BootReasonEnumType for a first start; a Reset stores e.g. "RemoteReset" before it restarts
 # the station (storage boot_state.next_boot_reason).
 POWER_UP: Final = "PowerUp"
-
-DATE_TIME: Final = VariableKey(ComponentKey("ClockCtrlr"), "DateTime")
-NETWORK_CONFIGURATION_PRIORITY: Final = VariableKey(
-    ComponentKey("OCPPCommCtrlr"), "NetworkConfigurationPriority"
-)
 
 
 def limit_keys(action: str) -> tuple[VariableKey, VariableKey]:

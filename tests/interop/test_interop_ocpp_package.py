@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import trio
 
-from evstation.runtime.blocks.authorization import LOCAL_AUTHORIZE_OFFLINE
 from evstation.runtime.config import StationConfig, parse_config
+from evstation.runtime.device_model import LOCAL_AUTHORIZE_OFFLINE
 from evstation.runtime.evse import Authorized
 from evstation.runtime.lifecycle import StationOutcome
 from evstation.runtime.station import Station, open_station

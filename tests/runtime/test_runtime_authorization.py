@@ -29,7 +29,7 @@ from evstation.protocol.authorization import AuthStatus, IdToken, TokenInfo
 from evstation.protocol.device_model import VariableKey
 from evstation.protocol.local_list import UpdateType
 from evstation.protocol.versions import OcppVersion
-from evstation.runtime.blocks.authorization import (
+from evstation.runtime.device_model import (
     AUTH_CACHE_ENABLED,
     LOCAL_AUTHORIZE_OFFLINE,
     LOCAL_LIST_ENTRIES_KEY,

@@ -15,8 +15,7 @@ from runtime_session_harness import CsmsPeer, NoAnswer, board, call, online
 
 from evstation.drivers.api import LockState
 from evstation.protocol.versions import OcppVersion
-from evstation.runtime.blocks.remote_control import AUTHORIZE_REMOTE_START
-from evstation.runtime.device_model import MESSAGE_TIMEOUT
+from evstation.runtime.device_model import AUTHORIZE_REMOTE_START, MESSAGE_TIMEOUT
 from evstation.runtime.evse import ConnectorStatus, EnergyFlowStarted
 from evstation.runtime.session.common import SessionContext
 
