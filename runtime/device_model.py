@@ -51,14 +51,30 @@ from evstation.runtime.storage import Storage
 
 __all__ = [
     "ACTIVE_NETWORK_PROFILE",
+    "AUTHORIZE_REMOTE_START",
+    "AUTH_CACHE_DISABLE_POST_AUTHORIZE",
+    "AUTH_CACHE_ENABLED",
+    "AUTH_CACHE_LIFETIME",
+    "DATE_TIME",
+    "DISABLE_REMOTE_AUTHORIZATION",
     "EV_CONNECTION_TIMEOUT",
     "HEARTBEAT_INTERVAL",
     "IDENTITY",
+    "LOCAL_AUTHORIZE_OFFLINE",
+    "LOCAL_LIST_DISABLE_POST_AUTHORIZE",
+    "LOCAL_LIST_ENABLED",
+    "LOCAL_LIST_ENTRIES_KEY",
+    "LOCAL_PRE_AUTHORIZE",
+    "MASTER_PASS_GROUP_ID",
     "MESSAGE_ATTEMPTS_TRANSACTION_EVENT",
     "MESSAGE_ATTEMPT_INTERVAL_TRANSACTION_EVENT",
     "MESSAGE_TIMEOUT",
     "MODEL",
+    "NETWORK_CONFIGURATION_PRIORITY",
     "NETWORK_PROFILE_CONNECTION_ATTEMPTS",
+    "OFFLINE_TX_FOR_UNKNOWN_ID",
+    "RESERVATION_ENABLED",
+    "RESERVATION_NON_EVSE_SPECIFIC",
     "RETRY_BACK_OFF_RANDOM_RANGE",
     "RETRY_BACK_OFF_REPEAT_TIMES",
     "RETRY_BACK_OFF_WAIT_MINIMUM",
@@ -105,6 +121,28 @@ SECURITY_PROFILE: Final = _controller("SecurityCtrlr", "SecurityProfile")
 IDENTITY: Final = _controller("SecurityCtrlr", "Identity")
 VENDOR_NAME: Final = _controller("ChargingStation", "VendorName")
 MODEL: Final = _controller("ChargingStation", "Model")
+DATE_TIME: Final = _controller("ClockCtrlr", "DateTime")
+NETWORK_CONFIGURATION_PRIORITY: Final = _controller("OCPPCommCtrlr", "NetworkConfigurationPriority")
+
+# The authorization block's settings (C, D; 1.6 Core and LocalAuthListManagement).
+AUTH_CACHE_ENABLED: Final = _controller("AuthCacheCtrlr", "Enabled")
+AUTH_CACHE_LIFETIME: Final = _controller("AuthCacheCtrlr", "LifeTime")
+AUTH_CACHE_DISABLE_POST_AUTHORIZE: Final = _controller("AuthCacheCtrlr", "DisablePostAuthorize")
+LOCAL_AUTHORIZE_OFFLINE: Final = _controller("AuthCtrlr", "LocalAuthorizeOffline")
+LOCAL_PRE_AUTHORIZE: Final = _controller("AuthCtrlr", "LocalPreAuthorize")
+OFFLINE_TX_FOR_UNKNOWN_ID: Final = _controller("AuthCtrlr", "OfflineTxForUnknownIdEnabled")
+DISABLE_REMOTE_AUTHORIZATION: Final = _controller("AuthCtrlr", "DisableRemoteAuthorization")
+MASTER_PASS_GROUP_ID: Final = _controller("AuthCtrlr", "MasterPassGroupId")
+LOCAL_LIST_ENABLED: Final = _controller("LocalAuthListCtrlr", "Enabled")
+LOCAL_LIST_ENTRIES_KEY: Final = _controller("LocalAuthListCtrlr", "Entries")
+LOCAL_LIST_DISABLE_POST_AUTHORIZE: Final = _controller("LocalAuthListCtrlr", "DisablePostAuthorize")
+# 1.6 AuthorizeRemoteTxRequests projects onto this variable.
+AUTHORIZE_REMOTE_START: Final = _controller("AuthCtrlr", "AuthorizeRemoteStart")
+
+# The reservation block's settings (H).
+RESERVATION_ENABLED: Final = _controller("ReservationCtrlr", "Enabled")
+# 1.6 ReserveConnectorZeroSupported projects onto this variable.
+RESERVATION_NON_EVSE_SPECIFIC: Final = _controller("ReservationCtrlr", "NonEvseSpecific")
 
 _Slot = tuple[VariableKey, AttributeType]
 

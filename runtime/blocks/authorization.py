@@ -36,7 +36,7 @@ from evstation.protocol.authorization import (
     token_too_long,
 )
 from evstation.protocol.authorization import may_stop as may_stop_rule
-from evstation.protocol.device_model import ComponentKey, VariableKey
+from evstation.protocol.device_model import VariableKey
 from evstation.protocol.device_model.standard import (
     AUTH_CACHE_ENTRIES,
     LOCAL_LIST_ENTRIES,
@@ -56,7 +56,20 @@ from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.registry import handles
 from evstation.runtime.calls import CallFailed
 from evstation.runtime.clock import WallClock
-from evstation.runtime.device_model import DeviceModel
+from evstation.runtime.device_model import (
+    AUTH_CACHE_DISABLE_POST_AUTHORIZE,
+    AUTH_CACHE_ENABLED,
+    AUTH_CACHE_LIFETIME,
+    DISABLE_REMOTE_AUTHORIZATION,
+    LOCAL_AUTHORIZE_OFFLINE,
+    LOCAL_LIST_DISABLE_POST_AUTHORIZE,
+    LOCAL_LIST_ENABLED,
+    LOCAL_LIST_ENTRIES_KEY,
+    LOCAL_PRE_AUTHORIZE,
+    MASTER_PASS_GROUP_ID,
+    OFFLINE_TX_FOR_UNKNOWN_ID,
+    DeviceModel,
+)
 from evstation.runtime.link import LinkDown
 from evstation.runtime.storage import Storage, from_db_time, read_setting, to_db_time, write_setting
 from evstation.runtime.uplink import Uplink
@@ -68,38 +81,12 @@ else:
     v16 = VersionModels(OcppVersion.V16)
     v201 = VersionModels(OcppVersion.V201)
 
-__all__ = [
-    "AUTH_CACHE_ENABLED",
-    "AUTH_CACHE_LIFETIME",
-    "LOCAL_AUTHORIZE_OFFLINE",
-    "LOCAL_LIST_ENABLED",
-    "LOCAL_LIST_ENTRIES_KEY",
-    "LOCAL_PRE_AUTHORIZE",
-    "MASTER_PASS_GROUP_ID",
-    "OFFLINE_TX_FOR_UNKNOWN_ID",
-    "Authorization",
-]
+__all__ = ["Authorization"]
 
 log = logging.getLogger(__name__)
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
 
-
-def _var(component: str, name: str) -> VariableKey:
-    return VariableKey(ComponentKey(component), name)
-
-
-AUTH_CACHE_ENABLED: Final = _var("AuthCacheCtrlr", "Enabled")
-AUTH_CACHE_LIFETIME: Final = _var("AuthCacheCtrlr", "LifeTime")
-AUTH_CACHE_DISABLE_POST_AUTHORIZE: Final = _var("AuthCacheCtrlr", "DisablePostAuthorize")
-LOCAL_AUTHORIZE_OFFLINE: Final = _var("AuthCtrlr", "LocalAuthorizeOffline")
-LOCAL_PRE_AUTHORIZE: Final = _var("AuthCtrlr", "LocalPreAuthorize")
-OFFLINE_TX_FOR_UNKNOWN_ID: Final = _var("AuthCtrlr", "OfflineTxForUnknownIdEnabled")
-DISABLE_REMOTE_AUTHORIZATION: Final = _var("AuthCtrlr", "DisableRemoteAuthorization")
-MASTER_PASS_GROUP_ID: Final = _var("AuthCtrlr", "MasterPassGroupId")
-LOCAL_LIST_ENABLED: Final = _var("LocalAuthListCtrlr", "Enabled")
-LOCAL_LIST_ENTRIES_KEY: Final = _var("LocalAuthListCtrlr", "Entries")
-LOCAL_LIST_DISABLE_POST_AUTHORIZE: Final = _var("LocalAuthListCtrlr", "DisablePostAuthorize")
 
 LOCAL_LIST_VERSION_SETTING: Final = "auth.local_list_version"
 # Expired cache entries are also dropped at every lookup; this sweep keeps an idle station's cache clean.

@@ -55,11 +55,17 @@ from evstation.protocol.provisioning import (
     request_limit_error,
 )
 from evstation.protocol.versions import OcppVersion
+from evstation.runtime.blocks.after_answer import AfterAnswer
 from evstation.runtime.blocks.registry import handles
 from evstation.runtime.calls import CallFailed, HandlerError
 from evstation.runtime.clock import WallClock, iso
 from evstation.runtime.config import StationIdentity
-from evstation.runtime.device_model import SECURITY_PROFILE, DeviceModel
+from evstation.runtime.device_model import (
+    DATE_TIME,
+    NETWORK_CONFIGURATION_PRIORITY,
+    SECURITY_PROFILE,
+    DeviceModel,
+)
 from evstation.runtime.link import LinkDown
 from evstation.runtime.storage import BootState as StoredBootState
 from evstation.runtime.storage import Storage, StorageError, to_db_time
@@ -73,8 +79,6 @@ else:
     v201 = VersionModels(OcppVersion.V201)
 
 __all__ = [
-    "DATE_TIME",
-    "NETWORK_CONFIGURATION_PRIORITY",
     "POWER_UP",
     "Provisioning",
     "StoredNetworkProfile",
@@ -89,11 +93,6 @@ ACTUAL: Final = AttributeType.ACTUAL
 # 2.0.1 BootReasonEnumType for a first start; a Reset stores e.g. "RemoteReset" before it restarts
 # the station (storage boot_state.next_boot_reason).
 POWER_UP: Final = "PowerUp"
-
-DATE_TIME: Final = VariableKey(ComponentKey("ClockCtrlr"), "DateTime")
-NETWORK_CONFIGURATION_PRIORITY: Final = VariableKey(
-    ComponentKey("OCPPCommCtrlr"), "NetworkConfigurationPriority"
-)
 
 
 def limit_keys(action: str) -> tuple[VariableKey, VariableKey]:
@@ -175,16 +174,12 @@ class Provisioning:
         self._clock = clock
         self._dm = device_model
         self._uplink = uplink
-        self._nursery: trio.Nursery | None = None
+        self._after_answer = AfterAnswer("provisioning")
         # ClockCtrlr.DateTime is the station's clock, read when asked (GetVariables, reports).
         device_model.provide(DATE_TIME, lambda: iso(clock.now()))
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            await trio.sleep_forever()
-        raise AssertionError("unreachable")  # pragma: no cover
+        await self._after_answer.run(task_status=task_status)
 
     # --- boot ------------------------------------------------------------------------------------
 
@@ -311,15 +306,11 @@ class Provisioning:
         return v201.GetReportResponse(status=status.ACCEPTED)
 
     def _schedule_report(self, request_id: int, chosen: Sequence[VariableDefinition]) -> None:
-        if self._nursery is None:
-            raise RuntimeError("the provisioning block is not running")
         # The values are read now, when generatedAt says the report was made.
         pages = notify_report_pages(
             report_data(chosen, self._dm.get), request_id=request_id, generated_at=self._clock.now()
         )
-        # The handler returns before this task first runs, and the CallManager takes its (FIFO) send
-        # lock for the answer before it yields: the answer is on the wire before the first page.
-        self._nursery.start_soon(self._send_report, request_id, pages)
+        self._after_answer.start_soon(self._send_report, request_id, pages)  # after the answer
 
     async def _send_report(self, request_id: int, pages: list[dict[str, object]]) -> None:
         for page in pages:

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Final
 import trio
 
 from evstation.protocol.boot import V16_REMOTE_TX_GATES, V201_REMOTE_TX_GATES
-from evstation.protocol.device_model import ComponentKey, VariableKey
 from evstation.protocol.errors import ErrorKind
 from evstation.protocol.layout import StationLayout, UnknownConnector
 from evstation.protocol.messages import OcppModel, VersionModels, enum_text
@@ -30,7 +29,7 @@ from evstation.runtime.blocks.registry import handles
 from evstation.runtime.blocks.reservation import Reservations
 from evstation.runtime.blocks.transactions import Transactions
 from evstation.runtime.calls import HandlerError
-from evstation.runtime.device_model import DeviceModel
+from evstation.runtime.device_model import AUTHORIZE_REMOTE_START, DeviceModel
 from evstation.runtime.evse import ConnectorStatus, Evse, Evses, StopReason
 
 if TYPE_CHECKING:
@@ -40,14 +39,11 @@ else:
     v16 = VersionModels(OcppVersion.V16)
     v201 = VersionModels(OcppVersion.V201)
 
-__all__ = ["AUTHORIZE_REMOTE_START", "RemoteControl"]
+__all__ = ["RemoteControl"]
 
 log = logging.getLogger(__name__)
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
-
-# 1.6 AuthorizeRemoteTxRequests projects onto this variable.
-AUTHORIZE_REMOTE_START: Final = VariableKey(ComponentKey("AuthCtrlr"), "AuthorizeRemoteStart")
 
 # 1.6 UnlockConnector with a transaction: how long to wait for its StopTransaction to be queued before
 # the unlock (it is queued at once unless SQLite stalls; the unlock must not wait for ever).

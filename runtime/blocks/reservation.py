@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Final, NoReturn
 
 import trio
 
-from evstation.protocol.device_model import ComponentKey, VariableKey
 from evstation.protocol.layout import StationLayout, UnknownConnector
 from evstation.protocol.messages import VersionModels, enum_text
 from evstation.protocol.reservation import (
@@ -37,7 +36,7 @@ from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.registry import handles
 from evstation.runtime.calls import CallFailed
 from evstation.runtime.clock import WallClock
-from evstation.runtime.device_model import DeviceModel
+from evstation.runtime.device_model import RESERVATION_ENABLED, RESERVATION_NON_EVSE_SPECIFIC, DeviceModel
 from evstation.runtime.events import Dropped
 from evstation.runtime.evse import ConnectorStatus, Evse, Evses, StatusChanged
 from evstation.runtime.link import LinkDown
@@ -51,15 +50,11 @@ else:
     v16 = VersionModels(OcppVersion.V16)
     v201 = VersionModels(OcppVersion.V201)
 
-__all__ = ["RESERVATION_ENABLED", "RESERVATION_NON_EVSE_SPECIFIC", "Reservations"]
+__all__ = ["Reservations"]
 
 log = logging.getLogger(__name__)
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
-
-RESERVATION_ENABLED: Final = VariableKey(ComponentKey("ReservationCtrlr"), "Enabled")
-# 1.6 ReserveConnectorZeroSupported projects onto this variable.
-RESERVATION_NON_EVSE_SPECIFIC: Final = VariableKey(ComponentKey("ReservationCtrlr"), "NonEvseSpecific")
 
 _STATE_OF_STATUS: Final = {
     ConnectorStatus.AVAILABLE: EvseState.AVAILABLE,

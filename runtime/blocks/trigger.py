@@ -22,6 +22,7 @@ from evstation.protocol.boot import V201_TRIGGER_GATES, BootState
 from evstation.protocol.layout import StationLayout, UnknownConnector
 from evstation.protocol.messages import OcppModel, VersionModels
 from evstation.protocol.versions import OcppVersion
+from evstation.runtime.blocks.after_answer import AfterAnswer
 from evstation.runtime.blocks.availability import Availability
 from evstation.runtime.blocks.provisioning import Provisioning
 from evstation.runtime.blocks.registry import handles
@@ -100,14 +101,10 @@ class Trigger:
         self._availability = availability
         self._provisioning = provisioning
         self._transactions = transactions
-        self._nursery: trio.Nursery | None = None
+        self._after_answer = AfterAnswer("trigger")
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            await trio.sleep_forever()
-        raise AssertionError("unreachable")  # pragma: no cover
+        await self._after_answer.run(task_status=task_status)
 
     # --- the decision and the send ---------------------------------------------------------------
 
@@ -119,7 +116,8 @@ class Trigger:
         if message == "BootNotification":
             return self._trigger_boot()
         if message == "Heartbeat":
-            self._schedule("Heartbeat", [{}])
+            heartbeat: list[dict[str, object]] = [{}]
+            self._after_answer.start_soon(self._send, "Heartbeat", heartbeat)
             return TriggerAnswer.ACCEPTED
         if message == "TransactionEvent":
             return self._trigger_transaction_events(evse_id)
@@ -131,7 +129,7 @@ class Trigger:
             return TriggerAnswer.NOT_IMPLEMENTED
         if not payloads:
             return TriggerAnswer.REJECTED
-        self._schedule(message, payloads)
+        self._after_answer.start_soon(self._send, message, payloads)
         return TriggerAnswer.ACCEPTED
 
     def _trigger_boot(self) -> TriggerAnswer:
@@ -139,7 +137,7 @@ class Trigger:
             if self.version is V201:
                 return TriggerAnswer.REJECTED  # F06.FR.17: not once the CSMS accepted the station
             # 1.6 has no such rule: an Accepted station sends a BootNotification on request.
-            self._schedule_boot()
+            self._after_answer.start_soon(self._send_boot)
             return TriggerAnswer.ACCEPTED
         self._uplink.trigger_boot()  # Pending / Rejected: the boot loop sends one now
         return TriggerAnswer.ACCEPTED
@@ -151,9 +149,7 @@ class Trigger:
         evse_ids = self._transactions.running_evses(evse_id)
         if not evse_ids:
             return TriggerAnswer.REJECTED
-        if self._nursery is None:
-            raise RuntimeError("the trigger block is not running")
-        self._nursery.start_soon(self._queue_transaction_events, evse_ids)
+        self._after_answer.start_soon(self._queue_transaction_events, evse_ids)
         return TriggerAnswer.ACCEPTED
 
     async def _queue_transaction_events(self, evse_ids: list[int]) -> None:
@@ -214,18 +210,6 @@ class Trigger:
         except ValueError:
             return None
         return number if number >= 0 else None
-
-    def _schedule(self, action: str, payloads: list[dict[str, object]]) -> None:
-        if self._nursery is None:
-            raise RuntimeError("the trigger block is not running")
-        # The handler returns before this task first runs, and the CallManager takes its (FIFO)
-        # send lock for the answer before it yields: the answer is on the wire first (F06.FR.04).
-        self._nursery.start_soon(self._send, action, payloads)
-
-    def _schedule_boot(self) -> None:
-        if self._nursery is None:
-            raise RuntimeError("the trigger block is not running")
-        self._nursery.start_soon(self._send_boot)
 
     async def _send(self, action: str, payloads: list[dict[str, object]]) -> None:
         for payload in payloads:

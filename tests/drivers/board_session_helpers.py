@@ -11,8 +11,18 @@ from contextlib import asynccontextmanager
 import trio
 
 from evstation.drivers.api import ChargeController, ControllerEvent, FaultRaised
+from evstation.drivers.safe_stop import Step
 
 STEP_TIMEOUT = 3.0  # real pty I/O: generous, but a hang still fails fast
+
+# A safe stop with nothing going wrong: every step of drivers/safe_stop.py, in the order IEC 61851-1 wants.
+COMPLETE_SAFE_STOP = [
+    Step.OFFER_WITHDRAWN,
+    Step.EV_STOPPED,
+    Step.CONTACTOR_OPEN_SENT,
+    Step.CONTACTOR_CONFIRMED_OPEN,
+    Step.LOCK_RELEASED,
+]
 
 
 async def expect(events: AsyncIterator[ControllerEvent], wanted: ControllerEvent) -> list[ControllerEvent]:

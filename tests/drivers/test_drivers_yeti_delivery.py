@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import trio
-from board_session_helpers import STEP_TIMEOUT, expect
+from board_session_helpers import COMPLETE_SAFE_STOP, STEP_TIMEOUT, expect
 
 from evstation.drivers.api import ContactorChanged, PilotChanged, PilotState
 from evstation.drivers.boards.yeti import PWM_STATE_F, PWM_X1, YetiBoard
@@ -124,13 +124,7 @@ async def test_yeti_safe_stop_withdraws_pwm_waits_for_b_opens_then_unlocks() -> 
         assert emulator.duty == PWM_X1
         report = board.last_safe_stop
         assert report is not None and report.complete
-        assert report.steps == [
-            Step.OFFER_WITHDRAWN,
-            Step.EV_STOPPED,
-            Step.CONTACTOR_OPEN_SENT,
-            Step.CONTACTOR_CONFIRMED_OPEN,
-            Step.LOCK_RELEASED,
-        ]
+        assert report.steps == COMPLETE_SAFE_STOP
 
 
 async def test_yeti_safe_stop_uses_state_f_only_when_the_ev_keeps_drawing() -> None:

@@ -26,6 +26,7 @@ import asyncio
 import itertools
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -205,11 +206,14 @@ async def drive(version: str, current: dict[str, Recording], connected: asyncio.
         await current["peer"].send_call(payload, command.get("id"))
 
 
-async def main(version: str, scenario: str) -> None:
+async def serve(
+    version: str,
+    make_peer: Callable[[str, Any], Peer16 | Peer201],
+    while_serving: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Listen on a free port (announced as the "listening" event) and run `make_peer(station id,
+    connection)` for every station that connects with `version`'s subprotocol; for ever."""
     subprotocol = "ocpp" + version
-    peer_class = Peer16 if version == "1.6" else Peer201
-    current: dict[str, Recording] = {}
-    connected = asyncio.Event()
 
     async def handler(connection: Any) -> None:
         if connection.subprotocol != subprotocol:
@@ -217,11 +221,7 @@ async def main(version: str, scenario: str) -> None:
             return
         station_id = connection.request.path.rstrip("/").rsplit("/", 1)[-1]
         emit("connected", station=station_id)
-        peer = peer_class(station_id, connection)
-        peer.driven = scenario == "driven"
-        peer.scenario = scenario
-        current["peer"] = peer
-        connected.set()
+        peer = make_peer(station_id, connection)
         try:
             await peer.start()
         except websockets.ConnectionClosed:
@@ -232,9 +232,28 @@ async def main(version: str, scenario: str) -> None:
     ) as server:
         port = next(iter(server.sockets)).getsockname()[1]
         emit("listening", port=port)
-        if scenario == "driven":
-            await drive(version, current, connected)
+        if while_serving is not None:
+            await while_serving()
         await asyncio.Future()
+
+
+async def main(version: str, scenario: str) -> None:
+    peer_class = Peer16 if version == "1.6" else Peer201
+    current: dict[str, Recording] = {}
+    connected = asyncio.Event()
+
+    def make_peer(station_id: str, connection: Any) -> Peer16 | Peer201:
+        peer = peer_class(station_id, connection)
+        peer.driven = scenario == "driven"
+        peer.scenario = scenario
+        current["peer"] = peer
+        connected.set()
+        return peer
+
+    async def driven() -> None:
+        await drive(version, current, connected)
+
+    await serve(version, make_peer, driven if scenario == "driven" else None)
 
 
 if __name__ == "__main__":

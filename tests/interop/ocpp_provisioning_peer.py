@@ -20,13 +20,12 @@ import sys
 import time
 from typing import Any
 
-import websockets
 from ocpp.routing import on
 from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
 from ocpp.v201 import call_result as result201
 from ocpp.v201.enums import Action as Action201
-from ocpp_peer import Peer16, Peer201, Recording, emit
+from ocpp_peer import Peer16, Peer201, Recording, serve
 
 SCENARIO = sys.argv[2] if len(sys.argv) > 2 else ""
 
@@ -77,28 +76,5 @@ class Provisioning16(Timed, Peer16):
         ]
 
 
-async def main(version: str) -> None:
-    subprotocol = "ocpp" + version
-    peer_class = Provisioning16 if version == "1.6" else Provisioning201
-
-    async def handler(connection: Any) -> None:
-        if connection.subprotocol != subprotocol:
-            await connection.close()
-            return
-        station_id = connection.request.path.rstrip("/").rsplit("/", 1)[-1]
-        emit("connected", station=station_id)
-        try:
-            await peer_class(station_id, connection).start()
-        except websockets.ConnectionClosed:
-            emit("closed", station=station_id)
-
-    async with websockets.serve(
-        handler, "127.0.0.1", 0, subprotocols=[websockets.Subprotocol(subprotocol)]
-    ) as server:
-        port = next(iter(server.sockets)).getsockname()[1]
-        emit("listening", port=port)
-        await asyncio.Future()
-
-
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1]))
+    asyncio.run(serve(sys.argv[1], Provisioning16 if sys.argv[1] == "1.6" else Provisioning201))

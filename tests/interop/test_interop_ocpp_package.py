@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import trio
 
-from evstation.runtime.blocks.authorization import LOCAL_AUTHORIZE_OFFLINE
 from evstation.runtime.config import StationConfig, parse_config
+from evstation.runtime.device_model import LOCAL_AUTHORIZE_OFFLINE
 from evstation.runtime.evse import Authorized
 from evstation.runtime.lifecycle import StationOutcome
 from evstation.runtime.station import Station, open_station
@@ -120,11 +120,14 @@ class Peer:
 
 
 @asynccontextmanager
-async def run_peer(version: str, scenario: str = "remote") -> AsyncIterator[tuple[Peer, int]]:
-    """The peer subprocess running `scenario` ("remote", "local-list", or "driven": it sends only the
-    CALLs the test asks for with `Peer.call`)."""
+async def run_peer(
+    version: str, scenario: str = "remote", *, script: Path = PEER
+) -> AsyncIterator[tuple[Peer, int]]:
+    """The peer subprocess `script` (ocpp_peer.py or a peer built on it) running `scenario` (ocpp_peer:
+    "remote", "local-list", or "driven": it sends only the CALLs the test asks for with `Peer.call`),
+    once it listens; the port it listens on."""
     driven = scenario == "driven"
-    command = [sys.executable, str(PEER), version, scenario]
+    command = [sys.executable, str(script), version, scenario]
     async with trio.open_nursery() as nursery:
         process = await nursery.start(
             functools.partial(

@@ -6,41 +6,15 @@ ChangeConfiguration of HeartbeatInterval that the next beats follow.
 
 from __future__ import annotations
 
-import functools
-import subprocess
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import trio
-from test_interop_ocpp_package import TIMEOUT_S, Peer, _config
+from test_interop_ocpp_package import TIMEOUT_S, Peer, _config, run_peer
 
 from evstation.runtime.station import open_station
 
 PEER = Path(__file__).with_name("ocpp_provisioning_peer.py")
-
-
-@asynccontextmanager
-async def run_peer(version: str, scenario: str) -> AsyncIterator[tuple[Peer, int]]:
-    async with trio.open_nursery() as nursery:
-        process = await nursery.start(
-            functools.partial(
-                trio.run_process,
-                [sys.executable, str(PEER), version, scenario],
-                stdout=subprocess.PIPE,
-                check=False,
-            )
-        )
-        peer = Peer(process)
-        nursery.start_soon(peer.pump)
-        try:
-            await peer.wait_until(lambda: any(e["event"] == "listening" for e in peer.events))
-            port = next(e["port"] for e in peer.events if e["event"] == "listening")
-            yield peer, port
-        finally:
-            process.kill()
 
 
 def _calls(peer: Peer) -> dict[str, list[dict[str, Any]]]:
@@ -56,7 +30,7 @@ async def test_interop_b07_full_inventory_every_notify_report_passes_the_package
 ) -> None:
     with trio.fail_after(TIMEOUT_S):
         async with (
-            run_peer("2.0.1", "report") as (peer, port),
+            run_peer("2.0.1", "report", script=PEER) as (peer, port),
             open_station(_config(tmp_path, "2.0.1", port)) as station,
         ):
 
@@ -83,7 +57,7 @@ async def test_interop_b07_full_inventory_every_notify_report_passes_the_package
 async def test_interop_b05_b06_set_then_get_variables_on_station_evse_and_connector(tmp_path: Path) -> None:
     with trio.fail_after(TIMEOUT_S):
         async with (
-            run_peer("2.0.1", "variables") as (peer, port),
+            run_peer("2.0.1", "variables", script=PEER) as (peer, port),
             open_station(_config(tmp_path, "2.0.1", port)),
         ):
             await peer.wait_until(lambda: len(peer.peer_calls()) >= 2)
@@ -105,7 +79,7 @@ async def test_interop_v16_get_configuration_and_heartbeat_interval_change_on_th
 ) -> None:
     with trio.fail_after(TIMEOUT_S):
         async with (
-            run_peer("1.6", "configuration") as (peer, port),
+            run_peer("1.6", "configuration", script=PEER) as (peer, port),
             open_station(_config(tmp_path, "1.6", port)),
         ):
             await peer.wait_until(lambda: len(peer.peer_calls()) >= 3)

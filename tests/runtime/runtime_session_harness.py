@@ -273,3 +273,51 @@ async def serving(
             nursery.start_soon(serve_until_link_down, conn, ctx)
             yield
             nursery.cancel_scope.cancel()
+
+
+def statuses_at_boot(version: OcppVersion) -> int:
+    """StatusNotifications a booted two-EVSE station sends first: one a connector (1.6: and connector 0)."""
+    return 3 if version is OcppVersion.V16 else 2
+
+
+@asynccontextmanager
+async def online(
+    tmp_path: Path, version: OcppVersion, csms: CsmsPeer, *, run_reset: bool = False
+) -> AsyncIterator[tuple[SessionContext, MemoryConnection]]:
+    """A booted session on running sim EVSEs with the transactions block running (and, with `run_reset`,
+    the reset block), as open_station runs them; `csms` serves the connection and the first
+    StatusNotifications are in."""
+    conn = MemoryConnection(version)
+    async with open_session_context(tmp_path, version, run_evses=True) as ctx:
+        with trio.fail_after(1000):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(ctx.blocks.transactions.run)
+                if run_reset:
+                    await nursery.start(ctx.blocks.reset.run)
+                nursery.start_soon(csms.serve, conn)
+                nursery.start_soon(serve_until_link_down, conn, ctx)
+                await csms.wait_for("StatusNotification", statuses_at_boot(version))
+                yield ctx, conn
+                nursery.cancel_scope.cancel()
+
+
+async def call(csms: CsmsPeer, conn: MemoryConnection, action: str, payload: dict[str, Any]) -> Any:
+    """`csms` sends `action`; the payload of the station's CALLRESULT (a CALLERROR fails the test)."""
+    answer = await csms.wait_answer(await csms.send_call(conn, action, payload))
+    assert isinstance(answer, CallResult), answer
+    return answer.payload
+
+
+def board(ctx: SessionContext, evse_id: int) -> SimChargeController:
+    """The sim charge controller of EVSE `evse_id`."""
+    controller = ctx.evses[evse_id].controller
+    assert isinstance(controller, SimChargeController)
+    return controller
+
+
+async def start_transaction(ctx: SessionContext, evse_id: int) -> None:
+    """Authorize TOKEN<evse_id> remotely and plug in; until the transactions block has an id for it."""
+    assert await ctx.evses[evse_id].authorize_remote(f"TOKEN{evse_id}", "ISO14443")
+    board(ctx, evse_id).plug_in()
+    while ctx.blocks.transactions.ids.get(evse_id) is None:
+        await ctx.blocks.transactions.ids.changed.wait()

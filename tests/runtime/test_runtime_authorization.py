@@ -18,17 +18,18 @@ from runtime_session_harness import (
     CsmsPeer,
     Fail,
     MemoryConnection,
+    board,
+    call,
     open_session_context,
     serve_until_link_down,
+    statuses_at_boot,
 )
 
-from evstation.drivers.sim.board import SimChargeController
 from evstation.protocol.authorization import AuthStatus, IdToken, TokenInfo
 from evstation.protocol.device_model import VariableKey
 from evstation.protocol.local_list import UpdateType
-from evstation.protocol.rpc import CallResult
 from evstation.protocol.versions import OcppVersion
-from evstation.runtime.blocks.authorization import (
+from evstation.runtime.device_model import (
     AUTH_CACHE_ENABLED,
     LOCAL_AUTHORIZE_OFFLINE,
     LOCAL_LIST_ENTRIES_KEY,
@@ -43,15 +44,6 @@ V16, V201 = OcppVersion.V16, OcppVersion.V201
 BOTH = pytest.mark.parametrize("version", [V16, V201])
 # Long enough for any answer; short against the EVSE's 30 s authorization timeout (virtual time).
 QUIET_S = 35.0
-
-
-@pytest.fixture
-def clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0.02)
-
-
-def statuses_at_boot(version: OcppVersion) -> int:
-    return 3 if version is V16 else 2
 
 
 def authorize_reply(
@@ -87,12 +79,6 @@ def list_request(
     }
 
 
-async def answer_of(csms: CsmsPeer, message_id: str) -> dict[str, Any]:
-    answer = await csms.wait_answer(message_id)
-    assert isinstance(answer, CallResult), answer
-    return answer.payload
-
-
 async def next_of(
     events: trio.MemoryReceiveChannel[EvseEvent | Dropped], kind: type, timeout_s: float = QUIET_S
 ) -> Any:
@@ -121,7 +107,8 @@ class Online:
         self.ended.set()
 
     async def call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
-        return await answer_of(self.csms, await self.csms.send_call(self.conn, action, payload))
+        answer: dict[str, Any] = await call(self.csms, self.conn, action, payload)
+        return answer
 
     async def drop(self) -> None:
         self.conn.close()
@@ -146,12 +133,6 @@ async def station(
                 await csms.wait_for("StatusNotification", statuses_at_boot(version))
                 yield ctx, online, events
                 nursery.cancel_scope.cancel()
-
-
-def controller(ctx: SessionContext, evse_id: int) -> SimChargeController:
-    board = ctx.evses[evse_id].controller
-    assert isinstance(board, SimChargeController)
-    return board
 
 
 # --- the local list ------------------------------------------------------------------------------
@@ -247,7 +228,7 @@ async def test_c10_transaction_answer_updates_the_cache(
         await ctx.evses.present_token("TAG-1", "ISO14443", evse_id=1)
         assert await next_of(events, Authorized) is not None
         assert [e.info.status for e in ctx.blocks.authorization.cached()] == [AuthStatus.ACCEPTED]
-        controller(ctx, 1).plug_in()
+        board(ctx, 1).plug_in()
         await online.csms.wait_for("StartTransaction" if version is V16 else "TransactionEvent")
         # A sentinel behind the transaction message: sent only once its answer was processed.
         await ctx.outbox.put("DataTransfer", {"vendorId": "test"})
@@ -324,7 +305,7 @@ async def test_a_token_longer_than_the_field_is_refused_with_a_log_line(
 async def start_session(ctx: SessionContext, events: Any, token: str, evse_id: int = 1) -> None:
     assert await ctx.evses.present_token(token, "ISO14443", evse_id=evse_id) == evse_id
     assert await next_of(events, Authorized) is not None
-    controller(ctx, evse_id).plug_in()
+    board(ctx, evse_id).plug_in()
 
 
 @BOTH

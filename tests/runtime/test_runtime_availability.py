@@ -13,7 +13,15 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from runtime_session_harness import CSMS_TIME, CsmsPeer, MemoryConnection, open_session_context, serving
+from runtime_session_harness import (
+    CSMS_TIME,
+    CsmsPeer,
+    MemoryConnection,
+    call,
+    open_session_context,
+    serving,
+    statuses_at_boot,
+)
 
 from evstation.protocol.boot import BootState
 from evstation.protocol.rpc import CallError, CallResult
@@ -21,17 +29,6 @@ from evstation.protocol.versions import OcppVersion
 from evstation.runtime.evse import StopReason
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
-
-
-@pytest.fixture
-def clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0.02)
-
-
-async def ask(csms: CsmsPeer, conn: MemoryConnection, action: str, payload: dict[str, Any]) -> Any:
-    answer = await csms.wait_answer(await csms.send_call(conn, action, payload))
-    assert isinstance(answer, CallResult), answer
-    return answer.payload
 
 
 def statuses(csms: CsmsPeer) -> list[tuple[Any, ...]]:
@@ -60,14 +57,14 @@ async def test_g03_evse_inoperative_when_idle_is_accepted_applied_at_once_and_re
     async with open_session_context(tmp_path, V201) as ctx, serving(csms, conn, ctx):
         await csms.wait_for("StatusNotification", 2)
         request = {"evse": {"id": 1}, "operationalStatus": "Inoperative"}
-        assert await ask(csms, conn, "ChangeAvailability", request) == {"status": "Accepted"}
+        assert await call(csms, conn, "ChangeAvailability", request) == {"status": "Accepted"}
         await wait_status(csms, (1, 1, "Unavailable"))
         assert not ctx.evses[1].available() and ctx.evses[2].available()
         # Already Inoperative: Accepted, nothing changes, nothing is re-sent.
         sent = len(csms.of("StatusNotification"))
-        assert await ask(csms, conn, "ChangeAvailability", request) == {"status": "Accepted"}
+        assert await call(csms, conn, "ChangeAvailability", request) == {"status": "Accepted"}
         request["operationalStatus"] = "Operative"
-        assert await ask(csms, conn, "ChangeAvailability", request) == {"status": "Accepted"}
+        assert await call(csms, conn, "ChangeAvailability", request) == {"status": "Accepted"}
         await wait_status(csms, (1, 1, "Available"), after=sent)
         assert statuses(csms)[sent:] == [(1, 1, "Available")]
 
@@ -81,7 +78,7 @@ async def test_g03_inoperative_during_a_transaction_is_scheduled_and_applied_whe
         assert await ctx.evses[1].authorize_remote("T1", "Central")
         await wait_status(csms, (1, 1, "Occupied"))
         request = {"evse": {"id": 1, "connectorId": 1}, "operationalStatus": "Inoperative"}
-        assert await ask(csms, conn, "ChangeAvailability", request) == {"status": "Scheduled"}
+        assert await call(csms, conn, "ChangeAvailability", request) == {"status": "Scheduled"}
         assert ctx.evses[1].session_active() and ctx.evses[1].available()  # not yet
         await ctx.evses[1].stop_session(StopReason.REMOTE)
         await wait_status(csms, (1, 1, "Unavailable"))
@@ -98,14 +95,14 @@ async def test_g04_station_inoperative_switches_idle_evses_now_and_the_busy_one_
         await csms.wait_for("StatusNotification", 3)
         assert await ctx.evses[1].authorize_remote("T1", "Central")
         request = {"connectorId": 0, "type": "Inoperative"}
-        assert await ask(csms, conn, "ChangeAvailability", request) == {"status": "Scheduled"}
+        assert await call(csms, conn, "ChangeAvailability", request) == {"status": "Scheduled"}
         await wait_status(csms, (2, "Unavailable"))
         assert (0, "Unavailable") not in statuses(csms)
         await ctx.evses[1].stop_session(StopReason.REMOTE)
         await wait_status(csms, (1, "Unavailable"))
         await wait_status(csms, (0, "Unavailable"))
         sent = len(csms.of("StatusNotification"))
-        assert await ask(csms, conn, "ChangeAvailability", {"connectorId": 0, "type": "Operative"}) == {
+        assert await call(csms, conn, "ChangeAvailability", {"connectorId": 0, "type": "Operative"}) == {
             "status": "Accepted"
         }
         await wait_status(csms, (0, "Available"), after=sent)
@@ -148,7 +145,7 @@ async def test_change_availability_of_what_does_not_exist_is_rejected_and_change
     csms, conn = CsmsPeer(version), MemoryConnection(version)
     async with open_session_context(tmp_path, version) as ctx, serving(csms, conn, ctx):
         await csms.wait_for("StatusNotification", 2)
-        assert await ask(csms, conn, "ChangeAvailability", request_) == answer
+        assert await call(csms, conn, "ChangeAvailability", request_) == answer
         assert all(evse.available() for evse in ctx.evses)
 
 
@@ -159,7 +156,7 @@ async def test_g03_requested_availability_survives_a_restart_and_is_applied_befo
     async with open_session_context(tmp_path, V201) as ctx, serving(csms, conn, ctx):
         await csms.wait_for("StatusNotification", 2)
         request = {"evse": {"id": 2}, "operationalStatus": "Inoperative"}
-        assert await ask(csms, conn, "ChangeAvailability", request) == {"status": "Accepted"}
+        assert await call(csms, conn, "ChangeAvailability", request) == {"status": "Accepted"}
         await wait_status(csms, (2, 1, "Unavailable"))
     csms, conn = CsmsPeer(V201), MemoryConnection(V201)
     async with open_session_context(tmp_path, V201) as ctx, serving(csms, conn, ctx):
@@ -180,7 +177,7 @@ async def test_change_availability_with_custom_data_is_served(
             "evse": {"id": 1, "customData": {"vendorId": "com.example"}},
             "operationalStatus": "Inoperative",
         }
-        assert await ask(csms, conn, "ChangeAvailability", request) == {"status": "Accepted"}
+        assert await call(csms, conn, "ChangeAvailability", request) == {"status": "Accepted"}
         assert not ctx.evses[1].available()
 
 
@@ -199,14 +196,16 @@ async def test_g03_connector_level_on_an_evse_with_two_connectors_touches_only_t
         def change(connector_id: int, status: str) -> dict[str, Any]:
             return {"evse": {"id": 1, "connectorId": connector_id}, "operationalStatus": status}
 
-        assert await ask(csms, conn, "ChangeAvailability", change(2, "Inoperative")) == {"status": "Accepted"}
+        assert await call(csms, conn, "ChangeAvailability", change(2, "Inoperative")) == {
+            "status": "Accepted"
+        }
         await wait_status(csms, (1, 2, "Unavailable"))
         assert statuses(csms)[3:] == [(1, 2, "Unavailable")]
         assert evse.available(1) and not evse.available(2) and ctx.evses[2].available()
 
         assert await evse.authorize_remote("T1", "Central")  # connector 1 still serves
         await wait_status(csms, (1, 1, "Occupied"))
-        assert await ask(csms, conn, "ChangeAvailability", change(1, "Inoperative")) == {
+        assert await call(csms, conn, "ChangeAvailability", change(1, "Inoperative")) == {
             "status": "Scheduled"
         }
         assert evse.available(1) and evse.session_active()
@@ -214,7 +213,7 @@ async def test_g03_connector_level_on_an_evse_with_two_connectors_touches_only_t
         await wait_status(csms, (1, 1, "Unavailable"))
 
         sent = len(statuses(csms))
-        assert await ask(csms, conn, "ChangeAvailability", change(2, "Operative")) == {"status": "Accepted"}
+        assert await call(csms, conn, "ChangeAvailability", change(2, "Operative")) == {"status": "Accepted"}
         await wait_status(csms, (1, 2, "Available"), after=sent)
         assert statuses(csms)[sent:] == [(1, 2, "Available")]
         assert not evse.available(1) and evse.available(2)
@@ -231,7 +230,7 @@ async def test_v16_5_2_connector_of_a_two_connector_evse_is_numbered_across_the_
         await csms.wait_for("StatusNotification", 4)
         sent = len(statuses(csms))
         request = {"connectorId": 2, "type": "Inoperative"}
-        assert await ask(csms, conn, "ChangeAvailability", request) == {"status": "Accepted"}
+        assert await call(csms, conn, "ChangeAvailability", request) == {"status": "Accepted"}
         await wait_status(csms, (2, "Unavailable"), after=sent)
         assert statuses(csms)[sent:] == [(2, "Unavailable")]  # connector 0 unchanged: not re-sent
         assert ctx.evses[1].available(1) and not ctx.evses[1].available(2) and ctx.evses[2].available()
@@ -262,6 +261,6 @@ async def test_change_availability_while_pending_1_6_serves_it_2_0_1_answers_sec
         assert ctx.evses[1].available() is (version is V201)
         assert csms.of("StatusNotification") == []  # nothing of ours goes out while Pending
         await csms.wait_for("BootNotification", 2)  # after the interval: Accepted
-        await csms.wait_for("StatusNotification", 3 if version is V16 else 2)
+        await csms.wait_for("StatusNotification", statuses_at_boot(version))
         expected = (1, "Unavailable") if version is V16 else (1, 1, "Available")
         assert expected in statuses(csms)

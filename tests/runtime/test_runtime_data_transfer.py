@@ -4,12 +4,11 @@ sections 4.3 and 5.6), with the vendor-handler registry and the built-in org.evs
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
 import trio.testing
-from runtime_session_harness import CSMS_TIME, CsmsPeer, MemoryConnection, open_session_context, serving
+from runtime_session_harness import CSMS_TIME, CsmsPeer, MemoryConnection, call, open_session_context, serving
 
 from evstation.protocol.boot import BootState
 from evstation.protocol.data_transfer import DataTransferStatus, VendorAnswer
@@ -21,17 +20,6 @@ V16, V201 = OcppVersion.V16, OcppVersion.V201
 VERSIONS = [V16, V201]
 
 
-@pytest.fixture
-def clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0.02)  # SQLite runs in a worker thread
-
-
-async def ask(csms: CsmsPeer, conn: MemoryConnection, payload: dict[str, Any]) -> Any:
-    answer = await csms.wait_answer(await csms.send_call(conn, "DataTransfer", payload))
-    assert isinstance(answer, CallResult), answer
-    return answer.payload
-
-
 @pytest.mark.parametrize("version", VERSIONS)
 async def test_p02_incoming_unknown_vendor_unknown_message_and_ping(
     clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
@@ -39,14 +27,18 @@ async def test_p02_incoming_unknown_vendor_unknown_message_and_ping(
     csms, conn = CsmsPeer(version), MemoryConnection(version)
     async with open_session_context(tmp_path, version) as ctx, serving(csms, conn, ctx):
         await csms.wait_for("StatusNotification", 2)
-        assert await ask(csms, conn, {"vendorId": "com.other", "messageId": "Ping"}) == {
+        assert await call(csms, conn, "DataTransfer", {"vendorId": "com.other", "messageId": "Ping"}) == {
             "status": "UnknownVendorId"
         }
-        assert await ask(csms, conn, {"vendorId": "org.evstation", "messageId": "Pong"}) == {
+        assert await call(csms, conn, "DataTransfer", {"vendorId": "org.evstation", "messageId": "Pong"}) == {
             "status": "UnknownMessageId"
         }
-        assert await ask(csms, conn, {"vendorId": "org.evstation"}) == {"status": "UnknownMessageId"}
-        assert await ask(csms, conn, {"vendorId": "org.evstation", "messageId": "Ping", "data": "hello"}) == {
+        assert await call(csms, conn, "DataTransfer", {"vendorId": "org.evstation"}) == {
+            "status": "UnknownMessageId"
+        }
+        assert await call(
+            csms, conn, "DataTransfer", {"vendorId": "org.evstation", "messageId": "Ping", "data": "hello"}
+        ) == {
             "status": "Accepted",
             "data": "hello",
         }
@@ -71,7 +63,7 @@ async def test_p02_registered_vendor_handler_answers_with_its_status_and_data(
             "data": {"evse": 1},
             "customData": {"vendorId": "com.acme", "trace": "abc"},
         }
-        assert await ask(csms, conn, payload) == {
+        assert await call(csms, conn, "DataTransfer", payload) == {
             "status": "Rejected",
             "data": {"reason": "no meter", "tries": 0},
         }
@@ -87,7 +79,10 @@ async def test_v16_structured_vendor_data_is_answered_as_json_text(
             "com.acme", None, lambda _m, _d: VendorAnswer(DataTransferStatus.ACCEPTED, {"a": 1})
         )
         await csms.wait_for("StatusNotification", 3)
-        assert await ask(csms, conn, {"vendorId": "com.acme"}) == {"status": "Accepted", "data": '{"a": 1}'}
+        assert await call(csms, conn, "DataTransfer", {"vendorId": "com.acme"}) == {
+            "status": "Accepted",
+            "data": '{"a": 1}',
+        }
 
 
 @pytest.mark.parametrize("version", VERSIONS)

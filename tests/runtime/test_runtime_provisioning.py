@@ -13,11 +13,18 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from runtime_session_harness import CsmsPeer, MemoryConnection, open_session_context, serving, station_config
+from runtime_session_harness import (
+    CsmsPeer,
+    MemoryConnection,
+    call,
+    open_session_context,
+    serving,
+    station_config,
+)
 
 from evstation.protocol.boot import BootState
 from evstation.protocol.device_model.v16 import V16_KEYS, V16KeyMap, V16Profile
-from evstation.protocol.rpc import CallError, CallResult
+from evstation.protocol.rpc import CallError
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.device_model import HEARTBEAT_INTERVAL, IMPLEMENTED_V16_PROFILES, definitions_for
 
@@ -26,17 +33,6 @@ V16, V201 = OcppVersion.V16, OcppVersion.V201
 # heartbeat whenever a SQLite write on a loaded machine takes longer than the autojump threshold.
 SLACK_S = 20_000
 BOOT_PENDING = {"status": "Pending", "currentTime": "2030-06-01T12:00:00.000Z", "interval": 1000}
-
-
-@pytest.fixture
-def clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0.02)  # SQLite runs in a worker thread
-
-
-async def ask(csms: CsmsPeer, conn: MemoryConnection, action: str, payload: dict[str, Any]) -> Any:
-    answer = await csms.wait_answer(await csms.send_call(conn, action, payload))
-    assert isinstance(answer, CallResult), answer
-    return answer.payload
 
 
 async def refused(csms: CsmsPeer, conn: MemoryConnection, action: str, payload: dict[str, Any]) -> str:
@@ -85,7 +81,7 @@ async def test_b06_get_variables_answers_each_item_with_status_and_value(
             item("EVSE", "AvailabilityState", evse={"id": 9}),  # no EVSE 9: UnknownComponent
             item("OCPPCommCtrlr", "MessageAttempts", instance="X"),
         ]
-        answer = await ask(csms, conn, "GetVariables", {"getVariableData": request})
+        answer = await call(csms, conn, "GetVariables", {"getVariableData": request})
     got = answer["getVariableResult"]
     assert len(got) == len(request)  # B06.FR.01
     assert [(r["component"], r["variable"]) for r in got] == [
@@ -125,7 +121,7 @@ async def test_b05_set_variables_per_item_statuses_then_read_back_on_station_evs
             item("OCPPCommCtrlr", "X", attributeValue="1"),  # B05.FR.05
             item("OCPPCommCtrlr", "HeartbeatInterval", attributeValue="5", attributeType="MaxSet"),  # .06
         ]
-        answer = await ask(csms, conn, "SetVariables", {"setVariableData": writes})
+        answer = await call(csms, conn, "SetVariables", {"setVariableData": writes})
         got = answer["setVariableResult"]
         assert len(got) == len(writes)  # B05.FR.01
         assert [(r["component"], r["variable"]) for r in got] == [
@@ -146,7 +142,7 @@ async def test_b05_set_variables_per_item_statuses_then_read_back_on_station_evs
         reasons = [r.get("attributeStatusInfo", {}).get("reasonCode") for r in got[3:6]]
         assert reasons == ["ReadOnly", "ValueTooLow", "InvalidValue"]
         reads = [{k: v for k, v in w.items() if k != "attributeValue"} for w in writes[:5]]
-        answer = await ask(csms, conn, "GetVariables", {"getVariableData": reads})
+        answer = await call(csms, conn, "GetVariables", {"getVariableData": reads})
     assert results(answer, "getVariableResult") == [
         ("Accepted", "45"),
         ("Accepted", "RST"),
@@ -172,7 +168,7 @@ async def test_b05_set_variables_heartbeat_interval_takes_effect_on_the_next_bea
     async with open_session_context(tmp_path, V201) as ctx, serving(csms, conn, ctx, fail_after_s=SLACK_S):
         await csms.wait_for("StatusNotification", 2)
         write = item("OCPPCommCtrlr", "HeartbeatInterval", attributeValue="2")
-        answer = await ask(csms, conn, "SetVariables", {"setVariableData": [write]})
+        answer = await call(csms, conn, "SetVariables", {"setVariableData": [write]})
         assert answer["setVariableResult"][0]["attributeStatus"] == "Accepted"
         changed_at = trio.current_time()
         beats = await csms.wait_for("Heartbeat", 2)
@@ -193,7 +189,7 @@ async def test_b06_fr_16_fr_17_requests_over_items_or_bytes_per_message_get_the_
     async with open_session_context(tmp_path, V201) as ctx, serving(csms, conn, ctx, fail_after_s=SLACK_S):
         await csms.wait_for("StatusNotification", 2)
         assert (
-            len((await ask(csms, conn, action, {field: [one] * 64}))[field.replace("Data", "Result")]) == 64
+            len((await call(csms, conn, action, {field: [one] * 64}))[field.replace("Data", "Result")]) == 64
         )
         assert await refused(csms, conn, action, {field: [one] * 65}) == "OccurenceConstraintViolation"
         big = {**one, "customData": {"vendorId": "x", "blob": "y" * 70_000}}
@@ -207,7 +203,7 @@ async def test_b06_fr_16_fr_17_requests_over_items_or_bytes_per_message_get_the_
 async def report(csms: CsmsPeer, conn: MemoryConnection, action: str, payload: dict[str, Any]) -> Any:
     """Ask for a report; the answer, and the NotifyReport pages once the last one (tbc false) is in."""
     before = len(csms.of("NotifyReport"))
-    answer = await ask(csms, conn, action, payload)
+    answer = await call(csms, conn, action, payload)
     if answer["status"] != "Accepted":
         return answer, []
     while True:
@@ -330,9 +326,9 @@ async def test_b02_fr_01_pending_station_serves_variables_and_sends_the_report_i
         await trio.testing.wait_all_tasks_blocked()
         assert ctx.uplink.boot.state is BootState.PENDING
         write = item("OCPPCommCtrlr", "HeartbeatInterval", attributeValue="77")
-        answer = await ask(csms, conn, "SetVariables", {"setVariableData": [write]})
+        answer = await call(csms, conn, "SetVariables", {"setVariableData": [write]})
         assert answer["setVariableResult"][0]["attributeStatus"] == "Accepted"
-        answer = await ask(
+        answer = await call(
             csms, conn, "GetVariables", {"getVariableData": [item("OCPPCommCtrlr", "HeartbeatInterval")]}
         )
         assert results(answer, "getVariableResult") == [("Accepted", "77")]
@@ -377,7 +373,7 @@ async def test_b09_set_network_profile_checks_slot_security_and_content_then_sto
         await csms.wait_for("StatusNotification", 2)
 
         async def set_profile(slot: int, data: dict[str, Any]) -> tuple[str, str | None]:
-            answer = await ask(
+            answer = await call(
                 csms, conn, "SetNetworkProfile", {"configurationSlot": slot, "connectionData": data}
             )
             return answer["status"], answer.get("statusInfo", {}).get("reasonCode")
@@ -417,7 +413,7 @@ async def test_b09_profile_stored_before_a_restart_is_still_there_after_it(
     ):
         await csms.wait_for("StatusNotification", 2)
         request = {"configurationSlot": 1, "connectionData": profile()}
-        assert (await ask(csms, conn, "SetNetworkProfile", request))["status"] == "Accepted"
+        assert (await call(csms, conn, "SetNetworkProfile", request))["status"] == "Accepted"
     async with open_session_context(tmp_path, V201, endpoints=ENDPOINTS) as ctx:
         (stored,) = await ctx.blocks.provisioning.network_profiles()
     assert stored.slot == 1 and stored.connection_data["ocppCsmsUrl"] == "wss://csms.example/ocpp"
@@ -432,8 +428,8 @@ async def test_v16_5_8_get_configuration_with_and_without_keys(
     csms, conn = CsmsPeer(V16), MemoryConnection(V16)
     async with open_session_context(tmp_path, V16) as ctx, serving(csms, conn, ctx, fail_after_s=SLACK_S):
         await csms.wait_for("StatusNotification", 3)
-        everything = await ask(csms, conn, "GetConfiguration", {})
-        named = await ask(
+        everything = await call(csms, conn, "GetConfiguration", {})
+        named = await call(
             csms, conn, "GetConfiguration", {"key": ["heartbeatinterval", "NumberOfConnectors", "NoSuchKey"]}
         )
         too_many = await refused(csms, conn, "GetConfiguration", {"key": ["HeartbeatInterval"] * 101})
@@ -465,7 +461,9 @@ async def test_v16_5_3_change_configuration_statuses_and_heartbeat_interval_on_t
         await csms.wait_for("StatusNotification", 3)
 
         async def change(key: str, value: str) -> str:
-            return str((await ask(csms, conn, "ChangeConfiguration", {"key": key, "value": value}))["status"])
+            return str(
+                (await call(csms, conn, "ChangeConfiguration", {"key": key, "value": value}))["status"]
+            )
 
         assert await change("NumberOfConnectors", "7") == "Rejected"  # read-only
         assert await change("HeartbeatInterval", "often") == "Rejected"  # not an integer
@@ -475,7 +473,7 @@ async def test_v16_5_3_change_configuration_statuses_and_heartbeat_interval_on_t
         assert await change("heartbeatInterval", "2") == "Accepted"
         changed_at = trio.current_time()
         beats = await csms.wait_for("Heartbeat", 2)
-        answer = await ask(csms, conn, "GetConfiguration", {"key": ["HeartbeatInterval"]})
+        answer = await call(csms, conn, "GetConfiguration", {"key": ["HeartbeatInterval"]})
     assert [round(b.at - changed_at) for b in beats] == [2, 4]
     assert answer["configurationKey"] == [{"key": "HeartbeatInterval", "readonly": False, "value": "2"}]
     assert ctx.device_model.get(HEARTBEAT_INTERVAL) == "2"

@@ -36,11 +36,12 @@ from evstation.protocol.messages import PayloadError, parse_request
 from evstation.protocol.v16 import messages as v16
 from evstation.protocol.v201 import messages as v201
 from evstation.protocol.versions import OcppVersion
-from evstation.runtime.blocks.provisioning import DATE_TIME, Provisioning
+from evstation.runtime.blocks.provisioning import Provisioning
 from evstation.runtime.calls import HandlerError
 from evstation.runtime.clock import WallClock
 from evstation.runtime.config import StationConfig, parse_config
 from evstation.runtime.device_model import (
+    DATE_TIME,
     IMPLEMENTED_V16_PROFILES,
     definitions_for,
     open_device_model,

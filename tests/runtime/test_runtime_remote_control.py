@@ -5,63 +5,21 @@ answered."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
-from runtime_session_harness import (
-    CsmsPeer,
-    MemoryConnection,
-    NoAnswer,
-    open_session_context,
-    serve_until_link_down,
-)
+from runtime_session_harness import CsmsPeer, NoAnswer, board, call, online
 
 from evstation.drivers.api import LockState
-from evstation.drivers.sim.board import SimChargeController
 from evstation.protocol.versions import OcppVersion
-from evstation.runtime.blocks.remote_control import AUTHORIZE_REMOTE_START
-from evstation.runtime.device_model import MESSAGE_TIMEOUT
+from evstation.runtime.device_model import AUTHORIZE_REMOTE_START, MESSAGE_TIMEOUT
 from evstation.runtime.evse import ConnectorStatus, EnergyFlowStarted
 from evstation.runtime.session.common import SessionContext
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
-
-
-@pytest.fixture
-def clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0.02)
-
-
-@asynccontextmanager
-async def online(
-    tmp_path: Path, version: OcppVersion, csms: CsmsPeer
-) -> AsyncIterator[tuple[SessionContext, MemoryConnection]]:
-    conn = MemoryConnection(version)
-    async with open_session_context(tmp_path, version, run_evses=True) as ctx:
-        with trio.fail_after(1000):
-            async with trio.open_nursery() as nursery:
-                await nursery.start(ctx.blocks.transactions.run)
-                nursery.start_soon(csms.serve, conn)
-                nursery.start_soon(serve_until_link_down, conn, ctx)
-                await csms.wait_for("StatusNotification", 3 if version is V16 else 2)
-                yield ctx, conn
-                nursery.cancel_scope.cancel()
-
-
-async def call(csms: CsmsPeer, conn: MemoryConnection, action: str, payload: dict[str, Any]) -> Any:
-    answer = await csms.wait_answer(await csms.send_call(conn, action, payload))
-    return answer.payload  # type: ignore[union-attr]
-
-
-def board(ctx: SessionContext, evse_id: int) -> SimChargeController:
-    controller = ctx.evses[evse_id].controller
-    assert isinstance(controller, SimChargeController)
-    return controller
 
 
 async def charging(ctx: SessionContext, evse_id: int, token: str) -> None:

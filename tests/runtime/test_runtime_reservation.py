@@ -4,57 +4,21 @@ expiry on a MockClock, removal, and persistence across a restart."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 import trio
 import trio.testing
-from runtime_session_harness import (
-    CsmsPeer,
-    MemoryConnection,
-    open_session_context,
-    serve_until_link_down,
-)
+from runtime_session_harness import CsmsPeer, board, call, online
 
 from evstation.drivers.api import FaultCode
-from evstation.drivers.sim.board import SimChargeController
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.clock import iso
 from evstation.runtime.evse import Authorized, ConnectorStatus
 from evstation.runtime.session.common import SessionContext
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
-
-
-@pytest.fixture
-def clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0.02)
-
-
-@asynccontextmanager
-async def online(
-    tmp_path: Path, version: OcppVersion, csms: CsmsPeer
-) -> AsyncIterator[tuple[SessionContext, MemoryConnection]]:
-    """A booted session with running EVSEs and the transactions block; statuses sent."""
-    conn = MemoryConnection(version)
-    async with open_session_context(tmp_path, version, run_evses=True) as ctx:
-        with trio.fail_after(1000):
-            async with trio.open_nursery() as nursery:
-                await nursery.start(ctx.blocks.transactions.run)
-                nursery.start_soon(csms.serve, conn)
-                nursery.start_soon(serve_until_link_down, conn, ctx)
-                await csms.wait_for("StatusNotification", 3 if version is V16 else 2)
-                yield ctx, conn
-                nursery.cancel_scope.cancel()
-
-
-async def call(csms: CsmsPeer, conn: MemoryConnection, action: str, payload: dict[str, Any]) -> Any:
-    answer = await csms.wait_answer(await csms.send_call(conn, action, payload))
-    return answer.payload  # type: ignore[union-attr]
 
 
 def statuses(csms: CsmsPeer, key: str, value: int) -> list[str]:
@@ -83,12 +47,6 @@ def reserve_201(
     if evse_id is not None:
         payload["evseId"] = evse_id
     return payload
-
-
-def board(ctx: SessionContext, evse_id: int) -> SimChargeController:
-    controller = ctx.evses[evse_id].controller
-    assert isinstance(controller, SimChargeController)
-    return controller
 
 
 async def authorized_within(ctx: SessionContext, evse_id: int, token: str) -> bool:

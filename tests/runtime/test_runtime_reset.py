@@ -4,67 +4,18 @@ start after it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 import trio
 import trio.testing
-from runtime_session_harness import (
-    CsmsPeer,
-    MemoryConnection,
-    NoAnswer,
-    open_session_context,
-    serve_until_link_down,
-)
+from runtime_session_harness import CsmsPeer, NoAnswer, board, call, online, start_transaction
 
-from evstation.drivers.sim.board import SimChargeController
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.evse import StopReason
 from evstation.runtime.lifecycle import StationOutcome
-from evstation.runtime.session import SessionContext
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
-
-
-@pytest.fixture
-def clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0.02)
-
-
-@asynccontextmanager
-async def running_station(
-    tmp_path: Path, version: OcppVersion
-) -> AsyncIterator[tuple[SessionContext, CsmsPeer, MemoryConnection]]:
-    """A booted session with the transactions and reset blocks running, as open_station runs them."""
-    csms, conn = CsmsPeer(version), MemoryConnection(version)
-    async with open_session_context(tmp_path, version, run_evses=True) as ctx:
-        with trio.fail_after(1000):
-            async with trio.open_nursery() as nursery:
-                await nursery.start(ctx.blocks.transactions.run)
-                await nursery.start(ctx.blocks.reset.run)
-                nursery.start_soon(csms.serve, conn)
-                nursery.start_soon(serve_until_link_down, conn, ctx)
-                await csms.wait_for("StatusNotification", 3 if version is V16 else 2)
-                yield ctx, csms, conn
-                nursery.cancel_scope.cancel()
-
-
-async def start_transaction(ctx: SessionContext, evse_id: int) -> None:
-    evse = ctx.evses[evse_id]
-    assert await evse.authorize_remote(f"TOKEN{evse_id}", "ISO14443")
-    controller = evse.controller
-    assert isinstance(controller, SimChargeController)
-    controller.plug_in()
-    while ctx.blocks.transactions.ids.get(evse_id) is None:
-        await ctx.blocks.transactions.ids.changed.wait()
-
-
-async def reset(csms: CsmsPeer, conn: MemoryConnection, payload: dict[str, Any]) -> object:
-    message_id = await csms.send_call(conn, "Reset", payload)
-    return (await csms.wait_answer(message_id)).payload  # type: ignore[union-attr]
 
 
 def ended_events(csms: CsmsPeer) -> list[dict[str, Any]]:
@@ -76,10 +27,11 @@ async def test_b12_fr_02_fr_04_immediate_reset_ends_the_transaction_then_stops_t
 ) -> None:
     """Immediate with a transaction running: Accepted, the Ended event (ImmediateReset, ResetCommand)
     reaches the CSMS, the next boot reason RemoteReset is stored, then the station is asked to stop."""
-    async with running_station(tmp_path, V201) as (ctx, csms, conn):
+    csms = CsmsPeer(V201)
+    async with online(tmp_path, V201, csms, run_reset=True) as (ctx, conn):
         await start_transaction(ctx, 1)
         stop = ctx.blocks.reset.stop_requests
-        assert await reset(csms, conn, {"type": "Immediate"}) == {"status": "Accepted"}
+        assert await call(csms, conn, "Reset", {"type": "Immediate"}) == {"status": "Accepted"}
         assert await stop.wait() is StationOutcome.RESET
         [ended] = ended_events(csms)  # delivered before the stop was requested
         assert ended["triggerReason"] == "ResetCommand"
@@ -91,8 +43,9 @@ async def test_b12_fr_02_fr_04_immediate_reset_ends_the_transaction_then_stops_t
 async def test_b11_fr_01_idle_station_reset_is_accepted_and_stops_the_station(
     clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
-    async with running_station(tmp_path, V201) as (ctx, csms, conn):
-        assert await reset(csms, conn, {"type": "OnIdle"}) == {"status": "Accepted"}
+    csms = CsmsPeer(V201)
+    async with online(tmp_path, V201, csms, run_reset=True) as (ctx, conn):
+        assert await call(csms, conn, "Reset", {"type": "OnIdle"}) == {"status": "Accepted"}
         assert await ctx.blocks.reset.stop_requests.wait() is StationOutcome.RESET
         assert ended_events(csms) == []
 
@@ -100,8 +53,9 @@ async def test_b11_fr_01_idle_station_reset_is_accepted_and_stops_the_station(
 async def test_b11_reset_of_an_unknown_evse_is_rejected(
     clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
-    async with running_station(tmp_path, V201) as (ctx, csms, conn):
-        assert await reset(csms, conn, {"type": "Immediate", "evseId": 7}) == {"status": "Rejected"}
+    csms = CsmsPeer(V201)
+    async with online(tmp_path, V201, csms, run_reset=True) as (ctx, conn):
+        assert await call(csms, conn, "Reset", {"type": "Immediate", "evseId": 7}) == {"status": "Rejected"}
         assert ctx.blocks.reset.stop_requests.outcome is None
 
 
@@ -110,14 +64,15 @@ async def test_b12_fr_01_fr_03_on_idle_is_scheduled_and_runs_once_the_transactio
 ) -> None:
     """OnIdle with a transaction: Scheduled; the transaction goes on until it ends normally, then the
     station resets with boot reason ScheduledReset. A second OnIdle meanwhile is Scheduled too."""
-    async with running_station(tmp_path, V201) as (ctx, csms, conn):
+    csms = CsmsPeer(V201)
+    async with online(tmp_path, V201, csms, run_reset=True) as (ctx, conn):
         await start_transaction(ctx, 1)
         stop = ctx.blocks.reset.stop_requests
-        assert await reset(csms, conn, {"type": "OnIdle"}) == {"status": "Scheduled"}
+        assert await call(csms, conn, "Reset", {"type": "OnIdle"}) == {"status": "Scheduled"}
         await trio.sleep(120)  # meter values flow; nothing ends the transaction
         assert stop.outcome is None
         assert ended_events(csms) == []
-        assert await reset(csms, conn, {"type": "OnIdle"}) == {"status": "Scheduled"}
+        assert await call(csms, conn, "Reset", {"type": "OnIdle"}) == {"status": "Scheduled"}
         await ctx.evses[1].stop_session(StopReason.LOCAL)
         assert await stop.wait() is StationOutcome.RESET
         [ended] = ended_events(csms)
@@ -129,10 +84,11 @@ async def test_b12_fr_01_fr_03_on_idle_is_scheduled_and_runs_once_the_transactio
 async def test_b12_immediate_while_on_idle_is_scheduled_resets_at_once(
     clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
-    async with running_station(tmp_path, V201) as (ctx, csms, conn):
+    csms = CsmsPeer(V201)
+    async with online(tmp_path, V201, csms, run_reset=True) as (ctx, conn):
         await start_transaction(ctx, 1)
-        assert await reset(csms, conn, {"type": "OnIdle"}) == {"status": "Scheduled"}
-        assert await reset(csms, conn, {"type": "Immediate"}) == {"status": "Accepted"}
+        assert await call(csms, conn, "Reset", {"type": "OnIdle"}) == {"status": "Scheduled"}
+        assert await call(csms, conn, "Reset", {"type": "Immediate"}) == {"status": "Accepted"}
         assert await ctx.blocks.reset.stop_requests.wait() is StationOutcome.RESET
         [ended] = ended_events(csms)
         assert ended["transactionInfo"]["stoppedReason"] == "ImmediateReset"
@@ -143,12 +99,12 @@ async def test_b12_fr_08_evse_reset_ends_its_transaction_and_cycles_it_through_u
 ) -> None:
     """Per EVSE: only that EVSE's transaction ends; the EVSE reports Unavailable, then Available
     again; the station keeps running (no stop request)."""
-    async with running_station(tmp_path, V201) as (ctx, csms, conn):
+    csms = CsmsPeer(V201)
+    async with online(tmp_path, V201, csms, run_reset=True) as (ctx, conn):
         await start_transaction(ctx, 1)
         await start_transaction(ctx, 2)
-        controller = ctx.evses[1].controller
-        assert isinstance(controller, SimChargeController)
-        assert await reset(csms, conn, {"type": "Immediate", "evseId": 1}) == {"status": "Accepted"}
+        controller = board(ctx, 1)
+        assert await call(csms, conn, "Reset", {"type": "Immediate", "evseId": 1}) == {"status": "Accepted"}
         while ctx.blocks.transactions.ids.get(1) is not None:
             await ctx.blocks.transactions.ids.changed.wait()
         controller.unplug()
@@ -171,10 +127,11 @@ async def test_b12_fr_08_evse_reset_ends_its_transaction_and_cycles_it_through_u
 async def test_b12_fr_07_evse_on_idle_waits_for_that_evse_only(
     clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
-    async with running_station(tmp_path, V201) as (ctx, csms, conn):
+    csms = CsmsPeer(V201)
+    async with online(tmp_path, V201, csms, run_reset=True) as (ctx, conn):
         await start_transaction(ctx, 2)
-        assert await reset(csms, conn, {"type": "OnIdle", "evseId": 1}) == {"status": "Accepted"}
-        assert await reset(csms, conn, {"type": "OnIdle", "evseId": 2}) == {"status": "Scheduled"}
+        assert await call(csms, conn, "Reset", {"type": "OnIdle", "evseId": 1}) == {"status": "Accepted"}
+        assert await call(csms, conn, "Reset", {"type": "OnIdle", "evseId": 2}) == {"status": "Scheduled"}
         await trio.sleep(30)
         assert ended_events(csms) == []
         await ctx.evses[2].stop_session(StopReason.LOCAL)
@@ -186,9 +143,10 @@ async def test_b12_fr_07_evse_on_idle_waits_for_that_evse_only(
 async def test_v16_hard_reset_stops_the_transaction_with_hard_reset_then_the_station(
     clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
-    async with running_station(tmp_path, V16) as (ctx, csms, conn):
+    csms = CsmsPeer(V16)
+    async with online(tmp_path, V16, csms, run_reset=True) as (ctx, conn):
         await start_transaction(ctx, 1)
-        assert await reset(csms, conn, {"type": "Hard"}) == {"status": "Accepted"}
+        assert await call(csms, conn, "Reset", {"type": "Hard"}) == {"status": "Accepted"}
         assert await ctx.blocks.reset.stop_requests.wait() is StationOutcome.RESET
         [stop] = csms.of("StopTransaction")
         assert stop.call.payload["reason"] == "HardReset"
@@ -197,9 +155,10 @@ async def test_v16_hard_reset_stops_the_transaction_with_hard_reset_then_the_sta
 async def test_v16_soft_reset_stops_the_transaction_with_soft_reset(
     clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
-    async with running_station(tmp_path, V16) as (ctx, csms, conn):
+    csms = CsmsPeer(V16)
+    async with online(tmp_path, V16, csms, run_reset=True) as (ctx, conn):
         await start_transaction(ctx, 2)
-        assert await reset(csms, conn, {"type": "Soft"}) == {"status": "Accepted"}
+        assert await call(csms, conn, "Reset", {"type": "Soft"}) == {"status": "Accepted"}
         assert await ctx.blocks.reset.stop_requests.wait() is StationOutcome.RESET
         [stop] = csms.of("StopTransaction")
         assert stop.call.payload["reason"] == "SoftReset"
@@ -211,16 +170,18 @@ async def test_b12_after_the_restart_boot_says_remote_reset_and_the_ended_transa
     """The CSMS does not answer the Reset's Ended: the station still stops after the bounded flush.
     After the restart the BootNotification carries RemoteReset, the queued Ended (ImmediateReset) goes
     out, and the transaction is neither resumed nor ended a second time (no PowerLoss / Reboot end)."""
-    async with running_station(tmp_path, V201) as (ctx, csms, conn):
+    csms = CsmsPeer(V201)
+    async with online(tmp_path, V201, csms, run_reset=True) as (ctx, conn):
         await start_transaction(ctx, 1)
         await trio.sleep(5)
         await ctx.outbox.wait_empty()
         csms.then("TransactionEvent", *[NoAnswer()] * 10)
-        assert await reset(csms, conn, {"type": "Immediate"}) == {"status": "Accepted"}
+        assert await call(csms, conn, "Reset", {"type": "Immediate"}) == {"status": "Accepted"}
         assert await ctx.blocks.reset.stop_requests.wait() is StationOutcome.RESET
         assert len(ended_events(csms)) == 1  # sent, never answered
         assert await ctx.outbox.depth() == 1
-    async with running_station(tmp_path, V201) as (ctx, csms, conn):
+    csms = CsmsPeer(V201)
+    async with online(tmp_path, V201, csms, run_reset=True) as (ctx, conn):
         assert csms.of("BootNotification")[0].call.payload["reason"] == "RemoteReset"
         await ctx.outbox.wait_empty()
         await trio.sleep(60)

@@ -3,8 +3,6 @@ through the session: the answer first, then the message; Pending; unknown target
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,30 +12,19 @@ import trio.testing
 from runtime_session_harness import (
     CsmsPeer,
     MemoryConnection,
+    call,
+    online,
     open_session_context,
-    serve_until_link_down,
     serving,
+    start_transaction,
+    statuses_at_boot,
 )
 
-from evstation.drivers.sim.board import SimChargeController
 from evstation.protocol.boot import BootState
-from evstation.protocol.rpc import CallResult
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.trigger import NOT_IMPLEMENTED_TRIGGERS
-from evstation.runtime.session import SessionContext
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
-
-
-@pytest.fixture
-def clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0.02)  # SQLite runs in a worker thread
-
-
-async def ask(csms: CsmsPeer, conn: MemoryConnection, action: str, payload: dict[str, Any]) -> Any:
-    answer = await csms.wait_answer(await csms.send_call(conn, action, payload))
-    assert isinstance(answer, CallResult), answer
-    return answer.payload
 
 
 async def test_f06_heartbeat_trigger_is_answered_accepted_before_the_heartbeat_goes_out(
@@ -47,7 +34,7 @@ async def test_f06_heartbeat_trigger_is_answered_accepted_before_the_heartbeat_g
     async with open_session_context(tmp_path, V201) as ctx, serving(csms, conn, ctx):
         await csms.wait_for("StatusNotification", 2)
         start = len(csms.wire)
-        assert await ask(csms, conn, "TriggerMessage", {"requestedMessage": "Heartbeat"}) == {
+        assert await call(csms, conn, "TriggerMessage", {"requestedMessage": "Heartbeat"}) == {
             "status": "Accepted"
         }
         await csms.wait_for("Heartbeat")
@@ -61,14 +48,14 @@ async def test_f06_status_notification_trigger_for_one_connector_and_f06_fr_12_w
     async with open_session_context(tmp_path, V201) as ctx, serving(csms, conn, ctx):
         await csms.wait_for("StatusNotification", 2)
         request = {"requestedMessage": "StatusNotification", "evse": {"id": 2, "connectorId": 1}}
-        assert await ask(csms, conn, "TriggerMessage", request) == {"status": "Accepted"}
+        assert await call(csms, conn, "TriggerMessage", request) == {"status": "Accepted"}
         sent = (await csms.wait_for("StatusNotification", 3))[2].call.payload
         assert (sent["evseId"], sent["connectorId"], sent["connectorStatus"]) == (2, 1, "Available")
         for evse in ({"id": 2}, None):
             request = {"requestedMessage": "StatusNotification", **({"evse": evse} if evse else {})}
-            assert await ask(csms, conn, "TriggerMessage", request) == {"status": "Rejected"}
+            assert await call(csms, conn, "TriggerMessage", request) == {"status": "Rejected"}
         unknown = {"requestedMessage": "Heartbeat", "evse": {"id": 7}}
-        assert (await ask(csms, conn, "TriggerMessage", unknown))["status"] == "Rejected"
+        assert (await call(csms, conn, "TriggerMessage", unknown))["status"] == "Rejected"
         assert len(csms.of("StatusNotification")) == 3 and not csms.of("Heartbeat")
 
 
@@ -80,7 +67,7 @@ async def test_f06_meter_values_trigger_sends_the_current_reading_of_the_evse(
         await csms.wait_for("StatusNotification", 2)
         await trio.sleep(6)  # the sim meters have been polled
         request = {"requestedMessage": "MeterValues", "evse": {"id": 1}}
-        assert await ask(csms, conn, "TriggerMessage", request) == {"status": "Accepted"}
+        assert await call(csms, conn, "TriggerMessage", request) == {"status": "Accepted"}
         payload: dict[str, Any] = (await csms.wait_for("MeterValues"))[0].call.payload
     assert payload["evseId"] == 1
     (energy,) = [v for v in payload["meterValue"][0]["sampledValue"] if v["measurand"].startswith("Energy")]
@@ -94,7 +81,7 @@ async def test_f06_fr_17_boot_trigger_after_accepted_is_rejected_and_sends_nothi
     async with open_session_context(tmp_path, V201) as ctx, serving(csms, conn, ctx):
         await csms.wait_for("StatusNotification", 2)
         request = {"requestedMessage": "BootNotification"}
-        assert await ask(csms, conn, "TriggerMessage", request) == {"status": "Rejected"}
+        assert await call(csms, conn, "TriggerMessage", request) == {"status": "Rejected"}
         await trio.sleep(1)
         assert len(csms.of("BootNotification")) == 1
 
@@ -112,12 +99,12 @@ async def test_b02_f06_while_pending_boot_trigger_sends_boot_now_and_triggered_m
         await csms.wait_for("BootNotification")
         await trio.sleep(1)  # virtual: the Pending answer is processed long before (nothing to wait on)
         assert ctx.uplink.boot.state is BootState.PENDING
-        assert await ask(csms, conn, "TriggerMessage", {"requestedMessage": "Heartbeat"}) == {
+        assert await call(csms, conn, "TriggerMessage", {"requestedMessage": "Heartbeat"}) == {
             "status": "Accepted"
         }
         await csms.wait_for("Heartbeat")
         pending_at = trio.current_time()
-        assert await ask(csms, conn, "TriggerMessage", {"requestedMessage": "BootNotification"}) == {
+        assert await call(csms, conn, "TriggerMessage", {"requestedMessage": "BootNotification"}) == {
             "status": "Accepted"
         }
         boots = await csms.wait_for("BootNotification", 2)
@@ -140,9 +127,9 @@ async def test_trigger_of_a_message_whose_block_is_not_built_is_not_implemented_
 ) -> None:
     csms, conn = CsmsPeer(version), MemoryConnection(version)
     async with open_session_context(tmp_path, version) as ctx, serving(csms, conn, ctx):
-        await csms.wait_for("StatusNotification", 3 if version is V16 else 2)  # 1.6: and connector 0
+        await csms.wait_for("StatusNotification", statuses_at_boot(version))  # 1.6: and connector 0
         before = len(csms.seen)
-        assert await ask(csms, conn, action, {"requestedMessage": message}) == {"status": "NotImplemented"}
+        assert await call(csms, conn, action, {"requestedMessage": message}) == {"status": "NotImplemented"}
         await trio.sleep(1)
         assert len(csms.seen) == before
 
@@ -153,18 +140,18 @@ async def test_v16_5_17_status_for_all_connectors_one_connector_connector_0_and_
     csms, conn = CsmsPeer(V16), MemoryConnection(V16)
     async with open_session_context(tmp_path, V16) as ctx, serving(csms, conn, ctx):
         await csms.wait_for("StatusNotification", 3)
-        assert await ask(csms, conn, "TriggerMessage", {"requestedMessage": "StatusNotification"}) == {
+        assert await call(csms, conn, "TriggerMessage", {"requestedMessage": "StatusNotification"}) == {
             "status": "Accepted"
         }
         seen = await csms.wait_for("StatusNotification", 6)
         assert [s.call.payload["connectorId"] for s in seen[3:]] == [0, 1, 2]
         for connector_id, expected in ((2, 2), (0, 0)):
             request = {"requestedMessage": "StatusNotification", "connectorId": connector_id}
-            assert await ask(csms, conn, "TriggerMessage", request) == {"status": "Accepted"}
+            assert await call(csms, conn, "TriggerMessage", request) == {"status": "Accepted"}
             seen = await csms.wait_for("StatusNotification", len(seen) + 1)
             assert seen[-1].call.payload["connectorId"] == expected
         request = {"requestedMessage": "MeterValues", "connectorId": 3}
-        assert await ask(csms, conn, "TriggerMessage", request) == {"status": "Rejected"}
+        assert await call(csms, conn, "TriggerMessage", request) == {"status": "Rejected"}
 
 
 async def test_v16_boot_and_extended_heartbeat_triggers_after_accepted_send_the_message(
@@ -174,43 +161,15 @@ async def test_v16_boot_and_extended_heartbeat_triggers_after_accepted_send_the_
     csms, conn = CsmsPeer(V16), MemoryConnection(V16)
     async with open_session_context(tmp_path, V16) as ctx, serving(csms, conn, ctx):
         await csms.wait_for("StatusNotification", 3)
-        assert await ask(csms, conn, "TriggerMessage", {"requestedMessage": "BootNotification"}) == {
+        assert await call(csms, conn, "TriggerMessage", {"requestedMessage": "BootNotification"}) == {
             "status": "Accepted"
         }
         await csms.wait_for("BootNotification", 2)
-        assert await ask(csms, conn, "ExtendedTriggerMessage", {"requestedMessage": "Heartbeat"}) == {
+        assert await call(csms, conn, "ExtendedTriggerMessage", {"requestedMessage": "Heartbeat"}) == {
             "status": "Accepted"
         }
         await csms.wait_for("Heartbeat")
         assert ctx.uplink.boot.state is BootState.ACCEPTED
-
-
-@asynccontextmanager
-async def with_transactions(
-    tmp_path: Path, version: OcppVersion
-) -> AsyncIterator[tuple[SessionContext, CsmsPeer, MemoryConnection]]:
-    """A booted session on running sim EVSEs with the transactions block running, as open_station
-    runs it (the outbox sender is the session's)."""
-    csms, conn = CsmsPeer(version), MemoryConnection(version)
-    async with open_session_context(tmp_path, version, run_evses=True) as ctx:
-        with trio.fail_after(1000):
-            async with trio.open_nursery() as nursery:
-                await nursery.start(ctx.blocks.transactions.run)
-                nursery.start_soon(csms.serve, conn)
-                nursery.start_soon(serve_until_link_down, conn, ctx)
-                await csms.wait_for("StatusNotification", 3 if version is V16 else 2)
-                yield ctx, csms, conn
-                nursery.cancel_scope.cancel()
-
-
-async def start_transaction(ctx: SessionContext, evse_id: int) -> None:
-    evse = ctx.evses[evse_id]
-    assert await evse.authorize_remote(f"TOKEN{evse_id}", "ISO14443")
-    controller = evse.controller
-    assert isinstance(controller, SimChargeController)
-    controller.plug_in()
-    while ctx.blocks.transactions.ids.get(evse_id) is None:
-        await ctx.blocks.transactions.ids.changed.wait()
 
 
 def transaction_events(csms: CsmsPeer) -> list[dict[str, Any]]:
@@ -224,9 +183,12 @@ async def test_f06_fr_07_transaction_event_trigger_sends_updated_trigger_after_t
     reading, for the EVSE's transaction (no EVSE: every running one), after the answer (F06.FR.04),
     queued through the outbox so seqNo follows the transaction's other events and is persisted.
     Without a running transaction there (or anywhere): Rejected (TxNotFound), nothing sent."""
-    async with with_transactions(tmp_path, V201) as (ctx, csms, conn):
+    csms = CsmsPeer(V201)
+    async with online(tmp_path, V201, csms) as (ctx, conn):
         for evse in ({"evse": {"id": 1}}, {}):
-            answer = await ask(csms, conn, "TriggerMessage", {"requestedMessage": "TransactionEvent", **evse})
+            answer = await call(
+                csms, conn, "TriggerMessage", {"requestedMessage": "TransactionEvent", **evse}
+            )
             assert answer["status"] == "Rejected"
             assert answer["statusInfo"]["reasonCode"] == "TxNotFound"
         await start_transaction(ctx, 1)
@@ -235,7 +197,7 @@ async def test_f06_fr_07_transaction_event_trigger_sends_updated_trigger_after_t
         assert all(e["triggerReason"] != "Trigger" for e in transaction_events(csms))
         start = len(csms.wire)
         request = {"requestedMessage": "TransactionEvent", "evse": {"id": 1}}
-        assert await ask(csms, conn, "TriggerMessage", request) == {"status": "Accepted"}
+        assert await call(csms, conn, "TriggerMessage", request) == {"status": "Accepted"}
         count = len(csms.of("TransactionEvent"))
         await csms.wait_for("TransactionEvent", count + 1)
         assert csms.wire[start : start + 2] == ["answer", "TransactionEvent"]  # F06.FR.04
@@ -250,10 +212,10 @@ async def test_f06_fr_07_transaction_event_trigger_sends_updated_trigger_after_t
         assert {v["context"] for v in reading["sampledValue"]} == {"Trigger"}
         # EVSE 2 has no transaction; no EVSE (or EVSE 0) means every running transaction.
         request = {"requestedMessage": "TransactionEvent", "evse": {"id": 2}}
-        assert (await ask(csms, conn, "TriggerMessage", request))["status"] == "Rejected"
+        assert (await call(csms, conn, "TriggerMessage", request))["status"] == "Rejected"
         for evse in ({}, {"evse": {"id": 0}}):
             request = {"requestedMessage": "TransactionEvent", **evse}
-            assert await ask(csms, conn, "TriggerMessage", request) == {"status": "Accepted"}
+            assert await call(csms, conn, "TriggerMessage", request) == {"status": "Accepted"}
             count += 1
             await csms.wait_for("TransactionEvent", count + 1)
             assert transaction_events(csms)[-1]["triggerReason"] == "Trigger"
@@ -269,7 +231,8 @@ async def test_v16_5_17_meter_values_trigger_carries_the_transaction_id_of_its_c
 ) -> None:
     """1.6 MeterValues.transactionId: the CSMS's id of the transaction on the triggered connector; a
     connector without one sends none."""
-    async with with_transactions(tmp_path, V16) as (ctx, csms, conn):
+    csms = CsmsPeer(V16)
+    async with online(tmp_path, V16, csms) as (ctx, conn):
         await start_transaction(ctx, 1)
         await ctx.blocks.transactions.ids.wait_known(1)
         await trio.sleep(6)  # the sim meters have been polled
@@ -280,7 +243,7 @@ async def test_v16_5_17_meter_values_trigger_carries_the_transaction_id_of_its_c
 
         for connector_id in (1, 2):
             request = {"requestedMessage": "MeterValues", "connectorId": connector_id}
-            assert await ask(csms, conn, "TriggerMessage", request) == {"status": "Accepted"}
+            assert await call(csms, conn, "TriggerMessage", request) == {"status": "Accepted"}
             while len(triggered()) < connector_id:
                 await csms.wait_for("MeterValues", len(csms.of("MeterValues")) + 1)
         first, second = triggered()
