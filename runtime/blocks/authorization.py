@@ -442,13 +442,17 @@ class Authorization:
         request's idTag; 2.0.1 TransactionEventResponse idTokenInfo with the request's idToken."""
         if self.version is V16:
             id_tag = request.get("idTag")
-            tag_info = getattr(response, "id_tag_info", None)
-            if isinstance(id_tag, str) and isinstance(tag_info, v16.IdTagInfo):
+            tag_info = (
+                response.id_tag_info
+                if isinstance(response, v16.StartTransactionResponse | v16.StopTransactionResponse)
+                else None
+            )
+            if isinstance(id_tag, str) and tag_info is not None:
                 await self.learn(id_tag, "", info_from_v16(tag_info))
             return
         id_token = request.get("idToken")
-        token_info = getattr(response, "id_token_info", None)
-        if isinstance(id_token, dict) and isinstance(token_info, v201.IdTokenInfoType):
+        token_info = response.id_token_info if isinstance(response, v201.TransactionEventResponse) else None
+        if isinstance(id_token, dict) and token_info is not None:
             value, token_type = id_token.get("idToken"), id_token.get("type")
             if isinstance(value, str) and isinstance(token_type, str):
                 await self.learn(value, token_type, info_from_v201(token_info))
