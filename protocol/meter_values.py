@@ -165,10 +165,17 @@ def sampled_values(
     return out
 
 
-def _format(version: OcppVersion, item: _Value, context: Context, signed: SignedData | None) -> dict[str, object]:
+def _format(
+    version: OcppVersion, item: _Value, context: Context, signed: SignedData | None
+) -> dict[str, object]:
     value: dict[str, object]
     if version is OcppVersion.V16:
-        value = {"value": _text(item.value), "context": context.value, "format": "Raw", "measurand": item.measurand}
+        value = {
+            "value": _text(item.value),
+            "context": context.value,
+            "format": "Raw",
+            "measurand": item.measurand,
+        }
         if item.phase is not None:
             value["phase"] = item.phase
         value["location"] = LOCATION

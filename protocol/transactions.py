@@ -121,7 +121,9 @@ V16_STOP_POINTS: Final = frozenset({TxPoint.EV_CONNECTED, TxPoint.AUTHORIZED})
 
 def parse_points(text: str, *, allow_data_signed: bool = False) -> frozenset[TxPoint]:
     """A TxStartPoint / TxStopPoint value as points; members this station cannot detect are dropped."""
-    allowed = {point.value: point for point in TxPoint if allow_data_signed or point is not TxPoint.DATA_SIGNED}
+    allowed = {
+        point.value: point for point in TxPoint if allow_data_signed or point is not TxPoint.DATA_SIGNED
+    }
     return frozenset(allowed[item] for item in (p.strip() for p in text.split(",")) if item in allowed)
 
 

@@ -324,6 +324,8 @@ class Evse:
         self._session_metered = False
         # The transactions block found no reading at a start point: Faulted until the meter reads again.
         self._unmetered = False
+        self._energy_suspended = False  # E05 / 1.6 StopTransactionOnInvalidId false: no energy, session kept
+        self._board_known = trio.Event()  # set at the board's first pilot report
         self._changed = trio.Event()
         self._started = False
         # Last commands sent to the board; None = unknown (start-up, board reset) -> resend.
@@ -401,6 +403,21 @@ class Evse:
             if sample is not None and self._readings > after:
                 return sample
             await changed.wait()
+
+    @property
+    def board_state_known(self) -> bool:
+        return self._board_known.is_set()
+
+    async def wait_board_state(self) -> None:
+        """Until the board has reported the pilot once (whether an EV is plugged in is known)."""
+        await self._board_known.wait()
+
+    async def suspend_energy(self, suspended: bool) -> None:
+        """Withhold (or give back) the energy offer while keeping the session (SuspendedEVSE): the
+        CSMS refused the token of a running transaction and StopTxOnInvalidId is false."""
+        async with self._lock:
+            self._energy_suspended = suspended
+            await self._apply()
 
     async def refuse_unmetered(self, reason: StopReason) -> None:
         """No meter reading at a transaction's start point: end the session unenergized and show the
@@ -600,6 +617,7 @@ class Evse:
     async def _on_board(self, event: ControllerEvent) -> None:
         if isinstance(event, PilotChanged):
             previous, self._pilot = self._pilot, event.state
+            self._board_known.set()
             if event.state is PilotState.A and self._ev_present:
                 self._ev_present = False
                 await self._handle(Input.UNPLUG)
@@ -678,6 +696,8 @@ class Evse:
         return self._offer_amps() >= MIN_OFFER_A
 
     def _offer_amps(self) -> float:
+        if self._energy_suspended:
+            return 0.0
         limit = self.max_current_a if self._limit_a is None else min(self._limit_a, self.max_current_a)
         return max(limit, 0.0)
 
@@ -695,6 +715,7 @@ class Evse:
             return
         if self._phase not in SESSION_PHASES:
             self._session_metered = False
+            self._energy_suspended = False
         elif self.power_meter is None or self.reading() is not None:
             self._session_metered = True  # later meter glitches do not cut a metered session's power
         energize = (

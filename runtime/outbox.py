@@ -91,10 +91,17 @@ class Outbox:
         self._taken_event = trio.Event()
 
     async def put(
-        self, action: str, payload: dict[str, Any], *, offline: bool = False, transaction_id: str | None = None
+        self,
+        action: str,
+        payload: dict[str, Any],
+        *,
+        offline: bool = False,
+        transaction_id: str | None = None,
     ) -> OutboxEntry:
         """Append a message; returns the stored entry with its sequence id (the FIFO order)."""
-        entry = await self.put_with(action, lambda conn: payload, offline=offline, transaction_id=transaction_id)
+        entry = await self.put_with(
+            action, lambda conn: payload, offline=offline, transaction_id=transaction_id
+        )
         assert entry is not None
         return entry
 

@@ -187,7 +187,8 @@ class BootState:
 
 _TRANSACTION_COLUMNS = (
     "id, evse_id, connector_id, id_token, started_at, meter_start_wh, state, seq_no, "
-    "csms_transaction_id, id_token_type, stopped_at, meter_stop_wh, stop_reason, last_meter_wh, last_meter_at, "
+    "csms_transaction_id, id_token_type, stopped_at, meter_stop_wh, stop_reason, last_meter_wh, "
+    "last_meter_at, "
     "remote_start_id, reservation_id, ended_values, signed_start, signed_stop, resumable"
 )
 
@@ -276,7 +277,9 @@ def bump_seq_no(conn: sqlite3.Connection, transaction_id: str) -> int:
     return int(row["seq_no"])
 
 
-def append_ended_values(conn: sqlite3.Connection, transaction_id: str, values: list[dict[str, object]]) -> None:
+def append_ended_values(
+    conn: sqlite3.Connection, transaction_id: str, values: list[dict[str, object]]
+) -> None:
     """Add meter values to those the transaction's end message will carry."""
     row = conn.execute("SELECT ended_values FROM transactions WHERE id = ?", (transaction_id,)).fetchone()
     if row is None:

@@ -75,7 +75,6 @@ NOT_YET_SERVED: Final[Mapping[OcppVersion, Mapping[str, str]]] = {
         "GetLog": "diagnostics",
         "GetMonitoringReport": "diagnostics",
         "GetReport": "provisioning",
-        "GetTransactionStatus": "transactions",
         "GetVariables": "provisioning",
         "InstallCertificate": "security",
         "PublishFirmware": "firmware",

@@ -131,7 +131,12 @@ def test_supported_feature_profiles_tells_the_truth(profiles: set[V16Profile], e
         ("SupportedFeatureProfiles", "Core", ConfigurationStatus.REJECTED, None),
         ("MeterValuesSampledDataMaxLength", "5", ConfigurationStatus.REJECTED, None),
         ("LocalAuthorizeOffline", "true", ConfigurationStatus.REJECTED, None),
-        ("MeterValuesSampledData", "Energy.Active.Import.Register", ConfigurationStatus.ACCEPTED, "Energy.Active.Import.Register"),
+        (
+            "MeterValuesSampledData",
+            "Energy.Active.Import.Register",
+            ConfigurationStatus.ACCEPTED,
+            "Energy.Active.Import.Register",
+        ),
         ("MeterValuesSampledData", "SoC", ConfigurationStatus.REJECTED, None),
         ("StopTransactionOnInvalidId", "false", ConfigurationStatus.ACCEPTED, "false"),
         ("UnlockConnectorOnEVSideDisconnect", "false", ConfigurationStatus.REJECTED, None),
