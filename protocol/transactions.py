@@ -198,7 +198,7 @@ def step_points(state: TxStep, after: Conditions, points: TxPoints) -> TxDecisio
     before = state.conditions
     if not state.open:
         point = _rising(before, after, points.start)
-        if point is None:
+        if point is None or not (after.ev_connected or after.authorized):
             return TxDecision(replace(state, conditions=after), TxAction.NONE)
         held = frozenset(p for p in points.stop if after.holds(p))
         return TxDecision(TxStep(after, True, held), TxAction.START, point)

@@ -128,6 +128,8 @@ START_READING_WAIT_S: Final = 10.0
 # At the end: how long to wait for a reading taken after the stop (power and current are then the real
 # last values, not those of the sample before the contactor opened).
 END_READING_WAIT_S: Final = 3.0
+# Clock-aligned values: the longest sleep before the next boundary is computed again from the clock.
+ALIGN_CHECK_S: Final = 60.0
 # At start-up: how long to wait for the board to say whether an EV is plugged in (resume or end).
 BOARD_STATE_WAIT_S: Final = 5.0
 # A 2.0.1 idToken is at most 36 characters, a 1.6 idTag at most 20: never cut one silently.
@@ -721,9 +723,12 @@ class Transactions:
                 if interval <= 0 or not dm.get_bool(ALIGNED_DATA_ENABLED):
                     await sleep_or_change(changes, math.inf)
                     continue
+                # Re-aligned at least every ALIGN_CHECK_S: the station clock may be set meanwhile (the
+                # CSMS's time in BootNotification / Heartbeat answers).
                 boundary = next_aligned(self._now(), interval, after=last)
                 wait = (boundary - self._now()).total_seconds()
-                if await sleep_or_change(changes, trio.current_time() + max(wait, 0.0)) is not None:
+                deadline = trio.current_time() + max(min(wait, ALIGN_CHECK_S), 0.0)
+                if await sleep_or_change(changes, deadline) is not None or wait > ALIGN_CHECK_S:
                     continue
                 last = boundary
                 await self._aligned_tick(
