@@ -59,7 +59,7 @@ LOST = {EV: [7], AUTH: [6], PPC: [6], ET: [4, 6]}
 
 def _run(sequence: list[Conditions], points: TxPoints) -> list[tuple[int, TxAction, TxPoint | None]]:
     state = TxStep(sequence[0])
-    out = []
+    out: list[tuple[int, TxAction, TxPoint | None]] = []
     for index, conditions in enumerate(sequence[1:], start=1):
         decision = step_points(state, conditions, points)
         state = decision.step

@@ -19,8 +19,8 @@ from runtime_session_harness import EPOCH, CsmsPeer, MemoryConnection, serve_unt
 
 from evstation.drivers.sim.board import SimChargeController
 from evstation.drivers.sim.meter import SimMeter
-from evstation.protocol.versions import OcppVersion
 from evstation.protocol.meter_values import Context, Reading, meter_value
+from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.transactions import CLEAN_SHUTDOWN_KEY, messages_for
 from evstation.runtime.blocks.transactions.formats import StartData, UpdateData
 from evstation.runtime.clock import WallClock, iso
@@ -87,9 +87,8 @@ async def sample(ctx: SessionContext, version: OcppVersion, record: TransactionR
     services = ctx.blocks.transactions.services
     energy = services.evses[1].energy_wh()
     at = ctx.clock.now()
-    meter = meter_value(
-        version, iso(at), Reading(energy_import_wh=energy), ["Energy.Active.Import.Register"], Context.PERIODIC
-    )
+    reading = Reading(energy_import_wh=energy)
+    meter = meter_value(version, iso(at), reading, ["Energy.Active.Import.Register"], Context.PERIODIC)
     data = UpdateData("MeterValuePeriodic", at, False, meter=meter, energy_wh=energy)
     await messages_for(version).updated(services, record, data)
 

@@ -170,7 +170,7 @@ async def test_billing_rule_start_waits_for_a_late_reading(
         await r.plug_and_authorize()
         await trio.sleep(3)
         meter.set_failed(None)
-        start = (await r.csms.wait_for(START[version]))[0].call.payload
+        start: dict[str, Any] = (await r.csms.wait_for(START[version]))[0].call.payload
         if version is V16:
             assert start["meterStart"] == 1000
         else:
@@ -191,7 +191,7 @@ async def test_j02_end_values_are_the_real_last_readings_after_the_ev_left(
         await r.plug_and_authorize()
         await trio.sleep(60)  # a minute at 3 x 32 A
         charging_power = r.meter.read().power_w
-        assert charging_power > 20000
+        assert charging_power is not None and charging_power > 20000
         await trio.sleep(0.5)  # mid-way between two polls: the last sample still says 22 kW
         r.board.unplug()
         ended = await r.ended(version)
@@ -236,7 +236,7 @@ async def test_e05_invalid_id_in_the_answer_stops_the_transaction(
 async def test_e05_invalid_id_without_stop_suspends_the_energy(
     clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
 ) -> None:
-    """StopTxOnInvalidId false, MaxEnergyOnInvalidId 0: the session stays, the energy stops (SuspendedEVSE)."""
+    """StopTxOnInvalidId false, MaxEnergyOnInvalidId 0: the session stays, its energy stops."""
     csms = CsmsPeer(version)
     if version is V16:
         csms.then("StartTransaction", {"transactionId": 7, "idTagInfo": {"status": "Blocked"}})
@@ -253,7 +253,7 @@ async def test_e05_invalid_id_without_stop_suspends_the_energy(
 async def test_e14_get_transaction_status(clock: trio.testing.MockClock, tmp_path: Path) -> None:
     async with rig(tmp_path, V201) as r:
         await r.plug_and_authorize()
-        started = (await r.csms.wait_for("TransactionEvent"))[0].call.payload
+        started: dict[str, Any] = (await r.csms.wait_for("TransactionEvent"))[0].call.payload
         tx_id = started["transactionInfo"]["transactionId"]
         await r.ctx.outbox.wait_empty()
         asked = await r.csms.send_call(r.conn, "GetTransactionStatus", {"transactionId": tx_id})
@@ -276,7 +276,7 @@ async def test_j01_clock_aligned_values_are_sent_while_idle(
 ) -> None:
     async with rig(tmp_path, version, settings={ALIGNED_DATA_INTERVAL: "60"}) as r:
         values = await r.csms.wait_for("MeterValues")
-        payload = values[0].call.payload
+        payload: dict[str, Any] = values[0].call.payload
         assert "transactionId" not in payload
         (sampled,) = payload["meterValue"][0]["sampledValue"]
         assert (
@@ -331,8 +331,8 @@ async def test_a_transaction_whose_ev_is_still_plugged_resumes_after_a_restart(
         assert all(m.call.payload["transactionId"] == 42 for m in second.of("MeterValues"))
         assert ended["meterStop"] > 1000
     else:
-        before = [s.call.payload for s in first.of("TransactionEvent")]
-        after = [s.call.payload for s in second.of("TransactionEvent")]
+        before: list[dict[str, Any]] = [s.call.payload for s in first.of("TransactionEvent")]
+        after: list[dict[str, Any]] = [s.call.payload for s in second.of("TransactionEvent")]
         ids = {e["transactionInfo"]["transactionId"] for e in before + after}
         assert len(ids) == 1
         assert [e["seqNo"] for e in before + after] == list(range(len(before) + len(after)))
