@@ -14,6 +14,7 @@ Used by test_e2e_power_loss.py (5 rounds per version) and as a soak script:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from collections import defaultdict
@@ -49,9 +50,9 @@ def _energy_values(meter_values: list[dict[str, Any]]) -> list[float]:
     out = []
     for meter in meter_values:
         for value in meter.get("sampledValue", []):
-            if value.get("measurand", "Energy.Active.Import.Register") == "Energy.Active.Import.Register":
-                if value.get("format") != "SignedData":
-                    out.append(float(value["value"]))
+            measurand = value.get("measurand", "Energy.Active.Import.Register")
+            if measurand == "Energy.Active.Import.Register" and value.get("format") != "SignedData":
+                out.append(float(value["value"]))
     return out
 
 
@@ -69,9 +70,8 @@ def _set_ev_plugged(data_dir: Path, plugged: bool) -> None:
 
 
 def _count(csms: TestCsms, action: str, **match: object) -> int:
-    return sum(
-        1 for call in csms.received(STATION, action) if all(call.payload.get(k) == v for k, v in match.items())
-    )
+    calls = csms.received(STATION, action)
+    return sum(1 for call in calls if all(call.payload.get(k) == v for k, v in match.items()))
 
 
 async def _wait(csms: TestCsms, action: str, count: int, **match: object) -> None:
@@ -222,14 +222,16 @@ def _check_v16(calls: list[Any], figures: Figures) -> None:
 def _monotonic(tx_id: str, energies: list[float], figures: Figures) -> None:
     if energies:
         figures.max_energy_wh = max(figures.max_energy_wh, max(energies))
-    for before, after in zip(energies, energies[1:], strict=False):
+    for before, after in itertools.pairwise(energies):
         if after + 0.5 < before:  # 1.6 values are whole Wh
             figures.problems.append(f"{tx_id}: energy went backwards {before} -> {after}")
             return
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--version", choices=["1.6", "2.0.1", "both"], default="both")
     args = parser.parse_args()
