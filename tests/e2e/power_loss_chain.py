@@ -46,6 +46,17 @@ class Figures:
     problems: list[str] = field(default_factory=list)
 
 
+def _own(event: dict[str, Any]) -> list[dict[str, Any]]:
+    """The event's meter values taken at its time (an Ended event also carries the earlier ones)."""
+    meters: list[dict[str, Any]] = event.get("meterValue", [])
+    if event["eventType"] != "Ended":
+        return meters
+    return [
+        {**m, "sampledValue": [v for v in m["sampledValue"] if v.get("context") == "Transaction.End"]}
+        for m in meters
+    ]
+
+
 def _energy_values(meter_values: list[dict[str, Any]]) -> list[float]:
     out = []
     for meter in meter_values:
@@ -182,7 +193,8 @@ def _check_v201(calls: list[Any], figures: Figures) -> None:
         ended = events[seq[-1]]
         if ended["transactionInfo"].get("stoppedReason") == "PowerLoss":
             figures.ended_power_loss += 1
-        energies = [e for s in seq for e in _energy_values(events[s].get("meterValue", []))]
+        # The Ended event repeats the Transaction.Begin (and periodic) end values: its own is End.
+        energies = [e for s in seq for e in _energy_values(_own(events[s]))]
         _monotonic(tx_id, energies, figures)
 
 
