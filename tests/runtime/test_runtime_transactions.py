@@ -18,6 +18,7 @@ from runtime_session_harness import EPOCH, CsmsPeer, MemoryConnection, serve_unt
 from evstation.drivers.sim.board import SimChargeController
 from evstation.drivers.sim.ev import SimEv
 from evstation.drivers.sim.meter import SimMeter
+from evstation.drivers.sim.signed_meter import SignedMeter, verify_ocmf
 from evstation.protocol.device_model import VariableKey
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.transactions import START_READING_WAIT_S
@@ -86,13 +87,14 @@ async def rig(
     plugged: bool = False,
     settings: dict[VariableKey, str] | None = None,
     connect: bool = True,
+    signed: bool = False,
 ) -> AsyncIterator[Rig]:
     """One run of a station over `tmp_path`'s SQLite file; EVSE 1 has a sim EV drawing through `meter`."""
     meter = meter if meter is not None else SimMeter(230, initial_energy_wh=1000, poll_interval_s=POLL_S)
     board = SimChargeController(SimEv(plugged=plugged), flow=meter)
     async with open_storage(tmp_path / "station.db") as storage, trio.open_nursery() as nursery:
         evses = Evses()
-        await nursery.start(evses.add(1, board, meter).run)
+        await nursery.start(evses.add(1, board, SignedMeter(meter) if signed else meter).run)
         await nursery.start(evses.add(2, SimChargeController(), None).run)
         config = station_config(tmp_path, version)
         ctx = new_session(
@@ -355,3 +357,31 @@ async def test_a_transaction_a_reset_ended_is_never_resumed(
         ended = await r.ended(version)
     reason = ended["reason"] if version is V16 else ended["transactionInfo"]["stoppedReason"]
     assert reason == "Reboot"
+
+
+@BOTH
+async def test_signed_meter_values_at_start_and_end_are_sent_and_stored(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """A meter that signs: its OCMF readings ride along at Transaction.Begin and End (2.0.1
+    signedMeterValue on the register; 1.6 a SignedData value in transactionData) and the record keeps
+    them (signed_start / signed_stop)."""
+    async with rig(tmp_path, version, signed=True) as r:
+        meter = r.ctx.evses[1].power_meter
+        assert isinstance(meter, SignedMeter)
+        await r.plug_and_authorize()
+        await r.csms.wait_for(START[version])
+        await trio.sleep(5)
+        (record,) = await r.ctx.blocks.transactions.services.storage.transactions()
+        assert record.signed_start is not None and verify_ocmf(record.signed_start, meter.public_key_hex)
+        r.board.unplug()
+        ended = await r.ended(version)
+    meters = ended["transactionData"] if version is V16 else ended["meterValue"]
+    signed: dict[str, str] = {}
+    for value in (v for m in meters for v in m["sampledValue"]):
+        if version is V16 and value.get("format") == "SignedData":
+            signed[value["context"]] = value["value"]
+        elif version is V201 and "signedMeterValue" in value:
+            signed[value["context"]] = value["signedMeterValue"]["signedMeterData"]
+    assert set(signed) == {"Transaction.Begin", "Transaction.End"}
+    assert all(verify_ocmf(text, meter.public_key_hex) for text in signed.values())

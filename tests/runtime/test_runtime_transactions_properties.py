@@ -172,14 +172,16 @@ def _check(csms: CsmsPeer, version: OcppVersion) -> None:
     starts = {s.call.payload["timestamp"] for s in csms.of("StartTransaction")}
     stops: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for seen in csms.of("StopTransaction"):
-        stops[seen.call.payload["transactionId"]].append(seen.call.payload)
+        stop: dict[str, Any] = seen.call.payload
+        stops[stop["transactionId"]].append(stop)
     assert len(stops) == len(starts)
     values: dict[int, list[float]] = defaultdict(list)
     for seen in csms.of("MeterValues"):
-        tx_id = seen.call.payload.get("transactionId")
+        sample: dict[str, Any] = seen.call.payload
+        tx_id = sample.get("transactionId")
         if tx_id is not None:
             assert tx_id >= 100  # never a local placeholder on the wire
-            values[tx_id].extend(_energies(seen.call.payload["meterValue"]))
+            values[tx_id].extend(_energies(sample["meterValue"]))
     for tx_id, payloads in stops.items():
         assert all(p == payloads[0] for p in payloads)
         energies = [*values[tx_id], float(payloads[0]["meterStop"])]
