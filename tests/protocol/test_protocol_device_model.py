@@ -94,7 +94,6 @@ def test_every_default_is_a_valid_value_of_its_own_variable() -> None:
 
 def test_controllers_of_blocks_not_built_say_they_are_not_available() -> None:
     for name in (
-        "AlignedDataCtrlr",
         "AuthCacheCtrlr",
         "LocalAuthListCtrlr",
         "ReservationCtrlr",
