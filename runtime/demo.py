@@ -145,7 +145,9 @@ async def _script(station: Station, timeline: Timeline, pace: Pace) -> None:
     timeline.line("demo", "driver unplugs")
     sim.controller.unplug()
     await _wait_status(station, 1, ConnectorStatus.AVAILABLE)
-    # Let the last transaction message reach the CSMS before stopping.
+    # Let the last transaction message be queued (after the meter's reading at the end) and reach the
+    # CSMS before stopping.
+    await station.session.blocks.transactions.ids.wait_none(frozenset({1}))
     await station.outbox.wait_empty()
 
 

@@ -51,6 +51,12 @@ from evstation.runtime.storage import Storage
 
 __all__ = [
     "ACTIVE_NETWORK_PROFILE",
+    "ALIGNED_DATA_ENABLED",
+    "ALIGNED_DATA_INTERVAL",
+    "ALIGNED_DATA_MEASURANDS",
+    "ALIGNED_DATA_SEND_DURING_IDLE",
+    "ALIGNED_DATA_TX_ENDED_INTERVAL",
+    "ALIGNED_DATA_TX_ENDED_MEASURANDS",
     "AUTHORIZE_REMOTE_START",
     "AUTH_CACHE_DISABLE_POST_AUTHORIZE",
     "AUTH_CACHE_ENABLED",
@@ -66,20 +72,31 @@ __all__ = [
     "LOCAL_LIST_ENTRIES_KEY",
     "LOCAL_PRE_AUTHORIZE",
     "MASTER_PASS_GROUP_ID",
+    "MAX_ENERGY_ON_INVALID_ID",
     "MESSAGE_ATTEMPTS_TRANSACTION_EVENT",
     "MESSAGE_ATTEMPT_INTERVAL_TRANSACTION_EVENT",
     "MESSAGE_TIMEOUT",
     "MODEL",
     "NETWORK_CONFIGURATION_PRIORITY",
     "NETWORK_PROFILE_CONNECTION_ATTEMPTS",
+    "OFFLINE_THRESHOLD",
     "OFFLINE_TX_FOR_UNKNOWN_ID",
     "RESERVATION_ENABLED",
     "RESERVATION_NON_EVSE_SPECIFIC",
+    "RESUME_TRANSACTIONS_ON_BOOT",
     "RETRY_BACK_OFF_RANDOM_RANGE",
     "RETRY_BACK_OFF_REPEAT_TIMES",
     "RETRY_BACK_OFF_WAIT_MINIMUM",
+    "SAMPLED_DATA_ENABLED",
     "SECURITY_PROFILE",
+    "STOP_TX_ON_INVALID_ID",
+    "TX_ENDED_INTERVAL",
+    "TX_ENDED_MEASURANDS",
+    "TX_STARTED_MEASURANDS",
+    "TX_START_POINT",
+    "TX_STOP_POINT",
     "TX_UPDATED_INTERVAL",
+    "TX_UPDATED_MEASURANDS",
     "VENDOR_NAME",
     "WEB_SOCKET_PING_INTERVAL",
     "DeviceModel",
@@ -116,6 +133,24 @@ MESSAGE_ATTEMPT_INTERVAL_TRANSACTION_EVENT: Final = _controller(
 )
 ACTIVE_NETWORK_PROFILE: Final = _controller("OCPPCommCtrlr", "ActiveNetworkProfile")
 TX_UPDATED_INTERVAL: Final = _controller("SampledDataCtrlr", "TxUpdatedInterval")
+# Meter values and transactions (runtime/blocks/transactions): read at each decision.
+SAMPLED_DATA_ENABLED: Final = _controller("SampledDataCtrlr", "Enabled")
+TX_STARTED_MEASURANDS: Final = _controller("SampledDataCtrlr", "TxStartedMeasurands")
+TX_UPDATED_MEASURANDS: Final = _controller("SampledDataCtrlr", "TxUpdatedMeasurands")
+TX_ENDED_MEASURANDS: Final = _controller("SampledDataCtrlr", "TxEndedMeasurands")
+TX_ENDED_INTERVAL: Final = _controller("SampledDataCtrlr", "TxEndedInterval")
+ALIGNED_DATA_ENABLED: Final = _controller("AlignedDataCtrlr", "Enabled")
+ALIGNED_DATA_INTERVAL: Final = _controller("AlignedDataCtrlr", "Interval")
+ALIGNED_DATA_MEASURANDS: Final = _controller("AlignedDataCtrlr", "Measurands")
+ALIGNED_DATA_SEND_DURING_IDLE: Final = _controller("AlignedDataCtrlr", "SendDuringIdle")
+ALIGNED_DATA_TX_ENDED_INTERVAL: Final = _controller("AlignedDataCtrlr", "TxEndedInterval")
+ALIGNED_DATA_TX_ENDED_MEASURANDS: Final = _controller("AlignedDataCtrlr", "TxEndedMeasurands")
+TX_START_POINT: Final = _controller("TxCtrlr", "TxStartPoint")
+TX_STOP_POINT: Final = _controller("TxCtrlr", "TxStopPoint")
+STOP_TX_ON_INVALID_ID: Final = _controller("TxCtrlr", "StopTxOnInvalidId")
+MAX_ENERGY_ON_INVALID_ID: Final = _controller("TxCtrlr", "MaxEnergyOnInvalidId")
+RESUME_TRANSACTIONS_ON_BOOT: Final = _controller("TxCtrlr", "ResumeTransactionsOnBoot")
+OFFLINE_THRESHOLD: Final = _controller("OCPPCommCtrlr", "OfflineThreshold")
 EV_CONNECTION_TIMEOUT: Final = _controller("TxCtrlr", "EVConnectionTimeOut")
 SECURITY_PROFILE: Final = _controller("SecurityCtrlr", "SecurityProfile")
 IDENTITY: Final = _controller("SecurityCtrlr", "Identity")

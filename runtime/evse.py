@@ -336,6 +336,14 @@ class Evse:
         self._pending: _PendingAuth | None = None
         self._connection_deadline: float | None = None
         self._latest: MeterSample | None = None
+        self._readings = 0  # samples received so far: `wait_reading(after=n)` waits for a newer one
+        self._meter_changed = trio.Event()
+        # Billing rule: power is offered only once the session has a meter reading to start from.
+        self._session_metered = False
+        # The transactions block found no reading at a start point: Faulted until the meter reads again.
+        self._unmetered = False
+        self._energy_suspended = False  # E05 / 1.6 StopTransactionOnInvalidId false: no energy, session kept
+        self._board_known = trio.Event()  # set at the board's first pilot report
         self._changed = trio.Event()
         self._started = False
         # Last commands sent to the board; None = unknown (start-up, board reset) -> resend.
@@ -390,6 +398,58 @@ class Evse:
 
     def energy_wh(self) -> float | None:
         return None if self._latest is None else self._latest.energy_import_wh
+
+    @property
+    def has_meter(self) -> bool:
+        return self.power_meter is not None
+
+    @property
+    def ev_present(self) -> bool:
+        """The board reports an EV on the pilot (B, C or D)."""
+        return self._ev_present
+
+    def reading(self) -> MeterSample | None:
+        """The latest sample if the meter is answering now (a sample from before a communication
+        fault is no reading to bill from)."""
+        if self._latest is None or FaultCode.METER_COMMUNICATION in self._faults:
+            return None
+        return self._latest
+
+    @property
+    def readings_received(self) -> int:
+        return self._readings
+
+    async def wait_reading(self, after: int = 0) -> MeterSample:
+        """The first usable reading that is the `after+1`-th sample or later (bound it with a timeout)."""
+        while True:
+            changed = self._meter_changed
+            sample = self.reading()
+            if sample is not None and self._readings > after:
+                return sample
+            await changed.wait()
+
+    @property
+    def board_state_known(self) -> bool:
+        return self._board_known.is_set()
+
+    async def wait_board_state(self) -> None:
+        """Until the board has reported the pilot once (whether an EV is plugged in is known)."""
+        await self._board_known.wait()
+
+    async def suspend_energy(self, suspended: bool) -> None:
+        """Withhold (or give back) the energy offer while keeping the session (SuspendedEVSE): the
+        CSMS refused the token of a running transaction and StopTxOnInvalidId is false."""
+        async with self._lock:
+            self._energy_suspended = suspended
+            await self._apply()
+
+    async def refuse_unmetered(self, reason: StopReason) -> None:
+        """No meter reading at a transaction's start point: end the session unenergized and show the
+        fault (MeterCommunicationFault, status Faulted) until the meter reads again."""
+        async with self._lock:
+            self._unmetered = True
+            self._set_fault(FaultCode.METER_COMMUNICATION, True)
+            await self._handle(Input.STOP, reason)
 
     def power_w(self) -> float | None:
         return None if self._latest is None else self._latest.power_w
@@ -538,12 +598,18 @@ class Evse:
             async with self._lock:
                 if isinstance(event, MeterSample):
                     self._latest = event
+                    self._readings += 1
+                    if self._unmetered:
+                        self._unmetered = False
+                        self._set_fault(FaultCode.METER_COMMUNICATION, False)
                 elif isinstance(event, MeterFault):
                     self._set_fault(event.code, True)
                 else:
                     for code in _METER_FAULTS & self._faults:
                         self._set_fault(code, False)
                 await self._apply()
+                self._meter_changed.set()
+                self._meter_changed = trio.Event()
 
     async def _watch_deadlines(self) -> None:
         """Authorization answers and timeouts, and the auth-first connection timeout."""
@@ -586,7 +652,7 @@ class Evse:
         self._changed = trio.Event()
 
     def _blocking_fault(self) -> bool:
-        return bool(self._faults - NON_BLOCKING_FAULTS)
+        return self._unmetered or bool(self._faults - NON_BLOCKING_FAULTS)
 
     def _can_start(self) -> bool:
         return self.available() and not self._blocking_fault() and self._phase in (Phase.IDLE, Phase.PLUGGED)
@@ -599,6 +665,7 @@ class Evse:
     async def _on_board(self, event: ControllerEvent) -> None:
         if isinstance(event, PilotChanged):
             previous, self._pilot = self._pilot, event.state
+            self._board_known.set()
             if event.state is PilotState.A and self._ev_present:
                 self._ev_present = False
                 await self._handle(Input.UNPLUG)
@@ -677,6 +744,8 @@ class Evse:
         return self._offer_amps() >= MIN_OFFER_A
 
     def _offer_amps(self) -> float:
+        if self._energy_suspended:
+            return 0.0
         limit = self.max_current_a if self._limit_a is None else min(self._limit_a, self.max_current_a)
         return max(limit, 0.0)
 
@@ -692,7 +761,16 @@ class Evse:
         self._publish_status()
         if not self._started:
             return
-        energize = self._phase in (Phase.OFFERED, Phase.CHARGING) and not self._blocking_fault()
+        if self._phase not in SESSION_PHASES:
+            self._session_metered = False
+            self._energy_suspended = False
+        elif self.power_meter is None or self.reading() is not None:
+            self._session_metered = True  # later meter glitches do not cut a metered session's power
+        energize = (
+            self._phase in (Phase.OFFERED, Phase.CHARGING)
+            and not self._blocking_fault()
+            and self._session_metered
+        )
         offer = self._offer_amps() if energize else None
         # Power off before the PWM goes away, and PWM up before power is allowed (drivers-facts 3).
         if not energize:

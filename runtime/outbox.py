@@ -21,7 +21,7 @@ from evstation.runtime.storage import Storage, UnknownEntryError, from_db_time, 
 
 logger = logging.getLogger(__name__)
 
-_COLUMNS = "id, action, payload, attempts, offline, created_at, last_attempt_at"
+_COLUMNS = "id, action, payload, attempts, offline, created_at, last_attempt_at, transaction_id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,7 @@ class OutboxEntry:
     offline: bool
     created_at: datetime
     last_attempt_at: datetime | None = None
+    transaction_id: str | None = None  # the station's id of the transaction it belongs to, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,7 @@ def _entry(row: sqlite3.Row) -> OutboxEntry:
         offline=bool(row["offline"]),
         created_at=created,
         last_attempt_at=from_db_time(row["last_attempt_at"]),
+        transaction_id=row["transaction_id"],
     )
 
 
@@ -88,9 +90,18 @@ class Outbox:
         self._taken_event.set()
         self._taken_event = trio.Event()
 
-    async def put(self, action: str, payload: dict[str, Any], *, offline: bool = False) -> OutboxEntry:
+    async def put(
+        self,
+        action: str,
+        payload: dict[str, Any],
+        *,
+        offline: bool = False,
+        transaction_id: str | None = None,
+    ) -> OutboxEntry:
         """Append a message; returns the stored entry with its sequence id (the FIFO order)."""
-        entry = await self.put_with(action, lambda conn: payload, offline=offline)
+        entry = await self.put_with(
+            action, lambda conn: payload, offline=offline, transaction_id=transaction_id
+        )
         assert entry is not None
         return entry
 
@@ -100,13 +111,15 @@ class Outbox:
         build: Callable[[sqlite3.Connection], dict[str, Any] | None],
         *,
         offline: bool = False,
+        transaction_id: str | None = None,
     ) -> OutboxEntry | None:
         """Append the message `build(conn)` returns, in the same SQLite transaction as `build`'s own writes.
 
         For a message that must change other state atomically with being queued (a transaction's
         seqNo, its Ended state): a crash leaves both or neither, so a restart can never queue the same
         message twice or lose it. `build` runs in the database thread; returning None queues nothing
-        (its writes still commit). An exception in `build` rolls everything back.
+        (its writes still commit). An exception in `build` rolls everything back. `build` must not
+        read Trio-owned state (it runs in another thread): compute such values before and close over them.
         """
         created = to_db_time(self._clock())
 
@@ -115,8 +128,9 @@ class Outbox:
             if payload is None:
                 return None
             cursor = conn.execute(
-                "INSERT INTO outbox (action, payload, attempts, offline, created_at) VALUES (?, ?, 0, ?, ?)",
-                (action, _encode(payload), int(offline), created),
+                "INSERT INTO outbox (action, payload, attempts, offline, created_at, transaction_id) "
+                "VALUES (?, ?, 0, ?, ?, ?)",
+                (action, _encode(payload), int(offline), created, transaction_id),
             )
             assert cursor.lastrowid is not None
             return _fetch(conn, cursor.lastrowid)
@@ -139,6 +153,20 @@ class Outbox:
     async def entries(self) -> list[OutboxEntry]:
         def work(conn: sqlite3.Connection) -> list[OutboxEntry]:
             return [_entry(row) for row in conn.execute(f"SELECT {_COLUMNS} FROM outbox ORDER BY id")]
+
+        return await self._storage.read(work)
+
+    async def has_messages_of(self, transaction_id: str | None) -> bool:
+        """Whether messages of that transaction (None: of any transaction) are still queued (E14)."""
+
+        def work(conn: sqlite3.Connection) -> bool:
+            if transaction_id is None:
+                row = conn.execute("SELECT 1 FROM outbox WHERE transaction_id IS NOT NULL LIMIT 1").fetchone()
+            else:
+                row = conn.execute(
+                    "SELECT 1 FROM outbox WHERE transaction_id = ? LIMIT 1", (transaction_id,)
+                ).fetchone()
+            return row is not None
 
         return await self._storage.read(work)
 
@@ -188,10 +216,10 @@ class Outbox:
         def work(conn: sqlite3.Connection) -> OutboxEntry:
             entry = _fetch(conn, entry_id)
             conn.execute(
-                "INSERT INTO dead_letter "
-                "(id, action, payload, attempts, offline, created_at, last_attempt_at, reason, given_up_at) "
-                "SELECT id, action, payload, attempts, offline, created_at, last_attempt_at, ?, ? "
-                "FROM outbox WHERE id = ?",
+                "INSERT INTO dead_letter (id, action, payload, attempts, offline, created_at, "
+                "last_attempt_at, transaction_id, reason, given_up_at) "
+                "SELECT id, action, payload, attempts, offline, created_at, last_attempt_at, transaction_id, "
+                "?, ? FROM outbox WHERE id = ?",
                 (reason, now_text, entry_id),
             )
             conn.execute("DELETE FROM outbox WHERE id = ?", (entry_id,))

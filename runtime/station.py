@@ -24,6 +24,7 @@ from evstation.drivers.api import ChargeController, PowerMeter
 from evstation.drivers.sim.board import SimChargeController
 from evstation.drivers.sim.ev import SimEv
 from evstation.drivers.sim.meter import SimMeter
+from evstation.drivers.sim.state import SimStateFile
 from evstation.protocol.authorization import token_matcher
 from evstation.protocol.backoff import BackoffSettings
 from evstation.runtime.calls import MessageLogEntry
@@ -188,12 +189,15 @@ def _build_evse_parts(config: StationConfig, evse: EvseConfig, lines: ModbusLine
     meter_cfg = evse.meter
     sim_meter: SimMeter | None = None
     meter: PowerMeter | None = None
+    # The simulated physical world of this EVSE (meter register, EV plugged) outlives the process.
+    sim_state = SimStateFile(config.station.data_dir / f"sim-evse-{evse.id}.json")
     if isinstance(meter_cfg, SimMeterConfig):
         sim_meter = SimMeter(
             voltage,
             supply_phases=phases,
             frequency_hz=float(config.electrical.frequency_hz),
             initial_energy_wh=float(meter_cfg.initial_energy_wh),
+            state=sim_state,
         )
         meter = sim_meter
     elif isinstance(meter_cfg, ModbusTcpMeterConfig | ModbusRtuMeterConfig):
@@ -204,7 +208,9 @@ def _build_evse_parts(config: StationConfig, evse: EvseConfig, lines: ModbusLine
     sim: SimHardware | None = None
     if isinstance(controller_cfg, SimControllerConfig):
         sim_controller = SimChargeController(
-            SimEv(plugged=False, wants_energy=True, max_current_a=32.0, phases=phases), flow=sim_meter
+            SimEv(plugged=False, wants_energy=True, max_current_a=32.0, phases=phases),
+            flow=sim_meter,
+            state=sim_state,
         )
         controller = sim_controller
         sim = SimHardware(sim_controller, sim_meter)

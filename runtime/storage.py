@@ -6,6 +6,7 @@ event loop never blocks on disk I/O and no two threads ever touch the connection
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -160,6 +161,14 @@ class TransactionRecord:
     stop_reason: str | None = None
     last_meter_wh: float | None = None
     last_meter_at: datetime | None = None
+    remote_start_id: int | None = None
+    reservation_id: int | None = None
+    # The meter values of the end message collected so far (TxEnded / StopTxn measurands), as JSON of
+    # the version's MeterValue objects: reported after a power loss too.
+    ended_values: str | None = None
+    signed_start: str | None = None
+    signed_stop: str | None = None
+    resumable: bool = True  # False once a Reset ended its session: never resumed after the restart
 
     @property
     def is_open(self) -> bool:
@@ -178,7 +187,9 @@ class BootState:
 
 _TRANSACTION_COLUMNS = (
     "id, evse_id, connector_id, id_token, started_at, meter_start_wh, state, seq_no, "
-    "csms_transaction_id, id_token_type, stopped_at, meter_stop_wh, stop_reason, last_meter_wh, last_meter_at"
+    "csms_transaction_id, id_token_type, stopped_at, meter_stop_wh, stop_reason, last_meter_wh, "
+    "last_meter_at, "
+    "remote_start_id, reservation_id, ended_values, signed_start, signed_stop, resumable"
 )
 
 
@@ -201,6 +212,12 @@ def _transaction_from_row(row: sqlite3.Row) -> TransactionRecord:
         stop_reason=row["stop_reason"],
         last_meter_wh=row["last_meter_wh"],
         last_meter_at=from_db_time(row["last_meter_at"]),
+        remote_start_id=row["remote_start_id"],
+        reservation_id=row["reservation_id"],
+        ended_values=row["ended_values"],
+        signed_start=row["signed_start"],
+        signed_stop=row["signed_stop"],
+        resumable=bool(row["resumable"]),
     )
 
 
@@ -230,6 +247,12 @@ def write_transaction(conn: sqlite3.Connection, record: TransactionRecord) -> No
         record.stop_reason,
         record.last_meter_wh,
         _db_time_or_none(record.last_meter_at),
+        record.remote_start_id,
+        record.reservation_id,
+        record.ended_values,
+        record.signed_start,
+        record.signed_stop,
+        int(record.resumable),
     )
     placeholders = ", ".join("?" * len(values))
     conn.execute(
@@ -252,6 +275,21 @@ def bump_seq_no(conn: sqlite3.Connection, transaction_id: str) -> int:
     if row is None:
         raise UnknownEntryError(f"no transaction {transaction_id!r}")
     return int(row["seq_no"])
+
+
+def append_ended_values(
+    conn: sqlite3.Connection, transaction_id: str, values: list[dict[str, object]]
+) -> None:
+    """Add meter values to those the transaction's end message will carry."""
+    row = conn.execute("SELECT ended_values FROM transactions WHERE id = ?", (transaction_id,)).fetchone()
+    if row is None:
+        return
+    kept: list[object] = json.loads(row["ended_values"]) if row["ended_values"] else []
+    kept.extend(values)
+    conn.execute(
+        "UPDATE transactions SET ended_values = ? WHERE id = ?",
+        (json.dumps(kept, separators=(",", ":")), transaction_id),
+    )
 
 
 def read_setting(conn: sqlite3.Connection, key: str) -> str | None:
@@ -350,6 +388,14 @@ class Storage:
             lambda conn: conn.execute(
                 "UPDATE transactions SET csms_transaction_id = ? WHERE id = ?",
                 (csms_transaction_id, transaction_id),
+            )
+        )
+
+    async def forbid_resume(self, transaction_ids: list[str]) -> None:
+        """A Reset ends these transactions' sessions: never resume them after the restart."""
+        await self.write(
+            lambda conn: conn.executemany(
+                "UPDATE transactions SET resumable = 0 WHERE id = ?", [(tid,) for tid in transaction_ids]
             )
         )
 

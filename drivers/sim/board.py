@@ -27,6 +27,7 @@ from evstation.drivers.api import (
 )
 from evstation.drivers.pilot import X1_DUTY_PCT, amps_to_duty, duty_to_amps
 from evstation.drivers.sim.ev import SimEv
+from evstation.drivers.sim.state import EV_PLUGGED_KEY, SimStateFile
 
 _POWERED_STATES = frozenset({PilotState.C, PilotState.D})
 
@@ -50,9 +51,18 @@ class SimChargeController:
     """
 
     def __init__(
-        self, ev: SimEv | None = None, *, flow: FlowSink | None = None, has_lock: bool = True
+        self,
+        ev: SimEv | None = None,
+        *,
+        flow: FlowSink | None = None,
+        has_lock: bool = True,
+        state: SimStateFile | None = None,
     ) -> None:
         self.ev = ev if ev is not None else SimEv()
+        # With a state file the EV's presence survives a station restart (a power cut does not unplug it).
+        self._state = state
+        if state is not None:
+            self.ev.plugged = bool(state.get_bool(EV_PLUGGED_KEY))
         self._flow = flow
         self.has_lock = has_lock
         self.fail_next_move = False  # the next lock move fails with ConnectorLockFailure
@@ -122,11 +132,17 @@ class SimChargeController:
 
     def plug_in(self) -> None:
         self.ev.plugged = True
+        self._remember_plug()
         self._update()
 
     def unplug(self) -> None:
         self.ev.plugged = False
+        self._remember_plug()
         self._update()
+
+    def _remember_plug(self) -> None:
+        if self._state is not None:
+            self._state.set(EV_PLUGGED_KEY, self.ev.plugged)
 
     def set_ev(self, wants_energy: bool | None = None, max_current_a: float | None = None) -> None:
         if wants_energy is not None:

@@ -15,6 +15,7 @@ import trio
 from evstation.drivers.api import FaultCode, MeterEvent, MeterSample, PhaseValues
 from evstation.drivers.meters.modbus import utc_now
 from evstation.drivers.meters.publisher import EVENT_BUFFER_SIZE, MeterEventPublisher
+from evstation.drivers.sim.state import ENERGY_KEY, SimStateFile
 
 _SECONDS_PER_HOUR = 3600.0
 
@@ -22,7 +23,9 @@ _SECONDS_PER_HOUR = 3600.0
 class SimMeter:
     """A three- (or one-) phase meter twin fed by `set_flow`; `script` forces values for tests.
 
-    `line_voltage_v` is the phase-to-neutral voltage from configuration (no built-in 230 V).
+    `line_voltage_v` is the phase-to-neutral voltage from configuration (no built-in 230 V). With a
+    `state` file the register survives restarts as a real meter's does: it starts from the stored value
+    (`initial_energy_wh` only when there is none) and every published reading is stored first.
     """
 
     def __init__(
@@ -35,6 +38,7 @@ class SimMeter:
         poll_interval_s: float = 1.0,
         wall_clock: Callable[[], datetime] = utc_now,
         event_buffer: int = EVENT_BUFFER_SIZE,
+        state: SimStateFile | None = None,
     ) -> None:
         if line_voltage_v <= 0:
             raise ValueError("line_voltage_v must be positive")
@@ -48,7 +52,9 @@ class SimMeter:
         self.poll_interval_s = poll_interval_s
         self._wall_clock = wall_clock
         self._publisher = MeterEventPublisher(event_buffer)
-        self._energy_wh = initial_energy_wh
+        self._state = state
+        stored = None if state is None else state.get_float(ENERGY_KEY)
+        self._energy_wh = initial_energy_wh if stored is None else max(stored, initial_energy_wh)
         self._export_wh = 0.0
         self._current_a = 0.0
         self._phases = 0
@@ -125,7 +131,11 @@ class SimMeter:
         if self._failed is not None:
             self._publisher.fault(FaultCode.METER_COMMUNICATION, self._failed)
             return
-        self._publisher.sample(self.read())
+        sample = self.read()
+        if self._state is not None:
+            # Stored before anyone sees it: a restart never reports less than a reading already sent.
+            self._state.set(ENERGY_KEY, sample.energy_import_wh)
+        self._publisher.sample(sample)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         self._advance()

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from evstation.protocol.device_model.model import DataType, Mutability
+from evstation.protocol.meter_values import CLOCK_ALIGNED_MEASURANDS, MEASURANDS
 
 __all__ = [
     "AUTH_CACHE_ENTRIES",
@@ -54,12 +55,14 @@ AUTH_CACHE_LIFETIME_S: Final = 86400
 LOCAL_LIST_ENTRIES: Final = 10000
 LOCAL_LIST_ITEMS_PER_MESSAGE: Final = 250
 
-# What the meter path can put into a meter value today (runtime/session/v16.py, v201.py _meter_value).
-SAMPLED_MEASURANDS: Final = ("Energy.Active.Import.Register", "Power.Active.Import", "Current.Import")
+# What a meter reading can give (protocol/meter_values.py): the valuesList of the Measurands variables.
+SAMPLED_MEASURANDS: Final = MEASURANDS
+ALIGNED_MEASURANDS: Final = CLOCK_ALIGNED_MEASURANDS
+_ENERGY: Final = "Energy.Active.Import.Register"
 
 # TxStartPoint / TxStopPoint values the hardware can detect: the control pilot (EVConnected), a token
 # reader or the CSMS (Authorized), both together (PowerPathClosed), energy flowing (EnergyTransfer).
-# No ParkingBayOccupancy (no bay detector) and no DataSigned (no signing meter).
+# No ParkingBayOccupancy (no bay detector) and no DataSigned (no configured meter signs).
 TX_POINTS: Final = ("EVConnected", "Authorized", "PowerPathClosed", "EnergyTransfer")
 
 # 1.6 ConnectorPhaseRotation values; the 2.0.1 PhaseRotation variable takes the same texts.
@@ -68,9 +71,6 @@ PHASE_ROTATIONS: Final = ("NotApplicable", "Unknown", "RST", "RTS", "SRT", "STR"
 AVAILABILITY_STATES: Final = ("Available", "Occupied", "Reserved", "Unavailable", "Faulted")
 
 # Why a spec-writable variable is ReadOnly here (the block that will make it writable).
-_E_BLOCK = "ReadOnly until configurable transaction start/stop points (E) are built"
-_J_BLOCK = "ReadOnly until clock-aligned meter values (J) are built"
-_METER_BLOCK = "ReadOnly: the meter path sends a fixed set of measurands"
 _B_NETWORK = "ReadOnly until the link switches to profiles set with SetNetworkProfile (B10)"
 
 
@@ -150,28 +150,32 @@ def _held(
 
 # The station-level rows: controllers, then the ChargingStation component.
 STATION_ROWS: Final[tuple[Row, ...]] = (
-    # --- AlignedDataCtrlr (J: clock-aligned meter values; not built) -----------------------------
-    *_absent("AlignedDataCtrlr"),
-    _held("AlignedDataCtrlr", "Enabled", BOOL, "false", _J_BLOCK),
-    _held("AlignedDataCtrlr", "Interval", INT, "0", _J_BLOCK, unit="s", min_limit=0),
-    _held(
+    # --- AlignedDataCtrlr (J01, J03: clock-aligned meter values; runtime/blocks/transactions) --------
+    Row("AlignedDataCtrlr", "Available", BOOL, default="true", constant=True),
+    Row("AlignedDataCtrlr", "Enabled", BOOL, RW, default="true"),
+    # 0: no clock-aligned values (1.6 ClockAlignedDataInterval 0).
+    Row("AlignedDataCtrlr", "Interval", INT, RW, unit="s", min_limit=0, default="0"),
+    Row(
         "AlignedDataCtrlr",
         "Measurands",
         MEMBERS,
-        "",
-        _J_BLOCK,
-        values=SAMPLED_MEASURANDS,
-        max_limit=len(SAMPLED_MEASURANDS),
+        RW,
+        values=ALIGNED_MEASURANDS,
+        max_limit=len(ALIGNED_MEASURANDS),
+        default=_ENERGY,
     ),
-    _held("AlignedDataCtrlr", "TxEndedInterval", INT, "0", _J_BLOCK, unit="s", min_limit=0),
-    _held(
+    # true: clock-aligned MeterValues only while no transaction runs (inside one they ride in
+    # TransactionEvent). false: sent in both cases.
+    Row("AlignedDataCtrlr", "SendDuringIdle", BOOL, RW, default="false"),
+    Row("AlignedDataCtrlr", "TxEndedInterval", INT, RW, unit="s", min_limit=0, default="0"),
+    Row(
         "AlignedDataCtrlr",
         "TxEndedMeasurands",
         MEMBERS,
-        "",
-        _J_BLOCK,
-        values=SAMPLED_MEASURANDS,
-        max_limit=len(SAMPLED_MEASURANDS),
+        RW,
+        values=ALIGNED_MEASURANDS,
+        max_limit=len(ALIGNED_MEASURANDS),
+        default=_ENERGY,
     ),
     # --- AuthCacheCtrlr, AuthCtrlr (C: runtime/blocks/authorization.py) -------------------------------
     Row("AuthCacheCtrlr", "Available", BOOL, default="true", constant=True),
@@ -269,16 +273,9 @@ STATION_ROWS: Final[tuple[Row, ...]] = (
     Row("OCPPCommCtrlr", "MessageAttempts", INT, RW, instance="TransactionEvent", min_limit=0, default="3"),
     Row("OCPPCommCtrlr", "NetworkConfigurationPriority", SEQUENCE, constant=True, note=_B_NETWORK),
     Row("OCPPCommCtrlr", "NetworkProfileConnectionAttempts", INT, RW, min_limit=1, default="3"),
-    # Every reconnect sends StatusNotification for every connector, which is what threshold 0 means.
-    _held(
-        "OCPPCommCtrlr",
-        "OfflineThreshold",
-        INT,
-        "0",
-        "ReadOnly until B04 offline behaviour is built",
-        unit="s",
-        min_limit=0,
-    ),
+    # B04: offline longer than this, every connector's status is sent after the reconnect; shorter,
+    # only those that changed (0: always every connector).
+    Row("OCPPCommCtrlr", "OfflineThreshold", INT, RW, unit="s", min_limit=0, default="0"),
     _held(
         "OCPPCommCtrlr", "QueueAllMessages", BOOL, "false", "ReadOnly: only transaction messages are queued"
     ),
@@ -300,43 +297,27 @@ STATION_ROWS: Final[tuple[Row, ...]] = (
     Row("OCPPCommCtrlr", "WebSocketPingInterval", INT, RW, unit="s", min_limit=0, default="30"),
     # --- SampledDataCtrlr (meter values during a transaction) --------------------------------------
     Row("SampledDataCtrlr", "Available", BOOL, default="true", constant=True),
-    _held(
-        "SampledDataCtrlr",
-        "Enabled",
-        BOOL,
-        "true",
-        "ReadOnly: set TxUpdatedInterval to 0 to stop periodic values",
-    ),
-    _held("SampledDataCtrlr", "TxEndedInterval", INT, "0", _METER_BLOCK, unit="s", min_limit=0),
-    _held(
-        "SampledDataCtrlr",
-        "TxEndedMeasurands",
-        MEMBERS,
-        "Energy.Active.Import.Register",
-        _METER_BLOCK,
-        values=SAMPLED_MEASURANDS,
-        max_limit=len(SAMPLED_MEASURANDS),
-    ),
-    _held(
-        "SampledDataCtrlr",
-        "TxStartedMeasurands",
-        MEMBERS,
-        ",".join(SAMPLED_MEASURANDS),
-        _METER_BLOCK,
-        values=SAMPLED_MEASURANDS,
-        max_limit=len(SAMPLED_MEASURANDS),
+    Row("SampledDataCtrlr", "Enabled", BOOL, RW, default="true"),
+    # 0: only the Transaction.Begin and Transaction.End values go into the end message.
+    Row("SampledDataCtrlr", "TxEndedInterval", INT, RW, unit="s", min_limit=0, default="0"),
+    *(
+        Row(
+            "SampledDataCtrlr",
+            variable,
+            MEMBERS,
+            RW,
+            values=SAMPLED_MEASURANDS,
+            max_limit=len(SAMPLED_MEASURANDS),
+            default=default,
+        )
+        for variable, default in (
+            ("TxEndedMeasurands", _ENERGY),
+            ("TxStartedMeasurands", _ENERGY),
+            ("TxUpdatedMeasurands", f"{_ENERGY},Power.Active.Import,Current.Import"),
+        )
     ),
     # 0: no periodic meter values during a transaction (1.6 MeterValueSampleInterval 0 = no data).
     Row("SampledDataCtrlr", "TxUpdatedInterval", INT, RW, unit="s", min_limit=0, default="60"),
-    _held(
-        "SampledDataCtrlr",
-        "TxUpdatedMeasurands",
-        MEMBERS,
-        ",".join(SAMPLED_MEASURANDS),
-        _METER_BLOCK,
-        values=SAMPLED_MEASURANDS,
-        max_limit=len(SAMPLED_MEASURANDS),
-    ),
     # --- SecurityCtrlr (profiles 0-3 on the link; certificates and password updates not built) ----
     _held("SecurityCtrlr", "AdditionalRootCertificateCheck", BOOL, "false", "ReadOnly: not supported"),
     Row("SecurityCtrlr", "Identity", STR, max_limit=48, constant=True),
@@ -352,16 +333,16 @@ STATION_ROWS: Final[tuple[Row, ...]] = (
         "true",
         "ReadOnly: unplugging always ends the transaction",
     ),
-    _held(
-        "TxCtrlr",
-        "StopTxOnInvalidId",
-        BOOL,
-        "false",
-        "ReadOnly until E05 (deauthorize on invalid id) is built",
-    ),
-    # A transaction starts once the EV is plugged in and authorized, and ends when either stops.
-    _held("TxCtrlr", "TxStartPoint", MEMBERS, "PowerPathClosed", _E_BLOCK, values=TX_POINTS),
-    _held("TxCtrlr", "TxStopPoint", MEMBERS, "EVConnected,Authorized", _E_BLOCK, values=TX_POINTS),
+    # E05 / 1.6 StopTransactionOnInvalidId: a non-Accepted idTokenInfo in the answer to a transaction
+    # message stops the transaction (true), or stops the energy after MaxEnergyOnInvalidId Wh (false).
+    Row("TxCtrlr", "StopTxOnInvalidId", BOOL, RW, default="true"),
+    Row("TxCtrlr", "MaxEnergyOnInvalidId", INT, RW, unit="Wh", min_limit=0, default="0"),
+    # E01-E03: where a transaction starts and stops (protocol/transactions.py step_points).
+    Row("TxCtrlr", "TxStartPoint", MEMBERS, RW, values=TX_POINTS, default="PowerPathClosed"),
+    Row("TxCtrlr", "TxStopPoint", MEMBERS, RW, values=TX_POINTS, default="EVConnected,Authorized"),
+    # Not a standard variable (docs/device-model.md): a transaction whose EV is still plugged in after
+    # a restart continues under the same id; false ends it (PowerLoss / Reboot) like the others.
+    Row("TxCtrlr", "ResumeTransactionsOnBoot", BOOL, RW, default="true"),
     # --- ChargingStation (the physical top-level component) ---------------------------------------
     Row(
         "ChargingStation",

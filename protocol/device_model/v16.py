@@ -184,6 +184,10 @@ V16_KEYS: Final[tuple[V16Key, ...]] = (
         why_unsupported="every status change is reported at once",
     ),
     V16Key("NumberOfConnectors", P.CORE, T.INTEGER, J.DERIVED),
+    # Not a 1.6 key: evstation's switch for resuming a transaction whose EV is still plugged in.
+    V16Key(
+        "ResumeTransactionsOnBoot", P.CORE, T.BOOLEAN, J.ATTRIBUTE, _v("TxCtrlr", "ResumeTransactionsOnBoot")
+    ),
     V16Key("ResetRetries", P.CORE, T.INTEGER, J.ATTRIBUTE, _v("OCPPCommCtrlr", "ResetRetries"), 0),
     V16Key(
         "StopTransactionOnEVSideDisconnect",

@@ -63,7 +63,6 @@ NOT_YET_SERVED: Final[Mapping[OcppVersion, Mapping[str, str]]] = {
         "GetInstalledCertificateIds": "security",
         "GetLog": "diagnostics",
         "GetMonitoringReport": "diagnostics",
-        "GetTransactionStatus": "transactions",
         "InstallCertificate": "security",
         "PublishFirmware": "firmware",
         "SetChargingProfile": "smart_charging",

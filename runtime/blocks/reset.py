@@ -172,6 +172,9 @@ class Reset:
             await self._reset_evse(scope)
 
     async def _end_transactions(self, evse_ids: frozenset[int], reason: StopReason) -> None:
+        # Marked first: if the restart comes before the ends are queued, the EVs still plugged in do
+        # not get these transactions resumed (a Reset ended them).
+        await self._transactions.forbid_resume(evse_ids)
         for evse_id in sorted(evse_ids):
             await self._evses[evse_id].stop_session(reason)
         with trio.move_on_after(ENDS_QUEUED_TIMEOUT_S) as waited:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -41,6 +41,7 @@ from evstation.runtime.device_model import (
     MESSAGE_ATTEMPT_INTERVAL_TRANSACTION_EVENT,
     MESSAGE_ATTEMPTS_TRANSACTION_EVENT,
     MESSAGE_TIMEOUT,
+    OFFLINE_THRESHOLD,
     DeviceModel,
     sleep_or_change,
 )
@@ -79,6 +80,10 @@ class SessionContext:
     blocks: StationBlocks
     device_model: DeviceModel
     message_log: MessageLog | None = None
+    # B04 / OfflineThreshold: the statuses the CSMS was last told, and (trio time) when the last
+    # accepted connection ended; None before the first one.
+    sent_statuses: dict[tuple[object, object], dict[str, object]] = field(default_factory=dict)
+    offline_since: float | None = None
 
     @property
     def version(self) -> OcppVersion:
@@ -155,6 +160,8 @@ async def serve_session(conn: FrameConnection, ctx: SessionContext) -> None:
             nursery.start_soon(_statuses, ctx, calls)
             nursery.start_soon(_send_outbox, ctx, calls)
     finally:
+        if uplink.online:
+            ctx.offline_since = trio.current_time()
         uplink.disconnected(calls)
 
 
@@ -246,12 +253,17 @@ async def _heartbeat(ctx: SessionContext, calls: CallManager) -> None:
 
 
 async def _statuses(ctx: SessionContext, calls: CallManager) -> None:
-    """B01.FR.08 / 1.6 4.9: every connector's status after boot, then each change."""
+    """B01.FR.08 / 1.6 4.9: every connector's status after boot, then each change. After a reconnect
+    (B04): every connector's if the station was offline longer than OfflineThreshold, else only those
+    that changed meanwhile."""
     availability = ctx.blocks.availability
-    sent: dict[tuple[object, object], dict[str, object]] = {}
+    sent = ctx.sent_statuses
+    offline_since = ctx.offline_since
+    threshold = ctx.device_model.get_int(OFFLINE_THRESHOLD)
+    only_changed = offline_since is not None and trio.current_time() - offline_since < threshold
     with ctx.evses.subscribe() as events:
         for payload in availability.status_requests(None):
-            await _send_status(calls, payload, sent)
+            await _send_status(calls, payload, sent, only_if_changed=only_changed)
         async for event in events:
             if isinstance(event, StatusChanged):
                 await _after_transaction_start(ctx, event)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import trio
@@ -12,6 +13,7 @@ import trio.testing
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from evstation.drivers.api import FaultCode, MeterFault, MeterRecovered, MeterSample, PowerMeter
+from evstation.drivers.sim.board import SimChargeController
 from evstation.drivers.sim.meter import SimMeter
 from evstation.drivers.sim.signed_meter import (
     SIGNING_METHOD,
@@ -20,6 +22,7 @@ from evstation.drivers.sim.signed_meter import (
     parse_ocmf,
     verify_ocmf,
 )
+from evstation.drivers.sim.state import SimStateFile
 
 FIXED_NOW = datetime(2026, 1, 2, 3, 4, 5, 678_000, tzinfo=UTC)
 HOUR = 3600.0
@@ -172,3 +175,34 @@ async def test_tampered_ocmf_fails_verification(autojump_clock: trio.testing.Moc
     assert not verify_ocmf("OCMF|not json|{}", signed.public_key_hex)
     with pytest.raises(OcmfError):
         parse_ocmf("NOTOCMF|{}|{}")
+
+
+async def test_register_survives_a_restart_through_its_state_file(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Every published reading is stored first, so the next run starts from it: the register never
+    goes back to initial_energy_wh (a real meter's does not either), whatever kills the station."""
+    state = SimStateFile(tmp_path / "sim-evse-1.json")
+    meter = SimMeter(230.0, initial_energy_wh=500.0, poll_interval_s=1.0, state=state)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(meter.run)
+        meter.set_flow(16.0, 3)
+        await trio.sleep(60)
+        published = meter.latest()
+        nursery.cancel_scope.cancel()
+    assert published is not None and published.energy_import_wh > 500.0
+    again = SimMeter(230.0, initial_energy_wh=500.0, state=SimStateFile(tmp_path / "sim-evse-1.json"))
+    assert again.energy_wh == published.energy_import_wh
+
+
+def test_the_ev_stays_plugged_across_a_restart(tmp_path: Path) -> None:
+    board = SimChargeController(state=SimStateFile(tmp_path / "s.json"))
+    board.plug_in()
+    assert SimChargeController(state=SimStateFile(tmp_path / "s.json")).ev.plugged
+    board.unplug()
+    assert not SimChargeController(state=SimStateFile(tmp_path / "s.json")).ev.plugged
+
+
+async def test_an_unreadable_state_file_starts_from_the_configuration(tmp_path: Path) -> None:
+    (tmp_path / "s.json").write_text("{not json")
+    assert SimMeter(230.0, initial_energy_wh=7.0, state=SimStateFile(tmp_path / "s.json")).energy_wh == 7.0

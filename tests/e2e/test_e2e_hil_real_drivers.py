@@ -230,7 +230,8 @@ async def _session(
     else:
         ended = await rig.next_call("TransactionEvent", stop_mark, lambda p: p["eventType"] == "Ended")
         assert ended["transactionInfo"]["stoppedReason"] == "EVDisconnected"
-        assert _energy(_sampled(ended)) == charged_wh
+        at_end = [v for v in _sampled(ended) if v.get("context") == "Transaction.End"]
+        assert _energy(at_end) == charged_wh
     await rig.status(evse_id, status_mark, "Available")
     assert rig.station.evses[evse_id].status() is ConnectorStatus.AVAILABLE
 

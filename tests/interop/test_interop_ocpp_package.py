@@ -387,6 +387,12 @@ async def test_interop_change_availability_inoperative_during_a_transaction_is_s
                 board.set_ev(wants_energy=False)
                 board.unplug()
                 await peer.wait_until(unavailable)
+                # The end message waits (bounded) for a meter reading taken after the power went off.
+                await peer.wait_until(
+                    lambda: peer.received_calls("StopTransaction")
+                    if version == "1.6"
+                    else _events(peer, "Ended")
+                )
                 await station.outbox.wait_empty()
                 await peer.wait_until(peer.all_answered)
                 assert not station.evses[1].available() and station.evses[2].available()

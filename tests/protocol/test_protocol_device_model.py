@@ -93,10 +93,7 @@ def test_every_default_is_a_valid_value_of_its_own_variable() -> None:
 
 
 def test_controllers_of_blocks_not_built_say_they_are_not_available() -> None:
-    for name in (
-        "AlignedDataCtrlr",
-        "SmartChargingCtrlr",
-    ):
+    for name in ("SmartChargingCtrlr",):
         available = DEFS[controller(name, "Available")]
         assert (available.default, available.mutability(), available.constant) == (
             "false",
@@ -122,9 +119,9 @@ def test_held_variables_are_read_only_and_say_why() -> None:
     assert held, "the table holds some spec-writable variables until their block lands"
     for definition in held:
         assert definition.mutability() is Mutability.READ_ONLY
-    decision = check_set(DEFS, controller("TxCtrlr", "TxStartPoint"), ACTUAL, "EVConnected")
+    decision = check_set(DEFS, controller("TxCtrlr", "StopTxOnEVSideDisconnect"), ACTUAL, "false")
     assert (decision.status, decision.reason_code) == (SetStatus.REJECTED, ReasonCode.READ_ONLY)
-    assert decision.info is not None and "transaction start/stop points" in decision.info
+    assert decision.info is not None and "unplugging always ends the transaction" in decision.info
 
 
 def test_request_limits_are_reported_for_each_action() -> None:
@@ -271,7 +268,7 @@ def _writable(key: VariableKey) -> VariableDefinition:
         # MemberList: a subset of valuesList, at most maxLimit members, no repeats
         (MEASURANDS, "Power.Active.Import, Current.Import", "Power.Active.Import,Current.Import", None),
         (MEASURANDS, "", "", None),
-        (MEASURANDS, "Voltage", None, ReasonCode.INVALID_VALUE),
+        (MEASURANDS, "SoC", None, ReasonCode.INVALID_VALUE),
         (MEASURANDS, "Current.Import,Current.Import", None, ReasonCode.INVALID_VALUE),
         (MEASURANDS, "Current.Import,,Power.Active.Import", None, ReasonCode.INVALID_VALUE),
         # OptionList: exactly one of valuesList

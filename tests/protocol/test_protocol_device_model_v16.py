@@ -76,7 +76,7 @@ def test_get_configuration_without_keys_lists_every_key_with_values_and_readonly
         by_key["MeterValuesSampledData"].value
         == "Energy.Active.Import.Register,Power.Active.Import,Current.Import"
     )
-    assert by_key["MeterValuesSampledDataMaxLength"].value == "3"
+    assert by_key["MeterValuesSampledDataMaxLength"].value == "7"
     assert by_key["ConnectorPhaseRotation"].value == "0.Unknown,1.Unknown,2.NotApplicable,3.Unknown"
     assert by_key["ConnectorPhaseRotationMaxLength"].value == "4"
     # Keys of profiles we do not implement, and keys with no counterpart, are not listed.
@@ -134,7 +134,15 @@ def test_supported_feature_profiles_tells_the_truth(profiles: set[V16Profile], e
         ("NumberOfConnectors", "4", ConfigurationStatus.REJECTED, None),
         ("SupportedFeatureProfiles", "Core", ConfigurationStatus.REJECTED, None),
         ("MeterValuesSampledDataMaxLength", "5", ConfigurationStatus.REJECTED, None),
-        ("MeterValuesSampledData", "Energy.Active.Import.Register", ConfigurationStatus.REJECTED, None),
+        (
+            "MeterValuesSampledData",
+            "Energy.Active.Import.Register",
+            ConfigurationStatus.ACCEPTED,
+            "Energy.Active.Import.Register",
+        ),
+        ("MeterValuesSampledData", "SoC", ConfigurationStatus.REJECTED, None),
+        ("StopTransactionOnInvalidId", "false", ConfigurationStatus.ACCEPTED, "false"),
+        ("UnlockConnectorOnEVSideDisconnect", "false", ConfigurationStatus.REJECTED, None),
         # Unknown to the station.
         ("NoSuchKey", "1", ConfigurationStatus.NOT_SUPPORTED, None),
         ("LightIntensity", "50", ConfigurationStatus.NOT_SUPPORTED, None),

@@ -237,7 +237,7 @@ async def test_c10_transaction_answer_updates_the_cache(
 
 
 async def test_cache_and_list_survive_a_restart(clock: trio.testing.MockClock, tmp_path: Path) -> None:
-    """Both live in SQLite (migration 6): a new station on the same file has them."""
+    """Both live in SQLite (migration 7): a new station on the same file has them."""
     async with open_session_context(tmp_path, V201) as ctx:
         auth = ctx.blocks.authorization
         await auth.learn(

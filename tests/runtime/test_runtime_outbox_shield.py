@@ -45,7 +45,6 @@ MESSAGES: dict[OcppVersion, tuple[str, dict[str, Any]]] = {
             "idTag": "TOKEN-1",
             "meterStart": 0,
             "timestamp": TIMESTAMP,
-            "_localTransactionId": -1,
         },
     ),
     V201: (
@@ -84,7 +83,7 @@ async def test_a_message_answered_as_the_link_drops_is_removed_and_never_sent_ag
 ) -> None:
     action, payload = MESSAGES[version]
     async with open_session_context(tmp_path, version) as ctx:
-        await ctx.outbox.put(action, payload)
+        await ctx.outbox.put(action, payload, transaction_id="-1")
         first = MemoryConnection(version, 1)
         # No trio deadline: while SQLite works in its thread the MockClock may jump to the next one, and a
         # test bound would be that one. pytest-timeout bounds the test in real time instead.
@@ -99,7 +98,7 @@ async def test_a_message_answered_as_the_link_drops_is_removed_and_never_sent_ag
             nursery.start_soon(serve_until_link_down, second, ctx)
             await csms.wait_for("StatusNotification", 2)
             # A sentinel behind anything still queued: once it is sent, the queue has been replayed.
-            await ctx.outbox.put(action, payload)
+            await ctx.outbox.put(action, payload, transaction_id="-1")
             await csms.wait_for(action)
             nursery.cancel_scope.cancel()
     assert [c.action for c in seen_first].count(action) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
@@ -23,7 +24,8 @@ TIMEOUT_S = 15.0
 
 
 class CrashingMeter:
-    """A meter driver (hardware stand-in) whose task dies with a bug when `crash` is set."""
+    """A meter driver (hardware stand-in) that gives one reading (the billing rule energizes only a
+    metered session), then dies with a bug when `crash` is set."""
 
     def __init__(self) -> None:
         self.crash = trio.Event()
@@ -31,6 +33,7 @@ class CrashingMeter:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         task_status.started()
+        await self._send.send(MeterSample(datetime.now(UTC), energy_import_wh=1000.0))
         await self.crash.wait()
         raise RuntimeError("meter driver bug")
 

@@ -19,7 +19,7 @@ from runtime_session_harness import (
 )
 
 from evstation.protocol.versions import OcppVersion
-from evstation.runtime.evse import Authorized, EvPlugged, SessionEnded, StopReason
+from evstation.runtime.evse import Authorized, EvPlugged, EvUnplugged, SessionEnded, StopReason
 from evstation.runtime.session import SessionContext
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
@@ -144,6 +144,7 @@ async def test_v201_e04_transaction_events_queued_offline_carry_offline_true(
                 csms, conn = CsmsPeer(V201), MemoryConnection(V201)
                 await _connect(ctx, csms, conn, nursery)
                 started = (await csms.wait_for("TransactionEvent"))[0].call.payload
+                ctx.evses.events.publish(EvUnplugged(1, 1))
                 ctx.evses.events.publish(SessionEnded(1, 1, StopReason.EV_DISCONNECTED))
                 events = await csms.wait_for("TransactionEvent", 2)
                 nursery.cancel_scope.cancel()
@@ -159,8 +160,10 @@ async def test_v201_e04_transaction_events_queued_offline_carry_offline_true(
     assert ended["transactionInfo"] == {
         "transactionId": started["transactionInfo"]["transactionId"],  # type: ignore[index]
         "stoppedReason": "EVDisconnected",
+        "chargingState": "Idle",
     }
-    assert ended["triggerReason"] == "EVDeparted"
+    # E02 / E06: the cable left the EV (pilot state A), not a parking-bay detector's EVDeparted.
+    assert ended["triggerReason"] == "EVCommunicationLost"
 
 
 async def test_v16_queued_messages_get_the_real_transaction_id_from_start_transaction_conf(

@@ -19,14 +19,16 @@ from runtime_session_harness import EPOCH, CsmsPeer, MemoryConnection, serve_unt
 
 from evstation.drivers.sim.board import SimChargeController
 from evstation.drivers.sim.meter import SimMeter
+from evstation.protocol.meter_values import Context, Reading, meter_value
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.transactions import CLEAN_SHUTDOWN_KEY, messages_for
+from evstation.runtime.blocks.transactions.formats import StartData, UpdateData
 from evstation.runtime.clock import WallClock, iso
 from evstation.runtime.device_model import load_device_model
 from evstation.runtime.evse import Evses
 from evstation.runtime.outbox import Outbox
 from evstation.runtime.session import SessionContext, new_session
-from evstation.runtime.storage import open_storage
+from evstation.runtime.storage import TransactionRecord, open_storage
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
 POLL_S = 1.0  # sim meter poll interval
@@ -72,20 +74,37 @@ async def set_energy(meter: SimMeter, energy_wh: float) -> None:
     await trio.sleep(2 * POLL_S)  # polled and followed by the EVSE
 
 
+async def start_transaction(ctx: SessionContext, version: OcppVersion) -> TransactionRecord:
+    """A transaction on EVSE 1 started from the meter's current reading, as the block starts one."""
+    services = ctx.blocks.transactions.services
+    energy = services.evses[1].energy_wh()
+    data = StartData(1, 1, "TOKEN-1", "ISO14443", "Authorized", ctx.clock.now(), False, energy, None, None)
+    return await messages_for(version).start(services, data)
+
+
+async def sample(ctx: SessionContext, version: OcppVersion, record: TransactionRecord) -> None:
+    """One periodic meter value of the transaction, from the meter's current reading."""
+    services = ctx.blocks.transactions.services
+    energy = services.evses[1].energy_wh()
+    at = ctx.clock.now()
+    reading = Reading(energy_import_wh=energy)
+    meter = meter_value(version, iso(at), reading, ["Energy.Active.Import.Register"], Context.PERIODIC)
+    data = UpdateData("MeterValuePeriodic", at, False, meter=meter, energy_wh=energy)
+    await messages_for(version).updated(services, record, data)
+
+
 async def killed_run_with_open_transaction(tmp_path: Path, version: OcppVersion) -> str:
     """Start a transaction and persist one sample at 1500 Wh; the meter moves on to 1700 Wh, then the
     process dies (no clean shutdown, never connected). Returns the sample's timestamp."""
     meter = sim_meter()
     async with station_run(tmp_path, version, meter) as ctx:
-        messages = messages_for(version)
-        record = await messages.start(
-            ctx.blocks.transactions.services, 1, 1, "TOKEN-1", "ISO14443", "Authorized"
-        )
+        record = await start_transaction(ctx, version)
         await set_energy(meter, 1500)
         sampled_at = iso(ctx.clock.now())
-        await messages.meter_values(ctx.blocks.transactions.services, record)
+        await sample(ctx, version, record)
         if version is V201:
-            await messages.charging_state(ctx.blocks.transactions.services, record, "Charging")
+            data = UpdateData("ChargingStateChanged", ctx.clock.now(), False, charging_state="Charging")
+            await messages_for(version).updated(ctx.blocks.transactions.services, record, data)
         await set_energy(meter, 1700)  # never persisted: lost with the power
     return sampled_at
 
@@ -160,9 +179,7 @@ async def test_clean_shutdown_ends_open_transaction_with_reason_reboot(
     meter = sim_meter()
     async with station_run(tmp_path, version, meter) as ctx, trio.open_nursery() as nursery:
         await nursery.start(ctx.blocks.transactions.run)
-        await messages_for(version).start(
-            ctx.blocks.transactions.services, 1, 1, "TOKEN-1", "ISO14443", "Authorized"
-        )
+        await start_transaction(ctx, version)
         await set_energy(meter, 1800)
         shutdown_at = iso(ctx.clock.now())
         nursery.cancel_scope.cancel()
@@ -193,9 +210,7 @@ async def test_power_loss_after_a_clean_restart_reads_as_power_loss(
         nursery.cancel_scope.cancel()  # clean shutdown, no transaction
     async with station_run(tmp_path, V16, sim_meter()) as ctx:
         assert await ctx.blocks.transactions.end_interrupted() == 0  # clears the marker
-        await messages_for(V16).start(
-            ctx.blocks.transactions.services, 1, 1, "TOKEN-1", "ISO14443", "Authorized"
-        )
+        await start_transaction(ctx, V16)
         # killed here
     async with station_run(tmp_path, V16, sim_meter()) as ctx:
         assert await ctx.blocks.transactions.end_interrupted() == 1

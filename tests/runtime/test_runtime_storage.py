@@ -244,3 +244,38 @@ async def test_a_failing_migration_rolls_back_to_the_previous_version(tmp_path: 
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert "dead_letter" not in tables
     conn.close()
+
+
+async def test_m0009_moves_the_local_transaction_id_out_of_queued_payloads(tmp_path: Path) -> None:
+    """Earlier versions stored the 1.6 local id as `_localTransactionId` inside the queued payload;
+    migration 9 moves it to the outbox's transaction_id column (and links 2.0.1 events by theirs)."""
+    path = tmp_path / "old.sqlite3"
+    conn = connect(path)
+    try:
+        migrate(conn, target=5)
+        conn.executescript(
+            """
+            INSERT INTO transactions (id, evse_id, connector_id, id_token, started_at, meter_start_wh, state,
+                                      seq_no, csms_transaction_id)
+                VALUES ('-3', 1, 1, 'TAG1', '2025-01-02T03:04:05+00:00', 10, 'Started', 0, 77);
+            INSERT INTO outbox (action, payload, attempts, offline, created_at) VALUES
+                ('StartTransaction', '{"connectorId":1,"idTag":"TAG1","_localTransactionId":-3}', 0, 1,
+                 '2025-01-02T03:04:05+00:00'),
+                ('StopTransaction', '{"transactionId":77,"meterStop":20}', 0, 1, '2025-01-02T03:04:06+00:00'),
+                ('TransactionEvent',
+                 '{"eventType":"Updated","transactionInfo":{"transactionId":"tx-9"}}',
+                 0, 0, '2025-01-02T03:04:07+00:00');
+            """
+        )
+    finally:
+        conn.close()
+    with trio.fail_after(10):
+        async with open_storage(path) as storage:
+            rows = await storage.read(
+                lambda c: [tuple(r) for r in c.execute("SELECT action, payload, transaction_id FROM outbox")]
+            )
+    assert rows == [
+        ("StartTransaction", '{"connectorId":1,"idTag":"TAG1"}', "-3"),
+        ("StopTransaction", '{"transactionId":77,"meterStop":20}', "-3"),
+        ("TransactionEvent", '{"eventType":"Updated","transactionInfo":{"transactionId":"tx-9"}}', "tx-9"),
+    ]

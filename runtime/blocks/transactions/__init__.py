@@ -1,9 +1,17 @@
-"""Transactions (2.0.1 E; 1.6 Core Start/StopTransaction, MeterValues): EVSE events become transaction
-messages in the durable outbox, for both versions.
+"""Transactions and meter values (2.0.1 E, J; 1.6 Core Start/StopTransaction, MeterValues): EVSE events
+become transaction messages in the durable outbox, for both versions.
 
-Runs for the station's lifetime, connected or not. Never sends a transaction message directly: the
-session's outbox sender does, once the station is online, through `prepare` / `delivered` here. The
-version formats are in v16.py / v201.py; the rules shared by both in protocol.transactions.
+Runs for the station's lifetime, connected or not. One task per EVSE applies that EVSE's events in
+order to the start/stop point machine (protocol.transactions.step_points) and asks the version's
+formatter (v16.py / v201.py) for the messages; the 1.6 formatter translates the same decisions. Never
+sends a transaction message directly: the session's outbox sender does, through `prepare` /
+`delivered` here.
+
+For other blocks (remote control, reservation, authorization), the entry points are:
+- `set_pending_start(evse_id, remote_start_id=..., reservation_id=...)` before authorizing an EVSE, so
+  the Started event / StartTransaction carries them (and the trigger says RemoteStart);
+- `ids.get(evse_id)` (the id the CSMS knows) and `evse_of_transaction(transaction_id)`;
+- `forbid_resume(evse_ids)` before a Reset ends sessions (they are never resumed after the restart).
 """
 
 from __future__ import annotations
@@ -11,79 +19,122 @@ from __future__ import annotations
 import logging
 import math
 import sqlite3
-from dataclasses import dataclass
-from typing import Final, NoReturn, Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Final, NoReturn
 
 import trio
 
-from evstation.protocol.messages import OcppModel, enum_text
-from evstation.protocol.transactions import REASON_POWER_LOSS, REASON_REBOOT
+from evstation.drivers.api import MeterSample
+from evstation.protocol.boot import V201_REMOTE_TX_GATES
+from evstation.protocol.device_model import VariableKey
+from evstation.protocol.messages import OcppModel, VersionModels, enum_text
+from evstation.protocol.meter_values import Context, meter_value, parse_measurands
+from evstation.protocol.transactions import (
+    INTERRUPTED_TRIGGER,
+    REASON_POWER_LOSS,
+    REASON_REBOOT,
+    V16_START_POINTS,
+    V16_STOP_POINTS,
+    Conditions,
+    TxAction,
+    TxPoints,
+    TxStep,
+    ended_trigger,
+    parse_points,
+    step_points,
+    stop_reason_for,
+)
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.authorization import Authorization
+from evstation.runtime.blocks.registry import handles
 from evstation.runtime.blocks.reservation import Reservations
-from evstation.runtime.blocks.transactions.services import TransactionIds, TxServices
+from evstation.runtime.blocks.transactions.formats import (
+    IdTokenVerdict,
+    StartData,
+    StopData,
+    TransactionMessages,
+    UpdateData,
+)
+from evstation.runtime.blocks.transactions.services import TransactionIds, TxServices, reading_of
 from evstation.runtime.blocks.transactions.v16 import V16Transactions
 from evstation.runtime.blocks.transactions.v201 import V201Transactions
 from evstation.runtime.clock import iso
 from evstation.runtime.device_model import (
+    ALIGNED_DATA_ENABLED,
+    ALIGNED_DATA_INTERVAL,
+    ALIGNED_DATA_MEASURANDS,
+    ALIGNED_DATA_SEND_DURING_IDLE,
+    ALIGNED_DATA_TX_ENDED_INTERVAL,
+    ALIGNED_DATA_TX_ENDED_MEASURANDS,
     EV_CONNECTION_TIMEOUT,
+    MAX_ENERGY_ON_INVALID_ID,
+    RESUME_TRANSACTIONS_ON_BOOT,
+    SAMPLED_DATA_ENABLED,
+    STOP_TX_ON_INVALID_ID,
+    TX_ENDED_INTERVAL,
+    TX_ENDED_MEASURANDS,
+    TX_START_POINT,
+    TX_STARTED_MEASURANDS,
+    TX_STOP_POINT,
     TX_UPDATED_INTERVAL,
+    TX_UPDATED_MEASURANDS,
     DeviceModel,
     sleep_or_change,
 )
+from evstation.runtime.events import Dropped
 from evstation.runtime.evse import (
     AuthorizationRequested,
     Authorized,
     EnergyFlowStarted,
     EnergyFlowSuspended,
     EvPlugged,
+    Evse,
+    EvseEvent,
     EvUnplugged,
+    Phase,
     SessionEnded,
+    StopReason,
 )
 from evstation.runtime.outbox import OutboxEntry
 from evstation.runtime.storage import TransactionRecord, write_last_meter, write_setting
 
-__all__ = ["CLEAN_SHUTDOWN_KEY", "TransactionIds", "TransactionMessages", "Transactions", "TxServices"]
+if TYPE_CHECKING:
+    from evstation.protocol.v201 import messages as v201
+else:
+    v201 = VersionModels(OcppVersion.V201)
+
+__all__ = [
+    "CLEAN_SHUTDOWN_KEY",
+    "END_READING_WAIT_S",
+    "START_READING_WAIT_S",
+    "TransactionIds",
+    "TransactionMessages",
+    "Transactions",
+    "TxServices",
+]
 
 log = logging.getLogger(__name__)
+
+V201 = OcppVersion.V201
 
 # Setting written when the station stops through its own shutdown path (SIGTERM / SIGINT, or leaving
 # open_station); its absence at start means the last run ended without it: SIGKILL, crash, power cut.
 CLEAN_SHUTDOWN_KEY: Final = "session.clean_shutdown_at"
 
-
-class TransactionMessages(Protocol):
-    """One version's transaction messages (V16Transactions, V201Transactions)."""
-
-    version: OcppVersion
-
-    async def start(
-        self,
-        tx: TxServices,
-        evse_id: int,
-        connector_id: int,
-        id_token: str,
-        token_type: str,
-        trigger: str,
-        remote_start_id: int | None = None,
-        reservation_id: int | None = None,
-    ) -> TransactionRecord: ...
-
-    async def meter_values(self, tx: TxServices, record: TransactionRecord) -> None: ...
-
-    async def charging_state(self, tx: TxServices, record: TransactionRecord, state: str) -> None: ...
-
-    async def stop(self, tx: TxServices, record: TransactionRecord, reason: str) -> None: ...
-
-    async def end_interrupted(self, tx: TxServices, record: TransactionRecord, reason: str) -> bool:
-        """Queue the end of a transaction left open by the previous run; False if it had already ended."""
-        ...
-
-    async def prepare(self, tx: TxServices, entry: OutboxEntry) -> dict[str, object] | None:
-        """The payload to send for an outbox entry (None: it cannot be sent, give it up)."""
-        ...
-
-    async def delivered(self, tx: TxServices, entry: OutboxEntry, response: OcppModel) -> None: ...
+# Billing rule: how long a start point waits for a meter reading before the session is refused. A
+# meter polled every second has answered several times by then; a silent one is a fault.
+START_READING_WAIT_S: Final = 10.0
+# At the end: how long to wait for a reading taken after the stop (power and current are then the real
+# last values, not those of the sample before the contactor opened).
+END_READING_WAIT_S: Final = 3.0
+# Clock-aligned values: the longest sleep before the next boundary is computed again from the clock.
+ALIGN_CHECK_S: Final = 60.0
+# At start-up: how long to wait for the board to say whether an EV is plugged in (resume or end).
+BOARD_STATE_WAIT_S: Final = 5.0
+# A 2.0.1 idToken is at most 36 characters, a 1.6 idTag at most 20: never cut one silently.
+_TOKEN_LIMIT: Final = {OcppVersion.V16: 20, OcppVersion.V201: 36}
 
 
 def messages_for(version: OcppVersion) -> TransactionMessages:
@@ -91,22 +142,22 @@ def messages_for(version: OcppVersion) -> TransactionMessages:
 
 
 @dataclass
-class _EvseState:
-    plugged_connector: int | None = None
-    token: tuple[str, str] | None = None  # (id_token, token_type) once authorized
+class _EvseTx:
+    """One EVSE's transaction state, owned by its task."""
+
+    evse_id: int
+    step: TxStep = field(default_factory=TxStep)
+    connector_id: int | None = None
+    token: tuple[str, str] | None = None
     record: TransactionRecord | None = None
-    meter_scope: trio.CancelScope | None = None
+    scope: trio.CancelScope | None = None  # the running transaction's meter tasks
+    invalid_id: trio.Event = field(default_factory=trio.Event)
     # The 2.0.1 chargingState last reported for the running transaction (a triggered event repeats it).
     charging_state: str = "EVConnected"
 
 
 class Transactions:
-    """The transactions block. Start `run` with `nursery.start` for the station's lifetime.
-
-    A transaction starts when its EVSE is both plugged and authorized (trigger: whichever came last),
-    sends meter values every SampledDataCtrlr.TxUpdatedInterval (1.6 MeterValueSampleInterval; 0: none),
-    and ends on SessionEnded.
-    """
+    """The transactions block. Start `run` with `nursery.start` for the station's lifetime."""
 
     def __init__(
         self,
@@ -121,27 +172,28 @@ class Transactions:
         self.services = services
         self._device_model = device_model
         self._authorization = authorization
-        self._reservations = reservations
+        self._reservation_block = reservations
         self._messages = messages_for(version)
         # EVSE id -> 2.0.1 remoteStartId of a RequestStartTransaction whose transaction has not started.
         self.remote_starts: dict[int, int] = {}
-        self._states: dict[int, _EvseState] = {}  # per EVSE, as `run` follows its events
+        # EVSE id -> reservationId the next transaction consumes (the reservation block sets it).
+        self.reservations: dict[int, int] = {}
+        self._evse_tx: dict[int, _EvseTx] = {}
 
     @property
     def ids(self) -> TransactionIds:
         return self.services.ids
 
-    # --- the outbox sender's hooks -------------------------------------------------------------
+    # --- for other blocks ----------------------------------------------------------------------
 
-    async def prepare(self, entry: OutboxEntry) -> dict[str, object] | None:
-        return await self._messages.prepare(self.services, entry)
-
-    async def delivered(self, entry: OutboxEntry, response: OcppModel) -> None:
-        await self._messages.delivered(self.services, entry, response)
-        # C10.FR.04/05, 1.6 3.5.2: every idTokenInfo / idTagInfo the CSMS sends updates the cache.
-        await self._authorization.learn_from_answer(entry.payload, response)
-
-    # --- queries for other blocks --------------------------------------------------------------
+    def set_pending_start(
+        self, evse_id: int, *, remote_start_id: int | None = None, reservation_id: int | None = None
+    ) -> None:
+        """What the next transaction on `evse_id` carries: call before authorizing the EVSE."""
+        if remote_start_id is not None:
+            self.remote_starts[evse_id] = remote_start_id
+        if reservation_id is not None:
+            self.reservations[evse_id] = reservation_id
 
     def running_evses(self, evse_id: int | None = None) -> list[int]:
         """The EVSEs with a running transaction, in id order; only `evse_id` when given (0: all)."""
@@ -153,10 +205,42 @@ class Transactions:
         running on `evse_id`, carrying its chargingState and the current meter reading (context
         Trigger), queued in the outbox like every other event so its seqNo is the next one, persisted
         with it. False (nothing queued) when no transaction runs there, or it ended meanwhile."""
-        state = self._states.get(evse_id)
-        if state is None or state.record is None or not isinstance(self._messages, V201Transactions):
+        state = self._evse_tx.get(evse_id)
+        if state is None or state.record is None or self.version is not V201:
             return False
-        return await self._messages.triggered(self.services, state.record, state.charging_state)
+        evse = self.services.evses[evse_id]
+        sample = evse.reading()
+        at = self._now()
+        meter = (
+            None
+            if sample is None
+            else meter_value(
+                self.version,
+                iso(at),
+                reading_of(evse, sample),
+                self._measurands(TX_UPDATED_MEASURANDS),
+                Context.TRIGGER,
+            )
+        )
+        data = UpdateData(
+            "Trigger",
+            at,
+            self._offline(),
+            meter=meter,
+            energy_wh=None if sample is None else sample.energy_import_wh,
+            charging_state=state.charging_state,
+        )
+        return await self._messages.updated(self.services, state.record, data)
+
+    async def forbid_resume(self, evse_ids: frozenset[int]) -> None:
+        """A Reset is ending these EVSEs' sessions: their transactions are never resumed after it."""
+        ids = [
+            record.id
+            for record in await self.services.storage.transactions()
+            if record.is_open and record.evse_id in evse_ids
+        ]
+        if ids:
+            await self.services.storage.forbid_resume(ids)
 
     async def evse_of_transaction(self, transaction_id: str) -> int | None:
         """The EVSE of the open transaction the CSMS calls `transaction_id` (ours or its 1.6 id)."""
@@ -165,39 +249,122 @@ class Transactions:
                 return record.evse_id
         return None
 
+    # --- GetTransactionStatus (E14) ----------------------------------------------------------------
+
+    @handles(V201, "GetTransactionStatus", gates=V201_REMOTE_TX_GATES)
+    async def get_transaction_status(
+        self, req: v201.GetTransactionStatusRequest
+    ) -> v201.GetTransactionStatusResponse:
+        """E14.FR.01-04: without an id, whether any transaction message is queued; with one, also
+        whether it is still ongoing (unknown ids: not ongoing, nothing queued)."""
+        outbox = self.services.outbox
+        if req.transaction_id is None:
+            return v201.GetTransactionStatusResponse(messages_in_queue=await outbox.has_messages_of(None))
+        record = await self.services.storage.get_transaction(req.transaction_id)
+        return v201.GetTransactionStatusResponse(
+            ongoing_indicator=record is not None and record.is_open,
+            messages_in_queue=await outbox.has_messages_of(req.transaction_id),
+        )
+
+    # --- the outbox sender's hooks -------------------------------------------------------------
+
+    async def prepare(self, entry: OutboxEntry) -> dict[str, object] | None:
+        return await self._messages.prepare(self.services, entry)
+
+    async def delivered(self, entry: OutboxEntry, response: OcppModel) -> None:
+        # C10.FR.04/05, 1.6 3.5.2: every idTokenInfo / idTagInfo the CSMS sends updates the cache.
+        await self._authorization.learn_from_answer(entry.payload, response)
+        verdict = await self._messages.delivered(self.services, entry, response)
+        if verdict is not None and verdict.status != "Accepted":
+            self._on_invalid_id(verdict)
+
+    def _on_invalid_id(self, verdict: IdTokenVerdict) -> None:
+        """E05 / 1.6 StopTransactionOnInvalidId: the CSMS refused the token of a running transaction."""
+        for state in self._evse_tx.values():
+            if state.record is not None and state.record.id == verdict.transaction_id:
+                log.warning("transaction %s: token %s by the CSMS", verdict.transaction_id, verdict.status)
+                state.invalid_id.set()
+
     # --- the block's task ----------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         """Turn EVSE events into outbox entries. Before it reports started, transactions left open by
-        the previous run are ended (`end_interrupted`); when it stops, it records a clean shutdown."""
-        await self.end_interrupted()
+        the previous run are resumed or ended (`recover`); when it stops, it records a clean shutdown."""
         try:
-            await self._run(task_status)
+            async with trio.open_nursery() as nursery:
+                await self.recover(nursery)
+                await nursery.start(self._follow_connection_timeout)
+                await nursery.start(self._dispatch)
+                nursery.start_soon(self._clock_aligned)
+                task_status.started()
         finally:
             # Shielded: this runs because we are being cancelled, and the marker must still be written.
             with trio.CancelScope(shield=True):
                 await self.record_clean_shutdown()
+        raise AssertionError("the transactions block stopped")  # pragma: no cover
 
     async def end_interrupted(self) -> int:
-        """At start-up: queue the end of every transaction the previous run left open; returns how many.
+        """End every open transaction the previous run left (no resume); returns how many."""
+        async with trio.open_nursery() as nursery:
+            ended = await self._recover(nursery, allow_resume=False)
+        return ended
 
-        Reason PowerLoss if that run did not shut down cleanly (SIGKILL, crash, power cut), Reboot if it
-        did (1.6 Reason / 2.0.1 stoppedReason). We never resume a transaction: nothing of the session
-        (EV, token, contactor) survives the restart, and ending it reports every Wh metered. Each end and
-        its record's Ended state commit together, so a restart in the middle of this never queues an end
-        twice; the marker is cleared only after all ends are queued.
-        """
+    async def recover(self, nursery: trio.Nursery) -> int:
+        """At start-up: resume or end each transaction the previous run left open; returns how many
+        were ended. Resumed (same id, seqNo and meter register continue) when ResumeTransactionsOnBoot
+        is true, no Reset ended it and its EVSE's board reports the EV still plugged in. Every other
+        one is ended with its last stored reading: PowerLoss if the previous run did not shut down
+        cleanly (SIGKILL, crash, power cut), Reboot if it did. Each end and its record's Ended state
+        commit together, so a restart in the middle never queues an end twice; the clean-shutdown
+        marker is cleared only after all ends are queued."""
+        return await self._recover(nursery, allow_resume=True)
+
+    async def _recover(self, nursery: trio.Nursery, *, allow_resume: bool) -> int:
         storage = self.services.storage
         clean_at = await storage.get_setting(CLEAN_SHUTDOWN_KEY)
         reason = REASON_REBOOT if clean_at is not None else REASON_POWER_LOSS
+        resume = allow_resume and self._device_model.get_bool(RESUME_TRANSACTIONS_ON_BOOT)
         ended = 0
         for record in await storage.transactions():
-            if record.is_open and await self._messages.end_interrupted(self.services, record, reason):
+            if not record.is_open:
+                continue
+            if resume and record.resumable and await self._ev_still_plugged(record.evse_id):
+                await self._resume(nursery, record)
+                continue
+            data = StopData(reason, INTERRUPTED_TRIGGER, None, offline=True, with_token=False)
+            if await self._messages.stop(self.services, record, data):
                 ended += 1
                 log.warning("transaction %s was open at the last shutdown: ended (%s)", record.id, reason)
         if clean_at is not None:
             await storage.delete_setting(CLEAN_SHUTDOWN_KEY)
         return ended
+
+    async def _ev_still_plugged(self, evse_id: int) -> bool:
+        if evse_id not in self.services.evses:
+            return False
+        evse = self.services.evses[evse_id]
+        with trio.move_on_after(BOARD_STATE_WAIT_S):
+            await evse.wait_board_state()
+        return evse.ev_present
+
+    async def _resume(self, nursery: trio.Nursery, record: TransactionRecord) -> None:
+        """Continue `record` on its EVSE: the CSMS sees the same transaction go on (no message says it
+        was interrupted; its meter values continue from the register, which never went backwards)."""
+        evse = self.services.evses[record.evse_id]
+        state = self._state(record.evse_id)
+        state.record = record
+        state.connector_id = record.connector_id
+        token = (record.id_token, record.id_token_type or "ISO14443") if record.id_token else None
+        state.token = token
+        state.step = TxStep(Conditions(ev_connected=True, authorized=token is not None), True, frozenset())
+        self.ids.set(record.evse_id, _wire_id(record))
+        log.warning(
+            "transaction %s resumed on EVSE %d: the EV is still plugged in", record.id, record.evse_id
+        )
+        if token is not None and not await evse.authorize_remote(*token):
+            log.error("transaction %s: EVSE %d cannot be energized again", record.id, record.evse_id)
+        state.scope = trio.CancelScope()
+        nursery.start_soon(self._meter_tasks, state, record, state.scope)
 
     async def record_clean_shutdown(self) -> None:
         """Remember that this run stopped cleanly, with each open transaction's current energy reading
@@ -212,7 +379,7 @@ class Transactions:
                 energy = services.evses[record.evse_id].energy_wh()
             except LookupError:
                 energy = None  # the EVSE is no longer configured; keep the last persisted reading
-            if energy is not None:
+            if energy is not None and (record.last_meter_wh is None or energy >= record.last_meter_wh):
                 readings[record.id] = energy
 
         def work(conn: sqlite3.Connection) -> None:
@@ -222,46 +389,449 @@ class Transactions:
 
         await services.storage.write(work)
 
-    async def _run(self, task_status: trio.TaskStatus[None]) -> NoReturn:
-        states = self._states
-        messages = self._messages
+    # --- events ------------------------------------------------------------------------------------
+
+    def _state(self, evse_id: int) -> _EvseTx:
+        return self._evse_tx.setdefault(evse_id, _EvseTx(evse_id))
+
+    async def _dispatch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """One ordered event stream per EVSE, each applied by its own task (a start waiting for a meter
+        reading on one EVSE holds no other EVSE back)."""
         services = self.services
         async with trio.open_nursery() as nursery:
-            await nursery.start(self._follow_connection_timeout)
+            channels: dict[int, trio.MemorySendChannel[EvseEvent | None]] = {}
+            for evse in services.evses:
+                # Unbounded: the dispatcher never blocks; an EVSE produces a handful of events per
+                # session, consumed as fast as SQLite commits.
+                send, receive = trio.open_memory_channel[EvseEvent | None](math.inf)
+                channels[evse.id] = send
+                nursery.start_soon(self._evse_task, evse, receive)
             with services.evses.subscribe() as events:
+                # What the EVSEs reported before the subscription (an EV plugged in at boot) is their
+                # state now; what they report after it arrives as events.
+                for evse in services.evses:
+                    state = self._state(evse.id)
+                    if state.record is None:
+                        state.step = TxStep(Conditions(ev_connected=evse.ev_present), False, frozenset())
                 task_status.started()
                 async for event in events:
                     if isinstance(event, AuthorizationRequested):
                         nursery.start_soon(self._authorize, event)
-                        continue
-                    evse_id = getattr(event, "evse_id", None)
-                    if evse_id is None:
-                        continue  # e.g. an events.Dropped marker: nothing a transaction can act on
-                    state = states.setdefault(evse_id, _EvseState())
-                    if isinstance(event, EvPlugged):
-                        state.plugged_connector = event.connector_id
-                        await self._maybe_start(nursery, evse_id, state, "CablePluggedIn")
-                    elif isinstance(event, EvUnplugged):
-                        state.plugged_connector = None
-                    elif isinstance(event, Authorized):
-                        state.token = (event.id_token, event.token_type)
-                        await self._maybe_start(nursery, evse_id, state, "Authorized")
-                    elif isinstance(event, EnergyFlowStarted) and state.record is not None:
-                        state.charging_state = "Charging"
-                        await messages.charging_state(services, state.record, state.charging_state)
-                    elif isinstance(event, EnergyFlowSuspended) and state.record is not None:
-                        state.charging_state = "SuspendedEV" if event.by_ev else "SuspendedEVSE"
-                        await messages.charging_state(services, state.record, state.charging_state)
-                    elif isinstance(event, SessionEnded):
-                        if state.meter_scope is not None:
-                            state.meter_scope.cancel()
-                        if state.record is not None:
-                            await messages.stop(services, state.record, enum_text(event.reason))
-                        state.record = None
-                        self.ids.set(evse_id, None)
-                        state.token = None
-                        state.meter_scope = None
-        raise AssertionError("the EVSE event stream ended")  # pragma: no cover - subscriptions never end
+                    elif isinstance(event, Dropped):
+                        for send in channels.values():
+                            send.send_nowait(None)  # fell behind: each EVSE re-reads its state
+                    else:
+                        channel = channels.get(getattr(event, "evse_id", -1))
+                        if channel is not None:
+                            channel.send_nowait(event)
+
+    async def _evse_task(self, evse: Evse, events: trio.MemoryReceiveChannel[EvseEvent | None]) -> None:
+        state = self._state(evse.id)
+        async with trio.open_nursery() as nursery:
+            async for event in events:
+                await self._apply(nursery, evse, state, event)
+
+    def _points(self) -> TxPoints:
+        if self.version is OcppVersion.V16:
+            return TxPoints(V16_START_POINTS, V16_STOP_POINTS)
+        dm = self._device_model
+        return TxPoints(parse_points(dm.get(TX_START_POINT) or ""), parse_points(dm.get(TX_STOP_POINT) or ""))
+
+    async def _apply(
+        self, nursery: trio.Nursery, evse: Evse, state: _EvseTx, event: EvseEvent | None
+    ) -> None:
+        before = state.step.conditions
+        after = before
+        session_reason: str | None = None
+        trigger = "Trigger"
+        if event is None:  # resynchronise after lost events
+            after = Conditions(
+                ev_connected=evse.ev_present,
+                authorized=evse.session_active() and evse.session_token() is not None,
+                energy_transfer=evse.phase is Phase.CHARGING,
+            )
+        elif isinstance(event, EvPlugged):
+            state.connector_id = event.connector_id
+            after = Conditions(True, before.authorized, before.energy_transfer, before.data_signed)
+            trigger = "CablePluggedIn"
+        elif isinstance(event, EvUnplugged):
+            after = Conditions(False, before.authorized, False, before.data_signed)
+            trigger = "EVCommunicationLost"
+        elif isinstance(event, Authorized):
+            if state.record is not None and state.token == (event.id_token, event.token_type):
+                return  # a resumed transaction re-authorizing its own EVSE: nothing new
+            state.token = (event.id_token, event.token_type)
+            after = Conditions(before.ev_connected, True, before.energy_transfer, before.data_signed)
+            trigger = "RemoteStart" if evse.id in self.remote_starts else "Authorized"
+            if state.record is not None and self.version is V201:
+                # Started before authorization (TxStartPoint EVConnected): E02 Updated with the token.
+                await self._update(
+                    state, UpdateData("Authorized", self._now(), self._offline(), id_token=state.token)
+                )
+        elif isinstance(event, EnergyFlowStarted):
+            after = Conditions(before.ev_connected, before.authorized, True, before.data_signed)
+            trigger = "ChargingStateChanged"
+            await self._charging_state(state, "Charging")
+        elif isinstance(event, EnergyFlowSuspended):
+            after = Conditions(before.ev_connected, before.authorized, False, before.data_signed)
+            trigger = "ChargingStateChanged"
+            await self._charging_state(state, "SuspendedEV" if event.by_ev else "SuspendedEVSE")
+        elif isinstance(event, SessionEnded):
+            session_reason = enum_text(event.reason)
+            after = Conditions(before.ev_connected, False, False, before.data_signed)
+            trigger = ended_trigger(session_reason)
+        else:
+            return
+        decision = step_points(state.step, after, self._points())
+        state.step = decision.step
+        if decision.action is TxAction.START:
+            await self._start(nursery, evse, state, trigger)
+        elif decision.action is TxAction.STOP and decision.point is not None:
+            reason = stop_reason_for(decision.point, after, session_reason)
+            # A stop point ended the transaction while the EVSE's session goes on (as far as its events
+            # say): end that session too, so no energy flows outside a transaction.
+            end_session = session_reason is None and after.authorized and after.ev_connected
+            await self._stop(evse, state, reason, after, end_session=end_session)
+        if isinstance(event, SessionEnded):
+            state.token = None
+
+    def _now(self) -> datetime:
+        return self.services.clock.now()
+
+    def _offline(self) -> bool:
+        # Read here, in Trio, and passed into the SQLite work (never read there).
+        return not self.services.online
+
+    async def _update(self, state: _EvseTx, data: UpdateData) -> None:
+        if state.record is not None:
+            await self._messages.updated(self.services, state.record, data)
+
+    async def _charging_state(self, state: _EvseTx, charging_state: str) -> None:
+        state.charging_state = charging_state
+        if state.record is not None and self.version is V201:
+            await self._update(
+                state,
+                UpdateData(
+                    "ChargingStateChanged", self._now(), self._offline(), charging_state=charging_state
+                ),
+            )
+
+    # --- start ---------------------------------------------------------------------------------------
+
+    def _measurands(self, key: VariableKey) -> tuple[str, ...]:
+        return parse_measurands(self._device_model.get(key) or "")
+
+    async def _start_reading(self, evse: Evse) -> MeterSample | None:
+        """Billing rule: the reading a transaction starts from, waiting a bounded time for one."""
+        sample = evse.reading()
+        if sample is None:
+            with trio.move_on_after(START_READING_WAIT_S):
+                sample = await evse.wait_reading()
+        return sample
+
+    async def _start(self, nursery: trio.Nursery, evse: Evse, state: _EvseTx, trigger: str) -> None:
+        limit = _TOKEN_LIMIT[self.version]
+        if state.token is not None and len(state.token[0]) > limit:
+            log.error("EVSE %d: token longer than %d characters refused, not cut", evse.id, limit)
+            state.step = TxStep(state.step.conditions, False, frozenset())
+            await evse.stop_session(StopReason.DE_AUTHORIZED)
+            return
+        sample: MeterSample | None = None
+        if evse.has_meter:
+            sample = await self._start_reading(evse)
+            if sample is None:
+                log.error(
+                    "EVSE %d: no meter reading within %.0f s at the transaction start: session refused",
+                    evse.id,
+                    START_READING_WAIT_S,
+                )
+                state.step = TxStep(state.step.conditions, False, frozenset())
+                await evse.refuse_unmetered(StopReason.OTHER)
+                return
+        at = self._now()
+        stamp = iso(at)
+        reading = reading_of(evse, sample)
+        signed = sample is not None and sample.signed is not None
+        remote_start_id = self.remote_starts.pop(evse.id, None)
+        reservation_id = self.reservations.pop(evse.id, None)
+        token = state.token
+        if reservation_id is None and self._reservation_block is not None and token is not None:
+            # H03 / 1.6 5.13: the reservation the token uses ends, and the transaction names it.
+            reservation_id = await self._reservation_block.consume(evse.id, token[0])
+        data = StartData(
+            evse_id=evse.id,
+            connector_id=state.connector_id if state.connector_id is not None else evse.connector_in_use,
+            id_token=None if token is None else token[0],
+            token_type=None if token is None else token[1],
+            trigger=trigger,
+            at=at,
+            offline=self._offline(),
+            meter_wh=None if sample is None else sample.energy_import_wh,
+            begin=meter_value(
+                self.version,
+                stamp,
+                reading,
+                self._measurands(TX_STARTED_MEASURANDS),
+                Context.TRANSACTION_BEGIN,
+                with_signed=signed,
+            )
+            if self.version is V201
+            else None,
+            ended_begin=meter_value(
+                self.version,
+                stamp,
+                reading,
+                self._measurands(TX_ENDED_MEASURANDS),
+                Context.TRANSACTION_BEGIN,
+                with_signed=signed,
+            ),
+            charging_state="Charging" if state.step.conditions.energy_transfer else "EVConnected",
+            remote_start_id=remote_start_id,
+            reservation_id=reservation_id,
+            number_of_phases=_phases_used(sample),
+            signed_start=None if sample is None or sample.signed is None else sample.signed.data,
+        )
+        if self.version is OcppVersion.V16 and data.id_token is None:
+            # Not with the 1.6 points (PowerPathClosed needs the token): never an idTag-less Start.
+            state.step = TxStep(state.step.conditions, False, frozenset())
+            return
+        record = await self._messages.start(self.services, data)
+        state.record = record
+        state.charging_state = data.charging_state
+        state.invalid_id = trio.Event()
+        self.ids.set(evse.id, record.id)
+        state.scope = trio.CancelScope()
+        nursery.start_soon(self._meter_tasks, state, record, state.scope)
+
+    # --- stop ------------------------------------------------------------------------------------------
+
+    async def _stop(
+        self, evse: Evse, state: _EvseTx, reason: str, after: Conditions, *, end_session: bool
+    ) -> None:
+        record = state.record
+        if record is None:
+            return
+        if state.scope is not None:
+            state.scope.cancel()
+        at = self._now()
+        end = None
+        energy = None
+        signed_stop = None
+        if evse.has_meter:
+            seen = evse.readings_received
+            sample = None
+            with trio.move_on_after(END_READING_WAIT_S):
+                sample = await evse.wait_reading(after=seen)
+            fresh = sample is not None
+            if sample is None:
+                sample = evse.reading()
+            if sample is not None:
+                energy = sample.energy_import_wh
+                signed_stop = None if sample.signed is None else sample.signed.data
+                reading = reading_of(evse, sample, instantaneous=fresh)
+                end = meter_value(
+                    self.version,
+                    iso(at),
+                    reading,
+                    self._measurands(TX_ENDED_MEASURANDS),
+                    Context.TRANSACTION_END,
+                    with_signed=sample.signed is not None,
+                )
+        data = StopData(
+            reason=reason,
+            trigger=ended_trigger(reason),
+            at=at,
+            offline=self._offline(),
+            meter_wh=energy,
+            end=end,
+            signed_stop=signed_stop,
+            charging_state="EVConnected" if after.ev_connected else "Idle",
+        )
+        await self._messages.stop(self.services, record, data)
+        state.record = None
+        state.scope = None
+        self.ids.set(evse.id, None)
+        if end_session:
+            await evse.stop_session(StopReason.OTHER)
+
+    # --- meter values during a transaction ----------------------------------------------------------------
+
+    async def _meter_tasks(self, state: _EvseTx, record: TransactionRecord, scope: trio.CancelScope) -> None:
+        with scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._sample_periodic, record)
+                nursery.start_soon(self._sample_ended, record)
+                nursery.start_soon(self._watch_invalid_id, state, record)
+
+    def _evse(self, record: TransactionRecord) -> Evse:
+        return self.services.evses[record.evse_id]
+
+    async def _sample_periodic(self, record: TransactionRecord) -> None:
+        """J02 / 1.6 MeterValueSampleInterval: TxUpdatedMeasurands every TxUpdatedInterval (0: none)."""
+        dm = self._device_model
+        with dm.watch(TX_UPDATED_INTERVAL, SAMPLED_DATA_ENABLED) as changes:
+            since = trio.current_time()
+            while True:
+                interval = dm.get_int(TX_UPDATED_INTERVAL)
+                enabled = dm.get_bool(SAMPLED_DATA_ENABLED)
+                deadline = since + interval if interval > 0 and enabled else math.inf
+                if await sleep_or_change(changes, deadline) is not None:
+                    continue
+                since = deadline
+                evse = self._evse(record)
+                sample = evse.reading()
+                if sample is None:
+                    continue  # the meter is silent: nothing to report, never a made-up value
+                at = self._now()
+                meter = meter_value(
+                    self.version,
+                    iso(at),
+                    reading_of(evse, sample),
+                    self._measurands(TX_UPDATED_MEASURANDS),
+                    Context.PERIODIC,
+                )
+                if meter is None:
+                    continue
+                await self._messages.updated(
+                    self.services,
+                    record,
+                    UpdateData(
+                        "MeterValuePeriodic",
+                        at,
+                        self._offline(),
+                        meter=meter,
+                        energy_wh=sample.energy_import_wh,
+                        number_of_phases=None,
+                    ),
+                )
+
+    async def _sample_ended(self, record: TransactionRecord) -> None:
+        """2.0.1 TxEndedInterval / 1.6 (StopTxnSampledData every MeterValueSampleInterval): values kept
+        for the end message."""
+        dm = self._device_model
+        key = TX_ENDED_INTERVAL if self.version is V201 else TX_UPDATED_INTERVAL
+        with dm.watch(key) as changes:
+            since = trio.current_time()
+            while True:
+                interval = dm.get_int(key)
+                deadline = since + interval if interval > 0 else math.inf
+                if await sleep_or_change(changes, deadline) is not None:
+                    continue
+                since = deadline
+                evse = self._evse(record)
+                sample = evse.reading()
+                measurands = self._measurands(TX_ENDED_MEASURANDS)
+                if sample is None or not measurands:
+                    continue
+                at = self._now()
+                meter = meter_value(
+                    self.version, iso(at), reading_of(evse, sample), measurands, Context.PERIODIC
+                )
+                if meter is not None:
+                    await self._messages.updated(
+                        self.services, record, UpdateData("MeterValuePeriodic", at, False, ended=[meter])
+                    )
+
+    async def _watch_invalid_id(self, state: _EvseTx, record: TransactionRecord) -> None:
+        """E05 / 1.6: StopTxOnInvalidId true stops the transaction (DeAuthorized); false lets at most
+        MaxEnergyOnInvalidId Wh more flow, then suspends the energy (SuspendedEVSE)."""
+        await state.invalid_id.wait()
+        evse = self._evse(record)
+        dm = self._device_model
+        if dm.get_bool(STOP_TX_ON_INVALID_ID):
+            await evse.stop_session(StopReason.DE_AUTHORIZED)
+            return
+        allowance = dm.get_int(MAX_ENERGY_ON_INVALID_ID)
+        start = evse.energy_wh()
+        if allowance > 0 and start is not None:
+            seen = evse.readings_received
+            while True:
+                sample = await evse.wait_reading(after=seen)
+                seen = evse.readings_received
+                if sample.energy_import_wh - start >= allowance:
+                    break
+        await evse.suspend_energy(True)
+
+    # --- clock-aligned values (J01, J03) ---------------------------------------------------------------
+
+    async def _clock_aligned(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._aligned_loop, ALIGNED_DATA_INTERVAL, False)
+            if self.version is V201:
+                nursery.start_soon(self._aligned_loop, ALIGNED_DATA_TX_ENDED_INTERVAL, True)
+
+    async def _aligned_loop(self, key: VariableKey, ended_only: bool) -> None:
+        """At every multiple of the interval since midnight (UTC, station clock). 1.6 uses one interval
+        (ClockAlignedDataInterval) for MeterValuesAlignedData and StopTxnAlignedData; 2.0.1 has a
+        separate AlignedDataCtrlr.TxEndedInterval for the latter."""
+        dm = self._device_model
+        last: datetime | None = None  # the boundary ticked last: never twice for one
+        with dm.watch(key, ALIGNED_DATA_ENABLED) as changes:
+            while True:
+                interval = dm.get_int(key)
+                if interval <= 0 or not dm.get_bool(ALIGNED_DATA_ENABLED):
+                    await sleep_or_change(changes, math.inf)
+                    continue
+                # Re-aligned at least every ALIGN_CHECK_S: the station clock may be set meanwhile (the
+                # CSMS's time in BootNotification / Heartbeat answers).
+                boundary = next_aligned(self._now(), interval, after=last)
+                wait = (boundary - self._now()).total_seconds()
+                deadline = trio.current_time() + max(min(wait, ALIGN_CHECK_S), 0.0)
+                if await sleep_or_change(changes, deadline) is not None or wait > ALIGN_CHECK_S:
+                    continue
+                last = boundary
+                await self._aligned_tick(
+                    ended_only=ended_only, with_ended=ended_only or self.version is not V201
+                )
+
+    async def _aligned_tick(self, *, ended_only: bool, with_ended: bool) -> None:
+        dm = self._device_model
+        at = self._now()
+        stamp = iso(at)
+        for evse in self.services.evses:
+            sample = evse.reading()
+            if sample is None:
+                continue
+            reading = reading_of(evse, sample)
+            state = self._evse_tx.get(evse.id)
+            record = None if state is None else state.record
+            ended: list[dict[str, object]] = []
+            if with_ended and record is not None:
+                kept = meter_value(
+                    self.version,
+                    stamp,
+                    reading,
+                    self._measurands(ALIGNED_DATA_TX_ENDED_MEASURANDS),
+                    Context.CLOCK,
+                )
+                ended = [kept] if kept is not None else []
+            meter = None
+            if not ended_only:
+                meter = meter_value(
+                    self.version, stamp, reading, self._measurands(ALIGNED_DATA_MEASURANDS), Context.CLOCK
+                )
+            if record is None:
+                if meter is not None:
+                    await self._messages.idle_meter_values(self.services, evse.id, meter)
+                continue
+            if dm.get_bool(ALIGNED_DATA_SEND_DURING_IDLE):
+                meter = None  # J01.FR.?: aligned values only while idle
+            if meter is None and not ended:
+                continue
+            await self._messages.updated(
+                self.services,
+                record,
+                UpdateData(
+                    "MeterValueClock",
+                    at,
+                    self._offline(),
+                    meter=meter,
+                    energy_wh=sample.energy_import_wh if meter is not None else None,
+                    ended=ended,
+                ),
+            )
+
+    # --- authorization and the connection timeout -----------------------------------------------------
 
     async def _follow_connection_timeout(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -279,48 +849,6 @@ class Transactions:
         for evse in self.services.evses:
             evse.connection_timeout_s = float(self._device_model.get_int(EV_CONNECTION_TIMEOUT))
 
-    async def _maybe_start(
-        self, nursery: trio.Nursery, evse_id: int, state: _EvseState, trigger: str
-    ) -> None:
-        if state.record is not None or state.token is None or state.plugged_connector is None:
-            return
-        id_token, token_type = state.token
-        remote_start_id = self.remote_starts.pop(evse_id, None)
-        if remote_start_id is not None and trigger == "Authorized":
-            trigger = "RemoteStart"
-        # H03 / 1.6 5.13: the reservation the token uses ends, and the transaction names it.
-        reservation_id = (
-            None if self._reservations is None else await self._reservations.consume(evse_id, id_token)
-        )
-        record = await self._messages.start(
-            self.services,
-            evse_id,
-            state.plugged_connector,
-            id_token,
-            token_type,
-            trigger,
-            remote_start_id,
-            reservation_id,
-        )
-        state.record = record
-        state.charging_state = "EVConnected"  # as the Started event says
-        self.ids.set(evse_id, record.id)
-        state.meter_scope = trio.CancelScope()
-        nursery.start_soon(self._sample_meter, record, state.meter_scope)
-
-    async def _sample_meter(self, record: TransactionRecord, scope: trio.CancelScope) -> None:
-        """1.6 MeterValueSampleInterval / 2.0.1 TxUpdatedInterval: periodic meter values while the
-        transaction lasts; cancelled by SessionEnded."""
-        dm = self._device_model
-        with scope, dm.watch(TX_UPDATED_INTERVAL) as changes:
-            since = trio.current_time()
-            while True:
-                interval = dm.get_int(TX_UPDATED_INTERVAL)
-                deadline = since + interval if interval > 0 else math.inf
-                if await sleep_or_change(changes, deadline) is None:
-                    await self._messages.meter_values(self.services, record)
-                    since = deadline
-
     async def _authorize(self, event: AuthorizationRequested) -> None:
         group: str | None = None
         if event.session_token is not None:
@@ -334,7 +862,7 @@ class Transactions:
                 group = decision.info.group.value
         evses = self.services.evses
         targets = [evses[event.evse_id]] if event.evse_id is not None else list(evses)
-        reservations = self._reservations
+        reservations = self._reservation_block
         for evse in targets:
             # H03 / 1.6 5.13: an EVSE held by a reservation admits only its token or group.
             accepted = allowed and (
@@ -345,3 +873,29 @@ class Transactions:
             if not accepted:
                 self.remote_starts.pop(evse.id, None)  # a refused remote start leaves no remoteStartId
             evse.resolve_authorization(event.id_token, accepted)
+
+
+def _wire_id(record: TransactionRecord) -> str:
+    return str(record.csms_transaction_id) if record.csms_transaction_id is not None else record.id
+
+
+def _phases_used(sample: MeterSample | None) -> int | None:
+    """numberOfPhasesUsed: the phases carrying current, when the meter reports per-phase current."""
+    if sample is None:
+        return None
+    currents: Sequence[float | None] = (sample.current_a.l1, sample.current_a.l2, sample.current_a.l3)
+    if all(c is None for c in currents):
+        return None
+    used = sum(1 for c in currents if c is not None and c > 0.0)
+    return used or None
+
+
+def next_aligned(now: datetime, interval_s: int, *, after: datetime | None = None) -> datetime:
+    """The next multiple of `interval_s` since midnight (of `now`'s day) after `now`, and after the
+    boundary `after` already ticked (J01: clock-aligned values at whole multiples of the interval)."""
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    elapsed = (now - midnight).total_seconds()
+    boundary = midnight + timedelta(seconds=(math.floor(elapsed / interval_s) + 1) * interval_s)
+    if after is not None and boundary <= after:
+        boundary = after + timedelta(seconds=interval_s)
+    return boundary

@@ -7,14 +7,16 @@ from dataclasses import dataclass, field
 
 import trio
 
+from evstation.drivers.api import MeterSample
 from evstation.protocol.layout import StationLayout
+from evstation.protocol.meter_values import Reading, SignedData
 from evstation.runtime.clock import WallClock
-from evstation.runtime.evse import Evses
+from evstation.runtime.evse import Evse, Evses
 from evstation.runtime.outbox import Outbox
 from evstation.runtime.storage import Storage
 from evstation.runtime.uplink import Uplink
 
-__all__ = ["TransactionIds", "TxServices"]
+__all__ = ["TransactionIds", "TxServices", "reading_of"]
 
 
 class TransactionIds:
@@ -78,3 +80,29 @@ class TxServices:
     @property
     def online(self) -> bool:
         return self.uplink.online
+
+
+def reading_of(evse: Evse, sample: MeterSample | None, *, instantaneous: bool = True) -> Reading:
+    """The protocol layer's view of a meter sample, with the EVSE's own offer. `instantaneous` False
+    leaves out power, current and voltage: a sample from before the contactor opened must not report
+    them as the values at the end of the transaction."""
+    offered = evse.offered_current_a()
+    if sample is None:
+        return Reading(current_offered_a=offered if instantaneous else None)
+    signed = sample.signed
+    return Reading(
+        energy_import_wh=sample.energy_import_wh,
+        energy_export_wh=sample.energy_export_wh,
+        power_w=sample.power_w if instantaneous else None,
+        current_a=(sample.current_a.l1, sample.current_a.l2, sample.current_a.l3)
+        if instantaneous
+        else (None, None, None),
+        voltage_v=(sample.voltage_v.l1, sample.voltage_v.l2, sample.voltage_v.l3)
+        if instantaneous
+        else (None, None, None),
+        frequency_hz=sample.frequency_hz if instantaneous else None,
+        current_offered_a=offered if instantaneous else None,
+        signed=None
+        if signed is None
+        else SignedData(signed.data, signed.encoding, signed.signing_method, signed.public_key),
+    )

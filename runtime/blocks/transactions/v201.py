@@ -1,170 +1,247 @@
 """OCPP 2.0.1 transaction messages: TransactionEvent Started / Updated / Ended through the outbox, with
-seqNo persisted together with each event and the offline flag (E04).
+the seqNo persisted together with each event (E01-E07, E14), and MeterValues outside a transaction (J01).
 
-Formats and their storage writes only; the Transactions block sequences them. Never sends.
+Formats and their storage writes only; the Transactions block sequences them. Never sends a
+transaction message (the outbox sender does). Every build function runs in the database thread and
+reads only its arguments and the database.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import uuid
-from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
-from evstation.protocol.messages import OcppModel
-from evstation.protocol.transactions import INTERRUPTED_TRIGGER, ended_trigger
+from evstation.protocol.messages import OcppModel, VersionModels, enum_text
+from evstation.protocol.transactions import monotonic_energy
 from evstation.protocol.versions import OcppVersion
+from evstation.runtime.blocks.transactions.formats import (
+    IdTokenVerdict,
+    MeterValue,
+    StartData,
+    StopData,
+    UpdateData,
+)
 from evstation.runtime.blocks.transactions.services import TxServices
+from evstation.runtime.calls import CallFailed
 from evstation.runtime.clock import iso
+from evstation.runtime.link import LinkDown
 from evstation.runtime.outbox import OutboxEntry
 from evstation.runtime.storage import (
     ENDED,
     TransactionRecord,
+    append_ended_values,
     bump_seq_no,
     read_transaction,
     write_last_meter,
     write_transaction,
 )
 
+if TYPE_CHECKING:
+    from evstation.protocol.v201 import messages as v201
+else:
+    v201 = VersionModels(OcppVersion.V201)
+
 __all__ = ["V201Transactions"]
 
 log = logging.getLogger(__name__)
 
-
-def _meter_value(tx: TxServices, evse: Any, context: str) -> list[dict[str, object]]:
-    values: list[dict[str, object]] = []
-    energy = evse.energy_wh()
-    if energy is not None:
-        values.append({"value": energy, "measurand": "Energy.Active.Import.Register", "context": context})
-    sample = evse.meter()
-    if sample is not None:
-        if sample.power_w is not None:
-            values.append({"value": sample.power_w, "measurand": "Power.Active.Import", "context": context})
-        if sample.current_a.l1 is not None:
-            values.append({"value": sample.current_a.l1, "measurand": "Current.Import", "context": context})
-    return [{"timestamp": tx.clock.iso(), "sampledValue": values}] if values else []
+_ENERGY = "Energy.Active.Import.Register"
 
 
-# Inside the write transaction: (the fresh open record, its seqNo) -> (transactionInfo extras, meter
-# values) of the event, after any extra writes of its own.
-_Content = Callable[[sqlite3.Connection, TransactionRecord, int], dict[str, object]]
+def _energy_in(meter: MeterValue, energy_wh: float) -> MeterValue:
+    """The meter value with its energy register raised to `energy_wh` (never backwards)."""
+    values = meter.get("sampledValue")
+    if not isinstance(values, list):
+        return meter
+    fixed = [
+        {**v, "value": energy_wh}
+        if isinstance(v, dict)
+        and v.get("measurand") == _ENERGY
+        and "signedMeterValue" not in v
+        and float(v["value"]) < energy_wh
+        else v
+        for v in values
+    ]
+    return {**meter, "sampledValue": fixed}
 
 
 class V201Transactions:
-    """E01-E07 minimal: one TransactionEvent stream per transaction through the outbox."""
+    """One TransactionEvent stream per transaction through the outbox."""
 
     version = OcppVersion.V201
 
     async def prepare(self, tx: TxServices, entry: OutboxEntry) -> dict[str, object] | None:
         return dict(entry.payload)
 
-    async def delivered(self, tx: TxServices, entry: OutboxEntry, response: OcppModel) -> None:
-        if entry.action == "TransactionEvent" and entry.payload.get("eventType") == "Ended":
-            info = entry.payload.get("transactionInfo")
-            if isinstance(info, dict):
-                await tx.storage.delete_transaction(str(info["transactionId"]))
+    async def delivered(
+        self, tx: TxServices, entry: OutboxEntry, response: OcppModel
+    ) -> IdTokenVerdict | None:
+        if entry.action != "TransactionEvent":
+            return None
+        info = entry.payload.get("transactionInfo")
+        transaction_id = str(info["transactionId"]) if isinstance(info, dict) else None
+        if transaction_id is None:
+            return None
+        if entry.payload.get("eventType") == "Ended":
+            await tx.storage.delete_transaction(transaction_id)
+            return None
+        assert isinstance(response, v201.TransactionEventResponse)
+        if response.id_token_info is None:
+            return None
+        return IdTokenVerdict(transaction_id, enum_text(response.id_token_info.status))
 
-    async def start(
-        self,
-        tx: TxServices,
-        evse_id: int,
-        connector_id: int,
-        id_token: str,
-        token_type: str,
-        trigger: str,
-        remote_start_id: int | None = None,
-        reservation_id: int | None = None,
-    ) -> TransactionRecord:
+    async def start(self, tx: TxServices, data: StartData) -> TransactionRecord:
         record = TransactionRecord(
             id=str(uuid.uuid4()),
-            evse_id=evse_id,
-            connector_id=connector_id,
-            id_token=id_token,
-            id_token_type=token_type,
-            started_at=tx.clock.now(),
-            meter_start_wh=tx.evses[evse_id].energy_wh() or 0.0,
+            evse_id=data.evse_id,
+            connector_id=data.connector_id,
+            id_token=data.id_token,
+            id_token_type=data.token_type,
+            started_at=data.at,
+            meter_start_wh=data.meter_wh if data.meter_wh is not None else 0.0,
             state="Started",
             seq_no=0,
+            last_meter_wh=data.meter_wh,
+            last_meter_at=data.at if data.meter_wh is not None else None,
+            remote_start_id=data.remote_start_id,
+            reservation_id=data.reservation_id,
+            ended_values=json.dumps([data.ended_begin]) if data.ended_begin is not None else None,
+            signed_start=data.signed_start,
         )
-        info: dict[str, object] = {"chargingState": "EVConnected"}
-        if remote_start_id is not None:
-            info["remoteStartId"] = remote_start_id
-        payload = _payload(
-            record,
-            0,
-            "Started",
-            trigger,
-            tx.clock.iso(),
-            info,
-            _meter_value(tx, tx.evses[evse_id], "Transaction.Begin"),
-            with_token=True,
-        )
-        if reservation_id is not None:
-            payload["reservationId"] = reservation_id  # H03: the reservation this transaction used
+        info: dict[str, object] = {"chargingState": data.charging_state}
+        if data.remote_start_id is not None:
+            info["remoteStartId"] = data.remote_start_id
+        payload = _payload(record, 0, "Started", data.trigger, iso(data.at), info, data.offline)
+        if data.begin is not None:
+            payload["meterValue"] = [data.begin]
+        if data.id_token is not None:
+            payload["idToken"] = _id_token(data.id_token, data.token_type)
+        if data.reservation_id is not None:
+            payload["reservationId"] = data.reservation_id
+        if data.number_of_phases is not None:
+            payload["numberOfPhasesUsed"] = data.number_of_phases
+        if data.cable_max_current is not None:
+            payload["cableMaxCurrent"] = data.cable_max_current
 
         def build(conn: sqlite3.Connection) -> dict[str, object]:
             write_transaction(conn, record)  # together with its Started event, or not at all
-            return _mark_offline(payload, not tx.online)
+            return payload
 
-        await tx.outbox.put_with("TransactionEvent", build, offline=not tx.online)
+        await tx.outbox.put_with("TransactionEvent", build, offline=data.offline, transaction_id=record.id)
         return record
 
-    async def meter_values(self, tx: TxServices, record: TransactionRecord) -> None:
-        meter = _meter_value(tx, tx.evses[record.evse_id], "Sample.Periodic")
-        energy = tx.evses[record.evse_id].energy_wh()
-        at = tx.clock.now()
-        await self._updated(tx, record, "MeterValuePeriodic", {}, meter, energy, at)
-
-    async def charging_state(self, tx: TxServices, record: TransactionRecord, state: str) -> None:
-        await self._updated(
-            tx, record, "ChargingStateChanged", {"chargingState": state}, [], None, tx.clock.now()
-        )
-
-    async def triggered(self, tx: TxServices, record: TransactionRecord, charging_state: str) -> bool:
-        """F06.FR.07: Updated, triggerReason Trigger, with the chargingState and the current reading
-        (context Trigger); False if the transaction ended before it could be queued."""
-        meter = _meter_value(tx, tx.evses[record.evse_id], "Trigger")
-        energy = tx.evses[record.evse_id].energy_wh()
-        info: dict[str, object] = {"chargingState": charging_state}
-        return await self._updated(tx, record, "Trigger", info, meter, energy, tx.clock.now())
-
-    async def _updated(
-        self,
-        tx: TxServices,
-        record: TransactionRecord,
-        trigger: str,
-        info: dict[str, object],
-        meter: list[dict[str, object]],
-        energy: float | None,
-        at: datetime,
-    ) -> bool:
-        offline = not tx.online
-
+    async def updated(self, tx: TxServices, record: TransactionRecord, data: UpdateData) -> bool:
         def build(conn: sqlite3.Connection) -> dict[str, object] | None:
             # seqNo, last meter reading and the event commit together: no seqNo gap after a crash.
             fresh = read_transaction(conn, record.id)
             if fresh is None or not fresh.is_open:
                 return None  # ended meanwhile: nothing may follow its Ended event
+            if data.ended:
+                append_ended_values(conn, record.id, data.ended)
+            if data.meter is None and data.charging_state is None and data.id_token is None:
+                return None  # only values for the end message
             seq_no = bump_seq_no(conn, record.id)
-            if energy is not None:
-                write_last_meter(conn, record.id, energy, at)
-            payload = _payload(fresh, seq_no, "Updated", trigger, iso(at), info, meter)
-            return _mark_offline(payload, offline)
+            info: dict[str, object] = {}
+            if data.charging_state is not None:
+                info["chargingState"] = data.charging_state
+            payload = _payload(fresh, seq_no, "Updated", data.trigger, iso(data.at), info, data.offline)
+            if data.meter is not None:
+                meter = data.meter
+                if data.energy_wh is not None:
+                    energy = monotonic_energy(fresh.last_meter_wh, data.energy_wh)
+                    meter = _energy_in(meter, energy)
+                    write_last_meter(conn, record.id, energy, data.at)
+                payload["meterValue"] = [meter]
+            if data.id_token is not None:
+                token, token_type = data.id_token
+                payload["idToken"] = _id_token(token, token_type)
+                write_transaction(
+                    conn, replace(fresh, seq_no=seq_no, id_token=token, id_token_type=token_type)
+                )
+            if data.number_of_phases is not None:
+                payload["numberOfPhasesUsed"] = data.number_of_phases
+            return payload
 
-        return await tx.outbox.put_with("TransactionEvent", build, offline=offline) is not None
+        entry = await tx.outbox.put_with(
+            "TransactionEvent", build, offline=data.offline, transaction_id=record.id
+        )
+        return entry is not None
 
-    async def stop(self, tx: TxServices, record: TransactionRecord, reason: str) -> None:
-        energy = tx.evses[record.evse_id].energy_wh()
-        meter = _meter_value(tx, tx.evses[record.evse_id], "Transaction.End")
-        trigger = ended_trigger(reason)
-        await _queue_ended(tx, record.id, reason, trigger, energy, tx.clock.now(), meter, with_token=True)
+    async def stop(self, tx: TxServices, record: TransactionRecord, data: StopData) -> bool:
+        """Queue the Ended event, its seqNo and the record's Ended state in one SQLite transaction, so
+        it is queued at most once whatever restarts happen around it (libocpp #907 sent an end twice).
+        Without `data.at`: the last persisted reading (else the start value) and its time."""
 
-    async def end_interrupted(self, tx: TxServices, record: TransactionRecord, reason: str) -> bool:
-        """After a restart: Ended with the next seqNo, the last persisted energy reading and its time."""
-        return await _queue_ended(tx, record.id, reason, INTERRUPTED_TRIGGER, None, None, None, False)
+        def build(conn: sqlite3.Connection) -> dict[str, object] | None:
+            fresh = read_transaction(conn, record.id)
+            if fresh is None or not fresh.is_open:
+                return None
+            seq_no = bump_seq_no(conn, record.id)
+            stopped_at = data.at if data.at is not None else (fresh.last_meter_at or fresh.started_at)
+            last = fresh.last_meter_wh if fresh.last_meter_wh is not None else fresh.meter_start_wh
+            meter_wh = last if data.meter_wh is None else monotonic_energy(last, data.meter_wh)
+            values: list[MeterValue] = json.loads(fresh.ended_values) if fresh.ended_values else []
+            if data.end is not None:
+                values.append(_energy_in(data.end, meter_wh))
+            else:
+                values.append(
+                    {
+                        "timestamp": iso(stopped_at),
+                        "sampledValue": [
+                            {
+                                "value": meter_wh,
+                                "context": "Transaction.End",
+                                "measurand": _ENERGY,
+                                "location": "Outlet",
+                                "unitOfMeasure": {"unit": "Wh", "multiplier": 0},
+                            }
+                        ],
+                    }
+                )
+            write_transaction(
+                conn,
+                replace(
+                    fresh,
+                    state=ENDED,
+                    seq_no=seq_no,
+                    stopped_at=stopped_at,
+                    meter_stop_wh=meter_wh,
+                    stop_reason=data.reason,
+                    signed_stop=data.signed_stop,
+                ),
+            )
+            info: dict[str, object] = {"stoppedReason": data.reason}
+            if data.charging_state is not None:
+                info["chargingState"] = data.charging_state
+            payload = _payload(fresh, seq_no, "Ended", data.trigger, iso(stopped_at), info, data.offline)
+            payload["meterValue"] = values
+            if data.with_token and fresh.id_token:
+                payload["idToken"] = _id_token(fresh.id_token, fresh.id_token_type)
+            return payload
+
+        entry = await tx.outbox.put_with(
+            "TransactionEvent", build, offline=data.offline, transaction_id=record.id
+        )
+        if entry is None:
+            log.warning("transaction %s already ended: Ended event not queued again", record.id)
+        return entry is not None
+
+    async def idle_meter_values(self, tx: TxServices, evse_id: int, meter: MeterValue) -> None:
+        calls = tx.uplink.calls
+        if calls is None:
+            return  # J01: not a transaction message, not queued
+        try:
+            await calls.call("MeterValues", {"evseId": evse_id, "meterValue": [meter]})
+        except (CallFailed, LinkDown) as exc:
+            log.warning("MeterValues (EVSE %d, idle) not delivered: %s", evse_id, exc)
+
+
+def _id_token(token: str, token_type: str | None) -> dict[str, object]:
+    return {"idToken": token, "type": token_type or "ISO14443"}
 
 
 def _payload(
@@ -174,9 +251,7 @@ def _payload(
     trigger: str,
     timestamp: str,
     info: dict[str, object],
-    meter: list[dict[str, object]],
-    *,
-    with_token: bool = False,
+    offline: bool,
 ) -> dict[str, object]:
     payload: dict[str, object] = {
         "eventType": event_type,
@@ -186,84 +261,7 @@ def _payload(
         "transactionInfo": {"transactionId": record.id, **info},
         "evse": {"id": record.evse_id, "connectorId": record.connector_id},
     }
-    if with_token and record.id_token:
-        payload["idToken"] = {"idToken": record.id_token, "type": record.id_token_type or "ISO14443"}
-    if meter:
-        payload["meterValue"] = meter
-    return payload
-
-
-def _mark_offline(payload: dict[str, object], offline: bool) -> dict[str, object]:
     if offline:
         # E04.FR.01 (queued while offline): the CSMS must know this event was not sent live.
         payload["offline"] = True
     return payload
-
-
-async def _queue_ended(
-    tx: TxServices,
-    transaction_id: str,
-    reason: str,
-    trigger: str,
-    energy: float | None,
-    at: datetime | None,
-    meter: list[dict[str, object]] | None,
-    with_token: bool,
-) -> bool:
-    """Queue the Ended event, its seqNo and the record's Ended state in one SQLite transaction, so it is
-    queued at most once whatever restarts happen around it (libocpp #907 sent an end twice).
-    `at` / `meter` None: the last persisted energy reading (else the start value) and its time."""
-    offline = not tx.online
-    # Recovered at start-up, the event happened while the station was down (E04 offline flag).
-    interrupted = at is None
-
-    def build(conn: sqlite3.Connection) -> dict[str, object] | None:
-        fresh = read_transaction(conn, transaction_id)
-        if fresh is None or not fresh.is_open:
-            return None
-        seq_no = bump_seq_no(conn, transaction_id)
-        stopped_at = at if at is not None else (fresh.last_meter_at or fresh.started_at)
-        meter_wh = energy if energy is not None else fresh.last_meter_wh
-        if meter_wh is None:
-            meter_wh = fresh.meter_start_wh
-        values = meter
-        if values is None:
-            values = [
-                {
-                    "timestamp": iso(stopped_at),
-                    "sampledValue": [
-                        {
-                            "value": meter_wh,
-                            "measurand": "Energy.Active.Import.Register",
-                            "context": "Transaction.End",
-                        }
-                    ],
-                }
-            ]
-        write_transaction(
-            conn,
-            replace(
-                fresh,
-                state=ENDED,
-                seq_no=seq_no,
-                stopped_at=stopped_at,
-                meter_stop_wh=meter_wh,
-                stop_reason=reason,
-            ),
-        )
-        payload = _payload(
-            fresh,
-            seq_no,
-            "Ended",
-            trigger,
-            iso(stopped_at),
-            {"stoppedReason": reason},
-            values,
-            with_token=with_token,
-        )
-        return _mark_offline(payload, offline or interrupted)
-
-    entry = await tx.outbox.put_with("TransactionEvent", build, offline=offline or interrupted)
-    if entry is None:
-        log.warning("transaction %s already ended: Ended event not queued again", transaction_id)
-    return entry is not None

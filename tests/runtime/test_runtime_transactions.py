@@ -1,0 +1,390 @@
+"""The transactions block with real EVSEs on sim boards whose EV draws through a sim meter, a real SQLite
+file and a scripted CSMS: the billing rule, the real last readings, E05 invalid ids, E14
+GetTransactionStatus, J01 clock-aligned values while idle, and resuming a transaction after a restart."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from runtime_session_harness import EPOCH, CsmsPeer, MemoryConnection, serve_until_link_down, station_config
+
+from evstation.drivers.sim.board import SimChargeController
+from evstation.drivers.sim.ev import SimEv
+from evstation.drivers.sim.meter import SimMeter
+from evstation.drivers.sim.signed_meter import SignedMeter, verify_ocmf
+from evstation.protocol.device_model import VariableKey
+from evstation.protocol.versions import OcppVersion
+from evstation.runtime.blocks.transactions import START_READING_WAIT_S
+from evstation.runtime.clock import WallClock
+from evstation.runtime.device_model import (
+    ALIGNED_DATA_INTERVAL,
+    STOP_TX_ON_INVALID_ID,
+    TX_STOP_POINT,
+    TX_UPDATED_INTERVAL,
+    load_device_model,
+)
+from evstation.runtime.evse import ConnectorStatus, Evses
+from evstation.runtime.outbox import Outbox
+from evstation.runtime.session import SessionContext, new_session
+from evstation.runtime.storage import open_storage
+
+V16, V201 = OcppVersion.V16, OcppVersion.V201
+BOTH = pytest.mark.parametrize("version", [V16, V201], ids=["v16", "v201"])
+POLL_S = 1.0
+START, STOP = (
+    {V16: "StartTransaction", V201: "TransactionEvent"},
+    {V16: "StopTransaction", V201: "TransactionEvent"},
+)
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    # SQLite works in a thread: no virtual-time guard (pytest-timeout bounds the test in real time).
+    return trio.testing.MockClock(autojump_threshold=0.02)
+
+
+@dataclass
+class Rig:
+    ctx: SessionContext
+    csms: CsmsPeer
+    conn: MemoryConnection
+    board: SimChargeController
+    meter: SimMeter
+    nursery: trio.Nursery
+
+    async def plug_and_authorize(self, token: str = "TOKEN-1") -> None:
+        self.board.plug_in()
+        await trio.sleep(0.5)
+        assert await self.ctx.evses[1].authorize_remote(token, "ISO14443")
+
+    def tx_events(self) -> list[dict[str, Any]]:
+        return [s.call.payload for s in self.csms.of("TransactionEvent")]
+
+    async def ended(self, version: OcppVersion) -> dict[str, Any]:
+        if version is V16:
+            return (await self.csms.wait_for("StopTransaction"))[0].call.payload
+        while True:
+            for payload in self.tx_events():
+                if payload["eventType"] == "Ended":
+                    return payload
+            await self.csms.wait_for("TransactionEvent", len(self.tx_events()) + 1)
+
+
+@asynccontextmanager
+async def rig(
+    tmp_path: Path,
+    version: OcppVersion,
+    *,
+    csms: CsmsPeer | None = None,
+    meter: SimMeter | None = None,
+    plugged: bool = False,
+    settings: dict[VariableKey, str] | None = None,
+    connect: bool = True,
+    signed: bool = False,
+) -> AsyncIterator[Rig]:
+    """One run of a station over `tmp_path`'s SQLite file; EVSE 1 has a sim EV drawing through `meter`."""
+    meter = meter if meter is not None else SimMeter(230, initial_energy_wh=1000, poll_interval_s=POLL_S)
+    board = SimChargeController(SimEv(plugged=plugged), flow=meter)
+    async with open_storage(tmp_path / "station.db") as storage, trio.open_nursery() as nursery:
+        evses = Evses()
+        await nursery.start(evses.add(1, board, SignedMeter(meter) if signed else meter).run)
+        await nursery.start(evses.add(2, SimChargeController(), None).run)
+        config = station_config(tmp_path, version)
+        ctx = new_session(
+            config,
+            storage=storage,
+            outbox=Outbox(storage),
+            evses=evses,
+            clock=WallClock.anchored(EPOCH),
+            device_model=await load_device_model(storage, config),
+        )
+        for key, value in (settings or {}).items():
+            await ctx.device_model.set(key, value)
+        await nursery.start(ctx.blocks.availability.run)
+        await nursery.start(ctx.blocks.transactions.run)
+        peer = csms if csms is not None else CsmsPeer(version)
+        conn = MemoryConnection(version)
+        if connect:
+            nursery.start_soon(peer.serve, conn)
+            nursery.start_soon(serve_until_link_down, conn, ctx)
+            await peer.wait_for("StatusNotification", 2)
+        yield Rig(ctx, peer, conn, board, meter, nursery)
+        nursery.cancel_scope.cancel()
+
+
+def _values(payload: dict[str, Any], version: OcppVersion, context: str) -> dict[str, Any]:
+    """measurand(/phase) -> value of the sampled values with `context` in an end message."""
+    meters = payload["transactionData"] if version is V16 else payload["meterValue"]
+    out: dict[str, Any] = {}
+    for meter in meters:
+        for value in meter["sampledValue"]:
+            if value.get("context") == context and value.get("format") != "SignedData":
+                key = value["measurand"] + ("/" + value["phase"] if "phase" in value else "")
+                out[key] = float(value["value"])
+    return out
+
+
+def _faulted(payload: dict[str, Any], version: OcppVersion) -> bool:
+    if version is V16:
+        return bool(payload["status"] == "Faulted" and payload["errorCode"] == "PowerMeterFailure")
+    return bool(payload["connectorStatus"] == "Faulted")
+
+
+@BOTH
+async def test_billing_rule_a_silent_meter_refuses_the_session_with_a_fault(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """No reading within START_READING_WAIT_S at the start point: no transaction, no energy, the EVSE
+    Faulted (1.6 PowerMeterFailure) until the meter answers again."""
+    meter = SimMeter(230, initial_energy_wh=1000, poll_interval_s=POLL_S)
+    meter.set_failed("no answer")
+    async with rig(tmp_path, version, meter=meter) as r:
+        await r.plug_and_authorize()
+        assert r.board.offered_current_a is None  # not energized while waiting
+        await trio.sleep(START_READING_WAIT_S + 1)
+        assert r.ctx.evses[1].status() is ConnectorStatus.FAULTED
+        assert r.board.offered_current_a is None and r.meter.energy_wh == 1000
+        # 1.6 holds an in-transaction status until StartTransaction is answered (bounded by the
+        # message timeout): the Faulted one follows.
+        while not any(_faulted(s.call.payload, version) for s in r.csms.of("StatusNotification")):
+            await r.csms.wait_for("StatusNotification", len(r.csms.of("StatusNotification")) + 1)
+        assert not r.csms.of(START[version])
+        assert await r.ctx.outbox.depth() == 0
+        meter.set_failed(None)
+        await trio.sleep(2 * POLL_S)
+        assert r.ctx.evses[1].status() is not ConnectorStatus.FAULTED
+
+
+@BOTH
+async def test_billing_rule_start_waits_for_a_late_reading(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    meter = SimMeter(230, initial_energy_wh=1000, poll_interval_s=POLL_S)
+    meter.set_failed("starting up")
+    async with rig(tmp_path, version, meter=meter) as r:
+        await r.plug_and_authorize()
+        await trio.sleep(3)
+        meter.set_failed(None)
+        start: dict[str, Any] = (await r.csms.wait_for(START[version]))[0].call.payload
+        if version is V16:
+            assert start["meterStart"] == 1000
+        else:
+            (value,) = start["meterValue"][0]["sampledValue"]
+            assert value["value"] == 1000 and value["context"] == "Transaction.Begin"
+
+
+@BOTH
+async def test_j02_end_values_are_the_real_last_readings_after_the_ev_left(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """The end message's power and current are read after the contactor opened (0), not the sample
+    taken while charging; the register is the one the CSMS bills."""
+    from evstation.runtime.device_model import TX_ENDED_MEASURANDS
+
+    settings = {TX_ENDED_MEASURANDS: "Energy.Active.Import.Register,Power.Active.Import,Current.Import"}
+    async with rig(tmp_path, version, settings=settings) as r:
+        await r.plug_and_authorize()
+        await trio.sleep(60)  # a minute at 3 x 32 A
+        charging_power = r.meter.read().power_w
+        assert charging_power is not None and charging_power > 20000
+        # Mid-way between two polls (they run on whole seconds): the last sample still says 22 kW. A
+        # fixed sleep could land the unplug on a poll's instant, where the order of the two is open.
+        await trio.sleep_until(math.ceil(trio.current_time()) + 0.5)
+        r.board.unplug()
+        ended = await r.ended(version)
+        register = r.meter.energy_wh
+    end = _values(ended, version, "Transaction.End")
+    assert end["Power.Active.Import"] == 0
+    assert end["Current.Import/L1"] == end["Current.Import/L2"] == end["Current.Import/L3"] == 0
+    assert end["Energy.Active.Import.Register"] == pytest.approx(register, abs=1)
+    begin = _values(ended, version, "Transaction.Begin")
+    assert begin["Energy.Active.Import.Register"] == 1000
+    if version is V16:
+        assert ended["meterStop"] == round(register)
+        assert ended["reason"] == "EVDisconnected"
+    else:
+        assert ended["triggerReason"] == "EVCommunicationLost"
+        assert ended["transactionInfo"]["stoppedReason"] == "EVDisconnected"
+        seq = [e["seqNo"] for e in r.tx_events()]
+        assert seq == list(range(len(seq)))
+
+
+@BOTH
+async def test_e05_invalid_id_in_the_answer_stops_the_transaction(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """StopTxOnInvalidId / 1.6 StopTransactionOnInvalidId true: DeAuthorized."""
+    csms = CsmsPeer(version)
+    if version is V16:
+        csms.then("StartTransaction", {"transactionId": 7, "idTagInfo": {"status": "Invalid"}})
+    else:
+        csms.then("TransactionEvent", {"idTokenInfo": {"status": "Invalid"}})
+    async with rig(tmp_path, version, csms=csms) as r:
+        await r.plug_and_authorize()
+        ended = await r.ended(version)
+    if version is V16:
+        assert (ended["transactionId"], ended["reason"]) == (7, "DeAuthorized")
+    else:
+        assert ended["transactionInfo"]["stoppedReason"] == "DeAuthorized"
+        assert ended["triggerReason"] == "Deauthorized"
+
+
+@BOTH
+async def test_e05_invalid_id_without_stop_suspends_the_energy(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """StopTxOnInvalidId false, MaxEnergyOnInvalidId 0: the session stays, its energy stops."""
+    csms = CsmsPeer(version)
+    if version is V16:
+        csms.then("StartTransaction", {"transactionId": 7, "idTagInfo": {"status": "Blocked"}})
+    else:
+        csms.then("TransactionEvent", {"idTokenInfo": {"status": "Blocked"}})
+    async with rig(tmp_path, version, csms=csms, settings={STOP_TX_ON_INVALID_ID: "false"}) as r:
+        await r.plug_and_authorize()
+        await trio.sleep(5)
+        assert r.ctx.evses[1].status() is ConnectorStatus.SUSPENDED_EVSE
+        assert r.board.current_draw_a == 0
+        assert not r.csms.of("StopTransaction")
+
+
+async def test_e14_get_transaction_status(clock: trio.testing.MockClock, tmp_path: Path) -> None:
+    async with rig(tmp_path, V201) as r:
+        await r.plug_and_authorize()
+        started: dict[str, Any] = (await r.csms.wait_for("TransactionEvent"))[0].call.payload
+        tx_id = started["transactionInfo"]["transactionId"]
+        await r.ctx.outbox.wait_empty()
+        asked = await r.csms.send_call(r.conn, "GetTransactionStatus", {"transactionId": tx_id})
+        answer = await r.csms.wait_answer(asked)
+        assert answer.payload == {"ongoingIndicator": True, "messagesInQueue": False}  # type: ignore[union-attr]
+        r.board.unplug()
+        await r.ended(V201)
+        await r.ctx.outbox.wait_empty()
+        asked = await r.csms.send_call(r.conn, "GetTransactionStatus", {"transactionId": tx_id})
+        answer = await r.csms.wait_answer(asked)
+        assert answer.payload == {"ongoingIndicator": False, "messagesInQueue": False}  # type: ignore[union-attr]
+        asked = await r.csms.send_call(r.conn, "GetTransactionStatus", {})
+        answer = await r.csms.wait_answer(asked)
+        assert answer.payload == {"messagesInQueue": False}  # type: ignore[union-attr]
+
+
+@BOTH
+async def test_j01_clock_aligned_values_are_sent_while_idle(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    async with rig(tmp_path, version, settings={ALIGNED_DATA_INTERVAL: "60"}) as r:
+        values = await r.csms.wait_for("MeterValues")
+        payload: dict[str, Any] = values[0].call.payload
+        assert "transactionId" not in payload
+        (sampled,) = payload["meterValue"][0]["sampledValue"]
+        assert (
+            sampled["context"] == "Sample.Clock" and sampled["measurand"] == "Energy.Active.Import.Register"
+        )
+        # Aligned to the whole minute of the station clock (the scripted CSMS's time).
+        assert payload["meterValue"][0]["timestamp"][17:23] == "00.000"
+
+
+@BOTH
+async def test_a_stop_point_that_is_not_the_session_end_ends_the_session_too(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """2.0.1 TxStopPoint EnergyTransfer: the EV pausing ends the transaction, and the EVSE stops
+    offering energy (none flows outside a transaction). 1.6 ignores the setting."""
+    async with rig(tmp_path, version, settings={TX_STOP_POINT: "EnergyTransfer"}) as r:
+        await r.plug_and_authorize()
+        await trio.sleep(60)
+        r.board.set_ev(wants_energy=False)
+        await trio.sleep(10)
+        if version is V201:
+            ended = await r.ended(version)
+            assert ended["transactionInfo"]["stoppedReason"] == "StoppedByEV"
+            assert r.ctx.evses[1].status() is ConnectorStatus.FINISHING
+        else:
+            assert not r.csms.of("StopTransaction")
+
+
+@BOTH
+async def test_a_transaction_whose_ev_is_still_plugged_resumes_after_a_restart(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """Same transaction id, seqNo and register continue; the CSMS sees no end and no second start."""
+    meter = SimMeter(230, initial_energy_wh=1000, poll_interval_s=POLL_S)
+    first = CsmsPeer(version)
+    settings = {TX_UPDATED_INTERVAL: "10"}
+    async with rig(tmp_path, version, csms=first, meter=meter, settings=settings) as r:
+        await r.plug_and_authorize()
+        await first.wait_for(START[version])
+        await trio.sleep(25)
+        await r.ctx.outbox.wait_empty()
+    second = CsmsPeer(version)
+    async with rig(tmp_path, version, csms=second, meter=meter, plugged=True, settings=settings) as r:
+        await trio.sleep(25)
+        assert r.ctx.evses[1].status() is ConnectorStatus.CHARGING
+        r.board.unplug()
+        ended = await r.ended(version)
+    assert not second.of("StartTransaction")
+    if version is V16:
+        assert ended["transactionId"] == 42 and ended["reason"] == "EVDisconnected"
+        assert second.of("MeterValues")
+        assert all(m.call.payload["transactionId"] == 42 for m in second.of("MeterValues"))
+        assert ended["meterStop"] > 1000
+    else:
+        before: list[dict[str, Any]] = [s.call.payload for s in first.of("TransactionEvent")]
+        after: list[dict[str, Any]] = [s.call.payload for s in second.of("TransactionEvent")]
+        ids = {e["transactionInfo"]["transactionId"] for e in before + after}
+        assert len(ids) == 1
+        assert [e["seqNo"] for e in before + after] == list(range(len(before) + len(after)))
+        assert [e["eventType"] for e in after].count("Started") == 0
+        assert ended["transactionInfo"]["stoppedReason"] == "EVDisconnected"
+
+
+@BOTH
+async def test_a_transaction_a_reset_ended_is_never_resumed(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """forbid_resume (called by the Reset block before it stops sessions) keeps a plugged EV's
+    transaction from being resumed: it is ended (Reboot after this clean stop)."""
+    meter = SimMeter(230, initial_energy_wh=1000, poll_interval_s=POLL_S)
+    async with rig(tmp_path, version, meter=meter, connect=False) as r:
+        await r.plug_and_authorize()
+        await trio.sleep(5)
+        await r.ctx.blocks.transactions.forbid_resume(frozenset({1}))
+    async with rig(tmp_path, version, meter=meter, plugged=True) as r:
+        ended = await r.ended(version)
+    reason = ended["reason"] if version is V16 else ended["transactionInfo"]["stoppedReason"]
+    assert reason == "Reboot"
+
+
+@BOTH
+async def test_signed_meter_values_at_start_and_end_are_sent_and_stored(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """A meter that signs: its OCMF readings ride along at Transaction.Begin and End (2.0.1
+    signedMeterValue on the register; 1.6 a SignedData value in transactionData) and the record keeps
+    them (signed_start / signed_stop)."""
+    async with rig(tmp_path, version, signed=True) as r:
+        meter = r.ctx.evses[1].power_meter
+        assert isinstance(meter, SignedMeter)
+        await r.plug_and_authorize()
+        await r.csms.wait_for(START[version])
+        await trio.sleep(5)
+        (record,) = await r.ctx.blocks.transactions.services.storage.transactions()
+        assert record.signed_start is not None and verify_ocmf(record.signed_start, meter.public_key_hex)
+        r.board.unplug()
+        ended = await r.ended(version)
+    meters = ended["transactionData"] if version is V16 else ended["meterValue"]
+    signed: dict[str, str] = {}
+    for value in (v for m in meters for v in m["sampledValue"]):
+        if version is V16 and value.get("format") == "SignedData":
+            signed[value["context"]] = value["value"]
+        elif version is V201 and "signedMeterValue" in value:
+            signed[value["context"]] = value["signedMeterValue"]["signedMeterData"]
+    assert set(signed) == {"Transaction.Begin", "Transaction.End"}
+    assert all(verify_ocmf(text, meter.public_key_hex) for text in signed.values())
