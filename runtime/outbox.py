@@ -148,7 +148,8 @@ class Outbox:
         )
 
     async def record_attempt(self, entry_id: int) -> OutboxEntry:
-        """Count one transmission of the entry (call it just before sending) and stamp the wall time."""
+        """Count one failed attempt and stamp the wall time: the CSMS did not answer the entry on a live
+        connection (timeout, CALLERROR or an unusable CALLRESULT). A lost connection is no attempt."""
         now = to_db_time(self._clock())
 
         def work(conn: sqlite3.Connection) -> OutboxEntry:
