@@ -144,9 +144,16 @@ _KINDS: Final[Mapping[str, ErrorKind]] = {
     "less_than_equal": ErrorKind.PROPERTY_CONSTRAINT,
     "multiple_of": ErrorKind.PROPERTY_CONSTRAINT,
     "finite_number": ErrorKind.PROPERTY_CONSTRAINT,
+    # A JSON integer such as 1e+308: integral, so not a type error, but beyond what a field can hold.
+    "int_parsing_size": ErrorKind.PROPERTY_CONSTRAINT,
     "enum": ErrorKind.PROPERTY_CONSTRAINT,
     DATETIME_ERROR: ErrorKind.PROPERTY_CONSTRAINT,
     DATETIME_RANGE_ERROR: ErrorKind.PROPERTY_CONSTRAINT,
+}
+# Our own words where pydantic's would mislead the peer (it speaks of parsing a string here).
+_MESSAGES: Final[Mapping[str, str]] = {
+    "extra_forbidden": "unknown property",
+    "int_parsing_size": "integer out of range",
 }
 # Errors whose input has the wrong JSON type altogether are type errors, e.g. 7 for an enum.
 _TYPE_WHEN_NOT_STRING: Final = frozenset({"enum", DATETIME_ERROR})
@@ -169,5 +176,7 @@ def _payload_error(exc: ValidationError) -> PayloadError:
     kind = _kind(error)
     if not error["loc"] and kind is ErrorKind.FORMAT:
         return PayloadError(kind, "", "payload must be a JSON object")
-    message = "unknown property" if kind is ErrorKind.FORMAT else error["msg"]
+    # Only a key the schema does not define is an unknown property; any other error without a
+    # mapping of its own keeps pydantic's description of what is wrong with the value.
+    message = _MESSAGES.get(error["type"], error["msg"])
     return PayloadError(kind, path, f"{path}: {message}")

@@ -175,6 +175,26 @@ def test_snake_case_keys_are_unknown_properties_on_the_wire() -> None:
     assert (error.kind, error.path) == (ErrorKind.FORMAT, "id_tag")
 
 
+def test_an_integer_too_large_to_hold_is_a_value_error_not_an_unknown_property() -> None:
+    log = {"remoteLocation": "ftp://example.com/logs"}
+    error = failure(V201, "GetLog", {"requestId": 1e308, "logType": "DiagnosticsLog", "log": log})
+    assert (error.kind, error.path) == (ErrorKind.PROPERTY_CONSTRAINT, "requestId")
+    assert error.description == "requestId: integer out of range"
+
+
+def test_an_error_without_a_mapping_keeps_its_own_description() -> None:
+    # pydantic's "multiple_of" / "literal_error" and the like have no entry of ours: the field exists,
+    # so the description says what is wrong with its value, never "unknown property".
+    error = messages._payload_error(
+        pydantic.ValidationError.from_exception_data(
+            "X", [{"type": "literal_error", "loc": ("status",), "input": "x", "ctx": {"expected": "'A'"}}]
+        )
+    )
+    assert error.path == "status"
+    assert "unknown property" not in error.description
+    assert error.description == "status: Input should be 'A'"
+
+
 def test_payload_that_is_not_an_object_is_a_format_violation() -> None:
     payloads: list[object] = [[], "x", None, 3]
     for payload in payloads:
