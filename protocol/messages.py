@@ -6,10 +6,13 @@ Validation failures become PayloadError with the OCPP-J error kind; nothing here
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib
+import re
 from collections.abc import Mapping
-from typing import Final
+from dataclasses import dataclass
+from typing import Final, final
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
@@ -21,10 +24,13 @@ from evstation.protocol.versions import OcppVersion
 __all__ = [
     "OcppModel",
     "PayloadError",
+    "Received",
     "UnknownAction",
     "actions",
     "parse_request",
     "parse_response",
+    "receive_request",
+    "receive_response",
     "request_model",
     "response_model",
     "to_payload",
@@ -100,16 +106,101 @@ def parse_response(version: OcppVersion, action: str, payload: object) -> OcppMo
     return _parse(_models(version, action)[1], payload)
 
 
+@final
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A payload the peer sent, validated with the one tolerance we extend to peers (see below)."""
+
+    model: OcppModel
+    # Wire paths of date-times that came without a UTC offset and were taken as UTC, e.g.
+    # ("currentTime",); empty for a payload that met the schema as it is.
+    naive_datetimes: tuple[str, ...] = ()
+
+
+def receive_request(version: OcppVersion, action: str, payload: object) -> Received:
+    """Validate a CALL payload the peer sent; like `parse_request`, but a date-time without an offset
+    ("2026-01-01T00:00:00") is taken as UTC instead of refused. Raises UnknownAction or PayloadError."""
+    return _receive(_models(version, action)[0], payload)
+
+
+def receive_response(version: OcppVersion, action: str, payload: object) -> Received:
+    """Validate a CALLRESULT payload the peer sent, with the tolerance of `receive_request`."""
+    return _receive(_models(version, action)[1], payload)
+
+
+def _validate(model: type[OcppModel], payload: object) -> OcppModel:
+    # Wire names only: a snake_case key in a payload is an unknown property, not an alias.
+    # The validator is called directly: model_validate's Python wrapper costs about 1 µs a call.
+    validated: OcppModel = model.__pydantic_validator__.validate_python(payload, by_alias=True, by_name=False)
+    return validated
+
+
 def _parse(model: type[OcppModel], payload: object) -> OcppModel:
     try:
-        # Wire names only: a snake_case key in a payload is an unknown property, not an alias.
-        # The validator is called directly: model_validate's Python wrapper costs about 1 µs a call.
-        validated: OcppModel = model.__pydantic_validator__.validate_python(
-            payload, by_alias=True, by_name=False
-        )
-        return validated
+        return _validate(model, payload)
     except ValidationError as exc:
         raise _payload_error(exc) from None
+
+
+# An RFC 3339 date-time but for its missing offset. Some CSMSs send these (EVerest's test CSMS answers
+# BootNotification so); refusing them would keep a station from ever booting, while UTC is what OCPP
+# means by every date-time. We still never send one: our own payloads go through the strict models.
+_NAIVE_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?$")
+
+
+def _receive(model: type[OcppModel], payload: object) -> Received:
+    try:
+        return Received(_validate(model, payload))
+    except ValidationError as exc:
+        first = exc
+    # Only on the error path: a payload that meets the schema costs nothing extra.
+    locations = [
+        error["loc"]
+        for error in first.errors(include_url=False, include_context=False)
+        if error["type"] == DATETIME_ERROR
+        and isinstance(error["input"], str)
+        and _NAIVE_DATETIME.match(error["input"])
+    ]
+    if not locations:
+        raise _payload_error(first) from None
+    fixed = copy.deepcopy(payload)
+    locations = [loc for loc in locations if _mark_utc(fixed, loc)]
+    if not locations:
+        raise _payload_error(first) from None
+    try:
+        validated = _validate(model, fixed)
+    except ValidationError as exc:
+        raise _payload_error(exc) from None
+    return Received(validated, tuple(".".join(str(part) for part in loc) for loc in locations))
+
+
+def _mark_utc(payload: object, loc: tuple[int | str, ...]) -> bool:
+    """Append "Z" to the string at `loc` in the decoded JSON `payload`; False if `loc` leads elsewhere
+    (a location pydantic decorated, e.g. with a union member's name)."""
+    node = payload
+    for key in loc[:-1]:
+        node = _child(node, key)
+    last = loc[-1] if loc else None
+    if isinstance(node, dict) and isinstance(last, str) and isinstance(node.get(last), str):
+        node[last] += "Z"
+        return True
+    if (
+        isinstance(node, list)
+        and isinstance(last, int)
+        and 0 <= last < len(node)
+        and isinstance(node[last], str)
+    ):
+        node[last] += "Z"
+        return True
+    return False
+
+
+def _child(node: object, key: int | str) -> object:
+    if isinstance(node, dict) and isinstance(key, str):
+        return node.get(key)
+    if isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+        return node[key]
+    return None
 
 
 def to_payload(model: OcppModel) -> dict[str, object]:

@@ -58,6 +58,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# How many offset-less date-time paths one log line names (a peer controls how many there are).
+_NAIVE_PATHS_SHOWN = 3
+
 
 class FrameConnection(Protocol):
     """What the call manager needs of `runtime.link.Connection`."""
@@ -179,6 +182,7 @@ class CallManager:
         self._send_lock = trio.Lock()
         self._waiter: _Waiter | None = None
         self._closed = False  # `run` has ended: no answer will ever be read on this connection
+        self._told_naive_datetimes = False
 
     @property
     def version(self) -> OcppVersion:
@@ -243,6 +247,8 @@ class CallManager:
                 text = await self._conn.receive_text()
                 event = self._session.receive(text)
                 self._publish(Direction.IN, text, _action_of(event))
+                if isinstance(event, CallReceived | ResultReceived) and event.naive_datetimes:
+                    self._tell_naive_datetimes(_action_of(event), event.naive_datetimes)
                 if isinstance(event, CallReceived):
                     handlers.start_soon(self._serve, event)
                 elif isinstance(event, InvalidCall):
@@ -258,6 +264,18 @@ class CallManager:
                 else:
                     assert isinstance(event, Dropped)
                     log.warning("dropped unreadable frame: %s (%s)", event.frame, event.reason)
+
+    def _tell_naive_datetimes(self, action: str | None, paths: tuple[str, ...]) -> None:
+        # Once per connection: a CSMS that does this does it in every Heartbeat answer.
+        if self._told_naive_datetimes:
+            return
+        self._told_naive_datetimes = True
+        log.warning(
+            "CSMS sent a date-time without a UTC offset (%s: %s); taking it as UTC "
+            "(said once per connection)",
+            action,
+            ", ".join(paths[:_NAIVE_PATHS_SHOWN]) + (", ..." if len(paths) > _NAIVE_PATHS_SHOWN else ""),
+        )
 
     async def _serve(self, event: CallReceived) -> None:
         call = event.call
