@@ -40,6 +40,7 @@ from evstation.protocol.session import (
 )
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.link import LinkDown
+from evstation.runtime.logs import FaultLimiter, clip, quote, suppressed_note
 
 __all__ = [
     "CallErrorReceived",
@@ -116,7 +117,9 @@ class CallErrorReceived(CallFailed):
     """The CSMS answered with a CALLERROR."""
 
     def __init__(self, action: str, message_id: str, code: str, description: str) -> None:
-        super().__init__(action, message_id, f"CALLERROR {code}: {description}")
+        # The CSMS chose both texts and their length: the message (logged, kept with a dead letter)
+        # carries a bounded prefix; the attributes keep them whole.
+        super().__init__(action, message_id, f"CALLERROR {clip(code)}: {clip(description)}")
         self.code = code
         self.description = description
 
@@ -183,6 +186,8 @@ class CallManager:
         self._waiter: _Waiter | None = None
         self._closed = False  # `run` has ended: no answer will ever be read on this connection
         self._told_naive_datetimes = False
+        # A peer can send bad frames as fast as the link carries them: a few lines a minute per kind.
+        self._faults = FaultLimiter()
 
     @property
     def version(self) -> OcppVersion:
@@ -229,7 +234,7 @@ class CallManager:
         if isinstance(outcome, ErrorReceived):
             error = outcome.error
             raise CallErrorReceived(action, message_id, error.code, error.description)
-        raise InvalidResponse(action, message_id, f"{outcome.code}: {outcome.description}")
+        raise InvalidResponse(action, message_id, f"{outcome.code}: {clip(outcome.description)}")
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         """Read frames until the connection fails (LinkDown propagates); handlers run in child tasks."""
@@ -239,6 +244,8 @@ class CallManager:
             self._closed = True
             if self._waiter is not None:
                 self._waiter.done.set()
+            for kind, count in self._faults.pending().items():
+                log.warning("connection %d closed; %d more %s not logged", self._conn.generation, count, kind)
 
     async def _read(self, task_status: trio.TaskStatus[None]) -> NoReturn:
         async with trio.open_nursery() as handlers:
@@ -252,7 +259,9 @@ class CallManager:
                 if isinstance(event, CallReceived):
                     handlers.start_soon(self._serve, event)
                 elif isinstance(event, InvalidCall):
-                    log.warning("refused CSMS call %s: %s", event.message_id, event.reason)
+                    self._fault(
+                        "refused CSMS calls", "refused CSMS call %s: %s", event.message_id, event.reason
+                    )
                     handlers.start_soon(self._send, event.reply_frame, None)
                 elif isinstance(event, ResultReceived | ErrorReceived | InvalidResult):
                     waiter = self._waiter
@@ -260,10 +269,23 @@ class CallManager:
                         waiter.outcome = event
                         waiter.done.set()
                 elif isinstance(event, Unmatched):
-                    log.warning("dropped answer for no call in flight: %s (%s)", event.frame, event.reason)
+                    self._fault(
+                        "unmatched answers",
+                        "dropped answer for no call in flight: %s (%s)",
+                        event.frame,
+                        event.reason,
+                    )
                 else:
                     assert isinstance(event, Dropped)
-                    log.warning("dropped unreadable frame: %s (%s)", event.frame, event.reason)
+                    self._fault(
+                        "unreadable frames", "dropped unreadable frame: %s (%s)", event.frame, event.reason
+                    )
+
+    def _fault(self, kind: str, message: str, subject: str, reason: str) -> None:
+        """Log a fault in the peer's input: bounded quotes of its text, rate-limited per kind."""
+        suppressed = self._faults.admit(kind, trio.current_time())
+        if suppressed is not None:
+            log.warning(message + "%s", quote(subject), clip(reason), suppressed_note(suppressed))
 
     def _tell_naive_datetimes(self, action: str | None, paths: tuple[str, ...]) -> None:
         # Once per connection: a CSMS that does this does it in every Heartbeat answer.

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,16 +69,18 @@ def _load(path: Path) -> StationConfig | None:
 def _run(config_path: Path, log_level: str | None) -> int:
     import trio
 
+    from evstation.runtime.logs import configure_logging
     from evstation.runtime.station import run_station
     from evstation.runtime.storage import StorageError
 
     config = _load(config_path)
     if config is None:
         return EXIT_USAGE
-    logging.basicConfig(
-        level=(log_level or config.logging.level).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    try:
+        configure_logging(config.logging, log_level)
+    except OSError as exc:
+        print(f"{config_path}: cannot open log file {config.logging.file}: {exc.strerror}", file=sys.stderr)
+        return EXIT_FAILURE
     started = False
 
     def ready(_station: object) -> None:
