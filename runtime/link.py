@@ -11,7 +11,9 @@ import base64
 import enum
 import itertools
 import logging
+import math
 import random
+import re
 import ssl
 import struct
 from collections.abc import Awaitable, Callable
@@ -25,6 +27,7 @@ import trio_websocket
 
 from evstation.protocol.backoff import DEFAULT_BACKOFF, BackoffSettings, ReconnectPlan
 from evstation.protocol.versions import OcppVersion
+from evstation.runtime.logs import quote as quote_peer_text
 from evstation.runtime.tls import TlsConfigError, client_context, describe_tls_failure
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,12 @@ _PLAIN_PROFILES = frozenset({0, 1})
 _TLS_PROFILES = frozenset({2, 3})
 _BASIC_AUTH_PROFILES = frozenset({1, 2})
 _HTTP_UNAUTHORIZED = 401
+_HTTP_SWITCHING_PROTOCOLS = 101
+# How long a refused upgrade's body may take to arrive (it ends only when the CSMS closes) before we
+# report the refusal anyway.
+REFUSAL_GRACE_S = 1.0
+_STATUS_LINE = re.compile(rb"^HTTP/1\.[01] (\d{3})[ \r]")
+_MAX_STATUS_LINE = 1024
 
 
 class LinkDown(Exception):
@@ -485,7 +494,7 @@ async def _connect_and_serve(
             if ws.subprotocol != subprotocol:
                 # OCPP-J: without an agreed subprotocol neither side knows the message set.
                 raise LinkDown(
-                    f"CSMS did not select subprotocol {subprotocol} (it chose {ws.subprotocol!r}); "
+                    f"CSMS did not select subprotocol {subprotocol} (it chose {_chosen(ws.subprotocol)}); "
                     "refusing to talk"
                 )
             to_session, incoming = trio.open_memory_channel[str](0)
@@ -539,17 +548,27 @@ async def _keepalive(
 
 @final
 class _ReportingStream(trio.abc.Stream):
-    """Turns a broken transport, or one closed before the CSMS said a word, into LinkDown with a reason.
+    """Turns a broken transport, or one closed before the CSMS said a word, into LinkDown with a reason,
+    and a refused upgrade into ConnectionRejected with its HTTP status.
 
     trio-websocket's reader swallows BrokenResourceError and EOF: during the opening handshake that
     would hang until the connect timeout and lose the reason. A TLS 1.3 server that refuses our client
     certificate does so after our handshake has finished, often by just closing the connection.
+
+    trio-websocket 0.12 also never ends the handshake when the CSMS refuses the upgrade with a response
+    whose body runs until the connection closes (no Content-Length, as Daphne answers 403 or 500): it
+    stops reading at EOF without telling wsproto, so ConnectionRejected never comes (docs/link.md). So
+    the response's status line is read here: anything but 101 is a refusal, reported when the CSMS
+    closes or after REFUSAL_GRACE_S, whichever is first.
     """
 
     def __init__(self, stream: trio.abc.Stream, silent_close_hint: str) -> None:
         self._stream = stream
         self._silent_close_hint = silent_close_hint
         self._heard_from_peer = False
+        self._status_line: bytearray | None = bytearray()  # None once the status is known
+        self._refused_with: int | None = None
+        self._refusal_deadline = math.inf
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         try:
@@ -561,16 +580,44 @@ class _ReportingStream(trio.abc.Stream):
         await self._stream.wait_send_all_might_not_block()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._status_line is None and self._refused_with is None:
+            # The handshake's answer was 101: from here on, just a transport that names its failures.
+            try:
+                return await self._stream.receive_some(max_bytes)
+            except trio.BrokenResourceError as exc:
+                raise LinkDown(_describe(exc)) from None
+        data: bytes | bytearray = b""
         try:
-            data = await self._stream.receive_some(max_bytes)
+            with trio.move_on_at(self._refusal_deadline):
+                data = await self._stream.receive_some(max_bytes)
         except trio.BrokenResourceError as exc:
-            raise LinkDown(_describe(exc)) from None
-        if not data and not self._heard_from_peer:
+            if self._refused_with is None:
+                raise LinkDown(_describe(exc)) from None
+        if data:
+            self._heard_from_peer = True
+            if self._status_line is not None:
+                self._read_status(data)
+            return data
+        if self._refused_with is not None:
+            # Closed, broken or out of time while the refusal's body was arriving.
+            raise trio_websocket.ConnectionRejected(self._refused_with, (), None)
+        if not self._heard_from_peer:
             raise LinkDown(
                 f"CSMS closed the connection before answering the handshake{self._silent_close_hint}"
             )
-        self._heard_from_peer = True
         return data
+
+    def _read_status(self, data: bytes | bytearray) -> None:
+        assert self._status_line is not None
+        self._status_line += data[: _MAX_STATUS_LINE - len(self._status_line)]
+        if b"\n" not in self._status_line and len(self._status_line) < _MAX_STATUS_LINE:
+            return
+        match = _STATUS_LINE.match(self._status_line)
+        self._status_line = None
+        # An unreadable status line is left to wsproto, which refuses it.
+        if match is not None and int(match[1]) != _HTTP_SWITCHING_PROTOCOLS:
+            self._refused_with = int(match[1])
+            self._refusal_deadline = trio.current_time() + REFUSAL_GRACE_S
 
     async def send_eof(self) -> None:
         raise NotImplementedError  # trio-websocket never half-closes
@@ -609,6 +656,11 @@ def _describe(exc: BaseException, host: str = "CSMS", settings: LinkSettings | N
     if isinstance(exc, OSError):
         return f"cannot reach {host}: {exc.strerror or exc}"
     return str(exc) or type(exc).__name__
+
+
+def _chosen(subprotocol: str | None) -> str:
+    # The CSMS chose the header's text and its length: a bounded quote of it.
+    return "None" if subprotocol is None else quote_peer_text(subprotocol)
 
 
 def _silent_close_hint(endpoint: CsmsEndpoint) -> str:

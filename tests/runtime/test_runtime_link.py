@@ -122,6 +122,63 @@ async def test_wrong_password_is_a_clear_401_and_never_logged(caplog: pytest.Log
         assert PASSWORD not in text
 
 
+async def _refusing_server(
+    response: bytes, *, close: bool, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """A raw HTTP server: reads the upgrade request's head, answers `response` and (with `close`)
+    hangs up, as Daphne does when it refuses an upgrade (no Content-Length: the body ends at close)."""
+
+    async def answer(stream: trio.SocketStream) -> None:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            chunk = await stream.receive_some()
+            if not chunk:
+                return
+            request += chunk
+        await stream.send_all(response)
+        if close:
+            await stream.aclose()
+        else:
+            await trio.sleep_forever()
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    task_status.started(listeners[0].socket.getsockname()[1])
+    await trio.serve_listeners(answer, listeners)
+
+
+@pytest.mark.parametrize(
+    ("response", "close", "expected"),
+    [
+        (b"HTTP/1.1 403 Forbidden\r\nServer: daphne\r\n\r\n", True, "HTTP 403"),
+        (b"HTTP/1.1 500 Internal Server Error\r\n\r\nTraceback...", True, "HTTP 500"),
+        (b"HTTP/1.1 401 Unauthorized\r\n\r\n", True, "HTTP 401 Unauthorized"),
+        # Not even closed: the refusal is still reported after a short grace for the body.
+        (b"HTTP/1.1 403 Forbidden\r\n\r\n", False, "HTTP 403"),
+    ],
+    ids=["403-close", "500-close", "401-close", "403-open"],
+)
+async def test_a_refused_upgrade_without_content_length_is_reported_at_once(
+    caplog: pytest.LogCaptureFixture, response: bytes, close: bool, expected: str
+) -> None:
+    """trio-websocket 0.12 waits for such a refusal until the connect timeout (30 s here) and loses the
+    status; the link reports it within a second or so (docs/link.md)."""
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(functools.partial(_refusing_server, response, close=close))
+            ep = CsmsEndpoint(url=f"ws://127.0.0.1:{port}/ocpp", priority=0, security_profile=0)
+            settings = link_settings(ep, backoff=SLOW)
+            settings = LinkSettings(**{**settings.__dict__, "connect_timeout_s": 30.0})
+            start = trio.current_time()
+            async with running_link(settings) as link:
+                await link.wait_state(LinkState.BACKING_OFF)
+                elapsed = trio.current_time() - start
+                stats = link.statistics()
+            nursery.cancel_scope.cancel()
+    assert elapsed < 5.0
+    assert expected in (stats.last_failure or "")
+    assert expected in caplog.text
+
+
 async def test_reconnects_after_the_csms_drops_the_socket() -> None:
     with trio.fail_after(TEST_TIMEOUT_S):
         async with trio.open_nursery() as nursery:
