@@ -28,7 +28,7 @@ import trio_websocket
 from evstation.protocol.backoff import DEFAULT_BACKOFF, BackoffSettings, ReconnectPlan
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.logs import quote as quote_peer_text
-from evstation.runtime.tls import TlsConfigError, client_context, describe_tls_failure
+from evstation.runtime.tls import HandshakeWitness, TlsConfigError, client_context, describe_tls_failure
 
 log = logging.getLogger(__name__)
 
@@ -380,15 +380,23 @@ async def open_csms_stream(endpoint: CsmsEndpoint) -> trio.abc.Stream:
     except TlsConfigError as exc:
         raise LinkDown(str(exc)) from None
     tcp = await trio.open_tcp_stream(host, port)
-    stream = trio.SSLStream(tcp, context, server_hostname=host, https_compatible=True)
+    witnessed = _WitnessedStream(tcp)
+    stream = trio.SSLStream(witnessed, context, server_hostname=host, https_compatible=True)
     try:
         await stream.do_handshake()
     except trio.BrokenResourceError as exc:
         await trio.aclose_forcefully(stream)
+        cause = exc.__cause__
+        if isinstance(cause, OSError):  # ssl.SSLError included
+            description = describe_tls_failure(
+                cause, host, witnessed.witness, client_certificate=endpoint.security_profile == 3
+            )
+            raise LinkDown(description) from None
         raise LinkDown(_describe(exc, host)) from None
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
+    witnessed.witness.done = True  # handshake over: the stream only passes bytes on from here
     return stream
 
 
@@ -544,6 +552,31 @@ async def _keepalive(
             await ws.ping(struct.pack("!Q", sequence))
             continue
         raise LinkDown(f"no pong within {pong_timeout_s:g} s: the CSMS or the network is gone")
+
+
+@final
+class _WitnessedStream(trio.abc.Stream):
+    """The TCP stream under TLS, showing what the CSMS sends to a HandshakeWitness until the handshake
+    is over, so a refusal without a clear alert can still be named (runtime/tls.py)."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream = stream
+        self.witness = HandshakeWitness()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        data = await self._stream.receive_some(max_bytes)
+        if not self.witness.done:
+            self.witness.feed(data)
+        return data
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 @final
