@@ -74,6 +74,7 @@ def _registry(version: OcppVersion) -> Registry:
     return registry
 
 
+@functools.cache
 def actions(version: OcppVersion) -> frozenset[str]:
     """Every action name the version defines (1.6 includes the security-whitepaper messages)."""
     return frozenset(_registry(version))

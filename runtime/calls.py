@@ -8,8 +8,9 @@ a handler.
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
-import uuid
+import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import NoReturn, Protocol, final
@@ -173,14 +174,14 @@ class CallManager:
         *,
         timeout_s: float,
         message_log: MessageLog | None = None,
-        new_message_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        new_message_id: Callable[[], str] | None = None,
     ) -> None:
         self._conn = conn
         self._session = RpcSession(conn.version)
         self._handlers = handlers
         self.timeout_s = timeout_s
         self._message_log = message_log
-        self._new_message_id = new_message_id
+        self._new_message_id = new_message_id or _message_ids()
         self._call_lock = trio.Lock()
         self._send_lock = trio.Lock()
         self._waiter: _Waiter | None = None
@@ -356,6 +357,17 @@ class CallManager:
         if self._message_log is not None:
             entry = MessageLogEntry(direction, frame, action, self._conn.generation, trio.current_time())
             self._message_log.publish(entry)
+
+
+def _message_ids() -> Callable[[], str]:
+    """Unique ids for one connection's CALLs: a random prefix and a counter ("5f3a9c01-17").
+
+    OCPP-J only asks for uniqueness (at most 36 characters); a counter costs no system call per
+    message, unlike uuid4, and the prefix keeps ids apart across connections and restarts.
+    """
+    prefix = secrets.token_hex(4)
+    counter = itertools.count(1)
+    return lambda: f"{prefix}-{next(counter)}"
 
 
 def _response_problem(

@@ -18,9 +18,6 @@ from typing import TYPE_CHECKING
 import trio
 
 from evstation.drivers.api import ChargeController, PowerMeter
-from evstation.drivers.sim.board import SimChargeController
-from evstation.drivers.sim.ev import SimEv
-from evstation.drivers.sim.meter import SimMeter
 from evstation.protocol.backoff import BackoffSettings
 from evstation.runtime.calls import MessageLogEntry
 from evstation.runtime.config import (
@@ -45,6 +42,8 @@ from evstation.runtime.storage import Storage, open_storage
 
 if TYPE_CHECKING:
     from evstation.drivers.meters.modbus import ModbusBus, RtuTransport, TcpTransport
+    from evstation.drivers.sim.board import SimChargeController
+    from evstation.drivers.sim.meter import SimMeter
 
 log = logging.getLogger(__name__)
 
@@ -173,13 +172,19 @@ class ModbusLines:
 
 
 def _build_evse_parts(config: StationConfig, evse: EvseConfig, lines: ModbusLines) -> _EvseParts:
-    """The drivers one EVSE's configuration asks for. Constructors start nothing."""
+    """The drivers one EVSE's configuration asks for. Constructors start nothing.
+
+    Each driver module is imported here, when a configuration names it: a simulated station never
+    loads pymodbus or a serial board's code, a real one never loads the simulators.
+    """
     voltage = float(config.electrical.line_voltage_v)
     phases = max(connector.phases for connector in evse.connector)
     meter_cfg = evse.meter
     sim_meter: SimMeter | None = None
     meter: PowerMeter | None = None
     if isinstance(meter_cfg, SimMeterConfig):
+        from evstation.drivers.sim.meter import SimMeter
+
         sim_meter = SimMeter(
             voltage,
             supply_phases=phases,
@@ -194,6 +199,9 @@ def _build_evse_parts(config: StationConfig, evse: EvseConfig, lines: ModbusLine
     controller: ChargeController
     sim: SimHardware | None = None
     if isinstance(controller_cfg, SimControllerConfig):
+        from evstation.drivers.sim.board import SimChargeController
+        from evstation.drivers.sim.ev import SimEv
+
         sim_controller = SimChargeController(
             SimEv(plugged=False, wants_energy=True, max_current_a=32.0, phases=phases), flow=sim_meter
         )
@@ -307,6 +315,7 @@ async def open_station(
         link = Link()
         station = Station(config, storage, outbox, evses, link, session, message_log, sims)
         async with trio.open_nursery() as nursery:
+            await nursery.start(outbox.run)
             await nursery.start(evses.run)
             await nursery.start(run_transactions, session)
             await nursery.start(

@@ -449,7 +449,7 @@ async def _send_outbox(ctx: SessionContext, adapter: VersionAdapter, calls: Call
                 await trio.sleep(delay)
             continue
         # Shielded: the CSMS has acknowledged it, so a drop at this very moment must not leave it
-        # queued to be sent (and acknowledged) again.
+        # queued to be sent (and acknowledged) again. Its delete commits while the next one goes out.
         with trio.CancelScope(shield=True):
             await adapter.delivered(ctx, entry, response)
-            await outbox.remove(entry.id)
+            await outbox.acknowledge(entry.id)

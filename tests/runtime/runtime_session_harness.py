@@ -208,6 +208,8 @@ async def open_session_context(
     With `run_evses` the EVSEs run, each with a sim meter polled every 5 s (1000 Wh at start).
     """
     async with open_storage(tmp_path / "station.db") as storage, trio.open_nursery() as nursery:
+        outbox = Outbox(storage)
+        await nursery.start(outbox.run)
         evses = Evses()
         for evse_id in (1, 2):
             meter = SimMeter(230, initial_energy_wh=1000, poll_interval_s=5) if run_evses else None
@@ -217,7 +219,7 @@ async def open_session_context(
         yield SessionContext(
             config=station_config(tmp_path, version, **csms),
             storage=storage,
-            outbox=Outbox(storage),
+            outbox=outbox,
             evses=evses,
             clock=WallClock.anchored(EPOCH),
             meter_interval_s=meter_interval_s,

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 import trio
+import trio_websocket
 
 from evstation.protocol.backoff import BackoffSettings
 from evstation.protocol.versions import OcppVersion
@@ -177,6 +178,41 @@ async def test_a_refused_upgrade_without_content_length_is_reported_at_once(
     assert elapsed < 5.0
     assert expected in (stats.last_failure or "")
     assert expected in caplog.text
+
+
+async def test_frames_sent_just_before_the_csms_hangs_up_are_still_read() -> None:
+    """The session reads straight from the websocket: what arrived before the close comes first, then
+    LinkDown, whether the CSMS closes politely or just drops the TCP connection."""
+    got: list[str] = []
+    ended = trio.Event()
+
+    async def read_all(conn: Connection) -> None:
+        try:
+            while True:
+                got.append(await conn.receive_text())
+        finally:
+            ended.set()
+
+    async def talk_then_hang_up(request: trio_websocket.WebSocketRequest) -> None:
+        ws = await request.accept(subprotocol="ocpp2.0.1")
+        for n in range(3):
+            await ws.send_message(f'[2,"c{n}","Reset",{{"type":"Immediate"}}]')
+        await ws.aclose()
+
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                trio_websocket.serve_websocket, talk_then_hang_up, "127.0.0.1", 0, None
+            )
+            ep = CsmsEndpoint(url=f"ws://127.0.0.1:{server.port}/ocpp", priority=0, security_profile=0)
+            link = Link()
+            settings = link_settings(ep, backoff=SLOW)
+            await nursery.start(functools.partial(run_link, settings, link, read_all, rng=random.Random(0)))
+            await ended.wait()
+            await link.wait_state(LinkState.BACKING_OFF)
+            nursery.cancel_scope.cancel()
+    assert [json.loads(frame)[1] for frame in got] == ["c0", "c1", "c2"]
+    assert "1000 NORMAL_CLOSURE" in (link.statistics().last_failure or "")
 
 
 async def test_reconnects_after_the_csms_drops_the_socket() -> None:
