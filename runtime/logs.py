@@ -8,7 +8,6 @@ Nothing here reads a clock: callers pass the time in.
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,8 +98,11 @@ def configure_logging(config: LoggingConfig, level_override: str | None = None) 
     if config.file is None:
         handler = logging.StreamHandler(sys.stderr)
     else:
+        # Imported here: logging.handlers pulls in pickle, a megabyte no station logging to stderr needs.
+        from logging.handlers import RotatingFileHandler
+
         Path(config.file).parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.handlers.RotatingFileHandler(
+        handler = RotatingFileHandler(
             config.file,
             maxBytes=config.max_file_bytes,
             backupCount=config.backup_count,

@@ -32,11 +32,11 @@ logger = logging.getLogger(__name__)
 _COLUMNS = "id, action, payload, attempts, offline, created_at, last_attempt_at"
 # Rows read per query when the in-memory front of the queue runs dry: one database round trip per
 # READ_AHEAD replayed messages instead of one per message.
-READ_AHEAD = 64
+READ_AHEAD = 128
 # `run` lets acknowledged deletes gather this long before it commits them in one transaction: one
 # fsync and one database round trip for many messages while a backlog is replayed. It only delays
 # the deletes (a crash meanwhile re-sends those messages, as OCPP's at-least-once delivery allows).
-DELETE_GATHER_S = 0.005
+DELETE_GATHER_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
