@@ -19,7 +19,7 @@ import trio
 
 from evstation.runtime.calls import Direction, MessageLogEntry
 from evstation.runtime.config import StationConfig, parse_config
-from evstation.runtime.events import Dropped
+from evstation.runtime.events import Broadcaster, Dropped
 from evstation.runtime.evse import ConnectorStatus, EvseEvent, StatusChanged
 from evstation.runtime.station import Station, open_station
 from evstation.runtime.testcsms import serve_test_csms
@@ -162,14 +162,18 @@ async def run_demo(version: str, out: TextIO = sys.stdout, pace: Pace = Pace()) 
             config = demo_config(version, csms.port, Path(tmp), pace.meter_interval_s)
             timeline = Timeline(out, trio.current_time())
             timeline.line("demo", f"OCPP {version}, test CSMS on 127.0.0.1:{csms.port}")
-            async with open_station(config) as station:
-                with station.message_log.subscribe() as messages, station.evses.subscribe() as events:
-                    async with trio.open_nursery() as printers:
-                        printers.start_soon(_print_all, messages, timeline.message)
-                        printers.start_soon(_print_all, events, timeline.evse_event)
-                        await _script(station, timeline, pace)
-                        await trio.sleep(0.2)  # let the printers catch up with the last frames
-                        printers.cancel_scope.cancel()
+            # Subscribed before the station starts: its BootNotification may go out before
+            # open_station returns.
+            message_log: Broadcaster[MessageLogEntry] = Broadcaster()
+            with message_log.subscribe() as messages:
+                async with open_station(config, message_log=message_log) as station:
+                    with station.evses.subscribe() as events:
+                        async with trio.open_nursery() as printers:
+                            printers.start_soon(_print_all, messages, timeline.message)
+                            printers.start_soon(_print_all, events, timeline.evse_event)
+                            await _script(station, timeline, pace)
+                            await trio.sleep(0.2)  # let the printers catch up with the last frames
+                            printers.cancel_scope.cancel()
             timeline.line("demo", "done")
             nursery.cancel_scope.cancel()
 

@@ -207,6 +207,9 @@ class Outbox:
         last_id = self._front[-1]["id"] if self._front else self._popped_id
         if self._front_known and self._front_is_all and row["id"] > last_id:
             self._front.append(row)
+        # A read of the front under way may have run before this insert yet finish after it (trio may
+        # run the two continuations in either order): its result is stale, read again.
+        self._front_epoch += 1
         self._put_event.set()
         self._put_event = trio.Event()
         return _entry(row)
@@ -393,6 +396,10 @@ class Outbox:
                 await trio.lowlevel.checkpoint_if_cancelled()  # as in acknowledge
                 return
             if await self.depth() > 0:
+                if self._front_known and self._front_is_all and not self._front:
+                    # Never expected; but a front that hides a queued row would stall the sender.
+                    logger.warning("outbox: in-memory front out of step with the table; reading it again")
+                    self._forget_front()
                 return
             await event.wait()
 

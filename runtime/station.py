@@ -289,10 +289,13 @@ async def open_station(
     *,
     rng: random.Random | None = None,
     clock: WallClock | None = None,
+    message_log: Broadcaster[MessageLogEntry] | None = None,
 ) -> AsyncIterator[Station]:
     """Start every service of the station; leaving the block shuts them all down.
 
     Open transactions stay in storage across a shutdown: they are resumed or ended after the restart.
+    Pass `message_log` (already subscribed to) to see every frame, BootNotification included: the
+    link dials as soon as it starts, possibly before this block is entered.
     """
     config.station.data_dir.mkdir(parents=True, exist_ok=True)
     async with AsyncExitStack() as stack:
@@ -302,7 +305,8 @@ async def open_station(
         lines = ModbusLines()
         stack.callback(lines.close)
         evses, sims = build_evses(config, lines)
-        message_log: Broadcaster[MessageLogEntry] = Broadcaster()
+        if message_log is None:
+            message_log = Broadcaster()
         session = SessionContext(
             config=config,
             storage=storage,

@@ -305,3 +305,37 @@ async def test_acknowledge_without_run_is_remove(tmp_path: Path) -> None:
             assert rows == 0
             with pytest.raises(UnknownEntryError):
                 await outbox.acknowledge(entry.id)
+
+
+async def test_entries_put_while_the_front_is_drained_all_come_out_once_in_order(tmp_path: Path) -> None:
+    """Producers and the sender interleave freely (reads of the front racing inserts): every entry
+    is seen exactly once, in id order, and the outbox ends empty."""
+    total = 3 * READ_AHEAD
+    with trio.fail_after(60):
+        async with open_storage(tmp_path / "db.sqlite3") as storage, trio.open_nursery() as nursery:
+            outbox = Outbox(storage)
+            await nursery.start(outbox.run)
+            seen: list[int] = []
+
+            async def produce(first: int) -> None:
+                for n in range(first, total, 2):
+                    await outbox.put("TransactionEvent", {"seqNo": n})
+
+            async def consume() -> None:
+                while len(seen) < total:
+                    await outbox.wait_not_empty()
+                    head = await outbox.head()
+                    if head is None:
+                        await trio.lowlevel.checkpoint()
+                        continue
+                    seen.append(head.id)
+                    await outbox.acknowledge(head.id)
+
+            async with trio.open_nursery() as work:
+                work.start_soon(consume)
+                work.start_soon(produce, 0)
+                work.start_soon(produce, 1)
+            await outbox.wait_empty()
+            nursery.cancel_scope.cancel()
+    assert seen == sorted(seen)
+    assert len(set(seen)) == total
