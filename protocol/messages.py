@@ -6,12 +6,15 @@ Validation failures become PayloadError with the OCPP-J error kind; nothing here
 
 from __future__ import annotations
 
+import copy
 import enum
 import functools
 import importlib
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Final
+from typing import Any, Final, final
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
@@ -23,12 +26,15 @@ from evstation.protocol.versions import OcppVersion
 __all__ = [
     "OcppModel",
     "PayloadError",
+    "Received",
     "UnknownAction",
     "VersionModels",
     "actions",
     "enum_text",
     "parse_request",
     "parse_response",
+    "receive_request",
+    "receive_response",
     "request_model",
     "response_model",
     "to_payload",
@@ -96,6 +102,7 @@ def enum_text(value: object) -> str:
     return str(value.value) if isinstance(value, enum.Enum) else str(value)
 
 
+@functools.cache
 def actions(version: OcppVersion) -> frozenset[str]:
     """Every action name the version defines (1.6 includes the security-whitepaper messages)."""
     return frozenset(_registry(version))
@@ -128,16 +135,101 @@ def parse_response(version: OcppVersion, action: str, payload: object) -> OcppMo
     return _parse(_models(version, action)[1], payload)
 
 
+@final
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A payload the peer sent, validated with the one tolerance we extend to peers (see below)."""
+
+    model: OcppModel
+    # Wire paths of date-times that came without a UTC offset and were taken as UTC, e.g.
+    # ("currentTime",); empty for a payload that met the schema as it is.
+    naive_datetimes: tuple[str, ...] = ()
+
+
+def receive_request(version: OcppVersion, action: str, payload: object) -> Received:
+    """Validate a CALL payload the peer sent; like `parse_request`, but a date-time without an offset
+    ("2026-01-01T00:00:00") is taken as UTC instead of refused. Raises UnknownAction or PayloadError."""
+    return _receive(_models(version, action)[0], payload)
+
+
+def receive_response(version: OcppVersion, action: str, payload: object) -> Received:
+    """Validate a CALLRESULT payload the peer sent, with the tolerance of `receive_request`."""
+    return _receive(_models(version, action)[1], payload)
+
+
+def _validate(model: type[OcppModel], payload: object) -> OcppModel:
+    # Wire names only: a snake_case key in a payload is an unknown property, not an alias.
+    # The validator is called directly: model_validate's Python wrapper costs about 1 µs a call.
+    validated: OcppModel = model.__pydantic_validator__.validate_python(payload, by_alias=True, by_name=False)
+    return validated
+
+
 def _parse(model: type[OcppModel], payload: object) -> OcppModel:
     try:
-        # Wire names only: a snake_case key in a payload is an unknown property, not an alias.
-        # The validator is called directly: model_validate's Python wrapper costs about 1 µs a call.
-        validated: OcppModel = model.__pydantic_validator__.validate_python(
-            payload, by_alias=True, by_name=False
-        )
-        return validated
+        return _validate(model, payload)
     except ValidationError as exc:
         raise _payload_error(exc) from None
+
+
+# An RFC 3339 date-time but for its missing offset. Some CSMSs send these (EVerest's test CSMS answers
+# BootNotification so); refusing them would keep a station from ever booting, while UTC is what OCPP
+# means by every date-time. We still never send one: our own payloads go through the strict models.
+_NAIVE_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?$")
+
+
+def _receive(model: type[OcppModel], payload: object) -> Received:
+    try:
+        return Received(_validate(model, payload))
+    except ValidationError as exc:
+        first = exc
+    # Only on the error path: a payload that meets the schema costs nothing extra.
+    locations = [
+        error["loc"]
+        for error in first.errors(include_url=False, include_context=False)
+        if error["type"] == DATETIME_ERROR
+        and isinstance(error["input"], str)
+        and _NAIVE_DATETIME.match(error["input"])
+    ]
+    if not locations:
+        raise _payload_error(first) from None
+    fixed = copy.deepcopy(payload)
+    locations = [loc for loc in locations if _mark_utc(fixed, loc)]
+    if not locations:
+        raise _payload_error(first) from None
+    try:
+        validated = _validate(model, fixed)
+    except ValidationError as exc:
+        raise _payload_error(exc) from None
+    return Received(validated, tuple(".".join(str(part) for part in loc) for loc in locations))
+
+
+def _mark_utc(payload: object, loc: tuple[int | str, ...]) -> bool:
+    """Append "Z" to the string at `loc` in the decoded JSON `payload`; False if `loc` leads elsewhere
+    (a location pydantic decorated, e.g. with a union member's name)."""
+    node = payload
+    for key in loc[:-1]:
+        node = _child(node, key)
+    last = loc[-1] if loc else None
+    if isinstance(node, dict) and isinstance(last, str) and isinstance(node.get(last), str):
+        node[last] += "Z"
+        return True
+    if (
+        isinstance(node, list)
+        and isinstance(last, int)
+        and 0 <= last < len(node)
+        and isinstance(node[last], str)
+    ):
+        node[last] += "Z"
+        return True
+    return False
+
+
+def _child(node: object, key: int | str) -> object:
+    if isinstance(node, dict) and isinstance(key, str):
+        return node.get(key)
+    if isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+        return node[key]
+    return None
 
 
 def to_payload(model: OcppModel) -> dict[str, object]:
@@ -172,9 +264,16 @@ _KINDS: Final[Mapping[str, ErrorKind]] = {
     "less_than_equal": ErrorKind.PROPERTY_CONSTRAINT,
     "multiple_of": ErrorKind.PROPERTY_CONSTRAINT,
     "finite_number": ErrorKind.PROPERTY_CONSTRAINT,
+    # A JSON integer such as 1e+308: integral, so not a type error, but beyond what a field can hold.
+    "int_parsing_size": ErrorKind.PROPERTY_CONSTRAINT,
     "enum": ErrorKind.PROPERTY_CONSTRAINT,
     DATETIME_ERROR: ErrorKind.PROPERTY_CONSTRAINT,
     DATETIME_RANGE_ERROR: ErrorKind.PROPERTY_CONSTRAINT,
+}
+# Our own words where pydantic's would mislead the peer (it speaks of parsing a string here).
+_MESSAGES: Final[Mapping[str, str]] = {
+    "extra_forbidden": "unknown property",
+    "int_parsing_size": "integer out of range",
 }
 # Errors whose input has the wrong JSON type altogether are type errors, e.g. 7 for an enum.
 _TYPE_WHEN_NOT_STRING: Final = frozenset({"enum", DATETIME_ERROR})
@@ -197,5 +296,7 @@ def _payload_error(exc: ValidationError) -> PayloadError:
     kind = _kind(error)
     if not error["loc"] and kind is ErrorKind.FORMAT:
         return PayloadError(kind, "", "payload must be a JSON object")
-    message = "unknown property" if kind is ErrorKind.FORMAT else error["msg"]
+    # Only a key the schema does not define is an unknown property; any other error without a
+    # mapping of its own keeps pydantic's description of what is wrong with the value.
+    message = _MESSAGES.get(error["type"], error["msg"])
     return PayloadError(kind, path, f"{path}: {message}")

@@ -16,8 +16,8 @@ from evstation.protocol.messages import (
     PayloadError,
     UnknownAction,
     actions,
-    parse_request,
-    parse_response,
+    receive_request,
+    receive_response,
     to_payload,
 )
 from evstation.protocol.rpc import (
@@ -59,6 +59,8 @@ class CallReceived:
 
     call: Call
     request: OcppModel
+    # Date-times the peer sent without a UTC offset, taken as UTC (wire paths); log them.
+    naive_datetimes: tuple[str, ...] = ()
 
 
 @final
@@ -79,6 +81,8 @@ class ResultReceived:
     message_id: str
     action: str
     response: OcppModel
+    # Date-times the peer sent without a UTC offset, taken as UTC (wire paths); log them.
+    naive_datetimes: tuple[str, ...] = ()
 
 
 @final
@@ -188,22 +192,22 @@ class RpcSession:
         if isinstance(message, CallError):
             return ErrorReceived(message_id, action, message)
         try:
-            response = parse_response(self.version, action, message.payload)
+            received = receive_response(self.version, action, message.payload)
         except PayloadError as exc:
             return InvalidResult(
                 message_id, action, error_code(exc.kind, self.version), _describe(exc.path, exc.description)
             )
-        return ResultReceived(message_id, action, response)
+        return ResultReceived(message_id, action, received.model, received.naive_datetimes)
 
     def _receive_call(self, call: Call) -> CallReceived | InvalidCall:
         try:
-            request = parse_request(self.version, call.action, call.payload)
+            received = receive_request(self.version, call.action, call.payload)
         except UnknownAction:
             reason = f"OCPP {self.version.value} has no action {call.action!r}"
             return self._refuse(call.message_id, ErrorKind.NOT_IMPLEMENTED, reason)
         except PayloadError as exc:
             return self._refuse(call.message_id, exc.kind, _describe(exc.path, exc.description))
-        return CallReceived(call, request)
+        return CallReceived(call, received.model, received.naive_datetimes)
 
     def _refuse(self, message_id: str, kind: ErrorKind, reason: str) -> InvalidCall:
         return InvalidCall(message_id, error_frame(self.version, message_id, kind, reason), reason)

@@ -8,8 +8,9 @@ a handler.
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
-import uuid
+import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import NoReturn, Protocol, final
@@ -40,6 +41,7 @@ from evstation.protocol.session import (
 )
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.link import LinkDown
+from evstation.runtime.logs import FaultLimiter, clip, quote, suppressed_note
 
 __all__ = [
     "CallErrorReceived",
@@ -58,6 +60,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# How many offset-less date-time paths one log line names (a peer controls how many there are).
+_NAIVE_PATHS_SHOWN = 3
 
 
 class FrameConnection(Protocol):
@@ -114,7 +119,9 @@ class CallErrorReceived(CallFailed):
     """The CSMS answered with a CALLERROR."""
 
     def __init__(self, action: str, message_id: str, code: str, description: str) -> None:
-        super().__init__(action, message_id, f"CALLERROR {code}: {description}")
+        # The CSMS chose both texts and their length: the message (logged, kept with a dead letter)
+        # carries a bounded prefix; the attributes keep them whole.
+        super().__init__(action, message_id, f"CALLERROR {clip(code)}: {clip(description)}")
         self.code = code
         self.description = description
 
@@ -174,20 +181,23 @@ class CallManager:
         *,
         timeout_s: float,
         message_log: MessageLog | None = None,
-        new_message_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        new_message_id: Callable[[], str] | None = None,
     ) -> None:
         self._conn = conn
         self._session = RpcSession(conn.version)
         self._handlers = handlers
         self.timeout_s = timeout_s
         self._message_log = message_log
-        self._new_message_id = new_message_id
+        self._new_message_id = new_message_id or _message_ids()
         self._call_lock = trio.Lock()
         self._send_lock = trio.Lock()
         self._waiter: _Waiter | None = None
         self._closed = False  # `run` has ended: no answer will ever be read on this connection
         self._serving = 0  # CSMS calls received and not answered yet
         self._served = trio.Event()
+        self._told_naive_datetimes = False
+        # A peer can send bad frames as fast as the link carries them: a few lines a minute per kind.
+        self._faults = FaultLimiter()
 
     @property
     def version(self) -> OcppVersion:
@@ -211,8 +221,10 @@ class CallManager:
                 message timeout.
         """
         self._check_request(action, payload)
-        async with self._call_lock:
+        await _acquire(self._call_lock)
+        try:
             if self._closed:
+                await trio.lowlevel.checkpoint()
                 raise LinkDown(f"connection {self._conn.generation} is closed; {action} not sent")
             message_id = self._new_message_id()
             frame = self._session.start_call(message_id, action, payload)
@@ -225,6 +237,8 @@ class CallManager:
                 self._waiter = None
                 self._session.cancel_call()
             outcome = waiter.outcome
+        finally:
+            self._call_lock.release()
         if outcome is None and self._closed:
             raise LinkDown(f"connection {self._conn.generation} closed before {action} was answered")
         if outcome is None:
@@ -234,7 +248,7 @@ class CallManager:
         if isinstance(outcome, ErrorReceived):
             error = outcome.error
             raise CallErrorReceived(action, message_id, error.code, error.description)
-        raise InvalidResponse(action, message_id, f"{outcome.code}: {outcome.description}")
+        raise InvalidResponse(action, message_id, f"{outcome.code}: {clip(outcome.description)}")
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         """Read frames until the connection fails (LinkDown propagates); handlers run in child tasks."""
@@ -245,6 +259,8 @@ class CallManager:
             if self._waiter is not None:
                 self._waiter.done.set()
             self._served.set()
+            for kind, count in self._faults.pending().items():
+                log.warning("connection %d closed; %d more %s not logged", self._conn.generation, count, kind)
 
     async def _read(self, task_status: trio.TaskStatus[None]) -> NoReturn:
         async with trio.open_nursery() as handlers:
@@ -253,10 +269,14 @@ class CallManager:
                 text = await self._conn.receive_text()
                 event = self._session.receive(text)
                 self._publish(Direction.IN, text, _action_of(event))
+                if isinstance(event, CallReceived | ResultReceived) and event.naive_datetimes:
+                    self._tell_naive_datetimes(_action_of(event), event.naive_datetimes)
                 if isinstance(event, CallReceived):
                     handlers.start_soon(self._serve, event)
                 elif isinstance(event, InvalidCall):
-                    log.warning("refused CSMS call %s: %s", event.message_id, event.reason)
+                    self._fault(
+                        "refused CSMS calls", "refused CSMS call %s: %s", event.message_id, event.reason
+                    )
                     handlers.start_soon(self._send, event.reply_frame, None)
                 elif isinstance(event, ResultReceived | ErrorReceived | InvalidResult):
                     waiter = self._waiter
@@ -264,10 +284,35 @@ class CallManager:
                         waiter.outcome = event
                         waiter.done.set()
                 elif isinstance(event, Unmatched):
-                    log.warning("dropped answer for no call in flight: %s (%s)", event.frame, event.reason)
+                    self._fault(
+                        "unmatched answers",
+                        "dropped answer for no call in flight: %s (%s)",
+                        event.frame,
+                        event.reason,
+                    )
                 else:
                     assert isinstance(event, Dropped)
-                    log.warning("dropped unreadable frame: %s (%s)", event.frame, event.reason)
+                    self._fault(
+                        "unreadable frames", "dropped unreadable frame: %s (%s)", event.frame, event.reason
+                    )
+
+    def _fault(self, kind: str, message: str, subject: str, reason: str) -> None:
+        """Log a fault in the peer's input: bounded quotes of its text, rate-limited per kind."""
+        suppressed = self._faults.admit(kind, trio.current_time())
+        if suppressed is not None:
+            log.warning(message + "%s", quote(subject), clip(reason), suppressed_note(suppressed))
+
+    def _tell_naive_datetimes(self, action: str | None, paths: tuple[str, ...]) -> None:
+        # Once per connection: a CSMS that does this does it in every Heartbeat answer.
+        if self._told_naive_datetimes:
+            return
+        self._told_naive_datetimes = True
+        log.warning(
+            "CSMS sent a date-time without a UTC offset (%s: %s); taking it as UTC "
+            "(said once per connection)",
+            action,
+            ", ".join(paths[:_NAIVE_PATHS_SHOWN]) + (", ..." if len(paths) > _NAIVE_PATHS_SHOWN else ""),
+        )
 
     async def wait_answers_sent(self) -> None:
         """Wait until every CSMS call received so far has been answered (or the connection closed):
@@ -337,14 +382,40 @@ class CallManager:
         raise InvalidRequest(action, "-", f"invalid request, not sent: {problem}")
 
     async def _send(self, frame: str, action: str | None) -> None:
-        async with self._send_lock:
+        await _acquire(self._send_lock)
+        try:
             await self._conn.send_text(frame)
+        finally:
+            self._send_lock.release()
         self._publish(Direction.OUT, frame, action)
 
     def _publish(self, direction: Direction, frame: str, action: str | None) -> None:
         if self._message_log is not None:
             entry = MessageLogEntry(direction, frame, action, self._conn.generation, trio.current_time())
             self._message_log.publish(entry)
+
+
+async def _acquire(lock: trio.Lock) -> None:
+    """Take `lock`, at once when it is free.
+
+    `async with lock` yields to the scheduler even then: a scheduler round per call and per frame that
+    the send right after it makes needless (it is the schedule point). Taken lock: queue as usual.
+    """
+    try:
+        lock.acquire_nowait()
+    except trio.WouldBlock:
+        await lock.acquire()
+
+
+def _message_ids() -> Callable[[], str]:
+    """Unique ids for one connection's CALLs: a random prefix and a counter ("5f3a9c01-17").
+
+    OCPP-J only asks for uniqueness (at most 36 characters); a counter costs no system call per
+    message, unlike uuid4, and the prefix keeps ids apart across connections and restarts.
+    """
+    prefix = secrets.token_hex(4)
+    counter = itertools.count(1)
+    return lambda: f"{prefix}-{next(counter)}"
 
 
 def _response_problem(

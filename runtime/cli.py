@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -75,6 +74,7 @@ def _run(config_path: Path, log_level: str | None) -> int:
     import trio
 
     from evstation.runtime.lifecycle import StationOutcome
+    from evstation.runtime.logs import configure_logging
     from evstation.runtime.notify import NotifyConfigError
     from evstation.runtime.station import StartupError, run_station
     from evstation.runtime.storage import StorageError
@@ -82,10 +82,11 @@ def _run(config_path: Path, log_level: str | None) -> int:
     config = _load(config_path)
     if config is None:
         return EXIT_USAGE
-    logging.basicConfig(
-        level=(log_level or config.logging.level).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    try:
+        configure_logging(config.logging, log_level)
+    except OSError as exc:
+        print(f"{config_path}: cannot open log file {config.logging.file}: {exc.strerror}", file=sys.stderr)
+        return EXIT_FAILURE
     started = False
 
     def ready(_station: object) -> None:

@@ -64,6 +64,9 @@ ConnectorType = Literal[
 MeterModel = Literal["sdm630", "sdm72dm", "sdm72dm_v2", "abb_b23", "em340"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
+DEFAULT_LOG_FILE_BYTES = 10 * 1024 * 1024
+MIN_LOG_FILE_BYTES = 64 * 1024
+
 PositiveSeconds = Annotated[float, Field(gt=0)]
 NonNegativeSeconds = Annotated[float, Field(ge=0)]
 
@@ -415,6 +418,17 @@ class ControlConfig(_Model):
 
 class LoggingConfig(_Model):
     level: LogLevel = "INFO"
+    # None: log to stderr (journald under systemd caps it). A file rotates at max_file_bytes and keeps
+    # backup_count old ones, so the log never takes more than (backup_count + 1) x max_file_bytes.
+    file: Path | None = None
+    max_file_bytes: Annotated[int, Field(ge=MIN_LOG_FILE_BYTES)] = DEFAULT_LOG_FILE_BYTES
+    # At least 1: Python's RotatingFileHandler never rotates with 0, the file would grow without end.
+    backup_count: Annotated[int, Field(ge=1, le=100)] = 5
+
+    @field_validator("file")
+    @classmethod
+    def _resolve_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve(value, info)
 
     @field_validator("level", mode="before")
     @classmethod

@@ -19,15 +19,18 @@ import typing
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, Protocol
 
 import pydantic
 import trio
 
 from evstation.drivers.api import FaultCode
-from evstation.drivers.sim.board import SimChargeController
 from evstation.runtime.events import Dropped
 from evstation.runtime.evse import Evse, EvseEvent, Evses
+
+if TYPE_CHECKING:
+    # Only named in annotations: a station on real hardware does not load the simulator.
+    from evstation.drivers.sim.board import SimChargeController
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import trio
 
 from evstation.runtime.calls import Direction, MessageLogEntry
 from evstation.runtime.config import StationConfig, parse_config
-from evstation.runtime.events import Dropped
+from evstation.runtime.events import Broadcaster, Dropped
 from evstation.runtime.evse import ConnectorStatus, EvseEvent, StatusChanged
 from evstation.runtime.lifecycle import StationOutcome
 from evstation.runtime.station import Station, open_station
@@ -180,14 +180,18 @@ async def run_demo(
             timeline.line("demo", f"OCPP {version}, test CSMS on 127.0.0.1:{csms.port}")
             if csms_script is not None:
                 nursery.start_soon(csms_script, csms)
-            async with open_station(config) as station:
-                with station.message_log.subscribe() as messages, station.evses.subscribe() as events:
-                    async with trio.open_nursery() as printers:
-                        printers.start_soon(_print_all, messages, timeline.message)
-                        printers.start_soon(_print_all, events, timeline.evse_event)
-                        outcome = await _until_stop_requested(station, _script(station, timeline, pace))
-                        await trio.sleep(0.2)  # let the printers catch up with the last frames
-                        printers.cancel_scope.cancel()
+            # Subscribed before the station starts: its BootNotification may go out before
+            # open_station returns.
+            message_log: Broadcaster[MessageLogEntry] = Broadcaster()
+            with message_log.subscribe() as messages:
+                async with open_station(config, message_log=message_log) as station:
+                    with station.evses.subscribe() as events:
+                        async with trio.open_nursery() as printers:
+                            printers.start_soon(_print_all, messages, timeline.message)
+                            printers.start_soon(_print_all, events, timeline.evse_event)
+                            outcome = await _until_stop_requested(station, _script(station, timeline, pace))
+                            await trio.sleep(0.2)  # let the printers catch up with the last frames
+                            printers.cancel_scope.cancel()
             if outcome is StationOutcome.RESET:
                 timeline.line(
                     "demo",

@@ -11,7 +11,9 @@ import base64
 import enum
 import itertools
 import logging
+import math
 import random
+import re
 import ssl
 import struct
 from collections.abc import Awaitable, Callable
@@ -25,7 +27,8 @@ import trio_websocket
 
 from evstation.protocol.backoff import DEFAULT_BACKOFF, BackoffSettings, ReconnectPlan
 from evstation.protocol.versions import OcppVersion
-from evstation.runtime.tls import TlsConfigError, client_context, describe_tls_failure
+from evstation.runtime.logs import quote as quote_peer_text
+from evstation.runtime.tls import HandshakeWitness, TlsConfigError, client_context, describe_tls_failure
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,12 @@ _PLAIN_PROFILES = frozenset({0, 1})
 _TLS_PROFILES = frozenset({2, 3})
 _BASIC_AUTH_PROFILES = frozenset({1, 2})
 _HTTP_UNAUTHORIZED = 401
+_HTTP_SWITCHING_PROTOCOLS = 101
+# How long a refused upgrade's body may take to arrive (it ends only when the CSMS closes) before we
+# report the refusal anyway.
+REFUSAL_GRACE_S = 1.0
+_STATUS_LINE = re.compile(rb"^HTTP/1\.[01] (\d{3})[ \r]")
+_MAX_STATUS_LINE = 1024
 
 
 class LinkDown(Exception):
@@ -312,14 +321,13 @@ class Connection:
         generation: int,
         version: OcppVersion,
         endpoint: CsmsEndpoint,
-        incoming: trio.MemoryReceiveChannel[str],
     ) -> None:
         self._link = link
         self._ws = ws
-        self._incoming = incoming
         self.generation = generation
         self.version = version
         self.endpoint = endpoint
+        self.read_from = False  # someone reads it: they learn of its end from receive_text
 
     async def send_text(self, text: str) -> None:
         """Send one OCPP-J frame.
@@ -334,15 +342,25 @@ class Connection:
             raise LinkDown(f"send failed on connection {self.generation}: {_describe(exc)}") from None
 
     async def receive_text(self) -> str:
-        """The next OCPP-J frame from the CSMS.
+        """The next OCPP-J frame from the CSMS. Frames that arrived before the connection ended are
+        still returned; then LinkDown.
+
+        Read straight from trio-websocket, with no task in between: one task switch less per frame.
 
         Raises:
             LinkDown: the connection is gone; no frame will follow on it.
         """
-        try:
-            return await self._incoming.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise LinkDown(f"connection {self.generation} is closed") from None
+        self.read_from = True
+        while True:
+            try:
+                message = await self._ws.get_message()
+            except trio_websocket.ConnectionClosed as exc:
+                raise LinkDown(_describe(exc)) from None
+            if isinstance(message, str):
+                return message
+            log.warning(
+                "dropping a %d-byte binary frame from the CSMS: OCPP-J uses text frames", len(message)
+            )
 
 
 Serve = Callable[[Connection], Awaitable[None]]
@@ -371,15 +389,23 @@ async def open_csms_stream(endpoint: CsmsEndpoint) -> trio.abc.Stream:
     except TlsConfigError as exc:
         raise LinkDown(str(exc)) from None
     tcp = await trio.open_tcp_stream(host, port)
-    stream = trio.SSLStream(tcp, context, server_hostname=host, https_compatible=True)
+    witnessed = _WitnessedStream(tcp)
+    stream = trio.SSLStream(witnessed, context, server_hostname=host, https_compatible=True)
     try:
         await stream.do_handshake()
     except trio.BrokenResourceError as exc:
         await trio.aclose_forcefully(stream)
+        cause = exc.__cause__
+        if isinstance(cause, OSError):  # ssl.SSLError included
+            description = describe_tls_failure(
+                cause, host, witnessed.witness, client_certificate=endpoint.security_profile == 3
+            )
+            raise LinkDown(description) from None
         raise LinkDown(_describe(exc, host)) from None
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
+    witnessed.witness.done = True  # handshake over: the stream only passes bytes on from here
     return stream
 
 
@@ -474,9 +500,10 @@ async def _connect_and_serve(
         async with trio.open_nursery() as nursery:  # owns trio-websocket's reader task
             with trio.fail_after(settings.connect_timeout_s):
                 stream = await connect(endpoint)
+                reporting = _ReportingStream(stream, _silent_close_hint(endpoint))
                 ws = await trio_websocket.wrap_client_stream(
                     nursery,
-                    _ReportingStream(stream, _silent_close_hint(endpoint)),  # type: ignore[arg-type]
+                    reporting,  # type: ignore[arg-type]
                     _host_header(endpoint.url, host, port),
                     _resource(endpoint.url, settings.station_id),
                     subprotocols=[subprotocol],
@@ -485,16 +512,15 @@ async def _connect_and_serve(
             if ws.subprotocol != subprotocol:
                 # OCPP-J: without an agreed subprotocol neither side knows the message set.
                 raise LinkDown(
-                    f"CSMS did not select subprotocol {subprotocol} (it chose {ws.subprotocol!r}); "
+                    f"CSMS did not select subprotocol {subprotocol} (it chose {_chosen(ws.subprotocol)}); "
                     "refusing to talk"
                 )
-            to_session, incoming = trio.open_memory_channel[str](0)
-            connection = Connection(link, ws, generation, settings.version, endpoint, incoming)
+            connection = Connection(link, ws, generation, settings.version, endpoint)
             with trio.CancelScope() as work:
                 link._connected(connection, work)
                 log.info("connected to CSMS %s as %s (%s)", endpoint.url, settings.station_id, subprotocol)
                 async with trio.open_nursery() as tasks:
-                    tasks.start_soon(_pump, ws, to_session)
+                    tasks.start_soon(_notice_close, connection, ws, reporting)
                     if settings.ping_interval_s > 0:
                         tasks.start_soon(_keepalive, ws, settings.ping_interval_s, settings.pong_timeout_s)
                     await serve(connection)
@@ -509,20 +535,20 @@ async def _connect_and_serve(
             await trio.aclose_forcefully(stream)
 
 
-async def _pump(ws: trio_websocket.WebSocketConnection, to_session: trio.MemorySendChannel[str]) -> None:
-    """Read frames even when the session does not, so a closed connection is noticed at once."""
-    async with to_session:
-        while True:
-            try:
-                message = await ws.get_message()
-            except trio_websocket.ConnectionClosed as exc:
-                raise LinkDown(_describe(exc)) from None
-            if isinstance(message, bytes):
-                log.warning(
-                    "dropping a %d-byte binary frame from the CSMS: OCPP-J uses text frames", len(message)
-                )
-                continue
-            await to_session.send(message)
+async def _notice_close(
+    connection: Connection, ws: trio_websocket.WebSocketConnection, stream: _ReportingStream
+) -> None:
+    """End the attempt when the CSMS hangs up on a session that does not read (nothing else would).
+
+    A session that reads learns it from receive_text, after the frames that came before the close;
+    a broken transport ends the attempt from trio-websocket's reader already (_ReportingStream).
+    """
+    await stream.peer_closed.wait()
+    if not connection.read_from:
+        closed = ws.closed
+        raise LinkDown(
+            "connection closed" if closed is None else _describe(trio_websocket.ConnectionClosed(closed))
+        )
 
 
 async def _keepalive(
@@ -538,18 +564,54 @@ async def _keepalive(
 
 
 @final
+class _WitnessedStream(trio.abc.Stream):
+    """The TCP stream under TLS, showing what the CSMS sends to a HandshakeWitness until the handshake
+    is over, so a refusal without a clear alert can still be named (runtime/tls.py)."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream = stream
+        self.witness = HandshakeWitness()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        data = await self._stream.receive_some(max_bytes)
+        if not self.witness.done:
+            self.witness.feed(data)
+        return data
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+@final
 class _ReportingStream(trio.abc.Stream):
-    """Turns a broken transport, or one closed before the CSMS said a word, into LinkDown with a reason.
+    """Turns a broken transport, or one closed before the CSMS said a word, into LinkDown with a reason,
+    and a refused upgrade into ConnectionRejected with its HTTP status.
 
     trio-websocket's reader swallows BrokenResourceError and EOF: during the opening handshake that
     would hang until the connect timeout and lose the reason. A TLS 1.3 server that refuses our client
     certificate does so after our handshake has finished, often by just closing the connection.
+
+    trio-websocket 0.12 also never ends the handshake when the CSMS refuses the upgrade with a response
+    whose body runs until the connection closes (no Content-Length, as Daphne answers 403 or 500): it
+    stops reading at EOF without telling wsproto, so ConnectionRejected never comes (docs/link.md). So
+    the response's status line is read here: anything but 101 is a refusal, reported when the CSMS
+    closes or after REFUSAL_GRACE_S, whichever is first.
     """
 
     def __init__(self, stream: trio.abc.Stream, silent_close_hint: str) -> None:
         self._stream = stream
         self._silent_close_hint = silent_close_hint
         self._heard_from_peer = False
+        self._status_line: bytearray | None = bytearray()  # None once the status is known
+        self._refused_with: int | None = None
+        self._refusal_deadline = math.inf
+        self.peer_closed = trio.Event()  # the CSMS ended the TCP stream (EOF) after the handshake
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         try:
@@ -561,16 +623,47 @@ class _ReportingStream(trio.abc.Stream):
         await self._stream.wait_send_all_might_not_block()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._status_line is None and self._refused_with is None:
+            # The handshake's answer was 101: from here on, just a transport that names its failures.
+            try:
+                received = await self._stream.receive_some(max_bytes)
+            except trio.BrokenResourceError as exc:
+                raise LinkDown(_describe(exc)) from None
+            if not received:
+                self.peer_closed.set()
+            return received
+        data: bytes | bytearray = b""
         try:
-            data = await self._stream.receive_some(max_bytes)
+            with trio.move_on_at(self._refusal_deadline):
+                data = await self._stream.receive_some(max_bytes)
         except trio.BrokenResourceError as exc:
-            raise LinkDown(_describe(exc)) from None
-        if not data and not self._heard_from_peer:
+            if self._refused_with is None:
+                raise LinkDown(_describe(exc)) from None
+        if data:
+            self._heard_from_peer = True
+            if self._status_line is not None:
+                self._read_status(data)
+            return data
+        if self._refused_with is not None:
+            # Closed, broken or out of time while the refusal's body was arriving.
+            raise trio_websocket.ConnectionRejected(self._refused_with, (), None)
+        if not self._heard_from_peer:
             raise LinkDown(
                 f"CSMS closed the connection before answering the handshake{self._silent_close_hint}"
             )
-        self._heard_from_peer = True
         return data
+
+    def _read_status(self, data: bytes | bytearray) -> None:
+        assert self._status_line is not None
+        self._status_line += data[: _MAX_STATUS_LINE - len(self._status_line)]
+        if b"\n" not in self._status_line and len(self._status_line) < _MAX_STATUS_LINE:
+            return
+        match = _STATUS_LINE.match(self._status_line)
+        self._status_line = None
+        # An unreadable status line is left to wsproto, which refuses it.
+        if match is not None and int(match[1]) != _HTTP_SWITCHING_PROTOCOLS:
+            self._refused_with = int(match[1])
+            self._refusal_deadline = trio.current_time() + REFUSAL_GRACE_S
 
     async def send_eof(self) -> None:
         raise NotImplementedError  # trio-websocket never half-closes
@@ -609,6 +702,11 @@ def _describe(exc: BaseException, host: str = "CSMS", settings: LinkSettings | N
     if isinstance(exc, OSError):
         return f"cannot reach {host}: {exc.strerror or exc}"
     return str(exc) or type(exc).__name__
+
+
+def _chosen(subprotocol: str | None) -> str:
+    # The CSMS chose the header's text and its length: a bounded quote of it.
+    return "None" if subprotocol is None else quote_peer_text(subprotocol)
 
 
 def _silent_close_hint(endpoint: CsmsEndpoint) -> str:

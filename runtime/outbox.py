@@ -1,19 +1,27 @@
 """The durable outbox: transaction-related messages, written to SQLite before they are sent.
 
 Every method returns only after its write is committed (synchronous=FULL), so a message the session
-was told is queued survives a crash or power loss. A message is never silently dropped: after its last
-attempt it moves to `dead_letter`, where it is kept and logged. It never sends anything itself.
+was told is queued survives a crash or power loss; the one exception is `acknowledge` while `run` is
+running, whose delete of a delivered message commits in the background (a crash before it commits
+sends that message again: at least once, never lost). A message is never silently dropped: after its
+last attempt it moves to `dead_letter`, where it is kept and logged. It never sends anything itself.
+
+The front of the queue is read ahead, READ_AHEAD rows per query, and kept in memory, so sending a
+replayed backlog costs no database round trip per message; the payload stays JSON text there and is
+decoded afresh for every caller.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import trio
 
@@ -22,6 +30,13 @@ from evstation.runtime.storage import Storage, UnknownEntryError, from_db_time, 
 logger = logging.getLogger(__name__)
 
 _COLUMNS = "id, action, payload, attempts, offline, created_at, last_attempt_at, transaction_id"
+# Rows read per query when the in-memory front of the queue runs dry: one database round trip per
+# READ_AHEAD replayed messages instead of one per message.
+READ_AHEAD = 128
+# `run` lets acknowledged deletes gather this long before it commits them in one transaction: one
+# fsync and one database round trip for many messages while a backlog is replayed. It only delays
+# the deletes (a crash meanwhile re-sends those messages, as OCPP's at-least-once delivery allows).
+DELETE_GATHER_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,14 +83,35 @@ def _entry(row: sqlite3.Row) -> OutboxEntry:
 
 
 def _fetch(conn: sqlite3.Connection, entry_id: int) -> OutboxEntry:
-    row = conn.execute(f"SELECT {_COLUMNS} FROM outbox WHERE id = ?", (entry_id,)).fetchone()
+    return _entry(_fetch_row(conn, entry_id))
+
+
+def _fetch_row(conn: sqlite3.Connection, entry_id: int) -> sqlite3.Row:
+    row: sqlite3.Row | None = conn.execute(
+        f"SELECT {_COLUMNS} FROM outbox WHERE id = ?", (entry_id,)
+    ).fetchone()
     if row is None:
         raise UnknownEntryError(f"no outbox entry {entry_id}")
-    return _entry(row)
+    return row
+
+
+def _read_ahead(conn: sqlite3.Connection, after_id: int) -> list[sqlite3.Row]:
+    return conn.execute(
+        f"SELECT {_COLUMNS} FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (after_id, READ_AHEAD)
+    ).fetchall()
+
+
+def _delete(conn: sqlite3.Connection, entry_ids: Sequence[int]) -> int:
+    placeholders = ", ".join("?" * len(entry_ids))
+    return conn.execute(f"DELETE FROM outbox WHERE id IN ({placeholders})", tuple(entry_ids)).rowcount
 
 
 class Outbox:
-    """FIFO of transaction messages over `Storage`. Use one instance per station (it owns the wake-up)."""
+    """FIFO of transaction messages over `Storage`.
+
+    Use one instance per station: it owns the wake-ups and the in-memory front of the queue, so no
+    one else may write the `outbox` table while it is in use.
+    """
 
     def __init__(self, storage: Storage, *, clock: Callable[[], datetime] = utc_now) -> None:
         self._storage = storage
@@ -85,10 +121,52 @@ class Outbox:
         self._put_event = trio.Event()
         # Same scheme for removals (delivered or given up), for `wait_empty`.
         self._taken_event = trio.Event()
+        # The first rows of the table in id order, as read (payload still JSON text). `_front_is_all`:
+        # the table holds nothing after them. Unknown until the first read.
+        self._front: deque[sqlite3.Row] = deque()
+        self._front_known = False
+        self._front_is_all = False
+        # Every row with an id up to this one is deleted, or acknowledged and being deleted.
+        self._popped_id = 0
+        # Bumped whenever the front changes other than by a read: a read that was under way then is stale.
+        self._front_epoch = 0
+        # Acknowledged entries whose delete `run` has not committed yet, and its wake-up.
+        self._to_delete: list[int] = []
+        self._deleting: set[int] = set()
+        self._delete_wanted = trio.Event()
+        self._running = False
 
     def _taken(self) -> None:
         self._taken_event.set()
         self._taken_event = trio.Event()
+
+    def _pop_front(self, entry_id: int) -> None:
+        """`entry_id` leaves the queue: the front moves on, or (not the head) is read again."""
+        self._front_epoch += 1
+        if self._front and self._front[0]["id"] == entry_id:
+            self._front.popleft()
+            self._popped_id = entry_id
+        else:
+            self._forget_front()
+
+    def _forget_front(self) -> None:
+        self._front_epoch += 1
+        self._front.clear()
+        self._front_known = False
+
+    def _set_front(self, rows: list[sqlite3.Row]) -> None:
+        self._front.extend(rows)
+        self._front_known = True
+        self._front_is_all = len(rows) < READ_AHEAD
+
+    def _replace_in_front(self, row: sqlite3.Row) -> None:
+        for index, held in enumerate(self._front):
+            if held["id"] == row["id"]:
+                self._front[index] = row
+                return
+
+    def _front_needs_rows(self) -> bool:
+        return not self._front and not (self._front_known and self._front_is_all)
 
     async def put(
         self,
@@ -123,7 +201,7 @@ class Outbox:
         """
         created = to_db_time(self._clock())
 
-        def work(conn: sqlite3.Connection) -> OutboxEntry | None:
+        def work(conn: sqlite3.Connection) -> sqlite3.Row | None:
             payload = build(conn)
             if payload is None:
                 return None
@@ -133,85 +211,175 @@ class Outbox:
                 (action, _encode(payload), int(offline), created, transaction_id),
             )
             assert cursor.lastrowid is not None
-            return _fetch(conn, cursor.lastrowid)
+            return _fetch_row(conn, cursor.lastrowid)
 
-        entry = await self._storage.write(work)
-        if entry is not None:
-            self._put_event.set()
-            self._put_event = trio.Event()
-        return entry
+        row = await self._storage.write(work)
+        if row is None:
+            return None
+        # A front that holds the whole queue takes the new row at its end, unless a read that ran after
+        # this insert already brought it in (or it has even been sent and acknowledged since).
+        last_id = self._front[-1]["id"] if self._front else self._popped_id
+        if self._front_known and self._front_is_all and row["id"] > last_id:
+            self._front.append(row)
+        # A read of the front under way may have run before this insert yet finish after it (trio may
+        # run the two continuations in either order): its result is stale, read again.
+        self._front_epoch += 1
+        self._put_event.set()
+        self._put_event = trio.Event()
+        return _entry(row)
 
     async def head(self) -> OutboxEntry | None:
         """The oldest entry: the only one that may be in flight (messages go out in order)."""
+        if self._front_needs_rows():
+            after, epoch = self._popped_id, self._front_epoch
+            rows = await self._storage.read(lambda conn: _read_ahead(conn, after))
+            # Another task may have filled or changed the front meanwhile: then read again.
+            if self._front_needs_rows() and epoch == self._front_epoch:
+                self._set_front(rows)
+        return _entry(self._front[0]) if self._front else await self._head_slowly()
 
-        def work(conn: sqlite3.Connection) -> OutboxEntry | None:
-            row = conn.execute(f"SELECT {_COLUMNS} FROM outbox ORDER BY id LIMIT 1").fetchone()
-            return None if row is None else _entry(row)
-
-        return await self._storage.read(work)
+    async def _head_slowly(self) -> OutboxEntry | None:
+        if self._front_known and self._front_is_all:
+            await trio.lowlevel.checkpoint()
+            return None
+        return await self.head()
 
     async def entries(self) -> list[OutboxEntry]:
+        """Every queued entry, oldest first (not those acknowledged and being deleted)."""
+        deleting = frozenset(self._deleting)  # read in Trio, never in the database thread
+
         def work(conn: sqlite3.Connection) -> list[OutboxEntry]:
-            return [_entry(row) for row in conn.execute(f"SELECT {_COLUMNS} FROM outbox ORDER BY id")]
-
-        return await self._storage.read(work)
-
-    async def has_messages_of(self, transaction_id: str | None) -> bool:
-        """Whether messages of that transaction (None: of any transaction) are still queued (E14)."""
-
-        def work(conn: sqlite3.Connection) -> bool:
-            if transaction_id is None:
-                row = conn.execute("SELECT 1 FROM outbox WHERE transaction_id IS NOT NULL LIMIT 1").fetchone()
-            else:
-                row = conn.execute(
-                    "SELECT 1 FROM outbox WHERE transaction_id = ? LIMIT 1", (transaction_id,)
-                ).fetchone()
-            return row is not None
+            rows = conn.execute(f"SELECT {_COLUMNS} FROM outbox ORDER BY id")
+            return [_entry(row) for row in rows if row["id"] not in deleting]
 
         return await self._storage.read(work)
 
     async def depth(self) -> int:
-        return await self._storage.read(
-            lambda conn: int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
-        )
+        """How many entries are queued (not those acknowledged and being deleted)."""
+        # A snapshot taken in Trio: the database thread never reads Trio-owned state. A delete that
+        # commits meanwhile removes its row, so nothing is subtracted twice.
+        deleting = frozenset(self._deleting)
+
+        def work(conn: sqlite3.Connection) -> int:
+            ids = {int(row[0]) for row in conn.execute("SELECT id FROM outbox")}
+            return len(ids - deleting)
+
+        return await self._storage.read(work)
+
+    async def has_messages_of(self, transaction_id: str | None) -> bool:
+        """Whether messages of that transaction (None: of any transaction) are still queued (E14); those
+        acknowledged and waiting to be deleted do not count."""
+        deleting = frozenset(self._deleting)
+
+        def work(conn: sqlite3.Connection) -> bool:
+            if transaction_id is None:
+                rows = conn.execute("SELECT id FROM outbox WHERE transaction_id IS NOT NULL")
+            else:
+                rows = conn.execute("SELECT id FROM outbox WHERE transaction_id = ?", (transaction_id,))
+            return any(int(row[0]) not in deleting for row in rows)
+
+        return await self._storage.read(work)
 
     async def record_attempt(self, entry_id: int) -> OutboxEntry:
-        """Count one transmission of the entry (call it just before sending) and stamp the wall time."""
+        """Count one failed attempt and stamp the wall time: the CSMS did not answer the entry on a live
+        connection (timeout, CALLERROR or an unusable CALLRESULT). A lost connection is no attempt."""
         now = to_db_time(self._clock())
 
-        def work(conn: sqlite3.Connection) -> OutboxEntry:
+        def work(conn: sqlite3.Connection) -> sqlite3.Row:
             conn.execute(
                 "UPDATE outbox SET attempts = attempts + 1, last_attempt_at = ? WHERE id = ?", (now, entry_id)
             )
-            return _fetch(conn, entry_id)
+            return _fetch_row(conn, entry_id)
 
-        return await self._storage.write(work)
+        row = await self._storage.write(work)
+        self._replace_in_front(row)
+        return _entry(row)
 
     async def remove(self, entry_id: int) -> None:
-        """The CSMS answered with a CALLRESULT: the message is delivered."""
+        """The CSMS answered with a CALLRESULT: the message is delivered. Returns once that is committed."""
+        self._pop_front(entry_id)
+        refill = self._front_needs_rows()
+        after, epoch = self._popped_id, self._front_epoch
 
-        def work(conn: sqlite3.Connection) -> None:
-            if conn.execute("DELETE FROM outbox WHERE id = ?", (entry_id,)).rowcount == 0:
+        def work(conn: sqlite3.Connection) -> list[sqlite3.Row] | None:
+            if _delete(conn, (entry_id,)) == 0:
                 raise UnknownEntryError(f"no outbox entry {entry_id}")
+            # The next rows come with the same round trip when the front ran dry.
+            return _read_ahead(conn, after) if refill else None
 
-        await self._storage.write(work)
+        try:
+            rows = await self._storage.write(work)
+        except BaseException:
+            self._forget_front()
+            raise
+        if rows is not None and self._front_needs_rows() and epoch == self._front_epoch:
+            self._set_front(rows)
         self._taken()
+
+    async def acknowledge(self, entry_id: int) -> None:
+        """The CSMS answered the head entry with a CALLRESULT: it leaves the queue at once.
+
+        While `run` is running, the delete commits in its task, overlapping the caller's next send
+        (deletes that pile up commit together); until then a crash sends the message again, which
+        OCPP's at-least-once delivery allows. Without `run`, this is `remove`.
+        """
+        if not self._running or not self._front or self._front[0]["id"] != entry_id:
+            await self.remove(entry_id)
+            return
+        self._pop_front(entry_id)
+        self._deleting.add(entry_id)
+        self._to_delete.append(entry_id)
+        self._delete_wanted.set()
+        # A cancel point but no schedule point: the sender's next call yields anyway, and a yield per
+        # message here would cost a scheduler round while a backlog is replayed.
+        await trio.lowlevel.checkpoint_if_cancelled()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
+        """Commit the deletes of acknowledged entries in the background; start it with `nursery.start`
+        before the outbox is used. When cancelled it first commits what is pending (shielded)."""
+        self._running = True
+        task_status.started()
+        try:
+            while True:
+                await self._delete_wanted.wait()
+                await trio.sleep(DELETE_GATHER_S)
+                self._delete_wanted = trio.Event()
+                await self._commit_deletes()
+        finally:
+            self._running = False
+            with trio.CancelScope(shield=True):
+                await self._commit_deletes()
+
+    async def _commit_deletes(self) -> None:
+        while self._to_delete:
+            batch, self._to_delete = self._to_delete, []
+            await self._storage.write(functools.partial(self._delete_acknowledged, batch))
+            self._taken()
+
+    def _delete_acknowledged(self, batch: list[int], conn: sqlite3.Connection) -> None:
+        _delete(conn, batch)
+        # Still in the database thread: depth() and entries() never see a committed delete as pending.
+        self._deleting.difference_update(batch)
 
     async def update_payload(self, entry_id: int, payload: dict[str, Any]) -> OutboxEntry:
         """Rewrite a queued message in place, keeping its position (1.6: fill in the real transactionId)."""
         encoded = _encode(payload)
 
-        def work(conn: sqlite3.Connection) -> OutboxEntry:
+        def work(conn: sqlite3.Connection) -> sqlite3.Row:
             if conn.execute("UPDATE outbox SET payload = ? WHERE id = ?", (encoded, entry_id)).rowcount == 0:
                 raise UnknownEntryError(f"no outbox entry {entry_id}")
-            return _fetch(conn, entry_id)
+            return _fetch_row(conn, entry_id)
 
-        return await self._storage.write(work)
+        row = await self._storage.write(work)
+        self._replace_in_front(row)
+        return _entry(row)
 
     async def give_up(self, entry_id: int, reason: str) -> DeadLetter:
         """Move the entry to `dead_letter` after its last attempt; it is kept there and logged."""
         now = self._clock()
         now_text = to_db_time(now)
+
+        self._pop_front(entry_id)
 
         def work(conn: sqlite3.Connection) -> OutboxEntry:
             entry = _fetch(conn, entry_id)
@@ -225,7 +393,11 @@ class Outbox:
             conn.execute("DELETE FROM outbox WHERE id = ?", (entry_id,))
             return entry
 
-        entry = await self._storage.write(work)
+        try:
+            entry = await self._storage.write(work)
+        except BaseException:
+            self._forget_front()
+            raise
         self._taken()
         logger.warning(
             "outbox: gave up on %s #%d after %d attempts (%s); kept in dead_letter",
@@ -252,14 +424,22 @@ class Outbox:
         """Return as soon as the outbox holds at least one entry (immediately if it already does)."""
         while True:
             event = self._put_event
+            if self._front:
+                await trio.lowlevel.checkpoint_if_cancelled()  # as in acknowledge
+                return
             if await self.depth() > 0:
+                if self._front_known and self._front_is_all and not self._front:
+                    # Never expected; but a front that hides a queued row would stall the sender.
+                    logger.warning("outbox: in-memory front out of step with the table; reading it again")
+                    self._forget_front()
                 return
             await event.wait()
 
     async def wait_empty(self) -> None:
-        """Return once every entry has been delivered or given up (immediately if none is queued)."""
+        """Return once every entry has been delivered (its delete committed) or given up; immediately
+        if none is queued."""
         while True:
             event = self._taken_event
-            if await self.depth() == 0:
+            if not self._front and not self._deleting and await self.depth() == 0:
                 return
             await event.wait()

@@ -21,10 +21,6 @@ import trio
 
 from evstation import __version__
 from evstation.drivers.api import ChargeController, PowerMeter
-from evstation.drivers.sim.board import SimChargeController
-from evstation.drivers.sim.ev import SimEv
-from evstation.drivers.sim.meter import SimMeter
-from evstation.drivers.sim.state import SimStateFile
 from evstation.protocol.authorization import token_matcher
 from evstation.protocol.backoff import BackoffSettings
 from evstation.runtime.calls import MessageLogEntry
@@ -53,6 +49,8 @@ from evstation.runtime.storage import Storage, open_storage
 
 if TYPE_CHECKING:
     from evstation.drivers.meters.modbus import ModbusBus, RtuTransport, TcpTransport
+    from evstation.drivers.sim.board import SimChargeController
+    from evstation.drivers.sim.meter import SimMeter
 
 log = logging.getLogger(__name__)
 
@@ -183,15 +181,25 @@ class ModbusLines:
 
 
 def _build_evse_parts(config: StationConfig, evse: EvseConfig, lines: ModbusLines) -> _EvseParts:
-    """The drivers one EVSE's configuration asks for. Constructors start nothing."""
+    """The drivers one EVSE's configuration asks for. Constructors start nothing.
+
+    Each driver module is imported here, when a configuration names it: a simulated station never
+    loads pymodbus or a serial board's code, a real one never loads the simulators.
+    """
     voltage = float(config.electrical.line_voltage_v)
     phases = max(connector.phases for connector in evse.connector)
     meter_cfg = evse.meter
     sim_meter: SimMeter | None = None
     meter: PowerMeter | None = None
-    # The simulated physical world of this EVSE (meter register, EV plugged) outlives the process.
-    sim_state = SimStateFile(config.station.data_dir / f"sim-evse-{evse.id}.json")
+    sim_state = None
+    if isinstance(meter_cfg, SimMeterConfig) or isinstance(evse.controller, SimControllerConfig):
+        from evstation.drivers.sim.state import SimStateFile
+
+        # The simulated physical world of this EVSE (meter register, EV plugged) outlives the process.
+        sim_state = SimStateFile(config.station.data_dir / f"sim-evse-{evse.id}.json")
     if isinstance(meter_cfg, SimMeterConfig):
+        from evstation.drivers.sim.meter import SimMeter
+
         sim_meter = SimMeter(
             voltage,
             supply_phases=phases,
@@ -207,6 +215,9 @@ def _build_evse_parts(config: StationConfig, evse: EvseConfig, lines: ModbusLine
     controller: ChargeController
     sim: SimHardware | None = None
     if isinstance(controller_cfg, SimControllerConfig):
+        from evstation.drivers.sim.board import SimChargeController
+        from evstation.drivers.sim.ev import SimEv
+
         sim_controller = SimChargeController(
             SimEv(plugged=False, wants_energy=True, max_current_a=32.0, phases=phases),
             flow=sim_meter,
@@ -301,12 +312,16 @@ async def open_station(
     *,
     rng: random.Random | None = None,
     clock: WallClock | None = None,
+    message_log: Broadcaster[MessageLogEntry] | None = None,
 ) -> AsyncIterator[Station]:
     """Start every service of the station; leaving the block shuts them all down.
 
     Open transactions stay in storage across a shutdown: they are resumed or ended after the restart.
     Folders are made (or refused with a `StartupError` naming the path) and the control socket is
     listening before the link dials the CSMS.
+
+    Pass `message_log` (already subscribed to) to see every frame, BootNotification included: the
+    link dials as soon as it starts, possibly before this block is entered.
     """
     prepare_directories(config)
     log.info("%s", startup_line(config))
@@ -317,7 +332,8 @@ async def open_station(
         lines = ModbusLines()
         stack.callback(lines.close)
         evses, sims = build_evses(config, lines)
-        message_log: Broadcaster[MessageLogEntry] = Broadcaster()
+        if message_log is None:
+            message_log = Broadcaster()
         stop = StopRequests()
         session = new_session(
             config,
@@ -332,6 +348,7 @@ async def open_station(
         link = Link()
         station = Station(config, storage, outbox, evses, link, session, message_log, sims, stop)
         async with trio.open_nursery() as nursery:
+            await nursery.start(outbox.run)
             # The persisted availability is applied before the EVSEs drive their boards and long
             # before the first StatusNotification can go out.
             await nursery.start(session.blocks.availability.run)

@@ -31,6 +31,71 @@ _X509_UNTRUSTED = frozenset({18, 19, 20, 21})  # self-signed leaf/chain, unknown
 _X509_NAME_MISMATCH = frozenset({62, 64})  # host name, IP address
 
 
+# TLS record content types and handshake message types (RFC 5246 / RFC 8446) the witness reads.
+_RECORD_ALERT = 21
+_RECORD_HANDSHAKE = 22
+_HANDSHAKE_SERVER_HELLO = 2
+_HANDSHAKE_CERTIFICATE_REQUEST = 13
+_RECORD_HEADER = 5
+_HANDSHAKE_HEADER = 4
+# A server's plaintext handshake (hello, certificate chain, requests) fits in this; past it we stop.
+_MAX_WITNESSED_BYTES = 64 * 1024
+
+
+class HandshakeWitness:
+    """What the CSMS showed of itself in the plaintext part of a TLS handshake, fed the raw bytes it sent.
+
+    A CSMS that refuses our handshake often just closes the connection (OpenSSL then says
+    UNEXPECTED_EOF_WHILE_READING) or sends a generic handshake_failure alert. How far it got tells us
+    what it refused: nothing back at all is a refusal of our hello (protocol versions, cipher suites);
+    a certificate request in a TLS 1.2 handshake followed by a close is a refusal of our client
+    certificate. Pure: bytes in, facts out. Stops reading once the handshake turns encrypted.
+    """
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.server_hello = False
+        self.certificate_request = False
+        self.done = False
+        self._records = bytearray()
+        self._handshake = bytearray()
+
+    def feed(self, data: bytes | bytearray) -> None:
+        """Bytes the CSMS sent, in order. Malformed input just ends the reading."""
+        if self.done:
+            return
+        self.received += len(data)
+        self._records += data
+        while len(self._records) >= _RECORD_HEADER:
+            length = int.from_bytes(self._records[3:5], "big")
+            if len(self._records) < _RECORD_HEADER + length:
+                break
+            content_type = self._records[0]
+            fragment = self._records[_RECORD_HEADER : _RECORD_HEADER + length]
+            del self._records[: _RECORD_HEADER + length]
+            if content_type == _RECORD_HANDSHAKE:
+                self._handshake += fragment
+                self._read_handshake()
+            elif content_type != _RECORD_ALERT:
+                # ChangeCipherSpec or application data: the rest is encrypted (all of TLS 1.3's).
+                self.done = True
+                return
+        if len(self._records) + len(self._handshake) > _MAX_WITNESSED_BYTES:
+            self.done = True
+
+    def _read_handshake(self) -> None:
+        while len(self._handshake) >= _HANDSHAKE_HEADER:
+            length = int.from_bytes(self._handshake[1:4], "big")
+            if len(self._handshake) < _HANDSHAKE_HEADER + length:
+                return
+            message_type = self._handshake[0]
+            if message_type == _HANDSHAKE_SERVER_HELLO:
+                self.server_hello = True
+            elif message_type == _HANDSHAKE_CERTIFICATE_REQUEST:
+                self.certificate_request = True
+            del self._handshake[: _HANDSHAKE_HEADER + length]
+
+
 class TlsConfigError(ValueError):
     """The endpoint's TLS settings cannot work (a missing or unreadable file); the text names it."""
 
@@ -75,8 +140,27 @@ def client_context(
     return ctx
 
 
-def describe_tls_failure(exc: ssl.SSLError, host: str) -> str:
-    """One sentence saying why a TLS handshake with the CSMS at `host` failed."""
+def describe_tls_failure(
+    exc: ssl.SSLError | OSError,
+    host: str,
+    witness: HandshakeWitness | None = None,
+    *,
+    client_certificate: bool = False,
+) -> str:
+    """One sentence saying why a TLS handshake with the CSMS at `host` failed.
+
+    With the `witness` of the handshake, a CSMS that closed the connection or sent a generic
+    handshake_failure alert is told apart by how far it got: refusing our hello (TLS versions, cipher
+    suites), or our client certificate (`client_certificate`: we had one to send).
+    """
+    reason = (exc.reason or "").upper() if isinstance(exc, ssl.SSLError) else ""
+    silent = isinstance(exc, ssl.SSLEOFError) or not isinstance(exc, ssl.SSLError)
+    if witness is not None and (silent or "HANDSHAKE_FAILURE" in reason or "INSUFFICIENT_SECURITY" in reason):
+        told = _what_was_refused(exc, host, witness, silent=silent, client_certificate=client_certificate)
+        if told is not None:
+            return told
+    if not isinstance(exc, ssl.SSLError):
+        return f"TLS handshake with {host} failed: {_reason(exc)}"
     if isinstance(exc, ssl.SSLCertVerificationError):
         code = exc.verify_code
         if code == _X509_CERT_HAS_EXPIRED:
@@ -88,14 +172,47 @@ def describe_tls_failure(exc: ssl.SSLError, host: str) -> str:
         if code in _X509_UNTRUSTED:
             return f"CSMS certificate for {host} is not signed by a trusted CA ({exc.verify_message})"
         return f"CSMS certificate for {host} rejected: {exc.verify_message}"
-    reason = (exc.reason or "").upper()
     if "CERTIFICATE_REQUIRED" in reason or "PEER_DID_NOT_RETURN_A_CERTIFICATE" in reason:
         return f"CSMS at {host} requires a client certificate (security profile 3) and got none"
     if "UNKNOWN_CA" in reason or "BAD_CERTIFICATE" in reason or "CERTIFICATE_UNKNOWN" in reason:
         return f"CSMS at {host} rejected our client certificate (TLS alert {exc.reason})"
     if "PROTOCOL_VERSION" in reason or "UNSUPPORTED_PROTOCOL" in reason:
-        return f"CSMS at {host} does not speak TLS 1.2 or later ({exc.reason})"
+        return (
+            f"CSMS at {host} does not speak TLS 1.2 or later ({exc.reason}): it refused our protocol versions"
+        )
+    if "HANDSHAKE_FAILURE" in reason or "INSUFFICIENT_SECURITY" in reason or "NO_SHARED_CIPHER" in reason:
+        return f"CSMS at {host} refused the handshake ({exc.reason}): {_OUR_CIPHERS}"
     return f"TLS handshake with {host} failed: {_reason(exc)}"
+
+
+_OUR_CIPHERS = (
+    "it shares no cipher suite with us (we offer TLS 1.3 and the TLS 1.2 AES-GCM suites OCPP requires, "
+    "nothing weaker)"
+)
+
+
+def _what_was_refused(
+    exc: ssl.SSLError | OSError,
+    host: str,
+    witness: HandshakeWitness,
+    *,
+    silent: bool,
+    client_certificate: bool,
+) -> str | None:
+    how = "closed the connection" if silent else f"sent TLS alert {_reason(exc)}"
+    if not witness.server_hello:
+        if silent:
+            return (
+                f"CSMS at {host} {how} in answer to our TLS hello: it accepts none of our protocol versions "
+                "(TLS 1.2, 1.3) or cipher suites (AES-GCM); a CSMS limited to TLS 1.0/1.1 or to weak "
+                "ciphers does this"
+            )
+        return f"CSMS at {host} refused our TLS hello ({how}): {_OUR_CIPHERS}"
+    if witness.certificate_request:
+        if client_certificate:
+            return f"CSMS at {host} rejected our client certificate ({how} after receiving it)"
+        return f"CSMS at {host} requires a client certificate (security profile 3) and got none ({how})"
+    return None
 
 
 def _reason(exc: OSError | ssl.SSLError) -> str:

@@ -7,17 +7,21 @@ reads the wall clock except through the injected `wall_clock` for sample timesta
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import NoReturn
 
 import trio
 
 from evstation.drivers.api import FaultCode, MeterEvent, MeterSample, PhaseValues
-from evstation.drivers.meters.modbus import utc_now
 from evstation.drivers.meters.publisher import EVENT_BUFFER_SIZE, MeterEventPublisher
 from evstation.drivers.sim.state import ENERGY_KEY, SimStateFile
 
 _SECONDS_PER_HOUR = 3600.0
+
+
+def utc_now() -> datetime:
+    # Our own, not the Modbus driver's: a simulated station must not import pymodbus to tell the time.
+    return datetime.now(UTC)
 
 
 class SimMeter:

@@ -344,13 +344,18 @@ async def _send_outbox(ctx: SessionContext, calls: CallManager) -> None:
         if payload is None:
             await outbox.give_up(entry.id, "cannot be sent: its transaction never started at the CSMS")
             continue
-        entry = await outbox.record_attempt(entry.id)
         try:
             response = await calls.call(entry.action, payload)
         except CallFailed as exc:
-            # Our own payload breaking the schema is not the CSMS failing to process it: the same
-            # bytes would be refused again, so it goes to the dead letters at once.
-            delay = None if isinstance(exc, InvalidRequest) else policy.delay_after(entry.attempts)
+            if isinstance(exc, InvalidRequest):
+                # Our own payload breaking the schema is not the CSMS failing to process it: the same
+                # bytes would be refused again, so it goes to the dead letters at once.
+                delay = None
+            else:
+                # Counted only now: a CSMS that failed to answer on a live connection. A drop while
+                # the message awaits its answer raises LinkDown instead and costs no attempt.
+                entry = await outbox.record_attempt(entry.id)
+                delay = policy.delay_after(entry.attempts)
             if delay is None:
                 log.error(
                     "giving up %s #%d after %d attempts: %s", entry.action, entry.id, entry.attempts, exc
@@ -361,7 +366,7 @@ async def _send_outbox(ctx: SessionContext, calls: CallManager) -> None:
                 await trio.sleep(delay)
             continue
         # Shielded: the CSMS has acknowledged it, so a drop at this very moment must not leave it
-        # queued to be sent (and acknowledged) again.
+        # queued to be sent (and acknowledged) again. Its delete commits while the next one goes out.
         with trio.CancelScope(shield=True):
             await transactions.delivered(entry, response)
-            await outbox.remove(entry.id)
+            await outbox.acknowledge(entry.id)

@@ -134,6 +134,33 @@ async def test_e2e_station_that_cannot_start_says_why_in_one_line_and_exits_1() 
         assert len(lines) == 1 and "cannot start" in lines[0] and "data" in lines[0], lines
 
 
+async def test_e2e_station_logs_to_its_configured_file() -> None:
+    """[logging] file: the station's log goes to that (rotating, size-capped) file, not to stderr; a
+    file that cannot be opened is one line naming it, exit 1."""
+    with trio.fail_after(TIMEOUT_S), short_dir() as folder:
+        config = write_config(folder, version="2.0.1", port=9)
+        base = config.read_text()
+        (folder / "not-a-folder").write_text("")
+        config.write_text(base + '\n[logging]\nfile = "not-a-folder/station.log"\n')
+        done = await run_cli("run", "--config", str(config))
+        assert done.returncode == 1
+        lines = done.stderr.decode().strip().splitlines()
+        assert len(lines) == 1 and "cannot open log file" in lines[0] and "not-a-folder" in lines[0], lines
+
+        async with trio.open_nursery() as nursery:
+            csms: TestCsms = await nursery.start(serve_test_csms)
+            config = write_config(folder, version="2.0.1", port=csms.port, station_id=STATION)
+            logging = '\n[logging]\nfile = "logs/station.log"\nmax_file_bytes = 65536\n'
+            config.write_text(config.read_text() + logging)
+            async with station_process(config) as process:
+                await csms.wait_for(STATION, "BootNotification")
+                assert await terminate(process) == 0
+            nursery.cancel_scope.cancel()
+        logged = (folder / "logs" / "station.log").read_text()
+        assert "connected to CSMS" in logged and "shutting down" in logged
+        assert "connected to CSMS" not in stderr_of(config)
+
+
 async def test_e2e_missing_config_file_is_one_line_naming_it_once() -> None:
     with trio.fail_after(TIMEOUT_S), short_dir() as folder:
         done = await run_cli("check-config", str(folder / "nope.toml"))

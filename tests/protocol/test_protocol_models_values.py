@@ -126,6 +126,47 @@ def test_malformed_or_naive_datetime_strings_are_property_violations(stamp: str)
     assert (error.kind, error.path) == (ErrorKind.PROPERTY_CONSTRAINT, "timestamp")
 
 
+def test_a_peers_datetime_without_offset_is_taken_as_utc_and_reported() -> None:
+    """Tolerant in what we receive: EVerest's test CSMS answers BootNotification like this."""
+    payload = {"status": "Accepted", "currentTime": "2026-01-01T00:00:00", "interval": 300}
+    received = messages.receive_response(V16, "BootNotification", payload)
+    assert isinstance(received.model, v16.BootNotificationResponse)
+    assert received.model.current_time == datetime(2026, 1, 1, tzinfo=UTC)
+    assert received.naive_datetimes == ("currentTime",)
+    assert payload["currentTime"] == "2026-01-01T00:00:00"  # the caller's payload is left alone
+    # Strict for what we send (and for parse_*): the same payload is refused there.
+    with pytest.raises(PayloadError):
+        parse_response(V16, "BootNotification", payload)
+
+
+def test_nested_naive_datetimes_in_a_request_are_each_reported() -> None:
+    event = transaction_event(timestamp="2024-03-01T12:00:00.5")
+    event["meterValue"][0]["timestamp"] = "2024-03-01T11:00:00"  # type: ignore[index]
+    received = messages.receive_request(V201, "TransactionEvent", event)
+    assert sorted(received.naive_datetimes) == ["meterValue.0.timestamp", "timestamp"]
+    assert to_payload(received.model)["timestamp"] == "2024-03-01T12:00:00.500000Z"
+
+
+def test_a_peers_payload_that_meets_the_schema_reports_nothing() -> None:
+    received = messages.receive_request(V201, "TransactionEvent", transaction_event())
+    assert received.naive_datetimes == ()
+
+
+@pytest.mark.parametrize("stamp", ["2024-03-01", "2024-03-01T12:00", "2024-02-30T12:00:00", "yesterday"])
+def test_only_a_missing_offset_is_tolerated(stamp: str) -> None:
+    with pytest.raises(PayloadError) as caught:
+        messages.receive_request(V201, "TransactionEvent", transaction_event(timestamp=stamp))
+    assert (caught.value.kind, caught.value.path) == (ErrorKind.PROPERTY_CONSTRAINT, "timestamp")
+
+
+def test_a_tolerated_datetime_does_not_hide_another_error() -> None:
+    with pytest.raises(PayloadError) as caught:
+        messages.receive_request(
+            V201, "TransactionEvent", transaction_event(timestamp="2024-03-01T12:00:00", seqNo="4")
+        )
+    assert (caught.value.kind, caught.value.path) == (ErrorKind.TYPE_CONSTRAINT, "seqNo")
+
+
 def test_naive_datetime_objects_are_rejected_too() -> None:
     with pytest.raises(pydantic.ValidationError):
         v16.HeartbeatResponse(current_time=datetime(2024, 1, 1))
@@ -173,6 +214,26 @@ def test_snake_case_keys_are_unknown_properties_on_the_wire() -> None:
     assert error.kind is ErrorKind.OCCURRENCE_CONSTRAINT  # idTag is missing, reported first
     error = failure(V16, "Authorize", {"idTag": "abc", "id_tag": "abc"})
     assert (error.kind, error.path) == (ErrorKind.FORMAT, "id_tag")
+
+
+def test_an_integer_too_large_to_hold_is_a_value_error_not_an_unknown_property() -> None:
+    log = {"remoteLocation": "ftp://example.com/logs"}
+    error = failure(V201, "GetLog", {"requestId": 1e308, "logType": "DiagnosticsLog", "log": log})
+    assert (error.kind, error.path) == (ErrorKind.PROPERTY_CONSTRAINT, "requestId")
+    assert error.description == "requestId: integer out of range"
+
+
+def test_an_error_without_a_mapping_keeps_its_own_description() -> None:
+    # pydantic's "multiple_of" / "literal_error" and the like have no entry of ours: the field exists,
+    # so the description says what is wrong with its value, never "unknown property".
+    error = messages._payload_error(
+        pydantic.ValidationError.from_exception_data(
+            "X", [{"type": "literal_error", "loc": ("status",), "input": "x", "ctx": {"expected": "'A'"}}]
+        )
+    )
+    assert error.path == "status"
+    assert "unknown property" not in error.description
+    assert error.description == "status: Input should be 'A'"
 
 
 def test_payload_that_is_not_an_object_is_a_format_violation() -> None:

@@ -59,6 +59,28 @@ def test_our_call_is_in_flight_until_its_result_arrives(version: OcppVersion) ->
 
 
 @versions
+def test_a_date_time_without_offset_in_an_answer_is_taken_as_utc_and_reported(version: OcppVersion) -> None:
+    session = RpcSession(version)
+    session.start_call("1", "BootNotification", BOOT_REQUEST[version])
+
+    event = session.receive(frame(3, "1", {**BOOT_RESPONSE, "currentTime": "2026-01-01T00:00:00"}))
+
+    assert isinstance(event, ResultReceived)
+    assert event.naive_datetimes == ("currentTime",)
+    assert event.response.current_time.isoformat() == "2026-01-01T00:00:00+00:00"  # type: ignore[attr-defined]
+
+
+def test_a_date_time_without_offset_in_a_peers_call_is_taken_as_utc_and_reported() -> None:
+    session = RpcSession(V16)
+    payload = {"connectorId": 1, "expiryDate": "2026-01-01T00:00:00", "idTag": "T", "reservationId": 1}
+
+    event = session.receive(frame(2, "c1", "ReserveNow", payload))
+
+    assert isinstance(event, CallReceived)
+    assert event.naive_datetimes == ("expiryDate",)
+
+
+@versions
 def test_a_second_call_while_one_is_in_flight_is_our_error(version: OcppVersion) -> None:
     session = RpcSession(version)
     session.start_call("1", "Heartbeat", {})

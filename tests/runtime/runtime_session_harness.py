@@ -229,6 +229,8 @@ async def open_session_context(
     `connectors`: how many connectors EVSE 1 and EVSE 2 have (the config and the EVSEs agree).
     """
     async with open_storage(tmp_path / "station.db") as storage, trio.open_nursery() as nursery:
+        outbox = Outbox(storage)
+        await nursery.start(outbox.run)
         evses = Evses(same_token=token_matcher(version))
         for evse_id in (1, 2):
             meter = SimMeter(230, initial_energy_wh=1000, poll_interval_s=5) if run_evses else None
@@ -242,7 +244,7 @@ async def open_session_context(
         ctx = new_session(
             config,
             storage=storage,
-            outbox=Outbox(storage),
+            outbox=outbox,
             evses=evses,
             clock=WallClock.anchored(EPOCH),
             device_model=await load_device_model(storage, config),

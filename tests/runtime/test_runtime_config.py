@@ -95,9 +95,20 @@ def test_minimal_file_gets_documented_defaults(tmp_path: Path) -> None:
     assert config.csms.retry_backoff_random_range_s == 10
     assert config.csms.retry_backoff_repeat_times == 5
     assert config.logging.level == "INFO"
+    assert config.logging.file is None
+    assert (config.logging.max_file_bytes, config.logging.backup_count) == (10 * 1024 * 1024, 5)
     assert isinstance(config.evse[0].controller, SimControllerConfig)
     assert config.evse[0].connector[0].phases == 3
     assert config.database_path == tmp_path / "data" / "evstation.sqlite3"
+
+
+def test_a_log_file_is_resolved_against_the_config_folder(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        "[station]", '[logging]\nfile = "logs/station.log"\nmax_file_bytes = 1048576\n[station]', 1
+    )
+    config = load_config(write(tmp_path, text))
+    assert config.logging.file == tmp_path / "logs" / "station.log"
+    assert config.logging.max_file_bytes == 1048576
 
 
 def test_relative_paths_resolve_against_the_config_folder(
@@ -222,6 +233,18 @@ def test_endpoints_by_priority(tmp_path: Path) -> None:
         ),
         pytest.param(
             "[station]", '[logging]\nlevel = "chatty"\n[station]', "logging.level: must be", id="log-level"
+        ),
+        pytest.param(
+            "[station]",
+            '[logging]\nfile = "s.log"\nbackup_count = 0\n[station]',
+            "logging.backup_count: must be greater than or equal to 1",
+            id="log-backups",
+        ),
+        pytest.param(
+            "[station]",
+            "[logging]\nmax_file_bytes = 1000\n[station]",
+            "logging.max_file_bytes: must be greater than or equal to 65536",
+            id="log-size",
         ),
         pytest.param(
             "[station]",

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 import trio
+import trio_websocket
 
 from evstation.protocol.backoff import BackoffSettings
 from evstation.protocol.versions import OcppVersion
@@ -120,6 +121,98 @@ async def test_wrong_password_is_a_clear_401_and_never_logged(caplog: pytest.Log
     for text in (caplog.text, repr(ep), repr(stats), str(csms.timeline())):
         assert wrong not in text
         assert PASSWORD not in text
+
+
+async def _refusing_server(
+    response: bytes, *, close: bool, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """A raw HTTP server: reads the upgrade request's head, answers `response` and (with `close`)
+    hangs up, as Daphne does when it refuses an upgrade (no Content-Length: the body ends at close)."""
+
+    async def answer(stream: trio.SocketStream) -> None:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            chunk = await stream.receive_some()
+            if not chunk:
+                return
+            request += chunk
+        await stream.send_all(response)
+        if close:
+            await stream.aclose()
+        else:
+            await trio.sleep_forever()
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    task_status.started(listeners[0].socket.getsockname()[1])
+    await trio.serve_listeners(answer, listeners)
+
+
+@pytest.mark.parametrize(
+    ("response", "close", "expected"),
+    [
+        (b"HTTP/1.1 403 Forbidden\r\nServer: daphne\r\n\r\n", True, "HTTP 403"),
+        (b"HTTP/1.1 500 Internal Server Error\r\n\r\nTraceback...", True, "HTTP 500"),
+        (b"HTTP/1.1 401 Unauthorized\r\n\r\n", True, "HTTP 401 Unauthorized"),
+        # Not even closed: the refusal is still reported after a short grace for the body.
+        (b"HTTP/1.1 403 Forbidden\r\n\r\n", False, "HTTP 403"),
+    ],
+    ids=["403-close", "500-close", "401-close", "403-open"],
+)
+async def test_a_refused_upgrade_without_content_length_is_reported_at_once(
+    caplog: pytest.LogCaptureFixture, response: bytes, close: bool, expected: str
+) -> None:
+    """trio-websocket 0.12 waits for such a refusal until the connect timeout (30 s here) and loses the
+    status; the link reports it within a second or so (docs/link.md)."""
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(functools.partial(_refusing_server, response, close=close))
+            ep = CsmsEndpoint(url=f"ws://127.0.0.1:{port}/ocpp", priority=0, security_profile=0)
+            settings = link_settings(ep, backoff=SLOW)
+            settings = LinkSettings(**{**settings.__dict__, "connect_timeout_s": 30.0})
+            start = trio.current_time()
+            async with running_link(settings) as link:
+                await link.wait_state(LinkState.BACKING_OFF)
+                elapsed = trio.current_time() - start
+                stats = link.statistics()
+            nursery.cancel_scope.cancel()
+    assert elapsed < 5.0
+    assert expected in (stats.last_failure or "")
+    assert expected in caplog.text
+
+
+async def test_frames_sent_just_before_the_csms_hangs_up_are_still_read() -> None:
+    """The session reads straight from the websocket: what arrived before the close comes first, then
+    LinkDown, whether the CSMS closes politely or just drops the TCP connection."""
+    got: list[str] = []
+    ended = trio.Event()
+
+    async def read_all(conn: Connection) -> None:
+        try:
+            while True:
+                got.append(await conn.receive_text())
+        finally:
+            ended.set()
+
+    async def talk_then_hang_up(request: trio_websocket.WebSocketRequest) -> None:
+        ws = await request.accept(subprotocol="ocpp2.0.1")
+        for n in range(3):
+            await ws.send_message(f'[2,"c{n}","Reset",{{"type":"Immediate"}}]')
+        await ws.aclose()
+
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                trio_websocket.serve_websocket, talk_then_hang_up, "127.0.0.1", 0, None
+            )
+            ep = CsmsEndpoint(url=f"ws://127.0.0.1:{server.port}/ocpp", priority=0, security_profile=0)
+            link = Link()
+            settings = link_settings(ep, backoff=SLOW)
+            await nursery.start(functools.partial(run_link, settings, link, read_all, rng=random.Random(0)))
+            await ended.wait()
+            await link.wait_state(LinkState.BACKING_OFF)
+            nursery.cancel_scope.cancel()
+    assert [json.loads(frame)[1] for frame in got] == ["c0", "c1", "c2"]
+    assert "1000 NORMAL_CLOSURE" in (link.statistics().last_failure or "")
 
 
 async def test_reconnects_after_the_csms_drops_the_socket() -> None:

@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from evstation.runtime.outbox import Outbox
+from evstation.runtime.outbox import READ_AHEAD, Outbox
 from evstation.runtime.storage import UnknownEntryError, open_storage
 
 T0 = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
@@ -194,3 +194,148 @@ async def test_wait_empty_returns_once_the_last_entry_is_delivered(tmp_path: Pat
             await outbox.give_up(second.id, "test")
             with trio.fail_after(5):
                 await emptied.wait()
+
+
+# -- the in-memory front and background deletes (replay speed, docs/storage.md) --------------------
+
+
+async def test_a_backlog_longer_than_the_read_ahead_comes_out_whole_and_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    count = 2 * READ_AHEAD + 5
+    with trio.fail_after(30):
+        async with open_storage(path) as storage:
+            writer = Outbox(storage)
+            for n in range(count):
+                await writer.put("TransactionEvent", {"seqNo": n})
+        async with open_storage(path) as storage:
+            outbox = Outbox(storage)
+            seen = []
+            while (head := await outbox.head()) is not None:
+                seen.append(head.payload["seqNo"])
+                if len(seen) == READ_AHEAD:  # a put while the front does not hold the whole queue
+                    await outbox.put("TransactionEvent", {"seqNo": count})
+                await outbox.remove(head.id)
+            assert seen == list(range(count + 1))
+            assert await outbox.depth() == 0
+
+
+async def test_a_put_joins_a_front_that_holds_the_whole_queue(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        async with open_storage(tmp_path / "db.sqlite3") as storage:
+            outbox = Outbox(storage)
+            first = await outbox.put("TransactionEvent", {"seqNo": 0})
+            assert await outbox.head() == first  # the front is read, and is the whole queue
+            second = await outbox.put("TransactionEvent", {"seqNo": 1})
+            await outbox.remove(first.id)
+            assert await outbox.head() == second
+            await outbox.remove(second.id)
+            assert await outbox.head() is None
+
+
+async def test_changes_to_a_queued_entry_show_in_the_head(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        async with open_storage(tmp_path / "db.sqlite3") as storage:
+            outbox = Outbox(storage)
+            entry = await outbox.put("StopTransaction", {"transactionId": -1})
+            assert await outbox.head() == entry
+            await outbox.update_payload(entry.id, {"transactionId": 42})
+            await outbox.record_attempt(entry.id)
+            head = await outbox.head()
+            assert head is not None
+            assert (head.payload, head.attempts) == ({"transactionId": 42}, 1)
+
+
+async def test_removing_an_entry_behind_the_head_keeps_the_order(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        async with open_storage(tmp_path / "db.sqlite3") as storage:
+            outbox = Outbox(storage)
+            a, b, c = [await outbox.put("TransactionEvent", {"seqNo": n}) for n in range(3)]
+            assert await outbox.head() == a
+            await outbox.give_up(b.id, "operator")
+            await outbox.remove(a.id)
+            assert await outbox.head() == c
+
+
+async def test_an_acknowledged_entry_leaves_at_once_and_its_delete_commits_in_the_background(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "db.sqlite3"
+    with trio.fail_after(10):
+        async with open_storage(path) as storage, trio.open_nursery() as nursery:
+            outbox = Outbox(storage)
+            await nursery.start(outbox.run)
+            first = await outbox.put("TransactionEvent", {"seqNo": 0})
+            second = await outbox.put("TransactionEvent", {"seqNo": 1})
+            assert await outbox.head() == first
+            await outbox.acknowledge(first.id)
+            # Gone from the queue before its delete is committed...
+            assert await outbox.head() == second
+            assert await outbox.depth() == 1
+            assert await outbox.entries() == [second]
+            await outbox.acknowledge(second.id)
+            # ...and wait_empty returns only once every delete is.
+            await outbox.wait_empty()
+            rows = await storage.read(lambda conn: conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            assert rows == 0
+            nursery.cancel_scope.cancel()
+
+
+async def test_pending_deletes_are_committed_when_the_outbox_stops(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    with trio.fail_after(10):
+        async with open_storage(path) as storage, trio.open_nursery() as nursery:
+            outbox = Outbox(storage)
+            await nursery.start(outbox.run)
+            entries = [await outbox.put("TransactionEvent", {"seqNo": n}) for n in range(3)]
+            for entry in entries[:2]:
+                assert await outbox.head() == entry
+                await outbox.acknowledge(entry.id)
+            nursery.cancel_scope.cancel()  # at once: the deletes may not have run yet
+        async with open_storage(path) as storage:
+            assert await Outbox(storage).entries() == [entries[2]]
+
+
+async def test_acknowledge_without_run_is_remove(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        async with open_storage(tmp_path / "db.sqlite3") as storage:
+            outbox = Outbox(storage)
+            entry = await outbox.put("TransactionEvent", {"seqNo": 0})
+            await outbox.acknowledge(entry.id)
+            rows = await storage.read(lambda conn: conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            assert rows == 0
+            with pytest.raises(UnknownEntryError):
+                await outbox.acknowledge(entry.id)
+
+
+async def test_entries_put_while_the_front_is_drained_all_come_out_once_in_order(tmp_path: Path) -> None:
+    """Producers and the sender interleave freely (reads of the front racing inserts): every entry
+    is seen exactly once, in id order, and the outbox ends empty."""
+    total = 3 * READ_AHEAD
+    with trio.fail_after(60):
+        async with open_storage(tmp_path / "db.sqlite3") as storage, trio.open_nursery() as nursery:
+            outbox = Outbox(storage)
+            await nursery.start(outbox.run)
+            seen: list[int] = []
+
+            async def produce(first: int) -> None:
+                for n in range(first, total, 2):
+                    await outbox.put("TransactionEvent", {"seqNo": n})
+
+            async def consume() -> None:
+                while len(seen) < total:
+                    await outbox.wait_not_empty()
+                    head = await outbox.head()
+                    if head is None:
+                        await trio.lowlevel.checkpoint()
+                        continue
+                    seen.append(head.id)
+                    await outbox.acknowledge(head.id)
+
+            async with trio.open_nursery() as work:
+                work.start_soon(consume)
+                work.start_soon(produce, 0)
+                work.start_soon(produce, 1)
+            await outbox.wait_empty()
+            nursery.cancel_scope.cancel()
+    assert seen == sorted(seen)
+    assert len(set(seen)) == total

@@ -206,3 +206,35 @@ async def test_v16_queued_messages_get_the_real_transaction_id_from_start_transa
     order = csms.actions()[:-1]  # without the sentinel
     assert order[-1] == "StopTransaction"
     assert order.index("StartTransaction") < order.index("MeterValues")
+
+
+async def test_link_drops_do_not_use_up_a_messages_attempts(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Only a CSMS that fails to answer on a live connection counts as an attempt (docs/storage.md).
+
+    Three drops while the message awaits its answer, then one unanswered send: with 3 attempts it is
+    still retried and delivered, not dead-lettered (which on 1.6 would take its whole transaction).
+    """
+    async with open_session_context(
+        tmp_path, V16, transaction_message_attempts=3, transaction_message_retry_interval_s=10
+    ) as ctx:
+        await ctx.outbox.put("MeterValues", {"connectorId": 1, "meterValue": [_meter()]})
+        for generation in (1, 2, 3):
+            dropped = CsmsPeer(V16).then("MeterValues", NoAnswer())
+            conn = MemoryConnection(V16, generation)
+            with trio.fail_after(1000):
+                async with trio.open_nursery() as nursery:
+                    await _connect(ctx, dropped, conn, nursery)
+                    await dropped.wait_for("MeterValues")
+                    conn.close()
+        assert [e.attempts for e in await ctx.outbox.entries()] == [0]
+        csms = CsmsPeer(V16).then("MeterValues", NoAnswer(), {})
+        conn = MemoryConnection(V16, 4)
+        with trio.fail_after(1000):
+            async with trio.open_nursery() as nursery:
+                await _connect(ctx, csms, conn, nursery)
+                await csms.wait_for("MeterValues", 2)
+                await ctx.outbox.wait_empty()
+                nursery.cancel_scope.cancel()
+        assert await ctx.outbox.dead_letters() == []

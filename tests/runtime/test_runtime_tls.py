@@ -8,7 +8,8 @@ import functools
 import logging
 import random
 import ssl
-from collections.abc import AsyncIterator
+import warnings
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from evstation.protocol.backoff import BackoffSettings
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.link import Connection, CsmsEndpoint, Link, LinkSettings, LinkState, run_link
 from evstation.runtime.testcsms import TestCsms, TimelineKind, serve_test_csms
-from evstation.runtime.tls import TlsConfigError, client_context
+from evstation.runtime.tls import HandshakeWitness, TlsConfigError, client_context
 
 STATION = "CS-TLS"
 PASSWORD = "tls-basic-auth-password-0001"
@@ -265,3 +266,155 @@ async def test_rsa_only_tls12_csms_is_reachable(tmp_path: Path) -> None:
     async with csms_and_link(server, ep, {STATION: PASSWORD}) as (csms, link):
         await link.wait_connected()
         assert csms.connections_open(STATION) == 1
+
+
+# -- what a refusing CSMS refused -----------------------------------------------------------------
+# Two kinds of refusing server: the test CSMS (trio's SSLStream closes without sending its alert, like
+# many TLS stacks do) and a raw OpenSSL server that sends the alert before closing (as nginx does).
+
+
+def legacy_only(ctx: ssl.SSLContext) -> None:
+    """A CSMS that speaks only TLS 1.0 and 1.1 (OpenSSL 3 needs security level 0 for them)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # legacy on purpose: that is the test
+        ctx.minimum_version = ssl.TLSVersion.TLSv1
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+
+
+def weak_ciphers_only(ctx: ssl.SSLContext) -> None:
+    """TLS 1.2 with CBC-SHA1 suites only: none of the AES-GCM suites OCPP requires."""
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers("ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA")
+
+
+def tls12_client_certificate(ca: trustme.CA) -> Callable[[ssl.SSLContext], None]:
+    """TLS 1.2, a client certificate from `ca` required (1.2: refused inside the handshake)."""
+
+    def configure(ctx: ssl.SSLContext) -> None:
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ca.configure_trust(ctx)
+
+    return configure
+
+
+async def serve_alerting_tls(
+    ctx: ssl.SSLContext, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """A TLS server that, unlike trio's SSLStream, sends OpenSSL's alert before it hangs up."""
+
+    async def handshake(stream: trio.SocketStream) -> None:
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = ctx.wrap_bio(incoming, outgoing, server_side=True)
+        async with stream:
+            while True:
+                try:
+                    tls.do_handshake()
+                    return
+                except ssl.SSLWantReadError:
+                    pass
+                except ssl.SSLError:
+                    await stream.send_all(outgoing.read())  # the alert
+                    return
+                if outgoing.pending:
+                    await stream.send_all(outgoing.read())
+                data = await stream.receive_some()
+                if not data:
+                    return
+                incoming.write(data)
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    task_status.started(listeners[0].socket.getsockname()[1])
+    await trio.serve_listeners(handshake, listeners)
+
+
+@pytest.mark.parametrize("alerting", [False, True], ids=["closes", "alerts"])
+@pytest.mark.parametrize(
+    ("configure", "profile_3", "silent", "with_alert"),
+    [
+        (legacy_only, False, "in answer to our TLS hello", "refused our protocol versions"),
+        (weak_ciphers_only, False, "in answer to our TLS hello", "shares no cipher suite"),
+        ("untrusted-client", True, "rejected our client certificate", "rejected our client certificate"),
+        ("no-client", False, "requires a client certificate", "requires a client certificate"),
+    ],
+    ids=["tls1.0-1.1-only", "weak-ciphers-only", "client-cert-rejected", "client-cert-missing"],
+)
+async def test_a_refused_handshake_says_what_was_refused(
+    csms_ca: trustme.CA,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    configure: Callable[[ssl.SSLContext], None] | str,
+    profile_3: bool,
+    silent: str,
+    with_alert: str,
+    alerting: bool,
+) -> None:
+    """Not UNEXPECTED_EOF_WHILE_READING: the protocol versions, the cipher suites or the client
+    certificate, as far as the handshake lets us know (a bare close after our hello cannot tell the
+    first two apart)."""
+    server = server_context(csms_ca, "127.0.0.1")
+    if isinstance(configure, str):
+        tls12_client_certificate(csms_ca)(server)
+    else:
+        configure(server)
+    ca_bundle = write_ca(csms_ca, tmp_path)
+    if profile_3:
+        cert, key = write_client_cert(trustme.CA(), tmp_path)  # a CA the CSMS does not trust
+        ep = functools.partial(
+            CsmsEndpoint,
+            priority=0,
+            security_profile=3,
+            ca_bundle=ca_bundle,
+            client_cert=cert,
+            client_key=key,
+        )
+    else:
+        ep = functools.partial(
+            CsmsEndpoint, priority=0, security_profile=2, password=PASSWORD, ca_bundle=ca_bundle
+        )
+    if not alerting:
+        async with csms_and_link(server, ep) as (_, link):
+            await assert_refused(link, caplog, silent)
+    else:
+        with trio.fail_after(TEST_TIMEOUT_S):
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(serve_alerting_tls, server)
+                settings = LinkSettings(
+                    station_id=STATION,
+                    version=OcppVersion.V16,
+                    endpoints=(ep(url=f"wss://127.0.0.1:{port}/ocpp"),),
+                    backoff=SLOW,
+                    ping_interval_s=0.0,
+                    connect_timeout_s=5.0,
+                )
+                link = Link()
+                await nursery.start(functools.partial(run_link, settings, link, idle, rng=random.Random(0)))
+                await assert_refused(link, caplog, with_alert)
+                nursery.cancel_scope.cancel()
+    assert "UNEXPECTED_EOF" not in caplog.text
+
+
+def test_the_witness_reads_only_the_plaintext_handshake() -> None:
+    """Record by record, split anywhere: server hello, then a certificate request; encrypted records
+    (TLS 1.3 after its hello) end the reading."""
+
+    def record(content_type: int, body: bytes) -> bytes:
+        return bytes([content_type, 3, 3]) + len(body).to_bytes(2, "big") + body
+
+    def message(message_type: int, body: bytes) -> bytes:
+        return bytes([message_type]) + len(body).to_bytes(3, "big") + body
+
+    flight = record(22, message(2, b"h" * 70) + message(11, b"c" * 3000)) + record(22, message(13, b"r" * 20))
+    witness = HandshakeWitness()
+    for i in range(0, len(flight), 7):
+        witness.feed(flight[i : i + 7])
+    assert (witness.server_hello, witness.certificate_request, witness.done) == (True, True, False)
+    witness.feed(record(20, b"\x01") + record(22, message(13, b"")))
+    assert witness.done
+    tls13 = HandshakeWitness()
+    tls13.feed(record(22, message(2, b"h" * 90)) + record(23, b"x" * 50) + record(22, message(13, b"")))
+    assert (tls13.server_hello, tls13.certificate_request) == (True, False)
+    junk = HandshakeWitness()
+    junk.feed(b"\x16\x03\x03\xff\xff" + b"z" * 70_000)  # never a whole record: gives up, bounded
+    assert junk.done and not junk.server_hello

@@ -1,0 +1,73 @@
+"""Start-up cost: a station loads the driver code its configuration names, and nothing else.
+
+Each case runs in a fresh interpreter, since this process has long imported everything.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+_PROBE = """
+import json, sys
+from collections.abc import Mapping
+from pathlib import Path
+from evstation.runtime import cli  # noqa: F401 - what `evstation run` imports first
+from evstation.runtime.config import parse_config
+from evstation.runtime.station import ModbusLines, build_evses
+evse = {"id": 1, "connector": [{"id": 1, "type": "cType2", "max_current_a": 32}], **json.loads(sys.argv[1])}
+config = parse_config(
+    {
+        "station": {"id": "S", "vendor": "v", "model": "m", "ocpp_version": "2.0.1", "data_dir": sys.argv[2]},
+        "csms": {"endpoints": [{"url": "ws://127.0.0.1:9/ocpp", "security_profile": 0}]},
+        "evse": [evse],
+    },
+    base_dir=Path(sys.argv[2]),
+)
+lines = ModbusLines()
+build_evses(config, lines)
+lines.close()
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("pymodbus", "serial", "evstation"))))
+"""
+
+
+def _modules_loaded(evse: Mapping[str, object], tmp_path: Path) -> set[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, json.dumps(evse), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return set(json.loads(done.stdout))
+
+
+def test_a_simulated_station_loads_no_modbus_and_no_board_driver(tmp_path: Path) -> None:
+    loaded = _modules_loaded({"controller": {"driver": "sim"}, "meter": {"driver": "sim"}}, tmp_path)
+    assert "evstation.drivers.sim.meter" in loaded
+    assert not {m for m in loaded if m.startswith(("pymodbus", "serial"))}
+    assert not {
+        m for m in loaded if m.startswith(("evstation.drivers.boards", "evstation.drivers.meters.modbus"))
+    }
+    assert "evstation.drivers.meters.model" not in loaded
+
+
+def test_a_station_on_a_board_loads_that_board_only_and_no_simulator(tmp_path: Path) -> None:
+    board = {"controller": {"driver": "yeti", "device": "/dev/null"}, "meter": {"driver": "board"}}
+    loaded = _modules_loaded(board, tmp_path)
+    assert "evstation.drivers.boards.yeti" in loaded
+    assert "evstation.drivers.boards.rapi" not in loaded
+    assert not {m for m in loaded if m.startswith(("evstation.drivers.sim", "pymodbus"))}
+
+
+def test_a_modbus_meter_loads_pymodbus_and_not_the_other_board(tmp_path: Path) -> None:
+    meter = {"driver": "modbus", "model": "sdm630", "transport": "tcp", "host": "127.0.0.1"}
+    loaded = _modules_loaded(
+        {"controller": {"driver": "rapi", "device": "/dev/null"}, "meter": meter}, tmp_path
+    )
+    assert {"evstation.drivers.boards.rapi", "evstation.drivers.meters.modbus", "pymodbus"} <= loaded
+    assert "evstation.drivers.boards.yeti" not in loaded
+    assert not {m for m in loaded if m.startswith("evstation.drivers.sim")}
