@@ -317,6 +317,12 @@ def write_last_meter(conn: sqlite3.Connection, transaction_id: str, energy_wh: f
 # The async face
 
 
+async def run_in_worker(limiter: trio.CapacityLimiter, work: Callable[..., T], *args: object) -> T:
+    """The one way into the database thread. (The test suite holds its virtual clock still around it:
+    time does not pass while the disk works.)"""
+    return await trio.to_thread.run_sync(work, *args, limiter=limiter)
+
+
 class Storage:
     """Typed access to the station database. Create it with `open_storage`, never directly."""
 
@@ -327,14 +333,14 @@ class Storage:
 
     async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work(conn)` in the database thread. Not cancellable once started, by design."""
-        return await trio.to_thread.run_sync(work, self._conn, limiter=self._limiter)
+        return await run_in_worker(self._limiter, work, self._conn)
 
     async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work(conn)` as one transaction in the database thread; committed when this returns.
 
         A cancelled caller still waits for the commit or rollback: the thread is never abandoned.
         """
-        return await trio.to_thread.run_sync(in_transaction, self._conn, work, limiter=self._limiter)
+        return await run_in_worker(self._limiter, in_transaction, self._conn, work)
 
     async def schema_version(self) -> int:
         return await self.read(schema_version)
@@ -451,11 +457,11 @@ async def open_storage(path: Path) -> AsyncIterator[Storage]:
     """Open (creating if needed) and migrate the database at `path`; close it when the block exits."""
     limiter = trio.CapacityLimiter(1)
     try:
-        conn = await trio.to_thread.run_sync(_open_and_migrate, path, limiter=limiter)
+        conn = await run_in_worker(limiter, _open_and_migrate, path)
     except sqlite3.Error as exc:
         raise StorageError(f"{path}: cannot open database: {exc}") from exc
     try:
         yield Storage(conn, limiter, path)
     finally:
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(conn.close, limiter=limiter)
+            await run_in_worker(limiter, conn.close)

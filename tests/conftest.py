@@ -3,10 +3,15 @@
 
 # --- CSMS link and test CSMS (tests/runtime/test_runtime_link*.py, *_tls*.py, *_testcsms*.py) ---
 
+import math
+from typing import Any
+
 import pytest
 import trio.testing
 import trustme
 from timeout_report import pytest_timeout_cancel_timer, pytest_timeout_set_timer
+
+from evstation.runtime import storage
 
 __all__ = ["pytest_timeout_cancel_timer", "pytest_timeout_set_timer"]  # hooks, found by name
 
@@ -25,3 +30,33 @@ def clock() -> trio.testing.MockClock:
     """Virtual time that jumps only after 20 ms of real idleness: SQLite runs in a worker thread, and a
     threshold of 0 would jump the clock while a query is still running."""
     return trio.testing.MockClock(autojump_threshold=0.02)
+
+
+@pytest.fixture(autouse=True)
+def _virtual_time_stands_still_while_sqlite_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With an autojumping MockClock, a SQLite call in its worker thread that outlasts the threshold (a
+    busy machine, a slow fsync) would let the clock jump to the next timer while the caller waits, and
+    a test's deadline or expected timings would drift with the machine's load. The real database call
+    still runs; only the clock is held still until it returns (nested and concurrent calls counted)."""
+    real = storage.run_in_worker
+    holds: dict[int, tuple[int, float]] = {}  # id(clock) -> (calls in flight, threshold to restore)
+
+    async def held(limiter: trio.CapacityLimiter, work: Any, *args: object) -> Any:
+        clock = trio.lowlevel.current_clock()
+        if not isinstance(clock, trio.testing.MockClock):
+            return await real(limiter, work, *args)
+        key = id(clock)
+        count, saved = holds.get(key, (0, clock.autojump_threshold))
+        holds[key] = (count + 1, saved)
+        clock.autojump_threshold = math.inf
+        try:
+            return await real(limiter, work, *args)
+        finally:
+            count, saved = holds[key]
+            if count == 1:
+                del holds[key]
+                clock.autojump_threshold = saved
+            else:
+                holds[key] = (count - 1, saved)
+
+    monkeypatch.setattr(storage, "run_in_worker", held)

@@ -7,10 +7,9 @@ fails the test that produced it.
 from __future__ import annotations
 
 import itertools
-import math
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -277,24 +276,6 @@ async def serving(
             nursery.start_soon(serve_until_link_down, conn, ctx)
             yield
             nursery.cancel_scope.cancel()
-
-
-@contextmanager
-def autojump_paused() -> Iterator[None]:
-    """Hold the MockClock still while a SQLite call runs in its worker thread.
-
-    With autojump on, a thread call slower than the threshold (a busy machine, a slow fsync) lets the
-    clock jump to the next timer while the caller waits; a test that measures virtual times around a
-    write wraps the write in this.
-    """
-    clock = trio.lowlevel.current_clock()
-    assert isinstance(clock, trio.testing.MockClock)
-    saved = clock.autojump_threshold
-    clock.autojump_threshold = math.inf
-    try:
-        yield
-    finally:
-        clock.autojump_threshold = saved
 
 
 def statuses_at_boot(version: OcppVersion) -> int:
