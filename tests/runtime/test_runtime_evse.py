@@ -379,7 +379,8 @@ async def test_e10_ev_side_unplug_keeps_the_session_and_replug_continues(
     await trio.sleep(1)
     assert SessionEnded(1, 1, StopReason.LOCAL) in await rig.events()
     assert rig.evse.status() is S.AVAILABLE
-    assert rig.board.lock_state.value == LockState.UNLOCKED.value
+    after_stop: LockState = rig.board.lock_state
+    assert after_stop.value == LockState.UNLOCKED.value
 
 
 async def test_e09_ev_side_unplug_with_stop_true_ends_the_session(
