@@ -28,6 +28,7 @@ __all__ = [
     "step_points",
     "stop_reason_for",
     "v16_reason",
+    "v16_stop_points",
 ]
 
 REASON_POWER_LOSS: Final = "PowerLoss"
@@ -117,6 +118,12 @@ class TxPoint(enum.Enum):
 # 1.6 has no configurable points: StartTransaction needs the idTag and the plug (1.6 section 3.6).
 V16_START_POINTS: Final = frozenset({TxPoint.POWER_PATH_CLOSED})
 V16_STOP_POINTS: Final = frozenset({TxPoint.EV_CONNECTED, TxPoint.AUTHORIZED})
+
+
+def v16_stop_points(stop_on_ev_side_disconnect: bool) -> frozenset[TxPoint]:
+    """1.6 StopTransactionOnEVSideDisconnect: true, losing the EV stops the transaction; false, only
+    the end of the authorization does (the EV may leave and come back inside the transaction)."""
+    return V16_STOP_POINTS if stop_on_ev_side_disconnect else frozenset({TxPoint.AUTHORIZED})
 
 
 def parse_points(text: str, *, allow_data_signed: bool = False) -> frozenset[TxPoint]:

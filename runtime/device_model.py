@@ -89,6 +89,7 @@ __all__ = [
     "RETRY_BACK_OFF_WAIT_MINIMUM",
     "SAMPLED_DATA_ENABLED",
     "SECURITY_PROFILE",
+    "STOP_TX_ON_EV_SIDE_DISCONNECT",
     "STOP_TX_ON_INVALID_ID",
     "TX_ENDED_INTERVAL",
     "TX_ENDED_MEASURANDS",
@@ -97,6 +98,7 @@ __all__ = [
     "TX_STOP_POINT",
     "TX_UPDATED_INTERVAL",
     "TX_UPDATED_MEASURANDS",
+    "UNLOCK_ON_EV_SIDE_DISCONNECT",
     "VENDOR_NAME",
     "WEB_SOCKET_PING_INTERVAL",
     "DeviceModel",
@@ -152,6 +154,8 @@ MAX_ENERGY_ON_INVALID_ID: Final = _controller("TxCtrlr", "MaxEnergyOnInvalidId")
 RESUME_TRANSACTIONS_ON_BOOT: Final = _controller("TxCtrlr", "ResumeTransactionsOnBoot")
 OFFLINE_THRESHOLD: Final = _controller("OCPPCommCtrlr", "OfflineThreshold")
 EV_CONNECTION_TIMEOUT: Final = _controller("TxCtrlr", "EVConnectionTimeOut")
+STOP_TX_ON_EV_SIDE_DISCONNECT: Final = _controller("TxCtrlr", "StopTxOnEVSideDisconnect")
+UNLOCK_ON_EV_SIDE_DISCONNECT: Final = _controller("OCPPCommCtrlr", "UnlockOnEVSideDisconnect")
 SECURITY_PROFILE: Final = _controller("SecurityCtrlr", "SecurityProfile")
 IDENTITY: Final = _controller("SecurityCtrlr", "Identity")
 VENDOR_NAME: Final = _controller("ChargingStation", "VendorName")

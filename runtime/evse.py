@@ -89,6 +89,8 @@ class StopReason(enum.Enum):
     OTHER = "Other"
     # 1.6 only (Reason UnlockCommand): UnlockConnector ended the session (2.0.1 refuses to unlock instead).
     UNLOCK_COMMAND = "UnlockCommand"
+    # The EV was not (re)connected within EVConnectionTimeOut: 2.0.1 Timeout / EVConnectTimeout (1.6: Other).
+    TIMEOUT = "Timeout"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +111,7 @@ class EvPlugged:
 class EvUnplugged:
     evse_id: int
     connector_id: int
+    session_kept: bool = False  # StopTxOnEVSideDisconnect false: the session waits for the EV to return
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,11 +188,15 @@ class Phase(enum.Enum):
     CHARGING = "Charging"  # contactor closed, EV in C/D
     SUSPENDED_EVSE = "SuspendedEVSE"  # authorized + plugged, but the limit is below 6 A
     FINISHING = "Finishing"  # session stopped, EV still plugged
+    # StopTxOnEVSideDisconnect false: the cable left the EV, the session is kept (E10 / 1.6 SuspendedEV)
+    # until the EV comes back (-> EnergyOffered), a stop, or (tethered cable) EVConnectionTimeOut.
+    EV_DISCONNECTED = "EvDisconnected"
 
 
 class Input(enum.Enum):
     PLUG = "Plug"  # pilot A -> B/C/D
     UNPLUG = "Unplug"  # pilot -> A
+    EV_SIDE_UNPLUG = "EvSideUnplug"  # pilot -> A with StopTxOnEVSideDisconnect false: keep the session
     AUTHORIZE = "Authorize"  # token accepted (local or remote)
     POWER_ON = "PowerOn"  # contactor closed
     EV_PAUSED = "EvPaused"  # EV went C -> B (or contactor opened with the EV in B)
@@ -209,7 +216,7 @@ class Effect(enum.Enum):
     PUBLISH_SUSPENDED_EVSE = "EnergyFlowSuspended(by_evse)"
     END_EV_DISCONNECTED = "SessionEnded(EVDisconnected)"
     END_REQUESTED = "SessionEnded(requested reason)"
-    END_TIMEOUT = "SessionEnded(Other)"
+    END_TIMEOUT = "SessionEnded(Timeout)"
 
 
 P, In, E = Phase, Input, Effect
@@ -232,9 +239,17 @@ TRANSITIONS: dict[tuple[Phase, Input], tuple[Phase, tuple[Effect, ...]]] = {
     (P.CHARGING, In.LIMIT_ZERO): (P.SUSPENDED_EVSE, (E.PUBLISH_SUSPENDED_EVSE,)),
     (P.SUSPENDED_EVSE, In.LIMIT_RESTORED): (P.OFFERED, ()),
     (P.FINISHING, In.UNPLUG): (P.IDLE, (E.PUBLISH_UNPLUGGED,)),
+    (P.EV_DISCONNECTED, In.PLUG): (P.OFFERED, (E.PUBLISH_PLUGGED,)),
+    (P.EV_DISCONNECTED, In.STOP): (P.IDLE, (E.END_REQUESTED,)),
+    (P.EV_DISCONNECTED, In.CONNECTION_TIMEOUT): (P.IDLE, (E.END_TIMEOUT,)),
 }
+# Outside a running session an EV-side unplug is a plain unplug.
+for (_phase, _inp), _result in list(TRANSITIONS.items()):
+    if _inp is In.UNPLUG:
+        TRANSITIONS[(_phase, In.EV_SIDE_UNPLUG)] = _result
 for _phase in _ENERGIZED:
     TRANSITIONS[(_phase, In.UNPLUG)] = (P.IDLE, (E.PUBLISH_UNPLUGGED, E.END_EV_DISCONNECTED))
+    TRANSITIONS[(_phase, In.EV_SIDE_UNPLUG)] = (P.EV_DISCONNECTED, (E.PUBLISH_UNPLUGGED,))
     TRANSITIONS[(_phase, In.STOP)] = (P.FINISHING, (E.END_REQUESTED,))
 
 # Connector status per phase, before the overrides (Faulted, then Unavailable) are applied.
@@ -246,8 +261,11 @@ PHASE_STATUS: dict[Phase, ConnectorStatus] = {
     P.CHARGING: ConnectorStatus.CHARGING,
     P.SUSPENDED_EVSE: ConnectorStatus.SUSPENDED_EVSE,
     P.FINISHING: ConnectorStatus.FINISHING,
+    P.EV_DISCONNECTED: ConnectorStatus.SUSPENDED_EV,  # 1.6 TC_005_3: the kept session shows SuspendedEV
 }
-SESSION_PHASES = frozenset({P.AUTHORIZED, *_ENERGIZED})  # an authorized session is in progress
+SESSION_PHASES = frozenset(
+    {P.AUTHORIZED, P.EV_DISCONNECTED, *_ENERGIZED}
+)  # an authorized session is in progress
 LOCKED_PHASES = frozenset(_ENERGIZED)  # lock from session start until it stops
 
 
@@ -307,6 +325,8 @@ class Evse:
         connection_timeout_s: float = CONNECTION_TIMEOUT_S,
         status_settle_s: float = SUSPENDED_EV_SETTLE_S,
         same_token: TokenMatcher | None = None,
+        stop_on_ev_side_disconnect: bool = True,
+        unlock_on_ev_side_disconnect: bool = True,
     ) -> None:
         if not connector_ids:
             raise ValueError("an EVSE needs at least one connector")
@@ -319,6 +339,10 @@ class Evse:
         self.authorization_timeout_s = authorization_timeout_s
         self.connection_timeout_s = connection_timeout_s
         self.status_settle_s = status_settle_s
+        # TxCtrlr.StopTxOnEVSideDisconnect / OCPPCommCtrlr.UnlockOnEVSideDisconnect (the transactions
+        # block keeps them in line with the device model); read when the pilot goes to A.
+        self.stop_on_ev_side_disconnect = stop_on_ev_side_disconnect
+        self.unlock_on_ev_side_disconnect = unlock_on_ev_side_disconnect
         self._events = events
         # Token identity per the OCPP version (case-insensitive; 2.0.1 also compares the type).
         self._same_token = same_token or token_matcher(OcppVersion.V201)
@@ -668,7 +692,9 @@ class Evse:
             self._board_known.set()
             if event.state is PilotState.A and self._ev_present:
                 self._ev_present = False
-                await self._handle(Input.UNPLUG)
+                # The pilot cannot tell the EV side from the station side: any loss of the EV counts as
+                # the EV side (docs/session.md "EV-side disconnect").
+                await self._handle(Input.UNPLUG if self.stop_on_ev_side_disconnect else Input.EV_SIDE_UNPLUG)
                 return
             if event.state in _EV_PRESENT and not self._ev_present:
                 self._ev_present = True
@@ -708,21 +734,28 @@ class Evse:
         self._phase, effects = step(self._phase, inp)
         for effect in effects:
             self._publish_effect(effect, reason)
-        if self._phase is Phase.AUTHORIZED and self._connection_deadline is None:
+        if self._waits_for_ev() and self._connection_deadline is None:
             self._connection_deadline = trio.current_time() + self.connection_timeout_s
             self._wake()
-        elif self._phase is not Phase.AUTHORIZED:
+        elif not self._waits_for_ev():
             self._connection_deadline = None
         if self._phase not in SESSION_PHASES:
             self._session_token = None
         await self._apply()
+
+    def _waits_for_ev(self) -> bool:
+        """EVConnectionTimeOut runs: auth-first before the plug, and (E10.FR.02) a tethered cable
+        unplugged from the EV in a kept session. A socket's kept session waits for a stop instead."""
+        if self._phase is Phase.AUTHORIZED:
+            return True
+        return self._phase is Phase.EV_DISCONNECTED and not self.has_lock
 
     def _publish_effect(self, effect: Effect, reason: StopReason | None) -> None:
         ev: EvseEvent
         if effect is Effect.PUBLISH_PLUGGED:
             ev = EvPlugged(self.id, self._connector)
         elif effect is Effect.PUBLISH_UNPLUGGED:
-            ev = EvUnplugged(self.id, self._connector)
+            ev = EvUnplugged(self.id, self._connector, self._phase is Phase.EV_DISCONNECTED)
         elif effect is Effect.PUBLISH_AUTHORIZED:
             assert self._session_token is not None
             ev = Authorized(self.id, *self._session_token)
@@ -737,7 +770,7 @@ class Evse:
         elif effect is Effect.END_REQUESTED:
             ev = SessionEnded(self.id, self._connector, reason or StopReason.OTHER)
         else:
-            ev = SessionEnded(self.id, self._connector, StopReason.OTHER)
+            ev = SessionEnded(self.id, self._connector, StopReason.TIMEOUT)
         self._events.publish(ev)
 
     def _limit_allows_charging(self) -> bool:
@@ -778,7 +811,9 @@ class Evse:
         await self._send_offer(offer)
         if energize:
             await self._send_power(True)
-        want_lock = self.has_lock and self._phase in LOCKED_PHASES
+        # UnlockOnEVSideDisconnect false: a kept session whose EV left holds the cable in the socket.
+        kept_locked = self._phase is Phase.EV_DISCONNECTED and not self.unlock_on_ev_side_disconnect
+        want_lock = self.has_lock and (self._phase in LOCKED_PHASES or kept_locked)
         if self.has_lock and want_lock != self._sent_lock:
             await self._move_lock(want_lock)
         # State F only with no EV: a plugged EV would be cut off mid-session or lose its unplug report.

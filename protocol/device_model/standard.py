@@ -290,10 +290,9 @@ STATION_ROWS: Final[tuple[Row, ...]] = (
     Row("OCPPCommCtrlr", "RetryBackOffRandomRange", INT, RW, unit="s", min_limit=0, default="10"),
     Row("OCPPCommCtrlr", "RetryBackOffRepeatTimes", INT, RW, min_limit=0, default="5"),
     Row("OCPPCommCtrlr", "RetryBackOffWaitMinimum", INT, RW, unit="s", min_limit=0, default="3"),
-    # The connector lock opens when the EV side is unplugged (runtime/evse.py LOCKED_PHASES).
-    _held(
-        "OCPPCommCtrlr", "UnlockOnEVSideDisconnect", BOOL, "true", "ReadOnly: the lock always opens on unplug"
-    ),
+    # false: the connector lock stays locked while a session whose EV side was unplugged is kept
+    # (StopTxOnEVSideDisconnect false); runtime/evse.py Evse.unlock_on_ev_side_disconnect.
+    Row("OCPPCommCtrlr", "UnlockOnEVSideDisconnect", BOOL, RW, default="true"),
     Row("OCPPCommCtrlr", "WebSocketPingInterval", INT, RW, unit="s", min_limit=0, default="30"),
     # --- SampledDataCtrlr (meter values during a transaction) --------------------------------------
     Row("SampledDataCtrlr", "Available", BOOL, default="true", constant=True),
@@ -326,13 +325,9 @@ STATION_ROWS: Final[tuple[Row, ...]] = (
     # --- TxCtrlr ---------------------------------------------------------------------------------------
     # Auth-first sessions wait this long for the EV (runtime/evse.py connection_timeout_s).
     Row("TxCtrlr", "EVConnectionTimeOut", INT, RW, unit="s", min_limit=1, default="60"),
-    _held(
-        "TxCtrlr",
-        "StopTxOnEVSideDisconnect",
-        BOOL,
-        "true",
-        "ReadOnly: unplugging always ends the transaction",
-    ),
+    # E09 / E10: false keeps the session (and a transaction whose stop points allow it) when the
+    # cable leaves the EV; replugging continues it (runtime/evse.py Phase.EV_DISCONNECTED).
+    Row("TxCtrlr", "StopTxOnEVSideDisconnect", BOOL, RW, default="true"),
     # E05 / 1.6 StopTransactionOnInvalidId: a non-Accepted idTokenInfo in the answer to a transaction
     # message stops the transaction (true), or stops the energy after MaxEnergyOnInvalidId Wh (false).
     Row("TxCtrlr", "StopTxOnInvalidId", BOOL, RW, default="true"),

@@ -119,9 +119,14 @@ def test_held_variables_are_read_only_and_say_why() -> None:
     assert held, "the table holds some spec-writable variables until their block lands"
     for definition in held:
         assert definition.mutability() is Mutability.READ_ONLY
-    decision = check_set(DEFS, controller("TxCtrlr", "StopTxOnEVSideDisconnect"), ACTUAL, "false")
+    decision = check_set(DEFS, controller("OCPPCommCtrlr", "QueueAllMessages"), ACTUAL, "true")
     assert (decision.status, decision.reason_code) == (SetStatus.REJECTED, ReasonCode.READ_ONLY)
-    assert decision.info is not None and "unplugging always ends the transaction" in decision.info
+    assert decision.info is not None and "only transaction messages are queued" in decision.info
+    # E09 / E10: served now, so writable.
+    decision = check_set(DEFS, controller("TxCtrlr", "StopTxOnEVSideDisconnect"), ACTUAL, "false")
+    assert decision.status is SetStatus.ACCEPTED
+    decision = check_set(DEFS, controller("OCPPCommCtrlr", "UnlockOnEVSideDisconnect"), ACTUAL, "false")
+    assert decision.status is SetStatus.ACCEPTED
 
 
 def test_request_limits_are_reported_for_each_action() -> None:

@@ -142,7 +142,10 @@ def test_supported_feature_profiles_tells_the_truth(profiles: set[V16Profile], e
         ),
         ("MeterValuesSampledData", "SoC", ConfigurationStatus.REJECTED, None),
         ("StopTransactionOnInvalidId", "false", ConfigurationStatus.ACCEPTED, "false"),
-        ("UnlockConnectorOnEVSideDisconnect", "false", ConfigurationStatus.REJECTED, None),
+        ("UnlockConnectorOnEVSideDisconnect", "false", ConfigurationStatus.ACCEPTED, "false"),
+        ("StopTransactionOnEVSideDisconnect", "false", ConfigurationStatus.ACCEPTED, "false"),
+        # Held ReadOnly until its block lands.
+        ("ResetRetries", "2", ConfigurationStatus.REJECTED, None),
         # Unknown to the station.
         ("NoSuchKey", "1", ConfigurationStatus.NOT_SUPPORTED, None),
         ("LightIntensity", "50", ConfigurationStatus.NOT_SUPPORTED, None),

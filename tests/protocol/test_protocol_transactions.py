@@ -22,6 +22,7 @@ from evstation.protocol.transactions import (
     step_points,
     stop_reason_for,
     v16_reason,
+    v16_stop_points,
 )
 
 EV, AUTH, PPC, ET = (
@@ -200,3 +201,31 @@ def test_billing_rule_register_never_goes_backwards() -> None:
     assert monotonic_energy(None, 100.0) == 100.0
     assert monotonic_energy(100.0, 150.0) == 150.0
     assert monotonic_energy(150.0, 120.0) == 150.0
+
+
+@pytest.mark.parametrize("stop_on_ev_side", [True, False])
+def test_v16_stop_transaction_on_ev_side_disconnect(stop_on_ev_side: bool) -> None:
+    """1.6 StopTransactionOnEVSideDisconnect: true, the EV leaving stops the transaction
+    (EVDisconnected); false, it goes on until the authorization ends."""
+    points = TxPoints(frozenset({PPC}), v16_stop_points(stop_on_ev_side))
+    charging = Conditions(ev_connected=True, authorized=True, energy_transfer=True)
+    started = step_points(TxStep(), charging, points)
+    assert started.action is TxAction.START
+    gone = Conditions(ev_connected=False, authorized=True)
+    left = step_points(started.step, gone, points)
+    if stop_on_ev_side:
+        assert left.action is TxAction.STOP and left.point is EV
+        assert stop_reason_for(EV, gone, None) == "EVDisconnected"
+        return
+    assert left.action is TxAction.NONE
+    back = step_points(left.step, charging, points)
+    assert back.action is TxAction.NONE  # the same transaction continues
+    ended = step_points(back.step, Conditions(ev_connected=True), points)
+    assert ended.action is TxAction.STOP and ended.point is AUTH
+
+
+def test_e03_connection_timeout_reason_and_trigger() -> None:
+    """An authorized session without an EV in EVConnectionTimeOut: Timeout / EVConnectTimeout (1.6 Other)."""
+    assert stop_reason_for(AUTH, Conditions(), "Timeout") == "Timeout"
+    assert ended_trigger("Timeout") == "EVConnectTimeout"
+    assert v16_reason("Timeout") == "Other"

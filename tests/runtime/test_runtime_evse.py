@@ -143,7 +143,7 @@ async def test_auth_first_connection_timeout_ends_the_session(
     start = trio.current_time()
     await rig.events()
     rx_wait = await _next(rig, SessionEnded)
-    assert rx_wait == SessionEnded(1, 1, StopReason.OTHER)
+    assert rx_wait == SessionEnded(1, 1, StopReason.TIMEOUT)
     assert trio.current_time() - start == pytest.approx(CONNECTION_TIMEOUT_S)
     assert rig.evse.status() is S.AVAILABLE
 
@@ -340,3 +340,83 @@ async def test_meter_energy_follows_offered_current(
         assert energy is not None
         assert energy == pytest.approx(16 * 3 * 230, rel=0.01)  # 16 A x 3 phases x 230 V, one hour
         assert rig.evse.power_w() == pytest.approx(16 * 3 * 230)
+
+
+@pytest.mark.parametrize("unlock", [True, False], ids=["unlock", "keep-locked"])
+async def test_e10_ev_side_unplug_keeps_the_session_and_replug_continues(
+    rig: Rig, autojump_clock: trio.testing.MockClock, unlock: bool
+) -> None:
+    """StopTxOnEVSideDisconnect false: the pilot going to A keeps the session (SuspendedEV, no
+    SessionEnded); UnlockOnEVSideDisconnect decides the lock; the EV coming back charges again."""
+    rig.evse.stop_on_ev_side_disconnect = False
+    rig.evse.unlock_on_ev_side_disconnect = unlock
+    rig.board.plug_in()
+    await rig.authorize()
+    await trio.sleep(5)
+    assert rig.evse.status() is S.CHARGING
+    await rig.events()
+    rig.board.unplug()
+    await trio.sleep(5)
+    events = await rig.events()
+    assert EvUnplugged(1, 1, session_kept=True) in events
+    assert not any(isinstance(e, SessionEnded) for e in events)
+    assert rig.evse.phase is Phase.EV_DISCONNECTED and rig.evse.session_active()
+    assert rig.evse.status() is S.SUSPENDED_EV
+    assert rig.board.offered_current_a is None
+    expected_lock = LockState.UNLOCKED if unlock else LockState.LOCKED
+    assert rig.board.lock_state.value == expected_lock.value
+    await trio.sleep(3600)  # a socket's kept session has no connection timeout
+    assert rig.evse.session_active()
+    rig.board.plug_in()
+    await trio.sleep(5)
+    assert rig.evse.status() is S.CHARGING
+    assert rig.board.lock_state.value == LockState.LOCKED.value
+    assert rig.evse.session_token() == "TAG1"
+    # The session's own token ends it, also while the EV is away.
+    rig.board.unplug()
+    await trio.sleep(5)
+    assert await rig.evse.present_token("tag1")
+    await trio.sleep(1)
+    assert SessionEnded(1, 1, StopReason.LOCAL) in await rig.events()
+    assert rig.evse.status() is S.AVAILABLE
+    after_stop: LockState = rig.board.lock_state
+    assert after_stop.value == LockState.UNLOCKED.value
+
+
+async def test_e09_ev_side_unplug_with_stop_true_ends_the_session(
+    rig: Rig, autojump_clock: trio.testing.MockClock
+) -> None:
+    """StopTxOnEVSideDisconnect true (default): unplugging ends the session with EVDisconnected."""
+    rig.board.plug_in()
+    await rig.authorize()
+    await trio.sleep(5)
+    await rig.events()
+    rig.board.unplug()
+    events = await rig.events()
+    assert EvUnplugged(1, 1) in events and SessionEnded(1, 1, StopReason.EV_DISCONNECTED) in events
+
+
+async def test_e10_fr_02_tethered_cable_kept_session_ends_at_the_connection_timeout(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A tethered cable (no lock) unplugged from the EV: EVConnectionTimeOut ends the kept session
+    with reason Timeout."""
+    board = SimChargeController(SimEv(max_current_a=32, phases=3))
+    evses = Evses()
+    evse = evses.add(1, board, None, has_lock=False, connection_timeout_s=90.0)
+    evse.stop_on_ev_side_disconnect = False
+    with evses.subscribe() as rx:
+        await nursery.start(evses.run)
+        board.plug_in()
+        await trio.sleep(1)
+        assert await evse.authorize_remote("TAG1", "ISO14443")
+        await trio.sleep(5)
+        board.unplug()
+        await trio.sleep(1)
+        left = trio.current_time()
+        rig = Rig(evses, evse, board, None, rx)
+        await rig.events()
+        ended = await _next(rig, SessionEnded)
+        assert ended == SessionEnded(1, 1, StopReason.TIMEOUT)
+        assert trio.current_time() - left == pytest.approx(89.0, abs=0.1)
+        assert evse.status() is S.AVAILABLE

@@ -16,6 +16,7 @@ import trio
 import trio.testing
 from runtime_session_harness import EPOCH, CsmsPeer, MemoryConnection, serve_until_link_down, station_config
 
+from evstation.drivers.api import LockState
 from evstation.drivers.sim.board import SimChargeController
 from evstation.drivers.sim.ev import SimEv
 from evstation.drivers.sim.meter import SimMeter
@@ -26,9 +27,12 @@ from evstation.runtime.blocks.transactions import START_READING_WAIT_S
 from evstation.runtime.clock import WallClock
 from evstation.runtime.device_model import (
     ALIGNED_DATA_INTERVAL,
+    STOP_TX_ON_EV_SIDE_DISCONNECT,
     STOP_TX_ON_INVALID_ID,
+    TX_START_POINT,
     TX_STOP_POINT,
     TX_UPDATED_INTERVAL,
+    UNLOCK_ON_EV_SIDE_DISCONNECT,
     load_device_model,
 )
 from evstation.runtime.evse import ConnectorStatus, Evses
@@ -388,3 +392,100 @@ async def test_signed_meter_values_at_start_and_end_are_sent_and_stored(
             signed[value["context"]] = value["signedMeterValue"]["signedMeterData"]
     assert set(signed) == {"Transaction.Begin", "Transaction.End"}
     assert all(verify_ocmf(text, meter.public_key_hex) for text in signed.values())
+
+
+def _statuses(r: Rig, version: OcppVersion) -> list[str]:
+    key = "status" if version is V16 else "connectorStatus"
+    payloads = [s.call.payload for s in r.csms.of("StatusNotification")]
+    return [str(p[key]) for p in payloads if p["connectorId"] == 1]
+
+
+@BOTH
+async def test_e10_fr_01_fr_03_ev_side_unplug_suspends_and_replug_continues_the_transaction(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """StopTxOnEVSideDisconnect / 1.6 StopTransactionOnEVSideDisconnect false, UnlockOnEVSideDisconnect
+    false, TxStopPoint Authorized: the cable leaving the EV keeps the transaction (2.0.1 Updated
+    EVCommunicationLost / Idle; 1.6 SuspendedEV), the lock stays closed, the EV coming back charges in
+    the same transaction (2.0.1 Updated CablePluggedIn / EVConnected), and the token ends it."""
+    settings = {STOP_TX_ON_EV_SIDE_DISCONNECT: "false", UNLOCK_ON_EV_SIDE_DISCONNECT: "false"}
+    if version is V201:
+        settings[TX_STOP_POINT] = "Authorized"
+    async with rig(tmp_path, version, settings=settings) as r:
+        await r.plug_and_authorize()
+        await trio.sleep(60)
+        evse = r.ctx.evses[1]
+        assert evse.status() is ConnectorStatus.CHARGING
+        r.board.unplug()
+        await trio.sleep(30)
+        assert evse.session_active() and evse.status() is ConnectorStatus.SUSPENDED_EV
+        assert r.board.lock_state.value == LockState.LOCKED.value
+        assert not r.csms.of("StopTransaction")
+        if version is V16:
+            assert _statuses(r, version)[-1] == "SuspendedEV"
+        else:
+            last = r.tx_events()[-1]
+            assert (last["eventType"], last["triggerReason"]) == ("Updated", "EVCommunicationLost")
+            assert last["transactionInfo"]["chargingState"] == "Idle"
+        r.board.plug_in()
+        await trio.sleep(60)
+        assert evse.status() is ConnectorStatus.CHARGING
+        if version is V201:
+            events = r.tx_events()
+            replugged = [e for e in events if e["triggerReason"] == "CablePluggedIn"]
+            assert replugged and replugged[-1]["transactionInfo"]["chargingState"] == "EVConnected"
+            assert len({e["transactionInfo"]["transactionId"] for e in events}) == 1
+        assert await evse.present_token("TOKEN-1")
+        ended = await r.ended(version)
+    if version is V16:
+        assert ended["reason"] == "Local"
+        assert len(r.csms.of("StartTransaction")) == 1
+    else:
+        assert ended["transactionInfo"]["stoppedReason"] == "Local"
+        seq = [e["seqNo"] for e in r.tx_events()]
+        assert seq == list(range(len(seq)))
+
+
+@BOTH
+async def test_e10_stop_point_ev_connected_still_ends_the_transaction(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """2.0.1: StopTxOnEVSideDisconnect false with TxStopPoint EVConnected (the default): the stop
+    point ends the transaction with EVDisconnected, and the kept session with it (no energy outside a
+    transaction). 1.6 StopTransactionOnEVSideDisconnect true (the default) is the 1.6 counterpart."""
+    settings = {STOP_TX_ON_EV_SIDE_DISCONNECT: "false"} if version is V201 else {}
+    async with rig(tmp_path, version, settings=settings) as r:
+        await r.plug_and_authorize()
+        await trio.sleep(60)
+        r.board.unplug()
+        ended = await r.ended(version)
+        await trio.sleep(5)
+        evse = r.ctx.evses[1]
+        assert not evse.session_active() and evse.status() is ConnectorStatus.AVAILABLE
+        assert r.board.lock_state.value == LockState.UNLOCKED.value
+    if version is V16:
+        assert ended["reason"] == "EVDisconnected"
+    else:
+        assert ended["transactionInfo"]["stoppedReason"] == "EVDisconnected"
+        assert ended["triggerReason"] == "EVCommunicationLost"
+
+
+@BOTH
+async def test_e03_connection_timeout_ends_with_reason_timeout(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """Authorized, no EV within EVConnectionTimeOut (60 s). 2.0.1 TxStartPoint Authorized: the
+    transaction started at the authorization ends with stoppedReason Timeout, triggerReason
+    EVConnectTimeout. 1.6: no StartTransaction without the EV, so nothing but the statuses."""
+    settings = {TX_START_POINT: "Authorized"} if version is V201 else {}
+    async with rig(tmp_path, version, settings=settings) as r:
+        assert await r.ctx.evses[1].authorize_remote("TOKEN-1", "ISO14443")
+        if version is V201:
+            ended = await r.ended(version)
+            assert ended["transactionInfo"]["stoppedReason"] == "Timeout"
+            assert ended["triggerReason"] == "EVConnectTimeout"
+        else:
+            await trio.sleep(90)
+            assert not r.csms.of("StartTransaction") and not r.csms.of("StopTransaction")
+            assert _statuses(r, version)[-2:] == ["Preparing", "Available"]
+        assert r.ctx.evses[1].status() is ConnectorStatus.AVAILABLE

@@ -36,7 +36,6 @@ from evstation.protocol.transactions import (
     REASON_POWER_LOSS,
     REASON_REBOOT,
     V16_START_POINTS,
-    V16_STOP_POINTS,
     Conditions,
     TxAction,
     TxPoints,
@@ -45,6 +44,7 @@ from evstation.protocol.transactions import (
     parse_points,
     step_points,
     stop_reason_for,
+    v16_stop_points,
 )
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.authorization import Authorization
@@ -72,6 +72,7 @@ from evstation.runtime.device_model import (
     MAX_ENERGY_ON_INVALID_ID,
     RESUME_TRANSACTIONS_ON_BOOT,
     SAMPLED_DATA_ENABLED,
+    STOP_TX_ON_EV_SIDE_DISCONNECT,
     STOP_TX_ON_INVALID_ID,
     TX_ENDED_INTERVAL,
     TX_ENDED_MEASURANDS,
@@ -80,6 +81,7 @@ from evstation.runtime.device_model import (
     TX_STOP_POINT,
     TX_UPDATED_INTERVAL,
     TX_UPDATED_MEASURANDS,
+    UNLOCK_ON_EV_SIDE_DISCONNECT,
     DeviceModel,
     sleep_or_change,
 )
@@ -154,6 +156,8 @@ class _EvseTx:
     invalid_id: trio.Event = field(default_factory=trio.Event)
     # The 2.0.1 chargingState last reported for the running transaction (a triggered event repeats it).
     charging_state: str = "EVConnected"
+    # E10: the EV left and the transaction was kept; its return is reported (CablePluggedIn).
+    ev_left: bool = False
 
 
 class Transactions:
@@ -433,7 +437,8 @@ class Transactions:
 
     def _points(self) -> TxPoints:
         if self.version is OcppVersion.V16:
-            return TxPoints(V16_START_POINTS, V16_STOP_POINTS)
+            stop = v16_stop_points(self._device_model.get_bool(STOP_TX_ON_EV_SIDE_DISCONNECT))
+            return TxPoints(V16_START_POINTS, stop)
         dm = self._device_model
         return TxPoints(parse_points(dm.get(TX_START_POINT) or ""), parse_points(dm.get(TX_STOP_POINT) or ""))
 
@@ -489,11 +494,34 @@ class Transactions:
         elif decision.action is TxAction.STOP and decision.point is not None:
             reason = stop_reason_for(decision.point, after, session_reason)
             # A stop point ended the transaction while the EVSE's session goes on (as far as its events
-            # say): end that session too, so no energy flows outside a transaction.
-            end_session = session_reason is None and after.authorized and after.ev_connected
+            # say; also a session kept after an EV-side unplug): end that session too, so no energy
+            # flows outside a transaction.
+            end_session = (
+                session_reason is None
+                and after.authorized
+                and (after.ev_connected or evse.phase is Phase.EV_DISCONNECTED)
+            )
             await self._stop(evse, state, reason, after, end_session=end_session)
+        elif state.record is not None and self._ev_side_event(state, event):
+            # E10.FR.01 / E10.FR.03: the transaction outlives an EV-side unplug (StopTxOnEVSideDisconnect
+            # false): the CSMS sees the cable leave (chargingState Idle) and come back (EVConnected).
+            charging_state = "EVConnected" if isinstance(event, EvPlugged) else "Idle"
+            state.charging_state = charging_state
+            await self._update(
+                state, UpdateData(trigger, self._now(), self._offline(), charging_state=charging_state)
+            )
         if isinstance(event, SessionEnded):
             state.token = None
+
+    def _ev_side_event(self, state: _EvseTx, event: EvseEvent | None) -> bool:
+        """Whether `event` is the EV leaving a kept 2.0.1 transaction, or coming back to it."""
+        if isinstance(event, EvUnplugged):
+            state.ev_left = event.session_kept
+            return event.session_kept and self.version is V201
+        if isinstance(event, EvPlugged) and state.ev_left:
+            state.ev_left = False
+            return self.version is V201
+        return False
 
     def _now(self) -> datetime:
         return self.services.clock.now()
@@ -650,6 +678,7 @@ class Transactions:
         await self._messages.stop(self.services, record, data)
         state.record = None
         state.scope = None
+        state.ev_left = False
         self.ids.set(evse.id, None)
         if end_session:
             await evse.stop_session(StopReason.OTHER)
@@ -837,17 +866,23 @@ class Transactions:
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """TxCtrlr.EVConnectionTimeOut (1.6 ConnectionTimeOut): how long an authorized EVSE waits for
-        the cable; a change applies to the next authorization."""
+        the cable; a change applies to the next authorization. Also StopTxOnEVSideDisconnect and
+        UnlockOnEVSideDisconnect, which the EVSE reads at the unplug."""
         dm = self._device_model
-        with dm.watch(EV_CONNECTION_TIMEOUT) as changes:
+        with dm.watch(
+            EV_CONNECTION_TIMEOUT, STOP_TX_ON_EV_SIDE_DISCONNECT, UNLOCK_ON_EV_SIDE_DISCONNECT
+        ) as changes:
             self._apply_connection_timeout()
             task_status.started()
             async for _ in changes:
                 self._apply_connection_timeout()
 
     def _apply_connection_timeout(self) -> None:
+        dm = self._device_model
         for evse in self.services.evses:
-            evse.connection_timeout_s = float(self._device_model.get_int(EV_CONNECTION_TIMEOUT))
+            evse.connection_timeout_s = float(dm.get_int(EV_CONNECTION_TIMEOUT))
+            evse.stop_on_ev_side_disconnect = dm.get_bool(STOP_TX_ON_EV_SIDE_DISCONNECT)
+            evse.unlock_on_ev_side_disconnect = dm.get_bool(UNLOCK_ON_EV_SIDE_DISCONNECT)
 
     async def _authorize(self, event: AuthorizationRequested) -> None:
         group: str | None = None
