@@ -501,7 +501,7 @@ async def test_data_signed_start_point_starts_with_a_signed_begin_value(
         assert await r.ctx.evses[1].authorize_remote("TOKEN-1", "ISO14443")
         await r.csms.wait_for("TransactionEvent")
         started = r.tx_events()[0]
-    assert started["eventType"] == "Started"
+    assert started["eventType"] == "Started" and started["triggerReason"] == "SignedDataReceived"
     signed = [v for m in started["meterValue"] for v in m["sampledValue"] if "signedMeterValue" in v]
     assert signed and signed[0]["context"] == "Transaction.Begin"
 

@@ -39,6 +39,7 @@ from evstation.protocol.transactions import (
     V16_STOP_POINTS,
     Conditions,
     TxAction,
+    TxPoint,
     TxPoints,
     TxStep,
     ended_trigger,
@@ -494,6 +495,8 @@ class Transactions:
         decision = step_points(state.step, after, self._points())
         state.step = decision.step
         if decision.action is TxAction.START:
+            if decision.point is TxPoint.DATA_SIGNED:
+                trigger = "SignedDataReceived"  # TriggerReasonEnumType: the signed start reading came
             await self._start(nursery, evse, state, trigger)
         elif decision.action is TxAction.STOP and decision.point is not None:
             reason = stop_reason_for(decision.point, after, session_reason)
