@@ -30,6 +30,7 @@ class EvseLayout:
     id: int
     connectors: tuple[ConnectorLayout, ...]
     max_power_w: float | None = None  # rated power (EVSE.Power maxLimit); None if unknown
+    meter_signs: bool = False  # the EVSE's meter signs its readings (TxStartPoint DataSigned)
 
     @property
     def phases(self) -> int:
@@ -62,6 +63,11 @@ class StationLayout:
     @property
     def phases(self) -> int:
         return max(evse.phases for evse in self.evses)
+
+    @property
+    def meters_sign(self) -> bool:
+        """Every EVSE's meter signs: only then can TxStartPoint (one for the station) be DataSigned."""
+        return all(evse.meter_signs for evse in self.evses)
 
     def evse_ids(self) -> tuple[int, ...]:
         return tuple(evse.id for evse in self.evses)

@@ -5,11 +5,11 @@ Never used for timers or timeouts: those run on trio's clock so tests can drive 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import trio
 
-__all__ = ["WallClock", "as_datetime", "iso"]
+__all__ = ["MeterTimestamps", "WallClock", "as_datetime", "iso"]
 
 
 class WallClock:
@@ -41,6 +41,33 @@ class WallClock:
 
     def iso(self) -> str:
         return iso(self.now())
+
+
+class MeterTimestamps:
+    """The timestamps meter values carry: the station clock's, unless the fake-meter-timestamps test
+    aid ([test_aids] in station.toml) is on. Then either a fixed start instant plus the real time
+    elapsed since this object was made (its own clock: the CSMS's currentTime never moves it), or the
+    station clock shifted by a fixed offset. Make it inside trio.run."""
+
+    def __init__(
+        self,
+        station: WallClock | None = None,
+        *,
+        start: datetime | None = None,
+        offset: timedelta = timedelta(0),
+    ) -> None:
+        if start is not None and station is None:
+            raise ValueError("a fake start instant needs the station clock")
+        self._station = station
+        self._fake = WallClock.anchored(start) if start is not None else None
+        self._offset = offset
+
+    def stamp(self, at: datetime) -> str:
+        """The timestamp of a meter value read at `at` (station clock)."""
+        if self._fake is not None and self._station is not None:
+            # As long before the fake now as `at` lies before the station's now.
+            return iso(self._fake.now() - (self._station.now() - at))
+        return iso(at + self._offset)
 
 
 def iso(value: datetime) -> str:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -297,6 +298,9 @@ ControllerConfig = Annotated[
 class SimMeterConfig(_Model):
     driver: Literal["sim"]
     initial_energy_wh: Annotated[float, Field(ge=0)] = 0
+    # The simulated signing meter (drivers/sim/signed_meter.py): every reading carries a signed OCMF
+    # snapshot, so signed values go out at transaction start and end and TxStartPoint offers DataSigned.
+    signed: bool = False
 
 
 class _ModbusMeterBase(_Model):
@@ -436,6 +440,42 @@ class LoggingConfig(_Model):
         return value.upper() if isinstance(value, str) else value
 
 
+class TestAidsConfig(_Model):
+    """Aids for CSMS test engineers; all off by default, never for a station that bills real sessions."""
+
+    # Meter values carry this instant plus the time elapsed since the station started (e.g. to test
+    # time-dependent tariffs without waiting for the hour), instead of the station clock.
+    fake_meter_timestamps_start: AwareDatetime | None = None
+    # Meter values carry the station clock shifted by this many seconds (negative: into the past).
+    fake_meter_timestamps_offset_s: int | None = None
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> TestAidsConfig:
+        if self.fake_meter_timestamps_start is not None and self.fake_meter_timestamps_offset_s is not None:
+            raise _keyed_error(
+                "fake_meter_timestamps_offset_s",
+                "set either fake_meter_timestamps_start or fake_meter_timestamps_offset_s, not both",
+            )
+        return self
+
+    @property
+    def fake_meter_timestamps(self) -> bool:
+        return self.fake_meter_timestamps_start is not None or self.fake_meter_timestamps_offset_s is not None
+
+    def warning(self) -> str | None:
+        """The line the station logs at start while an aid is on (None: all off)."""
+        if self.fake_meter_timestamps_start is not None:
+            how = f"{self.fake_meter_timestamps_start.isoformat()} plus the time since start"
+        elif self.fake_meter_timestamps_offset_s is not None:
+            how = f"station clock {self.fake_meter_timestamps_offset_s:+d} s"
+        else:
+            return None
+        return (
+            f"test aid on: meter values carry fake timestamps ({how}), not the station clock; "
+            "never use this on a station that bills real sessions"
+        )
+
+
 # --------------------------------------------------------------------------------------------------
 
 
@@ -446,6 +486,7 @@ class StationConfig(_Model):
     electrical: ElectricalConfig = ElectricalConfig()
     control: ControlConfig = ControlConfig()
     logging: LoggingConfig = LoggingConfig()
+    test_aids: TestAidsConfig = TestAidsConfig()
 
     @model_validator(mode="after")
     def _check_station(self) -> StationConfig:

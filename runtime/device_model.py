@@ -46,7 +46,7 @@ from evstation.protocol.device_model import (
 )
 from evstation.protocol.device_model.v16 import V16Change, V16KeyMap, V16KeyValue, V16Profile
 from evstation.protocol.layout import ConnectorLayout, EvseLayout, StationLayout
-from evstation.runtime.config import StationConfig
+from evstation.runtime.config import SimMeterConfig, StationConfig
 from evstation.runtime.storage import Storage
 
 __all__ = [
@@ -233,7 +233,9 @@ def layout_from_config(config: StationConfig) -> StationLayout:
             for c in evse.connector
             if c.current_type == "AC"
         ]
-        evses.append(EvseLayout(evse.id, connectors, max(ac_powers) if ac_powers else None))
+        signs = isinstance(evse.meter, SimMeterConfig) and evse.meter.signed
+        power = max(ac_powers) if ac_powers else None
+        evses.append(EvseLayout(evse.id, connectors, power, meter_signs=signs))
     slots = tuple(endpoint.priority for endpoint in config.csms.endpoints_by_priority)
     return StationLayout(tuple(evses), network_slots=slots)
 

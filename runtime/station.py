@@ -208,6 +208,12 @@ def _build_evse_parts(config: StationConfig, evse: EvseConfig, lines: ModbusLine
             state=sim_state,
         )
         meter = sim_meter
+        if meter_cfg.signed:
+            from evstation.drivers.sim.signed_meter import OcmfIdentity, SignedMeter
+
+            # The same simulated register, every sample signed (OCMF); the control API still drives
+            # the inner SimMeter. The key is made per process: a simulation aid, no calibrated meter.
+            meter = SignedMeter(sim_meter, identity=OcmfIdentity(meter_serial=f"SIM-{evse.id:04d}"))
     elif isinstance(meter_cfg, ModbusTcpMeterConfig | ModbusRtuMeterConfig):
         meter = _modbus_meter(meter_cfg, lines)
 
@@ -325,6 +331,9 @@ async def open_station(
     """
     prepare_directories(config)
     log.info("%s", startup_line(config))
+    aid_warning = config.test_aids.warning()
+    if aid_warning is not None:
+        log.warning("%s", aid_warning)
     async with AsyncExitStack() as stack:
         storage = await stack.enter_async_context(open_storage(config.database_path))
         outbox = Outbox(storage)

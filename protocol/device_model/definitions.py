@@ -151,6 +151,10 @@ def build_definitions(layout: StationLayout) -> DeviceModelDefinitions:
             definition = replace(definition, default=str(layout.phases))
         elif (row.component, row.variable) == ("OCPPCommCtrlr", "NetworkConfigurationPriority"):
             definition = replace(definition, default=",".join(slots), values_list=slots)
+        elif (row.component, row.variable) == ("TxCtrlr", "TxStartPoint") and layout.meters_sign:
+            # DataSigned only when the meters can sign (a start point only, 2.0.1 TxStartPointValues).
+            values = (*(definition.values_list or ()), "DataSigned")
+            definition = replace(definition, values_list=values)
         definitions.append(definition)
     for evse in layout.evses:
         definitions.extend(_evse_definitions(evse))

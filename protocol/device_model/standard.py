@@ -62,7 +62,8 @@ _ENERGY: Final = "Energy.Active.Import.Register"
 
 # TxStartPoint / TxStopPoint values the hardware can detect: the control pilot (EVConnected), a token
 # reader or the CSMS (Authorized), both together (PowerPathClosed), energy flowing (EnergyTransfer).
-# No ParkingBayOccupancy (no bay detector) and no DataSigned (no configured meter signs).
+# No ParkingBayOccupancy (no bay detector); DataSigned is added to TxStartPoint's list by
+# build_definitions when every EVSE's configured meter signs.
 TX_POINTS: Final = ("EVConnected", "Authorized", "PowerPathClosed", "EnergyTransfer")
 
 # 1.6 ConnectorPhaseRotation values; the 2.0.1 PhaseRotation variable takes the same texts.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Final
 
 from evstation.protocol.versions import OcppVersion
@@ -21,7 +22,7 @@ from evstation.runtime.blocks.reservation import Reservations
 from evstation.runtime.blocks.reset import Reset
 from evstation.runtime.blocks.transactions import Transactions, TxServices
 from evstation.runtime.blocks.trigger import Trigger
-from evstation.runtime.clock import WallClock
+from evstation.runtime.clock import MeterTimestamps, WallClock
 from evstation.runtime.config import StationConfig
 from evstation.runtime.device_model import DeviceModel, layout_from_config
 from evstation.runtime.evse import Evses
@@ -134,6 +135,11 @@ def build_blocks(
         authorization=authorization,
         device_model=device_model,
         reservations=reservation,
+        meter_timestamps=MeterTimestamps(
+            clock,
+            start=config.test_aids.fake_meter_timestamps_start,
+            offset=timedelta(seconds=config.test_aids.fake_meter_timestamps_offset_s or 0),
+        ),
     )
     provisioning = Provisioning(
         version=version,

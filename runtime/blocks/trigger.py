@@ -185,7 +185,8 @@ class Trigger:
             sampled = _sampled_values(evse, self.version)
             if not sampled:
                 continue  # no meter reading: nothing true to send for this EVSE
-            meter_value = {"timestamp": self._clock.iso(), "sampledValue": sampled}
+            stamp = self._transactions.meter_stamp(self._clock.now())
+            meter_value = {"timestamp": stamp, "sampledValue": sampled}
             if self.version is V16:
                 connector = connector_id if connector_id is not None else evse.connector_in_use
                 number = self._layout.v16_number(evse.id, connector)

@@ -343,3 +343,26 @@ def test_docs_name_every_variable_and_every_1_6_key() -> None:
         assert f"| {name} |" in text, f"docs/device-model.md does not list {row.component}.{name}"
     for key in V16_KEYS:
         assert f"| {key.name} |" in text, f"docs/device-model.md does not list the 1.6 key {key.name}"
+
+
+def test_tx_start_point_offers_data_signed_only_when_every_meter_signs() -> None:
+    """TxStartPointValues DataSigned needs a signed start reading: offered when all EVSEs' meters sign
+    (TxStartPoint is one for the station), and never for TxStopPoint (a start point only)."""
+    from evstation.protocol.device_model import build_definitions
+
+    def start_and_stop(*signs: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        layout = StationLayout(
+            tuple(EvseLayout(i, (ConnectorLayout(1),), meter_signs=s) for i, s in enumerate(signs, 1))
+        )
+        defs = build_definitions(layout)
+        start = defs[controller("TxCtrlr", "TxStartPoint")].values_list
+        stop = defs[controller("TxCtrlr", "TxStopPoint")].values_list
+        assert start is not None and stop is not None
+        return start, stop
+
+    start, stop = start_and_stop(True, True)
+    assert "DataSigned" in start and "DataSigned" not in stop
+    assert "DataSigned" not in start_and_stop(True, False)[0]
+    defs = build_definitions(StationLayout((EvseLayout(1, (ConnectorLayout(1),), meter_signs=True),)))
+    assert check_set(defs, controller("TxCtrlr", "TxStartPoint"), ACTUAL, "DataSigned").applies
+    assert not check_set(DEFS, controller("TxCtrlr", "TxStartPoint"), ACTUAL, "DataSigned").applies

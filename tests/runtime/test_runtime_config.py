@@ -14,6 +14,7 @@ from evstation.runtime.config import (
     ModbusTcpMeterConfig,
     RapiControllerConfig,
     SimControllerConfig,
+    SimMeterConfig,
     StationConfig,
     YetiControllerConfig,
     load_config,
@@ -505,3 +506,50 @@ def test_rapi_lock_and_heartbeat_keys(tmp_path: Path) -> None:
         "evse[0].controller.heartbeat_interval_s: must be 0 (off) or longer than poll_interval_s (5): "
         "the poll is the heartbeat pulse"
     ]
+
+
+def test_test_aids_are_off_by_default(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL))
+    assert not config.test_aids.fake_meter_timestamps
+    assert config.test_aids.warning() is None
+    meter = config.evse[0].meter
+    assert isinstance(meter, SimMeterConfig) and meter.signed is False
+
+
+def test_fake_meter_timestamps_start_or_offset(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    config = load_config(
+        write(tmp_path, MINIMAL + '\n[test_aids]\nfake_meter_timestamps_start = "2030-06-01T00:00:00Z"\n')
+    )
+    aids = config.test_aids
+    assert aids.fake_meter_timestamps
+    assert aids.fake_meter_timestamps_start == datetime(2030, 6, 1, tzinfo=UTC)
+    assert aids.warning() is not None and "2030-06-01" in aids.warning()  # type: ignore[operator]
+    config = load_config(write(tmp_path, MINIMAL + "\n[test_aids]\nfake_meter_timestamps_offset_s = -3600\n"))
+    assert config.test_aids.fake_meter_timestamps_offset_s == -3600
+    assert "-3600 s" in (config.test_aids.warning() or "")
+
+
+@pytest.mark.parametrize(
+    ("aids", "expected"),
+    [
+        (
+            'fake_meter_timestamps_start = "2030-06-01T00:00:00Z"\nfake_meter_timestamps_offset_s = 5',
+            "test_aids.fake_meter_timestamps_offset_s: set either",
+        ),
+        ('fake_meter_timestamps_start = "2030-06-01T00:00:00"', "test_aids.fake_meter_timestamps_start"),
+        ('fake_meter_timestamps_start = "soon"', "test_aids.fake_meter_timestamps_start"),
+        ("fake_meter_timestamp = 5", "test_aids.fake_meter_timestamp"),
+    ],
+)
+def test_test_aid_mistakes_are_one_line_naming_the_key(tmp_path: Path, aids: str, expected: str) -> None:
+    (problem,) = problems_of(write(tmp_path, MINIMAL + "\n[test_aids]\n" + aids + "\n"))
+    assert problem.startswith(expected), problem
+
+
+def test_a_sim_meter_can_sign(tmp_path: Path) -> None:
+    text = MINIMAL.replace('[evse.meter]\ndriver = "sim"', '[evse.meter]\ndriver = "sim"\nsigned = true')
+    config = load_config(write(tmp_path, text))
+    meter = config.evse[0].meter
+    assert isinstance(meter, SimMeterConfig) and meter.signed is True

@@ -8,6 +8,7 @@ import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from evstation.protocol.device_model import VariableKey
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.transactions import START_READING_WAIT_S
 from evstation.runtime.clock import WallClock
+from evstation.runtime.config import StationConfig, parse_config
 from evstation.runtime.device_model import (
     ALIGNED_DATA_INTERVAL,
     STOP_TX_ON_EV_SIDE_DISCONNECT,
@@ -93,6 +95,7 @@ async def rig(
     settings: dict[VariableKey, str] | None = None,
     connect: bool = True,
     signed: bool = False,
+    config: StationConfig | None = None,
 ) -> AsyncIterator[Rig]:
     """One run of a station over `tmp_path`'s SQLite file; EVSE 1 has a sim EV drawing through `meter`."""
     meter = meter if meter is not None else SimMeter(230, initial_energy_wh=1000, poll_interval_s=POLL_S)
@@ -101,7 +104,7 @@ async def rig(
         evses = Evses()
         await nursery.start(evses.add(1, board, SignedMeter(meter) if signed else meter).run)
         await nursery.start(evses.add(2, SimChargeController(), None).run)
-        config = station_config(tmp_path, version)
+        config = config if config is not None else station_config(tmp_path, version)
         ctx = new_session(
             config,
             storage=storage,
@@ -489,3 +492,123 @@ async def test_e03_connection_timeout_ends_with_reason_timeout(
             assert not r.csms.of("StartTransaction") and not r.csms.of("StopTransaction")
             assert _statuses(r, version)[-2:] == ["Preparing", "Available"]
         assert r.ctx.evses[1].status() is ConnectorStatus.AVAILABLE
+
+
+def _config_with(tmp_path: Path, version: OcppVersion, **sections: Any) -> StationConfig:
+    """The harness's station with `sections` merged in (e.g. test_aids, or a signing meter)."""
+    data = station_config(tmp_path, version).model_dump(mode="json", exclude={"control"})
+    data["csms"]["endpoints"][0]["url"] = "ws://127.0.0.1:9/ocpp"
+    for key, value in sections.items():
+        data[key] = value
+    return parse_config(data, base_dir=tmp_path)
+
+
+def _meter_stamps(payload: dict[str, Any], version: OcppVersion) -> list[datetime]:
+    meters = payload.get("transactionData" if version is V16 else "meterValue", [])
+    if version is V16 and "meterValue" in payload:
+        meters = payload["meterValue"]
+    return [datetime.fromisoformat(m["timestamp"]) for m in meters]
+
+
+@BOTH
+async def test_fake_meter_timestamps_start_stamps_meter_values_only(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """[test_aids] fake_meter_timestamps_start: every meter value (begin, periodic, end) carries the
+    configured instant plus the real time since the station started, whatever the CSMS sets the
+    station clock to; the messages' own timestamps (Start, Stop, TransactionEvent) keep the station
+    clock."""
+    fake = datetime.fromisoformat("2040-01-01T08:00:00+00:00")
+    config = _config_with(tmp_path, version, test_aids={"fake_meter_timestamps_start": fake.isoformat()})
+    async with rig(tmp_path, version, config=config, settings={TX_UPDATED_INTERVAL: "10"}) as r:
+        await r.plug_and_authorize()
+        await r.csms.wait_for(START[version])
+        await trio.sleep(25)
+        r.board.unplug()
+        await r.ended(version)
+        elapsed = trio.current_time()
+        meter_at, message_at = _stamps(r.csms, version)
+    assert message_at and all(at.year < fake.year for at in message_at)  # station clock
+    assert len(meter_at) >= 3  # begin, periodic values, end
+    assert all(fake <= at <= fake + timedelta(seconds=elapsed) for at in meter_at)
+    # The real elapsed time between the values is kept: begin to end as Start to Stop.
+    assert max(meter_at) - min(meter_at) == max(message_at) - min(message_at)
+
+
+@BOTH
+async def test_fake_meter_timestamps_offset_shifts_meter_values(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """[test_aids] fake_meter_timestamps_offset_s: meter values carry the station clock shifted."""
+    config = _config_with(tmp_path, version, test_aids={"fake_meter_timestamps_offset_s": -7200})
+    async with rig(tmp_path, version, config=config) as r:
+        await r.plug_and_authorize()
+        await r.csms.wait_for(START[version])
+        await trio.sleep(5)
+        r.board.unplug()
+        ended = await r.ended(version)
+        meter_at, _ = _stamps(r.csms, version)
+    stopped_at = datetime.fromisoformat(ended["timestamp"])
+    assert max(meter_at) == stopped_at - timedelta(hours=2)
+
+
+def _stamps(csms: CsmsPeer, version: OcppVersion) -> tuple[list[datetime], set[datetime]]:
+    """(the timestamps of every meter value sent, those of the transaction messages themselves)."""
+    meter_at: list[datetime] = []
+    message_at: set[datetime] = set()
+    for seen in csms.seen:
+        action, payload = seen.call.action, dict(seen.call.payload)
+        if action not in ("TransactionEvent", "StartTransaction", "StopTransaction", "MeterValues"):
+            continue
+        if "timestamp" in payload:
+            message_at.add(datetime.fromisoformat(str(payload["timestamp"])))
+        meter_at.extend(_meter_stamps(payload, version))
+    return meter_at, message_at
+
+
+def _signing_config(tmp_path: Path, version: OcppVersion) -> StationConfig:
+    data = station_config(tmp_path, version).model_dump(mode="json", exclude={"control"})
+    for evse in data["evse"]:
+        evse["meter"] = {"driver": "sim", "signed": True}
+    return parse_config(data, base_dir=tmp_path)
+
+
+def test_a_signed_sim_meter_from_station_toml_is_the_signing_twin(tmp_path: Path) -> None:
+    """[evse.meter] driver = "sim", signed = true: the EVSE reads a SignedMeter around the SimMeter the
+    control API drives; without `signed` it reads the plain SimMeter."""
+    from evstation.runtime.station import build_evses
+
+    evses, sims = build_evses(_signing_config(tmp_path, V201))
+    meter = evses[1].power_meter
+    assert isinstance(meter, SignedMeter) and meter.sim is sims[1].meter
+    evses, sims = build_evses(station_config(tmp_path, V201))
+    assert isinstance(evses[1].power_meter, SimMeter) and evses[1].power_meter is sims[1].meter
+
+
+async def test_data_signed_start_point_starts_with_a_signed_begin_value(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """E01 with TxStartPoint DataSigned (offered because the configured meters sign): the transaction
+    starts once the power path is closed and the meter has given a signed reading, and the Started
+    event carries that signed value."""
+    config = _signing_config(tmp_path, V201)
+    async with rig(tmp_path, V201, config=config, signed=True) as r:
+        decision = await r.ctx.device_model.set(TX_START_POINT, "DataSigned")
+        assert decision.applies
+        r.board.plug_in()
+        await trio.sleep(3)
+        assert not r.tx_events()  # plugged, not authorized: no signed start reading yet
+        assert await r.ctx.evses[1].authorize_remote("TOKEN-1", "ISO14443")
+        await r.csms.wait_for("TransactionEvent")
+        started = r.tx_events()[0]
+    assert started["eventType"] == "Started" and started["triggerReason"] == "SignedDataReceived"
+    signed = [v for m in started["meterValue"] for v in m["sampledValue"] if "signedMeterValue" in v]
+    assert signed and signed[0]["context"] == "Transaction.Begin"
+
+
+async def test_data_signed_is_refused_without_a_signing_meter(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    async with rig(tmp_path, V201, connect=False) as r:
+        decision = await r.ctx.device_model.set(TX_START_POINT, "DataSigned")
+    assert not decision.applies

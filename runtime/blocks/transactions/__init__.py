@@ -38,6 +38,7 @@ from evstation.protocol.transactions import (
     V16_START_POINTS,
     Conditions,
     TxAction,
+    TxPoint,
     TxPoints,
     TxStep,
     ended_trigger,
@@ -60,7 +61,7 @@ from evstation.runtime.blocks.transactions.formats import (
 from evstation.runtime.blocks.transactions.services import TransactionIds, TxServices, reading_of
 from evstation.runtime.blocks.transactions.v16 import V16Transactions
 from evstation.runtime.blocks.transactions.v201 import V201Transactions
-from evstation.runtime.clock import iso
+from evstation.runtime.clock import MeterTimestamps, iso
 from evstation.runtime.device_model import (
     ALIGNED_DATA_ENABLED,
     ALIGNED_DATA_INTERVAL,
@@ -171,8 +172,11 @@ class Transactions:
         authorization: Authorization,
         device_model: DeviceModel,
         reservations: Reservations | None = None,
+        meter_timestamps: MeterTimestamps | None = None,
     ) -> None:
         self.version = version
+        # The fake-meter-timestamps test aid ([test_aids] in station.toml) lives in there.
+        self._meter_timestamps = meter_timestamps if meter_timestamps is not None else MeterTimestamps()
         self.services = services
         self._device_model = device_model
         self._authorization = authorization
@@ -220,7 +224,7 @@ class Transactions:
             if sample is None
             else meter_value(
                 self.version,
-                iso(at),
+                self.meter_stamp(at),
                 reading_of(evse, sample),
                 self._measurands(TX_UPDATED_MEASURANDS),
                 Context.TRIGGER,
@@ -440,7 +444,8 @@ class Transactions:
             stop = v16_stop_points(self._device_model.get_bool(STOP_TX_ON_EV_SIDE_DISCONNECT))
             return TxPoints(V16_START_POINTS, stop)
         dm = self._device_model
-        return TxPoints(parse_points(dm.get(TX_START_POINT) or ""), parse_points(dm.get(TX_STOP_POINT) or ""))
+        start = parse_points(dm.get(TX_START_POINT) or "", allow_data_signed=self.services.layout.meters_sign)
+        return TxPoints(start, parse_points(dm.get(TX_STOP_POINT) or ""))
 
     async def _apply(
         self, nursery: trio.Nursery, evse: Evse, state: _EvseTx, event: EvseEvent | None
@@ -487,9 +492,16 @@ class Transactions:
             trigger = ended_trigger(session_reason)
         else:
             return
+        # DataSigned (2.0.1 TxStartPoint): the power path is closed and the meter's reading is signed,
+        # i.e. the signed start value the transaction will carry exists.
+        signed = after.ev_connected and after.authorized and _signed_reading(evse)
+        if signed != after.data_signed:
+            after = Conditions(after.ev_connected, after.authorized, after.energy_transfer, signed)
         decision = step_points(state.step, after, self._points())
         state.step = decision.step
         if decision.action is TxAction.START:
+            if decision.point is TxPoint.DATA_SIGNED:
+                trigger = "SignedDataReceived"  # TriggerReasonEnumType: the signed start reading came
             await self._start(nursery, evse, state, trigger)
         elif decision.action is TxAction.STOP and decision.point is not None:
             reason = stop_reason_for(decision.point, after, session_reason)
@@ -525,6 +537,10 @@ class Transactions:
 
     def _now(self) -> datetime:
         return self.services.clock.now()
+
+    def meter_stamp(self, at: datetime) -> str:
+        """The timestamp a meter value taken at `at` carries (shifted only by the test aid)."""
+        return self._meter_timestamps.stamp(at)
 
     def _offline(self) -> bool:
         # Read here, in Trio, and passed into the SQLite work (never read there).
@@ -577,7 +593,7 @@ class Transactions:
                 await evse.refuse_unmetered(StopReason.OTHER)
                 return
         at = self._now()
-        stamp = iso(at)
+        stamp = self.meter_stamp(at)
         reading = reading_of(evse, sample)
         signed = sample is not None and sample.signed is not None
         remote_start_id = self.remote_starts.pop(evse.id, None)
@@ -659,7 +675,7 @@ class Transactions:
                 reading = reading_of(evse, sample, instantaneous=fresh)
                 end = meter_value(
                     self.version,
-                    iso(at),
+                    self.meter_stamp(at),
                     reading,
                     self._measurands(TX_ENDED_MEASURANDS),
                     Context.TRANSACTION_END,
@@ -714,7 +730,7 @@ class Transactions:
                 at = self._now()
                 meter = meter_value(
                     self.version,
-                    iso(at),
+                    self.meter_stamp(at),
                     reading_of(evse, sample),
                     self._measurands(TX_UPDATED_MEASURANDS),
                     Context.PERIODIC,
@@ -754,7 +770,7 @@ class Transactions:
                     continue
                 at = self._now()
                 meter = meter_value(
-                    self.version, iso(at), reading_of(evse, sample), measurands, Context.PERIODIC
+                    self.version, self.meter_stamp(at), reading_of(evse, sample), measurands, Context.PERIODIC
                 )
                 if meter is not None:
                     await self._messages.updated(
@@ -816,7 +832,7 @@ class Transactions:
     async def _aligned_tick(self, *, ended_only: bool, with_ended: bool) -> None:
         dm = self._device_model
         at = self._now()
-        stamp = iso(at)
+        stamp = self.meter_stamp(at)
         for evse in self.services.evses:
             sample = evse.reading()
             if sample is None:
@@ -908,6 +924,11 @@ class Transactions:
             if not accepted:
                 self.remote_starts.pop(evse.id, None)  # a refused remote start leaves no remoteStartId
             evse.resolve_authorization(event.id_token, accepted)
+
+
+def _signed_reading(evse: Evse) -> bool:
+    sample = evse.reading()
+    return sample is not None and sample.signed is not None
 
 
 def _wire_id(record: TransactionRecord) -> str:
