@@ -71,3 +71,52 @@ def test_a_modbus_meter_loads_pymodbus_and_not_the_other_board(tmp_path: Path) -
     assert {"evstation.drivers.boards.rapi", "evstation.drivers.meters.modbus", "pymodbus"} <= loaded
     assert "evstation.drivers.boards.yeti" not in loaded
     assert not {m for m in loaded if m.startswith("evstation.drivers.sim")}
+
+
+_SESSION_PROBE = """
+import sys, tempfile, trio
+from pathlib import Path
+from evstation.runtime import cli  # noqa: F401
+from evstation.runtime.config import parse_config
+from evstation.runtime.station import open_station
+from evstation.runtime.testcsms import serve_test_csms
+
+async def main(version: str) -> None:
+    tmp = Path(tempfile.mkdtemp())
+    async with trio.open_nursery() as nursery:
+        csms = await nursery.start(serve_test_csms)
+        config = parse_config(
+            {
+                "station": {"id": "S", "vendor": "v", "model": "m", "ocpp_version": version,
+                            "data_dir": str(tmp)},
+                "csms": {"endpoints": [{"url": f"ws://127.0.0.1:{csms.port}/ocpp", "security_profile": 0}]},
+                "evse": [{"id": 1, "connector": [{"id": 1, "type": "cType2", "max_current_a": 32}],
+                          "controller": {"driver": "sim"}, "meter": {"driver": "sim"}}],
+            },
+            base_dir=tmp,
+        )
+        async with open_station(config) as station:
+            await station.session.uplink.wait_online()
+            await csms.wait_for("S", "StatusNotification", 1)
+        nursery.cancel_scope.cancel()
+    models = ("evstation.protocol.v16", "evstation.protocol.v201")
+    print(sorted(m for m in sys.modules if m.startswith(models)))
+
+trio.run(main, sys.argv[1])
+"""
+
+
+def test_a_station_builds_only_its_own_versions_message_models(tmp_path: Path) -> None:
+    """DESIGN: a 1.6 station never imports the 2.0.1 models (and the other way round), through a whole
+    boot, status and heartbeat-ready session: every block binds the models lazily (VersionModels)."""
+    for version, own in (("1.6", "v16"), ("2.0.1", "v201")):
+        done = subprocess.run(
+            [sys.executable, "-c", _SESSION_PROBE, version],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            cwd=tmp_path,
+        )
+        loaded = json.loads(done.stdout.strip().splitlines()[-1].replace("'", '"'))
+        assert loaded == [f"evstation.protocol.{own}", f"evstation.protocol.{own}.messages"], version
