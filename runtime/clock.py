@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import trio
 
-__all__ = ["MeterTimestamps", "WallClock", "as_datetime", "iso"]
+__all__ = ["MeterTimestamps", "WallClock", "iso"]
 
 
 class WallClock:
@@ -73,14 +73,3 @@ class MeterTimestamps:
 def iso(value: datetime) -> str:
     """RFC 3339 UTC with milliseconds and a Z, as both versions' date-time fields want."""
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def as_datetime(value: object) -> datetime | None:
-    if isinstance(value, datetime):
-        return value
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    return None

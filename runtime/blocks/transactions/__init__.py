@@ -8,8 +8,9 @@ sends a transaction message directly: the session's outbox sender does, through 
 `delivered` here.
 
 For other blocks (remote control, reservation, authorization), the entry points are:
-- `set_pending_start(evse_id, remote_start_id=..., reservation_id=...)` before authorizing an EVSE, so
-  the Started event / StartTransaction carries them (and the trigger says RemoteStart);
+- `remote_starts[evse_id] = remote_start_id` before authorizing an EVSE for a remote start, so the
+  Started event carries it (and the trigger says RemoteStart); the reservation a start uses is taken
+  from the reservation block (`consume`);
 - `ids.get(evse_id)` (the id the CSMS knows) and `evse_of_transaction(transaction_id)`;
 - `forbid_resume(evse_ids)` before a Reset ends sessions (they are never resumed after the restart).
 """
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Final, NoReturn
 import trio
 
 from evstation.drivers.api import MeterSample
+from evstation.protocol.authorization import MAX_TOKEN_LENGTH, IdToken, token_too_long
 from evstation.protocol.boot import V201_REMOTE_TX_GATES
 from evstation.protocol.device_model import VariableKey
 from evstation.protocol.messages import OcppModel, VersionModels, enum_text
@@ -136,8 +138,6 @@ END_READING_WAIT_S: Final = 3.0
 ALIGN_CHECK_S: Final = 60.0
 # At start-up: how long to wait for the board to say whether an EV is plugged in (resume or end).
 BOARD_STATE_WAIT_S: Final = 5.0
-# A 2.0.1 idToken is at most 36 characters, a 1.6 idTag at most 20: never cut one silently.
-_TOKEN_LIMIT: Final = {OcppVersion.V16: 20, OcppVersion.V201: 36}
 
 
 def messages_for(version: OcppVersion) -> TransactionMessages:
@@ -184,8 +184,6 @@ class Transactions:
         self._messages = messages_for(version)
         # EVSE id -> 2.0.1 remoteStartId of a RequestStartTransaction whose transaction has not started.
         self.remote_starts: dict[int, int] = {}
-        # EVSE id -> reservationId the next transaction consumes (the reservation block sets it).
-        self.reservations: dict[int, int] = {}
         self._evse_tx: dict[int, _EvseTx] = {}
 
     @property
@@ -193,15 +191,6 @@ class Transactions:
         return self.services.ids
 
     # --- for other blocks ----------------------------------------------------------------------
-
-    def set_pending_start(
-        self, evse_id: int, *, remote_start_id: int | None = None, reservation_id: int | None = None
-    ) -> None:
-        """What the next transaction on `evse_id` carries: call before authorizing the EVSE."""
-        if remote_start_id is not None:
-            self.remote_starts[evse_id] = remote_start_id
-        if reservation_id is not None:
-            self.reservations[evse_id] = reservation_id
 
     def running_evses(self, evse_id: int | None = None) -> list[int]:
         """The EVSEs with a running transaction, in id order; only `evse_id` when given (0: all)."""
@@ -574,8 +563,8 @@ class Transactions:
         return sample
 
     async def _start(self, nursery: trio.Nursery, evse: Evse, state: _EvseTx, trigger: str) -> None:
-        limit = _TOKEN_LIMIT[self.version]
-        if state.token is not None and len(state.token[0]) > limit:
+        if state.token is not None and token_too_long(self.version, IdToken(*state.token)):
+            limit = MAX_TOKEN_LENGTH[self.version]
             log.error("EVSE %d: token longer than %d characters refused, not cut", evse.id, limit)
             state.step = TxStep(state.step.conditions, False, frozenset())
             await evse.stop_session(StopReason.DE_AUTHORIZED)
@@ -597,9 +586,9 @@ class Transactions:
         reading = reading_of(evse, sample)
         signed = sample is not None and sample.signed is not None
         remote_start_id = self.remote_starts.pop(evse.id, None)
-        reservation_id = self.reservations.pop(evse.id, None)
+        reservation_id = None
         token = state.token
-        if reservation_id is None and self._reservation_block is not None and token is not None:
+        if self._reservation_block is not None and token is not None:
             # H03 / 1.6 5.13: the reservation the token uses ends, and the transaction names it.
             reservation_id = await self._reservation_block.consume(evse.id, token[0])
         data = StartData(
