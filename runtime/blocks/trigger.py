@@ -182,11 +182,9 @@ class Trigger:
             return []
         payloads: list[dict[str, object]] = []
         for evse in evses:
-            sampled = _sampled_values(evse, self.version)
-            if not sampled:
-                continue  # no meter reading: nothing true to send for this EVSE
-            stamp = self._transactions.meter_stamp(self._clock.now())
-            meter_value = {"timestamp": stamp, "sampledValue": sampled}
+            meter_value = self._transactions.triggered_meter_value(evse.id)
+            if meter_value is None:
+                continue  # no reading (or none of the configured measurands): nothing true to send
             if self.version is V16:
                 connector = connector_id if connector_id is not None else evse.connector_in_use
                 number = self._layout.v16_number(evse.id, connector)
@@ -292,23 +290,3 @@ class Trigger:
                 ),
             )
         return v201.TriggerMessageResponse(status=status(answer.value))
-
-
-def _sampled_values(evse: Evse, version: OcppVersion) -> list[dict[str, object]]:
-    """The EVSE's current reading, context Trigger (1.6 ReadingContext / 2.0.1 ReadingContextEnumType)."""
-    sample = evse.meter()
-    readings: list[tuple[str, float | None, str]] = [
-        ("Energy.Active.Import.Register", evse.energy_wh(), "Wh")
-    ]
-    if sample is not None:
-        readings.append(("Power.Active.Import", sample.power_w, "W"))
-        readings.append(("Current.Import", sample.current_a.l1, "A"))
-    values: list[dict[str, object]] = []
-    for measurand, value, unit in readings:
-        if value is None:
-            continue
-        if version is V16:
-            values.append({"value": f"{value:g}", "measurand": measurand, "unit": unit, "context": "Trigger"})
-        else:
-            values.append({"value": value, "measurand": measurand, "context": "Trigger"})
-    return values

@@ -175,6 +175,10 @@ class Peer201(Recording, ChargePoint201):
     def on_transaction_event(self, **_: Any) -> result201.TransactionEvent:
         return result201.TransactionEvent()
 
+    @on(Action201.meter_values)
+    def on_meter_values(self, **_: Any) -> result201.MeterValues:
+        return result201.MeterValues()
+
     def own_calls(self) -> list[Any]:
         if self.scenario == "local-list":
             entries = [

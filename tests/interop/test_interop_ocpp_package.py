@@ -415,7 +415,8 @@ async def test_interop_change_availability_inoperative_during_a_transaction_is_s
 @pytest.mark.parametrize("version", ["1.6", "2.0.1"])
 async def test_interop_trigger_then_reset_with_a_running_transaction(tmp_path: Path, version: str) -> None:
     """Against the `ocpp` package, with a transaction running on EVSE 1:
-    - 2.0.1 TriggerMessage(TransactionEvent) -> Updated / Trigger (F06.FR.07); Reset OnIdle ->
+    - 2.0.1 TriggerMessage(MeterValues) -> MeterValues with the AlignedDataCtrlr.Measurands (F06.FR.06);
+      TriggerMessage(TransactionEvent) -> Updated / Trigger (F06.FR.07); Reset OnIdle ->
       Scheduled, the transaction goes on until the EV leaves (EVDisconnected), then the station asks
       to stop with boot reason ScheduledReset stored;
     - 1.6 TriggerMessage(MeterValues) -> MeterValues with the transactionId; Reset Soft -> Accepted,
@@ -444,6 +445,24 @@ async def test_interop_trigger_then_reset_with_a_running_transaction(tmp_path: P
                     answer = await peer.call("Reset", type="Soft")
                     assert answer["ok"] and answer["result"]["status"] == "Accepted", answer
                 else:
+                    # F06.FR.06: the AlignedDataCtrlr.Measurands, per phase where per phase.
+                    measurands = {
+                        "component": {"name": "AlignedDataCtrlr"},
+                        "variable": {"name": "Measurands"},
+                        "attributeValue": "Energy.Active.Import.Register,Current.Import,Voltage",
+                    }
+                    answer = await peer.call("SetVariables", set_variable_data=[measurands])
+                    assert answer["ok"], answer
+                    answer = await peer.call(
+                        "TriggerMessage", requested_message="MeterValues", evse={"id": 1}
+                    )
+                    assert answer["ok"] and answer["result"]["status"] == "Accepted", answer
+                    await peer.wait_until(lambda: peer.received_calls("MeterValues"))
+                    (meter_values,) = peer.received_calls("MeterValues")
+                    values = meter_values["meterValue"][0]["sampledValue"]
+                    assert meter_values["evseId"] == 1 and {v["context"] for v in values} == {"Trigger"}
+                    phases = {v.get("phase") for v in values}
+                    assert phases == {None, "L1", "L2", "L3", "L1-N", "L2-N", "L3-N"}
                     answer = await peer.call(
                         "TriggerMessage", requested_message="TransactionEvent", evse={"id": 1}
                     )

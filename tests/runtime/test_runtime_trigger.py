@@ -59,19 +59,136 @@ async def test_f06_status_notification_trigger_for_one_connector_and_f06_fr_12_w
         assert len(csms.of("StatusNotification")) == 3 and not csms.of("Heartbeat")
 
 
-async def test_f06_meter_values_trigger_sends_the_current_reading_of_the_evse(
+def _set_variable(component: str, variable: str, value: str) -> dict[str, Any]:
+    return {
+        "setVariableData": [
+            {"component": {"name": component}, "variable": {"name": variable}, "attributeValue": value}
+        ]
+    }
+
+
+async def _triggered_meter_values(
+    csms: CsmsPeer, conn: MemoryConnection, request: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Send TriggerMessage(MeterValues) `request`: Accepted, then the MeterValues it brought."""
+    before = len(csms.of("MeterValues"))
+    assert await call(csms, conn, "TriggerMessage", {"requestedMessage": "MeterValues", **request}) == {
+        "status": "Accepted"
+    }
+    await csms.wait_for("MeterValues", before + 1)
+    await trio.sleep(1)  # every EVSE's MeterValues of this trigger is in
+    return [s.call.payload for s in csms.of("MeterValues")[before:]]
+
+
+def _by_measurand(payload: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """measurand(/phase) -> sampled value, of the payload's one MeterValue."""
+    [meter_value] = payload["meterValue"]
+    values: list[dict[str, Any]] = meter_value["sampledValue"]
+    return {v["measurand"] + ("/" + v["phase"] if "phase" in v else ""): v for v in values}
+
+
+async def test_f06_fr_06_meter_values_trigger_sends_the_aligned_data_measurands_of_the_evse(
     clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
+    """F06.FR.06: MeterValues with the most recent reading of every measurand in
+    AlignedDataCtrlr.Measurands (not TxUpdatedMeasurands), context Trigger, each value with its unit,
+    location and, per phase, its phase; the timestamp is the station clock's now. No EVSE: one
+    MeterValues per EVSE."""
     csms, conn = CsmsPeer(V201), MemoryConnection(V201)
     async with open_session_context(tmp_path, V201, run_evses=True) as ctx, serving(csms, conn, ctx):
         await csms.wait_for("StatusNotification", 2)
         await trio.sleep(6)  # the sim meters have been polled
-        request = {"requestedMessage": "MeterValues", "evse": {"id": 1}}
-        assert await call(csms, conn, "TriggerMessage", request) == {"status": "Accepted"}
-        payload: dict[str, Any] = (await csms.wait_for("MeterValues"))[0].call.payload
-    assert payload["evseId"] == 1
-    (energy,) = [v for v in payload["meterValue"][0]["sampledValue"] if v["measurand"].startswith("Energy")]
-    assert energy == {"value": 1000, "measurand": "Energy.Active.Import.Register", "context": "Trigger"}
+        asked_at = ctx.clock.iso()
+        [payload] = await _triggered_meter_values(csms, conn, {"evse": {"id": 1}})
+        assert payload["evseId"] == 1
+        [meter_value] = payload["meterValue"]
+        assert meter_value["timestamp"] == asked_at  # read when asked (no virtual time passed)
+        # AlignedDataCtrlr.Measurands' default: the energy register only.
+        assert meter_value["sampledValue"] == [
+            {
+                "value": 1000,
+                "context": "Trigger",
+                "measurand": "Energy.Active.Import.Register",
+                "location": "Outlet",
+                "unitOfMeasure": {"unit": "Wh", "multiplier": 0},
+            }
+        ]
+        write = _set_variable("AlignedDataCtrlr", "Measurands", "Current.Import,Voltage,Frequency")
+        assert (await call(csms, conn, "SetVariables", write))["setVariableResult"][0]["attributeStatus"] == (
+            "Accepted"
+        )
+        payloads = await _triggered_meter_values(csms, conn, {})
+    assert [p["evseId"] for p in payloads] == [1, 2]
+    values = _by_measurand(payloads[0])
+    assert set(values) == {
+        "Current.Import/L1",
+        "Current.Import/L2",
+        "Current.Import/L3",
+        "Voltage/L1-N",
+        "Voltage/L2-N",
+        "Voltage/L3-N",
+        "Frequency",
+    }
+    assert values["Voltage/L2-N"] == {
+        "value": 230,
+        "context": "Trigger",
+        "measurand": "Voltage",
+        "phase": "L2-N",
+        "location": "Outlet",
+        "unitOfMeasure": {"unit": "V", "multiplier": 0},
+    }
+    assert values["Current.Import/L3"]["unitOfMeasure"] == {"unit": "A", "multiplier": 0}
+    assert values["Frequency"]["value"] == 50 and "phase" not in values["Frequency"]
+
+
+async def test_v16_5_17_meter_values_trigger_sends_the_meter_values_sampled_data_measurands(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """1.6 section 5.17 (errata 3.46): a triggered MeterValues holds the most recent measurements of
+    every measurand in MeterValuesSampledData (not MeterValuesAlignedData), context Trigger, as 1.6
+    strings with unit, location, format and, per phase, the phase."""
+    csms, conn = CsmsPeer(V16), MemoryConnection(V16)
+    async with open_session_context(tmp_path, V16, run_evses=True) as ctx, serving(csms, conn, ctx):
+        await csms.wait_for("StatusNotification", 3)
+        await trio.sleep(6)  # the sim meters have been polled
+        change = {"key": "MeterValuesAlignedData", "value": "Frequency"}
+        assert (await call(csms, conn, "ChangeConfiguration", change))["status"] == "Accepted"
+        asked_at = ctx.clock.iso()
+        [payload] = await _triggered_meter_values(csms, conn, {"connectorId": 1})
+        assert payload["connectorId"] == 1 and "transactionId" not in payload
+        assert payload["meterValue"][0]["timestamp"] == asked_at
+        values = _by_measurand(payload)
+        # MeterValuesSampledData's default: the register, the power and the current of each phase.
+        assert set(values) == {
+            "Energy.Active.Import.Register",
+            "Power.Active.Import",
+            "Current.Import/L1",
+            "Current.Import/L2",
+            "Current.Import/L3",
+        }
+        assert values["Energy.Active.Import.Register"] == {
+            "value": "1000",
+            "context": "Trigger",
+            "format": "Raw",
+            "measurand": "Energy.Active.Import.Register",
+            "location": "Outlet",
+            "unit": "Wh",
+        }
+        assert values["Current.Import/L2"] == {
+            "value": "0",
+            "context": "Trigger",
+            "format": "Raw",
+            "measurand": "Current.Import",
+            "phase": "L2",
+            "location": "Outlet",
+            "unit": "A",
+        }
+        assert values["Power.Active.Import"]["unit"] == "W"
+        change = {"key": "MeterValuesSampledData", "value": "Voltage"}
+        assert (await call(csms, conn, "ChangeConfiguration", change))["status"] == "Accepted"
+        payloads = await _triggered_meter_values(csms, conn, {})
+    assert [p["connectorId"] for p in payloads] == [1, 2]
+    assert set(_by_measurand(payloads[1])) == {"Voltage/L1-N", "Voltage/L2-N", "Voltage/L3-N"}
 
 
 async def test_f06_fr_17_boot_trigger_after_accepted_is_rejected_and_sends_nothing(

@@ -229,6 +229,25 @@ class Transactions:
         )
         return await self._messages.updated(self.services, state.record, data)
 
+    def triggered_meter_value(self, evse_id: int) -> dict[str, object] | None:
+        """The MeterValue a TriggerMessage(MeterValues) sends for `evse_id`: its current reading,
+        context Trigger, for the measurands the spec names: 2.0.1 F06.FR.06 AlignedDataCtrlr.Measurands;
+        1.6 section 5.17 (errata 3.46: SHALL) MeterValuesSampledData, which is our
+        SampledDataCtrlr.TxUpdatedMeasurands. None without a reading (the meter is silent or faulted)
+        or when it gives none of those measurands: nothing true to send."""
+        evse = self.services.evses[evse_id]
+        sample = evse.reading()
+        if sample is None:
+            return None
+        key = ALIGNED_DATA_MEASURANDS if self.version is V201 else TX_UPDATED_MEASURANDS
+        return meter_value(
+            self.version,
+            self.meter_stamp(self._now()),
+            reading_of(evse, sample),
+            self._measurands(key),
+            Context.TRIGGER,
+        )
+
     async def forbid_resume(self, evse_ids: frozenset[int]) -> None:
         """A Reset is ending these EVSEs' sessions: their transactions are never resumed after it."""
         ids = [
