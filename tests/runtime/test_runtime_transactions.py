@@ -4,6 +4,7 @@ GetTransactionStatus, J01 clock-aligned values while idle, and resuming a transa
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,7 +16,17 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from runtime_session_harness import EPOCH, CsmsPeer, MemoryConnection, serve_until_link_down, station_config
+from runtime_session_harness import (
+    EPOCH,
+    CsmsPeer,
+    MemoryConnection,
+    call,
+    online,
+    serve_until_link_down,
+    start_transaction,
+    station_config,
+)
+from runtime_session_harness import board as board_of
 
 from evstation.drivers.api import LockState
 from evstation.drivers.sim.board import SimChargeController
@@ -28,9 +39,16 @@ from evstation.runtime.blocks.transactions import START_READING_WAIT_S
 from evstation.runtime.clock import WallClock
 from evstation.runtime.config import StationConfig, parse_config
 from evstation.runtime.device_model import (
+    ALIGNED_DATA_ENABLED,
     ALIGNED_DATA_INTERVAL,
+    ALIGNED_DATA_MEASURANDS,
+    ALIGNED_DATA_SEND_DURING_IDLE,
+    ALIGNED_DATA_TX_ENDED_INTERVAL,
+    ALIGNED_DATA_TX_ENDED_MEASURANDS,
+    SAMPLED_DATA_ENABLED,
     STOP_TX_ON_EV_SIDE_DISCONNECT,
     STOP_TX_ON_INVALID_ID,
+    TX_ENDED_INTERVAL,
     TX_START_POINT,
     TX_STOP_POINT,
     TX_UPDATED_INTERVAL,
@@ -96,10 +114,12 @@ async def rig(
     connect: bool = True,
     signed: bool = False,
     config: StationConfig | None = None,
+    ev_phases: int = 3,
 ) -> AsyncIterator[Rig]:
-    """One run of a station over `tmp_path`'s SQLite file; EVSE 1 has a sim EV drawing through `meter`."""
+    """One run of a station over `tmp_path`'s SQLite file; EVSE 1 has a sim EV drawing through `meter`
+    (on `ev_phases` phases)."""
     meter = meter if meter is not None else SimMeter(230, initial_energy_wh=1000, poll_interval_s=POLL_S)
-    board = SimChargeController(SimEv(plugged=plugged), flow=meter)
+    board = SimChargeController(SimEv(plugged=plugged, phases=ev_phases), flow=meter)
     async with open_storage(tmp_path / "station.db") as storage, trio.open_nursery() as nursery:
         evses = Evses()
         await nursery.start(evses.add(1, board, SignedMeter(meter) if signed else meter).run)
@@ -552,6 +572,31 @@ async def test_fake_meter_timestamps_offset_shifts_meter_values(
     assert max(meter_at) == stopped_at - timedelta(hours=2)
 
 
+@BOTH
+async def test_fake_meter_timestamps_offset_shifts_clock_aligned_and_triggered_values(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """The test aid reaches every meter value: the clock-aligned MeterValues carry the boundary shifted
+    (still a whole minute), a triggered MeterValues the station's now shifted."""
+    config = _config_with(tmp_path, version, test_aids={"fake_meter_timestamps_offset_s": -7200})
+    async with rig(tmp_path, version, config=config, settings={ALIGNED_DATA_INTERVAL: "60"}) as r:
+        await r.nursery.start(r.ctx.blocks.trigger.run)
+        [aligned] = await r.csms.wait_for("MeterValues")
+        aligned_payload: dict[str, Any] = aligned.call.payload
+        aligned_at = datetime.fromisoformat(aligned_payload["meterValue"][0]["timestamp"])
+        station_at = r.ctx.clock.now()
+        target = {"connectorId": 1} if version is V16 else {"evse": {"id": 1}}
+        answer = await call(r.csms, r.conn, "TriggerMessage", {"requestedMessage": "MeterValues", **target})
+        assert answer == {"status": "Accepted"}
+        [_, triggered] = await r.csms.wait_for("MeterValues", 2)
+    triggered_payload: dict[str, Any] = triggered.call.payload
+    [meter] = triggered_payload["meterValue"]
+    assert meter["sampledValue"][0]["context"] == "Trigger"
+    assert datetime.fromisoformat(meter["timestamp"]) == station_at - timedelta(hours=2)
+    assert aligned_at.second == 0 and aligned_at.microsecond == 0
+    assert timedelta(0) <= station_at - timedelta(hours=2) - aligned_at < timedelta(seconds=1)
+
+
 def _stamps(csms: CsmsPeer, version: OcppVersion) -> tuple[list[datetime], set[datetime]]:
     """(the timestamps of every meter value sent, those of the transaction messages themselves)."""
     meter_at: list[datetime] = []
@@ -612,3 +657,240 @@ async def test_data_signed_is_refused_without_a_signing_meter(
     async with rig(tmp_path, V201, connect=False) as r:
         decision = await r.ctx.device_model.set(TX_START_POINT, "DataSigned")
     assert not decision.applies
+
+
+def _payloads(csms: CsmsPeer, action: str) -> list[dict[str, Any]]:
+    return [s.call.payload for s in csms.of(action)]
+
+
+def _meter_values_of(payload: dict[str, Any], version: OcppVersion, context: str) -> list[dict[str, Any]]:
+    """The MeterValues of an end message (1.6 transactionData, 2.0.1 meterValue) whose values have
+    `context`, each as {"timestamp": ..., measurand(/phase): value...}."""
+    meters = payload["transactionData"] if version is V16 else payload["meterValue"]
+    out: list[dict[str, Any]] = []
+    for meter in meters:
+        values = [v for v in meter["sampledValue"] if v.get("context") == context]
+        if values:
+            row: dict[str, Any] = {"timestamp": meter["timestamp"]}
+            for value in values:
+                row[value["measurand"] + ("/" + value["phase"] if "phase" in value else "")] = float(
+                    value["value"]
+                )
+            out.append(row)
+    return out
+
+
+@BOTH
+async def test_j03_aligned_tx_ended_values_go_into_the_end_message(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """AlignedDataCtrlr.TxEndedMeasurands every AlignedDataCtrlr.TxEndedInterval (1.6 StopTxnAlignedData
+    every ClockAlignedDataInterval): kept during the transaction and sent in its end message (2.0.1
+    Ended meterValue, 1.6 StopTransaction transactionData) with context Sample.Clock, at whole
+    multiples of the interval, next to the Transaction.Begin / End values. 2.0.1 sends nothing for
+    them meanwhile (AlignedDataCtrlr.Interval 0); 1.6 sends its MeterValuesAlignedData meanwhile, as
+    MeterValues with the transactionId."""
+    measurands = "Energy.Active.Import.Register,Current.Import"
+    interval = ALIGNED_DATA_TX_ENDED_INTERVAL if version is V201 else ALIGNED_DATA_INTERVAL
+    settings = {interval: "60", ALIGNED_DATA_TX_ENDED_MEASURANDS: measurands}
+    async with rig(tmp_path, version, settings=settings) as r:
+        await r.plug_and_authorize()
+        await trio.sleep(150)
+        r.board.unplug()
+        ended = await r.ended(version)
+        aligned_sent = [
+            p
+            for p in _payloads(r.csms, "MeterValues")
+            if p["meterValue"][0]["sampledValue"][0]["context"] == "Sample.Clock"
+        ]
+        updated = [e["triggerReason"] for e in r.tx_events() if e["eventType"] == "Updated"]
+    kept = _meter_values_of(ended, version, "Sample.Clock")
+    assert len(kept) in (2, 3)  # every whole minute of the 150 s
+    assert all(row["timestamp"].endswith(":00.000Z") for row in kept)
+    assert all(
+        set(row)
+        == {
+            "timestamp",
+            "Energy.Active.Import.Register",
+            "Current.Import/L1",
+            "Current.Import/L2",
+            "Current.Import/L3",
+        }
+        for row in kept
+    )
+    energies = [row["Energy.Active.Import.Register"] for row in kept]
+    assert energies == sorted(energies) and energies[-1] > energies[0]  # real readings while charging
+    assert all(row["Current.Import/L1"] > 30 for row in kept)  # 32 A offered, drawn on every phase
+    assert _meter_values_of(ended, version, "Transaction.Begin")
+    assert _meter_values_of(ended, version, "Transaction.End")
+    if version is V201:
+        assert "MeterValueClock" not in updated and not aligned_sent
+    else:
+        assert len(aligned_sent) == len(kept)
+        assert all(p["transactionId"] == 42 and p["connectorId"] == 1 for p in aligned_sent)
+
+
+async def test_j01_fr_20_send_during_idle_holds_clock_aligned_values_while_any_transaction_runs(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """AlignedDataCtrlr.SendDuringIdle false: clock-aligned values go out during a transaction
+    (TransactionEvent Updated MeterValueClock) and for the idle EVSE (MeterValues). True: none at all
+    while a transaction runs anywhere on the station (J01.FR.20 as libocpp reads it), again once it
+    ended."""
+    csms = CsmsPeer(V201)
+    async with online(tmp_path, V201, csms) as (ctx, _):
+        await ctx.device_model.set(ALIGNED_DATA_INTERVAL, "60")
+        await ctx.device_model.set(ALIGNED_DATA_MEASURANDS, "Energy.Active.Import.Register,Voltage")
+
+        def clock_events() -> list[dict[str, Any]]:
+            events = [s.call.payload for s in csms.of("TransactionEvent")]
+            return [e for e in events if e["triggerReason"] == "MeterValueClock"]
+
+        def idle_evses() -> list[int]:
+            return [int(p["evseId"]) for p in _payloads(csms, "MeterValues")]
+
+        await start_transaction(ctx, 1)
+        await trio.sleep(125)
+        [first, *_] = clock_events()
+        assert first["eventType"] == "Updated" and first["evse"]["id"] == 1
+        [meter] = first["meterValue"]
+        assert meter["timestamp"].endswith(":00.000Z")
+        assert {(v["context"], v["measurand"]) for v in meter["sampledValue"]} == {
+            ("Sample.Clock", "Energy.Active.Import.Register"),
+            ("Sample.Clock", "Voltage"),
+        }
+        assert 2 in idle_evses() and 1 not in idle_evses()  # EVSE 1 reports in its transaction
+        events, idle = len(clock_events()), len(idle_evses())
+        await ctx.device_model.set(ALIGNED_DATA_SEND_DURING_IDLE, "true")
+        await trio.sleep(125)
+        assert len(clock_events()) == events and len(idle_evses()) == idle  # nothing while EVSE 1 charges
+        board_of(ctx, 1).unplug()
+        while ctx.blocks.transactions.ids.get(1) is not None:
+            await ctx.blocks.transactions.ids.changed.wait()
+        await trio.sleep(65)
+        assert sorted(idle_evses()[idle:]) == [1, 2]  # idle again: both EVSEs, once each
+
+
+async def test_sampled_and_aligned_data_enabled_switch_their_meter_values_off_and_on(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """SampledDataCtrlr.Enabled false: no periodic values (TxUpdatedInterval) and none kept for the
+    end message (TxEndedInterval); AlignedDataCtrlr.Enabled false: no clock-aligned values, idle or in
+    a transaction. Set true, they start at once (followed, not polled)."""
+    settings = {
+        TX_UPDATED_INTERVAL: "10",
+        TX_ENDED_INTERVAL: "10",
+        ALIGNED_DATA_INTERVAL: "60",
+        SAMPLED_DATA_ENABLED: "false",
+        ALIGNED_DATA_ENABLED: "false",
+    }
+    async with rig(tmp_path, V201, settings=settings) as r:
+        await trio.sleep(65)
+        assert not r.csms.of("MeterValues")
+        await r.plug_and_authorize()
+        await trio.sleep(65)
+        reasons = {e["triggerReason"] for e in r.tx_events()}
+        assert not reasons & {"MeterValuePeriodic", "MeterValueClock"}
+        enabled_at = r.ctx.clock.now()
+        await r.ctx.device_model.set(SAMPLED_DATA_ENABLED, "true")
+        await r.ctx.device_model.set(ALIGNED_DATA_ENABLED, "true")
+        await trio.sleep(65)
+        reasons = {e["triggerReason"] for e in r.tx_events()}
+        assert {"MeterValuePeriodic", "MeterValueClock"} <= reasons
+        r.board.unplug()
+        ended = await r.ended(V201)
+    kept = _meter_values_of(ended, V201, "Sample.Periodic")
+    assert len(kept) >= 5  # every 10 s since enabled
+    assert all(datetime.fromisoformat(row["timestamp"]) >= enabled_at for row in kept)
+
+
+async def test_number_of_phases_used_from_the_per_phase_currents(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """2.0.1 numberOfPhasesUsed: the phases the meter shows carrying current. In the Started event when
+    the start reading shows current; otherwise (the usual case: the contactor closes after the start
+    point) in the first Updated event whose reading shows it, and again only when it changes."""
+    async with rig(tmp_path, V201, ev_phases=2, settings={TX_UPDATED_INTERVAL: "10"}) as r:
+        r.board.plug_in()
+        r.meter.set_flow(6, 1)  # a reading with current on L1 only before the start point
+        await trio.sleep(2 * POLL_S)
+        assert await r.ctx.evses[1].authorize_remote("TOKEN-1", "ISO14443")
+        await trio.sleep(45)
+        events = r.tx_events()
+    started, *updates = events
+    assert started["eventType"] == "Started" and started["numberOfPhasesUsed"] == 1
+    reported = [(e["triggerReason"], e["numberOfPhasesUsed"]) for e in updates if "numberOfPhasesUsed" in e]
+    assert reported == [("MeterValuePeriodic", 2)]  # the EV charges on two phases; said once
+
+
+async def test_number_of_phases_used_comes_with_the_first_reading_that_shows_current(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    async with rig(tmp_path, V201, settings={TX_UPDATED_INTERVAL: "10"}) as r:
+        await r.plug_and_authorize()
+        await trio.sleep(45)
+        started, *updates = r.tx_events()
+    assert "numberOfPhasesUsed" not in started  # no current at the start point
+    periodic = [e for e in updates if e["triggerReason"] == "MeterValuePeriodic"]
+    assert len(periodic) >= 3
+    assert periodic[0]["numberOfPhasesUsed"] == 3 and all("numberOfPhasesUsed" not in e for e in periodic[1:])
+
+
+async def test_v16_meter_values_every_meter_value_sample_interval_and_stop_txn_sampled_data(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """1.6 4.7: MeterValues (transactionId, context Sample.Periodic) every MeterValueSampleInterval as
+    the CSMS sets the key, with the MeterValuesSampledData measurands (default: the register, the
+    power, the current of each phase); 0 stops them. 4.10 / 9.1: StopTxnSampledData taken at the same
+    interval rides in StopTransaction.transactionData with the Transaction.Begin / End values."""
+    async with rig(tmp_path, V16) as r:
+        for key, value in (
+            ("MeterValueSampleInterval", "20"),
+            ("StopTxnSampledData", "Energy.Active.Import.Register,Current.Import"),
+        ):
+            answer = await call(r.csms, r.conn, "ChangeConfiguration", {"key": key, "value": value})
+            assert answer == {"status": "Accepted"}
+        await r.plug_and_authorize()
+        await r.csms.wait_for("StartTransaction")
+        await trio.sleep(70)
+        sent = r.csms.of("MeterValues")
+        answer = await call(
+            r.csms, r.conn, "ChangeConfiguration", {"key": "MeterValueSampleInterval", "value": "0"}
+        )
+        assert answer == {"status": "Accepted"}
+        await trio.sleep(60)
+        assert len(r.csms.of("MeterValues")) == len(sent)  # 0: no more sampled values
+        r.board.unplug()
+        stop = await r.ended(V16)
+    assert len(sent) == 3
+    assert [b.at - a.at for a, b in itertools.pairwise(sent)] == [20, 20]
+    for seen in sent:
+        payload: dict[str, Any] = seen.call.payload
+        assert payload["transactionId"] == 42 and payload["connectorId"] == 1
+        [meter] = payload["meterValue"]
+        values = {
+            v["measurand"] + ("/" + v["phase"] if "phase" in v else ""): v for v in meter["sampledValue"]
+        }
+        assert set(values) == {
+            "Energy.Active.Import.Register",
+            "Power.Active.Import",
+            "Current.Import/L1",
+            "Current.Import/L2",
+            "Current.Import/L3",
+        }
+        assert {v["context"] for v in values.values()} == {"Sample.Periodic"}
+        assert values["Current.Import/L3"]["unit"] == "A" and float(values["Current.Import/L3"]["value"]) > 30
+        assert values["Power.Active.Import"]["unit"] == "W"
+    kept = _meter_values_of(stop, V16, "Sample.Periodic")
+    assert len(kept) == 3 and all(
+        set(row)
+        == {
+            "timestamp",
+            "Energy.Active.Import.Register",
+            "Current.Import/L1",
+            "Current.Import/L2",
+            "Current.Import/L3",
+        }
+        for row in kept
+    )
+    assert _meter_values_of(stop, V16, "Transaction.Begin") and _meter_values_of(stop, V16, "Transaction.End")

@@ -159,6 +159,8 @@ class _EvseTx:
     charging_state: str = "EVConnected"
     # E10: the EV left and the transaction was kept; its return is reported (CablePluggedIn).
     ev_left: bool = False
+    # The numberOfPhasesUsed last reported for the running transaction (None: not yet known).
+    phases_reported: int | None = None
 
 
 class Transactions:
@@ -650,6 +652,7 @@ class Transactions:
         record = await self._messages.start(self.services, data)
         state.record = record
         state.charging_state = data.charging_state
+        state.phases_reported = data.number_of_phases
         state.invalid_id = trio.Event()
         self.ids.set(evse.id, record.id)
         state.scope = trio.CancelScope()
@@ -754,20 +757,32 @@ class Transactions:
                         self._offline(),
                         meter=meter,
                         energy_wh=sample.energy_import_wh,
-                        number_of_phases=None,
+                        number_of_phases=self._phases_news(record, sample),
                     ),
                 )
 
+    def _phases_news(self, record: TransactionRecord, sample: MeterSample) -> int | None:
+        """2.0.1 numberOfPhasesUsed for an Updated event: the phases the reading shows carrying current,
+        when that is known and not yet reported for this transaction (the start reading rarely shows
+        any current: the contactor closes after the start point), else None (field left out)."""
+        state = self._evse_tx.get(record.evse_id)
+        phases = _phases_used(sample)
+        if self.version is not V201 or state is None or phases is None or phases == state.phases_reported:
+            return None
+        state.phases_reported = phases
+        return phases
+
     async def _sample_ended(self, record: TransactionRecord) -> None:
         """2.0.1 TxEndedInterval / 1.6 (StopTxnSampledData every MeterValueSampleInterval): values kept
-        for the end message."""
+        for the end message. Like the periodic values, not while SampledDataCtrlr.Enabled is false."""
         dm = self._device_model
         key = TX_ENDED_INTERVAL if self.version is V201 else TX_UPDATED_INTERVAL
-        with dm.watch(key) as changes:
+        with dm.watch(key, SAMPLED_DATA_ENABLED) as changes:
             since = trio.current_time()
             while True:
                 interval = dm.get_int(key)
-                deadline = since + interval if interval > 0 else math.inf
+                enabled = dm.get_bool(SAMPLED_DATA_ENABLED)
+                deadline = since + interval if interval > 0 and enabled else math.inf
                 if await sleep_or_change(changes, deadline) is not None:
                     continue
                 since = deadline
@@ -841,6 +856,12 @@ class Transactions:
         dm = self._device_model
         at = self._now()
         stamp = self.meter_stamp(at)
+        # AlignedDataCtrlr.SendDuringIdle (J01.FR.20 as libocpp reads it): clock-aligned values only
+        # while no transaction runs anywhere on the station; the values kept for end messages
+        # (TxEndedMeasurands) are not sent now and are still taken.
+        quiet = dm.get_bool(ALIGNED_DATA_SEND_DURING_IDLE) and any(
+            state.record is not None for state in self._evse_tx.values()
+        )
         for evse in self.services.evses:
             sample = evse.reading()
             if sample is None:
@@ -859,7 +880,7 @@ class Transactions:
                 )
                 ended = [kept] if kept is not None else []
             meter = None
-            if not ended_only:
+            if not ended_only and not quiet:
                 meter = meter_value(
                     self.version, stamp, reading, self._measurands(ALIGNED_DATA_MEASURANDS), Context.CLOCK
                 )
@@ -867,8 +888,6 @@ class Transactions:
                 if meter is not None:
                     await self._messages.idle_meter_values(self.services, evse.id, meter)
                 continue
-            if dm.get_bool(ALIGNED_DATA_SEND_DURING_IDLE):
-                meter = None  # J01.FR.?: aligned values only while idle
             if meter is None and not ended:
                 continue
             await self._messages.updated(
