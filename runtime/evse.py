@@ -565,11 +565,13 @@ class Evse:
                 await self._handle(Input.STOP, StopReason.LOCAL)
                 return True
             if self._held_by is not None and self._phase not in SESSION_PHASES:
-                if self.holds_cable_of(id_token, token_type):
-                    await self._release_cable()
+                if not self.holds_cable_of(id_token, token_type):
+                    # Another token: only the held session's group (or a master pass) frees the cable.
+                    return self._ask_to_stop(id_token, token_type, self._held_by)
+                await self._release_cable()
+                if self._phase is not Phase.PLUGGED:
                     return True
-                # Another token: only the held session's group (or a master pass) frees the cable.
-                return self._ask_to_stop(id_token, token_type, self._held_by)
+                # The driver's EV is back on the held cable: the token also asks for a new session.
             if self._session_token is not None and self._phase in SESSION_PHASES:
                 return self._ask_to_stop(id_token, token_type, self._session_token)
             if not self._can_start():
@@ -739,7 +741,13 @@ class Evse:
         return self._unmetered or bool(self._faults - NON_BLOCKING_FAULTS)
 
     def _can_start(self) -> bool:
-        return self.available() and not self._blocking_fault() and self._phase in (Phase.IDLE, Phase.PLUGGED)
+        # A cable held for the previous session's driver (E09.FR.03) is theirs until they free it.
+        return (
+            self.available()
+            and not self._blocking_fault()
+            and self._held_by is None
+            and self._phase in (Phase.IDLE, Phase.PLUGGED)
+        )
 
     async def _authorize(self, id_token: str, token_type: str) -> bool:
         self._session_token = (id_token, token_type)

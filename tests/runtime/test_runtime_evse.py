@@ -455,10 +455,25 @@ async def test_e09_fr_03_held_cable_opens_for_a_group_token_or_unlock_connector(
     assert rig.board.lock_state.value == LockState.UNLOCKED.value
     assert rig.evse.status() is S.AVAILABLE and rig.evse.phase is Phase.IDLE
     await _ev_side_unplug_ends_a_session_with_unlock_false(rig)
+    assert not await rig.evse.authorize_remote("SOMEONE", "ISO14443")  # the cable is not theirs
     assert await rig.evse.unlock()
     await trio.sleep(1)
     assert rig.board.lock_state.value == LockState.UNLOCKED.value
     assert not rig.evse.cable_held() and rig.evse.status() is S.AVAILABLE
+
+
+async def test_e09_fr_03_driver_back_on_the_held_cable_frees_it_and_starts_with_one_token(
+    rig: Rig, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The EV plugged back into the held cable (Preparing, still locked): the driver's token frees the
+    cable and asks for a new session at once."""
+    await _ev_side_unplug_ends_a_session_with_unlock_false(rig)
+    rig.board.plug_in()
+    await trio.sleep(1)
+    assert rig.evse.phase is Phase.PLUGGED and rig.board.lock_state.value == LockState.LOCKED.value
+    await rig.authorize("TAG1")
+    await trio.sleep(5)
+    assert rig.evse.status() is S.CHARGING and not rig.evse.cable_held()
 
 
 async def test_cable_rating_from_the_proximity_pilot_limits_the_offer(
