@@ -208,13 +208,39 @@ class FaultCleared:
 
 
 @dataclass(frozen=True, slots=True)
+class CableRating:
+    """The current rating of the plugged cable, read from its Proximity Pilot resistor (IEC 61851-1
+    Annex B; `cable_rating_of_pp`). None: no cable in the socket, or a PP fault. Optional: a board
+    that cannot read PP never sends it, and the runtime then knows no rating."""
+
+    max_current_a: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class BoardReset:
     """The board restarted on its own (watchdog, brown-out): its state must be re-applied."""
 
     reason: str
 
 
-ControllerEvent = PilotChanged | ContactorChanged | LockChanged | FaultRaised | FaultCleared | BoardReset
+ControllerEvent = (
+    PilotChanged | ContactorChanged | LockChanged | FaultRaised | FaultCleared | BoardReset | CableRating
+)
+
+# IEC 61851-1 Annex B: the resistor between PP and PE in a Type 2 plug codes the cable's rating
+# (drivers-facts.md section 3), nominal ohms -> amperes.
+PP_CODING: dict[float, int] = {1500.0: 13, 680.0: 20, 220.0: 32, 100.0: 63}
+CABLE_RATINGS_A: frozenset[int] = frozenset(PP_CODING.values())
+_PP_TOLERANCE = 0.25  # a board's measurement may miss the nominal value by this share, not more
+
+
+def cable_rating_of_pp(ohms: float) -> int | None:
+    """The cable rating (A) a measured PP resistance codes, or None when it matches no coding (open
+    circuit: no cable; anything else: a PP fault)."""
+    for nominal, amps in PP_CODING.items():
+        if abs(ohms - nominal) <= nominal * _PP_TOLERANCE:
+            return amps
+    return None
 
 
 class ControllerError(Exception):

@@ -29,9 +29,12 @@ __all__ = [
 V201_KEPT_STATUSES: Final = frozenset({"Available", "Reserved", "Unavailable", "Faulted"})
 
 
-def v201_connector_status(status: str) -> str:
-    """The 2.0.1 connectorStatus of a 1.6-vocabulary status."""
-    return status if status in V201_KEPT_STATUSES else "Occupied"
+def v201_connector_status(status: str, *, ev_away: bool = False) -> str:
+    """The 2.0.1 connectorStatus of a 1.6-vocabulary status. `ev_away`: a transaction kept after an
+    EV-side unplug (E10) whose EV is gone: Available (OCTT TC_E_26 expects it; 1.6 shows SuspendedEV)."""
+    if status in V201_KEPT_STATUSES:
+        return status
+    return "Available" if ev_away else "Occupied"
 
 
 def v16_charge_point_status(connector_statuses: Iterable[str], *, station_unavailable: bool = False) -> str:

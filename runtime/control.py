@@ -109,7 +109,15 @@ class StatusReq(_Req):
 
 
 class PlugReq(_Req):
-    op: Literal["plug_in", "unplug"]
+    op: Literal["plug_in"]
+    evse: int
+    connector: int = 1
+    # The rating the cable's Proximity Pilot resistor codes (IEC 61851-1), in A; None: not reported.
+    cable_max_current_a: Literal[13, 20, 32, 63] | None = None
+
+
+class UnplugReq(_Req):
+    op: Literal["unplug"]
     evse: int
     connector: int = 1
 
@@ -164,6 +172,7 @@ class AuthReq(_Req):
 Request = Annotated[
     StatusReq
     | PlugReq
+    | UnplugReq
     | TokenReq
     | EvReq
     | FaultReq
@@ -195,6 +204,7 @@ OPS = tuple(OP_SUMMARIES)
 _MODELS: tuple[type[_Req], ...] = (
     StatusReq,
     PlugReq,
+    UnplugReq,
     TokenReq,
     EvReq,
     FaultReq,
@@ -287,6 +297,7 @@ def evse_json(evse: Evse, transaction_id: str | None) -> JsonObject:
         "power_w": evse.power_w(),
         "energy_wh": evse.energy_wh(),
         "active_faults": _jsonable(evse.active_faults()),
+        "cable_max_current_a": evse.cable_max_current_a(),
     }
 
 
@@ -324,12 +335,12 @@ async def execute(target: ControlTarget, req: Request, *, allow_network: bool = 
             **(await target.status()),
             "evses": [evse_json(e, target.transaction_id(e.id)) for e in target.evses],
         }
-    if isinstance(req, PlugReq):
+    if isinstance(req, PlugReq | UnplugReq):
         evse = _evse(target, req.evse, req.connector)
         board = _board(target, req.evse)
-        if req.op == "plug_in":
+        if isinstance(req, PlugReq):
             evse.select_connector(req.connector)
-            board.plug_in()
+            board.plug_in(req.cable_max_current_a)
         else:
             board.unplug()
         return {"evse": req.evse, "connector": req.connector, "pilot": board.pilot_state.value}

@@ -19,6 +19,7 @@ import trio
 from evstation.drivers.api import (
     NON_BLOCKING_FAULTS,
     BoardReset,
+    CableRating,
     ChargeController,
     ContactorChanged,
     ControllerError,
@@ -99,6 +100,9 @@ class StatusChanged:
     connector_id: int
     status: ConnectorStatus
     fault: FaultCode | None  # the most relevant active fault (blocking ones first), also when not Faulted
+    # A kept session's EV is away (StopTxOnEVSideDisconnect false): 1.6 shows SuspendedEV, 2.0.1
+    # Available (docs/session.md "EV-side disconnect").
+    ev_away: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +167,14 @@ class FaultChanged:
     active: bool
 
 
+@dataclass(frozen=True, slots=True)
+class CableRatingChanged:
+    """The board read the cable's current rating from its Proximity Pilot (None: no cable / unknown)."""
+
+    evse_id: int
+    max_current_a: int | None
+
+
 EvseEvent = (
     StatusChanged
     | EvPlugged
@@ -173,6 +185,7 @@ EvseEvent = (
     | EnergyFlowSuspended
     | SessionEnded
     | FaultChanged
+    | CableRatingChanged
 )
 
 
@@ -275,14 +288,24 @@ def step(phase: Phase, inp: Input) -> tuple[Phase, tuple[Effect, ...]]:
 
 
 def connector_status(
-    phase: Phase, *, blocking_fault: bool, available: bool, reserved: bool = False
+    phase: Phase,
+    *,
+    blocking_fault: bool,
+    available: bool,
+    reserved: bool = False,
+    cable_held: bool = False,
 ) -> ConnectorStatus:
     """Status of the connector in use: Faulted beats everything; Unavailable only outside a session;
+    Finishing while idle with a finished session's cable held locked in the socket (E09.FR.03);
     Reserved (the reservation block says so) only while idle: an EV plugged in makes it Preparing."""
     if blocking_fault:
         return ConnectorStatus.FAULTED
     if not available and phase not in SESSION_PHASES:
         return ConnectorStatus.UNAVAILABLE
+    if cable_held and phase is Phase.IDLE:
+        # 1.6 TC_005_1/2: a session the EV-side unplug ended shows Finishing while its cable is still
+        # in the socket; a locked cable certainly is.
+        return ConnectorStatus.FINISHING
     if reserved and phase is Phase.IDLE:
         return ConnectorStatus.RESERVED
     return PHASE_STATUS[phase]
@@ -357,6 +380,11 @@ class Evse:
         self._ev_present = False
         self._contactor = False
         self._session_token: tuple[str, str] | None = None
+        # E09.FR.03 / 1.6 UnlockConnectorOnEVSideDisconnect false: the token of the session the EV-side
+        # unplug ended, whose cable stays locked until that token (or its group) or UnlockConnector.
+        self._held_by: tuple[str, str] | None = None
+        # The cable's rating from its Proximity Pilot resistor, if the board reports one (A).
+        self._cable_a: int | None = None
         self._pending: _PendingAuth | None = None
         self._connection_deadline: float | None = None
         self._latest: MeterSample | None = None
@@ -375,7 +403,7 @@ class Evse:
         self._sent_power: bool | None = None
         self._sent_lock: bool | None = None
         self._sent_unavailable: bool | None = None
-        self._published: dict[int, tuple[ConnectorStatus, FaultCode | None]] = {}
+        self._published: dict[int, tuple[ConnectorStatus, FaultCode | None, bool]] = {}
         self._settle_deadline: float | None = None  # a SuspendedEV waits until then to be published
 
     # --- queries ----------------------------------------------------------------------------------
@@ -407,7 +435,20 @@ class Evse:
             blocking_fault=self._blocking_fault(),
             available=self.available(connector_id),
             reserved=self._reserved,
+            cable_held=self._held_by is not None,
         )
+
+    def ev_away(self, connector_id: int = 1) -> bool:
+        """A kept session's EV left (StopTxOnEVSideDisconnect false): 2.0.1 reports Available."""
+        return connector_id == self._connector and self._phase is Phase.EV_DISCONNECTED
+
+    def cable_held(self) -> bool:
+        """A finished session's cable is held locked until its token or UnlockConnector (E09.FR.03)."""
+        return self._held_by is not None
+
+    def cable_max_current_a(self) -> int | None:
+        """The plugged cable's rating (Proximity Pilot), None when the board does not report one."""
+        return self._cable_a
 
     def published_status(self, connector_id: int = 1) -> ConnectorStatus | None:
         """The status last published in StatusChanged (what the CSMS was told); None before the first."""
@@ -495,6 +536,11 @@ class Evse:
         own = self._session_token
         return own is not None and self._same_token(own[0], own[1], id_token, token_type)
 
+    def holds_cable_of(self, id_token: str, token_type: str) -> bool:
+        """Whether this EVSE holds the cable of the session `id_token` started (E09.FR.03)."""
+        held = self._held_by
+        return held is not None and self._same_token(held[0], held[1], id_token, token_type)
+
     def available(self, connector_id: int | None = None) -> bool:
         """Whether the connector (default: the one in use / selected) is Operative."""
         return (self._connector if connector_id is None else connector_id) not in self._unavailable
@@ -518,14 +564,16 @@ class Evse:
             if self.owns_session(id_token, token_type):
                 await self._handle(Input.STOP, StopReason.LOCAL)
                 return True
+            if self._held_by is not None and self._phase not in SESSION_PHASES:
+                if not self.holds_cable_of(id_token, token_type):
+                    # Another token: only the held session's group (or a master pass) frees the cable.
+                    return self._ask_to_stop(id_token, token_type, self._held_by)
+                await self._release_cable()
+                if self._phase is not Phase.PLUGGED:
+                    return True
+                # The driver's EV is back on the held cable: the token also asks for a new session.
             if self._session_token is not None and self._phase in SESSION_PHASES:
-                deadline = trio.current_time() + self.authorization_timeout_s
-                self._pending = _PendingAuth(id_token, token_type, deadline, stop=True)
-                self._events.publish(
-                    AuthorizationRequested(self.id, id_token, token_type, self._session_token)
-                )
-                self._wake()
-                return True
+                return self._ask_to_stop(id_token, token_type, self._session_token)
             if not self._can_start():
                 log.info("EVSE %d: token ignored, EVSE cannot start a session now", self.id)
                 return False
@@ -534,6 +582,17 @@ class Evse:
             self._events.publish(AuthorizationRequested(self.id, id_token, token_type))
             self._wake()
             return True
+
+    def _ask_to_stop(self, id_token: str, token_type: str, session_token: tuple[str, str]) -> bool:
+        deadline = trio.current_time() + self.authorization_timeout_s
+        self._pending = _PendingAuth(id_token, token_type, deadline, stop=True)
+        self._events.publish(AuthorizationRequested(self.id, id_token, token_type, session_token))
+        self._wake()
+        return True
+
+    async def _release_cable(self) -> None:
+        self._held_by = None
+        await self._apply()
 
     def resolve_authorization(self, id_token: str, accepted: bool) -> None:
         """The answer to AuthorizationRequested; answers for other tokens or after the timeout are ignored."""
@@ -590,6 +649,7 @@ class Evse:
         async with self._lock:
             if not self.has_lock:
                 return False
+            self._held_by = None  # E09.FR.03: UnlockConnector frees a held cable too
             ok = await self._move_lock(False)
             await self._apply()
             return ok
@@ -660,6 +720,8 @@ class Evse:
             if pending.stop:
                 if pending.answer and self._phase in SESSION_PHASES:
                     await self._handle(Input.STOP, StopReason.LOCAL)
+                elif pending.answer and self._held_by is not None:
+                    await self._release_cable()
             elif pending.answer and self._can_start():
                 await self._authorize(pending.id_token, pending.token_type)
             elif pending.answer is None:
@@ -679,7 +741,13 @@ class Evse:
         return self._unmetered or bool(self._faults - NON_BLOCKING_FAULTS)
 
     def _can_start(self) -> bool:
-        return self.available() and not self._blocking_fault() and self._phase in (Phase.IDLE, Phase.PLUGGED)
+        # A cable held for the previous session's driver (E09.FR.03) is theirs until they free it.
+        return (
+            self.available()
+            and not self._blocking_fault()
+            and self._held_by is None
+            and self._phase in (Phase.IDLE, Phase.PLUGGED)
+        )
 
     async def _authorize(self, id_token: str, token_type: str) -> bool:
         self._session_token = (id_token, token_type)
@@ -693,8 +761,14 @@ class Evse:
             if event.state is PilotState.A and self._ev_present:
                 self._ev_present = False
                 # The pilot cannot tell the EV side from the station side: any loss of the EV counts as
-                # the EV side (docs/session.md "EV-side disconnect").
-                await self._handle(Input.UNPLUG if self.stop_on_ev_side_disconnect else Input.EV_SIDE_UNPLUG)
+                # the EV side (docs/session.md "EV-side disconnect"). A locked cable can only have left
+                # the EV, so UnlockOnEVSideDisconnect false holds it after the session ends (E09.FR.03).
+                if not self.stop_on_ev_side_disconnect:
+                    await self._handle(Input.EV_SIDE_UNPLUG)
+                    return
+                if self._phase in _ENERGIZED and self.has_lock and not self.unlock_on_ev_side_disconnect:
+                    self._held_by = self._session_token
+                await self._handle(Input.UNPLUG)
                 return
             if event.state in _EV_PRESENT and not self._ev_present:
                 self._ev_present = True
@@ -719,6 +793,9 @@ class Evse:
             self._sent_offer = self._sent_power = self._sent_lock = self._sent_unavailable = None
         elif isinstance(event, LockChanged):
             pass  # the lock position is commanded by us; failures arrive as ControllerError / faults
+        elif isinstance(event, CableRating) and event.max_current_a != self._cable_a:
+            self._cable_a = event.max_current_a
+            self._events.publish(CableRatingChanged(self.id, event.max_current_a))
         await self._apply()
 
     def _set_fault(self, code: FaultCode, active: bool) -> None:
@@ -741,6 +818,8 @@ class Evse:
             self._connection_deadline = None
         if self._phase not in SESSION_PHASES:
             self._session_token = None
+        else:
+            self._held_by = None  # a new session takes the lock over
         await self._apply()
 
     def _waits_for_ev(self) -> bool:
@@ -780,6 +859,8 @@ class Evse:
         if self._energy_suspended:
             return 0.0
         limit = self.max_current_a if self._limit_a is None else min(self._limit_a, self.max_current_a)
+        if self._cable_a is not None:
+            limit = min(limit, float(self._cable_a))  # never more than the cable is rated for
         return max(limit, 0.0)
 
     async def _apply(self) -> None:
@@ -812,8 +893,10 @@ class Evse:
         if energize:
             await self._send_power(True)
         # UnlockOnEVSideDisconnect false: a kept session whose EV left holds the cable in the socket.
+        # E09.FR.03: so does one whose session the EV-side unplug ended, until its token comes back.
         kept_locked = self._phase is Phase.EV_DISCONNECTED and not self.unlock_on_ev_side_disconnect
-        want_lock = self.has_lock and (self._phase in LOCKED_PHASES or kept_locked)
+        held = self._held_by is not None
+        want_lock = self.has_lock and (self._phase in LOCKED_PHASES or kept_locked or held)
         if self.has_lock and want_lock != self._sent_lock:
             await self._move_lock(want_lock)
         # State F only with no EV: a plugged EV would be cut off mid-session or lose its unplug report.
@@ -855,7 +938,7 @@ class Evse:
         now = trio.current_time()
         settling = False
         for cid in self.connector_ids:
-            current = (self.status(cid), fault)
+            current = (self.status(cid), fault, self.ev_away(cid))
             published = self._published.get(cid)
             if published == current:
                 continue
@@ -948,6 +1031,7 @@ class Evses:
             return self._by_id.get(evse_id)
         by_preference: Iterable[Callable[[Evse], bool]] = (
             lambda e: e.owns_session(id_token, token_type),
+            lambda e: e.holds_cable_of(id_token, token_type),
             lambda e: e.phase is Phase.PLUGGED,
             lambda e: e.phase is Phase.IDLE and e.available() and e.status() is ConnectorStatus.AVAILABLE,
             # Last: a reserved EVSE, where only its reservation's token is admitted (the session decides).

@@ -14,6 +14,7 @@ import trio
 
 from evstation.drivers.api import (
     NON_BLOCKING_FAULTS,
+    CableRating,
     ContactorChanged,
     ControllerError,
     ControllerEvent,
@@ -79,6 +80,8 @@ class SimChargeController:
     # --- ChargeController -------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
+        if self.ev.plugged and self.ev.cable_max_current_a is not None:
+            self._emit(CableRating(self.ev.cable_max_current_a))
         self._emit(PilotChanged(self._pilot))  # the consumer learns the state it starts from
         task_status.started()
         try:
@@ -130,15 +133,24 @@ class SimChargeController:
 
     # --- simulation controls (sync: they stand for the physical world) ----------------------------
 
-    def plug_in(self) -> None:
+    def plug_in(self, cable_max_current_a: int | None = None) -> None:
+        """Plug the EV in; `cable_max_current_a` is the rating its cable's PP resistor codes (13, 20,
+        32 or 63 A; None: the board reads no rating)."""
         self.ev.plugged = True
         self._remember_plug()
+        if cable_max_current_a != self.ev.cable_max_current_a:
+            self.ev.cable_max_current_a = cable_max_current_a
+            # PP is read as the plug goes in, before the EV can answer on the control pilot.
+            self._emit(CableRating(cable_max_current_a))
         self._update()
 
     def unplug(self) -> None:
         self.ev.plugged = False
         self._remember_plug()
         self._update()
+        if self.ev.cable_max_current_a is not None:
+            self.ev.cable_max_current_a = None
+            self._emit(CableRating(None))
 
     def _remember_plug(self) -> None:
         if self._state is not None:

@@ -29,6 +29,8 @@ class SimEv:
     # An EV that keeps S2 closed when the PWM stops (IEC 61851-1 Table A.6 sequence 10.2: some EVs do;
     # the EVSE must then switch off under load). Off for a well-behaved EV.
     ignores_pwm_stop: bool = False
+    # The rating its cable's Proximity Pilot resistor codes (A); None: not reported by the board.
+    cable_max_current_a: int | None = None
 
     def pilot_state(self, duty_pct: float | None, state_f: bool) -> PilotState:
         """The state the EVSE reads for its PWM `duty_pct` (None = no PWM) and its state-F output."""

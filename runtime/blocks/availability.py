@@ -251,20 +251,25 @@ class Availability:
     def _v201_status_requests(self, event: StatusChanged | None) -> list[dict[str, object]]:
         now = self._clock.iso()
         if event is not None:
-            pairs = [(event.evse_id, event.connector_id, event.status.value)]
+            pairs = [(event.evse_id, event.connector_id, event.status.value, event.ev_away)]
         else:
             pairs = [
-                (evse_id, connector_id, self._evses[evse_id].status(connector_id).value)
+                (
+                    evse_id,
+                    connector_id,
+                    self._evses[evse_id].status(connector_id).value,
+                    self._evses[evse_id].ev_away(connector_id),
+                )
                 for evse_id, connector_id in self._layout.connectors()
             ]
         return [
             {
                 "timestamp": now,
-                "connectorStatus": v201_connector_status(status),
+                "connectorStatus": v201_connector_status(status, ev_away=ev_away),
                 "evseId": evse_id,
                 "connectorId": connector_id,
             }
-            for evse_id, connector_id, status in pairs
+            for evse_id, connector_id, status, ev_away in pairs
         ]
 
 

@@ -6,6 +6,7 @@ import pytest
 import trio
 
 from evstation.drivers.api import (
+    CableRating,
     ChargeController,
     ContactorChanged,
     ControllerError,
@@ -17,6 +18,7 @@ from evstation.drivers.api import (
     LockState,
     PilotChanged,
     PilotState,
+    cable_rating_of_pp,
 )
 from evstation.drivers.sim.board import SimChargeController
 from evstation.drivers.sim.ev import SimEv
@@ -162,3 +164,33 @@ async def test_cancelled_sim_board_goes_to_the_safe_state_in_iec_order() -> None
         LockChanged(LockState.UNLOCKED),  # ... and only then the lock
     ]
     assert board.offered_current_a is None and board.lock_state is LockState.UNLOCKED
+
+
+@pytest.mark.parametrize(
+    ("ohms", "amps"),
+    [
+        (1500.0, 13),
+        (1650.0, 13),
+        (680.0, 20),
+        (220.0, 32),
+        (100.0, 63),
+        (90.0, 63),
+        (400.0, None),
+        (1e9, None),
+    ],
+)
+def test_pp_resistor_codes_the_cable_rating(ohms: float, amps: int | None) -> None:
+    """IEC 61851-1 Annex B coding; a value between the bands (or an open PP) codes no rating."""
+    assert cable_rating_of_pp(ohms) == amps
+
+
+async def test_sim_board_reports_the_cable_rating_before_the_pilot() -> None:
+    """PP is read as the plug goes in: the rating comes before the EV answers on the pilot, and the
+    unplug (no cable any more) reports None. A plug without a rating reports nothing."""
+    board = SimChargeController(SimEv())
+    board.plug_in(cable_max_current_a=32)
+    assert drain(board) == [CableRating(32), PilotChanged(PilotState.B)]
+    board.unplug()
+    assert drain(board) == [PilotChanged(PilotState.A), CableRating(None)]
+    board.plug_in()
+    assert drain(board) == [PilotChanged(PilotState.B)]

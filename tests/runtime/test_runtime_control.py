@@ -179,6 +179,22 @@ async def test_a_whole_session_through_the_api(client: Client, station: FakeStat
         assert station.boards[1].pilot_state is PilotState.A
 
 
+async def test_plug_in_with_a_cable_rating_limits_the_offer(client: Client, station: FakeStation) -> None:
+    """The sim cable's PP rating (IEC 61851-1 coding) reaches the EVSE: status shows it, the offer never
+    exceeds it, and the unplug forgets it."""
+    with trio.fail_after(IO_TIMEOUT_S):
+        assert (await client.call("plug_in", evse=1, cable_max_current_a=20))["ok"]
+        assert (await client.call("present_id_token", id_token="TAG1", evse=1))["ok"]
+        station.evses[1].resolve_authorization("TAG1", accepted=True)
+        row = await wait_for_status(client, 1, "Charging")
+        assert row["cable_max_current_a"] == 20
+        assert row["offered_current_a"] == 20.0  # the EVSE could give 32 A, the cable takes 20
+        assert (await client.call("present_id_token", id_token="TAG1", evse=1))["ok"]
+        assert (await client.call("unplug", evse=1))["ok"]
+        row = await wait_for_status(client, 1, "Available")
+        assert row["cable_max_current_a"] is None
+
+
 async def test_network_op_is_off_unless_allowed(client: Client, station: FakeStation) -> None:
     with trio.fail_after(IO_TIMEOUT_S):
         reply = await client.call("network", up=False)
@@ -235,6 +251,8 @@ async def test_sim_only_ops_refuse_real_hardware(client: Client) -> None:
         (b"[" * 50_000, None, "not JSON: nested too deeply"),
         (b'{"id": 12, "op": "meter", "evse": 1, "power_w": NaN}', 12, "power_w: Input should be a finite"),
         (b'{"id": 13, "op": "ev", "evse": 1, "wants_energy": true, "max_current_a": 1e999}', 13, "finite"),
+        (b'{"id": 14, "op": "plug_in", "evse": 1, "cable_max_current_a": 25}', 14, "cable_max_current_a"),
+        (b'{"id": 15, "op": "unplug", "evse": 1, "cable_max_current_a": 32}', 15, "Extra inputs"),
     ],
 )
 async def test_malformed_lines_get_an_error_and_the_connection_stays(
@@ -279,6 +297,7 @@ async def test_subscribe_streams_evse_events_and_ocpp_messages(
             "connector_id": 1,
             "status": "Preparing",
             "fault": None,
+            "ev_away": False,
         }
         # Requests still work on a subscribed connection; the reply is interleaved with events.
         await client.send_line(b'{"id": 99, "op": "present_id_token", "id_token": "T"}')
@@ -321,7 +340,8 @@ def test_ctl_help_lists_every_op_and_exits_0(argv: list[str], capsys: pytest.Cap
     ops_lines = [line for line in out.splitlines() if line.startswith("  ") and not line.startswith("   ")]
     listed = [line.split()[0] for line in ops_lines]
     assert listed == list(OPS)
-    assert "  plug_in --evse VALUE [--connector 1]" in out.splitlines()
+    assert "  plug_in --evse VALUE [--connector 1] [--cable-max-current-a VALUE]" in out.splitlines()
+    assert "  unplug --evse VALUE [--connector 1]" in out.splitlines()
     assert "[--type ISO14443]" in out
 
 

@@ -22,6 +22,7 @@ from evstation.runtime.evse import (
     TRANSITIONS,
     AuthorizationRequested,
     Authorized,
+    CableRatingChanged,
     ConnectorStatus,
     EnergyFlowStarted,
     EnergyFlowSuspended,
@@ -362,6 +363,9 @@ async def test_e10_ev_side_unplug_keeps_the_session_and_replug_continues(
     assert not any(isinstance(e, SessionEnded) for e in events)
     assert rig.evse.phase is Phase.EV_DISCONNECTED and rig.evse.session_active()
     assert rig.evse.status() is S.SUSPENDED_EV
+    # The status event says the EV is away (2.0.1 reports Available, 1.6 SuspendedEV).
+    assert StatusChanged(1, 1, S.SUSPENDED_EV, None, ev_away=True) in events
+    assert rig.evse.ev_away(1)
     assert rig.board.offered_current_a is None
     expected_lock = LockState.UNLOCKED if unlock else LockState.LOCKED
     assert rig.board.lock_state.value == expected_lock.value
@@ -394,6 +398,100 @@ async def test_e09_ev_side_unplug_with_stop_true_ends_the_session(
     rig.board.unplug()
     events = await rig.events()
     assert EvUnplugged(1, 1) in events and SessionEnded(1, 1, StopReason.EV_DISCONNECTED) in events
+    # UnlockOnEVSideDisconnect true (default): the cable is free at once.
+    assert rig.board.lock_state.value == LockState.UNLOCKED.value
+    assert rig.evse.status() is S.AVAILABLE
+
+
+async def _ev_side_unplug_ends_a_session_with_unlock_false(rig: Rig) -> None:
+    rig.evse.unlock_on_ev_side_disconnect = False
+    rig.board.plug_in()
+    await rig.authorize()
+    await trio.sleep(5)
+    await rig.events()
+    rig.board.unplug()
+    await trio.sleep(5)
+    events = await rig.events()
+    assert SessionEnded(1, 1, StopReason.EV_DISCONNECTED) in events
+    assert not rig.evse.session_active()
+    assert rig.board.lock_state.value == LockState.LOCKED.value
+    assert rig.evse.cable_held()
+    # 1.6 TC_005_1/2: Finishing while the ended session's cable is still in the socket.
+    assert rig.evse.status() is S.FINISHING
+
+
+async def test_e09_fr_03_unlock_false_holds_the_cable_until_the_token_comes_back(
+    rig: Rig, autojump_clock: trio.testing.MockClock
+) -> None:
+    """StopTxOnEVSideDisconnect true, UnlockOnEVSideDisconnect false: the EV-side unplug ends the
+    session, the lock stays closed; a stranger's token (not of the group) does not open it, the
+    session's own token does (any letter case)."""
+    await _ev_side_unplug_ends_a_session_with_unlock_false(rig)
+    assert await rig.evse.present_token("OTHER")
+    events = await rig.events()
+    # Asked like a stop by another token: only the held session's group (or a master pass) may.
+    assert AuthorizationRequested(1, "OTHER", "ISO14443", ("TAG1", "ISO14443")) in events
+    rig.evse.resolve_authorization("OTHER", accepted=False)
+    await trio.sleep(1)
+    assert rig.board.lock_state.value == LockState.LOCKED.value
+    assert rig.evse.phase is Phase.IDLE  # no session started for the stranger
+    assert await rig.evse.present_token("tag1")
+    await trio.sleep(1)
+    assert rig.board.lock_state.value == LockState.UNLOCKED.value
+    assert not rig.evse.cable_held() and rig.evse.status() is S.AVAILABLE
+    assert S.AVAILABLE in [e.status for e in await rig.events() if isinstance(e, StatusChanged)]
+
+
+async def test_e09_fr_03_held_cable_opens_for_a_group_token_or_unlock_connector(
+    rig: Rig, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The group's token (the session decides, like a stop by another token) or UnlockConnector free
+    a held cable."""
+    await _ev_side_unplug_ends_a_session_with_unlock_false(rig)
+    assert await rig.evse.present_token("GROUPMATE")
+    await rig.events()
+    rig.evse.resolve_authorization("GROUPMATE", accepted=True)
+    await trio.sleep(1)
+    assert rig.board.lock_state.value == LockState.UNLOCKED.value
+    assert rig.evse.status() is S.AVAILABLE and rig.evse.phase is Phase.IDLE
+    await _ev_side_unplug_ends_a_session_with_unlock_false(rig)
+    assert not await rig.evse.authorize_remote("SOMEONE", "ISO14443")  # the cable is not theirs
+    assert await rig.evse.unlock()
+    await trio.sleep(1)
+    assert rig.board.lock_state.value == LockState.UNLOCKED.value
+    assert not rig.evse.cable_held() and rig.evse.status() is S.AVAILABLE
+
+
+async def test_e09_fr_03_driver_back_on_the_held_cable_frees_it_and_starts_with_one_token(
+    rig: Rig, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The EV plugged back into the held cable (Preparing, still locked): the driver's token frees the
+    cable and asks for a new session at once."""
+    await _ev_side_unplug_ends_a_session_with_unlock_false(rig)
+    rig.board.plug_in()
+    await trio.sleep(1)
+    assert rig.evse.phase is Phase.PLUGGED and rig.board.lock_state.value == LockState.LOCKED.value
+    await rig.authorize("TAG1")
+    await trio.sleep(5)
+    assert rig.evse.status() is S.CHARGING and not rig.evse.cable_held()
+
+
+async def test_cable_rating_from_the_proximity_pilot_limits_the_offer(
+    rig: Rig, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A board that reads the cable's PP coding reports it before the EV answers on the pilot; the
+    offer never exceeds it (EVSE 16 A, cable 13 A); the unplug forgets it."""
+    rig.board.plug_in(cable_max_current_a=13)
+    events = await rig.events()
+    assert events.index(CableRatingChanged(1, 13)) < events.index(EvPlugged(1, 1))
+    assert rig.evse.cable_max_current_a() == 13
+    await rig.authorize()
+    await trio.sleep(5)
+    assert rig.evse.status() is S.CHARGING
+    assert rig.board.offered_current_a == 13.0
+    rig.board.unplug()
+    assert CableRatingChanged(1, None) in await rig.events()
+    assert rig.evse.cable_max_current_a() is None
 
 
 async def test_e10_fr_02_tethered_cable_kept_session_ends_at_the_connection_timeout(

@@ -45,6 +45,7 @@ from evstation.runtime.device_model import (
     ALIGNED_DATA_SEND_DURING_IDLE,
     ALIGNED_DATA_TX_ENDED_INTERVAL,
     ALIGNED_DATA_TX_ENDED_MEASURANDS,
+    MAX_ENERGY_ON_INVALID_ID,
     SAMPLED_DATA_ENABLED,
     STOP_TX_ON_EV_SIDE_DISCONNECT,
     STOP_TX_ON_INVALID_ID,
@@ -282,6 +283,35 @@ async def test_e05_invalid_id_without_stop_suspends_the_energy(
         assert not r.csms.of("StopTransaction")
 
 
+@BOTH
+async def test_e05_invalid_id_without_stop_lets_max_energy_on_invalid_id_flow_first(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """StopTxOnInvalidId false, MaxEnergyOnInvalidId 500 Wh: after the refusal the EV may still take
+    500 Wh (at 3 x 32 A, about 80 s), then the energy stops (SuspendedEVSE); the transaction stays."""
+    csms = CsmsPeer(version)
+    if version is V16:
+        csms.then("StartTransaction", {"transactionId": 7, "idTagInfo": {"status": "Blocked"}})
+    else:
+        csms.then("TransactionEvent", {"idTokenInfo": {"status": "Blocked"}})
+    settings = {STOP_TX_ON_INVALID_ID: "false", MAX_ENERGY_ON_INVALID_ID: "500"}
+    async with rig(tmp_path, version, csms=csms, settings=settings) as r:
+        await r.plug_and_authorize()
+        await trio.sleep(30)
+        evse = r.ctx.evses[1]
+        assert evse.status() is ConnectorStatus.CHARGING and r.board.current_draw_a > 0
+        await trio.sleep(120)
+        assert evse.status() is ConnectorStatus.SUSPENDED_EVSE
+        assert r.board.current_draw_a == 0
+        delivered = r.meter.energy_wh - 1000
+        # The allowance, plus at most one meter poll of 22 kW (about 6 Wh) before the check saw it.
+        assert 500 <= delivered <= 500 + 22080 * POLL_S / 3600 + 1
+        assert evse.session_active()
+        assert not r.csms.of("StopTransaction")
+        if version is V201:
+            assert all(e["eventType"] != "Ended" for e in r.tx_events())
+
+
 async def test_e14_get_transaction_status(clock: trio.testing.MockClock, tmp_path: Path) -> None:
     async with rig(tmp_path, V201) as r:
         await r.plug_and_authorize()
@@ -450,9 +480,12 @@ async def test_e10_fr_01_fr_03_ev_side_unplug_suspends_and_replug_continues_the_
             last = r.tx_events()[-1]
             assert (last["eventType"], last["triggerReason"]) == ("Updated", "EVCommunicationLost")
             assert last["transactionInfo"]["chargingState"] == "Idle"
+            # TC_E_26: the connector is Available while the kept transaction's EV is away.
+            assert _statuses(r, version)[-1] == "Available"
         r.board.plug_in()
         await trio.sleep(60)
         assert evse.status() is ConnectorStatus.CHARGING
+        assert _statuses(r, version)[-1] == ("Charging" if version is V16 else "Occupied")
         if version is V201:
             events = r.tx_events()
             replugged = [e for e in events if e["triggerReason"] == "CablePluggedIn"]
@@ -467,6 +500,80 @@ async def test_e10_fr_01_fr_03_ev_side_unplug_suspends_and_replug_continues_the_
         assert ended["transactionInfo"]["stoppedReason"] == "Local"
         seq = [e["seqNo"] for e in r.tx_events()]
         assert seq == list(range(len(seq)))
+
+
+@BOTH
+async def test_e09_fr_03_unlock_false_keeps_the_cable_locked_after_the_ev_side_unplug_ended_it(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """StopTxOnEVSideDisconnect / 1.6 StopTransactionOnEVSideDisconnect true (default) with
+    UnlockOnEVSideDisconnect / UnlockConnectorOnEVSideDisconnect false: the EV-side unplug ends the
+    transaction (EVDisconnected), the cable stays locked in the socket (1.6 Finishing, 2.0.1 Occupied)
+    until the token that started it is presented again; then Available (OCTT TC_E_25 / TC_005_2)."""
+    async with rig(tmp_path, version, settings={UNLOCK_ON_EV_SIDE_DISCONNECT: "false"}) as r:
+        await r.plug_and_authorize()
+        await trio.sleep(60)
+        r.board.unplug()
+        ended = await r.ended(version)
+        await trio.sleep(30)
+        evse = r.ctx.evses[1]
+        assert not evse.session_active()
+        assert r.board.lock_state.value == LockState.LOCKED.value
+        assert _statuses(r, version)[-1] == ("Finishing" if version is V16 else "Occupied")
+        # Routed by the token alone (no EVSE named), as a card on a station-wide reader would be.
+        assert await r.ctx.evses.present_token("token-1") == 1
+        await trio.sleep(5)
+        assert r.board.lock_state.value == LockState.UNLOCKED.value
+        assert _statuses(r, version)[-1] == "Available"
+        assert not evse.session_active()
+    if version is V16:
+        assert ended["reason"] == "EVDisconnected"
+        assert len(r.csms.of("StartTransaction")) == 1
+    else:
+        assert ended["transactionInfo"]["stoppedReason"] == "EVDisconnected"
+        assert len([e for e in r.tx_events() if e["eventType"] == "Started"]) == 1
+
+
+@BOTH
+async def test_cable_max_current_is_sent_in_the_started_event_when_known(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """2.0.1 TransactionEventRequest.cableMaxCurrent: the rating the board read from the cable's PP
+    goes in the Started event, once; 1.6 StartTransaction has no such field. The offer follows it."""
+    async with rig(tmp_path, version) as r:
+        r.board.plug_in(cable_max_current_a=20)
+        await trio.sleep(0.5)
+        assert await r.ctx.evses[1].authorize_remote("TOKEN-1", "ISO14443")
+        await trio.sleep(60)
+        assert r.board.offered_current_a == 20.0
+        if version is V16:
+            start = (await r.csms.wait_for("StartTransaction"))[0].call.payload
+            assert "cableMaxCurrent" not in start
+            return
+        events = r.tx_events()
+        assert events[0]["eventType"] == "Started" and events[0]["cableMaxCurrent"] == 20
+        assert all("cableMaxCurrent" not in e for e in events[1:])
+
+
+async def test_cable_max_current_learnt_after_the_start_goes_in_the_next_updated_event(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """TxStartPoint Authorized: the transaction starts before any cable is in; the rating read when
+    the cable goes in is sent in an Updated event (CablePluggedIn), and not again."""
+    async with rig(tmp_path, V201, settings={TX_START_POINT: "Authorized"}) as r:
+        assert await r.ctx.evses[1].authorize_remote("TOKEN-1", "ISO14443")
+        await r.csms.wait_for("TransactionEvent")
+        assert "cableMaxCurrent" not in r.tx_events()[0]
+        r.board.plug_in(cable_max_current_a=32)
+        await trio.sleep(60)
+        with_cable = [e for e in r.tx_events() if "cableMaxCurrent" in e]
+        assert len(with_cable) == 1
+        (event,) = with_cable
+        assert (event["eventType"], event["triggerReason"], event["cableMaxCurrent"]) == (
+            "Updated",
+            "CablePluggedIn",
+            32,
+        )
 
 
 @BOTH

@@ -92,6 +92,7 @@ from evstation.runtime.events import Dropped
 from evstation.runtime.evse import (
     AuthorizationRequested,
     Authorized,
+    CableRatingChanged,
     EnergyFlowStarted,
     EnergyFlowSuspended,
     EvPlugged,
@@ -161,6 +162,8 @@ class _EvseTx:
     ev_left: bool = False
     # The numberOfPhasesUsed last reported for the running transaction (None: not yet known).
     phases_reported: int | None = None
+    # The cableMaxCurrent the CSMS was last told for the running 2.0.1 transaction.
+    cable_reported: int | None = None
 
 
 class Transactions:
@@ -500,6 +503,9 @@ class Transactions:
             session_reason = enum_text(event.reason)
             after = Conditions(before.ev_connected, False, False, before.data_signed)
             trigger = ended_trigger(session_reason)
+        elif isinstance(event, CableRatingChanged):
+            await self._report_cable(state, event.max_current_a)
+            return
         else:
             return
         # DataSigned (2.0.1 TxStartPoint): the power path is closed and the meter's reading is signed,
@@ -534,6 +540,17 @@ class Transactions:
             )
         if isinstance(event, SessionEnded):
             state.token = None
+
+    async def _report_cable(self, state: _EvseTx, amps: int | None) -> None:
+        """2.0.1 cableMaxCurrent: in the Started event when the rating is known by then, else in an
+        Updated event as soon as the board reads it (the PP is read as the cable goes in, hence
+        CablePluggedIn). A rating already told, or none, is not sent again. 1.6 has no such field."""
+        if self.version is not V201 or state.record is None or amps is None or amps == state.cable_reported:
+            return
+        state.cable_reported = amps
+        await self._update(
+            state, UpdateData("CablePluggedIn", self._now(), self._offline(), cable_max_current=amps)
+        )
 
     def _ev_side_event(self, state: _EvseTx, event: EvseEvent | None) -> bool:
         """Whether `event` is the EV leaving a kept 2.0.1 transaction, or coming back to it."""
@@ -643,6 +660,7 @@ class Transactions:
             remote_start_id=remote_start_id,
             reservation_id=reservation_id,
             number_of_phases=_phases_used(sample),
+            cable_max_current=evse.cable_max_current_a() if self.version is V201 else None,
             signed_start=None if sample is None or sample.signed is None else sample.signed.data,
         )
         if self.version is OcppVersion.V16 and data.id_token is None:
@@ -651,6 +669,7 @@ class Transactions:
             return
         record = await self._messages.start(self.services, data)
         state.record = record
+        state.cable_reported = data.cable_max_current
         state.charging_state = data.charging_state
         state.phases_reported = data.number_of_phases
         state.invalid_id = trio.Event()
@@ -706,6 +725,7 @@ class Transactions:
         state.record = None
         state.scope = None
         state.ev_left = False
+        state.cable_reported = None
         self.ids.set(evse.id, None)
         if end_session:
             await evse.stop_session(StopReason.OTHER)

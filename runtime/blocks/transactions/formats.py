@@ -51,6 +51,7 @@ class UpdateData:
     id_token: tuple[str, str] | None = None  # 2.0.1: the token that authorized a started transaction
     ended: list[MeterValue] = field(default_factory=list)  # values for the end message, kept only
     number_of_phases: int | None = None
+    cable_max_current: int | None = None  # 2.0.1: the cable's rating, once it is known
 
 
 @dataclass(frozen=True, slots=True)

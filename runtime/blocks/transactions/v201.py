@@ -142,7 +142,12 @@ class V201Transactions:
                 return None  # ended meanwhile: nothing may follow its Ended event
             if data.ended:
                 append_ended_values(conn, record.id, data.ended)
-            if data.meter is None and data.charging_state is None and data.id_token is None:
+            if (
+                data.meter is None
+                and data.charging_state is None
+                and data.id_token is None
+                and data.cable_max_current is None
+            ):
                 return None  # only values for the end message
             seq_no = bump_seq_no(conn, record.id)
             info: dict[str, object] = {}
@@ -164,6 +169,8 @@ class V201Transactions:
                 )
             if data.number_of_phases is not None:
                 payload["numberOfPhasesUsed"] = data.number_of_phases
+            if data.cable_max_current is not None:
+                payload["cableMaxCurrent"] = data.cable_max_current
             return payload
 
         entry = await tx.outbox.put_with(
