@@ -576,6 +576,26 @@ async def test_cable_max_current_learnt_after_the_start_goes_in_the_next_updated
         )
 
 
+async def test_e03_started_before_the_cable_is_idle_then_the_plug_is_one_updated_event(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """E03 (IdToken first, TxStartPoint Authorized): no EV yet, so the Started event's chargingState is
+    Idle (ChargingStateEnumType: no connection between EV and EVSE); the cable going in is one Updated
+    event, CablePluggedIn / EVConnected, carrying the cable rating read with it."""
+    async with rig(tmp_path, V201, settings={TX_START_POINT: "Authorized"}) as r:
+        assert await r.ctx.evses[1].authorize_remote("TOKEN-1", "ISO14443")
+        await r.csms.wait_for("TransactionEvent")
+        started = r.tx_events()[0]
+        assert (started["eventType"], started["transactionInfo"]["chargingState"]) == ("Started", "Idle")
+        r.board.plug_in(cable_max_current_a=20)
+        await trio.sleep(60)
+        plugged = [e for e in r.tx_events() if e["triggerReason"] == "CablePluggedIn"]
+        assert len(plugged) == 1
+        (event,) = plugged
+        assert event["transactionInfo"]["chargingState"] == "EVConnected"
+        assert event["cableMaxCurrent"] == 20
+
+
 @BOTH
 async def test_e10_stop_point_ev_connected_still_ends_the_transaction(
     clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion

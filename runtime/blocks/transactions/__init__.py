@@ -533,10 +533,32 @@ class Transactions:
         elif state.record is not None and self._ev_side_event(state, event):
             # E10.FR.01 / E10.FR.03: the transaction outlives an EV-side unplug (StopTxOnEVSideDisconnect
             # false): the CSMS sees the cable leave (chargingState Idle) and come back (EVConnected).
-            charging_state = "EVConnected" if isinstance(event, EvPlugged) else "Idle"
+            plugged = isinstance(event, EvPlugged)
+            charging_state = "EVConnected" if plugged else "Idle"
             state.charging_state = charging_state
+            cable = self._cable_news(state, evse) if plugged else None
             await self._update(
-                state, UpdateData(trigger, self._now(), self._offline(), charging_state=charging_state)
+                state,
+                UpdateData(
+                    trigger,
+                    self._now(),
+                    self._offline(),
+                    charging_state=charging_state,
+                    cable_max_current=cable,
+                ),
+            )
+        elif isinstance(event, EvPlugged) and state.record is not None and self.version is V201:
+            # E03 (started at Authorized, before the cable): the EV's arrival is its own Updated event.
+            state.charging_state = "EVConnected"
+            await self._update(
+                state,
+                UpdateData(
+                    "CablePluggedIn",
+                    self._now(),
+                    self._offline(),
+                    charging_state="EVConnected",
+                    cable_max_current=self._cable_news(state, evse),
+                ),
             )
         if isinstance(event, SessionEnded):
             state.token = None
@@ -547,10 +569,20 @@ class Transactions:
         CablePluggedIn). A rating already told, or none, is not sent again. 1.6 has no such field."""
         if self.version is not V201 or state.record is None or amps is None or amps == state.cable_reported:
             return
+        if not state.step.conditions.ev_connected:
+            return  # the board reads the PP before the pilot: the plug's own Updated event carries it
         state.cable_reported = amps
         await self._update(
             state, UpdateData("CablePluggedIn", self._now(), self._offline(), cable_max_current=amps)
         )
+
+    def _cable_news(self, state: _EvseTx, evse: Evse) -> int | None:
+        """The cable rating to add to an event: known, and not told to the CSMS yet."""
+        amps = evse.cable_max_current_a()
+        if amps is None or amps == state.cable_reported:
+            return None
+        state.cable_reported = amps
+        return amps
 
     def _ev_side_event(self, state: _EvseTx, event: EvseEvent | None) -> bool:
         """Whether `event` is the EV leaving a kept 2.0.1 transaction, or coming back to it."""
@@ -656,7 +688,7 @@ class Transactions:
                 Context.TRANSACTION_BEGIN,
                 with_signed=signed,
             ),
-            charging_state="Charging" if state.step.conditions.energy_transfer else "EVConnected",
+            charging_state=_charging_state(state.step.conditions),
             remote_start_id=remote_start_id,
             reservation_id=reservation_id,
             number_of_phases=_phases_used(sample),
@@ -980,6 +1012,13 @@ def _signed_reading(evse: Evse) -> bool:
 
 def _wire_id(record: TransactionRecord) -> str:
     return str(record.csms_transaction_id) if record.csms_transaction_id is not None else record.id
+
+
+def _charging_state(conditions: Conditions) -> str:
+    """The Started event's chargingState: Idle when the transaction starts before the cable is in."""
+    if conditions.energy_transfer:
+        return "Charging"
+    return "EVConnected" if conditions.ev_connected else "Idle"
 
 
 def _phases_used(sample: MeterSample | None) -> int | None:
