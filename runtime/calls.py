@@ -203,8 +203,17 @@ class CallManager:
     def version(self) -> OcppVersion:
         return self._conn.version
 
-    async def call(self, action: str, payload: OcppModel | dict[str, object]) -> OcppModel:
+    async def call(
+        self,
+        action: str,
+        payload: OcppModel | dict[str, object],
+        *,
+        on_sent: Callable[[], None] | None = None,
+    ) -> OcppModel:
         """Send one CALL and wait for its answer; waits first for any call of ours still in flight.
+
+        `on_sent` runs once the frame is on the connection: a call another task makes from then on
+        goes out after this one is answered (or timed out).
 
         A checkpoint. Cancellation forgets the call (a late answer is logged and dropped).
 
@@ -232,6 +241,8 @@ class CallManager:
             try:
                 with trio.move_on_after(self.timeout_s):
                     await self._send(frame, action)
+                    if on_sent is not None:
+                        on_sent()
                     await waiter.done.wait()
             finally:
                 self._waiter = None

@@ -8,6 +8,7 @@ Message contents come from the blocks (runtime/blocks/); this module only sequen
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Mapping
@@ -59,9 +60,46 @@ else:
     v16 = VersionModels(OcppVersion.V16)
     v201 = VersionModels(OcppVersion.V201)
 
-__all__ = ["SessionContext", "new_session", "serve_session"]
+__all__ = ["OutboxProgress", "SessionContext", "new_session", "serve_session"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class OutboxProgress:
+    """How far the outbox sender got, for the status sender: a status that a transaction's end caused
+    goes out only once that end message has (docs/session.md, "Status order").
+
+    Outbox ids grow and the sender takes them strictly in order, so two numbers say it all.
+    """
+
+    left_through: int = 0  # every entry up to this id has left the queue (delivered or given up)
+    sent_through: int = 0  # every entry up to this id went out on the current connection
+    _changed: trio.Event = field(default_factory=trio.Event)
+
+    def passed(self, entry_id: int) -> bool:
+        return max(self.left_through, self.sent_through) >= entry_id
+
+    def connected(self) -> None:
+        """A new connection: what went out on the last one, unanswered, goes out again."""
+        self.sent_through = 0
+
+    def sent(self, entry_id: int) -> None:
+        self.sent_through = max(self.sent_through, entry_id)
+        self._notify()
+
+    def left(self, entry_id: int) -> None:
+        self.left_through = max(self.left_through, entry_id)
+        self._notify()
+
+    async def wait_passed(self, entry_id: int) -> None:
+        while not self.passed(entry_id):
+            changed = self._changed
+            await changed.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
 
 
 @dataclass(eq=False)
@@ -84,6 +122,7 @@ class SessionContext:
     # accepted connection ended; None before the first one.
     sent_statuses: dict[tuple[object, object], dict[str, object]] = field(default_factory=dict)
     offline_since: float | None = None
+    outbox_progress: OutboxProgress = field(default_factory=OutboxProgress)
 
     @property
     def version(self) -> OcppVersion:
@@ -156,6 +195,7 @@ async def serve_session(conn: FrameConnection, ctx: SessionContext) -> None:
             uplink.connected(calls)
             await _boot(ctx, calls)
             uplink.accepted()
+            ctx.outbox_progress.connected()
             nursery.start_soon(_heartbeat, ctx, calls)
             nursery.start_soon(_statuses, ctx, calls)
             nursery.start_soon(_send_outbox, ctx, calls)
@@ -262,15 +302,18 @@ async def _statuses(ctx: SessionContext, calls: CallManager) -> None:
     threshold = ctx.device_model.get_int(OFFLINE_THRESHOLD)
     only_changed = offline_since is not None and trio.current_time() - offline_since < threshold
     with ctx.evses.subscribe() as events:
+        await _after_transaction_ends(ctx)
         for payload in availability.status_requests(None):
             await _send_status(calls, payload, sent, only_if_changed=only_changed)
         async for event in events:
             if isinstance(event, StatusChanged):
                 await _after_transaction_start(ctx, event)
+                await _after_transaction_end(ctx, event)
                 for payload in availability.status_requests(event):
                     await _send_status(calls, payload, sent, only_if_changed=True)
             elif isinstance(event, Dropped):
                 # We fell behind and lost changes: the current state of every connector replaces them.
+                await _after_transaction_ends(ctx)
                 for payload in availability.status_requests(None):
                     await _send_status(calls, payload, sent)
 
@@ -304,6 +347,34 @@ async def _after_transaction_start(ctx: SessionContext, event: StatusChanged) ->
             await changed.wait()
 
 
+async def _after_transaction_end(ctx: SessionContext, event: StatusChanged) -> None:
+    """Hold a status change of an EVSE until the end message of a transaction that ended there before
+    it has gone out on this connection (G03 / G04: a scheduled Unavailable after StopTransaction /
+    Ended; the Available or Finishing that follows an end alike).
+
+    The transactions block queues the end message only after it has applied the EVSE's SessionEnded
+    (and waited for a last meter reading), while the EVSE publishes its new status at once; so with a
+    transaction on the EVSE we first wait until the block has caught up (bounded by the message
+    timeout, as a stuck block must not freeze the status stream), then for the outbox sender. The
+    second wait is unbounded: it ends with the connection, and the reconnect sends statuses again.
+    """
+    transactions = ctx.blocks.transactions
+    if transactions.ids.get(event.evse_id) is not None:
+        with trio.move_on_after(ctx.device_model.get_float(MESSAGE_TIMEOUT)):
+            await transactions.wait_caught_up(event.evse_id)
+    end = transactions.end_entry(event.evse_id)
+    if end is not None:
+        await ctx.outbox_progress.wait_passed(end)
+
+
+async def _after_transaction_ends(ctx: SessionContext) -> None:
+    """Before every connector's status (after boot, a reconnect, lost events): the end messages queued
+    for transactions that ended in this run go out first."""
+    ends = ctx.blocks.transactions.end_entries()
+    if ends:
+        await ctx.outbox_progress.wait_passed(max(ends))
+
+
 async def _send_status(
     calls: CallManager,
     payload: Mapping[str, object],
@@ -317,12 +388,18 @@ async def _send_status(
     content = {k: v for k, v in payload.items() if k != "timestamp"}
     if only_if_changed and sent.get(key) == content:
         return
-    sent[key] = content
+
+    def told() -> None:
+        # Counted once on the wire (B04): a status held back until the connection dropped never was,
+        # and is sent again after a short outage too.
+        sent[key] = content
+
     try:
-        await calls.call("StatusNotification", dict(payload))
+        await calls.call("StatusNotification", dict(payload), on_sent=told)
     except CallFailed as exc:
         # Not a transaction message: not queued (DESIGN.md); the next change or reconnect re-sends.
         log.warning("StatusNotification failed: %s", exc)
+        sent.pop(key, None)
 
 
 async def _send_outbox(ctx: SessionContext, calls: CallManager) -> None:
@@ -335,17 +412,22 @@ async def _send_outbox(ctx: SessionContext, calls: CallManager) -> None:
     outbox = ctx.outbox
     policy = ctx.retry_policy
     transactions = ctx.blocks.transactions
+    progress = ctx.outbox_progress
     while True:
         await outbox.wait_not_empty()
         entry = await outbox.head()
         if entry is None:
             continue
+        progress.left(entry.id - 1)  # the head: everything before it has left the queue
         payload = await transactions.prepare(entry)
         if payload is None:
             await outbox.give_up(entry.id, "cannot be sent: its transaction never started at the CSMS")
+            progress.left(entry.id)
             continue
         try:
-            response = await calls.call(entry.action, payload)
+            response = await calls.call(
+                entry.action, payload, on_sent=functools.partial(progress.sent, entry.id)
+            )
         except CallFailed as exc:
             if isinstance(exc, InvalidRequest):
                 # Our own payload breaking the schema is not the CSMS failing to process it: the same
@@ -361,6 +443,7 @@ async def _send_outbox(ctx: SessionContext, calls: CallManager) -> None:
                     "giving up %s #%d after %d attempts: %s", entry.action, entry.id, entry.attempts, exc
                 )
                 await outbox.give_up(entry.id, str(exc))
+                progress.left(entry.id)
             else:
                 log.warning("%s #%d failed (%s); retry in %g s", entry.action, entry.id, exc, delay)
                 await trio.sleep(delay)
@@ -370,3 +453,4 @@ async def _send_outbox(ctx: SessionContext, calls: CallManager) -> None:
         with trio.CancelScope(shield=True):
             await transactions.delivered(entry, response)
             await outbox.acknowledge(entry.id)
+        progress.left(entry.id)

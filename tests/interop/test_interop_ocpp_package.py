@@ -107,7 +107,7 @@ class Peer:
     async def call(self, action: str, **args: Any) -> dict[str, Any]:
         """A driven peer's CALL to the station (args: the `ocpp` package's snake_case fields); returns
         the answer as the peer judged it: `ok`, and `result` (snake_case) or `error`."""
-        assert self.process.stdin is not None, "run_peer(version, \"driven\")"
+        assert self.process.stdin is not None, 'run_peer(version, "driven")'
         call_id = next(self._call_ids)
         command = {"id": call_id, "action": action, "args": args}
         await self.process.stdin.send_all(json.dumps(command).encode() + b"\n")
@@ -328,6 +328,8 @@ async def test_interop_session_token_in_another_case_stops_its_session(tmp_path:
         (ended,) = _events(peer, "Ended")
         assert started["idToken"]["idToken"] == "Card-7"
         assert ended["transactionInfo"]["stoppedReason"] == "Local"
+
+
 def _status_of(version: str, payload: dict[str, Any], evse_id: int) -> str | None:
     """The status a StatusNotification reports for connector 1 of `evse_id` (None: another one)."""
     if version == "1.6":
@@ -389,17 +391,28 @@ async def test_interop_change_availability_inoperative_during_a_transaction_is_s
                 await peer.wait_until(unavailable)
                 # The end message waits (bounded) for a meter reading taken after the power went off.
                 await peer.wait_until(
-                    lambda: peer.received_calls("StopTransaction")
-                    if version == "1.6"
-                    else _events(peer, "Ended")
+                    lambda: (
+                        peer.received_calls("StopTransaction") if version == "1.6" else _events(peer, "Ended")
+                    )
                 )
                 await station.outbox.wait_empty()
                 await peer.wait_until(peer.all_answered)
                 assert not station.evses[1].available() and station.evses[2].available()
             _assert_nothing_refused(peer)
-            # Applied once the transaction ended (checked above: not before the EV left). The order on
-            # the wire is not asserted: the status and the end message are sent by separate tasks, so
-            # the Unavailable status may reach the CSMS just before the end (docs/status/G-availability.md).
+            # Applied once the transaction ended (checked above: not before the EV left), and on the
+            # wire after the end message (the status sender holds it: docs/session.md, "Status order").
+            calls = [f for f in peer.frames("recv") if f[0] == 2]
+            end = next(
+                i
+                for i, f in enumerate(calls)
+                if f[2] == "StopTransaction" or (f[2] == "TransactionEvent" and f[3]["eventType"] == "Ended")
+            )
+            status = next(
+                i
+                for i, f in enumerate(calls)
+                if f[2] == "StatusNotification" and _status_of(version, f[3], 1) == "Unavailable"
+            )
+            assert end < status, [f[2] for f in calls]
             if version == "1.6":
                 (stopped,) = peer.received_calls("StopTransaction")
                 assert stopped["reason"] == "EVDisconnected"  # the transaction ended on its own

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -119,6 +119,8 @@ class CsmsPeer:
     wire: list[str] = field(
         default_factory=list
     )  # every frame from the station, in order: action or "answer"
+    # Seconds to wait before answering a CALL (a slow CSMS); the peer reads nothing meanwhile.
+    answer_delay: Callable[[Call], float] | None = None
     _changed: trio.Event = field(default_factory=trio.Event)
     _ids: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -171,6 +173,8 @@ class CsmsPeer:
             reply: Reply = queue.popleft() if queue else default_replies(self.version)[message.action]
             if isinstance(reply, NoAnswer):
                 continue
+            if self.answer_delay is not None:
+                await trio.sleep(self.answer_delay(message))
             frame: CallResult | CallError
             if isinstance(reply, Fail):
                 frame = CallError(message.message_id, reply.code, "scripted failure", {})

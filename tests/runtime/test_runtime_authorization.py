@@ -22,6 +22,7 @@ from runtime_session_harness import (
     call,
     open_session_context,
     serve_until_link_down,
+    serving,
     statuses_at_boot,
 )
 
@@ -270,6 +271,41 @@ async def test_c15_unknown_id_offline(
         await csms.drop()
         assert await ctx.evses.present_token("STRANGER", "ISO14443", evse_id=1) == 1
         assert (await next_of(events, Authorized) is not None) is allowed
+
+
+@BOTH
+async def test_c15_unknown_id_accepted_offline_then_refused_online_ends_the_transaction(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """C15 with E05 / 1.6 StopTransactionOnInvalidId (default true): a transaction started offline for
+    an unknown token is ended (DeAuthorized) once the CSMS, back online, answers its queued start with
+    a refused token."""
+    async with station(tmp_path, version) as (ctx, csms, events):
+        await set_variable(ctx, OFFLINE_TX_FOR_UNKNOWN_ID, "true")
+        await csms.drop()
+        board(ctx, 1).plug_in()
+        assert await ctx.evses.present_token("STRANGER", "ISO14443", evse_id=1) == 1
+        assert await next_of(events, Authorized) is not None
+        while ctx.blocks.transactions.ids.get(1) is None:
+            await ctx.blocks.transactions.ids.changed.wait()
+        back = CsmsPeer(version)
+        if version is V16:
+            back.then("StartTransaction", {"transactionId": 9, "idTagInfo": {"status": "Invalid"}})
+            end_action = "StopTransaction"
+        else:
+            back.then("TransactionEvent", {"idTokenInfo": {"status": "Invalid"}})
+            end_action = "TransactionEvent"
+        async with serving(back, MemoryConnection(version, 2), ctx):
+            while ctx.blocks.transactions.ids.get(1) is not None:
+                await ctx.blocks.transactions.ids.changed.wait()
+            await ctx.outbox.wait_empty()
+        ended: dict[str, Any] = back.of(end_action)[-1].call.payload
+    if version is V16:
+        assert (ended["transactionId"], ended["reason"]) == (9, "DeAuthorized")
+    else:
+        assert back.of("TransactionEvent")[0].call.payload["eventType"] == "Started"
+        assert ended["eventType"] == "Ended"
+        assert ended["transactionInfo"]["stoppedReason"] == "DeAuthorized"
 
 
 @BOTH

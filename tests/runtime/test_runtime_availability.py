@@ -18,30 +18,33 @@ from runtime_session_harness import (
     CsmsPeer,
     MemoryConnection,
     call,
+    online,
     open_session_context,
     serving,
+    start_transaction,
     statuses_at_boot,
 )
 
 from evstation.protocol.boot import BootState
-from evstation.protocol.rpc import CallError, CallResult
+from evstation.protocol.rpc import Call, CallError, CallResult
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.evse import StopReason
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
 
 
+def status_of(p: dict[str, Any]) -> tuple[Any, ...]:
+    """A StatusNotification as (evseId, connectorId, status) (1.6: (connectorId, status))."""
+    return (
+        (p["evseId"], p["connectorId"], p["connectorStatus"])
+        if "evseId" in p
+        else (p["connectorId"], p["status"])
+    )
+
+
 def statuses(csms: CsmsPeer) -> list[tuple[Any, ...]]:
-    """Every StatusNotification so far as (evseId, connectorId, status) (1.6: (connectorId, status))."""
-    out: list[tuple[Any, ...]] = []
-    for seen in csms.of("StatusNotification"):
-        p = seen.call.payload
-        out.append(
-            (p["evseId"], p["connectorId"], p["connectorStatus"])
-            if "evseId" in p
-            else (p["connectorId"], p["status"])
-        )
-    return out
+    """Every StatusNotification so far, as `status_of`."""
+    return [status_of(seen.call.payload) for seen in csms.of("StatusNotification")]
 
 
 async def wait_status(csms: CsmsPeer, wanted: tuple[Any, ...], after: int = 0) -> None:
@@ -84,6 +87,50 @@ async def test_g03_inoperative_during_a_transaction_is_scheduled_and_applied_whe
         await wait_status(csms, (1, 1, "Unavailable"))
         assert not ctx.evses[1].available()
         assert not await ctx.evses[1].authorize_remote("T2", "Central")  # no new session
+
+
+def _is_end_message(call_: Call) -> bool:
+    return call_.action == "StopTransaction" or call_.payload.get("eventType") == "Ended"
+
+
+END_ANSWER_DELAY_S = 10.0  # under the 30 s message timeout: answered late, not retried
+
+
+@pytest.mark.parametrize("delayed", [False, True], ids=["answered", "end-answer-delayed"])
+@pytest.mark.parametrize("version", [V16, V201], ids=["v16", "v201"])
+async def test_g03_scheduled_unavailable_reaches_the_csms_after_the_transaction_end_message(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion, delayed: bool
+) -> None:
+    """The EVSE switches to Unavailable the moment its session ends, while the end message is queued
+    only after the last meter reading (up to END_READING_WAIT_S later): the StatusNotification is held
+    until StopTransaction / TransactionEvent Ended went out, and (one call in flight) until its answer."""
+
+    def delay(call_: Call) -> float:
+        return END_ANSWER_DELAY_S if delayed and _is_end_message(call_) else 0.0
+
+    csms = CsmsPeer(version, answer_delay=delay)
+    unavailable = (1, 1, "Unavailable") if version is V201 else (1, "Unavailable")
+    async with online(tmp_path, version, csms) as (ctx, conn):
+        await start_transaction(ctx, 1)
+        await ctx.outbox.wait_empty()
+        request = (
+            {"connectorId": 1, "type": "Inoperative"}
+            if version is V16
+            else {"evse": {"id": 1}, "operationalStatus": "Inoperative"}
+        )
+        assert await call(csms, conn, "ChangeAvailability", request) == {"status": "Scheduled"}
+        await ctx.evses[1].stop_session(StopReason.REMOTE)
+        await wait_status(csms, unavailable)
+    seen = csms.seen
+    end = next(i for i, s in enumerate(seen) if _is_end_message(s.call))
+    status = next(
+        i
+        for i, s in enumerate(seen)
+        if s.call.action == "StatusNotification" and status_of(s.call.payload) == unavailable
+    )
+    assert end < status, [s.call.action for s in seen]
+    if delayed:
+        assert seen[status].at >= seen[end].at + END_ANSWER_DELAY_S
 
 
 async def test_g04_station_inoperative_switches_idle_evses_now_and_the_busy_one_after_its_transaction(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -26,6 +27,7 @@ from evstation.runtime.events import Broadcaster
 from evstation.runtime.link import LinkDown
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
+STATUS = {"timestamp": CSMS_TIME, "connectorStatus": "Available", "evseId": 1, "connectorId": 1}
 GET_VARIABLES = {
     "getVariableData": [{"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}}]
 }
@@ -60,6 +62,34 @@ async def test_call_returns_the_typed_response(autojump_clock: trio.testing.Mock
             response = await calls.call("Heartbeat", {})
             assert response.current_time.year == 2030  # type: ignore[attr-defined]
             nursery.cancel_scope.cancel()
+
+
+async def test_on_sent_runs_once_the_frame_is_out_and_a_later_call_waits_for_the_answer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """`on_sent` marks the frame on the connection, before the answer; a call made from then on goes
+    out only after that answer (one call in flight): what the status sender's order relies on."""
+    conn, csms = MemoryConnection(V201), CsmsPeer(V201, answer_delay=lambda call: 5.0)
+    calls = _manager(conn)
+    sent_at: list[tuple[float, int]] = []
+    with trio.fail_after(100):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(csms.serve, conn)
+            await nursery.start(calls.run)
+            sent = trio.Event()
+
+            def on_sent() -> None:
+                sent_at.append((trio.current_time(), len(csms.of("Heartbeat"))))
+                sent.set()
+
+            nursery.start_soon(functools.partial(calls.call, "Heartbeat", {}, on_sent=on_sent))
+            await sent.wait()
+            await calls.call("StatusNotification", STATUS)
+            nursery.cancel_scope.cancel()
+    ((at, heartbeats_seen),) = sent_at
+    assert at == 0.0 and heartbeats_seen <= 1
+    assert [s.call.action for s in csms.seen] == ["Heartbeat", "StatusNotification"]
+    assert csms.of("StatusNotification")[0].at == pytest.approx(5.0)
 
 
 async def test_message_timeout_raises_call_timeout_and_the_next_call_proceeds(

@@ -87,6 +87,31 @@ async def test_v201_h01_h03_reserved_evse_refuses_a_stranger_and_the_owner_consu
     assert tokens == [{"idToken": "STRANGER", "type": "ISO14443"}, {"idToken": "OWNER-1", "type": "ISO14443"}]
 
 
+async def test_f01_remote_start_on_an_evse_reserved_for_another_token_is_rejected(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """F01 (FR.21 / FR.22 as the reference station numbers them): RequestStartTransaction on an EVSE
+    reserved for another token is Rejected and the reservation stays; for the reserving token it is
+    Accepted."""
+    csms = CsmsPeer(V201)
+    async with online(tmp_path, V201, csms) as (ctx, conn):
+        assert await call(csms, conn, "ReserveNow", reserve_201(ctx, 12, 1, "OWNER-2")) == {
+            "status": "Accepted"
+        }
+        await wait_status(csms, "evseId", 1, "Reserved")
+
+        def start(token: str, remote_start_id: int) -> dict[str, Any]:
+            token_of = {"idToken": token, "type": "Central"}
+            return {"evseId": 1, "remoteStartId": remote_start_id, "idToken": token_of}
+
+        stranger = await call(csms, conn, "RequestStartTransaction", start("STRANGER", 1))
+        still_reserved = [r.id for r in ctx.blocks.reservation.reservations()]
+        owner = await call(csms, conn, "RequestStartTransaction", start("owner-2", 2))
+    assert stranger == {"status": "Rejected"}
+    assert still_reserved == [12]
+    assert owner == {"status": "Accepted"}
+
+
 async def test_v16_5_13_group_member_uses_the_reservation_start_transaction_names_it(
     clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

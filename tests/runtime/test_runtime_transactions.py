@@ -5,6 +5,7 @@ GetTransactionStatus, J01 clock-aligned values while idle, and resuming a transa
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -164,6 +165,26 @@ def _faulted(payload: dict[str, Any], version: OcppVersion) -> bool:
     if version is V16:
         return bool(payload["status"] == "Faulted" and payload["errorCode"] == "PowerMeterFailure")
     return bool(payload["connectorStatus"] == "Faulted")
+
+
+@BOTH
+async def test_a_remote_token_longer_than_the_field_starts_no_transaction(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion, caplog: pytest.LogCaptureFixture
+) -> None:
+    """issue 8, the transactions block's own guard (a remote or resumed token skips the authorization
+    block): a token over the version's limit (1.6 20, 2.0.1 36) starts no transaction, is never cut,
+    and the session ends unenergized with a log line."""
+    too_long = "R" * (21 if version is V16 else 37)
+    caplog.set_level(logging.ERROR, logger="evstation.runtime.blocks.transactions")
+    async with rig(tmp_path, version) as r:
+        r.board.plug_in()
+        await trio.sleep(0.5)
+        assert await r.ctx.evses[1].authorize_remote(too_long, "Central")
+        await trio.sleep(START_READING_WAIT_S + 5)
+        assert not r.ctx.evses[1].session_active()
+        assert r.ctx.blocks.transactions.ids.get(1) is None
+    assert not r.csms.of(START[version])
+    assert any("refused, not cut" in rec.getMessage() for rec in caplog.records)
 
 
 @BOTH

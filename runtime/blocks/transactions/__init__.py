@@ -190,6 +190,14 @@ class Transactions:
         # EVSE id -> 2.0.1 remoteStartId of a RequestStartTransaction whose transaction has not started.
         self.remote_starts: dict[int, int] = {}
         self._evse_tx: dict[int, _EvseTx] = {}
+        # For the status sender's order (docs/session.md): per EVSE, the outbox id of the last end
+        # message queued in this run; the event queues, the EVSEs whose task is applying an event, and
+        # a wake-up after each event handled (`wait_caught_up`).
+        self._end_entries: dict[int, int] = {}
+        self._inbox: trio.MemoryReceiveChannel[EvseEvent | Dropped] | None = None
+        self._evse_inboxes: dict[int, trio.MemoryReceiveChannel[EvseEvent | None]] = {}
+        self._applying: set[int] = set()
+        self._handled = trio.Event()
 
     @property
     def ids(self) -> TransactionIds:
@@ -201,6 +209,39 @@ class Transactions:
         """The EVSEs with a running transaction, in id order; only `evse_id` when given (0: all)."""
         running = sorted(self.ids.running())
         return running if not evse_id else [e for e in running if e == evse_id]
+
+    def end_entry(self, evse_id: int) -> int | None:
+        """The outbox id of the last end message (StopTransaction / TransactionEvent Ended) queued in
+        this run for a transaction on the EVSE; None if none was."""
+        return self._end_entries.get(evse_id)
+
+    def end_entries(self) -> list[int]:
+        """The outbox ids of every EVSE's last end message queued in this run."""
+        return list(self._end_entries.values())
+
+    async def wait_caught_up(self, evse_id: int) -> None:
+        """Until this block has applied every event the EVSEs published so far for `evse_id`: then an
+        end message that a SessionEnded published before now causes is queued (`end_entry`). At once
+        when the block does not run."""
+        while True:
+            handled = self._handled
+            inbox = self._inbox
+            evse_inbox = self._evse_inboxes.get(evse_id)
+            if (
+                inbox is None
+                or evse_inbox is None
+                or (
+                    inbox.statistics().current_buffer_used == 0
+                    and evse_inbox.statistics().current_buffer_used == 0
+                    and evse_id not in self._applying
+                )
+            ):
+                return
+            await handled.wait()
+
+    def _note_handled(self) -> None:
+        self._handled.set()
+        self._handled = trio.Event()
 
     async def send_triggered_event(self, evse_id: int) -> bool:
         """2.0.1 F06.FR.07: a TransactionEvent Updated with triggerReason Trigger for the transaction
@@ -353,7 +394,9 @@ class Transactions:
                 await self._resume(nursery, record)
                 continue
             data = StopData(reason, INTERRUPTED_TRIGGER, None, offline=True, with_token=False)
-            if await self._messages.stop(self.services, record, data):
+            entry = await self._messages.stop(self.services, record, data)
+            if entry is not None:
+                self._end_entries[record.evse_id] = entry.id
                 ended += 1
                 log.warning("transaction %s was open at the last shutdown: ended (%s)", record.id, reason)
         if clean_at is not None:
@@ -434,23 +477,35 @@ class Transactions:
                     state = self._state(evse.id)
                     if state.record is None:
                         state.step = TxStep(Conditions(ev_connected=evse.ev_present), False, frozenset())
+                self._inbox = events
                 task_status.started()
-                async for event in events:
-                    if isinstance(event, AuthorizationRequested):
-                        nursery.start_soon(self._authorize, event)
-                    elif isinstance(event, Dropped):
-                        for send in channels.values():
-                            send.send_nowait(None)  # fell behind: each EVSE re-reads its state
-                    else:
-                        channel = channels.get(getattr(event, "evse_id", -1))
-                        if channel is not None:
-                            channel.send_nowait(event)
+                try:
+                    async for event in events:
+                        if isinstance(event, AuthorizationRequested):
+                            nursery.start_soon(self._authorize, event)
+                        elif isinstance(event, Dropped):
+                            for send in channels.values():
+                                send.send_nowait(None)  # fell behind: each EVSE re-reads its state
+                        else:
+                            channel = channels.get(getattr(event, "evse_id", -1))
+                            if channel is not None:
+                                channel.send_nowait(event)
+                        self._note_handled()
+                finally:
+                    self._inbox = None
+                    self._evse_inboxes.clear()
 
     async def _evse_task(self, evse: Evse, events: trio.MemoryReceiveChannel[EvseEvent | None]) -> None:
         state = self._state(evse.id)
+        self._evse_inboxes[evse.id] = events
         async with trio.open_nursery() as nursery:
             async for event in events:
-                await self._apply(nursery, evse, state, event)
+                self._applying.add(evse.id)
+                try:
+                    await self._apply(nursery, evse, state, event)
+                finally:
+                    self._applying.discard(evse.id)
+                    self._note_handled()
 
     def _points(self) -> TxPoints:
         if self.version is OcppVersion.V16:
@@ -753,7 +808,9 @@ class Transactions:
             signed_stop=signed_stop,
             charging_state="EVConnected" if after.ev_connected else "Idle",
         )
-        await self._messages.stop(self.services, record, data)
+        entry = await self._messages.stop(self.services, record, data)
+        if entry is not None:
+            self._end_entries[evse.id] = entry.id
         state.record = None
         state.scope = None
         state.ev_left = False

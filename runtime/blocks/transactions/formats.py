@@ -87,8 +87,8 @@ class TransactionMessages(Protocol):
         """Queue what `data` holds; False when nothing was queued (ended meanwhile, nothing to send)."""
         ...
 
-    async def stop(self, tx: TxServices, record: TransactionRecord, data: StopData) -> bool:
-        """Queue the end; False if it had already ended."""
+    async def stop(self, tx: TxServices, record: TransactionRecord, data: StopData) -> OutboxEntry | None:
+        """Queue the end; the queued entry, None if it had already ended."""
         ...
 
     async def idle_meter_values(self, tx: TxServices, evse_id: int, meter: MeterValue) -> None:

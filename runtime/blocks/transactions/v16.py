@@ -186,7 +186,7 @@ class V16Transactions:
         entry = await tx.outbox.put_with("MeterValues", build, offline=data.offline, transaction_id=record.id)
         return entry is not None
 
-    async def stop(self, tx: TxServices, record: TransactionRecord, data: StopData) -> bool:
+    async def stop(self, tx: TxServices, record: TransactionRecord, data: StopData) -> OutboxEntry | None:
         """Queue the StopTransaction and mark the record Ended in one SQLite transaction, so the Stop is
         queued at most once whatever restarts happen around it (libocpp #907 sent it twice). Without
         `data.at`: the last persisted reading (else meterStart) and its time (else the start)."""
@@ -230,7 +230,7 @@ class V16Transactions:
         )
         if entry is None:
             log.warning("transaction %s already ended: StopTransaction not queued again", record.id)
-        return entry is not None
+        return entry
 
     async def idle_meter_values(self, tx: TxServices, evse_id: int, meter: MeterValue) -> None:
         calls = tx.uplink.calls

@@ -178,7 +178,7 @@ class V201Transactions:
         )
         return entry is not None
 
-    async def stop(self, tx: TxServices, record: TransactionRecord, data: StopData) -> bool:
+    async def stop(self, tx: TxServices, record: TransactionRecord, data: StopData) -> OutboxEntry | None:
         """Queue the Ended event, its seqNo and the record's Ended state in one SQLite transaction, so
         it is queued at most once whatever restarts happen around it (libocpp #907 sent an end twice).
         Without `data.at`: the last persisted reading (else the start value) and its time."""
@@ -235,7 +235,7 @@ class V201Transactions:
         )
         if entry is None:
             log.warning("transaction %s already ended: Ended event not queued again", record.id)
-        return entry is not None
+        return entry
 
     async def idle_meter_values(self, tx: TxServices, evse_id: int, meter: MeterValue) -> None:
         calls = tx.uplink.calls
