@@ -24,7 +24,9 @@ def test_committed_models_match_a_fresh_generation_byte_for_byte(version: str) -
     assert generate.stale_files(version) == {}
 
 
-def test_a_file_the_generator_no_longer_makes_is_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_file_the_generator_no_longer_makes_is_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "v201").mkdir()
     for name, text in generate.render_files("v201").items():
         (tmp_path / "v201" / name).parent.mkdir(exist_ok=True)
