@@ -7,7 +7,9 @@ this module must never import a version's generated models.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
+from importlib import import_module
 from typing import Annotated, Any, cast
 
 from pydantic import AllowInfNan, BaseModel, ConfigDict, GetCoreSchemaHandler, Strict
@@ -16,6 +18,7 @@ from pydantic_core import core_schema as cs
 
 __all__ = [
     "NOT_NULL",
+    "ActionModels",
     "IntegerNumber",
     "JsonInteger",
     "Number",
@@ -60,6 +63,39 @@ class OcppModel(BaseModel):
     )
 
     __init__ = _init_absent_for_none
+
+
+class ActionModels(Mapping[str, tuple[type[OcppModel], type[OcppModel]]]):
+    """A version's registry, action -> (request model, response model).
+
+    Each action's classes live in a generated module of their own (`<package>._actions.<action>`),
+    imported on the action's first lookup: a station builds only the classes of the messages it uses.
+    """
+
+    def __init__(self, package: str, homes: Mapping[str, str]) -> None:
+        self.package = package
+        self._homes = homes
+        # Lookups sit on every message's path: once imported, an action is one dict read.
+        self._loaded: dict[str, tuple[type[OcppModel], type[OcppModel]]] = {}
+
+    def __getitem__(self, action: str) -> tuple[type[OcppModel], type[OcppModel]]:
+        try:
+            return self._loaded[action]
+        except KeyError:
+            pass
+        module = import_module(f"{self.package}.{self._homes[action]}")
+        pair = (getattr(module, f"{action}Request"), getattr(module, f"{action}Response"))
+        self._loaded[action] = pair
+        return pair
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._homes)
+
+    def __len__(self) -> int:
+        return len(self._homes)
+
+    def __contains__(self, action: object) -> bool:
+        return action in self._homes
 
 
 class _NotNull:

@@ -110,7 +110,7 @@ def _existing_file(value: Path | None, info: ValidationInfo) -> Path | None:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 # --------------------------------------------------------------------------------------------------

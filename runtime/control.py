@@ -95,7 +95,8 @@ class ControlTarget(Protocol):
 # Requests
 
 # NaN / Infinity parse as JSON numbers in Python but would make the replies invalid JSON.
-_STRICT = pydantic.ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+# defer_build: the validators are built on the first request, not while the station starts.
+_STRICT = pydantic.ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, defer_build=True)
 RequestId = str | int | None
 
 
@@ -183,7 +184,7 @@ Request = Annotated[
     | AuthReq,
     pydantic.Field(discriminator="op"),
 ]
-_REQUEST = pydantic.TypeAdapter[Request](Request)
+_REQUEST = pydantic.TypeAdapter[Request](Request, config=pydantic.ConfigDict(defer_build=True))
 
 # Every op with what it does, in the order `evstation ctl --help` lists them.
 OP_SUMMARIES: dict[str, str] = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -91,6 +91,9 @@ def migrate(conn: sqlite3.Connection, *, target: int | None = None) -> int:
     """Apply every migration after the file's version, up to `target` (default: the newest).
 
     Each migration and its `user_version` bump commit together, so a crash leaves a known version.
+    A new (empty) file gets all of them in one transaction: it has no data to keep between steps, and
+    one commit instead of one per migration makes a first start faster (each commit is an fsync);
+    a failure or a crash leaves it empty, at version 0.
     """
     migrations = all_migrations()
     latest = len(migrations)
@@ -101,16 +104,25 @@ def migrate(conn: sqlite3.Connection, *, target: int | None = None) -> int:
             f"database schema version {current} is newer than this evstation supports ({latest}); "
             "downgrading is not supported: run a newer evstation or restore a backup"
         )
-    for migration in migrations[current:target]:
-        _apply(conn, migration)
+    pending = migrations[current:target]
+    if current == 0:
+        _apply(conn, pending)
+    else:
+        for migration in pending:
+            _apply(conn, [migration])
     return schema_version(conn)
 
 
-def _apply(conn: sqlite3.Connection, migration: Migration) -> None:
+def _apply(conn: sqlite3.Connection, migrations: Sequence[Migration]) -> None:
+    """Run `migrations` and the `user_version` bump to the last one as one transaction."""
+    if not migrations:
+        return
     conn.execute("BEGIN IMMEDIATE")
+    migration = migrations[0]
     try:
-        for statement in migration.statements:
-            conn.execute(statement)
+        for migration in migrations:
+            for statement in migration.statements:
+                conn.execute(statement)
         # PRAGMA takes no bound parameters; the version is an int we produced.
         conn.execute(f"PRAGMA user_version = {int(migration.version)}")
     except sqlite3.Error as exc:

@@ -229,6 +229,23 @@ async def test_naive_datetimes_are_a_bug(tmp_path: Path) -> None:
                 await storage.save_transaction(record)
 
 
+def test_a_new_database_is_migrated_in_one_commit_and_an_old_one_step_by_step(tmp_path: Path) -> None:
+    """A first start pays one commit (one fsync) for the whole schema; an existing file keeps one
+    commit per migration, so a crash in the middle leaves it at a known version with its data."""
+    for start, commits in ((0, 1), (5, LATEST - 5)):
+        path = tmp_path / f"from-{start}.sqlite3"
+        if start:
+            build_at_version(path, start)
+        conn = connect(path)
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+        try:
+            assert migrate(conn) == LATEST
+        finally:
+            conn.close()
+        assert statements.count("COMMIT") == commits, start
+
+
 async def test_a_failing_migration_rolls_back_to_the_previous_version(tmp_path: Path) -> None:
     path = tmp_path / "tampered.sqlite3"
     build_at_version(path, 1)
