@@ -91,15 +91,19 @@ def comm_variable(name: str, value: str | None = None) -> JsonObject:
     return item
 
 
-async def set_variable(csms: TestCsms, name: str, value: str) -> JsonObject:
-    answer = await csms.call(STATION, "SetVariables", {"setVariableData": [comm_variable(name, value)]})
+async def set_variable(csms: TestCsms, name: str, value: str) -> dict[str, Any]:
+    answer: dict[str, Any] = await csms.call(
+        STATION, "SetVariables", {"setVariableData": [comm_variable(name, value)]}
+    )
     [result] = answer["setVariableResult"]
     assert isinstance(result, dict)
     return result
 
 
 async def get_variable(csms: TestCsms, name: str) -> object:
-    answer = await csms.call(STATION, "GetVariables", {"getVariableData": [comm_variable(name)]})
+    answer: dict[str, Any] = await csms.call(
+        STATION, "GetVariables", {"getVariableData": [comm_variable(name)]}
+    )
     [result] = answer["getVariableResult"]
     assert isinstance(result, dict)
     return result.get("attributeValue")
