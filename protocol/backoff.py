@@ -106,8 +106,16 @@ class ReconnectPlan:
         self._failures = 0
         self._step = 0
 
-    def connection_lost(self) -> Dial:
-        """An open connection ended (or the network came back): redial the same endpoint, first wait."""
+    def connection_lost(self, endpoint_index: int | None = None) -> Dial:
+        """An open connection ended (or the network came back): redial the same endpoint, first wait.
+
+        `endpoint_index` names the endpoint to redial instead, when the list changed meanwhile (the
+        runtime rebuilt the plan and the endpoint moved, or is gone: 0).
+        """
+        if endpoint_index is not None:
+            if not 0 <= endpoint_index < self._endpoint_count:
+                raise ValueError(f"endpoint index {endpoint_index} outside 0..{self._endpoint_count - 1}")
+            self._endpoint_index = endpoint_index
         self._failures = 0
         self._step = 0
         return self._next()

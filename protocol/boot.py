@@ -52,6 +52,8 @@ class BootInput(enum.Enum):
     REJECTED = "Rejected"
     FAILED = "Failed"  # timeout or CALLERROR for the BootNotification in flight
     RECONNECTED = "Reconnected"  # a new connection is up
+    # 2.0.1 B10.FR.10: a connection came up through another network profile than the last one
+    PROFILE_SWITCHED = "ProfileSwitched"
 
 
 # Every legal (state, input) pair. A pair missing here is a bug in the caller (IllegalBootTransition).
@@ -72,6 +74,9 @@ TRANSITIONS: Final[dict[tuple[BootState, BootInput], BootState]] = {
     (BootState.REJECTED, BootInput.RECONNECTED): BootState.REJECTED,
     # B01: an Accepted station does not boot again after a mere reconnect.
     (BootState.ACCEPTED, BootInput.RECONNECTED): BootState.ACCEPTED,
+    # B10.FR.10: after a switch of network profile the registration starts over, whatever the last CSMS
+    # said: the one now connected may never have seen this station.
+    **{(state, BootInput.PROFILE_SWITCHED): BootState.NOT_SENT for state in BootState},
 }
 
 
@@ -222,3 +227,9 @@ class BootMachine:
         """A new connection is up: a boot lost in flight goes out again at once; Pending/Rejected keep
         their retry time; Accepted stays Accepted."""
         self._move(BootInput.RECONNECTED)
+
+    def profile_switched(self) -> None:
+        """2.0.1 B10.FR.10: the new connection runs over another network profile than the previous one:
+        a BootNotification goes out at once, even if the station was Accepted."""
+        self._move(BootInput.PROFILE_SWITCHED)
+        self.next_boot_at = None

@@ -268,6 +268,8 @@ def seed_values(config: StationConfig) -> dict[VariableKey, str]:
         MODEL: config.station.model,
         SECURITY_PROFILE: str(first.security_profile),
         ACTIVE_NETWORK_PROFILE: str(first.priority),
+        # Seeded, so that a change of station.toml's endpoints replaces a priority the CSMS set.
+        NETWORK_CONFIGURATION_PRIORITY: ",".join(str(e.priority) for e in csms.endpoints_by_priority),
     }
 
 

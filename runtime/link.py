@@ -8,6 +8,7 @@ a log line, an exception or a repr.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import enum
 import itertools
 import logging
@@ -60,6 +61,8 @@ class CsmsEndpoint:
     ca_bundle: Path | None = None
     client_cert: Path | None = None
     client_key: Path | None = None
+    # A SetNetworkProfile's messageTimeout (2.0.1 B09); None: the station's MessageTimeout.
+    message_timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -107,6 +110,25 @@ class LinkSettings:
     @property
     def endpoints_by_priority(self) -> tuple[CsmsEndpoint, ...]:
         return tuple(sorted(self.endpoints, key=lambda e: e.priority))
+
+
+@dataclass(frozen=True)
+class DialPlan:
+    """The endpoints to dial, in order, and the failed dials on one before the next (2.0.1
+    NetworkConfigurationPriority and NetworkProfileConnectionAttempts)."""
+
+    endpoints: tuple[CsmsEndpoint, ...]
+    attempts_per_endpoint: int
+
+    def __post_init__(self) -> None:
+        if not self.endpoints:
+            raise ValueError("a dial plan needs at least one endpoint")
+        if self.attempts_per_endpoint < 1:
+            raise ValueError("attempts_per_endpoint must be at least 1")
+
+
+PlanSource = Callable[[], Awaitable[DialPlan]]
+"""Builds the dial plan afresh: at start and after each lost connection (runtime/network_profiles.py)."""
 
 
 class LinkState(enum.Enum):
@@ -416,6 +438,7 @@ async def run_link(
     *,
     rng: random.Random,
     connector: Connector = open_csms_stream,
+    plan_source: PlanSource | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Keep the station connected to a CSMS for ever, running `serve(conn)` on each open connection.
@@ -423,9 +446,16 @@ async def run_link(
     `serve` returning closes the connection politely and redials; an exception from it that is not an
     expected network failure (LinkDown, ConnectionClosed, OSError, ...) is a bug and crashes the link.
     Started (task_status) at once; use `link.wait_connected()` to wait for a connection.
+
+    Without `plan_source` the link dials `settings.endpoints` by priority with `settings.backoff`'s
+    attempts per endpoint. With one, it asks it for the plan at start and after every lost connection
+    (2.0.1 B10.FR.03 / .04), and redials the lost connection's slot first while the plan still has it.
     """
-    endpoints = settings.endpoints_by_priority
-    plan = ReconnectPlan(settings.backoff, len(endpoints), rng)
+    if plan_source is None:
+        current = DialPlan(settings.endpoints_by_priority, settings.backoff.attempts_per_endpoint)
+    else:
+        current = await plan_source()
+    plan = _reconnect_plan(settings, current, rng)
     dial = plan.first_dial()
     task_status.started()
     while True:
@@ -433,7 +463,7 @@ async def run_link(
             link._set_state(LinkState.NETWORK_DOWN)
             await link._network_restored.wait()
             dial = plan.connection_lost()
-        endpoint = endpoints[dial.endpoint_index]
+        endpoint = current.endpoints[dial.endpoint_index]
         if dial.wait_s > 0:
             link._endpoint = endpoint
             link._set_state(LinkState.BACKING_OFF)
@@ -444,10 +474,20 @@ async def run_link(
             link._idle_scope = None
             if not link.network_up:
                 continue
-        if await _attempt(settings, link, endpoint, serve, connector):
+        if not await _attempt(settings, link, endpoint, serve, connector):
+            dial = plan.dial_failed()
+        elif plan_source is None:
             dial = plan.connection_lost()
         else:
-            dial = plan.dial_failed()
+            current = await plan_source()
+            plan = _reconnect_plan(settings, current, rng)
+            slots = [e.priority for e in current.endpoints]
+            dial = plan.connection_lost(slots.index(endpoint.priority) if endpoint.priority in slots else 0)
+
+
+def _reconnect_plan(settings: LinkSettings, plan: DialPlan, rng: random.Random) -> ReconnectPlan:
+    backoff = dataclasses.replace(settings.backoff, attempts_per_endpoint=plan.attempts_per_endpoint)
+    return ReconnectPlan(backoff, len(plan.endpoints), rng)
 
 
 # The failures an attempt expects; anything else is a bug and propagates.

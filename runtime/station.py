@@ -42,9 +42,10 @@ from evstation.runtime.events import Broadcaster
 from evstation.runtime.evse import Evses
 from evstation.runtime.lifecycle import StationOutcome, StopRequests
 from evstation.runtime.link import CsmsEndpoint, Link, LinkSettings, run_link
+from evstation.runtime.network_profiles import NetworkProfiles
 from evstation.runtime.notify import Notifier, open_notifier
 from evstation.runtime.outbox import Outbox
-from evstation.runtime.session import SessionContext, new_session, serve_session
+from evstation.runtime.session import SessionContext, new_session
 from evstation.runtime.storage import Storage, open_storage
 
 if TYPE_CHECKING:
@@ -381,13 +382,17 @@ async def open_station(
                         allow_network=control.allow_network_op,
                     )
                 )
+            settings = link_settings(config)
+            # B09 / B10: the link dials NetworkConfigurationPriority's slots, stored profiles first.
+            profiles = NetworkProfiles(endpoints=settings.endpoints, session=session, storage=storage)
             await nursery.start(
                 functools.partial(
                     run_link,
-                    link_settings(config),
+                    settings,
                     link,
-                    functools.partial(serve_session, ctx=session),
+                    profiles.serve,
                     rng=rng if rng is not None else random.Random(),
+                    plan_source=profiles.dial_plan,
                 )
             )
             try:

@@ -72,7 +72,6 @@ PHASE_ROTATIONS: Final = ("NotApplicable", "Unknown", "RST", "RTS", "SRT", "STR"
 AVAILABILITY_STATES: Final = ("Available", "Occupied", "Reserved", "Unavailable", "Faulted")
 
 # Why a spec-writable variable is ReadOnly here (the block that will make it writable).
-_B_NETWORK = "ReadOnly until the link switches to profiles set with SetNetworkProfile (B10)"
 
 
 class Scope(enum.Enum):
@@ -247,7 +246,8 @@ STATION_ROWS: Final[tuple[Row, ...]] = (
     _held("SmartChargingCtrlr", "Enabled", BOOL, "false", "ReadOnly until smart charging (K) is built"),
     *_absent("TariffCostCtrlr", "Tariff", "Cost"),
     # --- OCPPCommCtrlr -------------------------------------------------------------------------------
-    # The slot of the endpoint the link is connected to (or tried last); the runtime keeps it current.
+    # The slot of the network profile of the open (or last) connection; runtime/network_profiles.py
+    # keeps it current.
     Row("OCPPCommCtrlr", "ActiveNetworkProfile", INT, persistent=False),
     Row("OCPPCommCtrlr", "HeartbeatInterval", INT, RW, unit="s", min_limit=1, default="300"),
     Row(
@@ -272,7 +272,17 @@ STATION_ROWS: Final[tuple[Row, ...]] = (
     ),
     # 0 behaves like 1 (protocol/retry.py): the message is sent once and never retried.
     Row("OCPPCommCtrlr", "MessageAttempts", INT, RW, instance="TransactionEvent", min_limit=0, default="3"),
-    Row("OCPPCommCtrlr", "NetworkConfigurationPriority", SEQUENCE, constant=True, note=_B_NETWORK),
+    # B10: the slots the link dials, in order; valuesList = the slots of station.toml's endpoints (the
+    # ones SetNetworkProfile may fill, B09.FR.05). The link follows a change at the next reboot
+    # (B10.FR.04), or when the connection is lost (B10.FR.03): RebootRequired.
+    Row(
+        "OCPPCommCtrlr",
+        "NetworkConfigurationPriority",
+        SEQUENCE,
+        RW,
+        min_limit=1,
+        reboot_required=True,
+    ),
     Row("OCPPCommCtrlr", "NetworkProfileConnectionAttempts", INT, RW, min_limit=1, default="3"),
     # B04: offline longer than this, every connector's status is sent after the reconnect; shorter,
     # only those that changed (0: always every connector).

@@ -10,8 +10,8 @@ the station says about itself at boot, and the CSMS reading and changing its dev
   keeps the station Pending (B02.FR.01 / B02.FR.09);
 - GetConfiguration / ChangeConfiguration (1.6 section 5.8 / 5.3) through the device model's 1.6 key
   projection;
-- SetNetworkProfile (B09): checked, then stored in SQLite. The link does not switch to stored
-  profiles yet (B10); docs/status/B-provisioning.md says so.
+- SetNetworkProfile (B09): checked, then stored in SQLite; runtime/network_profiles.py makes the link
+  dial it from the next boot or lost connection (B10).
 
 It never decides an OCPP rule itself: validation, the key map, report paging and the network-profile
 rule live in protocol/.
@@ -357,8 +357,8 @@ class Provisioning:
             log.error("SetNetworkProfile slot %d not stored: %s", req.configuration_slot, exc)
             return v201.SetNetworkProfileResponse(status=status.FAILED)
         log.info(
-            "network profile stored in slot %d (%s, security profile %d); the link keeps its endpoints "
-            "from station.toml until switching profiles (B10) is built",
+            "network profile stored in slot %d (%s, security profile %d); the link dials it from the next "
+            "boot or lost connection when NetworkConfigurationPriority names the slot",
             stored.slot,
             data.ocpp_csms_url,
             stored.security_profile,

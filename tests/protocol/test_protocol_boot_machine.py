@@ -106,6 +106,17 @@ def test_b03_fr_02_rejected_retry_time_survives_a_reconnect() -> None:
     assert machine.boot_due(50.0)
 
 
+@pytest.mark.parametrize("answer", ["Accepted", "Rejected"])
+def test_b10_fr_10_a_switch_of_network_profile_boots_again_at_once(answer: str) -> None:
+    machine = BootMachine()
+    machine.sent()
+    machine.answered(answer, 50, now=0.0)
+    machine.profile_switched()
+    machine.reconnected()  # the session's own call on the new connection changes nothing more
+    assert machine.state is BootState.NOT_SENT
+    assert machine.boot_due(1.0)
+
+
 def test_answer_without_a_boot_in_flight_is_a_local_bug() -> None:
     with pytest.raises(IllegalBootTransition):
         BootMachine().answered("Accepted", 10, now=0.0)
@@ -161,6 +172,8 @@ def test_every_input_sequence_either_follows_the_table_or_raises(inputs: list[Bo
                 machine.failed(now=0.0)
             elif event is BootInput.RECONNECTED:
                 machine.reconnected()
+            elif event is BootInput.PROFILE_SWITCHED:
+                machine.profile_switched()
             else:
                 machine.answered(event.value, 10, now=0.0)
         except IllegalBootTransition:

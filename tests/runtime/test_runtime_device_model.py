@@ -33,6 +33,7 @@ from evstation.runtime.device_model import (
     MESSAGE_ATTEMPT_INTERVAL_TRANSACTION_EVENT,
     MESSAGE_ATTEMPTS_TRANSACTION_EVENT,
     MESSAGE_TIMEOUT,
+    NETWORK_CONFIGURATION_PRIORITY,
     NETWORK_PROFILE_CONNECTION_ATTEMPTS,
     RETRY_BACK_OFF_RANDOM_RANGE,
     RETRY_BACK_OFF_REPEAT_TIMES,
@@ -142,6 +143,7 @@ def test_seed_values_map_the_csms_section_and_identity(tmp_path: Path) -> None:
         # The endpoint tried first (lowest priority number) is the active profile.
         SECURITY_PROFILE: "1",
         ACTIVE_NETWORK_PROFILE: "2",
+        NETWORK_CONFIGURATION_PRIORITY: "2,5",  # B10: the slots in the order they are dialled
     }
 
 

@@ -22,6 +22,7 @@ from evstation.runtime.link import (
     Connection,
     Connector,
     CsmsEndpoint,
+    DialPlan,
     Link,
     LinkDown,
     LinkSettings,
@@ -315,3 +316,59 @@ async def test_a_bug_in_serve_crashes_the_link(autojump_clock: trio.testing.Mock
     with pytest.RaisesGroup(ZeroDivisionError, flatten_subgroups=True):
         async with station_and_csms(settings(), serve=buggy) as (_link, _):
             await trio.sleep_forever()
+
+
+async def test_a_plan_source_is_read_at_start_and_after_each_lost_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """2.0.1 B10.FR.03 / .04 (runtime/network_profiles.py is the real source): the plan's own attempts
+    per endpoint apply (1, where the settings say 2); after a lost connection the plan is read again and
+    the same slot redialled while the new plan has it, else the new plan's first endpoint."""
+    third = CsmsEndpoint(url="ws://third.test/ocpp", priority=2, security_profile=0)
+    plans = [
+        DialPlan((PRIMARY, SECONDARY), attempts_per_endpoint=1),
+        DialPlan((SECONDARY, PRIMARY), attempts_per_endpoint=1),
+        DialPlan((third,), attempts_per_endpoint=1),
+    ]
+    reads = 0
+    dials: list[str] = []
+
+    async def plan_source() -> DialPlan:
+        nonlocal reads
+        reads += 1
+        await trio.lowlevel.checkpoint()
+        return plans[reads - 1]
+
+    with trio.fail_after(10_000):
+        async with trio.open_nursery() as nursery:
+            csms: TestCsms = await nursery.start(serve_test_csms)
+
+            async def connect(endpoint: CsmsEndpoint) -> trio.abc.Stream:
+                dials.append(endpoint.url)
+                if endpoint is PRIMARY:
+                    raise ConnectionRefusedError(111, "Connection refused")
+                return await csms.open_memory_stream()
+
+            link = Link()
+            await nursery.start(
+                functools.partial(
+                    run_link,
+                    settings(PRIMARY),
+                    link,
+                    idle,
+                    rng=random.Random(0),
+                    connector=connect,
+                    plan_source=plan_source,
+                )
+            )
+            assert (await link.wait_connected()).endpoint is SECONDARY
+            assert dials == [PRIMARY.url, SECONDARY.url]
+            csms.drop(STATION)
+            await csms.wait_connected(STATION, 2)
+            assert (await link.wait_connected()).endpoint is SECONDARY  # still in the plan: kept
+            csms.drop(STATION)
+            await csms.wait_connected(STATION, 3)
+            assert (await link.wait_connected()).endpoint is third  # gone from the plan: its first
+            assert dials == [PRIMARY.url, SECONDARY.url, SECONDARY.url, third.url]
+            assert reads == 3
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,175 @@
+"""Which CSMS endpoints the link dials, and in which order (2.0.1 B09 / B10), and what the station records
+when a connection comes up.
+
+- The dial plan: the slots of OCPPCommCtrlr.NetworkConfigurationPriority in order; a slot's stored
+  SetNetworkProfile (URL, securityProfile, messageTimeout) replaces station.toml's endpoint of that slot,
+  whose credentials (Basic-auth password, CA bundle, client certificate) it keeps; then the slot of the
+  last connection that came up when the list does not name it (the fallback of B10.FR.07);
+  OCPPCommCtrlr.NetworkProfileConnectionAttempts failed dials on one before the next (B10.FR.03).
+- On every connection: ActiveNetworkProfile, SecurityCtrlr.SecurityProfile and MessageTimeout follow the
+  endpoint in use; the slot is remembered in SQLite for the next start; a connection through another
+  profile than the previous one in this run boots again (B10.FR.10).
+
+It never decides whether a profile may be stored (protocol/provisioning.py) and never dials (runtime/link.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Final
+
+from evstation.protocol.device_model.validation import split_list
+from evstation.protocol.versions import OcppVersion
+from evstation.runtime.blocks.provisioning import StoredNetworkProfile
+from evstation.runtime.device_model import (
+    ACTIVE_NETWORK_PROFILE,
+    MESSAGE_TIMEOUT,
+    NETWORK_CONFIGURATION_PRIORITY,
+    NETWORK_PROFILE_CONNECTION_ATTEMPTS,
+    SECURITY_PROFILE,
+)
+from evstation.runtime.link import Connection, CsmsEndpoint, DialPlan
+from evstation.runtime.session import SessionContext, serve_session
+from evstation.runtime.storage import Storage
+
+__all__ = ["LAST_CONNECTED_SLOT_KEY", "NetworkProfiles"]
+
+log = logging.getLogger(__name__)
+
+# storage `settings` key: the slot of the last connection that came up, across restarts (B10.FR.07).
+LAST_CONNECTED_SLOT_KEY: Final = "network.last_connected_slot"
+
+ProfileReader = Callable[[], Awaitable[list[StoredNetworkProfile]]]
+
+
+class NetworkProfiles:
+    """The link's `plan_source` (`dial_plan`) and the `serve` it runs on each connection."""
+
+    def __init__(
+        self,
+        *,
+        endpoints: Sequence[CsmsEndpoint],
+        session: SessionContext,
+        storage: Storage,
+        stored_profiles: ProfileReader | None = None,
+    ) -> None:
+        """`endpoints`: station.toml's, with their credentials; `stored_profiles`: the provisioning
+        block's reader of the SetNetworkProfile slots (default: the session's provisioning block)."""
+        self._endpoints = tuple(sorted(endpoints, key=lambda e: e.priority))
+        self._by_slot = {endpoint.priority: endpoint for endpoint in self._endpoints}
+        self._session = session
+        self._storage = storage
+        self._stored_profiles = stored_profiles or session.blocks.provisioning.network_profiles
+        self._in_use: CsmsEndpoint | None = None  # the last connection's endpoint in this run
+        self._remembered_slot: int | None = None
+
+    # --- the dial plan (read at start and after each lost connection) ----------------------------
+
+    async def dial_plan(self) -> DialPlan:
+        dm = self._session.device_model
+        stored = {profile.slot: profile for profile in await self._stored_profiles()}
+        slots = [int(slot) for slot in split_list(dm.get(NETWORK_CONFIGURATION_PRIORITY) or "")]
+        last = await self._last_connected_slot()
+        if last is not None and last not in slots and last in self._by_slot:
+            # B10.FR.07: when every slot of the list failed, the profile that worked last.
+            slots.append(last)
+        endpoints = tuple(
+            endpoint for endpoint in (self._endpoint(slot, stored.get(slot)) for slot in slots) if endpoint
+        )
+        if not endpoints:  # pragma: no cover - the variable's valuesList and minLimit prevent it
+            endpoints = self._endpoints
+        return DialPlan(endpoints, dm.get_int(NETWORK_PROFILE_CONNECTION_ATTEMPTS))
+
+    async def _last_connected_slot(self) -> int | None:
+        if self._remembered_slot is None:
+            text = await self._storage.get_setting(LAST_CONNECTED_SLOT_KEY)
+            if text is not None and text.isdigit():
+                self._remembered_slot = int(text)
+        return self._remembered_slot
+
+    def _endpoint(self, slot: int, stored: StoredNetworkProfile | None) -> CsmsEndpoint | None:
+        base = self._by_slot.get(slot)
+        if stored is None:
+            return base
+        data = stored.connection_data
+        security = stored.security_profile
+        client = self._credentials(base, lambda e: e.client_cert is not None and e.client_key is not None)
+        try:
+            return CsmsEndpoint(
+                url=str(data["ocppCsmsUrl"]),
+                priority=slot,
+                security_profile=security,
+                password=self._password(base) if security in (1, 2) else None,
+                ca_bundle=self._ca_bundle(base) if security in (2, 3) else None,
+                client_cert=client.client_cert if client is not None and security == 3 else None,
+                client_key=client.client_key if client is not None and security == 3 else None,
+                message_timeout_s=float(str(data["messageTimeout"])),
+            )
+        except (KeyError, ValueError) as exc:
+            # e.g. security profile 1 stored, but station.toml has no Basic-auth password to send.
+            log.warning(
+                "network profile of slot %d cannot be used (%s); dialling station.toml's endpoint instead",
+                slot,
+                exc,
+            )
+            return base
+
+    def _credentials(
+        self, base: CsmsEndpoint | None, has: Callable[[CsmsEndpoint], bool]
+    ) -> CsmsEndpoint | None:
+        """The station.toml endpoint whose credential a stored profile uses: the slot's own when it has
+        one, else the first (by priority) that has."""
+        for endpoint in (base, *self._endpoints):
+            if endpoint is not None and has(endpoint):
+                return endpoint
+        return None
+
+    def _password(self, base: CsmsEndpoint | None) -> str | None:
+        source = self._credentials(base, lambda e: e.password is not None)
+        return None if source is None else source.password
+
+    def _ca_bundle(self, base: CsmsEndpoint | None) -> Path | None:
+        # None: the system's trust store, as for a station.toml endpoint without ca_bundle.
+        source = self._credentials(base, lambda e: e.ca_bundle is not None)
+        return None if source is None else source.ca_bundle
+
+    # --- each connection -------------------------------------------------------------------------
+
+    async def serve(self, conn: Connection) -> None:
+        """`run_link`'s serve: record the endpoint in use, then run the session over the connection."""
+        await self.connected(conn.endpoint)
+        await serve_session(conn, self._session)
+
+    async def connected(self, endpoint: CsmsEndpoint) -> None:
+        ctx = self._session
+        dm = ctx.device_model
+        await dm.update(ACTIVE_NETWORK_PROFILE, str(endpoint.priority))
+        await dm.update(SECURITY_PROFILE, str(endpoint.security_profile))
+        timeout_s = endpoint.message_timeout_s
+        if timeout_s is None:
+            timeout_s = float(ctx.config.csms.message_timeout_s)
+        await dm.update(MESSAGE_TIMEOUT, str(math.ceil(timeout_s)))
+        previous, self._in_use = self._in_use, endpoint
+        switched = previous is not None and _profile(previous) != _profile(endpoint)
+        if switched and previous is not None and ctx.version is OcppVersion.V201:
+            # B10.FR.10: the CSMS behind this profile may never have seen the station: register again,
+            # and tell it every connector's status (B01) rather than the changes since the last one.
+            log.info(
+                "connected through network profile slot %d (%s) after slot %d: BootNotification again",
+                endpoint.priority,
+                endpoint.url,
+                previous.priority,
+            )
+            ctx.uplink.boot.profile_switched()
+            ctx.sent_statuses.clear()
+            ctx.offline_since = None
+        if self._remembered_slot != endpoint.priority:
+            await self._storage.set_setting(LAST_CONNECTED_SLOT_KEY, str(endpoint.priority))
+            self._remembered_slot = endpoint.priority
+
+
+def _profile(endpoint: CsmsEndpoint) -> tuple[int, str, int]:
+    return endpoint.priority, endpoint.url, endpoint.security_profile
