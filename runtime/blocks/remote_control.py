@@ -175,13 +175,19 @@ class RemoteControl:
             return v201.RequestStartTransactionResponse(status=status.REJECTED)
         # F01: the Started event names the RemoteStart trigger and echoes remoteStartId.
         self._transactions.remote_starts[evse.id] = req.remote_start_id
+        # A transaction the EVSE started before this request (TxStartPoint EVConnected, cable first):
+        # the answer names it, so the CSMS can tie its remoteStartId to it.
+        running = self._transactions.ids.get(evse.id)
         group = None if req.group_id_token is None else req.group_id_token.id_token
         accepted = await self._start(evse, req.id_token.id_token, enum_text(req.id_token.type), group)
         if accepted:
             self._keep_profile(evse.id, profile)
         else:
             self._transactions.remote_starts.pop(evse.id, None)
-        return v201.RequestStartTransactionResponse(status=status.ACCEPTED if accepted else status.REJECTED)
+        return v201.RequestStartTransactionResponse(
+            status=status.ACCEPTED if accepted else status.REJECTED,
+            transaction_id=running if accepted else None,
+        )
 
     @handles(V201, "RequestStopTransaction", gates=V201_REMOTE_TX_GATES)
     async def request_stop(

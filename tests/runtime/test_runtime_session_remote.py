@@ -18,6 +18,7 @@ from runtime_session_harness import (
 
 from evstation.drivers.sim.board import SimChargeController
 from evstation.protocol.versions import OcppVersion
+from evstation.runtime.device_model import TX_START_POINT
 from evstation.runtime.evse import Authorized
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
@@ -70,6 +71,48 @@ async def test_v201_f01_f03_request_start_then_plug_then_request_stop(
     assert ended["triggerReason"] == "RemoteStop"
     assert ended["transactionInfo"]["stoppedReason"] == "Remote"  # type: ignore[index]
     assert [e.call.payload["seqNo"] for e in events] == list(range(len(events)))
+
+
+async def test_v201_f01_request_start_after_the_cable_names_the_running_transaction(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """RequestStartTransactionResponse.transactionId: the EVSE started a transaction when the cable went
+    in (TxStartPoint EVConnected) before the request; the answer names that transaction,
+    the token then authorizes it (Updated, RemoteStart) and no second transaction starts."""
+    csms, conn = CsmsPeer(V201), MemoryConnection(V201)
+    async with open_session_context(tmp_path, V201, run_evses=True) as ctx:
+        with trio.fail_after(1000):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(ctx.blocks.transactions.run)
+                nursery.start_soon(csms.serve, conn)
+                nursery.start_soon(serve_until_link_down, conn, ctx)
+                await csms.wait_for("StatusNotification", 2)
+                await ctx.device_model.set(TX_START_POINT, "EVConnected")
+                controller = ctx.evses[1].controller
+                assert isinstance(controller, SimChargeController)
+                controller.plug_in()
+                started = (await csms.wait_for("TransactionEvent"))[0].call.payload
+                start = await csms.send_call(
+                    conn,
+                    "RequestStartTransaction",
+                    {"evseId": 1, "remoteStartId": 3, "idToken": {"idToken": "R1", "type": "Central"}},
+                )
+                answer = (await csms.wait_answer(start)).payload  # type: ignore[union-attr]
+                events = await csms.wait_for("TransactionEvent", 2)
+                idle = await csms.send_call(
+                    conn,
+                    "RequestStartTransaction",
+                    {"evseId": 2, "remoteStartId": 4, "idToken": {"idToken": "R2", "type": "Central"}},
+                )
+                idle_answer = (await csms.wait_answer(idle)).payload  # type: ignore[union-attr]
+                nursery.cancel_scope.cancel()
+    tx_id = started["transactionInfo"]["transactionId"]  # type: ignore[index]
+    assert started["eventType"] == "Started"
+    assert answer == {"status": "Accepted", "transactionId": tx_id}
+    authorized = events[1].call.payload
+    assert (authorized["eventType"], authorized["transactionInfo"]["transactionId"]) == ("Updated", tx_id)  # type: ignore[index]
+    assert authorized["idToken"] == {"idToken": "R1", "type": "Central"}
+    assert idle_answer == {"status": "Accepted"}  # nothing ran on EVSE 2: no transactionId
 
 
 async def test_v201_request_start_for_an_unknown_evse_is_an_occurrence_error(
