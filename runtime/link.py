@@ -119,6 +119,9 @@ class DialPlan:
 
     endpoints: tuple[CsmsEndpoint, ...]
     attempts_per_endpoint: int
+    # The reconnect timing (RetryBackOff*, read from the device model with the plan); None: the
+    # link settings'. Its attempts_per_endpoint is ignored in favour of the plan's.
+    backoff: BackoffSettings | None = None
 
     def __post_init__(self) -> None:
         if not self.endpoints:
@@ -486,7 +489,8 @@ async def run_link(
 
 
 def _reconnect_plan(settings: LinkSettings, plan: DialPlan, rng: random.Random) -> ReconnectPlan:
-    backoff = dataclasses.replace(settings.backoff, attempts_per_endpoint=plan.attempts_per_endpoint)
+    base = settings.backoff if plan.backoff is None else plan.backoff
+    backoff = dataclasses.replace(base, attempts_per_endpoint=plan.attempts_per_endpoint)
     return ReconnectPlan(backoff, len(plan.endpoints), rng)
 
 

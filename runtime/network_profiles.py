@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Final
 
+from evstation.protocol.backoff import BackoffSettings
 from evstation.protocol.device_model.validation import split_list
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.provisioning import StoredNetworkProfile
@@ -29,6 +30,9 @@ from evstation.runtime.device_model import (
     MESSAGE_TIMEOUT,
     NETWORK_CONFIGURATION_PRIORITY,
     NETWORK_PROFILE_CONNECTION_ATTEMPTS,
+    RETRY_BACK_OFF_RANDOM_RANGE,
+    RETRY_BACK_OFF_REPEAT_TIMES,
+    RETRY_BACK_OFF_WAIT_MINIMUM,
     SECURITY_PROFILE,
 )
 from evstation.runtime.link import Connection, CsmsEndpoint, DialPlan
@@ -81,7 +85,15 @@ class NetworkProfiles:
         )
         if not endpoints:  # pragma: no cover - the variable's valuesList and minLimit prevent it
             endpoints = self._endpoints
-        return DialPlan(endpoints, dm.get_int(NETWORK_PROFILE_CONNECTION_ATTEMPTS))
+        attempts = dm.get_int(NETWORK_PROFILE_CONNECTION_ATTEMPTS)
+        # RetryBackOff*: a value the CSMS set applies from the next lost connection on.
+        backoff = BackoffSettings(
+            wait_minimum_s=float(dm.get_int(RETRY_BACK_OFF_WAIT_MINIMUM)),
+            random_range_s=float(dm.get_int(RETRY_BACK_OFF_RANDOM_RANGE)),
+            repeat_times=dm.get_int(RETRY_BACK_OFF_REPEAT_TIMES),
+            attempts_per_endpoint=attempts,
+        )
+        return DialPlan(endpoints, attempts, backoff)
 
     async def _last_connected_slot(self) -> int | None:
         if self._remembered_slot is None:

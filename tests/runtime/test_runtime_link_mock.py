@@ -372,3 +372,46 @@ async def test_a_plan_source_is_read_at_start_and_after_each_lost_connection(
             assert dials == [PRIMARY.url, SECONDARY.url, SECONDARY.url, third.url]
             assert reads == 3
             nursery.cancel_scope.cancel()
+
+
+async def test_the_plans_back_off_replaces_the_settings_from_the_next_lost_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """RetryBackOffWaitMinimum set by the CSMS (carried by the plan read after a lost connection)
+    times the redial; the settings' 1 s no longer applies."""
+    slow = BackoffSettings(wait_minimum_s=100.0, random_range_s=0.0, repeat_times=0, attempts_per_endpoint=1)
+    plans = [DialPlan((SECONDARY,), 1), DialPlan((SECONDARY,), 1, backoff=slow)]
+    reads = 0
+
+    async def plan_source() -> DialPlan:
+        nonlocal reads
+        reads += 1
+        await trio.lowlevel.checkpoint()
+        return plans[min(reads, len(plans)) - 1]
+
+    with trio.fail_after(10_000):
+        async with trio.open_nursery() as nursery:
+            csms: TestCsms = await nursery.start(serve_test_csms)
+
+            async def connect(endpoint: CsmsEndpoint) -> trio.abc.Stream:
+                return await csms.open_memory_stream()
+
+            link = Link()
+            await nursery.start(
+                functools.partial(
+                    run_link,
+                    settings(SECONDARY),
+                    link,
+                    idle,
+                    rng=random.Random(0),
+                    connector=connect,
+                    plan_source=plan_source,
+                )
+            )
+            await link.wait_connected()
+            dropped_at = trio.current_time()
+            csms.drop(STATION)
+            await csms.wait_connected(STATION, 2)
+            waited = trio.current_time() - dropped_at
+            nursery.cancel_scope.cancel()
+    assert 100.0 <= waited < 101.0

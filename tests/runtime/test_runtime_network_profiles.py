@@ -25,7 +25,12 @@ from runtime_session_harness import open_session_context
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.provisioning import StoredNetworkProfile
 from evstation.runtime.config import StationConfig, parse_config
-from evstation.runtime.device_model import MESSAGE_TIMEOUT
+from evstation.runtime.device_model import (
+    MESSAGE_TIMEOUT,
+    RETRY_BACK_OFF_RANDOM_RANGE,
+    RETRY_BACK_OFF_REPEAT_TIMES,
+    RETRY_BACK_OFF_WAIT_MINIMUM,
+)
 from evstation.runtime.lifecycle import StationOutcome
 from evstation.runtime.network_profiles import LAST_CONNECTED_SLOT_KEY, NetworkProfiles
 from evstation.runtime.station import Station, link_settings, open_station
@@ -284,3 +289,29 @@ async def test_a_stored_profile_keeps_station_toml_credentials_and_an_unusable_o
         plan = await profiles.dial_plan()
         assert [e.url for e in plan.endpoints] == ["ws://one.test/ocpp", "ws://two.test/ocpp"]
         assert plan.attempts_per_endpoint == 3
+
+
+async def test_the_dial_plan_carries_the_retry_back_off_the_csms_set(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """OCPPCommCtrlr.RetryBackOffWaitMinimum / RandomRange / RepeatTimes are ReadWrite: the plan read
+    after each lost connection carries the values the CSMS set, not station.toml's."""
+    async with open_session_context(tmp_path, OcppVersion.V201) as ctx:
+        profiles = NetworkProfiles(
+            endpoints=link_settings(ctx.config).endpoints,
+            session=ctx,
+            storage=ctx.blocks.transactions.services.storage,
+        )
+        before = (await profiles.dial_plan()).backoff
+        assert before is not None
+        assert (before.wait_minimum_s, before.random_range_s, before.repeat_times) == (
+            ctx.config.csms.retry_backoff_wait_minimum_s,
+            ctx.config.csms.retry_backoff_random_range_s,
+            ctx.config.csms.retry_backoff_repeat_times,
+        )
+        await ctx.device_model.set(RETRY_BACK_OFF_WAIT_MINIMUM, "42")
+        await ctx.device_model.set(RETRY_BACK_OFF_RANDOM_RANGE, "7")
+        await ctx.device_model.set(RETRY_BACK_OFF_REPEAT_TIMES, "2")
+        after = (await profiles.dial_plan()).backoff
+    assert after is not None
+    assert (after.wait_minimum_s, after.random_range_s, after.repeat_times) == (42.0, 7.0, 2)
