@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     # Only named in annotations: a station on real hardware does not load the simulator.
     from evstation.drivers.sim.board import SimChargeController
 
-    # The request models are built on a connection's first request (runtime/control_requests.py).
+    # The ops' request models are built on a connection's first request (runtime/control_requests.py).
     from evstation.runtime.control_requests import Request
 
 log = logging.getLogger(__name__)
@@ -90,27 +90,6 @@ class ControlTarget(Protocol):
 
     def ocpp_messages(self) -> FrameLog | None: ...
 
-
-# ---------------------------------------------------------------------------------------------------
-# Requests: the ops here; their models and the parsing of a request line in runtime/control_requests.py,
-# loaded on a connection's first request.
-
-# Every op with what it does, in the order `evstation ctl --help` lists them.
-OP_SUMMARIES: dict[str, str] = {
-    "status": "station facts (link, boot, outbox depth) and every EVSE",
-    "plug_in": "sim: plug the simulated EV in",
-    "unplug": "sim: unplug the simulated EV",
-    "present_id_token": "present an id token (an RFID card), to an EVSE or routed",
-    "ev": "sim: what the simulated EV wants (energy, current)",
-    "fault": "sim: raise a fault on the simulated board",
-    "clear_fault": "sim: clear a fault on the simulated board",
-    "lock": "sim: make the next connector-lock move fail (or not)",
-    "meter": "sim: script the simulated meter (energy, power)",
-    "network": "cut or restore the CSMS link (only with [control] allow_network_op = true)",
-    "subscribe": "stream EVSE events and OCPP frames on this connection",
-    "auth": "authenticate a TCP connection with the [control] tcp_token (first request on TCP)",
-}
-OPS = tuple(OP_SUMMARIES)
 
 # ---------------------------------------------------------------------------------------------------
 # JSON shapes of replies and streamed events

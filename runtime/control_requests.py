@@ -2,7 +2,7 @@
 
 Loaded on a control connection's first request, not while the station starts (issue 9): a station
 whose control API is never used never builds these classes. `runtime.control` serves the requests;
-this module never does I/O.
+this module never does I/O and never imports the server.
 """
 
 from __future__ import annotations
@@ -14,7 +14,23 @@ from typing import Annotated, Literal
 import pydantic
 
 from evstation.drivers.api import FaultCode
-from evstation.runtime.control import OPS
+
+# Every op with what it does, in the order `evstation ctl --help` lists them.
+OP_SUMMARIES: dict[str, str] = {
+    "status": "station facts (link, boot, outbox depth) and every EVSE",
+    "plug_in": "sim: plug the simulated EV in",
+    "unplug": "sim: unplug the simulated EV",
+    "present_id_token": "present an id token (an RFID card), to an EVSE or routed",
+    "ev": "sim: what the simulated EV wants (energy, current)",
+    "fault": "sim: raise a fault on the simulated board",
+    "clear_fault": "sim: clear a fault on the simulated board",
+    "lock": "sim: make the next connector-lock move fail (or not)",
+    "meter": "sim: script the simulated meter (energy, power)",
+    "network": "cut or restore the CSMS link (only with [control] allow_network_op = true)",
+    "subscribe": "stream EVSE events and OCPP frames on this connection",
+    "auth": "authenticate a TCP connection with the [control] tcp_token (first request on TCP)",
+}
+OPS = tuple(OP_SUMMARIES)
 
 # NaN / Infinity parse as JSON numbers in Python but would make the replies invalid JSON.
 # defer_build: the validators are built on the first request, not while the station starts.

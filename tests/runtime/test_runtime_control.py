@@ -23,12 +23,12 @@ from evstation.runtime.control import (
     AUTH_FIRST,
     MAX_LINE_BYTES,
     NETWORK_OP_OFF,
-    OPS,
     ControlError,
     FrameLog,
     SimMeterControls,
     serve_control,
 )
+from evstation.runtime.control_requests import OPS
 from evstation.runtime.ctl import EXIT_ERROR_REPLY, EXIT_OK, EXIT_USAGE, ctl_main, parse_args, run_ctl
 from evstation.runtime.events import Broadcaster, Dropped
 from evstation.runtime.evse import Evses
