@@ -36,7 +36,7 @@ class HelpRequested(Exception):
 
 def help_text() -> str:
     """The usage and every op with its arguments, generated from the control API's request models."""
-    from evstation.runtime.control import OP_SUMMARIES, op_arguments
+    from evstation.runtime.control_requests import OP_SUMMARIES, op_arguments
 
     lines = [USAGE, "", "ops (docs/control-api.md has the replies):"]
     for op, summary in OP_SUMMARIES.items():

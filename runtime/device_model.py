@@ -19,13 +19,14 @@ It never decides OCPP rules itself: validation, the 1.6 key map and reports are 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import trio
 
@@ -44,10 +45,14 @@ from evstation.protocol.device_model import (
     parse_decimal,
     parse_int,
 )
-from evstation.protocol.device_model.v16 import V16Change, V16KeyMap, V16KeyValue, V16Profile
 from evstation.protocol.layout import ConnectorLayout, EvseLayout, StationLayout
 from evstation.runtime.config import SimMeterConfig, StationConfig
 from evstation.runtime.storage import Storage
+
+if TYPE_CHECKING:
+    # The 1.6 key map is built on its first use (GetConfiguration, ChangeConfiguration): a 2.0.1
+    # station never loads it, a 1.6 one not before the CSMS asks (start-up time, issue 9).
+    from evstation.protocol.device_model.v16 import V16Change, V16KeyMap, V16KeyValue
 
 __all__ = [
     "ACTIVE_NETWORK_PROFILE",
@@ -210,12 +215,13 @@ def _seconds(value: float) -> str:
     return str(math.ceil(value))
 
 
-# SupportedFeatureProfiles: only what the station serves.
-IMPLEMENTED_V16_PROFILES: Final = (
-    V16Profile.CORE,
-    V16Profile.LOCAL_AUTH_LIST_MANAGEMENT,
-    V16Profile.REMOTE_TRIGGER,
-    V16Profile.RESERVATION,
+# SupportedFeatureProfiles: only what the station serves. protocol.device_model.v16.V16Profile values,
+# spelled out so that importing this module does not load the 1.6 key table.
+IMPLEMENTED_V16_PROFILES: Final[tuple[str, ...]] = (
+    "Core",
+    "LocalAuthListManagement",
+    "RemoteTrigger",
+    "Reservation",
 )
 
 
@@ -345,10 +351,10 @@ class DeviceModel:
         storage: Storage,
         definitions: DeviceModelDefinitions,
         values: dict[_Slot, str],
-        v16_profiles: Iterable[V16Profile],
+        v16_profiles: Iterable[str],
     ) -> None:
         self.definitions = definitions
-        self.v16 = V16KeyMap(definitions, v16_profiles)
+        self._v16_profiles = tuple(v16_profiles)
         self._storage = storage
         self._values = values
         self._sources: dict[_Slot, Callable[[], str | None]] = {}
@@ -469,6 +475,13 @@ class DeviceModel:
 
     # -- the 1.6 projection --------------------------------------------------------------------------
 
+    @functools.cached_property
+    def v16(self) -> V16KeyMap:
+        """The station's 1.6 keys, built on first use."""
+        from evstation.protocol.device_model.v16 import V16KeyMap
+
+        return V16KeyMap(self.definitions, self._v16_profiles)
+
     def v16_get_configuration(self, keys: Sequence[str] | None = None) -> tuple[list[V16KeyValue], list[str]]:
         """GetConfiguration.conf: (configurationKey entries, unknownKey names). No keys: every key."""
         return self.v16.get_configuration(keys, self.get)
@@ -549,7 +562,7 @@ async def open_device_model(
     definitions: DeviceModelDefinitions,
     seed: Mapping[VariableKey, str],
     *,
-    v16_profiles: Iterable[V16Profile] = (V16Profile.CORE,),
+    v16_profiles: Iterable[str] = ("Core",),
 ) -> DeviceModel:
     """Load the stored values, apply the seeding rule, persist the result in one transaction.
 

@@ -419,11 +419,11 @@ class V16KeyMap:
     def __init__(
         self,
         definitions: DeviceModelDefinitions,
-        profiles: Iterable[V16Profile],
+        profiles: Iterable[str],
         keys: Sequence[V16Key] = V16_KEYS,
     ) -> None:
         self.definitions = definitions
-        self.profiles = frozenset(profiles)
+        self.profiles = frozenset(V16Profile(profile) for profile in profiles)
         self._known: dict[str, V16Key] = {}
         for key in keys:
             if self._exists(key):

@@ -38,7 +38,6 @@ from evstation.protocol.device_model import (
     check_get,
 )
 from evstation.protocol.device_model.model import REPORTING_VALUE_SIZE
-from evstation.protocol.device_model.v16 import GET_CONFIGURATION_MAX_KEYS
 from evstation.protocol.errors import ErrorKind
 from evstation.protocol.messages import OcppModel, VersionModels, enum_text, to_payload
 from evstation.protocol.provisioning import (
@@ -373,6 +372,8 @@ class Provisioning:
 
     @handles(V16, "GetConfiguration")
     async def get_configuration(self, req: v16.GetConfigurationRequest) -> v16.GetConfigurationResponse:
+        from evstation.protocol.device_model.v16 import GET_CONFIGURATION_MAX_KEYS
+
         names = req.key or []
         if len(names) > GET_CONFIGURATION_MAX_KEYS:
             # 1.6 names no answer for this; the RPC framework's code for "too many elements".

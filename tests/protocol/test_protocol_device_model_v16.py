@@ -245,3 +245,12 @@ def test_change_configuration_never_raises(name: str, value: str) -> None:
     assert bool(change.writes) is (
         change.status in (ConfigurationStatus.ACCEPTED, ConfigurationStatus.REBOOT_REQUIRED)
     )
+
+
+def test_profiles_may_be_given_by_name_and_an_unknown_name_is_refused() -> None:
+    """runtime.device_model names the implemented profiles as strings (so that it need not import
+    this module at start); they mean the same profiles, and a misspelt one fails loudly."""
+    by_name = V16KeyMap(DEFS, ["Core", "Reservation"])
+    assert by_name.profiles == {V16Profile.CORE, V16Profile.RESERVATION}
+    with pytest.raises(ValueError, match="Reserve"):
+        V16KeyMap(DEFS, ["Core", "Reserve"])

@@ -23,12 +23,12 @@ from evstation.runtime.control import (
     AUTH_FIRST,
     MAX_LINE_BYTES,
     NETWORK_OP_OFF,
-    OPS,
     ControlError,
     FrameLog,
     SimMeterControls,
     serve_control,
 )
+from evstation.runtime.control_requests import OPS
 from evstation.runtime.ctl import EXIT_ERROR_REPLY, EXIT_OK, EXIT_USAGE, ctl_main, parse_args, run_ctl
 from evstation.runtime.events import Broadcaster, Dropped
 from evstation.runtime.evse import Evses
@@ -468,3 +468,14 @@ def test_publish_never_fails_for_a_subscriber_that_closed_its_end_while_behind()
         early_closer.close()
         hub.publish(3)  # the marker's send finds the channel closed
     assert hub.total_dropped == 1
+
+
+def test_every_request_model_is_a_listed_op() -> None:
+    """The ops (`OPS`, in runtime.control, loaded at start) and the request models (loaded on the
+    first request) name the same ops: a model whose op is not listed would be refused as unknown."""
+    import typing
+
+    from evstation.runtime.control_requests import _MODELS
+
+    declared = [op for model in _MODELS for op in typing.get_args(model.model_fields["op"].annotation)]
+    assert sorted(declared) == sorted(OPS)
