@@ -597,6 +597,28 @@ async def test_cable_max_current_learnt_after_the_start_goes_in_the_next_updated
         )
 
 
+async def test_e02_started_at_the_cable_then_the_token_is_an_updated_authorized_event(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """E02 (cable first, TxStartPoint EVConnected): the Started event carries no idToken (nobody is
+    known yet); the token presented later is one Updated event, triggerReason Authorized, with the
+    idToken, under the same transaction id and the next seqNo."""
+    async with rig(tmp_path, V201, settings={TX_START_POINT: "EVConnected"}) as r:
+        r.board.plug_in()
+        await r.csms.wait_for("TransactionEvent")
+        started = r.tx_events()[0]
+        assert started["eventType"] == "Started" and "idToken" not in started
+        assert await r.ctx.evses[1].authorize_remote("TOKEN-1", "ISO14443")
+        await trio.sleep(5)
+        authorized = [e for e in r.tx_events() if e["triggerReason"] == "Authorized"]
+    assert len(authorized) == 1
+    (event,) = authorized
+    assert event["eventType"] == "Updated"
+    assert event["idToken"] == {"idToken": "TOKEN-1", "type": "ISO14443"}
+    assert event["transactionInfo"]["transactionId"] == started["transactionInfo"]["transactionId"]
+    assert event["seqNo"] == started["seqNo"] + 1
+
+
 async def test_e03_started_before_the_cable_is_idle_then_the_plug_is_one_updated_event(
     clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
