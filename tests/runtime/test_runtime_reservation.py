@@ -10,7 +10,15 @@ from typing import Any
 
 import trio
 import trio.testing
-from runtime_session_harness import CsmsPeer, board, call, online
+from runtime_session_harness import (
+    CsmsPeer,
+    MemoryConnection,
+    board,
+    call,
+    online,
+    open_session_context,
+    serving,
+)
 
 from evstation.drivers.api import FaultCode
 from evstation.protocol.versions import OcppVersion
@@ -212,6 +220,30 @@ async def test_v201_h04_expiry_makes_the_evse_available_and_reports_expired(
     # (Shorter than the heartbeat interval: the test CSMS's Heartbeat sets the clock back to a fixed time.)
     assert 99 <= update.at - reserved_at <= 101
     assert statuses(csms, "evseId", 2)[-2:] == ["Reserved", "Available"]
+
+
+async def test_v201_h04_expired_while_offline_is_reported_after_the_reconnect(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """H04.FR.02: a reservation that expires while the station is offline is reported
+    (ReservationStatusUpdate Expired) on the next connection; the EVSE is Available at once. Held in
+    memory only: not a transaction-related message, and QueueAllMessages is false (H-reservation.md)."""
+    async with open_session_context(tmp_path, V201, run_evses=True) as ctx:
+        first, conn = CsmsPeer(V201), MemoryConnection(V201, 1)
+        async with serving(first, conn, ctx):
+            await first.wait_for("StatusNotification", 2)
+            expiry = iso(ctx.clock.now() + timedelta(seconds=100))
+            payload = reserve_201(ctx, 4, 2, "OWNER", expiryDateTime=expiry)
+            assert await call(first, conn, "ReserveNow", payload) == {"status": "Accepted"}
+            await wait_status(first, "evseId", 2, "Reserved")
+        await trio.sleep(150)  # offline past the expiry (virtual time)
+        available_offline = ctx.evses[2].status() is ConnectorStatus.AVAILABLE
+        second = CsmsPeer(V201)
+        async with serving(second, MemoryConnection(V201, 2), ctx):
+            update = (await second.wait_for("ReservationStatusUpdate"))[0]
+    assert available_offline
+    assert first.of("ReservationStatusUpdate") == []
+    assert update.call.payload == {"reservationId": 4, "reservationUpdateStatus": "Expired"}
 
 
 async def test_v201_h02_cancel_reservation_known_and_unknown(
