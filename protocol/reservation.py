@@ -191,9 +191,15 @@ def _critical(reservations: Sequence[Reservation], evses: Sequence[EvseView]) ->
     )
 
 
-def _belongs(reservation: Reservation, id_token: str, group_id_token: str | None) -> bool:
-    if same_token(reservation.id_token, id_token):
+def _belongs(
+    reservation: Reservation, id_token: str, token_type: str | None, group_id_token: str | None
+) -> bool:
+    # 2.0.1 H03 (scenario S1): the presented IdTokenType is "the same as the reservation's", which is
+    # idToken (case-insensitive) and type; a 1.6 reservation has no type (idTag only).
+    same_type = reservation.token_type is None or token_type is None or reservation.token_type == token_type
+    if same_type and same_token(reservation.id_token, id_token):
         return True
+    # H03 S2 / 1.6 parentIdTag: the group is compared by its idToken (its type is not stored).
     group = reservation.group_id_token
     return group is not None and group_id_token is not None and same_token(group, group_id_token)
 
@@ -204,10 +210,13 @@ def admission(
     evse_id: int,
     id_token: str,
     group_id_token: str | None,
+    *,
+    token_type: str | None = None,
 ) -> Admission:
     """Whether an authorized token may start on `evse_id` (H03; 1.6 5.13).
 
-    The reserving idToken, or a token of the reservation's group (2.0.1 groupIdToken, 1.6
+    The reserving idToken (2.0.1: of the reservation's type too; `token_type` None is a token without
+    a type, 1.6), or a token of the reservation's group (2.0.1 groupIdToken, 1.6
     parentIdTag), uses its reservation: the one on this EVSE, else an unspecified one this EVSE fits.
     Any other token is refused on an EVSE a reservation names, and on a free EVSE the unspecified
     reservations cannot spare. The EVSE in question counts as free here: a driver may plug in first.
@@ -216,7 +225,7 @@ def admission(
     target = next((e for e in evses if e.id == evse_id), None)
     if target is None:
         return Admission(allowed=True)
-    own = [r for r in held if _belongs(r, id_token, group_id_token)]
+    own = [r for r in held if _belongs(r, id_token, token_type, group_id_token)]
     for reservation in own:
         if reservation.evse_id == evse_id:
             return Admission(True, reservation.id)

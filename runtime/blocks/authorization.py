@@ -13,6 +13,7 @@ import logging
 import sqlite3
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Final, NoReturn
 
@@ -70,6 +71,7 @@ from evstation.runtime.device_model import (
     OFFLINE_TX_FOR_UNKNOWN_ID,
     DeviceModel,
 )
+from evstation.runtime.events import Broadcaster
 from evstation.runtime.link import LinkDown
 from evstation.runtime.storage import Storage, from_db_time, read_setting, to_db_time, write_setting
 from evstation.runtime.uplink import Uplink
@@ -81,7 +83,7 @@ else:
     v16 = VersionModels(OcppVersion.V16)
     v201 = VersionModels(OcppVersion.V201)
 
-__all__ = ["Authorization"]
+__all__ = ["Authorization", "ListConflict"]
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +188,16 @@ def info_from_v201(info: v201.IdTokenInfoType) -> TokenInfo:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ListConflict:
+    """The CSMS answered a token on the local list with another status than the list's (published on
+    `Authorization.conflicts`; the session reports it, 1.6 3.5.2 LocalListConflict)."""
+
+    id_token: str
+    listed: AuthStatus
+    answered: AuthStatus
+
+
 class Authorization:
     """The authorization block: start `run` with `nursery.start` (it loads the cache and the list); the
     entry points also load them on first use, so a block whose `run` was not started still works."""
@@ -211,6 +223,8 @@ class Authorization:
         self._loaded = False
         # One change of the cache or list at a time: memory and disk change in the same order.
         self._lock = trio.Lock()
+        # Local list / CSMS conflicts, for the session's status sender (it owns StatusNotification).
+        self.conflicts: Broadcaster[ListConflict] = Broadcaster()
         if LOCAL_LIST_ENTRIES_KEY in device_model.definitions:
             device_model.provide(LOCAL_LIST_ENTRIES_KEY, lambda: str(len(self._list)))
 
@@ -422,13 +436,15 @@ class Authorization:
         listed = self._list.lookup(token)
         if listed is not None:
             if listed.status is not info.status:
-                # 1.6 3.5.4 (LocalListConflict) / 2.0.1 C13-C14: the list is the CSMS's; we keep it.
+                # The list is the CSMS's to change (SendLocalList only): we keep it, and tell the CSMS
+                # (1.6 3.5.2: StatusNotification LocalListConflict; 2.0.1 has no such report).
                 log.warning(
                     "local list conflict: %r is %s on the list, the CSMS says %s",
                     id_token,
                     listed.status.value,
                     info.status.value,
                 )
+                self.conflicts.publish(ListConflict(id_token, listed.status, info.status))
             return
         if not self.settings().cache_enabled:
             return

@@ -235,6 +235,13 @@ class Availability:
             )
         return [self._v16_station_status(now), *payloads]
 
+    def list_conflict_requests(self) -> list[dict[str, object]]:
+        """1.6 3.5.2: a local list / CSMS conflict is reported as connector 0's current status with
+        errorCode LocalListConflict. 2.0.1 StatusNotification has no error code and no such report."""
+        if self.version is not OcppVersion.V16:
+            return []
+        return [{**self._v16_station_status(self._clock.iso()), "errorCode": "LocalListConflict"}]
+
     def _v16_station_status(self, now: str) -> dict[str, object]:
         """1.6 connector 0: Unavailable once the station was made Inoperative and that is applied."""
         applied = self._applied()

@@ -89,7 +89,7 @@ class RemoteControl:
     async def _start(self, evse: Evse, id_token: str, token_type: str, group_id_token: str | None) -> bool:
         """Authorize the EVSE for a remote token; False if it cannot start now or is reserved for
         another token (2.0.1 F01.FR.21-22 as the reference station reads them; 1.6 5.13)."""
-        if not self._reservations.admit(evse.id, id_token, group_id_token):
+        if not self._reservations.admit(evse.id, id_token, group_id_token, token_type=token_type):
             return False
         if self._device_model.get_bool(AUTHORIZE_REMOTE_START):
             # F01.FR.01 / 1.6 AuthorizeRemoteTxRequests: Authorize first, as for a local token.

@@ -142,10 +142,13 @@ class Reservations:
     def reservations(self) -> list[Reservation]:
         return sorted(self._held.values(), key=lambda r: r.id)
 
-    def admit(self, evse_id: int, id_token: str, group_id_token: str | None) -> bool:
+    def admit(self, evse_id: int, id_token: str, group_id_token: str | None, *, token_type: str) -> bool:
         """Whether an authorized token may start on the EVSE (H03; 1.6 5.13); remembers the
-        reservation it will use there, for `consume`."""
-        decision: Admission = admission(self._held.values(), self._views(), evse_id, id_token, group_id_token)
+        reservation it will use there, for `consume`. `token_type` is the presented token's type (the
+        reader's, or the remote start request's); 1.6 reservations have none to compare it with."""
+        decision: Admission = admission(
+            self._held.values(), self._views(), evse_id, id_token, group_id_token, token_type=token_type
+        )
         self._claims.pop(evse_id, None)
         if decision.allowed and decision.reservation_id is not None:
             self._claims[evse_id] = decision.reservation_id
@@ -153,13 +156,13 @@ class Reservations:
             log.info("EVSE %d is reserved for another token: %s refused", evse_id, id_token)
         return decision.allowed
 
-    async def consume(self, evse_id: int, id_token: str) -> int | None:
+    async def consume(self, evse_id: int, id_token: str, token_type: str) -> int | None:
         """A transaction starts on the EVSE for the token: the reservation it uses ends, and its id goes
         into the transaction (2.0.1 TransactionEvent.reservationId, 1.6 StartTransaction.reservationId)."""
         reservation_id = self._claims.pop(evse_id, None)
         if reservation_id not in self._held:
             reservation_id = admission(
-                self._held.values(), self._views(), evse_id, id_token, None
+                self._held.values(), self._views(), evse_id, id_token, None, token_type=token_type
             ).reservation_id
         if reservation_id is None:
             return None

@@ -24,6 +24,7 @@ from evstation.protocol.messages import OcppModel, VersionModels, enum_text
 from evstation.protocol.retry import TransactionRetryPolicy
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.assembly import StationBlocks, build_blocks
+from evstation.runtime.blocks.authorization import ListConflict
 from evstation.runtime.blocks.registry import Route, routing_table
 from evstation.runtime.calls import (
     CallFailed,
@@ -47,7 +48,7 @@ from evstation.runtime.device_model import (
     sleep_or_change,
 )
 from evstation.runtime.events import Dropped
-from evstation.runtime.evse import Evses, StatusChanged
+from evstation.runtime.evse import EvseEvent, Evses, StatusChanged
 from evstation.runtime.lifecycle import StopRequests
 from evstation.runtime.outbox import Outbox
 from evstation.runtime.storage import Storage
@@ -292,30 +293,63 @@ async def _heartbeat(ctx: SessionContext, calls: CallManager) -> None:
             since = trio.current_time()
 
 
+_StatusInput = EvseEvent | ListConflict | Dropped
+
+
 async def _statuses(ctx: SessionContext, calls: CallManager) -> None:
     """B01.FR.08 / 1.6 4.9: every connector's status after boot, then each change. After a reconnect
     (B04): every connector's if the station was offline longer than OfflineThreshold, else only those
-    that changed meanwhile."""
+    that changed meanwhile. 1.6 3.5.2: a local list conflict the authorization block found goes out as
+    connector 0's status with errorCode LocalListConflict, in line with the others."""
     availability = ctx.blocks.availability
     sent = ctx.sent_statuses
     offline_since = ctx.offline_since
     threshold = ctx.device_model.get_int(OFFLINE_THRESHOLD)
     only_changed = offline_since is not None and trio.current_time() - offline_since < threshold
-    with ctx.evses.subscribe() as events:
-        await _after_transaction_ends(ctx)
-        for payload in availability.status_requests(None):
-            await _send_status(calls, payload, sent, only_if_changed=only_changed)
-        async for event in events:
-            if isinstance(event, StatusChanged):
-                await _after_transaction_start(ctx, event)
-                await _after_transaction_end(ctx, event)
-                for payload in availability.status_requests(event):
-                    await _send_status(calls, payload, sent, only_if_changed=True)
-            elif isinstance(event, Dropped):
-                # We fell behind and lost changes: the current state of every connector replaces them.
-                await _after_transaction_ends(ctx)
-                for payload in availability.status_requests(None):
-                    await _send_status(calls, payload, sent)
+    with (
+        ctx.evses.subscribe() as evse_events,
+        ctx.blocks.authorization.conflicts.subscribe() as conflicts,
+    ):
+        async with trio.open_nursery() as nursery:
+            events = _merged(nursery, evse_events, conflicts)
+            await _after_transaction_ends(ctx)
+            for payload in availability.status_requests(None):
+                await _send_status(calls, payload, sent, only_if_changed=only_changed)
+            async for event in events:
+                if isinstance(event, StatusChanged):
+                    await _after_transaction_start(ctx, event)
+                    await _after_transaction_end(ctx, event)
+                    for payload in availability.status_requests(event):
+                        await _send_status(calls, payload, sent, only_if_changed=True)
+                elif isinstance(event, ListConflict):
+                    # Sent even if connector 0 was told the same before: each conflict is news. The
+                    # next status change re-sends connector 0 with NoError (it differs from this).
+                    for payload in availability.list_conflict_requests():
+                        await _send_status(calls, payload, sent)
+                elif isinstance(event, Dropped):
+                    # We fell behind and lost changes: the current state of every connector replaces
+                    # them.
+                    await _after_transaction_ends(ctx)
+                    for payload in availability.status_requests(None):
+                        await _send_status(calls, payload, sent)
+
+
+def _merged(
+    nursery: trio.Nursery, *sources: trio.MemoryReceiveChannel[_StatusInput]
+) -> trio.MemoryReceiveChannel[_StatusInput]:
+    """One stream of the status sender's inputs, so one task sends every StatusNotification in order.
+
+    Unbuffered: while the sender is busy, the backlog stays in each subscription's bounded buffer,
+    whose overflow still arrives as `Dropped`."""
+    send, receive = trio.open_memory_channel[_StatusInput](0)
+
+    async def forward(source: trio.MemoryReceiveChannel[_StatusInput]) -> None:
+        async for item in source:
+            await send.send(item)
+
+    for source in sources:
+        nursery.start_soon(forward, source)
+    return receive
 
 
 # The 1.6 statuses that only exist inside a transaction.

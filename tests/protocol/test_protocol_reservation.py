@@ -118,6 +118,20 @@ def test_h03_the_reserving_token_uses_its_reservation_any_letter_case() -> None:
     assert admission(held, evses(A, A), 1, "OWNER-1", None) == Admission(True, 7)
 
 
+def test_h03_idtoken_type_is_compared_for_a_2_0_1_reservation() -> None:
+    """2.0.1 H03 (S1): the presented IdTokenType must be the reservation's: idToken and type. The same
+    text read as another type is another token; a 1.6 reservation (no type) compares the idTag only."""
+    held = [res(7, 1, token="OWNER", token_type="ISO14443")]
+    assert admission(held, evses(A, A), 1, "owner", None, token_type="ISO14443") == Admission(True, 7)
+    assert admission(held, evses(A, A), 1, "OWNER", None, token_type="ISO15693") == Admission(False)
+    assert admission(held, evses(A, A), 1, "OWNER", None, token_type="Central") == Admission(False)
+    # Not this reservation's token, but a member of its group: the group still admits it.
+    grouped = [res(7, 1, token="OWNER", token_type="ISO14443", group_id_token="FLEET")]
+    assert admission(grouped, evses(A, A), 1, "OWNER", "FLEET", token_type="Central") == Admission(True, 7)
+    v16 = [res(7, 1, token="OWNER")]
+    assert admission(v16, evses(A, A), 1, "OWNER", None, token_type="Central") == Admission(True, 7)
+
+
 def test_h03_a_token_of_the_reservation_group_uses_it() -> None:
     """2.0.1 groupIdToken; 1.6 parentIdTag (the presented token's, from Authorize)."""
     held = [res(7, 1, token="OWNER", group_id_token="Fleet")]

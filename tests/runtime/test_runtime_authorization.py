@@ -30,6 +30,7 @@ from evstation.protocol.authorization import AuthStatus, IdToken, TokenInfo
 from evstation.protocol.device_model import VariableKey
 from evstation.protocol.local_list import UpdateType
 from evstation.protocol.versions import OcppVersion
+from evstation.runtime.blocks.authorization import ListConflict
 from evstation.runtime.device_model import (
     AUTH_CACHE_ENABLED,
     LOCAL_AUTHORIZE_OFFLINE,
@@ -177,6 +178,65 @@ async def test_d01_size_limits_answer_failed(
         assert (await csms.call("SendLocalList", list_request(version, 1, too_many))) == {"status": "Failed"}
         reported = await csms.call("GetLocalListVersion", {})
     assert reported == ({"listVersion": 0} if version is V16 else {"versionNumber": 0})
+
+
+async def conflict_status(csms: CsmsPeer) -> dict[str, Any] | None:
+    """The first StatusNotification with errorCode LocalListConflict within QUIET_S (virtual)."""
+    with trio.move_on_after(QUIET_S):
+        while True:
+            seen = csms.of("StatusNotification")
+            for status in seen:
+                if status.call.payload["errorCode"] == "LocalListConflict":
+                    return status.call.payload
+            await csms.wait_for("StatusNotification", len(seen) + 1)
+    return None
+
+
+async def test_v16_3_5_2_list_conflict_is_reported_as_a_connector_0_status(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """1.6 3.5.2: a listed tag the CSMS answers with another status (list Accepted, Authorize.conf
+    Blocked) is reported by a StatusNotification on connector 0 with errorCode LocalListConflict and
+    connector 0's current status; a listed tag the CSMS answers alike is not. The list is kept."""
+    csms = CsmsPeer(V16).then("Authorize", authorize_reply(V16, "Accepted"), authorize_reply(V16, "Blocked"))
+    async with station(tmp_path, V16, csms) as (ctx, online, events):
+        listed = list_request(V16, 1, {"AGREES": "Accepted", "DISPUTED": "Accepted"})
+        assert (await online.call("SendLocalList", listed)) == {"status": "Accepted"}
+        assert await ctx.evses.present_token("AGREES", "ISO14443", evse_id=1) == 1
+        assert await next_of(events, Authorized) is not None
+        assert await ctx.evses.present_token("DISPUTED", "ISO14443", evse_id=2) == 2
+        conflict = await conflict_status(csms)
+        assert conflict is not None
+        station_status = ctx.blocks.availability.status_requests(None)[0]
+        kept = await ctx.blocks.authorization.local_list_entries()
+    assert [a.call.payload["idTag"] for a in csms.of("Authorize")] == ["AGREES", "DISPUTED"]
+    assert (conflict["connectorId"], conflict["status"]) == (0, station_status["status"])
+    codes = [s.call.payload["errorCode"] for s in csms.of("StatusNotification")]
+    assert codes.count("LocalListConflict") == 1
+    assert {e.token.value: e.info.status for e in kept} == {
+        "AGREES": AuthStatus.ACCEPTED,
+        "DISPUTED": AuthStatus.ACCEPTED,
+    }
+
+
+async def test_v201_list_conflict_sends_no_status_notification(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """2.0.1 defines no LocalListConflict report (StatusNotification has no error code): the conflict
+    is logged and the list kept; nothing is sent for it."""
+    csms = CsmsPeer(V201).then("Authorize", authorize_reply(V201, "Blocked"))
+    async with station(tmp_path, V201, csms) as (ctx, online, events):
+        listed = list_request(V201, 1, {"DISPUTED": "Accepted"})
+        assert (await online.call("SendLocalList", listed)) == {"status": "Accepted"}
+        before = len(csms.of("StatusNotification"))
+        with ctx.blocks.authorization.conflicts.subscribe() as conflicts:
+            assert await ctx.evses.present_token("DISPUTED", "ISO14443", evse_id=1) == 1
+            with trio.fail_after(QUIET_S):
+                conflict = await conflicts.receive()
+            assert await next_of(events, Authorized) is None
+    assert isinstance(conflict, ListConflict)
+    assert (conflict.listed, conflict.answered) == (AuthStatus.ACCEPTED, AuthStatus.BLOCKED)
+    assert len(csms.of("StatusNotification")) == before
 
 
 # --- the cache -----------------------------------------------------------------------------------

@@ -10,7 +10,15 @@ from typing import Any
 
 import trio
 import trio.testing
-from runtime_session_harness import CsmsPeer, board, call, online
+from runtime_session_harness import (
+    CsmsPeer,
+    MemoryConnection,
+    board,
+    call,
+    online,
+    open_session_context,
+    serving,
+)
 
 from evstation.drivers.api import FaultCode
 from evstation.protocol.versions import OcppVersion
@@ -49,10 +57,12 @@ def reserve_201(
     return payload
 
 
-async def authorized_within(ctx: SessionContext, evse_id: int, token: str) -> bool:
+async def authorized_within(
+    ctx: SessionContext, evse_id: int, token: str, token_type: str = "ISO14443"
+) -> bool:
     """Present `token` at the EVSE; whether it is Authorized before the EVSE's own timeout."""
     with ctx.evses.subscribe() as events:
-        assert await ctx.evses.present_token(token, "ISO14443", evse_id=evse_id) == evse_id
+        assert await ctx.evses.present_token(token, token_type, evse_id=evse_id) == evse_id
         with trio.move_on_after(ctx.evses[evse_id].authorization_timeout_s + 1):
             async for event in events:
                 if isinstance(event, Authorized) and event.evse_id == evse_id:
@@ -87,12 +97,36 @@ async def test_v201_h01_h03_reserved_evse_refuses_a_stranger_and_the_owner_consu
     assert tokens == [{"idToken": "STRANGER", "type": "ISO14443"}, {"idToken": "OWNER-1", "type": "ISO14443"}]
 
 
+async def test_v201_h03_a_card_read_as_another_type_does_not_use_the_reservation(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """H03 (S1): the reader's token must be the reservation's IdTokenType, idToken and type. The same
+    text read as ISO15693 is refused on the EVSE reserved for the ISO14443 card (the CSMS accepted
+    it); read as ISO14443 it is admitted and its Started event names the reservation."""
+    csms = CsmsPeer(V201)
+    async with online(tmp_path, V201, csms) as (ctx, conn):
+        assert await call(csms, conn, "ReserveNow", reserve_201(ctx, 13, 1, "CARD-9")) == {
+            "status": "Accepted"
+        }
+        await wait_status(csms, "evseId", 1, "Reserved")
+        board(ctx, 1).plug_in()
+        assert not await authorized_within(ctx, 1, "CARD-9", "ISO15693")
+        still_reserved = [r.id for r in ctx.blocks.reservation.reservations()]
+        assert await authorized_within(ctx, 1, "card-9", "ISO14443")
+        started = (await csms.wait_for("TransactionEvent"))[0].call.payload
+    assert still_reserved == [13]
+    assert started["eventType"] == "Started"
+    assert started["reservationId"] == 13
+    assert started["idToken"] == {"idToken": "card-9", "type": "ISO14443"}
+
+
 async def test_f01_remote_start_on_an_evse_reserved_for_another_token_is_rejected(
     clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
     """F01 (FR.21 / FR.22 as the reference station numbers them): RequestStartTransaction on an EVSE
     reserved for another token is Rejected and the reservation stays; for the reserving token it is
-    Accepted."""
+    Accepted. H03: the reserving token is idToken and type, so its text with another type (the
+    request's Central) is another token and is Rejected too."""
     csms = CsmsPeer(V201)
     async with online(tmp_path, V201, csms) as (ctx, conn):
         assert await call(csms, conn, "ReserveNow", reserve_201(ctx, 12, 1, "OWNER-2")) == {
@@ -100,14 +134,16 @@ async def test_f01_remote_start_on_an_evse_reserved_for_another_token_is_rejecte
         }
         await wait_status(csms, "evseId", 1, "Reserved")
 
-        def start(token: str, remote_start_id: int) -> dict[str, Any]:
-            token_of = {"idToken": token, "type": "Central"}
+        def start(token: str, remote_start_id: int, token_type: str = "ISO14443") -> dict[str, Any]:
+            token_of = {"idToken": token, "type": token_type}
             return {"evseId": 1, "remoteStartId": remote_start_id, "idToken": token_of}
 
         stranger = await call(csms, conn, "RequestStartTransaction", start("STRANGER", 1))
+        other_type = await call(csms, conn, "RequestStartTransaction", start("OWNER-2", 2, "Central"))
         still_reserved = [r.id for r in ctx.blocks.reservation.reservations()]
-        owner = await call(csms, conn, "RequestStartTransaction", start("owner-2", 2))
+        owner = await call(csms, conn, "RequestStartTransaction", start("owner-2", 3))
     assert stranger == {"status": "Rejected"}
+    assert other_type == {"status": "Rejected"}
     assert still_reserved == [12]
     assert owner == {"status": "Accepted"}
 
@@ -184,6 +220,30 @@ async def test_v201_h04_expiry_makes_the_evse_available_and_reports_expired(
     # (Shorter than the heartbeat interval: the test CSMS's Heartbeat sets the clock back to a fixed time.)
     assert 99 <= update.at - reserved_at <= 101
     assert statuses(csms, "evseId", 2)[-2:] == ["Reserved", "Available"]
+
+
+async def test_v201_h04_expired_while_offline_is_reported_after_the_reconnect(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """H04.FR.02: a reservation that expires while the station is offline is reported
+    (ReservationStatusUpdate Expired) on the next connection; the EVSE is Available at once. Held in
+    memory only: not a transaction-related message, and QueueAllMessages is false (H-reservation.md)."""
+    async with open_session_context(tmp_path, V201, run_evses=True) as ctx:
+        first, conn = CsmsPeer(V201), MemoryConnection(V201, 1)
+        async with serving(first, conn, ctx):
+            await first.wait_for("StatusNotification", 2)
+            expiry = iso(ctx.clock.now() + timedelta(seconds=100))
+            payload = reserve_201(ctx, 4, 2, "OWNER", expiryDateTime=expiry)
+            assert await call(first, conn, "ReserveNow", payload) == {"status": "Accepted"}
+            await wait_status(first, "evseId", 2, "Reserved")
+        await trio.sleep(150)  # offline past the expiry (virtual time)
+        available_offline = ctx.evses[2].status() is ConnectorStatus.AVAILABLE
+        second = CsmsPeer(V201)
+        async with serving(second, MemoryConnection(V201, 2), ctx):
+            update = (await second.wait_for("ReservationStatusUpdate"))[0]
+    assert available_offline
+    assert first.of("ReservationStatusUpdate") == []
+    assert update.call.payload == {"reservationId": 4, "reservationUpdateStatus": "Expired"}
 
 
 async def test_v201_h02_cancel_reservation_known_and_unknown(

@@ -715,7 +715,7 @@ class Transactions:
         token = state.token
         if self._reservation_block is not None and token is not None:
             # H03 / 1.6 5.13: the reservation the token uses ends, and the transaction names it.
-            reservation_id = await self._reservation_block.consume(evse.id, token[0])
+            reservation_id = await self._reservation_block.consume(evse.id, *token)
         data = StartData(
             evse_id=evse.id,
             connector_id=state.connector_id if state.connector_id is not None else evse.connector_in_use,
@@ -1055,7 +1055,7 @@ class Transactions:
             accepted = allowed and (
                 event.session_token is not None
                 or reservations is None
-                or reservations.admit(evse.id, event.id_token, group)
+                or reservations.admit(evse.id, event.id_token, group, token_type=event.token_type)
             )
             if not accepted:
                 self.remote_starts.pop(evse.id, None)  # a refused remote start leaves no remoteStartId
