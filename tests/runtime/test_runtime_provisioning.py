@@ -161,6 +161,28 @@ async def test_b05_set_variables_per_item_statuses_then_read_back_on_station_evs
     assert other == "Unknown"
 
 
+async def test_b05_fr_13_the_same_variable_twice_is_answered_twice_and_the_last_value_wins(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """B05.FR.13: the CSMS SHALL NOT name the same component/variable/attributeType twice in one
+    request; when one does, each item is still answered, in order, and applied in order: the last
+    accepted value is the one that reads back (nothing is dropped silently)."""
+    csms, conn = CsmsPeer(V201), MemoryConnection(V201)
+    async with open_session_context(tmp_path, V201) as ctx, serving(csms, conn, ctx, fail_after_s=SLACK_S):
+        await csms.wait_for("StatusNotification", 2)
+        writes = [
+            item("OCPPCommCtrlr", "WebSocketPingInterval", attributeValue="45"),
+            item("OCPPCommCtrlr", "WebSocketPingInterval", attributeValue="never"),
+            item("OCPPCommCtrlr", "WebSocketPingInterval", attributeValue="50"),
+        ]
+        answer = await call(csms, conn, "SetVariables", {"setVariableData": writes})
+        statuses = [r["attributeStatus"] for r in answer["setVariableResult"]]
+        read = {k: v for k, v in writes[0].items() if k != "attributeValue"}
+        got = await call(csms, conn, "GetVariables", {"getVariableData": [read]})
+    assert statuses == ["Accepted", "Rejected", "Accepted"]
+    assert results(got, "getVariableResult") == [("Accepted", "50")]
+
+
 async def test_b05_set_variables_heartbeat_interval_takes_effect_on_the_next_beat(
     clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
