@@ -7,6 +7,7 @@ Every frame the station sends is validated by the scripted CSMS against the offi
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -423,6 +424,33 @@ async def test_b09_set_network_profile_checks_slot_security_and_content_then_sto
         (stored,) = await ctx.blocks.provisioning.network_profiles()
     assert (stored.slot, stored.security_profile) == (4, 2)
     assert stored.connection_data == profile()
+
+
+async def test_b09_fr_03_a_valid_profile_the_database_refuses_is_failed(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """B09.FR.03: a valid profile that cannot be stored is answered Failed (not Accepted, not a crash).
+    The refusal is SQLite's own: a trigger another connection put on the table aborts the insert."""
+    csms, conn = CsmsPeer(V201), MemoryConnection(V201)
+    async with (
+        open_session_context(tmp_path, V201, endpoints=ENDPOINTS) as ctx,
+        serving(csms, conn, ctx, fail_after_s=SLACK_S),
+    ):
+        await csms.wait_for("StatusNotification", 2)
+        other = sqlite3.connect(ctx.blocks.transactions.services.storage.path)
+        try:
+            other.execute(
+                "CREATE TRIGGER refuse_profiles BEFORE INSERT ON network_profiles "
+                "BEGIN SELECT RAISE(ABORT, 'the disk refuses'); END"
+            )
+            other.commit()
+        finally:
+            other.close()
+        request = {"configurationSlot": 4, "connectionData": profile()}
+        answer = await call(csms, conn, "SetNetworkProfile", request)
+        stored = await ctx.blocks.provisioning.network_profiles()
+    assert answer == {"status": "Failed"}
+    assert stored == []
 
 
 async def test_b09_profile_stored_before_a_restart_is_still_there_after_it(
