@@ -314,6 +314,13 @@ def test_c10_central_tokens_are_never_cached() -> None:
     assert len(cache) == 0
 
 
+def test_c02_fr_03_no_authorization_tokens_are_never_cached() -> None:
+    """C02.FR.03 (and free vend): the IdTokenInfo answered for a NoAuthorization token is not cached."""
+    cache = AuthCache(V201, max_entries=10)
+    assert not cache.store(IdToken("", "NoAuthorization"), OK, T0, DAY)
+    assert len(cache) == 0
+
+
 def test_c10_fr_07_full_cache_evicts_expired_then_not_accepted_then_least_recently_used() -> None:
     cache = AuthCache(V201, max_entries=3)
     cache.store(rfid("old-ok"), OK, T0, DAY)
