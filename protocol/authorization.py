@@ -19,6 +19,7 @@ from evstation.protocol.versions import OcppVersion
 
 __all__ = [
     "MAX_TOKEN_LENGTH",
+    "NO_AUTHORIZATION",
     "AskCsms",
     "AuthCache",
     "AuthSettings",
@@ -47,6 +48,9 @@ MAX_TOKEN_LENGTH: Final[Mapping[OcppVersion, int]] = {OcppVersion.V16: 20, OcppV
 # 2.0.1 token types the station never asks the CSMS about: NoAuthorization needs none; Central tokens
 # are issued by the CSMS itself (C05 remote start), so asking it back is pointless (libocpp does the same).
 _NO_AUTHORIZE_TYPES: Final = frozenset({"NoAuthorization", "Central"})
+# 2.0.1 IdTokenEnumType for a session nobody identified (C02 start button, AuthCtrlr.Enabled false):
+# its idToken is the empty string. The station also marks its 1.6 free-vend sessions with it.
+NO_AUTHORIZATION: Final = "NoAuthorization"
 # Neither are they cached: a Central token is valid for the one remote start it came with.
 _NEVER_CACHED_TYPES: Final = _NO_AUTHORIZE_TYPES
 
@@ -271,6 +275,8 @@ class AuthSettings:
     list_disable_post_authorize: bool = False  # LocalAuthListCtrlr.DisablePostAuthorize (2.0.1 only)
     cache_disable_post_authorize: bool = False  # AuthCacheCtrlr.DisablePostAuthorize (2.0.1 only)
     master_pass_group: str | None = None  # AuthCtrlr.MasterPassGroupId (2.0.1 only)
+    # AuthCtrlr.Enabled (1.6: station.toml [authorization] enabled); false: free vend
+    authorization_enabled: bool = True
 
 
 class Source(enum.Enum):
@@ -325,6 +331,10 @@ def decide_local(
         )
     if version is OcppVersion.V201 and token.type in _NO_AUTHORIZE_TYPES:
         return Decision(True, Source.RULE, f"type {token.type} is not authorized with the CSMS")
+    if not settings.authorization_enabled:
+        # AuthCtrlr.Enabled false: no authorization "when reading an idToken"; the token only goes
+        # into the transaction's messages.
+        return Decision(True, Source.RULE, "AuthCtrlr.Enabled is false: taken without authorization")
     info, source, post_authorize_disabled = None, None, False
     if settings.local_list_enabled and list_info is not None:
         info, source = list_info, Source.LOCAL_LIST

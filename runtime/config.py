@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -372,6 +372,20 @@ class ElectricalConfig(_Model):
     max_current_a: Annotated[float, Field(gt=0)] | None = None
 
 
+# The idTag a 1.6 station starts a free-vend session with (StartTransaction needs one, 1.6 has no
+# NoAuthorization type): the CSMS must know it as Accepted, like a card.
+DEFAULT_FREE_VEND_ID_TAG: Final = "FreeVend"
+
+
+class AuthorizationConfig(_Model):
+    # Seeds AuthCtrlr.Enabled: false = free vend (no token needed; docs/configuration.md).
+    enabled: Annotated[bool, Field(strict=True)] = True
+    # 1.6 only: CiString20Type, the idTag of Start/StopTransaction for a session started without a token.
+    free_vend_id_tag: Annotated[str, Field(min_length=1, max_length=20, pattern=r"^\S(.*\S)?$")] = (
+        DEFAULT_FREE_VEND_ID_TAG
+    )
+
+
 class ControlConfig(_Model):
     socket_path: Path | None = None
     tcp_port: Annotated[int, Field(ge=1, le=65535)] | None = None
@@ -484,6 +498,7 @@ class StationConfig(_Model):
     csms: CsmsConfig
     evse: Annotated[list[EvseConfig], Field(min_length=1)]
     electrical: ElectricalConfig = ElectricalConfig()
+    authorization: AuthorizationConfig = AuthorizationConfig()
     control: ControlConfig = ControlConfig()
     logging: LoggingConfig = LoggingConfig()
     test_aids: TestAidsConfig = TestAidsConfig()

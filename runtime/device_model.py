@@ -66,6 +66,7 @@ __all__ = [
     "AUTH_CACHE_DISABLE_POST_AUTHORIZE",
     "AUTH_CACHE_ENABLED",
     "AUTH_CACHE_LIFETIME",
+    "AUTH_ENABLED",
     "DATE_TIME",
     "DISABLE_REMOTE_AUTHORIZATION",
     "EV_CONNECTION_TIMEOUT",
@@ -172,6 +173,8 @@ NETWORK_CONFIGURATION_PRIORITY: Final = _controller("OCPPCommCtrlr", "NetworkCon
 AUTH_CACHE_ENABLED: Final = _controller("AuthCacheCtrlr", "Enabled")
 AUTH_CACHE_LIFETIME: Final = _controller("AuthCacheCtrlr", "LifeTime")
 AUTH_CACHE_DISABLE_POST_AUTHORIZE: Final = _controller("AuthCacheCtrlr", "DisablePostAuthorize")
+# false: no authorization (free vend); seeded from station.toml [authorization] enabled.
+AUTH_ENABLED: Final = _controller("AuthCtrlr", "Enabled")
 LOCAL_AUTHORIZE_OFFLINE: Final = _controller("AuthCtrlr", "LocalAuthorizeOffline")
 LOCAL_PRE_AUTHORIZE: Final = _controller("AuthCtrlr", "LocalPreAuthorize")
 OFFLINE_TX_FOR_UNKNOWN_ID: Final = _controller("AuthCtrlr", "OfflineTxForUnknownIdEnabled")
@@ -269,6 +272,7 @@ def seed_values(config: StationConfig) -> dict[VariableKey, str]:
         MESSAGE_ATTEMPTS_TRANSACTION_EVENT: str(csms.transaction_message_attempts),
         MESSAGE_ATTEMPT_INTERVAL_TRANSACTION_EVENT: _seconds(csms.transaction_message_retry_interval_s),
         TX_UPDATED_INTERVAL: _seconds(csms.meter_value_sample_interval_s),
+        AUTH_ENABLED: "true" if config.authorization.enabled else "false",
         IDENTITY: config.station.id,
         VENDOR_NAME: config.station.vendor,
         MODEL: config.station.model,

@@ -611,6 +611,17 @@ class Evse:
             self._pending = None
             return await self._authorize(id_token, token_type)
 
+    async def authorize_plugged(self, id_token: str, token_type: str) -> bool:
+        """Authorize a plugged-in EV waiting for a token (free vend: AuthCtrlr.Enabled false); False
+        when there is none (no EV, a session already, or the EVSE cannot start one now), or when a
+        token presented just before is being decided: the driver's token goes into the transaction."""
+        async with self._lock:
+            if self._phase is not Phase.PLUGGED or not self._can_start():
+                return False
+            if self._pending is not None and not self._pending.stop:
+                return False
+            return await self._authorize(id_token, token_type)
+
     async def stop_session(self, reason: StopReason) -> None:
         async with self._lock:
             await self._handle(Input.STOP, reason)

@@ -185,9 +185,10 @@ STATION_ROWS: Final[tuple[Row, ...]] = (
     # The only replacement policy built; the cache holds AUTH_CACHE_ENTRIES entries.
     Row("AuthCacheCtrlr", "Policy", OPTIONS, values=("LRU",), default="LRU", constant=True),
     Row("AuthCacheCtrlr", "DisablePostAuthorize", BOOL, RW, default="false"),
-    # Every transaction is authorized (a token, or RequestStart/RemoteStart): authorization cannot
-    # be switched off.
-    _held("AuthCtrlr", "Enabled", BOOL, "true", "ReadOnly: every transaction is authorized"),
+    # false: free vend. An EV plugged in is authorized without a token (2.0.1 idToken "" of type
+    # NoAuthorization; 1.6 the station.toml [authorization] free_vend_id_tag) and a presented token is
+    # taken without Authorize (runtime/blocks/transactions/, runtime/blocks/authorization.py).
+    Row("AuthCtrlr", "Enabled", BOOL, RW, default="true"),
     # F01.FR.01 / 1.6 AuthorizeRemoteTxRequests: true sends the remote token in Authorize (and
     # applies the reservation rules to the answer) before the EVSE is authorized
     # (runtime/blocks/remote_control.py).

@@ -118,7 +118,12 @@ def build_blocks(
     version: OcppVersion = config.station.ocpp_version
     layout = layout_from_config(config)
     authorization = Authorization(
-        version=version, uplink=uplink, storage=storage, device_model=device_model, clock=clock
+        version=version,
+        uplink=uplink,
+        storage=storage,
+        device_model=device_model,
+        clock=clock,
+        free_vend_id_tag=config.authorization.free_vend_id_tag,
     )
     reservation = Reservations(
         version=version,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final, NoReturn
 import trio
 
 from evstation.protocol.authorization import (
+    NO_AUTHORIZATION,
     AskCsms,
     AuthCache,
     AuthSettings,
@@ -57,10 +58,12 @@ from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.registry import handles
 from evstation.runtime.calls import CallFailed
 from evstation.runtime.clock import WallClock
+from evstation.runtime.config import DEFAULT_FREE_VEND_ID_TAG
 from evstation.runtime.device_model import (
     AUTH_CACHE_DISABLE_POST_AUTHORIZE,
     AUTH_CACHE_ENABLED,
     AUTH_CACHE_LIFETIME,
+    AUTH_ENABLED,
     DISABLE_REMOTE_AUTHORIZATION,
     LOCAL_AUTHORIZE_OFFLINE,
     LOCAL_LIST_DISABLE_POST_AUTHORIZE,
@@ -211,8 +214,11 @@ class Authorization:
         device_model: DeviceModel,
         clock: WallClock,
         cache_entries: int = AUTH_CACHE_ENTRIES,
+        free_vend_id_tag: str = DEFAULT_FREE_VEND_ID_TAG,
     ) -> None:
         self.version = version
+        # 1.6: the idTag of a session started without a token (AuthCtrlr.Enabled false).
+        self.free_vend_id_tag = free_vend_id_tag
         self._uplink = uplink
         self._storage = storage
         self._dm = device_model
@@ -269,7 +275,22 @@ class Authorization:
             list_disable_post_authorize=flag(LOCAL_LIST_DISABLE_POST_AUTHORIZE, False),
             cache_disable_post_authorize=flag(AUTH_CACHE_DISABLE_POST_AUTHORIZE, False),
             master_pass_group=dm.get(MASTER_PASS_GROUP_ID) or None,
+            authorization_enabled=self.required(),
         )
+
+    def required(self) -> bool:
+        """AuthCtrlr.Enabled: false is free vend (a session needs no token; read at decision time)."""
+        dm = self._dm
+        return dm.get_bool(AUTH_ENABLED) if dm.get(AUTH_ENABLED) is not None else True
+
+    def untokened(self) -> tuple[str, str]:
+        """The token of a session started without one (AuthCtrlr.Enabled false). 2.0.1: idToken "" of
+        type NoAuthorization (IdTokenEnumType: the idToken SHALL be left empty). 1.6 has no such type
+        and StartTransaction requires an idTag: the configured free-vend idTag, marked with the same
+        type inside the station (1.6 messages carry no type)."""
+        if self.version is V16:
+            return self.free_vend_id_tag, NO_AUTHORIZATION
+        return "", NO_AUTHORIZATION
 
     def _lifetime(self) -> timedelta:
         return timedelta(seconds=self._dm.get_int(AUTH_CACHE_LIFETIME))
@@ -346,6 +367,11 @@ class Authorization:
         a token of the same group (2.0.1 groupIdToken, 1.6 parentIdTag) or a master pass (2.0.1 C16).
         A token unknown locally is looked up with Authorize when online."""
         await self._ensure_loaded()
+        if session[1] == NO_AUTHORIZATION:
+            # A session nobody identified (free vend, start button) belongs to nobody: whoever
+            # presents a token may end it, as with a stop button.
+            log.info("token %r stops a session started without a token", presented[0])
+            return True
         session_token, other = self._token(*session), self._token(*presented)
         now = self._clock.now()
         settings = self.settings()
@@ -357,7 +383,9 @@ class Authorization:
         info = list_info if list_info is not None and settings.local_list_enabled else None
         if info is None and settings.cache_enabled:
             info = cache_info
-        if info is None and not same and not settings.disable_remote_authorization:
+        # AuthCtrlr.Enabled false: no authorization when reading a token, so no Authorize either.
+        remote = not settings.disable_remote_authorization and settings.authorization_enabled
+        if info is None and not same and remote:
             info = await self._ask_csms(other)
         allowed = may_stop_rule(
             self.version,
@@ -463,7 +491,9 @@ class Authorization:
                 if isinstance(response, v16.StartTransactionResponse | v16.StopTransactionResponse)
                 else None
             )
-            if isinstance(id_tag, str) and tag_info is not None:
+            # The free-vend idTag is the station's, not a driver's: never cached (2.0.1 C02.FR.03 does
+            # the same for NoAuthorization).
+            if isinstance(id_tag, str) and tag_info is not None and id_tag != self.free_vend_id_tag:
                 await self.learn(id_tag, "", info_from_v16(tag_info))
             return
         id_token = request.get("idToken")

@@ -146,3 +146,35 @@ async def test_interop_offline_session_is_delivered_after_the_reconnect(tmp_path
         assert [e["seqNo"] for e in events] == list(range(len(events)))
         assert all(e.get("offline") is True for e in events)
         assert events[-1]["eventType"] == "Ended"
+
+
+async def test_interop_free_vend_no_authorization_token_passes_the_csms_schema(tmp_path: Path) -> None:
+    """AuthCtrlr.Enabled set false by the CSMS (SetVariables, Accepted): the plug alone starts a
+    transaction whose Started event carries idToken "" of type NoAuthorization, no Authorize is sent,
+    the unplug ends it, and the `ocpp` package's CSMS validates every frame (an empty idToken is valid
+    in the 2.0.1 schema: no minimum length)."""
+    with trio.fail_after(TIMEOUT_S):
+        async with (
+            run_peer("2.0.1", "driven") as (peer, port),
+            open_station(_config(tmp_path, "2.0.1", port)) as station,
+        ):
+            await peer.wait_until(lambda: len(peer.received_calls("StatusNotification")) >= 2)
+            enabled = {
+                "component": {"name": "AuthCtrlr"},
+                "variable": {"name": "Enabled"},
+                "attributeValue": "false",
+            }
+            answer = await peer.call("SetVariables", set_variable_data=[enabled])
+            assert answer["ok"], answer
+            assert answer["result"]["set_variable_result"][0]["attribute_status"] == "Accepted", answer
+            board = station.sims[1].controller
+            board.plug_in()
+            await peer.wait_until(lambda: any(e["eventType"] == "Started" for e in _evse1(peer)))
+            board.unplug()
+            await _ended(peer, 1)
+            await peer.wait_until(peer.all_answered)
+        _clean(peer)
+    started = next(e for e in _evse1(peer) if e["eventType"] == "Started")
+    assert started["idToken"] == {"idToken": "", "type": "NoAuthorization"}
+    assert _evse1(peer)[-1]["transactionInfo"]["stoppedReason"] == "EVDisconnected"
+    assert peer.received_calls("Authorize") == []

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evstation.protocol.authorization import (
+    MAX_TOKEN_LENGTH,
     AskCsms,
     AuthCache,
     AuthSettings,
@@ -124,6 +125,21 @@ def test_c05_central_and_no_authorization_tokens_are_not_sent_to_the_csms() -> N
     for token_type in ("Central", "NoAuthorization"):
         decision = local(V201, IdToken("R1", token_type), online=True)
         assert isinstance(decision, Decision) and decision.accepted and decision.source is Source.RULE
+
+
+@pytest.mark.parametrize("version", [V16, V201])
+def test_auth_ctrlr_enabled_false_takes_any_token_without_asking(version: OcppVersion) -> None:
+    """AuthCtrlr.Enabled false: "no authorization is done ... when reading an idToken": online or
+    offline, known as blocked or not, the token is accepted by rule (no AuthorizeRequest); a token too
+    long for the version's field is still refused (it could not be sent)."""
+    blocked = TokenInfo(AuthStatus.BLOCKED)
+    for online in (True, False):
+        for info in (None, blocked):
+            decision = local(version, rfid("T"), online=online, cache_info=info, authorization_enabled=False)
+            assert isinstance(decision, Decision) and decision.accepted and decision.source is Source.RULE
+    too_long = rfid("T" * (MAX_TOKEN_LENGTH[version] + 1))
+    decision = local(version, too_long, online=True, authorization_enabled=False)
+    assert isinstance(decision, Decision) and not decision.accepted
 
 
 def test_c01_answer_only_accepted_starts_and_evse_restriction_applies() -> None:
@@ -295,6 +311,13 @@ def test_c10_cache_stores_lookups_mark_use_and_lifetime_drops_unused_entries() -
 def test_c10_central_tokens_are_never_cached() -> None:
     cache = AuthCache(V201, max_entries=10)
     assert not cache.store(IdToken("R1", "Central"), OK, T0, DAY)
+    assert len(cache) == 0
+
+
+def test_c02_fr_03_no_authorization_tokens_are_never_cached() -> None:
+    """C02.FR.03 (and free vend): the IdTokenInfo answered for a NoAuthorization token is not cached."""
+    cache = AuthCache(V201, max_entries=10)
+    assert not cache.store(IdToken("", "NoAuthorization"), OK, T0, DAY)
     assert len(cache) == 0
 
 

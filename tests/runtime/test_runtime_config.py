@@ -553,3 +553,33 @@ def test_a_sim_meter_can_sign(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, text))
     meter = config.evse[0].meter
     assert isinstance(meter, SimMeterConfig) and meter.signed is True
+
+
+def test_authorization_defaults_and_free_vend(tmp_path: Path) -> None:
+    """[authorization]: enabled (seeds AuthCtrlr.Enabled) defaults to true; free_vend_id_tag (the 1.6
+    idTag of a session started without a token) to "FreeVend"."""
+    from evstation.runtime.device_model import AUTH_ENABLED, seed_values
+
+    config = load_config(write(tmp_path, MINIMAL))
+    assert config.authorization.enabled is True
+    assert config.authorization.free_vend_id_tag == "FreeVend"
+    assert seed_values(config)[AUTH_ENABLED] == "true"
+    config = load_config(
+        write(tmp_path, MINIMAL + '\n[authorization]\nenabled = false\nfree_vend_id_tag = "HOME-1"\n')
+    )
+    assert config.authorization.free_vend_id_tag == "HOME-1"
+    assert seed_values(config)[AUTH_ENABLED] == "false"
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ('enabled = "no"', "authorization.enabled"),
+        (f'free_vend_id_tag = "{"T" * 21}"', "authorization.free_vend_id_tag"),
+        ('free_vend_id_tag = ""', "authorization.free_vend_id_tag"),
+        ('free_vend_id_tag = " padded"', "authorization.free_vend_id_tag"),
+    ],
+)
+def test_authorization_mistakes_are_one_line_naming_the_key(tmp_path: Path, line: str, key: str) -> None:
+    (problem,) = problems_of(write(tmp_path, MINIMAL + f"\n[authorization]\n{line}\n"))
+    assert problem.startswith(f"{key}: "), problem

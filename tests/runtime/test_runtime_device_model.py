@@ -28,6 +28,7 @@ from evstation.protocol.device_model.v16 import ConfigurationStatus, V16Profile
 from evstation.runtime.config import StationConfig, parse_config
 from evstation.runtime.device_model import (
     ACTIVE_NETWORK_PROFILE,
+    AUTH_ENABLED,
     HEARTBEAT_INTERVAL,
     IDENTITY,
     MESSAGE_ATTEMPT_INTERVAL_TRANSACTION_EVENT,
@@ -144,6 +145,7 @@ def test_seed_values_map_the_csms_section_and_identity(tmp_path: Path) -> None:
         SECURITY_PROFILE: "1",
         ACTIVE_NETWORK_PROFILE: "2",
         NETWORK_CONFIGURATION_PRIORITY: "2,5",  # B10: the slots in the order they are dialled
+        AUTH_ENABLED: "true",  # [authorization] enabled, default true
     }
 
 

@@ -71,6 +71,7 @@ from evstation.runtime.device_model import (
     ALIGNED_DATA_SEND_DURING_IDLE,
     ALIGNED_DATA_TX_ENDED_INTERVAL,
     ALIGNED_DATA_TX_ENDED_MEASURANDS,
+    AUTH_ENABLED,
     EV_CONNECTION_TIMEOUT,
     MAX_ENERGY_ON_INVALID_ID,
     RESUME_TRANSACTIONS_ON_BOOT,
@@ -101,6 +102,7 @@ from evstation.runtime.evse import (
     EvUnplugged,
     Phase,
     SessionEnded,
+    StatusChanged,
     StopReason,
 )
 from evstation.runtime.outbox import OutboxEntry
@@ -357,6 +359,7 @@ class Transactions:
                 await self.recover(nursery)
                 await nursery.start(self._follow_connection_timeout)
                 await nursery.start(self._dispatch)
+                await nursery.start(self._follow_authorization_enabled)
                 nursery.start_soon(self._clock_aligned)
                 task_status.started()
         finally:
@@ -562,6 +565,10 @@ class Transactions:
             await self._report_cable(state, event.max_current_a)
             return
         else:
+            if isinstance(event, StatusChanged):
+                # Free vend: an EV left waiting while the EVSE could not start (Unavailable, a fault)
+                # is authorized once it can.
+                await self._authorize_without_token(evse)
             return
         # DataSigned (2.0.1 TxStartPoint): the power path is closed and the meter's reading is signed,
         # i.e. the signed start value the transaction will carry exists.
@@ -617,6 +624,8 @@ class Transactions:
             )
         if isinstance(event, SessionEnded):
             state.token = None
+        if event is None or isinstance(event, EvPlugged):
+            await self._authorize_without_token(evse)
 
     async def _report_cable(self, state: _EvseTx, amps: int | None) -> None:
         """2.0.1 cableMaxCurrent: in the Started event when the rating is known by then, else in an
@@ -1035,6 +1044,39 @@ class Transactions:
             evse.connection_timeout_s = float(dm.get_int(EV_CONNECTION_TIMEOUT))
             evse.stop_on_ev_side_disconnect = dm.get_bool(STOP_TX_ON_EV_SIDE_DISCONNECT)
             evse.unlock_on_ev_side_disconnect = dm.get_bool(UNLOCK_ON_EV_SIDE_DISCONNECT)
+
+    async def _follow_authorization_enabled(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """AuthCtrlr.Enabled set to false (SetVariables, or station.toml at start): EVs already plugged
+        in and waiting for a token are authorized without one. Set to true, the next plug waits for a
+        token again; sessions already running go on (the spec names no end for them)."""
+        with self._device_model.watch(AUTH_ENABLED) as changes:
+            for evse in self.services.evses:
+                await self._authorize_without_token(evse)
+            task_status.started()
+            async for _ in changes:
+                for evse in self.services.evses:
+                    await self._authorize_without_token(evse)
+
+    async def _authorize_without_token(self, evse: Evse) -> None:
+        """Free vend (AuthCtrlr.Enabled false: "no authorization is done before starting a
+        transaction"): an EV plugged in at an EVSE waiting for a token is authorized with the token of
+        nobody (2.0.1 idToken "" type NoAuthorization; 1.6 the free-vend idTag), without Authorize.
+        A reserved EVSE still waits for its reservation's token (H03: a reservation admits only its
+        token or group, and nobody's token is neither); Unavailable or faulted EVSEs start nothing."""
+        authorization = self._authorization
+        if authorization.required() or evse.phase is not Phase.PLUGGED:
+            return
+        id_token, token_type = authorization.untokened()
+        reservations = self._reservation_block
+        if reservations is not None and not reservations.admit(
+            evse.id, id_token, None, token_type=token_type
+        ):
+            log.info("EVSE %d: reserved, free vend waits for the reservation's token", evse.id)
+            return
+        if await evse.authorize_plugged(id_token, token_type):
+            log.info("EVSE %d: authorized without a token (AuthCtrlr.Enabled is false)", evse.id)
 
     async def _authorize(self, event: AuthorizationRequested) -> None:
         group: str | None = None
