@@ -63,6 +63,14 @@ from evstation.runtime.session import SessionContext, new_session
 from evstation.runtime.storage import open_storage
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
+# The keys of a flattened meter value with the register and per-phase currents (see _meter_values_of).
+ENERGY_AND_CURRENTS = {
+    "timestamp",
+    "Energy.Active.Import.Register",
+    "Current.Import/L1",
+    "Current.Import/L2",
+    "Current.Import/L3",
+}
 BOTH = pytest.mark.parametrize("version", [V16, V201], ids=["v16", "v201"])
 POLL_S = 1.0
 START, STOP = (
@@ -877,17 +885,7 @@ async def test_j03_aligned_tx_ended_values_go_into_the_end_message(
     kept = _meter_values_of(ended, version, "Sample.Clock")
     assert len(kept) in (2, 3)  # every whole minute of the 150 s
     assert all(row["timestamp"].endswith(":00.000Z") for row in kept)
-    assert all(
-        set(row)
-        == {
-            "timestamp",
-            "Energy.Active.Import.Register",
-            "Current.Import/L1",
-            "Current.Import/L2",
-            "Current.Import/L3",
-        }
-        for row in kept
-    )
+    assert all(set(row) == ENERGY_AND_CURRENTS for row in kept)
     energies = [row["Energy.Active.Import.Register"] for row in kept]
     assert energies == sorted(energies) and energies[-1] > energies[0]  # real readings while charging
     assert all(row["Current.Import/L1"] > 30 for row in kept)  # 32 A offered, drawn on every phase
@@ -1052,15 +1050,5 @@ async def test_v16_meter_values_every_meter_value_sample_interval_and_stop_txn_s
         assert values["Current.Import/L3"]["unit"] == "A" and float(values["Current.Import/L3"]["value"]) > 30
         assert values["Power.Active.Import"]["unit"] == "W"
     kept = _meter_values_of(stop, V16, "Sample.Periodic")
-    assert len(kept) == 3 and all(
-        set(row)
-        == {
-            "timestamp",
-            "Energy.Active.Import.Register",
-            "Current.Import/L1",
-            "Current.Import/L2",
-            "Current.Import/L3",
-        }
-        for row in kept
-    )
+    assert len(kept) == 3 and all(set(row) == ENERGY_AND_CURRENTS for row in kept)
     assert _meter_values_of(stop, V16, "Transaction.Begin") and _meter_values_of(stop, V16, "Transaction.End")
