@@ -244,3 +244,19 @@ async def test_free_vend_a_reserved_evse_still_needs_the_reserved_token(
         "OWNER-1" if version is V16 else {"idToken": "OWNER-1", "type": "ISO14443"}
     )
     assert not csms.of("Authorize")
+
+
+async def test_v16_the_free_vend_id_tag_is_never_cached(clock: trio.testing.MockClock, tmp_path: Any) -> None:
+    """1.6: the Central System's Accepted for the free-vend idTag (StartTransaction.conf) is not put in
+    the authorization cache (C02.FR.03 in 2.0.1 terms): the tag is nobody's card, and a card reading it
+    must not authorize offline."""
+    csms = CsmsPeer(V16)
+    async with online(tmp_path, V16, csms) as (ctx, conn):
+        await set_authorization(ctx, csms, conn, V16, enabled=False)
+        board(ctx, 1).plug_in()
+        await next_start(csms, V16)
+        # A sentinel behind the StartTransaction: sent only once its answer was processed.
+        await ctx.outbox.put("DataTransfer", {"vendorId": "test"})
+        await csms.wait_for("DataTransfer")
+        cached = [entry.token.value for entry in ctx.blocks.authorization.cached()]
+    assert DEFAULT_FREE_VEND_ID_TAG not in cached
