@@ -445,7 +445,7 @@ async def open_csms_stream(endpoint: CsmsEndpoint) -> trio.abc.Stream:
             description = describe_tls_failure(
                 cause, host, witnessed.witness, client_certificate=endpoint.security_profile == 3
             )
-            raise LinkDown(description) from None
+            raise LinkDown(description, security=classify_tls_failure(cause)) from None
         raise LinkDown(_describe(exc, host)) from None
     except BaseException:
         await trio.aclose_forcefully(stream)
