@@ -33,11 +33,14 @@ class WallClock:
     def now(self) -> datetime:
         return datetime.fromtimestamp(trio.current_time() + self._offset_s, UTC)
 
-    def set(self, now: datetime) -> None:
-        """Follow the CSMS's clock (BootNotification / Heartbeat currentTime)."""
+    def set(self, now: datetime) -> float:
+        """Follow the CSMS's clock (BootNotification / Heartbeat currentTime). Returns by how many
+        seconds the clock moved (negative: back), for the SettingSystemTime security event."""
         if now.tzinfo is None:
             now = now.replace(tzinfo=UTC)
-        self._offset_s = now.timestamp() - trio.current_time()
+        offset_s = now.timestamp() - trio.current_time()
+        moved_s, self._offset_s = offset_s - self._offset_s, offset_s
+        return moved_s
 
     def iso(self) -> str:
         return iso(self.now())

@@ -97,6 +97,7 @@ __all__ = [
     "SECURITY_PROFILE",
     "STOP_TX_ON_EV_SIDE_DISCONNECT",
     "STOP_TX_ON_INVALID_ID",
+    "TIME_ADJUSTMENT_REPORTING_THRESHOLD",
     "TX_ENDED_INTERVAL",
     "TX_ENDED_MEASURANDS",
     "TX_STARTED_MEASURANDS",
@@ -167,6 +168,7 @@ IDENTITY: Final = _controller("SecurityCtrlr", "Identity")
 VENDOR_NAME: Final = _controller("ChargingStation", "VendorName")
 MODEL: Final = _controller("ChargingStation", "Model")
 DATE_TIME: Final = _controller("ClockCtrlr", "DateTime")
+TIME_ADJUSTMENT_REPORTING_THRESHOLD: Final = _controller("ClockCtrlr", "TimeAdjustmentReportingThreshold")
 NETWORK_CONFIGURATION_PRIORITY: Final = _controller("OCPPCommCtrlr", "NetworkConfigurationPriority")
 
 # The authorization block's settings (C, D; 1.6 Core and LocalAuthListManagement).

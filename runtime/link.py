@@ -29,7 +29,14 @@ import trio_websocket
 from evstation.protocol.backoff import DEFAULT_BACKOFF, BackoffSettings, ReconnectPlan
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.logs import quote as quote_peer_text
-from evstation.runtime.tls import HandshakeWitness, TlsConfigError, client_context, describe_tls_failure
+from evstation.runtime.tls import (
+    HandshakeWitness,
+    SecurityFailure,
+    TlsConfigError,
+    classify_tls_failure,
+    client_context,
+    describe_tls_failure,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +54,17 @@ _MAX_STATUS_LINE = 1024
 
 
 class LinkDown(Exception):
-    """The CSMS connection is gone, or never came up; the text says why. The supervisor redials."""
+    """The CSMS connection is gone, or never came up; the text says why. The supervisor redials.
+
+    `security` says which security event the failure is, when it is one (a TLS handshake refused)."""
+
+    def __init__(self, *args: object, security: SecurityFailure | None = None) -> None:
+        super().__init__(*args)
+        self.security = security
+
+
+SecurityFailureHook = Callable[[SecurityFailure, str], None]
+"""Told (synchronously, must not block) of each failed dial that is a security event, with the description."""
 
 
 @dataclass(frozen=True)
@@ -163,7 +180,8 @@ class Link:
     Every method except the `wait_*` ones is synchronous and never blocks.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, on_security_failure: SecurityFailureHook | None = None) -> None:
+        self._on_security_failure = on_security_failure
         self._state = LinkState.OFFLINE
         self._generation = 0
         self._endpoint: CsmsEndpoint | None = None
@@ -321,8 +339,10 @@ class Link:
         self._work_scope = work
         self._set_state(LinkState.CONNECTED)
 
-    def _failed(self, description: str) -> None:
+    def _failed(self, description: str, security: SecurityFailure | None = None) -> None:
         self._last_failure = description
+        if security is not None and self._on_security_failure is not None:
+            self._on_security_failure(security, description)
 
     def _end_attempt(self) -> bool:
         """Forget the attempt; True if it had reached CONNECTED."""
@@ -425,7 +445,7 @@ async def open_csms_stream(endpoint: CsmsEndpoint) -> trio.abc.Stream:
             description = describe_tls_failure(
                 cause, host, witnessed.witness, client_certificate=endpoint.security_profile == 3
             )
-            raise LinkDown(description) from None
+            raise LinkDown(description, security=classify_tls_failure(cause)) from None
         raise LinkDown(_describe(exc, host)) from None
     except BaseException:
         await trio.aclose_forcefully(stream)
@@ -520,8 +540,9 @@ async def _attempt(
         try:
             await _connect_and_serve(settings, link, endpoint, generation, serve, connect)
         except* _EXPECTED as group:
-            description = _describe(_first_leaf(group), _host_port(endpoint.url)[0], settings)
-            link._failed(description)
+            leaf = _first_leaf(group)
+            description = _describe(leaf, _host_port(endpoint.url)[0], settings)
+            link._failed(description, _security_failure(leaf))
             if link.state is LinkState.CONNECTED:
                 log.warning("CSMS connection %d lost: %s", generation, description)
             else:
@@ -746,6 +767,20 @@ def _describe(exc: BaseException, host: str = "CSMS", settings: LinkSettings | N
     if isinstance(exc, OSError):
         return f"cannot reach {host}: {exc.strerror or exc}"
     return str(exc) or type(exc).__name__
+
+
+def _security_failure(exc: BaseException) -> SecurityFailure | None:
+    """The security event an attempt's failure is, if any: a refused TLS handshake (classified where it
+    failed), or HTTP 401 to our Basic-auth credentials."""
+    if isinstance(exc, LinkDown):
+        return exc.security
+    if isinstance(exc, trio_websocket.ConnectionRejected) and exc.status_code == _HTTP_UNAUTHORIZED:
+        return SecurityFailure.CREDENTIALS_REFUSED
+    if isinstance(exc, ssl.SSLError):
+        return classify_tls_failure(exc)
+    if isinstance(exc, trio.BrokenResourceError) and isinstance(exc.__cause__, ssl.SSLError):
+        return classify_tls_failure(exc.__cause__)
+    return None
 
 
 def _chosen(subprotocol: str | None) -> str:

@@ -355,7 +355,9 @@ async def open_station(
             device_model=await load_device_model(storage, config),
             stop=stop,
         )
-        link = Link()
+        # Failed dials that are security events (a CSMS certificate that does not verify, HTTP 401)
+        # go to the security block, which sends them once a connection comes up.
+        link = Link(on_security_failure=session.blocks.security.link_failed)
         station = Station(config, storage, outbox, evses, link, session, message_log, sims, stop)
         async with trio.open_nursery() as nursery:
             await nursery.start(outbox.run)
@@ -370,6 +372,7 @@ async def open_station(
             await nursery.start(session.blocks.trigger.run)
             await nursery.start(session.blocks.provisioning.run)
             await nursery.start(session.blocks.reset.run)
+            await nursery.start(session.blocks.security.run)
             control = config.control
             if control.socket_path is not None or control.tcp_port is not None:
                 await nursery.start(

@@ -5,6 +5,7 @@ It must never weaken verification (no CERT_NONE, no check_hostname=False) and ne
 
 from __future__ import annotations
 
+import enum
 import ssl
 from pathlib import Path
 
@@ -183,6 +184,36 @@ def describe_tls_failure(
     if "HANDSHAKE_FAILURE" in reason or "INSUFFICIENT_SECURITY" in reason or "NO_SHARED_CIPHER" in reason:
         return f"CSMS at {host} refused the handshake ({exc.reason}): {_OUR_CIPHERS}"
     return f"TLS handshake with {host} failed: {_reason(exc)}"
+
+
+class SecurityFailure(enum.Enum):
+    """A link failure that is a security event (2.0.1 part 2 appendix / 1.6 whitepaper), as the link
+    can tell it; runtime/blocks/security.py names the event."""
+
+    CSMS_CERTIFICATE = "csms-certificate"  # the CSMS's certificate did not verify (A00.FR.3xx)
+    CREDENTIALS_REFUSED = "credentials-refused"  # HTTP 401, or a TLS alert refusing our certificate
+    TLS_VERSION = "tls-version"  # the CSMS offers no TLS version of ours (1.2+)
+    TLS_CIPHER = "tls-cipher"  # the CSMS shares no cipher suite with us
+
+
+def classify_tls_failure(exc: ssl.SSLError | OSError) -> SecurityFailure | None:
+    """The security event a TLS handshake failure is, when OpenSSL says plainly which; None for a
+    silent close or a generic failure (we do not guess)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return SecurityFailure.CSMS_CERTIFICATE
+    if not isinstance(exc, ssl.SSLError):
+        return None
+    reason = (exc.reason or "").upper()
+    if any(
+        word in reason
+        for word in ("CERTIFICATE_REQUIRED", "UNKNOWN_CA", "BAD_CERTIFICATE", "CERTIFICATE_UNKNOWN")
+    ):
+        return SecurityFailure.CREDENTIALS_REFUSED
+    if "PROTOCOL_VERSION" in reason or "UNSUPPORTED_PROTOCOL" in reason:
+        return SecurityFailure.TLS_VERSION
+    if "NO_SHARED_CIPHER" in reason or "NO_CIPHERS_AVAILABLE" in reason:
+        return SecurityFailure.TLS_CIPHER
+    return None
 
 
 _OUR_CIPHERS = (

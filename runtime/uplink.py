@@ -44,6 +44,12 @@ class Uplink:
                 return calls
             await changed.wait()
 
+    async def wait_offline(self) -> None:
+        """Return once the station is not connected-and-Accepted (at once if it is not now)."""
+        while self._online:
+            changed = self._changed
+            await changed.wait()
+
     async def call_requested(self, action: str, payload: OcppModel | dict[str, object]) -> OcppModel:
         """Send a message the CSMS asked for (a NotifyReport for its GetBaseReport, a triggered
         message): allowed while Pending too (B02.FR.09).

@@ -210,6 +210,9 @@ STATION_ROWS: Final[tuple[Row, ...]] = (
         "ReadOnly: the clock follows the CSMS's currentTime (BootNotification, Heartbeat) only",
         values=("Heartbeat",),
     ),
+    # A CSMS currentTime that moves the clock by more than this is a SettingSystemTime security event
+    # (A04; runtime/blocks/security.py). Ours: the spec gives no default.
+    Row("ClockCtrlr", "TimeAdjustmentReportingThreshold", INT, RW, unit="s", min_limit=0, default="60"),
     # --- DeviceDataCtrlr: our request limits -------------------------------------------------------
     *(
         Row("DeviceDataCtrlr", variable, INT, instance=action, default=str(limit), constant=True)

@@ -364,7 +364,7 @@ V16_KEYS: Final[tuple[V16Key, ...]] = (
         P.SECURITY,
         T.BOOLEAN,
         J.UNSUPPORTED,
-        why_unsupported="security events (A block) are not built",
+        why_unsupported="not a whitepaper key; security events are always sent (runtime/blocks/security.py)",
     ),
     V16Key(
         "SecurityProfile", P.SECURITY, T.INTEGER, J.ATTRIBUTE, _v("SecurityCtrlr", "SecurityProfile"), 0, 3

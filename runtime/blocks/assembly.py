@@ -20,6 +20,7 @@ from evstation.runtime.blocks.provisioning import Provisioning
 from evstation.runtime.blocks.remote_control import RemoteControl
 from evstation.runtime.blocks.reservation import Reservations
 from evstation.runtime.blocks.reset import Reset
+from evstation.runtime.blocks.security import Security
 from evstation.runtime.blocks.transactions import Transactions, TxServices
 from evstation.runtime.blocks.trigger import Trigger
 from evstation.runtime.clock import MeterTimestamps, WallClock
@@ -88,6 +89,7 @@ class StationBlocks:
     data_transfer: DataTransfer
     trigger: Trigger
     reset: Reset
+    security: Security
 
     def serving(self) -> tuple[object, ...]:
         """Every block that may answer CSMS calls, for the registry."""
@@ -155,6 +157,9 @@ def build_blocks(
         uplink=uplink,
     )
     availability = Availability(version=version, evses=evses, layout=layout, clock=clock, storage=storage)
+    security = Security(
+        version=version, storage=storage, clock=clock, uplink=uplink, device_model=device_model
+    )
     return StationBlocks(
         provisioning=provisioning,
         availability=availability,
@@ -188,5 +193,7 @@ def build_blocks(
             uplink=uplink,
             stop=stop,
             flush_timeout_s=float(config.csms.message_timeout_s),
+            security=security,
         ),
+        security=security,
     )

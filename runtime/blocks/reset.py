@@ -30,8 +30,10 @@ from evstation.protocol.reset import (
     due_scopes,
     stop_reason,
 )
+from evstation.protocol.security_events import SecurityEvent
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.registry import handles
+from evstation.runtime.blocks.security import Security
 from evstation.runtime.blocks.transactions import Transactions
 from evstation.runtime.evse import Evses, StopReason
 from evstation.runtime.lifecycle import StationOutcome, StopRequests
@@ -80,6 +82,7 @@ class Reset:
         uplink: Uplink,
         stop: StopRequests,
         flush_timeout_s: float,
+        security: Security,
     ) -> None:
         self.version = version
         self._evses = evses
@@ -89,6 +92,7 @@ class Reset:
         self._uplink = uplink
         self._stop = stop
         self._flush_timeout_s = flush_timeout_s
+        self._security = security
         self._orders: deque[_Order] = deque()
         self._order_added = trio.Event()
         self.scheduled: set[Scope] = set()  # scopes answered Scheduled and not reset yet
@@ -161,6 +165,8 @@ class Reset:
         if scope is STATION:
             # Stored before anything ends, so a power cut in the middle still boots with this reason.
             await self._store_boot_reason(boot_reason(scheduled=scheduled))
+            # A04 / 1.6 whitepaper: a critical event, queued durably; sent now or after the restart.
+            await self._security.record(SecurityEvent.RESET_OR_REBOOT, f"{kind.value} Reset by the CSMS")
         if reason is not None and end_now:
             await self._end_transactions(end_now, StopReason(reason))
         if scope is None:
@@ -189,6 +195,7 @@ class Reset:
             await self._uplink.wait_answers_sent()
             if self._uplink.online:
                 await self._outbox.wait_empty()
+                await self._security.wait_sent()
 
     async def _reset_evse(self, evse_id: int) -> None:
         """B11 / B12 per EVSE: no process restart; the EVSE goes Unavailable and back. An EVSE the CSMS

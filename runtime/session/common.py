@@ -226,10 +226,11 @@ def _follow_csms_clock(ctx: SessionContext, response: OcppModel) -> None:
     """Heartbeat currentTime: follow the CSMS's clock for message timestamps."""
     if ctx.version is OcppVersion.V16:
         assert isinstance(response, v16.HeartbeatResponse)
-        ctx.clock.set(response.current_time)
+        moved_s = ctx.clock.set(response.current_time)
     else:
         assert isinstance(response, v201.HeartbeatResponse)
-        ctx.clock.set(response.current_time)
+        moved_s = ctx.clock.set(response.current_time)
+    ctx.blocks.security.clock_set(moved_s)  # SettingSystemTime past the reporting threshold
 
 
 def _boot_answer(version: OcppVersion, response: OcppModel) -> tuple[str, float, datetime]:
@@ -261,9 +262,10 @@ async def _boot(ctx: SessionContext, calls: CallManager) -> None:
             log.warning("BootNotification failed (%s); next try at %.0f", exc, decision.next_boot_at or 0)
             continue
         status, interval, current_time = _boot_answer(ctx.version, response)
-        ctx.clock.set(current_time)
+        moved_s = ctx.clock.set(current_time)
         decision = machine.answered(status, interval, trio.current_time())
         log.info("BootNotification %s (interval %g s)", status, interval)
+        ctx.blocks.security.clock_set(moved_s)
         if decision.heartbeat_interval_s is not None:
             # B01.FR.04: the CSMS's interval becomes the variable (a 1.6 HeartbeatInterval key read).
             await ctx.device_model.update(HEARTBEAT_INTERVAL, str(round(decision.heartbeat_interval_s)))

@@ -147,6 +147,10 @@ class Peer16(Recording, ChargePoint16):
     def on_stop(self, **_: Any) -> result16.StopTransaction:
         return result16.StopTransaction(id_tag_info=ACCEPTED)
 
+    @on(Action16.security_event_notification)
+    def on_security_event(self, **_: Any) -> result16.SecurityEventNotification:
+        return result16.SecurityEventNotification()
+
 
 class Peer201(Recording, ChargePoint201):
     @on(Action201.boot_notification)
@@ -178,6 +182,10 @@ class Peer201(Recording, ChargePoint201):
     @on(Action201.meter_values)
     def on_meter_values(self, **_: Any) -> result201.MeterValues:
         return result201.MeterValues()
+
+    @on(Action201.security_event_notification)
+    def on_security_event(self, **_: Any) -> result201.SecurityEventNotification:
+        return result201.SecurityEventNotification()
 
     def own_calls(self) -> list[Any]:
         if self.scenario == "local-list":

@@ -89,6 +89,7 @@ def default_replies(version: OcppVersion) -> dict[str, dict[str, Any]]:
             "StopTransaction": {},
             "MeterValues": {},
             "DataTransfer": {"status": "Accepted"},
+            "SecurityEventNotification": {},
         }
     return {
         "BootNotification": {"status": "Accepted", "currentTime": CSMS_TIME, "interval": 300},
@@ -99,6 +100,7 @@ def default_replies(version: OcppVersion) -> dict[str, dict[str, Any]]:
         "MeterValues": {},
         "NotifyReport": {},
         "ReservationStatusUpdate": {},
+        "SecurityEventNotification": {},
     }
 
 
@@ -289,11 +291,16 @@ def statuses_at_boot(version: OcppVersion) -> int:
 
 @asynccontextmanager
 async def online(
-    tmp_path: Path, version: OcppVersion, csms: CsmsPeer, *, run_reset: bool = False
+    tmp_path: Path,
+    version: OcppVersion,
+    csms: CsmsPeer,
+    *,
+    run_reset: bool = False,
+    run_security: bool = False,
 ) -> AsyncIterator[tuple[SessionContext, MemoryConnection]]:
-    """A booted session on running sim EVSEs with the transactions block running (and, with `run_reset`,
-    the reset block), as open_station runs them; `csms` serves the connection and the first
-    StatusNotifications are in."""
+    """A booted session on running sim EVSEs with the transactions block running (and, with `run_reset`
+    / `run_security`, the reset / security-event block), as open_station runs them; `csms` serves the
+    connection and the first StatusNotifications are in."""
     conn = MemoryConnection(version)
     async with open_session_context(tmp_path, version, run_evses=True) as ctx:
         with trio.fail_after(1000):
@@ -301,6 +308,8 @@ async def online(
                 await nursery.start(ctx.blocks.transactions.run)
                 if run_reset:
                     await nursery.start(ctx.blocks.reset.run)
+                if run_security:
+                    await nursery.start(ctx.blocks.security.run)
                 nursery.start_soon(csms.serve, conn)
                 nursery.start_soon(serve_until_link_down, conn, ctx)
                 await csms.wait_for("StatusNotification", statuses_at_boot(version))
