@@ -45,8 +45,9 @@ from evstation.protocol.device_model import (
     parse_decimal,
     parse_int,
 )
+from evstation.protocol.device_model.validation import is_password_string
 from evstation.protocol.layout import ConnectorLayout, EvseLayout, StationLayout
-from evstation.runtime.config import SimMeterConfig, StationConfig
+from evstation.runtime.config import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH, SimMeterConfig, StationConfig
 from evstation.runtime.storage import Storage
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ __all__ = [
     "AUTH_CACHE_ENABLED",
     "AUTH_CACHE_LIFETIME",
     "AUTH_ENABLED",
+    "BASIC_AUTH_PASSWORD",
     "DATE_TIME",
     "DISABLE_REMOTE_AUTHORIZATION",
     "EV_CONNECTION_TIMEOUT",
@@ -165,6 +167,7 @@ STOP_TX_ON_EV_SIDE_DISCONNECT: Final = _controller("TxCtrlr", "StopTxOnEVSideDis
 UNLOCK_ON_EV_SIDE_DISCONNECT: Final = _controller("OCPPCommCtrlr", "UnlockOnEVSideDisconnect")
 SECURITY_PROFILE: Final = _controller("SecurityCtrlr", "SecurityProfile")
 IDENTITY: Final = _controller("SecurityCtrlr", "Identity")
+BASIC_AUTH_PASSWORD: Final = _controller("SecurityCtrlr", "BasicAuthPassword")
 VENDOR_NAME: Final = _controller("ChargingStation", "VendorName")
 MODEL: Final = _controller("ChargingStation", "Model")
 DATE_TIME: Final = _controller("ClockCtrlr", "DateTime")
@@ -221,12 +224,16 @@ def _seconds(value: float) -> str:
 
 
 # SupportedFeatureProfiles: only what the station serves. protocol.device_model.v16.V16Profile values,
-# spelled out so that importing this module does not load the 1.6 key table.
+# spelled out so that importing this module does not load the 1.6 key table. "Security" is not a
+# feature profile (never listed in SupportedFeatureProfiles): it makes the whitepaper's keys whose
+# variable the device model defines known (AuthorizationKey; SecurityProfile and
+# AdditionalRootCertificateCheck read-only); the others stay unknown (docs/status/v16-core-keys.md).
 IMPLEMENTED_V16_PROFILES: Final[tuple[str, ...]] = (
     "Core",
     "LocalAuthListManagement",
     "RemoteTrigger",
     "Reservation",
+    "Security",
 )
 
 
@@ -263,7 +270,7 @@ def seed_values(config: StationConfig) -> dict[VariableKey, str]:
     """
     csms = config.csms
     first = csms.endpoints_by_priority[0]
-    return {
+    seed = {
         HEARTBEAT_INTERVAL: _seconds(csms.heartbeat_interval_s),
         WEB_SOCKET_PING_INTERVAL: _seconds(csms.ping_interval_s),
         MESSAGE_TIMEOUT: _seconds(csms.message_timeout_s),
@@ -283,6 +290,23 @@ def seed_values(config: StationConfig) -> dict[VariableKey, str]:
         # Seeded, so that a change of station.toml's endpoints replaces a priority the CSMS set.
         NETWORK_CONFIGURATION_PRIORITY: ",".join(str(e.priority) for e in csms.endpoints_by_priority),
     }
+    password = basic_auth_seed(
+        e.password.get_secret_value() for e in csms.endpoints_by_priority if e.password is not None
+    )
+    if password is not None:
+        seed[BASIC_AUTH_PASSWORD] = password
+    return seed
+
+
+def basic_auth_seed(passwords: Iterable[str]) -> str | None:
+    """SecurityCtrlr.BasicAuthPassword's seed: station.toml's first Basic-auth password (endpoints in
+    priority order), when it is a valid passwordString. A password with other characters (station.toml
+    checks the length only) is not seeded: the endpoints then use their own as before, and the variable
+    has no value until the CSMS sets one."""
+    for password in passwords:
+        fits = PASSWORD_MIN_LENGTH <= len(password) <= PASSWORD_MAX_LENGTH
+        return password if fits and is_password_string(password) else None
+    return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -442,7 +466,10 @@ class DeviceModel:
                 self._values[slot] = value
                 if by == "CSMS":
                     log.info(
-                        "device model: %s set to %r by the CSMS (was %r)", _describe(*slot), value, previous
+                        "device model: %s set to %s by the CSMS (was %s)",
+                        _describe(*slot),
+                        _shown(self.definitions[slot[0]], value),
+                        _shown(self.definitions[slot[0]], previous),
                     )
                 self._notify(VariableChange(slot[0], slot[1], value))
 
@@ -505,6 +532,13 @@ def _describe(key: VariableKey, attribute: AttributeType) -> str:
     return str(key) if attribute is ACTUAL else f"{key} ({attribute.value})"
 
 
+def _shown(definition: VariableDefinition, value: str | None) -> str:
+    """A value for a log line: a WriteOnly value (a password) is a secret and never written out."""
+    if value is not None and definition.mutability() is Mutability.WRITE_ONLY:
+        return "(hidden)"
+    return repr(value)
+
+
 async def sleep_or_change(
     changes: trio.MemoryReceiveChannel[VariableChange], deadline: float
 ) -> VariableChange | None:
@@ -534,7 +568,10 @@ def _start_value(
     fallback = seed if seed is not None else definition.default
     if stored is not None and not check_value(definition, stored).applies:
         log.warning(
-            "device model: stored %s = %r is not valid any more; using %r", definition.key, stored, fallback
+            "device model: stored %s = %s is not valid any more; using %s",
+            definition.key,
+            _shown(definition, stored),
+            _shown(definition, fallback),
         )
         stored = None
     if not writable:
@@ -544,12 +581,12 @@ def _start_value(
         return fallback
     if seed is not None and seeded is not None and seed != seeded:
         log.warning(
-            "device model: station.toml changed %s from %r to %r since the last start; "
-            "it overrides the stored value %r",
+            "device model: station.toml changed %s from %s to %s since the last start; "
+            "it overrides the stored value %s",
             definition.key,
-            seeded,
-            seed,
-            stored,
+            _shown(definition, seeded),
+            _shown(definition, seed),
+            _shown(definition, stored),
         )
         return seed
     return stored

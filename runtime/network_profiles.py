@@ -9,24 +9,34 @@ when a connection comes up.
 - On every connection: ActiveNetworkProfile, SecurityCtrlr.SecurityProfile and MessageTimeout follow the
   endpoint in use; the slot is remembered in SQLite for the next start; a connection through another
   profile than the previous one in this run boots again (B10.FR.10).
+- The Basic-auth password (A01; 1.6 AuthorizationKey): once the CSMS set SecurityCtrlr.BasicAuthPassword
+  (its value differs from station.toml's seed), every profile 1-2 endpoint dials with it; the open
+  connection ends (politely) when it changes, so the link redials with the new one. The password of the
+  last connection the CSMS accepted is kept (SQLite) and dialled after the new one on each endpoint:
+  a CSMS that refuses the new password does not lock the station out (docs/link.md).
 
 It never decides whether a profile may be stored (protocol/provisioning.py) and never dials (runtime/link.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Final
 
+import trio
+
 from evstation.protocol.backoff import BackoffSettings
-from evstation.protocol.device_model.validation import split_list
+from evstation.protocol.device_model.validation import is_password_string, split_list
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.provisioning import StoredNetworkProfile
+from evstation.runtime.config import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH
 from evstation.runtime.device_model import (
     ACTIVE_NETWORK_PROFILE,
+    BASIC_AUTH_PASSWORD,
     MESSAGE_TIMEOUT,
     NETWORK_CONFIGURATION_PRIORITY,
     NETWORK_PROFILE_CONNECTION_ATTEMPTS,
@@ -34,17 +44,25 @@ from evstation.runtime.device_model import (
     RETRY_BACK_OFF_REPEAT_TIMES,
     RETRY_BACK_OFF_WAIT_MINIMUM,
     SECURITY_PROFILE,
+    basic_auth_seed,
 )
 from evstation.runtime.link import Connection, CsmsEndpoint, DialPlan
 from evstation.runtime.session import SessionContext, serve_session
 from evstation.runtime.storage import Storage
 
-__all__ = ["LAST_CONNECTED_SLOT_KEY", "NetworkProfiles"]
+__all__ = ["LAST_CONNECTED_SLOT_KEY", "LAST_GOOD_PASSWORD_KEY", "NetworkProfiles"]
 
 log = logging.getLogger(__name__)
 
 # storage `settings` key: the slot of the last connection that came up, across restarts (B10.FR.07).
 LAST_CONNECTED_SLOT_KEY: Final = "network.last_connected_slot"
+# storage `settings` key: the Basic-auth password of the last connection the CSMS accepted (the
+# fallback when it refuses a new one). A secret, like the device model's BasicAuthPassword row.
+LAST_GOOD_PASSWORD_KEY: Final = "security.last_good_basic_auth_password"
+# After a new password: time for the SetVariables / ChangeConfiguration answer to leave before the
+# connection closes (the station answers first, then reconnects; libocpp waits 1 s as well).
+PASSWORD_RECONNECT_DELAY_S: Final = 1.0
+_BASIC_AUTH_PROFILES: Final = frozenset({1, 2})
 
 ProfileReader = Callable[[], Awaitable[list[StoredNetworkProfile]]]
 
@@ -69,6 +87,11 @@ class NetworkProfiles:
         self._stored_profiles = stored_profiles or session.blocks.provisioning.network_profiles
         self._in_use: CsmsEndpoint | None = None  # the last connection's endpoint in this run
         self._remembered_slot: int | None = None
+        # What station.toml seeds BasicAuthPassword with: while the variable holds it, each endpoint
+        # keeps its own station.toml password.
+        self._seed_password = basic_auth_seed(e.password for e in self._endpoints if e.password is not None)
+        self._last_good: str | None = None
+        self._last_good_loaded = False
 
     # --- the dial plan (read at start and after each lost connection) ----------------------------
 
@@ -85,6 +108,7 @@ class NetworkProfiles:
         )
         if not endpoints:  # pragma: no cover - the variable's valuesList and minLimit prevent it
             endpoints = self._endpoints
+        endpoints = await self._with_passwords(endpoints)
         attempts = dm.get_int(NETWORK_PROFILE_CONNECTION_ATTEMPTS)
         # RetryBackOff*: a value the CSMS set applies from the next lost connection on.
         backoff = BackoffSettings(
@@ -101,6 +125,34 @@ class NetworkProfiles:
             if text is not None and text.isdigit():
                 self._remembered_slot = int(text)
         return self._remembered_slot
+
+    def _csms_password(self) -> str | None:
+        """The Basic-auth password the CSMS set (A01), or None while BasicAuthPassword is the seed."""
+        value = self._session.device_model.get(BASIC_AUTH_PASSWORD)
+        return None if value is None or value == self._seed_password else value
+
+    async def _last_good_password(self) -> str | None:
+        if not self._last_good_loaded:
+            self._last_good = await self._storage.get_setting(LAST_GOOD_PASSWORD_KEY)
+            self._last_good_loaded = True
+        return self._last_good
+
+    async def _with_passwords(self, endpoints: tuple[CsmsEndpoint, ...]) -> tuple[CsmsEndpoint, ...]:
+        """Each Basic-auth endpoint with the CSMS's password, then (when it differs) with the password of
+        the last accepted connection: the new one first, the old one if the CSMS refuses it."""
+        new = self._csms_password()
+        if new is None:
+            return endpoints
+        old = await self._last_good_password()
+        planned: list[CsmsEndpoint] = []
+        for endpoint in endpoints:
+            if endpoint.security_profile not in _BASIC_AUTH_PROFILES:
+                planned.append(endpoint)
+                continue
+            planned.append(dataclasses.replace(endpoint, password=new))
+            if old is not None and old != new:
+                planned.append(dataclasses.replace(endpoint, password=old))
+        return tuple(planned)
 
     def _endpoint(self, slot: int, stored: StoredNetworkProfile | None) -> CsmsEndpoint | None:
         base = self._by_slot.get(slot)
@@ -151,9 +203,29 @@ class NetworkProfiles:
     # --- each connection -------------------------------------------------------------------------
 
     async def serve(self, conn: Connection) -> None:
-        """`run_link`'s serve: record the endpoint in use, then run the session over the connection."""
+        """`run_link`'s serve: record the endpoint in use, then run the session over the connection
+        until it ends or a new Basic-auth password needs a new connection (A01)."""
         await self.connected(conn.endpoint)
-        await serve_session(conn, self._session)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self._end_on_new_password, conn, nursery.cancel_scope)
+            await serve_session(conn, self._session)
+            nursery.cancel_scope.cancel()
+
+    async def _end_on_new_password(
+        self, conn: Connection, scope: trio.CancelScope, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        endpoint = conn.endpoint
+        with self._session.device_model.watch(BASIC_AUTH_PASSWORD) as changes:
+            task_status.started()
+            async for change in changes:
+                if endpoint.security_profile in _BASIC_AUTH_PROFILES and change.value != endpoint.password:
+                    break
+            else:  # pragma: no cover - the watch channel never closes while we hold it
+                return
+        # A01: answer Accepted first, then disconnect and reconnect with the new password.
+        await trio.sleep(PASSWORD_RECONNECT_DELAY_S)
+        log.info("new Basic-auth password: closing connection %d to reconnect with it", conn.generation)
+        scope.cancel()
 
     async def connected(self, endpoint: CsmsEndpoint) -> None:
         ctx = self._session
@@ -164,6 +236,7 @@ class NetworkProfiles:
         if timeout_s is None:
             timeout_s = float(ctx.config.csms.message_timeout_s)
         await dm.update(MESSAGE_TIMEOUT, str(math.ceil(timeout_s)))
+        await self._password_accepted(endpoint)
         previous, self._in_use = self._in_use, endpoint
         switched = previous is not None and _profile(previous) != _profile(endpoint)
         if switched and previous is not None and ctx.version is OcppVersion.V201:
@@ -181,6 +254,27 @@ class NetworkProfiles:
         if self._remembered_slot != endpoint.priority:
             await self._storage.set_setting(LAST_CONNECTED_SLOT_KEY, str(endpoint.priority))
             self._remembered_slot = endpoint.priority
+
+    async def _password_accepted(self, endpoint: CsmsEndpoint) -> None:
+        """The CSMS accepted `endpoint.password`: remember it as the fallback; if it is the old one
+        (the CSMS refused the new), BasicAuthPassword goes back to it."""
+        password = endpoint.password
+        if endpoint.security_profile not in _BASIC_AUTH_PROFILES or password is None:
+            return
+        new = self._csms_password()
+        if new is not None and password != new:
+            valid = PASSWORD_MIN_LENGTH <= len(password) <= PASSWORD_MAX_LENGTH and is_password_string(
+                password
+            )
+            log.warning(
+                "the CSMS refused the new Basic-auth password and accepted the previous one%s",
+                ": using the previous one from now on" if valid else "",
+            )
+            if valid:
+                await self._session.device_model.update(BASIC_AUTH_PASSWORD, password)
+        if await self._last_good_password() != password:
+            await self._storage.set_setting(LAST_GOOD_PASSWORD_KEY, password)
+            self._last_good = password
 
 
 def _profile(endpoint: CsmsEndpoint) -> tuple[int, str, int]:

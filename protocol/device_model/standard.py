@@ -332,8 +332,11 @@ STATION_ROWS: Final[tuple[Row, ...]] = (
     ),
     # 0: no periodic meter values during a transaction (1.6 MeterValueSampleInterval 0 = no data).
     Row("SampledDataCtrlr", "TxUpdatedInterval", INT, RW, unit="s", min_limit=0, default="60"),
-    # --- SecurityCtrlr (profiles 0-3 on the link; certificates and password updates not built) ----
+    # --- SecurityCtrlr (profiles 0-3 on the link, A01 password update; certificates not built) ----
     _held("SecurityCtrlr", "AdditionalRootCertificateCheck", BOOL, "false", "ReadOnly: not supported"),
+    # A01: the CSMS rotates the Basic-auth password; never read back (WriteOnly), seeded from
+    # station.toml; the link redials with it (runtime/network_profiles.py). passwordString: 16-40.
+    Row("SecurityCtrlr", "BasicAuthPassword", STR, Mutability.WRITE_ONLY, min_limit=16, max_limit=40),
     Row("SecurityCtrlr", "Identity", STR, max_limit=48, constant=True),
     # The profile of the endpoint in use (seeded with the first one); the link keeps it current.
     Row("SecurityCtrlr", "SecurityProfile", INT, min_limit=0, max_limit=3, persistent=False),

@@ -49,6 +49,10 @@ _MAX_NUMBER_TEXT: Final = 50
 _ECHO: Final = 40
 
 _INTEGER: Final = re.compile(r"[+-]?[0-9]+")
+# 2.0.1 part 2 primitive datatype passwordString: the characters a Basic-auth password may use.
+_PASSWORD_STRING: Final = re.compile(r"[A-Za-z0-9*\-_=:+|@.]*")
+# (component, variable) of the variables whose values are passwordStrings.
+PASSWORD_VARIABLES: Final = frozenset({("SecurityCtrlr", "BasicAuthPassword")})
 _DECIMAL: Final = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 # RFC 3339 date-time with seconds and an offset (as protocol/_base.py requires of the messages).
 _DATE_TIME: Final = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
@@ -75,6 +79,11 @@ def _number(limit: float) -> str:
 
 def _rejected(definition: VariableDefinition, code: ReasonCode, info: str) -> SetDecision:
     return SetDecision(SetStatus.REJECTED, reason_code=code, info=info[:512], definition=definition)
+
+
+def is_password_string(value: str) -> bool:
+    """Only the characters of the 2.0.1 passwordString type (length is the variable's limits' job)."""
+    return _PASSWORD_STRING.fullmatch(value) is not None
 
 
 def split_list(value: str) -> list[str]:
@@ -109,6 +118,14 @@ def check_value(definition: VariableDefinition, value: str, *, limits: bool = Tr
                     definition,
                     ReasonCode.INVALID_VALUE,
                     f"at least {_number(definition.min_limit)} characters (got {len(value)})",
+                )
+            key = definition.key
+            if (key.component.name, key.name) in PASSWORD_VARIABLES and not is_password_string(value):
+                # Not echoed: the value is a secret.
+                return _rejected(
+                    definition,
+                    ReasonCode.INVALID_VALUE,
+                    "a password may only use a-z, A-Z, 0-9 and * - _ = : + | @ .",
                 )
             normalised = value
         case DataType.INTEGER:

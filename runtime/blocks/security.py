@@ -7,7 +7,9 @@ Events this station detects (names and criticality in protocol.security_events):
 - SettingSystemTime: a CSMS currentTime (boot, heartbeat) that moves the clock by more than
   ClockCtrlr.TimeAdjustmentReportingThreshold seconds.
 - ReconfigurationOfSecurityParameters: SecurityCtrlr.SecurityProfile changing while we run (a
-  connection through a network profile of another security profile).
+  connection through a network profile of another security profile), and a new Basic-auth password
+  (SecurityCtrlr.BasicAuthPassword / 1.6 AuthorizationKey, A01; also when the station goes back to the
+  previous one because the CSMS refused the new one).
 - InvalidCsmsCertificate, FailedToAuthenticateAtCsms (HTTP 401 or a TLS alert refusing our certificate),
   InvalidTLSVersion, InvalidTLSCipherSuite: told by the link (runtime/link.py) when a dial fails; one
   of each kind per outage, so a station dialling a misconfigured CSMS for days queues one, not thousands.
@@ -42,6 +44,7 @@ from evstation.protocol.versions import OcppVersion
 from evstation.runtime.calls import CallFailed, InvalidRequest
 from evstation.runtime.clock import WallClock
 from evstation.runtime.device_model import (
+    BASIC_AUTH_PASSWORD,
     MESSAGE_ATTEMPT_INTERVAL_TRANSACTION_EVENT,
     MESSAGE_ATTEMPTS_TRANSACTION_EVENT,
     SECURITY_PROFILE,
@@ -166,9 +169,15 @@ class Security:
 
     async def _follow_security_profile(self, *, task_status: trio.TaskStatus[None]) -> None:
         previous = self._dm.get(SECURITY_PROFILE)
-        with self._dm.watch(SECURITY_PROFILE) as changes:
+        with self._dm.watch(SECURITY_PROFILE, BASIC_AUTH_PASSWORD) as changes:
             task_status.started()
             async for change in changes:
+                if change.key == BASIC_AUTH_PASSWORD:
+                    # A01 (1.6: AuthorizationKey): a new Basic-auth password. Never its value.
+                    await self.record(
+                        SecurityEvent.RECONFIGURATION_OF_SECURITY_PARAMETERS, "BasicAuthPassword changed"
+                    )
+                    continue
                 if change.value != previous:
                     await self.record(
                         SecurityEvent.RECONFIGURATION_OF_SECURITY_PARAMETERS,

@@ -38,8 +38,9 @@ PING = controller("OCPPCommCtrlr", "WebSocketPingInterval")
 TX_ATTEMPTS = controller("OCPPCommCtrlr", "MessageAttempts", "TransactionEvent")
 TX_UPDATED_INTERVAL = controller("SampledDataCtrlr", "TxUpdatedInterval")
 
-# Variables the standard table does not have (yet), to exercise the rules it does not reach.
+# The standard table's WriteOnly variable (A01).
 PASSWORD = controller("SecurityCtrlr", "BasicAuthPassword")
+# Variables the standard table does not have (yet), to exercise the rules it does not reach.
 RATE_UNIT = controller("SmartChargingCtrlr", "RateUnit")
 REBOOTING = controller("OCPPCommCtrlr", "VendorRebootSetting")
 RANGED = controller("TestCtrlr", "Ranged")
@@ -53,7 +54,6 @@ def _definition(
 
 
 SYNTHETIC = (
-    _definition(PASSWORD, DataType.STRING, Mutability.WRITE_ONLY, min_limit=16, max_limit=40),
     _definition(
         RATE_UNIT, DataType.MEMBER_LIST, Mutability.READ_WRITE, values_list=("A", "W"), default="A,W"
     ),
@@ -77,5 +77,5 @@ def standard_definitions() -> DeviceModelDefinitions:
 
 
 def extended_definitions() -> DeviceModelDefinitions:
-    """The standard table plus SYNTHETIC (WriteOnly, RebootRequired, a second attribute type, ...)."""
+    """The standard table plus SYNTHETIC (RebootRequired, a second attribute type, ...)."""
     return DeviceModelDefinitions(TWO_EVSES, [*standard_definitions(), *SYNTHETIC])

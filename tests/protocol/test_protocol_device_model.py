@@ -269,6 +269,10 @@ def _writable(key: VariableKey) -> VariableDefinition:
         (PASSWORD, "x" * 16, "x" * 16, None),
         (PASSWORD, "x" * 15, None, ReasonCode.INVALID_VALUE),
         (PASSWORD, "x" * 41, None, ReasonCode.TOO_LARGE_ELEMENT),
+        # passwordString: a-z A-Z 0-9 * - _ = : + | @ . only.
+        (PASSWORD, "aZ09*-_=:+|@.xyz", "aZ09*-_=:+|@.xyz", None),
+        (PASSWORD, "sixteen-chars-ok!", None, ReasonCode.INVALID_VALUE),
+        (PASSWORD, "with a space 0123", None, ReasonCode.INVALID_VALUE),
         (PASSWORD, "x" * 1001, None, ReasonCode.TOO_LARGE_ELEMENT),
         # MemberList: a subset of valuesList, at most maxLimit members, no repeats
         (MEASURANDS, "Power.Active.Import, Current.Import", "Power.Active.Import,Current.Import", None),

@@ -85,7 +85,10 @@ def test_full_inventory_has_every_variable_and_configuration_inventory_only_the_
     configuration = base_report(DEFS, ReportBase.CONFIGURATION_INVENTORY)
     assert len(full) == len(DEFS)
     assert configuration and all(d.writable for d in configuration)
-    assert {d.key for d in configuration} == {d.key for d in DEFS if d.mutability() is Mutability.READ_WRITE}
+    # B07: ReadWrite and WriteOnly (SecurityCtrlr.BasicAuthPassword) variables.
+    writable = (Mutability.READ_WRITE, Mutability.WRITE_ONLY)
+    assert {d.key for d in configuration} == {d.key for d in DEFS if d.mutability() in writable}
+    assert "SecurityCtrlr.BasicAuthPassword" in names(configuration)
     assert "OCPPCommCtrlr.HeartbeatInterval" in names(configuration)
     assert "ChargingStation.VendorName" not in names(configuration)
 

@@ -29,6 +29,7 @@ from evstation.runtime.config import StationConfig, parse_config
 from evstation.runtime.device_model import (
     ACTIVE_NETWORK_PROFILE,
     AUTH_ENABLED,
+    BASIC_AUTH_PASSWORD,
     HEARTBEAT_INTERVAL,
     IDENTITY,
     MESSAGE_ATTEMPT_INTERVAL_TRANSACTION_EVENT,
@@ -146,6 +147,8 @@ def test_seed_values_map_the_csms_section_and_identity(tmp_path: Path) -> None:
         ACTIVE_NETWORK_PROFILE: "2",
         NETWORK_CONFIGURATION_PRIORITY: "2,5",  # B10: the slots in the order they are dialled
         AUTH_ENABLED: "true",  # [authorization] enabled, default true
+        # A01: the first (by priority) Basic-auth password seeds BasicAuthPassword.
+        BASIC_AUTH_PASSWORD: "p" * 16,
     }
 
 

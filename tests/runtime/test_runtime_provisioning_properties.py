@@ -53,15 +53,8 @@ from evstation.runtime.uplink import Uplink
 V201 = OcppVersion.V201
 PASSWORD = VariableKey(ComponentKey("SecurityCtrlr"), "BasicAuthPassword")
 REBOOTING = VariableKey(ComponentKey("OCPPCommCtrlr"), "VendorRebootSetting")
-# What the standard table does not have yet: a WriteOnly and a reboot-required variable.
+# The standard table's WriteOnly variable (A01), and what it does not have yet: a reboot-required one.
 SYNTHETIC = (
-    VariableDefinition(
-        PASSWORD,
-        DataType.STRING,
-        (AttributeDefinition(AttributeType.ACTUAL, Mutability.WRITE_ONLY),),
-        min_limit=16,
-        max_limit=40,
-    ),
     VariableDefinition(
         REBOOTING,
         DataType.BOOLEAN,
