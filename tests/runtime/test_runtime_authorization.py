@@ -35,6 +35,7 @@ from evstation.runtime.device_model import (
     AUTH_CACHE_ENABLED,
     LOCAL_AUTHORIZE_OFFLINE,
     LOCAL_LIST_ENTRIES_KEY,
+    LOCAL_PRE_AUTHORIZE,
     MASTER_PASS_GROUP_ID,
     OFFLINE_TX_FOR_UNKNOWN_ID,
 )
@@ -260,6 +261,27 @@ async def test_c10_c12_answer_is_cached_then_authorizes_offline(
         assert await ctx.evses.present_token("NEVER-SEEN", "ISO14443", evse_id=1) == 1
         assert await next_of(events, Authorized) is None
     assert len(csms.csms.of("Authorize")) == 1
+
+
+async def test_c12_a_token_authorized_from_the_cache_is_carried_by_its_transaction(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """C12 (LocalPreAuthorize, online): a cached Accepted token starts the session without a second
+    AuthorizeRequest, and the transaction it starts carries that idToken (type included) in its
+    Started event, like a token the CSMS authorized just now."""
+    async with station(tmp_path, V201) as (ctx, online, events):
+        assert await ctx.evses.present_token("CACHED-1", "ISO14443", evse_id=1) == 1
+        assert await next_of(events, Authorized) is not None
+        await ctx.evses[1].stop_session(StopReason.LOCAL)
+        await set_variable(ctx, LOCAL_PRE_AUTHORIZE, "true")
+        assert await ctx.evses.present_token("CACHED-1", "ISO14443", evse_id=1) == 1
+        assert await next_of(events, Authorized) is not None
+        board(ctx, 1).plug_in()
+        (sent,) = await online.csms.wait_for("TransactionEvent")
+    started = sent.call.payload
+    assert started["eventType"] == "Started"
+    assert started["idToken"] == {"idToken": "CACHED-1", "type": "ISO14443"}
+    assert len(online.csms.of("Authorize")) == 1
 
 
 @BOTH
