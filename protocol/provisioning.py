@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
@@ -26,6 +26,7 @@ from evstation.protocol.device_model.model import (
     AttributeType,
     ComponentKey,
     Mutability,
+    ValueReader,
     VariableDefinition,
     VariableKey,
 )
@@ -64,9 +65,6 @@ SUMMARY_VARIABLES: Final = frozenset({"AvailabilityState", "Available", "Problem
 _PHYSICAL: Final = frozenset({"ChargingStation", "EVSE", "Connector"})
 
 _ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-# (variable, attribute) -> its value (None: it has none). The store's `get` fits.
-ValueReader = Callable[[VariableKey, AttributeType], "str | None"]
 
 
 class ReportBase(enum.StrEnum):

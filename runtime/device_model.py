@@ -303,10 +303,13 @@ def basic_auth_seed(passwords: Iterable[str]) -> str | None:
     priority order), when it is a valid passwordString. A password with other characters (station.toml
     checks the length only) is not seeded: the endpoints then use their own as before, and the variable
     has no value until the CSMS sets one."""
-    for password in passwords:
-        fits = PASSWORD_MIN_LENGTH <= len(password) <= PASSWORD_MAX_LENGTH
-        return password if fits and is_password_string(password) else None
-    return None
+    first = next(iter(passwords), None)
+    return first if first is not None and valid_basic_auth_password(first) else None
+
+
+def valid_basic_auth_password(password: str) -> bool:
+    """SecurityCtrlr.BasicAuthPassword's rule: 16-40 characters of the spec's passwordString."""
+    return PASSWORD_MIN_LENGTH <= len(password) <= PASSWORD_MAX_LENGTH and is_password_string(password)
 
 
 # --------------------------------------------------------------------------------------------------

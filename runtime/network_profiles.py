@@ -30,10 +30,9 @@ from typing import Final
 import trio
 
 from evstation.protocol.backoff import BackoffSettings
-from evstation.protocol.device_model.validation import is_password_string, split_list
+from evstation.protocol.device_model.validation import split_list
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.provisioning import StoredNetworkProfile
-from evstation.runtime.config import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH
 from evstation.runtime.device_model import (
     ACTIVE_NETWORK_PROFILE,
     BASIC_AUTH_PASSWORD,
@@ -45,6 +44,7 @@ from evstation.runtime.device_model import (
     RETRY_BACK_OFF_WAIT_MINIMUM,
     SECURITY_PROFILE,
     basic_auth_seed,
+    valid_basic_auth_password,
 )
 from evstation.runtime.link import Connection, CsmsEndpoint, DialPlan
 from evstation.runtime.session import SessionContext, serve_session
@@ -263,9 +263,7 @@ class NetworkProfiles:
             return
         new = self._csms_password()
         if new is not None and password != new:
-            valid = PASSWORD_MIN_LENGTH <= len(password) <= PASSWORD_MAX_LENGTH and is_password_string(
-                password
-            )
+            valid = valid_basic_auth_password(password)
             log.warning(
                 "the CSMS refused the new Basic-auth password and accepted the previous one%s",
                 ": using the previous one from now on" if valid else "",

@@ -8,6 +8,7 @@ which uses the same device model, never imports the 2.0.1 message models.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -24,6 +25,7 @@ __all__ = [
     "ReasonCode",
     "SetDecision",
     "SetStatus",
+    "ValueReader",
     "VariableDefinition",
     "VariableKey",
 ]
@@ -209,3 +211,8 @@ class GetDecision:
     reason_code: ReasonCode | None = None
     info: str | None = None
     definition: VariableDefinition | None = None
+
+
+# (variable, attribute) -> its stored value, or None when it has none (or must not be read). The
+# store's `get` fits; the 1.6 key map and the report builders read through it.
+ValueReader = Callable[[VariableKey, AttributeType], "str | None"]

@@ -20,7 +20,7 @@ Key names are CiString50: matched case-insensitively, answered in their standard
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -30,10 +30,11 @@ from evstation.protocol.device_model.model import (
     ComponentKey,
     Mutability,
     SetStatus,
+    ValueReader,
     VariableKey,
 )
 from evstation.protocol.device_model.standard import PHASE_ROTATIONS
-from evstation.protocol.device_model.validation import check_set, split_list
+from evstation.protocol.device_model.validation import check_set, limit_text, split_list
 
 __all__ = [
     "FEATURE_PROFILES",
@@ -399,18 +400,11 @@ class V16Change:
     info: str | None = None
 
 
-# (variable, attribute) -> the stored value, or None when it has none (or must not be read).
-ValueReader = Callable[[VariableKey, AttributeType], "str | None"]
-
 _STATUS: Final = {
     SetStatus.ACCEPTED: ConfigurationStatus.ACCEPTED,
     SetStatus.REBOOT_REQUIRED: ConfigurationStatus.REBOOT_REQUIRED,
     SetStatus.REJECTED: ConfigurationStatus.REJECTED,
 }
-
-
-def _number(limit: float) -> str:
-    return str(int(limit)) if float(limit).is_integer() else str(limit)
 
 
 class V16KeyMap:
@@ -489,7 +483,7 @@ class V16KeyMap:
                 assert key.variable is not None
                 limit = self.definitions[key.variable].max_limit
                 assert limit is not None
-                return V16KeyValue(key.name, True, _number(limit))
+                return V16KeyValue(key.name, True, limit_text(limit))
             case _:
                 return self._derived(key, values)
 

@@ -73,7 +73,8 @@ def _echo(value: str) -> str:
     return repr(value if len(value) <= _ECHO else value[:_ECHO] + "...")
 
 
-def _number(limit: float) -> str:
+def limit_text(limit: float) -> str:
+    """A limit as a person writes it: 16, not 16.0."""
     return str(int(limit)) if float(limit).is_integer() else str(limit)
 
 
@@ -111,13 +112,13 @@ def check_value(definition: VariableDefinition, value: str, *, limits: bool = Tr
                 return _rejected(
                     definition,
                     ReasonCode.TOO_LARGE_ELEMENT,
-                    f"at most {_number(definition.max_limit)} characters (got {len(value)})",
+                    f"at most {limit_text(definition.max_limit)} characters (got {len(value)})",
                 )
             if definition.min_limit is not None and len(value) < definition.min_limit:
                 return _rejected(
                     definition,
                     ReasonCode.INVALID_VALUE,
-                    f"at least {_number(definition.min_limit)} characters (got {len(value)})",
+                    f"at least {limit_text(definition.min_limit)} characters (got {len(value)})",
                 )
             key = definition.key
             if (key.component.name, key.name) in PASSWORD_VARIABLES and not is_password_string(value):
@@ -191,9 +192,9 @@ def _range_problem(
     low = definition.min_limit if limits else None
     high = definition.max_limit if limits else None
     if low is not None and number < Decimal(str(low)):
-        return ReasonCode.VALUE_TOO_LOW, f"below the minimum {_number(low)}"
+        return ReasonCode.VALUE_TOO_LOW, f"below the minimum {limit_text(low)}"
     if high is not None and number > Decimal(str(high)):
-        return ReasonCode.VALUE_TOO_HIGH, f"above the maximum {_number(high)}"
+        return ReasonCode.VALUE_TOO_HIGH, f"above the maximum {limit_text(high)}"
     if type_min is not None and number < type_min:
         return ReasonCode.VALUE_TOO_LOW, "below the 32-bit integer range"
     if type_max is not None and number > type_max:
@@ -217,11 +218,11 @@ def _check_list(definition: VariableDefinition, value: str) -> str | SetDecision
     # For the list types maxLimit is the largest number of members (appendix, VariableCharacteristics).
     if definition.max_limit is not None and len(items) > definition.max_limit:
         return _rejected(
-            definition, ReasonCode.TOO_MANY_ELEMENTS, f"at most {_number(definition.max_limit)} members"
+            definition, ReasonCode.TOO_MANY_ELEMENTS, f"at most {limit_text(definition.max_limit)} members"
         )
     if definition.min_limit is not None and len(items) < definition.min_limit:
         return _rejected(
-            definition, ReasonCode.INVALID_VALUE, f"at least {_number(definition.min_limit)} members"
+            definition, ReasonCode.INVALID_VALUE, f"at least {limit_text(definition.min_limit)} members"
         )
     return ",".join(items)
 
