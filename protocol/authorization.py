@@ -117,7 +117,7 @@ class TokenInfo:
     evse_ids: tuple[int, ...] = ()
 
     def valid_at(self, now: datetime) -> bool:
-        return self.status is AuthStatus.ACCEPTED and (self.expiry is None or now < self.expiry)
+        return self.effective_status(now) is AuthStatus.ACCEPTED
 
     def effective_status(self, now: datetime) -> AuthStatus:
         """Accepted with its expiry date passed reads as Expired (1.6 3.5.2; 2.0.1 C10.FR.08)."""

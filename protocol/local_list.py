@@ -136,19 +136,16 @@ def apply_update(
             ListStatus.VERSION_MISMATCH,
             f"differential update version {version} is not above the installed {current.version}",
         )
+    written = tuple(
+        (key, ListEntry(token, info)) for key, (token, info) in zip(keys, items, strict=True) if info
+    )
     if update_type is UpdateType.FULL:
         missing = [token.value for token, info in items if info is None]
         if missing:
             return ListOutcome(ListStatus.FAILED, f"full update entry without its info: {missing[0]!r}")
-        written = tuple(
-            (key, ListEntry(token, info)) for key, (token, info) in zip(keys, items, strict=True) if info
-        )
         size = len(written)
         change = ListChange(version, True, written)
     else:
-        written = tuple(
-            (key, ListEntry(token, info)) for key, (token, info) in zip(keys, items, strict=True) if info
-        )
         removed = tuple(key for key, (_, info) in zip(keys, items, strict=True) if info is None)
         after = (set(current.entries) | {key for key, _ in written}) - set(removed)
         size = len(after)

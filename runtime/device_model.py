@@ -47,6 +47,7 @@ from evstation.protocol.device_model import (
 )
 from evstation.protocol.device_model.validation import is_password_string
 from evstation.protocol.layout import ConnectorLayout, EvseLayout, StationLayout
+from evstation.protocol.retry import TransactionRetryPolicy
 from evstation.runtime.config import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH, SimMeterConfig, StationConfig
 from evstation.runtime.storage import Storage
 
@@ -641,3 +642,13 @@ async def open_device_model(
     if rows:
         await storage.write(lambda conn: _write_rows(conn, rows))
     return DeviceModel(storage, definitions, values, v16_profiles)
+
+
+def transaction_retry_policy(dm: DeviceModel) -> TransactionRetryPolicy:
+    """The retries of a message the CSMS failed to answer (1.6 TransactionMessageAttempts /
+    RetryInterval, 2.0.1 MessageAttempts / MessageAttemptInterval of the TransactionEvent instance),
+    as the device model says now: a CSMS's change applies to the next retry."""
+    return TransactionRetryPolicy(
+        dm.get_int(MESSAGE_ATTEMPTS_TRANSACTION_EVENT),
+        dm.get_float(MESSAGE_ATTEMPT_INTERVAL_TRANSACTION_EVENT),
+    )

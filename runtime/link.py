@@ -42,8 +42,8 @@ log = logging.getLogger(__name__)
 
 # Profiles 0 and 1 run over plain ws://, profiles 2 and 3 over wss:// (OCPP 2.0.1 part 2 A00).
 _PLAIN_PROFILES = frozenset({0, 1})
-_TLS_PROFILES = frozenset({2, 3})
-_BASIC_AUTH_PROFILES = frozenset({1, 2})
+TLS_PROFILES = frozenset({2, 3})
+BASIC_AUTH_PROFILES = frozenset({1, 2})
 _HTTP_UNAUTHORIZED = 401
 _HTTP_SWITCHING_PROTOCOLS = 101
 # How long a refused upgrade's body may take to arrive (it ends only when the CSMS closes) before we
@@ -92,11 +92,11 @@ class CsmsEndpoint:
         profile = self.security_profile
         if profile in _PLAIN_PROFILES and scheme != "ws":
             raise ValueError(f"security profile {profile} needs a ws:// URL, got {self.url!r}")
-        if profile in _TLS_PROFILES and scheme != "wss":
+        if profile in TLS_PROFILES and scheme != "wss":
             raise ValueError(f"security profile {profile} needs a wss:// URL, got {self.url!r}")
-        if profile not in _PLAIN_PROFILES | _TLS_PROFILES:
+        if profile not in _PLAIN_PROFILES | TLS_PROFILES:
             raise ValueError(f"security profile must be 0, 1, 2 or 3, got {profile}")
-        if profile in _BASIC_AUTH_PROFILES and not self.password:
+        if profile in BASIC_AUTH_PROFILES and not self.password:
             raise ValueError(f"security profile {profile} needs a Basic-auth password for {self.url!r}")
         if profile == 3 and (self.client_cert is None or self.client_key is None):
             raise ValueError(f"security profile 3 needs client_cert and client_key for {self.url!r}")
@@ -422,7 +422,7 @@ async def open_csms_stream(endpoint: CsmsEndpoint) -> trio.abc.Stream:
         OSError: the host cannot be resolved or reached.
     """
     host, port = _host_port(endpoint.url)
-    if endpoint.security_profile not in _TLS_PROFILES:
+    if endpoint.security_profile not in TLS_PROFILES:
         return await trio.open_tcp_stream(host, port)
     try:
         context = client_context(
@@ -820,7 +820,7 @@ def _resource(url: str, station_id: str) -> str:
 
 
 def _auth_headers(station_id: str, endpoint: CsmsEndpoint) -> list[tuple[bytes, bytes]]:
-    if endpoint.security_profile not in _BASIC_AUTH_PROFILES or endpoint.password is None:
+    if endpoint.security_profile not in BASIC_AUTH_PROFILES or endpoint.password is None:
         return []
     token = base64.b64encode(f"{station_id}:{endpoint.password}".encode()).decode("ascii")
     return [(b"Authorization", f"Basic {token}".encode("ascii"))]

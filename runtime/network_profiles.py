@@ -46,7 +46,7 @@ from evstation.runtime.device_model import (
     basic_auth_seed,
     valid_basic_auth_password,
 )
-from evstation.runtime.link import Connection, CsmsEndpoint, DialPlan
+from evstation.runtime.link import BASIC_AUTH_PROFILES, TLS_PROFILES, Connection, CsmsEndpoint, DialPlan
 from evstation.runtime.session import SessionContext, serve_session
 from evstation.runtime.storage import Storage
 
@@ -62,7 +62,6 @@ LAST_GOOD_PASSWORD_KEY: Final = "security.last_good_basic_auth_password"
 # After a new password: time for the SetVariables / ChangeConfiguration answer to leave before the
 # connection closes (the station answers first, then reconnects; libocpp waits 1 s as well).
 PASSWORD_RECONNECT_DELAY_S: Final = 1.0
-_BASIC_AUTH_PROFILES: Final = frozenset({1, 2})
 
 ProfileReader = Callable[[], Awaitable[list[StoredNetworkProfile]]]
 
@@ -146,7 +145,7 @@ class NetworkProfiles:
         old = await self._last_good_password()
         planned: list[CsmsEndpoint] = []
         for endpoint in endpoints:
-            if endpoint.security_profile not in _BASIC_AUTH_PROFILES:
+            if endpoint.security_profile not in BASIC_AUTH_PROFILES:
                 planned.append(endpoint)
                 continue
             planned.append(dataclasses.replace(endpoint, password=new))
@@ -166,8 +165,8 @@ class NetworkProfiles:
                 url=str(data["ocppCsmsUrl"]),
                 priority=slot,
                 security_profile=security,
-                password=self._password(base) if security in (1, 2) else None,
-                ca_bundle=self._ca_bundle(base) if security in (2, 3) else None,
+                password=self._password(base) if security in BASIC_AUTH_PROFILES else None,
+                ca_bundle=self._ca_bundle(base) if security in TLS_PROFILES else None,
                 client_cert=client.client_cert if client is not None and security == 3 else None,
                 client_key=client.client_key if client is not None and security == 3 else None,
                 message_timeout_s=float(str(data["messageTimeout"])),
@@ -218,7 +217,7 @@ class NetworkProfiles:
         with self._session.device_model.watch(BASIC_AUTH_PASSWORD) as changes:
             task_status.started()
             async for change in changes:
-                if endpoint.security_profile in _BASIC_AUTH_PROFILES and change.value != endpoint.password:
+                if endpoint.security_profile in BASIC_AUTH_PROFILES and change.value != endpoint.password:
                     break
             else:  # pragma: no cover - the watch channel never closes while we hold it
                 return
@@ -259,7 +258,7 @@ class NetworkProfiles:
         """The CSMS accepted `endpoint.password`: remember it as the fallback; if it is the old one
         (the CSMS refused the new), BasicAuthPassword goes back to it."""
         password = endpoint.password
-        if endpoint.security_profile not in _BASIC_AUTH_PROFILES or password is None:
+        if endpoint.security_profile not in BASIC_AUTH_PROFILES or password is None:
             return
         new = self._csms_password()
         if new is not None and password != new:

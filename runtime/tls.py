@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 import ssl
 from pathlib import Path
+from typing import Final
 
 # OCPP 2.0.1 A00.FR.318 / 1.6 security whitepaper: a station must offer TLS_ECDHE_ECDSA_WITH_AES_128/256_GCM
 # and TLS_RSA_WITH_AES_128/256_GCM (the last two, OpenSSL's "AES128-GCM-SHA256" / "AES256-GCM-SHA384",
@@ -54,7 +55,6 @@ class HandshakeWitness:
     """
 
     def __init__(self) -> None:
-        self.received = 0
         self.server_hello = False
         self.certificate_request = False
         self.done = False
@@ -65,7 +65,6 @@ class HandshakeWitness:
         """Bytes the CSMS sent, in order. Malformed input just ends the reading."""
         if self.done:
             return
-        self.received += len(data)
         self._records += data
         while len(self._records) >= _RECORD_HEADER:
             length = int.from_bytes(self._records[3:5], "big")
@@ -141,6 +140,11 @@ def client_context(
     return ctx
 
 
+# OpenSSL reason words of a CSMS refusing our client certificate, and of one refusing our TLS versions.
+_CLIENT_CERT_REFUSED: Final = ("UNKNOWN_CA", "BAD_CERTIFICATE", "CERTIFICATE_UNKNOWN")
+_VERSION_REFUSED: Final = ("PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL")
+
+
 def describe_tls_failure(
     exc: ssl.SSLError | OSError,
     host: str,
@@ -175,9 +179,9 @@ def describe_tls_failure(
         return f"CSMS certificate for {host} rejected: {exc.verify_message}"
     if "CERTIFICATE_REQUIRED" in reason or "PEER_DID_NOT_RETURN_A_CERTIFICATE" in reason:
         return f"CSMS at {host} requires a client certificate (security profile 3) and got none"
-    if "UNKNOWN_CA" in reason or "BAD_CERTIFICATE" in reason or "CERTIFICATE_UNKNOWN" in reason:
+    if any(word in reason for word in _CLIENT_CERT_REFUSED):
         return f"CSMS at {host} rejected our client certificate (TLS alert {exc.reason})"
-    if "PROTOCOL_VERSION" in reason or "UNSUPPORTED_PROTOCOL" in reason:
+    if any(word in reason for word in _VERSION_REFUSED):
         return (
             f"CSMS at {host} does not speak TLS 1.2 or later ({exc.reason}): it refused our protocol versions"
         )
@@ -204,12 +208,9 @@ def classify_tls_failure(exc: ssl.SSLError | OSError) -> SecurityFailure | None:
     if not isinstance(exc, ssl.SSLError):
         return None
     reason = (exc.reason or "").upper()
-    if any(
-        word in reason
-        for word in ("CERTIFICATE_REQUIRED", "UNKNOWN_CA", "BAD_CERTIFICATE", "CERTIFICATE_UNKNOWN")
-    ):
+    if "CERTIFICATE_REQUIRED" in reason or any(word in reason for word in _CLIENT_CERT_REFUSED):
         return SecurityFailure.CREDENTIALS_REFUSED
-    if "PROTOCOL_VERSION" in reason or "UNSUPPORTED_PROTOCOL" in reason:
+    if any(word in reason for word in _VERSION_REFUSED):
         return SecurityFailure.TLS_VERSION
     if "NO_SHARED_CIPHER" in reason or "NO_CIPHERS_AVAILABLE" in reason:
         return SecurityFailure.TLS_CIPHER

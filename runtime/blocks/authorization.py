@@ -4,7 +4,7 @@ Decides whether a presented token may start charging or may stop another token's
 list, then the authorization cache, then the CSMS (Authorize), with the offline rules of the device
 model when there is no connection or the call fails. Keeps the cache and the list in SQLite (migration
 6) and in memory. The rules are in protocol.authorization / protocol.local_list; this module does the
-I/O. Never imports the transactions block: it calls `authorize`, `may_stop` and `learn_from_answer`.
+I/O. Never imports the transactions block: it calls `decide`, `may_stop` and `learn_from_answer`.
 """
 
 from __future__ import annotations
@@ -213,7 +213,6 @@ class Authorization:
         storage: Storage,
         device_model: DeviceModel,
         clock: WallClock,
-        cache_entries: int = AUTH_CACHE_ENTRIES,
         free_vend_id_tag: str = DEFAULT_FREE_VEND_ID_TAG,
     ) -> None:
         self.version = version
@@ -223,7 +222,7 @@ class Authorization:
         self._storage = storage
         self._dm = device_model
         self._clock = clock
-        self._cache = AuthCache(version, cache_entries)
+        self._cache = AuthCache(version, AUTH_CACHE_ENTRIES)
         self._list = LocalList(version)
         self._groups: OrderedDict[str, IdToken] = OrderedDict()
         self._loaded = False
@@ -261,27 +260,22 @@ class Authorization:
 
     def settings(self) -> AuthSettings:
         dm = self._dm
-
-        def flag(key: VariableKey, default: bool) -> bool:
-            return dm.get_bool(key) if dm.get(key) is not None else default
-
         return AuthSettings(
-            local_list_enabled=flag(LOCAL_LIST_ENABLED, False),
-            cache_enabled=flag(AUTH_CACHE_ENABLED, False),
-            local_authorize_offline=flag(LOCAL_AUTHORIZE_OFFLINE, False),
-            local_pre_authorize=flag(LOCAL_PRE_AUTHORIZE, False),
-            offline_unknown_allowed=flag(OFFLINE_TX_FOR_UNKNOWN_ID, False),
-            disable_remote_authorization=flag(DISABLE_REMOTE_AUTHORIZATION, False),
-            list_disable_post_authorize=flag(LOCAL_LIST_DISABLE_POST_AUTHORIZE, False),
-            cache_disable_post_authorize=flag(AUTH_CACHE_DISABLE_POST_AUTHORIZE, False),
+            local_list_enabled=_flag(dm, LOCAL_LIST_ENABLED, False),
+            cache_enabled=_flag(dm, AUTH_CACHE_ENABLED, False),
+            local_authorize_offline=_flag(dm, LOCAL_AUTHORIZE_OFFLINE, False),
+            local_pre_authorize=_flag(dm, LOCAL_PRE_AUTHORIZE, False),
+            offline_unknown_allowed=_flag(dm, OFFLINE_TX_FOR_UNKNOWN_ID, False),
+            disable_remote_authorization=_flag(dm, DISABLE_REMOTE_AUTHORIZATION, False),
+            list_disable_post_authorize=_flag(dm, LOCAL_LIST_DISABLE_POST_AUTHORIZE, False),
+            cache_disable_post_authorize=_flag(dm, AUTH_CACHE_DISABLE_POST_AUTHORIZE, False),
             master_pass_group=dm.get(MASTER_PASS_GROUP_ID) or None,
             authorization_enabled=self.required(),
         )
 
     def required(self) -> bool:
         """AuthCtrlr.Enabled: false is free vend (a session needs no token; read at decision time)."""
-        dm = self._dm
-        return dm.get_bool(AUTH_ENABLED) if dm.get(AUTH_ENABLED) is not None else True
+        return _flag(self._dm, AUTH_ENABLED, True)
 
     def untokened(self) -> tuple[str, str]:
         """The token of a session started without one (AuthCtrlr.Enabled false). 2.0.1: idToken "" of
@@ -306,10 +300,6 @@ class Authorization:
         return IdToken(value, "" if self.version is V16 else token_type)
 
     # --- decisions -----------------------------------------------------------------------------
-
-    async def authorize(self, id_token: str, token_type: str, evse_id: int | None = None) -> bool:
-        """Whether the token may start charging now (at `evse_id`, when known)."""
-        return (await self.decide(id_token, token_type, evse_id)).accepted
 
     async def decide(self, id_token: str, token_type: str, evse_id: int | None = None) -> Decision:
         """The decision for a presented token, with its source and reason (logged)."""
@@ -611,3 +601,8 @@ class Authorization:
     ) -> v201.GetLocalListVersionResponse:
         await self._ensure_loaded()
         return v201.GetLocalListVersionResponse(version_number=self._list.version)
+
+
+def _flag(dm: DeviceModel, key: VariableKey, default: bool) -> bool:
+    """A boolean setting; `default` when the station does not have the variable."""
+    return dm.get_bool(key) if dm.get(key) is not None else default

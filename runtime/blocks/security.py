@@ -30,7 +30,6 @@ from typing import Final, NoReturn
 
 import trio
 
-from evstation.protocol.retry import TransactionRetryPolicy
 from evstation.protocol.security_events import (
     PendingEvent,
     SecurityEvent,
@@ -45,11 +44,10 @@ from evstation.runtime.calls import CallFailed, InvalidRequest
 from evstation.runtime.clock import WallClock
 from evstation.runtime.device_model import (
     BASIC_AUTH_PASSWORD,
-    MESSAGE_ATTEMPT_INTERVAL_TRANSACTION_EVENT,
-    MESSAGE_ATTEMPTS_TRANSACTION_EVENT,
     SECURITY_PROFILE,
     TIME_ADJUSTMENT_REPORTING_THRESHOLD,
     DeviceModel,
+    transaction_retry_policy,
 )
 from evstation.runtime.link import LinkDown
 from evstation.runtime.storage import Storage
@@ -231,10 +229,7 @@ class Security:
                 continue
             except CallFailed as exc:
                 attempts += 1
-                policy = TransactionRetryPolicy(
-                    self._dm.get_int(MESSAGE_ATTEMPTS_TRANSACTION_EVENT),
-                    self._dm.get_float(MESSAGE_ATTEMPT_INTERVAL_TRANSACTION_EVENT),
-                )
+                policy = transaction_retry_policy(self._dm)
                 delay = None if isinstance(exc, InvalidRequest) else policy.delay_after(attempts)
                 if delay is not None:
                     log.warning(

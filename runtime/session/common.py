@@ -40,12 +40,11 @@ from evstation.runtime.clock import WallClock
 from evstation.runtime.config import StationConfig
 from evstation.runtime.device_model import (
     HEARTBEAT_INTERVAL,
-    MESSAGE_ATTEMPT_INTERVAL_TRANSACTION_EVENT,
-    MESSAGE_ATTEMPTS_TRANSACTION_EVENT,
     MESSAGE_TIMEOUT,
     OFFLINE_THRESHOLD,
     DeviceModel,
     sleep_or_change,
+    transaction_retry_policy,
 )
 from evstation.runtime.events import Dropped
 from evstation.runtime.evse import EvseEvent, Evses, StatusChanged
@@ -134,11 +133,7 @@ class SessionContext:
         """Read at each decision, so a CSMS's change applies to the next retry (1.6
         TransactionMessageAttempts / RetryInterval, 2.0.1 MessageAttempts / MessageAttemptInterval
         of the TransactionEvent instance)."""
-        dm = self.device_model
-        return TransactionRetryPolicy(
-            dm.get_int(MESSAGE_ATTEMPTS_TRANSACTION_EVENT),
-            dm.get_float(MESSAGE_ATTEMPT_INTERVAL_TRANSACTION_EVENT),
-        )
+        return transaction_retry_policy(self.device_model)
 
 
 def new_session(
