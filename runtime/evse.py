@@ -348,8 +348,6 @@ class Evse:
         connection_timeout_s: float = CONNECTION_TIMEOUT_S,
         status_settle_s: float = SUSPENDED_EV_SETTLE_S,
         same_token: TokenMatcher | None = None,
-        stop_on_ev_side_disconnect: bool = True,
-        unlock_on_ev_side_disconnect: bool = True,
     ) -> None:
         if not connector_ids:
             raise ValueError("an EVSE needs at least one connector")
@@ -364,8 +362,8 @@ class Evse:
         self.status_settle_s = status_settle_s
         # TxCtrlr.StopTxOnEVSideDisconnect / OCPPCommCtrlr.UnlockOnEVSideDisconnect (the transactions
         # block keeps them in line with the device model); read when the pilot goes to A.
-        self.stop_on_ev_side_disconnect = stop_on_ev_side_disconnect
-        self.unlock_on_ev_side_disconnect = unlock_on_ev_side_disconnect
+        self.stop_on_ev_side_disconnect = True
+        self.unlock_on_ev_side_disconnect = True
         self._events = events
         # Token identity per the OCPP version (case-insensitive; 2.0.1 also compares the type).
         self._same_token = same_token or token_matcher(OcppVersion.V201)
@@ -458,9 +456,6 @@ class Evse:
     def active_faults(self) -> frozenset[FaultCode]:
         return frozenset(self._faults)
 
-    def meter(self) -> MeterSample | None:
-        return self._latest
-
     def energy_wh(self) -> float | None:
         return None if self._latest is None else self._latest.energy_import_wh
 
@@ -493,10 +488,6 @@ class Evse:
                 return sample
             await changed.wait()
 
-    @property
-    def board_state_known(self) -> bool:
-        return self._board_known.is_set()
-
     async def wait_board_state(self) -> None:
         """Until the board has reported the pilot once (whether an EV is plugged in is known)."""
         await self._board_known.wait()
@@ -508,13 +499,13 @@ class Evse:
             self._energy_suspended = suspended
             await self._apply()
 
-    async def refuse_unmetered(self, reason: StopReason) -> None:
+    async def refuse_unmetered(self) -> None:
         """No meter reading at a transaction's start point: end the session unenergized and show the
         fault (MeterCommunicationFault, status Faulted) until the meter reads again."""
         async with self._lock:
             self._unmetered = True
             self._set_fault(FaultCode.METER_COMMUNICATION, True)
-            await self._handle(Input.STOP, reason)
+            await self._handle(Input.STOP, StopReason.OTHER)
 
     def power_w(self) -> float | None:
         return None if self._latest is None else self._latest.power_w

@@ -151,7 +151,6 @@ def messages_for(version: OcppVersion) -> TransactionMessages:
 class _EvseTx:
     """One EVSE's transaction state, owned by its task."""
 
-    evse_id: int
     step: TxStep = field(default_factory=TxStep)
     connector_id: int | None = None
     token: tuple[str, str] | None = None
@@ -160,8 +159,6 @@ class _EvseTx:
     invalid_id: trio.Event = field(default_factory=trio.Event)
     # The 2.0.1 chargingState last reported for the running transaction (a triggered event repeats it).
     charging_state: str = "EVConnected"
-    # E10: the EV left and the transaction was kept; its return is reported (CablePluggedIn).
-    ev_left: bool = False
     # The numberOfPhasesUsed last reported for the running transaction (None: not yet known).
     phases_reported: int | None = None
     # The cableMaxCurrent the CSMS was last told for the running 2.0.1 transaction.
@@ -459,7 +456,7 @@ class Transactions:
     # --- events ------------------------------------------------------------------------------------
 
     def _state(self, evse_id: int) -> _EvseTx:
-        return self._evse_tx.setdefault(evse_id, _EvseTx(evse_id))
+        return self._evse_tx.setdefault(evse_id, _EvseTx())
 
     async def _dispatch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """One ordered event stream per EVSE, each applied by its own task (a start waiting for a meter
@@ -592,25 +589,21 @@ class Transactions:
                 and (after.ev_connected or evse.phase is Phase.EV_DISCONNECTED)
             )
             await self._stop(evse, state, reason, after, end_session=end_session)
-        elif state.record is not None and self._ev_side_event(state, event):
-            # E10.FR.01 / E10.FR.03: the transaction outlives an EV-side unplug (StopTxOnEVSideDisconnect
-            # false): the CSMS sees the cable leave (chargingState Idle) and come back (EVConnected).
-            plugged = isinstance(event, EvPlugged)
-            charging_state = "EVConnected" if plugged else "Idle"
-            state.charging_state = charging_state
-            cable = self._cable_news(state, evse) if plugged else None
+        elif (
+            isinstance(event, EvUnplugged)
+            and event.session_kept
+            and state.record is not None
+            and self.version is V201
+        ):
+            # E10.FR.01: the transaction outlives an EV-side unplug (StopTxOnEVSideDisconnect false):
+            # the CSMS sees the cable leave (chargingState Idle); its return is the plug below.
+            state.charging_state = "Idle"
             await self._update(
-                state,
-                UpdateData(
-                    trigger,
-                    self._now(),
-                    self._offline(),
-                    charging_state=charging_state,
-                    cable_max_current=cable,
-                ),
+                state, UpdateData(trigger, self._now(), self._offline(), charging_state="Idle")
             )
         elif isinstance(event, EvPlugged) and state.record is not None and self.version is V201:
-            # E03 (started at Authorized, before the cable): the EV's arrival is its own Updated event.
+            # E03 (started at Authorized, before the cable) and E10.FR.03 (the EV back to its kept
+            # transaction): the EV's arrival is its own Updated event.
             state.charging_state = "EVConnected"
             await self._update(
                 state,
@@ -647,16 +640,6 @@ class Transactions:
             return None
         state.cable_reported = amps
         return amps
-
-    def _ev_side_event(self, state: _EvseTx, event: EvseEvent | None) -> bool:
-        """Whether `event` is the EV leaving a kept 2.0.1 transaction, or coming back to it."""
-        if isinstance(event, EvUnplugged):
-            state.ev_left = event.session_kept
-            return event.session_kept and self.version is V201
-        if isinstance(event, EvPlugged) and state.ev_left:
-            state.ev_left = False
-            return self.version is V201
-        return False
 
     def _now(self) -> datetime:
         return self.services.clock.now()
@@ -713,7 +696,7 @@ class Transactions:
                     START_READING_WAIT_S,
                 )
                 state.step = TxStep(state.step.conditions, False, frozenset())
-                await evse.refuse_unmetered(StopReason.OTHER)
+                await evse.refuse_unmetered()
                 return
         at = self._now()
         stamp = self.meter_stamp(at)
@@ -822,7 +805,6 @@ class Transactions:
             self._end_entries[evse.id] = entry.id
         state.record = None
         state.scope = None
-        state.ev_left = False
         state.cable_reported = None
         self.ids.set(evse.id, None)
         if end_session:
