@@ -228,14 +228,10 @@ def report_data(definitions: Iterable[VariableDefinition], values: ValueReader) 
     return [_item(definition, values) for definition in definitions]
 
 
-def _encoded_size(payload: object) -> int:
-    return len(_ENCODER.encode(payload).encode("utf-8"))
-
-
 def payload_size(payload: object) -> int:
     """The size of a payload in compact UTF-8 JSON: how we measure a request against BytesPerMessage
-    (the frame as received may carry whitespace, which is not the CSMS's data)."""
-    return _encoded_size(payload)
+    (the frame as received may carry whitespace, which is not the CSMS's data) and a report page."""
+    return len(_ENCODER.encode(payload).encode("utf-8"))
 
 
 def _iso(value: datetime) -> str:
@@ -270,18 +266,19 @@ def notify_report_pages(
             "reportData": data,
         }
 
-    sizes = [_encoded_size(item) for item in items]
+    sizes = [payload_size(item) for item in items]
     pages: list[list[dict[str, object]]] = []
     current: list[dict[str, object]] = []
     used = 0
+    # An empty page of this seqNo (tbc false is the longer spelling); a list of n items adds n-1 commas.
+    overhead = payload_size(page(0, [], False))
     for item, size in zip(items, sizes, strict=True):
-        # tbc false is the longer spelling; a list of n items adds n-1 commas.
-        overhead = _encoded_size(page(len(pages), [], False))
         if overhead + size > budget_bytes:
             raise ValueError(f"a report item of {size} bytes does not fit a {budget_bytes}-byte page")
         if current and overhead + used + 1 + size > budget_bytes:
             pages.append(current)
             current, used = [], 0
+            overhead = payload_size(page(len(pages), [], False))
         used += size + (1 if current else 0)
         current.append(item)
     pages.append(current)

@@ -280,7 +280,7 @@ def parse_int(value: str) -> int:
 
 
 def parse_decimal(value: str) -> float:
-    if not (_INTEGER.fullmatch(value) or _DECIMAL.fullmatch(value)):
+    if not _DECIMAL.fullmatch(value):  # integers included
         raise ValueError(f"not a number: {_echo(value)}")
     try:
         return float(Decimal(value))
