@@ -10,14 +10,42 @@ from datetime import datetime
 from typing import Protocol
 
 from evstation.protocol.messages import OcppModel
+from evstation.protocol.meter_values import ENERGY_REGISTER
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.transactions.services import TxServices
 from evstation.runtime.outbox import OutboxEntry
 from evstation.runtime.storage import TransactionRecord
 
-__all__ = ["IdTokenVerdict", "StartData", "StopData", "TransactionMessages", "UpdateData"]
+__all__ = [
+    "IdTokenVerdict",
+    "StartData",
+    "StopData",
+    "TransactionMessages",
+    "UpdateData",
+    "with_energy_floor",
+]
 
 MeterValue = dict[str, object]
+
+
+def with_energy_floor(meter: MeterValue, energy_wh: float) -> MeterValue:
+    """The meter value with its unsigned energy register raised to `energy_wh` (never backwards). The
+    value keeps its version's spelling: 1.6 text of whole Wh, 2.0.1 a number. A signed value (1.6
+    format SignedData, 2.0.1 signedMeterValue) is the meter's own and is left as it is."""
+    values = meter.get("sampledValue")
+    if not isinstance(values, list):
+        return meter
+    fixed = [
+        {**v, "value": f"{energy_wh:.0f}" if isinstance(v["value"], str) else energy_wh}
+        if isinstance(v, dict)
+        and v.get("measurand") == ENERGY_REGISTER
+        and v.get("format") != "SignedData"
+        and "signedMeterValue" not in v
+        and float(str(v["value"])) < energy_wh
+        else v
+        for v in values
+    ]
+    return {**meter, "sampledValue": fixed}
 
 
 @dataclass(frozen=True, slots=True)

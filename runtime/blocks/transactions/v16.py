@@ -23,6 +23,7 @@ from evstation.runtime.blocks.transactions.formats import (
     StartData,
     StopData,
     UpdateData,
+    with_energy_floor,
 )
 from evstation.runtime.blocks.transactions.services import TxServices
 from evstation.runtime.calls import CallFailed
@@ -50,24 +51,6 @@ __all__ = ["V16Transactions"]
 log = logging.getLogger(__name__)
 
 _LAST_LOCAL_ID_KEY: Final = "session.v16.last_local_transaction_id"
-_ENERGY = "Energy.Active.Import.Register"
-
-
-def _with_energy(meter: MeterValue, energy_wh: float) -> MeterValue:
-    """The meter value with its (raw) energy register raised to `energy_wh` (never backwards)."""
-    values = meter.get("sampledValue")
-    if not isinstance(values, list):
-        return meter
-    fixed = [
-        {**v, "value": f"{energy_wh:.0f}"}
-        if isinstance(v, dict)
-        and v.get("measurand") == _ENERGY
-        and v.get("format") != "SignedData"
-        and float(str(v["value"])) < energy_wh
-        else v
-        for v in values
-    ]
-    return {**meter, "sampledValue": fixed}
 
 
 class V16Transactions:
@@ -179,7 +162,7 @@ class V16Transactions:
             meter = data.meter
             if data.energy_wh is not None:
                 energy = monotonic_energy(fresh.last_meter_wh, data.energy_wh)
-                meter = _with_energy(meter, energy)
+                meter = with_energy_floor(meter, energy)
                 write_last_meter(conn, record.id, energy, data.at)
             return {"connectorId": connector, "transactionId": _wire_id(fresh), "meterValue": [meter]}
 
@@ -200,7 +183,7 @@ class V16Transactions:
             stopped_at = data.at if data.at is not None else (fresh.last_meter_at or fresh.started_at)
             values: list[MeterValue] = json.loads(fresh.ended_values) if fresh.ended_values else []
             if data.end is not None:
-                values.append(_with_energy(data.end, meter))
+                values.append(with_energy_floor(data.end, meter))
             write_transaction(
                 conn,
                 replace(

@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from evstation.protocol.messages import OcppModel, VersionModels, enum_text
+from evstation.protocol.meter_values import ENERGY_REGISTER
 from evstation.protocol.transactions import monotonic_energy
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.transactions.formats import (
@@ -24,6 +25,7 @@ from evstation.runtime.blocks.transactions.formats import (
     StartData,
     StopData,
     UpdateData,
+    with_energy_floor,
 )
 from evstation.runtime.blocks.transactions.services import TxServices
 from evstation.runtime.calls import CallFailed
@@ -49,24 +51,6 @@ __all__ = ["V201Transactions"]
 
 log = logging.getLogger(__name__)
 
-_ENERGY = "Energy.Active.Import.Register"
-
-
-def _energy_in(meter: MeterValue, energy_wh: float) -> MeterValue:
-    """The meter value with its energy register raised to `energy_wh` (never backwards)."""
-    values = meter.get("sampledValue")
-    if not isinstance(values, list):
-        return meter
-    fixed = [
-        {**v, "value": energy_wh}
-        if isinstance(v, dict)
-        and v.get("measurand") == _ENERGY
-        and "signedMeterValue" not in v
-        and float(v["value"]) < energy_wh
-        else v
-        for v in values
-    ]
-    return {**meter, "sampledValue": fixed}
 
 
 class V201Transactions:
@@ -158,7 +142,7 @@ class V201Transactions:
                 meter = data.meter
                 if data.energy_wh is not None:
                     energy = monotonic_energy(fresh.last_meter_wh, data.energy_wh)
-                    meter = _energy_in(meter, energy)
+                    meter = with_energy_floor(meter, energy)
                     write_last_meter(conn, record.id, energy, data.at)
                 payload["meterValue"] = [meter]
             if data.id_token is not None:
@@ -193,7 +177,7 @@ class V201Transactions:
             meter_wh = last if data.meter_wh is None else monotonic_energy(last, data.meter_wh)
             values: list[MeterValue] = json.loads(fresh.ended_values) if fresh.ended_values else []
             if data.end is not None:
-                values.append(_energy_in(data.end, meter_wh))
+                values.append(with_energy_floor(data.end, meter_wh))
             else:
                 values.append(
                     {
@@ -202,7 +186,7 @@ class V201Transactions:
                             {
                                 "value": meter_wh,
                                 "context": "Transaction.End",
-                                "measurand": _ENERGY,
+                                "measurand": ENERGY_REGISTER,
                                 "location": "Outlet",
                                 "unitOfMeasure": {"unit": "Wh", "multiplier": 0},
                             }
