@@ -162,6 +162,8 @@ class BootMachine:
         self.state = BootState.NOT_SENT
         self.next_boot_at: float | None = None
         self.heartbeat_interval_s: float | None = None
+        # Counts B10.FR.10 switches: what a CSMS asked for before one is not the new CSMS's business.
+        self.registration = 0
         self._default_retry_s = default_retry_s
 
     def _move(self, event: BootInput) -> BootState:
@@ -233,3 +235,4 @@ class BootMachine:
         a BootNotification goes out at once, even if the station was Accepted."""
         self._move(BootInput.PROFILE_SWITCHED)
         self.next_boot_at = None
+        self.registration += 1

@@ -61,6 +61,16 @@ class Uplink:
             raise LinkDown(f"{action} not sent: no connection the CSMS accepted or kept pending")
         return await connection.call(action, payload)
 
+    async def wait_requested_sendable(self, action: str) -> CallManager:
+        """The current connection, once there is one on which `action`, a message the CSMS asked for,
+        may go out: Accepted, or Pending (B02.FR.09). Waits through disconnects and a boot in flight."""
+        while True:
+            changed = self._changed
+            connection = self._connection
+            if connection is not None and self.boot.may_send(action, requested=True):
+                return connection
+            await changed.wait()
+
     def trigger_boot(self) -> bool:
         """TriggerMessage(BootNotification) while Pending / Rejected: the boot loop sends one now.
         False when the boot state has no wait to cut short."""
@@ -89,6 +99,10 @@ class Uplink:
 
     def connected(self, calls: CallManager) -> None:
         self._connection = calls
+        self._notify()
+
+    def boot_answered(self) -> None:
+        """The CSMS answered a BootNotification: a message waiting for a Pending station may go now."""
         self._notify()
 
     def accepted(self) -> None:

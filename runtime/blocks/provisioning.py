@@ -6,8 +6,9 @@ the station says about itself at boot, and the CSMS reading and changing its dev
 - GetVariables / SetVariables (B06 / B05) item by item through the device model, within the
   DeviceDataCtrlr ItemsPerMessage / BytesPerMessage limits;
 - GetBaseReport / GetReport (B07 / B08): the answer first, then the NotifyReport pages from a task in
-  the block's own nursery (`run`), sent with `Uplink.call_requested` so they also go out while the CSMS
-  keeps the station Pending (B02.FR.01 / B02.FR.09);
+  the block's own nursery (`run`), sent whenever `Uplink.wait_requested_sendable` allows, so they also
+  go out while the CSMS keeps the station Pending (B02.FR.01 / B02.FR.09) and a page a lost connection
+  interrupted goes again, with the rest, on the next connection;
 - GetConfiguration / ChangeConfiguration (1.6 section 5.8 / 5.3) through the device model's 1.6 key
   projection;
 - SetNetworkProfile (B09): checked, then stored in SQLite; runtime/network_profiles.py makes the link
@@ -56,7 +57,7 @@ from evstation.protocol.provisioning import (
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.after_answer import AfterAnswer
 from evstation.runtime.blocks.registry import handles
-from evstation.runtime.calls import CallFailed, HandlerError
+from evstation.runtime.calls import CallFailed, CallTimeout, HandlerError, InvalidRequest
 from evstation.runtime.clock import WallClock, iso
 from evstation.runtime.config import StationIdentity
 from evstation.runtime.device_model import (
@@ -88,6 +89,10 @@ log = logging.getLogger(__name__)
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
 ACTUAL: Final = AttributeType.ACTUAL
+
+# Sends of one NotifyReport page that may go unanswered on a live connection before the report is
+# given up (a lost connection does not count: the page waits for the next one).
+REPORT_PAGE_ATTEMPTS: Final = 3
 
 # 2.0.1 BootReasonEnumType for a first start; a Reset stores e.g. "RemoteReset" before it restarts
 # the station (storage boot_state.next_boot_reason).
@@ -312,13 +317,45 @@ class Provisioning:
         self._after_answer.start_soon(self._send_report, request_id, pages)  # after the answer
 
     async def _send_report(self, request_id: int, pages: list[dict[str, object]]) -> None:
-        for page in pages:
-            try:
-                await self._uplink.call_requested("NotifyReport", page)
-            except (LinkDown, CallFailed) as exc:
-                # Not queued: a report describes the station now; the CSMS asks again after a reconnect.
-                log.warning("report %d stopped at page %s: %s", request_id, page["seqNo"], exc)
+        """Send the pages in order, losing none to a lost connection.
+
+        Part 2 / part 4 name no queueing for NotifyReport (only transaction messages must be queued;
+        QueueAllMessages is false here), so the rule is ours: lose no data. A page whose connection
+        failed before its answer goes again, unchanged (same seqNo, tbc, generatedAt), on the next
+        connection on which the station may send it (Accepted, or Pending: B02.FR.09), and the rest
+        follow it. The CSMS may see that page twice; it never misses one. Held in memory: a restart
+        ends the report (the CSMS sees no tbc=false and asks again), and so does a switch to another
+        network profile (B10.FR.10): the CSMS behind it never asked for this report."""
+        registration = self._uplink.boot.registration
+        seq_no = 0
+        timeouts = 0
+        while seq_no < len(pages):
+            calls = await self._uplink.wait_requested_sendable("NotifyReport")
+            if self._uplink.boot.registration != registration:
+                log.warning("report %d dropped at page %d: now connected to another CSMS", request_id, seq_no)
                 return
+            try:
+                await calls.call("NotifyReport", pages[seq_no])
+            except LinkDown as exc:
+                log.info("report %d: page %d goes again after the reconnect (%s)", request_id, seq_no, exc)
+                continue
+            except CallTimeout as exc:
+                # Unanswered on a live connection: send it again, a few times, then give up rather than
+                # hold the call slot forever for a CSMS that never answers NotifyReport.
+                timeouts += 1
+                if timeouts < REPORT_PAGE_ATTEMPTS:
+                    log.warning("report %d: page %d again: %s", request_id, seq_no, exc)
+                    continue
+                log.warning("report %d stopped at page %d after %d timeouts", request_id, seq_no, timeouts)
+                return
+            except InvalidRequest as exc:  # pragma: no cover - every page validates (pure tests)
+                log.error("report %d stopped at page %d: %s", request_id, seq_no, exc)
+                return
+            except CallFailed as exc:
+                # A CALLERROR or a malformed answer: the CSMS did receive the page; the rest still go.
+                log.warning("report %d: page %d refused: %s", request_id, seq_no, exc)
+            seq_no += 1
+            timeouts = 0
         log.info("report %d sent in %d NotifyReport message(s)", request_id, len(pages))
 
     # --- 2.0.1 SetNetworkProfile (B09) ------------------------------------------------------------

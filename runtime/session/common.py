@@ -259,6 +259,7 @@ async def _boot(ctx: SessionContext, calls: CallManager) -> None:
         status, interval, current_time = _boot_answer(ctx.version, response)
         moved_s = ctx.clock.set(current_time)
         decision = machine.answered(status, interval, trio.current_time())
+        ctx.uplink.boot_answered()
         log.info("BootNotification %s (interval %g s)", status, interval)
         ctx.blocks.security.clock_set(moved_s)
         if decision.heartbeat_interval_s is not None:

@@ -16,7 +16,9 @@ import trio
 import trio.testing
 from runtime_session_harness import (
     CsmsPeer,
+    Fail,
     MemoryConnection,
+    NoAnswer,
     call,
     open_session_context,
     serving,
@@ -27,7 +29,13 @@ from evstation.protocol.boot import BootState
 from evstation.protocol.device_model.v16 import V16_KEYS, V16KeyMap, V16Profile
 from evstation.protocol.rpc import CallError
 from evstation.protocol.versions import OcppVersion
-from evstation.runtime.device_model import HEARTBEAT_INTERVAL, IMPLEMENTED_V16_PROFILES, definitions_for
+from evstation.runtime.blocks.provisioning import REPORT_PAGE_ATTEMPTS
+from evstation.runtime.device_model import (
+    HEARTBEAT_INTERVAL,
+    IMPLEMENTED_V16_PROFILES,
+    MESSAGE_TIMEOUT,
+    definitions_for,
+)
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
 # The scripted CSMS's bound in virtual seconds: generous, because the MockClock jumps to the next
@@ -264,6 +272,131 @@ async def test_b07_full_inventory_is_answered_first_then_paged_with_seq_no_and_t
     items = reported(pages)
     assert len(items) == len(ctx.device_model.definitions)  # every variable, once
     assert ("Connector", 2, "ConnectorType") in items and ("EVSE", 1, "Power") in items
+
+
+async def final_page(csms: CsmsPeer) -> list[dict[str, Any]]:
+    """Every NotifyReport `csms` has seen, once the last page (tbc false) is among them."""
+    while True:
+        pages = [s.call.payload for s in csms.of("NotifyReport")]
+        if pages and not pages[-1]["tbc"]:
+            return pages
+        await csms.wait_for("NotifyReport", len(pages) + 1)
+
+
+@pytest.mark.parametrize("registration", ["Accepted", "Pending"])
+async def test_b07_a_report_a_lost_connection_interrupts_goes_on_after_the_reconnect(
+    clock: trio.testing.MockClock, tmp_path: Path, registration: str
+) -> None:
+    # Given a FullInventory report whose second page the first CSMS connection never answers
+    first, conn1 = CsmsPeer(V201), MemoryConnection(V201)
+    first.then("NotifyReport", {}, NoAnswer())
+    if registration == "Pending":
+        first.then("BootNotification", BOOT_PENDING)
+    async with open_session_context(tmp_path, V201) as ctx:
+        async with serving(first, conn1, ctx, fail_after_s=SLACK_S):
+            await first.wait_for("StatusNotification" if registration == "Accepted" else "BootNotification")
+            answer = await call(
+                first, conn1, "GetBaseReport", {"requestId": 21, "reportBase": "FullInventory"}
+            )
+            assert answer == {"status": "Accepted"}
+            await first.wait_for("NotifyReport", 2)
+            # When the connection drops while seqNo 1 waits for its answer
+            conn1.close()
+        # Then the next connection carries seqNo 1 again and the rest of the same report
+        second, conn2 = CsmsPeer(V201), MemoryConnection(V201, generation=2)
+        async with serving(second, conn2, ctx, fail_after_s=SLACK_S):
+            rest = await final_page(second)
+            assert ctx.uplink.boot.state.value == registration
+    before = [s.call.payload for s in first.of("NotifyReport")]
+    assert [p["seqNo"] for p in before] == [0, 1]
+    assert [p["seqNo"] for p in rest] == list(range(1, len(rest) + 1))  # seqNo goes on from 1
+    assert len(rest) >= 2 and rest[0] == before[1]  # the interrupted page, unchanged
+    assert [p["tbc"] for p in rest] == [True] * (len(rest) - 1) + [False]
+    assert {p["requestId"] for p in before + rest} == {21}
+    assert len({p["generatedAt"] for p in before + rest}) == 1  # one report, made once
+    assert len(reported(before[:1] + rest)) == len(ctx.device_model.definitions)  # nothing lost
+    assert "BootNotification" not in second.actions()  # a reconnect, not a reboot (B01)
+    if registration == "Pending":
+        assert set(second.actions()) == {"NotifyReport"}  # B02.FR.02: only what the CSMS asked for
+
+
+async def test_b07_after_a_boot_lost_in_flight_the_rest_waits_for_the_new_boot_answer(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    # Given a Pending station whose report stalls at seqNo 1 and whose next BootNotification is in
+    # flight when the connection drops
+    first, conn1 = CsmsPeer(V201), MemoryConnection(V201)
+    first.then("BootNotification", {**BOOT_PENDING, "interval": 5}, NoAnswer())
+    first.then("NotifyReport", {}, NoAnswer())
+    async with open_session_context(tmp_path, V201) as ctx:
+        async with serving(first, conn1, ctx, fail_after_s=SLACK_S):
+            await first.wait_for("BootNotification")
+            await call(first, conn1, "GetBaseReport", {"requestId": 30, "reportBase": "FullInventory"})
+            await first.wait_for("BootNotification", 2)
+            conn1.close()
+        # When the next connection boots again and the CSMS keeps the station Pending
+        second, conn2 = CsmsPeer(V201), MemoryConnection(V201, generation=2)
+        second.then("BootNotification", BOOT_PENDING)
+        async with serving(second, conn2, ctx, fail_after_s=SLACK_S):
+            rest = await final_page(second)
+    # Then the pages follow that answer, from the interrupted one on
+    assert second.wire[0] == "BootNotification" and set(second.actions()) == {
+        "BootNotification",
+        "NotifyReport",
+    }
+    assert [s.call.payload["seqNo"] for s in first.of("NotifyReport")] == [0, 1]
+    assert [p["seqNo"] for p in rest] == list(range(1, len(rest) + 1))
+
+
+async def test_b07_b10_fr_10_a_switch_to_another_csms_drops_the_rest_of_the_report(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    first, conn1 = CsmsPeer(V201), MemoryConnection(V201)
+    first.then("NotifyReport", {}, NoAnswer())
+    async with open_session_context(tmp_path, V201) as ctx:
+        async with serving(first, conn1, ctx, fail_after_s=SLACK_S):
+            await first.wait_for("StatusNotification", 2)
+            await call(first, conn1, "GetBaseReport", {"requestId": 22, "reportBase": "FullInventory"})
+            await first.wait_for("NotifyReport", 2)
+            conn1.close()
+        # The link found the next connection on another network profile (runtime/network_profiles.py).
+        ctx.uplink.boot.profile_switched()
+        second, conn2 = CsmsPeer(V201), MemoryConnection(V201, generation=2)
+        async with serving(second, conn2, ctx, fail_after_s=SLACK_S):
+            await second.wait_for("StatusNotification", 2)
+            await trio.testing.wait_all_tasks_blocked()
+    # The new CSMS never asked for report 22: it gets none of it
+    assert "BootNotification" in second.actions() and not second.of("NotifyReport")
+
+
+async def test_b07_a_refused_page_does_not_stop_the_report(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    # Given a CSMS that answers the first NotifyReport with a CALLERROR
+    csms, conn = CsmsPeer(V201), MemoryConnection(V201)
+    csms.then("NotifyReport", Fail())
+    async with open_session_context(tmp_path, V201) as ctx, serving(csms, conn, ctx, fail_after_s=SLACK_S):
+        await csms.wait_for("StatusNotification", 2)
+        # When it asks for a report
+        _, pages = await report(csms, conn, "GetBaseReport", {"requestId": 4, "reportBase": "FullInventory"})
+    # Then every page goes out once, in order: the CSMS received the refused one
+    assert [p["seqNo"] for p in pages] == list(range(len(pages)))
+    assert len(reported(pages)) == len(ctx.device_model.definitions)
+
+
+async def test_b07_a_page_unanswered_on_a_live_connection_is_sent_again_then_given_up(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    # Given a CSMS that never answers NotifyReport but keeps the connection
+    csms, conn = CsmsPeer(V201), MemoryConnection(V201)
+    csms.then("NotifyReport", *[NoAnswer()] * REPORT_PAGE_ATTEMPTS)
+    async with open_session_context(tmp_path, V201) as ctx, serving(csms, conn, ctx, fail_after_s=SLACK_S):
+        await csms.wait_for("StatusNotification", 2)
+        await call(csms, conn, "GetBaseReport", {"requestId": 8, "reportBase": "FullInventory"})
+        await csms.wait_for("NotifyReport", REPORT_PAGE_ATTEMPTS)
+        # When each send times out (MessageTimeout), then the report is given up after the last attempt
+        await trio.sleep(10 * ctx.device_model.get_float(MESSAGE_TIMEOUT))
+    assert [s.call.payload["seqNo"] for s in csms.of("NotifyReport")] == [0] * REPORT_PAGE_ATTEMPTS
 
 
 async def test_b07_configuration_and_summary_inventories_hold_what_their_base_names(
