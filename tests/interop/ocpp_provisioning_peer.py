@@ -7,6 +7,8 @@ Run as `python ocpp_provisioning_peer.py VERSION SCENARIO`; the output is ocpp_p
 Scenarios (the peer's CALLs once the station reported its first status):
 - 2.0.1 `report`: GetBaseReport FullInventory; every NotifyReport is validated by the package and
   answered.
+- 2.0.1 `report-stalled`: the same on the first connection only, but the first NotifyReport with
+  seqNo 1 is answered only after STALL_S (a test cuts the network meanwhile); every later one at once.
 - 2.0.1 `variables`: SetVariables on the station, an EVSE and a connector, then GetVariables of the same.
 - 1.6 `configuration`: GetConfiguration without keys, with keys (one unknown), then
   ChangeConfiguration HeartbeatInterval = 2.
@@ -55,15 +57,30 @@ class Timed:
         await super(Recording, self).route_message(raw_msg)
 
 
+STALL_S = 30.0
+
+
 class Provisioning201(Timed, Peer201):
+    # One per peer process, shared by the peers of its connections: which seqNo were stalled already,
+    # and whether a connection asked for the report already.
+    stalled: set[int]
+    asked: list[bool]
+
     def own_calls(self) -> list[Any]:
-        if SCENARIO == "report":
+        if SCENARIO == "report-stalled":
+            if self.asked:
+                return []
+            self.asked.append(True)
+        if SCENARIO.startswith("report"):
             return [call201.GetBaseReport(request_id=42, report_base="FullInventory")]
         reads = [{k: v for k, v in w.items() if k != "attribute_value"} for w in WRITES]
         return [call201.SetVariables(set_variable_data=WRITES), call201.GetVariables(get_variable_data=reads)]
 
     @on(Action201.notify_report)
-    def on_notify_report(self, **_: Any) -> result201.NotifyReport:
+    async def on_notify_report(self, seq_no: int, **_: Any) -> result201.NotifyReport:
+        if SCENARIO == "report-stalled" and seq_no == 1 and seq_no not in self.stalled:
+            self.stalled.add(seq_no)
+            await asyncio.sleep(STALL_S)
         return result201.NotifyReport()
 
 
@@ -76,5 +93,17 @@ class Provisioning16(Timed, Peer16):
         ]
 
 
+def _peer201_factory() -> Any:
+    stalled: set[int] = set()
+    asked: list[bool] = []
+
+    def make_peer(station_id: str, connection: Any) -> Provisioning201:
+        peer = Provisioning201(station_id, connection)
+        peer.stalled, peer.asked = stalled, asked
+        return peer
+
+    return make_peer
+
+
 if __name__ == "__main__":
-    asyncio.run(serve(sys.argv[1], Provisioning16 if sys.argv[1] == "1.6" else Provisioning201))
+    asyncio.run(serve(sys.argv[1], Provisioning16 if sys.argv[1] == "1.6" else _peer201_factory()))

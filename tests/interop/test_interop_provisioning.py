@@ -54,6 +54,33 @@ async def test_interop_b07_full_inventory_every_notify_report_passes_the_package
     assert page_ids <= {f[1] for f in peer.frames("sent") if f[0] == 3}
 
 
+async def test_interop_b07_a_report_cut_by_the_network_goes_on_after_the_reconnect(tmp_path: Path) -> None:
+    """The network drops while the package's CSMS holds back its answer to seqNo 1; after the
+    reconnect seqNo 1 comes again and then the rest, every page valid for the package."""
+    with trio.fail_after(TIMEOUT_S):
+        async with (
+            run_peer("2.0.1", "report-stalled", script=PEER) as (peer, port),
+            open_station(_config(tmp_path, "2.0.1", port)) as station,
+        ):
+            await peer.wait_until(lambda: len(peer.received_calls("NotifyReport")) >= 2)
+            station.set_network(False)
+            await station.session.uplink.wait_offline()
+            station.set_network(True)
+
+            def last_page_in() -> bool:
+                return any(not p["tbc"] for p in peer.received_calls("NotifyReport"))
+
+            await peer.wait_until(last_page_in)
+            definitions = len(station.session.device_model.definitions)
+    refused_by_peer, refused_by_us = peer.call_errors()
+    assert refused_by_peer == [] and refused_by_us == []
+    pages = peer.received_calls("NotifyReport")
+    seq_nos = [p["seqNo"] for p in pages]
+    assert seq_nos[:3] == [0, 1, 1] and seq_nos[2:] == list(range(1, len(pages) - 1))
+    assert {p["requestId"] for p in pages} == {42} and len({p["generatedAt"] for p in pages}) == 1
+    assert sum(len(p["reportData"]) for p in pages[:1] + pages[2:]) == definitions
+
+
 async def test_interop_b05_b06_set_then_get_variables_on_station_evse_and_connector(tmp_path: Path) -> None:
     with trio.fail_after(TIMEOUT_S):
         async with (
