@@ -559,6 +559,27 @@ async def test_b09_set_network_profile_checks_slot_security_and_content_then_sto
     assert stored.connection_data == profile()
 
 
+async def test_b02_b09_set_network_profile_while_pending_is_a_security_error_and_nothing_is_stored(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    # Given a station the CSMS keeps Pending
+    csms, conn = CsmsPeer(V201), MemoryConnection(V201)
+    csms.then("BootNotification", BOOT_PENDING)
+    async with (
+        open_session_context(tmp_path, V201, endpoints=ENDPOINTS) as ctx,
+        serving(csms, conn, ctx, fail_after_s=SLACK_S),
+    ):
+        await csms.wait_for("BootNotification")
+        # When the CSMS sends a valid SetNetworkProfile (not one of the B02 messages for a Pending station)
+        request = {"configurationSlot": 4, "connectionData": profile()}
+        code = await refused(csms, conn, "SetNetworkProfile", request)
+        # Then the station refuses it like any message B02 does not allow, and stores nothing
+        assert code == "SecurityError"
+        assert await ctx.blocks.provisioning.network_profiles() == []
+        assert ctx.uplink.boot.state is BootState.PENDING
+    assert csms.actions() == ["BootNotification"]
+
+
 async def test_b09_fr_03_a_valid_profile_the_database_refuses_is_failed(
     clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
