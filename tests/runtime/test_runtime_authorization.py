@@ -284,6 +284,27 @@ async def test_c12_a_token_authorized_from_the_cache_is_carried_by_its_transacti
     assert len(online.csms.of("Authorize")) == 1
 
 
+async def test_c06_a_local_id_type_token_is_authorized_by_the_csms_like_any_other(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """C06 (authorization using the local id type, IdTokenEnumType Local): the token goes to the CSMS
+    in AuthorizeRequest with its type Local (unlike Central / NoAuthorization, C03 / C05), a refusal
+    starts nothing (C06.FR.02, which TC_C_05_CS tests together with C01.FR.02), an Accepted answer
+    authorizes the EVSE and the transaction carries the token, type Local, in its Started event."""
+    csms = CsmsPeer(V201).then("Authorize", authorize_reply(V201, "Invalid"), authorize_reply(V201))
+    async with station(tmp_path, V201, csms) as (ctx, online, events):
+        assert await ctx.evses.present_token("KIOSK-7", "Local", evse_id=1) == 1
+        assert await next_of(events, Authorized) is None
+        assert await ctx.evses.present_token("KIOSK-8", "Local", evse_id=1) == 1
+        assert await next_of(events, Authorized) is not None
+        board(ctx, 1).plug_in()
+        (sent,) = await online.csms.wait_for("TransactionEvent")
+    asked = [s.call.payload["idToken"] for s in csms.of("Authorize")]
+    assert asked == [{"idToken": "KIOSK-7", "type": "Local"}, {"idToken": "KIOSK-8", "type": "Local"}]
+    assert sent.call.payload["eventType"] == "Started"
+    assert sent.call.payload["idToken"] == {"idToken": "KIOSK-8", "type": "Local"}
+
+
 @BOTH
 async def test_c11_clear_cache(clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion) -> None:
     """C11 / 1.6 5.4: ClearCache empties the cache (Accepted); with the cache disabled: Rejected."""
