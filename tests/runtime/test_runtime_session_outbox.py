@@ -242,7 +242,9 @@ async def test_link_drops_do_not_use_up_a_messages_attempts(
         assert await ctx.outbox.dead_letters() == []
 
 
-def _retry_policy_change(version: OcppVersion, attempts: int, interval_s: int) -> list[tuple[str, dict[str, object]]]:
+def _retry_policy_change(
+    version: OcppVersion, attempts: int, interval_s: int
+) -> list[tuple[str, dict[str, object]]]:
     """The CSMS's CALLs that set the transaction messages' attempts and interval."""
     if version is V16:
         return [
