@@ -682,7 +682,7 @@ class _ReportingStream(trio.abc.Stream):
         try:
             await self._stream.send_all(data)
         except trio.BrokenResourceError as exc:
-            raise LinkDown(_describe(exc)) from None
+            raise _broken(exc) from None
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._stream.wait_send_all_might_not_block()
@@ -693,7 +693,7 @@ class _ReportingStream(trio.abc.Stream):
             try:
                 received = await self._stream.receive_some(max_bytes)
             except trio.BrokenResourceError as exc:
-                raise LinkDown(_describe(exc)) from None
+                raise _broken(exc) from None
             if not received:
                 self.peer_closed.set()
             return received
@@ -703,7 +703,7 @@ class _ReportingStream(trio.abc.Stream):
                 data = await self._stream.receive_some(max_bytes)
         except trio.BrokenResourceError as exc:
             if self._refused_with is None:
-                raise LinkDown(_describe(exc)) from None
+                raise _broken(exc) from None
         if data:
             self._heard_from_peer = True
             if self._status_line is not None:
@@ -735,6 +735,14 @@ class _ReportingStream(trio.abc.Stream):
 
     async def aclose(self) -> None:
         await self._stream.aclose()
+
+
+def _broken(exc: trio.BrokenResourceError) -> LinkDown:
+    """A transport that broke after our TLS handshake finished. A TLS 1.3 CSMS refuses our client
+    certificate only then, with an alert (certificate_required, unknown_ca, bad_certificate, ...): that
+    is FailedToAuthenticateAtCsms as much as during the handshake, so the failure keeps its class.
+    Other alerts and plain closes carry none (no security event names them; docs/link.md)."""
+    return LinkDown(_describe(exc), security=_security_failure(exc))
 
 
 def _describe(exc: BaseException, host: str = "CSMS", settings: LinkSettings | None = None) -> str:

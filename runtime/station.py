@@ -369,6 +369,7 @@ async def open_station(
             await nursery.start(evses.run)
             await nursery.start(session.blocks.authorization.run)
             await nursery.start(session.blocks.transactions.run)
+            await nursery.start(session.blocks.remote_control.run)
             await nursery.start(session.blocks.trigger.run)
             await nursery.start(session.blocks.provisioning.run)
             await nursery.start(session.blocks.reset.run)

@@ -140,8 +140,17 @@ def client_context(
     return ctx
 
 
-# OpenSSL reason words of a CSMS refusing our client certificate, and of one refusing our TLS versions.
-_CLIENT_CERT_REFUSED: Final = ("UNKNOWN_CA", "BAD_CERTIFICATE", "CERTIFICATE_UNKNOWN")
+# OpenSSL reason words of a CSMS refusing our client certificate (the alerts of RFC 8446 section 6.2 a
+# server sends about the client's certificate), and of one refusing our TLS versions.
+_CLIENT_CERT_REFUSED: Final = (
+    "UNKNOWN_CA",
+    "BAD_CERTIFICATE",
+    "CERTIFICATE_UNKNOWN",
+    "CERTIFICATE_EXPIRED",
+    "CERTIFICATE_REVOKED",
+    "UNSUPPORTED_CERTIFICATE",
+    "ACCESS_DENIED",
+)
 _VERSION_REFUSED: Final = ("PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL")
 
 

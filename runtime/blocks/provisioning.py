@@ -11,8 +11,8 @@ the station says about itself at boot, and the CSMS reading and changing its dev
   interrupted goes again, with the rest, on the next connection;
 - GetConfiguration / ChangeConfiguration (1.6 section 5.8 / 5.3) through the device model's 1.6 key
   projection;
-- SetNetworkProfile (B09): checked, then stored in SQLite; runtime/network_profiles.py makes the link
-  dial it from the next boot or lost connection (B10).
+- SetNetworkProfile (B09): checked, then stored in SQLite and kept in memory (read from SQLite once a
+  run); runtime/network_profiles.py makes the link dial it from the next boot or lost connection (B10).
 
 It never decides an OCPP rule itself: validation, the key map, report paging and the network-profile
 rule live in protocol/.
@@ -179,6 +179,11 @@ class Provisioning:
         self._dm = device_model
         self._uplink = uplink
         self._after_answer = AfterAnswer("provisioning")
+        # The stored SetNetworkProfile slots, read from SQLite once (the link asks at every reconnect)
+        # and kept in step by set_network_profile after its write commits. The lock keeps a write
+        # that lands during the first read from being lost.
+        self._network_profiles: dict[int, StoredNetworkProfile] | None = None
+        self._network_profiles_lock = trio.Lock()
         # ClockCtrlr.DateTime is the station's clock, read when asked (GetVariables, reports).
         device_model.provide(DATE_TIME, lambda: iso(clock.now()))
 
@@ -392,6 +397,9 @@ class Provisioning:
             # B09.FR.03: a valid profile the station could not store.
             log.error("SetNetworkProfile slot %d not stored: %s", req.configuration_slot, exc)
             return v201.SetNetworkProfileResponse(status=status.FAILED)
+        async with self._network_profiles_lock:
+            if self._network_profiles is not None:  # else the first read finds it in SQLite
+                self._network_profiles[stored.slot] = stored
         log.info(
             "network profile stored in slot %d (%s, security profile %d); the link dials it from the next "
             "boot or lost connection when NetworkConfigurationPriority names the slot",
@@ -402,8 +410,12 @@ class Provisioning:
         return v201.SetNetworkProfileResponse(status=status.ACCEPTED)
 
     async def network_profiles(self) -> list[StoredNetworkProfile]:
-        """Every stored SetNetworkProfile, by slot."""
-        return await self._storage.read(_read_network_profiles)
+        """Every stored SetNetworkProfile, by slot: from SQLite on the first call, then from memory."""
+        async with self._network_profiles_lock:
+            if self._network_profiles is None:
+                stored = await self._storage.read(_read_network_profiles)
+                self._network_profiles = {profile.slot: profile for profile in stored}
+            return [self._network_profiles[slot] for slot in sorted(self._network_profiles)]
 
     # --- 1.6 GetConfiguration / ChangeConfiguration (sections 5.8, 5.3) -----------------------------
 

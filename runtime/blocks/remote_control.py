@@ -10,7 +10,7 @@ protocol.remote_control.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NoReturn
 
 import trio
 
@@ -67,8 +67,23 @@ class RemoteControl:
         self._device_model = device_model
         # EVSE id -> the TxProfile a remote start brought. Kept (in memory: a TxProfile lives only as
         # long as its transaction) for smart charging (K), which is not built: until then it does not
-        # limit the current.
+        # limit the current. `run` drops it when the transaction ends.
         self.tx_profiles: dict[int, OcppModel] = {}
+        # EVSE id -> the EVSE's count of ended transactions when its profile was kept: the next end is
+        # that of the profile's transaction (running then, or started by the remote start).
+        self._kept_at_end: dict[int, int] = {}
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
+        """Forget each TxProfile when its transaction ends (start it for the station's lifetime)."""
+        ids = self._transactions.ids
+        task_status.started()
+        while True:
+            changed = ids.changed
+            for evse_id, kept_at in list(self._kept_at_end.items()):
+                if ids.ends(evse_id) > kept_at:
+                    del self._kept_at_end[evse_id]
+                    self.tx_profiles.pop(evse_id, None)
+            await changed.wait()
 
     def _idle_evse(self) -> Evse | None:
         for evse in self._evses:
@@ -99,8 +114,10 @@ class RemoteControl:
     def _keep_profile(self, evse_id: int, profile: OcppModel | None) -> None:
         if profile is None:
             self.tx_profiles.pop(evse_id, None)
+            self._kept_at_end.pop(evse_id, None)
         else:
             self.tx_profiles[evse_id] = profile
+            self._kept_at_end[evse_id] = self._transactions.ids.ends(evse_id)
 
     # --- 1.6 ---------------------------------------------------------------------------------------
 

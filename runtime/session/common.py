@@ -442,7 +442,6 @@ async def _send_outbox(ctx: SessionContext, calls: CallManager) -> None:
     then moved to the dead letters with the reason (never dropped silently).
     """
     outbox = ctx.outbox
-    policy = ctx.retry_policy
     transactions = ctx.blocks.transactions
     progress = ctx.outbox_progress
     while True:
@@ -469,7 +468,9 @@ async def _send_outbox(ctx: SessionContext, calls: CallManager) -> None:
                 # Counted only now: a CSMS that failed to answer on a live connection. A drop while
                 # the message awaits its answer raises LinkDown instead and costs no attempt.
                 entry = await outbox.record_attempt(entry.id)
-                delay = policy.delay_after(entry.attempts)
+                # Read now, not once per connection: a CSMS's new attempts / interval apply from
+                # the next failure on this very connection.
+                delay = ctx.retry_policy.delay_after(entry.attempts)
             if delay is None:
                 log.error(
                     "giving up %s #%d after %d attempts: %s", entry.action, entry.id, entry.attempts, exc

@@ -306,6 +306,7 @@ async def online(
         with trio.fail_after(1000):
             async with trio.open_nursery() as nursery:
                 await nursery.start(ctx.blocks.transactions.run)
+                await nursery.start(ctx.blocks.remote_control.run)
                 if run_reset:
                     await nursery.start(ctx.blocks.reset.run)
                 if run_security:

@@ -315,3 +315,30 @@ async def test_the_dial_plan_carries_the_retry_back_off_the_csms_set(
         after = (await profiles.dial_plan()).backoff
     assert after is not None
     assert (after.wait_minimum_s, after.random_range_s, after.repeat_times) == (42.0, 7.0, 2)
+
+
+async def test_b09_a_profile_set_now_is_dialled_at_the_next_reconnect_from_memory_and_after_a_restart(
+    folder: Path,
+) -> None:
+    """SetNetworkProfile rewrites slot 1, the slot in use, to point at another CSMS: the write is durable
+    first, then kept in memory, so the next reconnect (no restart) dials it without reading the
+    network_profiles table again; a restarted station reads it from SQLite and dials it too."""
+    with trio.fail_after(IO_TIMEOUT_S):
+        async with two_csms() as (old, new, _):
+            config = station_config(folder, (1, url(old.port)), attempts=1)
+            async with open_station(config) as station:
+                await accepted_at(old)
+                statements: list[str] = []
+                await station.storage.read(lambda conn: conn.set_trace_callback(statements.append))
+                stored = await old.call(STATION, "SetNetworkProfile", network_profile(1, url(new.port)))
+                assert stored == {"status": "Accepted"}
+                old.drop(STATION)
+                await accepted_at(new)  # the other profile: BootNotification again (B10.FR.10)
+                await station.storage.read(lambda conn: conn.set_trace_callback(None))
+                assert await get_variable(new, "ActiveNetworkProfile") == "1"
+            assert any("INSERT OR REPLACE INTO network_profiles" in s for s in statements)
+            assert not any("FROM network_profiles" in s for s in statements)
+            async with open_station(config) as station:
+                await accepted_at(new, boots=2)
+                assert station.link.statistics().failed_dials == 0
+            assert len(old.received(STATION, "BootNotification")) == 1

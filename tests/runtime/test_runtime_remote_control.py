@@ -171,6 +171,48 @@ async def test_f01_remote_start_profile_must_be_a_tx_profile(
     assert kept is not None
 
 
+@pytest.mark.parametrize("version", [V16, V201])
+async def test_a_remote_starts_tx_profile_is_forgotten_when_its_transaction_ends(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """A TxProfile lives as long as its transaction (2.0.1 K01 TxProfile; 1.6 5.11 / 3.13.2): kept from
+    the remote start through the transaction, dropped once the transaction ended, so a station does not
+    hold one per transaction ever started. Another EVSE's profile, whose transaction has not ended,
+    stays."""
+    v16 = version is V16
+
+    def remote_start(evse_id: int) -> tuple[str, dict[str, Any]]:
+        if v16:
+            return "RemoteStartTransaction", {
+                "connectorId": evse_id,
+                "idTag": f"R{evse_id}",
+                "chargingProfile": tx_profile("TxProfile", True),
+            }
+        return "RequestStartTransaction", {
+            "evseId": evse_id,
+            "remoteStartId": evse_id,
+            "idToken": {"idToken": f"R{evse_id}", "type": "Central"},
+            "chargingProfile": tx_profile("TxProfile", False),
+        }
+
+    csms = CsmsPeer(version)
+    async with online(tmp_path, version, csms) as (ctx, conn):
+        ids = ctx.blocks.transactions.ids
+        profiles = ctx.blocks.remote_control.tx_profiles
+        assert await call(csms, conn, *remote_start(1)) == {"status": "Accepted"}
+        board(ctx, 1).plug_in()
+        while ids.get(1) is None:
+            await ids.changed.wait()
+        during = set(profiles)
+        assert await call(csms, conn, *remote_start(2)) == {"status": "Accepted"}
+        board(ctx, 1).unplug()
+        await ids.wait_none(frozenset({1}))
+        await trio.testing.wait_all_tasks_blocked()  # the block has seen the end
+        after = set(profiles)
+    assert during == {1}
+    assert after == {2}
+
+
 async def test_v16_charging_status_waits_for_start_transaction_at_most_the_message_timeout(
     clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

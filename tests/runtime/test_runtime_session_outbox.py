@@ -14,8 +14,10 @@ from runtime_session_harness import (
     Fail,
     MemoryConnection,
     NoAnswer,
+    call,
     open_session_context,
     serve_until_link_down,
+    serving,
 )
 
 from evstation.protocol.versions import OcppVersion
@@ -238,3 +240,57 @@ async def test_link_drops_do_not_use_up_a_messages_attempts(
                 await ctx.outbox.wait_empty()
                 nursery.cancel_scope.cancel()
         assert await ctx.outbox.dead_letters() == []
+
+
+def _retry_policy_change(
+    version: OcppVersion, attempts: int, interval_s: int
+) -> list[tuple[str, dict[str, object]]]:
+    """The CSMS's CALLs that set the transaction messages' attempts and interval."""
+    if version is V16:
+        return [
+            ("ChangeConfiguration", {"key": "TransactionMessageAttempts", "value": str(attempts)}),
+            ("ChangeConfiguration", {"key": "TransactionMessageRetryInterval", "value": str(interval_s)}),
+        ]
+    return [
+        (
+            "SetVariables",
+            {
+                "setVariableData": [
+                    {
+                        "component": {"name": "OCPPCommCtrlr"},
+                        "variable": {"name": name, "instance": "TransactionEvent"},
+                        "attributeValue": str(value),
+                    }
+                    for name, value in (("MessageAttempts", attempts), ("MessageAttemptInterval", interval_s))
+                ]
+            },
+        )
+    ]
+
+
+@pytest.mark.parametrize("version", [V16, V201])
+async def test_a_retry_policy_set_on_the_live_connection_applies_from_the_next_failure(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """1.6 TransactionMessageAttempts / RetryInterval, 2.0.1 MessageAttempts / MessageAttemptInterval
+    (TransactionEvent): the policy is read at each failure, not once per connection. With 2 attempts the
+    message would be dead-lettered after its second failure; raised to 4 with interval 100 while the
+    station waits out its first retry, the second failure waits 2 x 100 s and two more sends follow."""
+    action = "MeterValues" if version is V16 else "TransactionEvent"
+    payload = {"connectorId": 1, "meterValue": [_meter()]} if version is V16 else _event(0)
+    async with open_session_context(
+        tmp_path, version, transaction_message_attempts=2, transaction_message_retry_interval_s=10
+    ) as ctx:
+        csms = CsmsPeer(version).then(action, Fail(), Fail(), Fail(), Fail())
+        conn = MemoryConnection(version)
+        async with serving(csms, conn, ctx):
+            await ctx.outbox.put(action, payload)
+            first_at = (await csms.wait_for(action))[0].at
+            await trio.sleep(5)  # the station waits out its 10 s retry interval
+            for change, body in _retry_policy_change(version, attempts=4, interval_s=100):
+                await call(csms, conn, change, body)
+            seen = await csms.wait_for(action, 4)
+            await ctx.outbox.wait_empty()
+        dead = await ctx.outbox.dead_letters()
+    assert [s.at - first_at for s in seen] == pytest.approx([0, 10, 210, 510])
+    assert len(dead) == 1

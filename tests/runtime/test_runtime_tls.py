@@ -21,7 +21,7 @@ from evstation.protocol.backoff import BackoffSettings
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.link import Connection, CsmsEndpoint, Link, LinkSettings, LinkState, run_link
 from evstation.runtime.testcsms import TestCsms, TimelineKind, serve_test_csms
-from evstation.runtime.tls import HandshakeWitness, TlsConfigError, client_context
+from evstation.runtime.tls import HandshakeWitness, SecurityFailure, TlsConfigError, client_context
 
 STATION = "CS-TLS"
 PASSWORD = "tls-basic-auth-password-0001"
@@ -418,3 +418,83 @@ def test_the_witness_reads_only_the_plaintext_handshake() -> None:
     junk = HandshakeWitness()
     junk.feed(b"\x16\x03\x03\xff\xff" + b"z" * 70_000)  # never a whole record: gives up, bounded
     assert junk.done and not junk.server_hello
+
+
+def write_expired_client_cert(ca: trustme.CA, tmp_path: Path) -> tuple[Path, Path]:
+    long_ago = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+    leaf = ca.issue_cert(STATION, not_before=long_ago, not_after=long_ago + datetime.timedelta(days=1))
+    cert, key = tmp_path / "expired.pem", tmp_path / "expired.key"
+    for i, blob in enumerate(leaf.cert_chain_pems):
+        blob.write_to_path(str(cert), append=i > 0)
+    leaf.private_key_pem.write_to_path(str(key))
+    return cert, key
+
+
+@pytest.mark.parametrize("version", [OcppVersion.V16, OcppVersion.V201])
+@pytest.mark.parametrize(
+    ("client", "alerting", "event"),
+    [
+        ("untrusted", True, True),
+        ("expired", True, True),
+        ("none", True, True),
+        ("untrusted", False, False),
+    ],
+    ids=["unknown-ca-alert", "certificate-expired-alert", "certificate-required-alert", "bare-close"],
+)
+async def test_a04_a_tls13_alert_refusing_our_certificate_after_the_handshake_is_failed_to_authenticate(
+    csms_ca: trustme.CA, tmp_path: Path, version: OcppVersion, client: str, alerting: bool, event: bool
+) -> None:
+    """TLS 1.3: our handshake is over before the CSMS checks our client certificate, so its refusal is
+    an alert on the first read after the handshake (unknown_ca, certificate_expired,
+    certificate_required). It is the CSMS rejecting our credentials: FailedToAuthenticateAtCsms (1.6
+    FailedToAuthenticateAtCentralSystem), as during a TLS 1.2 handshake. A CSMS that just hangs up says
+    nothing we could name: no event (2.0.1 part 2 appendix security events; 1.6 security whitepaper)."""
+    server = server_context(csms_ca, "127.0.0.1", require_client_cert=True)
+    server.minimum_version = ssl.TLSVersion.TLSv1_3
+    ca_bundle = write_ca(csms_ca, tmp_path)
+    if client == "none":
+        endpoint = functools.partial(
+            CsmsEndpoint, priority=0, security_profile=2, password=PASSWORD, ca_bundle=ca_bundle
+        )
+    else:
+        cert, key = (
+            write_client_cert(trustme.CA(), tmp_path)
+            if client == "untrusted"
+            else write_expired_client_cert(csms_ca, tmp_path)
+        )
+        endpoint = functools.partial(
+            CsmsEndpoint,
+            priority=0,
+            security_profile=3,
+            ca_bundle=ca_bundle,
+            client_cert=cert,
+            client_key=key,
+        )
+    told: list[tuple[SecurityFailure, str]] = []
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            if alerting:
+                port = await nursery.start(serve_alerting_tls, server)
+            else:
+                csms: TestCsms = await nursery.start(functools.partial(serve_test_csms, ssl_context=server))
+                port = csms.port
+            settings = LinkSettings(
+                station_id=STATION,
+                version=version,
+                endpoints=(endpoint(url=f"wss://127.0.0.1:{port}/ocpp"),),
+                backoff=SLOW,
+                ping_interval_s=0.0,
+                connect_timeout_s=5.0,
+            )
+            link = Link(on_security_failure=lambda failure, text: told.append((failure, text)))
+            await nursery.start(functools.partial(run_link, settings, link, idle, rng=random.Random(0)))
+            await link.wait_state(LinkState.BACKING_OFF)
+            failure = link.statistics().last_failure or ""
+            nursery.cancel_scope.cancel()
+    if event:
+        [(kind, text)] = told
+        assert kind is SecurityFailure.CREDENTIALS_REFUSED
+        assert "client certificate" in text and text == failure
+    else:
+        assert told == []
+        assert "does not trust our client certificate" in failure

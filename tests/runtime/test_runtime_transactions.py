@@ -1004,6 +1004,55 @@ async def test_number_of_phases_used_comes_with_the_first_reading_that_shows_cur
     assert periodic[0]["numberOfPhasesUsed"] == 3 and all("numberOfPhasesUsed" not in e for e in periodic[1:])
 
 
+def _write_transactions(statements: list[str]) -> list[list[str]]:
+    """The statements of each committed SQLite write transaction (BEGIN IMMEDIATE ... COMMIT) traced."""
+    done: list[list[str]] = []
+    current: list[str] | None = None
+    for statement in statements:
+        if statement.startswith("BEGIN"):
+            current = []
+        elif statement == "COMMIT" and current is not None:
+            done.append(current)
+            current = None
+        elif current is not None:
+            current.append(statement)
+    return done
+
+
+async def test_v16_sampled_values_and_stop_txn_sampled_data_of_one_interval_are_one_commit(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """1.6: the MeterValues of an interval and the StopTxnSampledData values taken with it are written
+    in one SQLite transaction (was two: one commit, one fsync, per interval saved), and both still
+    arrive: three MeterValues, three kept rows in StopTransaction.transactionData."""
+    async with rig(tmp_path, V16) as r:
+        for key, value in (
+            ("MeterValueSampleInterval", "20"),
+            ("StopTxnSampledData", "Energy.Active.Import.Register"),
+        ):
+            answer = await call(r.csms, r.conn, "ChangeConfiguration", {"key": key, "value": value})
+            assert answer == {"status": "Accepted"}
+        await r.plug_and_authorize()
+        await r.csms.wait_for("StartTransaction")
+        storage = r.ctx.blocks.transactions.services.storage
+        statements: list[str] = []
+        await storage.read(lambda conn: conn.set_trace_callback(statements.append))
+        await r.csms.wait_for("MeterValues", 3)
+        await storage.read(lambda conn: conn.set_trace_callback(None))
+        r.board.unplug()
+        stop = await r.ended(V16)
+    sampling = [
+        tx
+        for tx in _write_transactions(statements)
+        if any("ended_values" in s or "INSERT INTO outbox" in s for s in tx)
+    ]
+    assert len(sampling) == 3  # one commit per interval
+    for tx in sampling:
+        assert any(s.startswith("UPDATE transactions SET ended_values") for s in tx)
+        assert any(s.startswith("INSERT INTO outbox") and "'MeterValues'" in s for s in tx)
+    assert len(_meter_values_of(stop, V16, "Sample.Periodic")) == 3
+
+
 async def test_v16_meter_values_every_meter_value_sample_interval_and_stop_txn_sampled_data(
     clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

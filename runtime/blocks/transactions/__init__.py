@@ -55,6 +55,7 @@ from evstation.runtime.blocks.registry import handles
 from evstation.runtime.blocks.reservation import Reservations
 from evstation.runtime.blocks.transactions.formats import (
     IdTokenVerdict,
+    MeterValue,
     StartData,
     StopData,
     TransactionMessages,
@@ -816,14 +817,16 @@ class Transactions:
         with scope:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._sample_periodic, record)
-                nursery.start_soon(self._sample_ended, record)
+                if self.version is V201:  # 1.6 takes them with the periodic values
+                    nursery.start_soon(self._sample_ended, record)
                 nursery.start_soon(self._watch_invalid_id, state, record)
 
     def _evse(self, record: TransactionRecord) -> Evse:
         return self.services.evses[record.evse_id]
 
     async def _sample_periodic(self, record: TransactionRecord) -> None:
-        """J02 / 1.6 MeterValueSampleInterval: TxUpdatedMeasurands every TxUpdatedInterval (0: none)."""
+        """J02 / 1.6 MeterValueSampleInterval: TxUpdatedMeasurands every TxUpdatedInterval (0: none).
+        1.6 also takes its StopTxnSampledData values here, at the same interval (4.10 / 9.1)."""
         dm = self._device_model
         with dm.watch(TX_UPDATED_INTERVAL, SAMPLED_DATA_ENABLED) as changes:
             since = trio.current_time()
@@ -846,7 +849,10 @@ class Transactions:
                     self._measurands(TX_UPDATED_MEASURANDS),
                     Context.PERIODIC,
                 )
-                if meter is None:
+                # 1.6: the values kept for StopTransaction ride in the same SQLite transaction as the
+                # MeterValues they were sampled with: one commit per interval, not two.
+                ended = self._v16_ended_sample(evse, sample, at)
+                if meter is None and not ended:
                     continue
                 await self._messages.updated(
                     self.services,
@@ -858,8 +864,19 @@ class Transactions:
                         meter=meter,
                         energy_wh=sample.energy_import_wh,
                         number_of_phases=self._phases_news(record, sample),
+                        ended=ended,
                     ),
                 )
+
+    def _v16_ended_sample(self, evse: Evse, sample: MeterSample, at: datetime) -> list[MeterValue]:
+        """1.6 StopTxnSampledData of a periodic sample (none in 2.0.1: TxEndedInterval has its task)."""
+        measurands = self._measurands(TX_ENDED_MEASURANDS)
+        if self.version is V201 or not measurands:
+            return []
+        kept = meter_value(
+            self.version, self.meter_stamp(at), reading_of(evse, sample), measurands, Context.PERIODIC
+        )
+        return [] if kept is None else [kept]
 
     def _phases_news(self, record: TransactionRecord, sample: MeterSample) -> int | None:
         """2.0.1 numberOfPhasesUsed for an Updated event: the phases the reading shows carrying current,
@@ -873,10 +890,10 @@ class Transactions:
         return phases
 
     async def _sample_ended(self, record: TransactionRecord) -> None:
-        """2.0.1 TxEndedInterval / 1.6 (StopTxnSampledData every MeterValueSampleInterval): values kept
-        for the end message. Like the periodic values, not while SampledDataCtrlr.Enabled is false."""
+        """2.0.1 TxEndedInterval: values kept for the end message (1.6 takes them in _sample_periodic).
+        Like the periodic values, not while SampledDataCtrlr.Enabled is false."""
         dm = self._device_model
-        key = TX_ENDED_INTERVAL if self.version is V201 else TX_UPDATED_INTERVAL
+        key = TX_ENDED_INTERVAL
         with dm.watch(key, SAMPLED_DATA_ENABLED) as changes:
             since = trio.current_time()
             while True:

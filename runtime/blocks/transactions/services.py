@@ -25,6 +25,9 @@ class TransactionIds:
 
     def __init__(self) -> None:
         self._ids: dict[int, str] = {}
+        # EVSE id -> how many of its transactions ended in this run: a count, not a flag, so that a
+        # reader that wakes late still sees every end (the remote-control block's TxProfiles).
+        self._ends: dict[int, int] = {}
         self._changed = trio.Event()
 
     def get(self, evse_id: int) -> str | None:
@@ -33,7 +36,8 @@ class TransactionIds:
     def set(self, evse_id: int, transaction_id: str | None) -> None:
         """Record (or, with None, forget) the id of the EVSE's running transaction."""
         if transaction_id is None:
-            self._ids.pop(evse_id, None)
+            if self._ids.pop(evse_id, None) is not None:
+                self._ends[evse_id] = self._ends.get(evse_id, 0) + 1
         else:
             self._ids[evse_id] = transaction_id
         self._changed.set()
@@ -56,6 +60,10 @@ class TransactionIds:
             if all(evse_id not in self._ids for evse_id in evse_ids):
                 return
             await changed.wait()
+
+    def ends(self, evse_id: int) -> int:
+        """How many transactions of the EVSE ended (their end queued) in this run."""
+        return self._ends.get(evse_id, 0)
 
     def running(self) -> frozenset[int]:
         """The EVSEs with a running transaction."""
