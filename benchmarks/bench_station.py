@@ -41,6 +41,7 @@ WARMUP = 50
 REPLAY_MESSAGES = 1000
 START_RUNS = 5
 RSS_SETTLE_S = 3.0
+EVSES = 2  # in _toml's station, one connector each
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -142,6 +143,9 @@ def _cpu_ticks(pid: int) -> int:
 @dataclass
 class ProcessFigures:
     start_ms: Samples = field(default_factory=lambda: Samples(higher_is_better=False))
+    # Ours only: process start -> the last StatusNotification (one per EVSE), so that work moved from
+    # before BootNotification to after it shows.
+    statuses_ms: Samples = field(default_factory=lambda: Samples(higher_is_better=False))
     rss_mib: float = 0.0
     idle_cpu_s: float | None = None
 
@@ -173,6 +177,9 @@ async def bench_processes(idle_seconds: float) -> dict[str, ProcessFigures]:
                     try:
                         await csms.wait_for(station_id, "BootNotification")
                         figures[variant].start_ms.values.append(1000 * (time.perf_counter() - t0))
+                        if variant == "evstation":
+                            await csms.wait_for(station_id, "StatusNotification", EVSES)
+                            figures[variant].statuses_ms.values.append(1000 * (time.perf_counter() - t0))
                         if run == START_RUNS - 1:
                             await _settle(csms, station_id, variant)
                             figures[variant].rss_mib = _rss_kib(process.pid) / 1024
@@ -189,7 +196,7 @@ async def bench_processes(idle_seconds: float) -> dict[str, ProcessFigures]:
 
 async def _settle(csms: TestCsms, station_id: str, variant: str) -> None:
     if variant == "evstation":
-        await csms.wait_for(station_id, "StatusNotification", 2)
+        await csms.wait_for(station_id, "StatusNotification", EVSES)
     await trio.sleep(RSS_SETTLE_S)
 
 
@@ -410,6 +417,11 @@ def _report(
     print("|---|---|---|---|---|")
     starts = {name: f.start_ms for name, f in processes.items()}
     print(_row("process start -> BootNotification (ms)", starts, "{:.0f}"))
+    statuses = processes["evstation"].statuses_ms
+    print(
+        f"| process start -> last StatusNotification ({EVSES} EVSEs) (ms) | | | "
+        f"{statuses.best:.0f} ({statuses.median:.0f}) | |"
+    )
     rss = {name: f.rss_mib for name, f in processes.items()}
     print(
         f"| RSS once idle (MiB) | {rss['ocpp package']:.1f} | {rss['floor']:.1f} | {rss['evstation']:.1f} "

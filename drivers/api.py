@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import enum
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from typing import NoReturn, Protocol, runtime_checkable
 
 import trio
+
+from evstation.records import record
 
 
 class PilotState(enum.Enum):
@@ -105,7 +107,7 @@ def ocpp16_error_code(code: FaultCode) -> str:
 # Meter
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PhaseValues:
     """Per-phase values; None where the meter has no such phase or register."""
 
@@ -114,7 +116,7 @@ class PhaseValues:
     l3: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SignedReading:
     """A billing-grade signed snapshot (e.g. OCMF text) as produced by the meter."""
 
@@ -124,7 +126,7 @@ class SignedReading:
     public_key: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MeterSample:
     """One reading of a power meter. `timestamp` is UTC, from the runtime's wall clock."""
 
@@ -138,7 +140,7 @@ class MeterSample:
     signed: SignedReading | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MeterFault:
     """The meter could not be read (timeout, CRC error, exception response) or read implausibly."""
 
@@ -146,7 +148,7 @@ class MeterFault:
     detail: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MeterRecovered:
     """The meter answers correctly again after a `MeterFault`."""
 
@@ -181,33 +183,33 @@ class LockState(enum.Enum):
     LOCKED = "Locked"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PilotChanged:
     state: PilotState
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ContactorChanged:
     closed: bool
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LockChanged:
     state: LockState
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FaultRaised:
     code: FaultCode
     detail: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FaultCleared:
     code: FaultCode
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CableRating:
     """The current rating of the plugged cable, read from its Proximity Pilot resistor (IEC 61851-1
     Annex B; `cable_rating_of_pp`). None: no cable in the socket, or a PP fault. Optional: a board
@@ -216,7 +218,7 @@ class CableRating:
     max_current_a: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BoardReset:
     """The board restarted on its own (watchdog, brown-out): its state must be re-applied."""
 
@@ -287,7 +289,7 @@ class ChargeController(Protocol):
 # Identification
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TokenPresented:
     id_token: str
     token_type: str = "ISO14443"  # the 2.0.1 IdTokenEnumType name; 1.6 only uses id_token

@@ -23,6 +23,7 @@ from typing import Protocol
 import trio
 
 from evstation.drivers.api import ControllerError
+from evstation.records import record
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ CONTACTOR_TIMEOUT_S = 1.0  # relay feedback follows a command within a few hundr
 SAFE_STOP_DEADLINE_S = 10.0  # the whole sequence; systemd's default stop timeout is 90 s
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SafeStopTimeouts:
     ev_stop_s: float = EV_STOP_TIMEOUT_S
     contactor_s: float = CONTACTOR_TIMEOUT_S

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from evstation.protocol.versions import OcppVersion
+from evstation.records import record
 
 __all__ = [
     "MAX_TOKEN_LENGTH",
@@ -70,7 +71,7 @@ class AuthStatus(enum.StrEnum):
     UNKNOWN = "Unknown"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class IdToken:
     """A token as presented: its text and (2.0.1) IdTokenEnumType text; 1.6 tokens have type ""."""
 
@@ -104,7 +105,7 @@ def token_too_long(version: OcppVersion, token: IdToken) -> bool:
     return len(token.value) > MAX_TOKEN_LENGTH[version]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TokenInfo:
     """What the CSMS said about a token (2.0.1 IdTokenInfo; 1.6 IdTagInfo, parentIdTag as `group`).
 
@@ -144,14 +145,14 @@ def is_master_pass(version: OcppVersion, info: TokenInfo | None, master_pass_gro
 # The authorization cache
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CacheEntry:
     token: IdToken
     info: TokenInfo
     last_used: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CacheChange:
     """What a cache operation changed, for the store to persist: entries written and keys removed."""
 
@@ -261,7 +262,7 @@ class AuthCache:
 # Decisions
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AuthSettings:
     """The device-model settings a decision reads (2.0.1 name; 1.6 key in the comment)."""
 
@@ -287,7 +288,7 @@ class Source(enum.Enum):
     OFFLINE_UNKNOWN = "unknown id offline"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Decision:
     """Whether the token may start charging, where that came from, and why (for the log)."""
 
@@ -297,7 +298,7 @@ class Decision:
     info: TokenInfo | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AskCsms:
     """Send Authorize; if no answer comes (offline, timeout, CALLERROR), decide again with online=False."""
 

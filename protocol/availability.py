@@ -10,8 +10,10 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Final
+
+from evstation.records import record
 
 __all__ = [
     "V201_KEPT_STATUSES",
@@ -52,7 +54,7 @@ def v16_charge_point_status(connector_statuses: Iterable[str], *, station_unavai
 Connector = tuple[int, int]  # (EVSE id, connector id)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AvailabilityTargets:
     """What the CSMS asked for, per level; persisted across restarts (G03 / G04, 1.6 5.2).
 
@@ -115,7 +117,7 @@ class ChangeAnswer(enum.Enum):
     REJECTED = "Rejected"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AvailabilityDecision:
     answer: ChangeAnswer
     now: Mapping[Connector, bool]  # connectors to switch at once -> new operative state

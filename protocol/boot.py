@@ -7,10 +7,10 @@ sends anything, never imports trio and never reads a clock.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import Final, final
 
 from evstation.protocol.versions import OcppVersion
+from evstation.records import record
 
 __all__ = [
     "DEFAULT_RETRY_INTERVAL_S",
@@ -100,7 +100,7 @@ class Gate(enum.Enum):
     IGNORE = "Ignore"  # send no answer at all (1.6 section 4.2 while Rejected)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BootGates:
     """How one CSMS action is gated before the station is Accepted; declared by the block serving it.
 
@@ -140,7 +140,7 @@ def gate_for(state: BootState, gates: BootGates) -> Gate:
     return gates.rejected
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BootDecision:
     """What the runtime must do after an input: when to send the next BootNotification (monotonic
     seconds, None = never again in this run) and the heartbeat interval to use once Accepted."""

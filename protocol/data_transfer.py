@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Final
+
+from evstation.records import record
 
 __all__ = [
     "EVSTATION_VENDOR_ID",
@@ -33,7 +34,7 @@ class DataTransferStatus(enum.Enum):
     UNKNOWN_VENDOR_ID = "UnknownVendorId"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class VendorAnswer:
     status: DataTransferStatus
     data: object = None  # 2.0.1: any JSON value; 1.6: a string (others are sent as their JSON text)

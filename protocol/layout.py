@@ -9,7 +9,8 @@ section 3.3). The device model instantiates its EVSE and Connector components fr
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+
+from evstation.records import record
 
 __all__ = ["ConnectorLayout", "EvseLayout", "StationLayout", "UnknownConnector"]
 
@@ -18,14 +19,14 @@ class UnknownConnector(LookupError):
     """No such EVSE, connector or 1.6 connector number on this station."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ConnectorLayout:
     id: int
     connector_type: str = "Unknown"  # ConnectorEnumType text, e.g. "cType2"
     phases: int = 3  # 1 or 3 for AC; 0 for DC (the spec's SupplyPhases convention)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EvseLayout:
     id: int
     connectors: tuple[ConnectorLayout, ...]
@@ -41,7 +42,7 @@ class EvseLayout:
         return tuple(connector.id for connector in self.connectors)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StationLayout:
     """EVSE ids -> connector ids (both 1..n in order, as 2.0.1 requires)."""
 

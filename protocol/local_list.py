@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from evstation.protocol.authorization import IdToken, TokenInfo, token_key
 from evstation.protocol.versions import OcppVersion
+from evstation.records import record
 
 __all__ = [
     "ListChange",
@@ -40,13 +41,13 @@ class ListStatus(enum.StrEnum):
     VERSION_MISMATCH = "VersionMismatch"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ListEntry:
     token: IdToken
     info: TokenInfo
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ListLimits:
     """LocalAuthListCtrlr.Entries maxLimit (1.6 LocalAuthListMaxLength) and ItemsPerMessage
     (1.6 SendLocalListMaxLength)."""
@@ -55,7 +56,7 @@ class ListLimits:
     items_per_message: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ListChange:
     """What to persist: `full` replaces every stored entry; else `written` / `removed` by key."""
 
@@ -65,7 +66,7 @@ class ListChange:
     removed: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ListOutcome:
     status: ListStatus
     reason: str

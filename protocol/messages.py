@@ -12,7 +12,6 @@ import functools
 import importlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Final, final
 
@@ -22,6 +21,7 @@ from pydantic_core import ErrorDetails
 from evstation.protocol._base import DATETIME_ERROR, DATETIME_RANGE_ERROR, OcppModel
 from evstation.protocol.errors import ErrorKind
 from evstation.protocol.versions import OcppVersion
+from evstation.records import record
 
 __all__ = [
     "OcppModel",
@@ -136,7 +136,7 @@ def parse_response(version: OcppVersion, action: str, payload: object) -> OcppMo
 
 
 @final
-@dataclass(frozen=True, slots=True)
+@record
 class Received:
     """A payload the peer sent, validated with the one tolerance we extend to peers (see below)."""
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Final
 
 from evstation.protocol.versions import OcppVersion
+from evstation.records import record
 
 __all__ = [
     "CLOCK_ALIGNED_MEASURANDS",
@@ -67,7 +67,7 @@ class Context(enum.Enum):
     TRIGGER = "Trigger"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SignedData:
     """A billing-grade signed snapshot from the meter (e.g. OCMF)."""
 
@@ -77,7 +77,7 @@ class SignedData:
     public_key: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Reading:
     """One reading of an EVSE's meter; None where the meter has no such value."""
 
@@ -96,7 +96,7 @@ def parse_measurands(text: str) -> tuple[str, ...]:
     return tuple(item for item in (part.strip() for part in text.split(",")) if item in MEASURANDS)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Value:
     measurand: str
     value: float

@@ -16,7 +16,6 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
@@ -31,6 +30,7 @@ from evstation.protocol.device_model.model import (
     VariableKey,
 )
 from evstation.protocol.errors import ErrorKind
+from evstation.records import record
 
 if TYPE_CHECKING:
     from evstation.protocol.v201.messages import ComponentVariableType
@@ -80,7 +80,7 @@ class ComponentCriterion(enum.StrEnum):
     PROBLEM = "Problem"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ComponentVariableFilter:
     """One GetReport componentVariable entry. An omitted field matches anything (our reading of B08):
     no variable = every variable of the component; no evse = the component on every EVSE / connector;
@@ -315,7 +315,7 @@ class NetworkProfileReason(enum.StrEnum):
     INVALID_NETWORK_CONF = "InvalidNetworkConf"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NetworkProfile:
     """The parts of a NetworkConnectionProfileType the station judges (wire texts for the enums)."""
 
@@ -329,7 +329,7 @@ class NetworkProfile:
     has_vpn: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NetworkProfileDecision:
     """None as `reason`: the profile may be stored (Accepted once it is)."""
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
+
+from evstation.records import record
 
 __all__ = [
     "Admission",
@@ -53,14 +54,14 @@ class ReserveStatus(enum.StrEnum):
     UNAVAILABLE = "Unavailable"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EvseView:
     id: int
     state: EvseState
     connector_types: frozenset[str]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Reservation:
     """One reservation. `group_id_token` is the 2.0.1 groupIdToken / the 1.6 parentIdTag."""
 
@@ -73,13 +74,13 @@ class Reservation:
     group_id_token: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ReservePolicy:
     enabled: bool  # 2.0.1 ReservationCtrlr.Enabled (1.6: the Reservation profile is there)
     non_evse_specific: bool  # 2.0.1 ReservationCtrlr.NonEvseSpecific; 1.6 ReserveConnectorZeroSupported
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Admission:
     """May the token start on the EVSE, and which reservation (if any) it uses there."""
 

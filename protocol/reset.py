@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Final
+
+from evstation.records import record
 
 __all__ = [
     "BOOT_REASON_REMOTE",
@@ -62,7 +63,7 @@ _STOP_REASON: Final = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ResetDecision:
     """The answer, and what the station does: `end_now` are the EVSEs whose transactions end at once
     (with `stop_reason`), `perform_now` says the reset of `scope` runs right after the answer; a

@@ -5,10 +5,10 @@ Pure arithmetic: it reads no clock and sleeps nowhere; the runtime owns the wait
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from evstation.records import record
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TransactionRetryPolicy:
     """The linear schedule of OCPP 1.6 (TransactionMessageAttempts / TransactionMessageRetryInterval)
     and 2.0.1 (OCPPCommCtrlr MessageAttemptsTransactionEvent / MessageAttemptIntervalTransactionEvent).

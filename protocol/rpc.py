@@ -7,11 +7,11 @@ raises on peer input: `decode` turns every malformed frame into a `FrameError` v
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Final, NoReturn, final
 
 from evstation.protocol.errors import ErrorKind, error_code
 from evstation.protocol.versions import OcppVersion
+from evstation.records import record
 
 __all__ = [
     "CALL",
@@ -51,7 +51,7 @@ class EncodeError(LocalProtocolError):
 
 
 @final
-@dataclass(frozen=True, slots=True)
+@record
 class Call:
     """`[2, "<messageId>", "<action>", {payload}]`: a request."""
 
@@ -61,7 +61,7 @@ class Call:
 
 
 @final
-@dataclass(frozen=True, slots=True)
+@record
 class CallResult:
     """`[3, "<messageId>", {payload}]`: the answer to the Call with the same id."""
 
@@ -70,7 +70,7 @@ class CallResult:
 
 
 @final
-@dataclass(frozen=True, slots=True)
+@record
 class CallError:
     """`[4, "<messageId>", "<errorCode>", "<errorDescription>", {errorDetails}]`.
 
@@ -84,7 +84,7 @@ class CallError:
 
 
 @final
-@dataclass(frozen=True, slots=True)
+@record
 class FrameError:
     """A frame that breaks the OCPP-J framing rules. What to do with it:
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Final
 
 from evstation.protocol.versions import OcppVersion
+from evstation.records import record
 
 __all__ = [
     "MAX_PENDING",
@@ -76,7 +76,7 @@ def event_type(version: OcppVersion, event: SecurityEvent) -> str:
     return event.value
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PendingEvent:
     """An event detected and not yet acknowledged by the CSMS; `timestamp` is when it happened (RFC 3339)."""
 

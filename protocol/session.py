@@ -7,7 +7,6 @@ never raises on peer input: every inbound frame becomes exactly one `RpcEvent`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Final, final
 
 from evstation.protocol.errors import ErrorKind, error_code
@@ -32,6 +31,7 @@ from evstation.protocol.rpc import (
     is_valid_message_id,
 )
 from evstation.protocol.versions import OcppVersion
+from evstation.records import record
 
 __all__ = [
     "CallReceived",
@@ -53,7 +53,7 @@ MAX_ERROR_DESCRIPTION: Final = 255
 
 
 @final
-@dataclass(frozen=True, slots=True)
+@record
 class CallReceived:
     """The peer sent a valid CALL: handle `request`, then answer `call.message_id` with a result/error."""
 
@@ -64,7 +64,7 @@ class CallReceived:
 
 
 @final
-@dataclass(frozen=True, slots=True)
+@record
 class InvalidCall:
     """The peer sent a CALL (or a frame we can answer) that we refuse: send `reply_frame` as is."""
 
@@ -74,7 +74,7 @@ class InvalidCall:
 
 
 @final
-@dataclass(frozen=True, slots=True)
+@record
 class ResultReceived:
     """Our in-flight call got a valid CALLRESULT; the session is free for the next call."""
 
@@ -86,7 +86,7 @@ class ResultReceived:
 
 
 @final
-@dataclass(frozen=True, slots=True)
+@record
 class InvalidResult:
     """Our in-flight call got an answer we cannot accept (bad payload, malformed frame). It is over."""
 
@@ -97,7 +97,7 @@ class InvalidResult:
 
 
 @final
-@dataclass(frozen=True, slots=True)
+@record
 class ErrorReceived:
     """Our in-flight call got a CALLERROR; the session is free for the next call."""
 
@@ -107,7 +107,7 @@ class ErrorReceived:
 
 
 @final
-@dataclass(frozen=True, slots=True)
+@record
 class Unmatched:
     """A CALLRESULT/CALLERROR for no call of ours in flight (late, duplicate, or bogus): log and drop."""
 
@@ -116,7 +116,7 @@ class Unmatched:
 
 
 @final
-@dataclass(frozen=True, slots=True)
+@record
 class Dropped:
     """A frame with nothing the spec lets us answer (1.6 unreadable frame, bad response id): log it."""
 

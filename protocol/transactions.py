@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import Final
+
+from evstation.records import record
 
 __all__ = [
     "INTERRUPTED_TRIGGER",
@@ -134,7 +136,7 @@ def parse_points(text: str, *, allow_data_signed: bool = False) -> frozenset[TxP
     return frozenset(allowed[item] for item in (p.strip() for p in text.split(",")) if item in allowed)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Conditions:
     """What the EVSE reports now. PowerPathClosed: EV connected and authorized, so the EVSE offers
     power (2.0.1 E01: "all preconditions for charging met"); EnergyTransfer: the contactor closed with
@@ -157,7 +159,7 @@ class Conditions:
         return self.data_signed
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TxPoints:
     """The configured points (read at decision time from TxCtrlr)."""
 
@@ -171,7 +173,7 @@ class TxAction(enum.Enum):
     STOP = "Stop"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TxStep:
     """Per-EVSE state of the point machine: the last conditions, whether a transaction is open, and
     which stop points have held during it (a stop point that never held cannot be lost)."""
@@ -181,7 +183,7 @@ class TxStep:
     held: frozenset[TxPoint] = field(default_factory=frozenset)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TxDecision:
     step: TxStep
     action: TxAction

@@ -12,7 +12,6 @@ import itertools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import NoReturn, Protocol, final
 
 import trio
@@ -40,6 +39,7 @@ from evstation.protocol.session import (
     result_frame,
 )
 from evstation.protocol.versions import OcppVersion
+from evstation.records import record
 from evstation.runtime.link import LinkDown
 from evstation.runtime.logs import FaultLimiter, clip, quote, suppressed_note
 
@@ -85,7 +85,7 @@ class Direction(enum.Enum):
 
 
 @final
-@dataclass(frozen=True, slots=True)
+@record
 class MessageLogEntry:
     """One OCPP-J frame as it crossed the wire, for the control API and the demo timeline."""
 

@@ -48,6 +48,7 @@ from evstation.protocol.device_model import (
 from evstation.protocol.device_model.validation import is_password_string
 from evstation.protocol.layout import ConnectorLayout, EvseLayout, StationLayout
 from evstation.protocol.retry import TransactionRetryPolicy
+from evstation.records import record
 from evstation.runtime.config import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH, SimMeterConfig, StationConfig
 from evstation.runtime.storage import Storage
 
@@ -200,7 +201,7 @@ RESERVATION_NON_EVSE_SPECIFIC: Final = _controller("ReservationCtrlr", "NonEvseS
 _Slot = tuple[VariableKey, AttributeType]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class VariableChange:
     """A value that changed, after it is durable (what `watch` delivers)."""
 

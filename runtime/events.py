@@ -13,12 +13,14 @@ from typing import Generic, TypeVar, final
 
 import trio
 
+from evstation.records import record
+
 T = TypeVar("T")
 
 DEFAULT_SUBSCRIBER_BUFFER = 256  # events a subscriber may lag behind before it starts losing some
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Dropped:
     """Marker in a subscriber's stream: `count` events were lost here because it read too slowly."""
 

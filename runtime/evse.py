@@ -37,6 +37,7 @@ from evstation.drivers.api import (
 )
 from evstation.protocol.authorization import TokenMatcher, token_matcher
 from evstation.protocol.versions import OcppVersion
+from evstation.records import record
 from evstation.runtime.events import DEFAULT_SUBSCRIBER_BUFFER, Broadcaster, Dropped
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class StopReason(enum.Enum):
     TIMEOUT = "Timeout"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StatusChanged:
     evse_id: int
     connector_id: int
@@ -105,20 +106,20 @@ class StatusChanged:
     ev_away: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EvPlugged:
     evse_id: int
     connector_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EvUnplugged:
     evse_id: int
     connector_id: int
     session_kept: bool = False  # StopTxOnEVSideDisconnect false: the session waits for the EV to return
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AuthorizationRequested:
     """A token was presented; the session must answer with `Evse.resolve_authorization`.
 
@@ -131,27 +132,27 @@ class AuthorizationRequested:
     session_token: tuple[str, str] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Authorized:
     evse_id: int
     id_token: str
     token_type: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EnergyFlowStarted:
     """Contactor closed with the EV in C/D (PowerPathClosed)."""
 
     evse_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EnergyFlowSuspended:
     evse_id: int
     by_ev: bool
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SessionEnded:
     """The authorized session is over (the EV may still be plugged: status Finishing)."""
 
@@ -160,14 +161,14 @@ class SessionEnded:
     reason: StopReason
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FaultChanged:
     evse_id: int
     fault: FaultCode
     active: bool
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CableRatingChanged:
     """The board read the cable's current rating from its Proximity Pilot (None: no cable / unknown)."""
 

@@ -19,12 +19,12 @@ import logging
 import sqlite3
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn
 
 import trio
 
+from evstation.records import record
 from evstation.runtime.storage import Storage, UnknownEntryError, from_db_time, to_db_time, utc_now
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ READ_AHEAD = 128
 DELETE_GATHER_S = 0.1
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class OutboxEntry:
     """One queued CALL. `payload` is a fresh copy decoded from the database: changing it changes nothing."""
 
@@ -53,7 +53,7 @@ class OutboxEntry:
     transaction_id: str | None = None  # the station's id of the transaction it belongs to, if any
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DeadLetter:
     """A transaction message that used up its attempts; kept for the operator, never re-sent by itself."""
 

@@ -10,13 +10,13 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 import trio
 
+from evstation.records import record
 from evstation.runtime.migrations import Migration, all_migrations
 
 T = TypeVar("T")
@@ -147,7 +147,7 @@ def in_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection]
 # Typed rows
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TransactionRecord:
     """What the station must remember to resume or end a transaction after a reboot.
 
@@ -188,7 +188,7 @@ class TransactionRecord:
         return self.state != ENDED
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BootState:
     """The registration outcome of the last boot, and why the next boot happens (2.0.1 BootReason)."""
 

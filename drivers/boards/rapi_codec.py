@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from evstation.records import record
 
 # The firmware's receive buffer; a longer "line" is noise, not a command.
 MAX_LINE_BYTES = 128
@@ -54,7 +55,7 @@ def encode_line(name: str, args: Sequence[str | int] = (), seq: int | None = Non
     return body + f"^{xor_checksum(body):02X}".encode("ascii") + _END
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RapiLine:
     """One parsed line: a command (`SC`), a reply (`OK`/`NK`) or an async notification (`AT`, `AB`)."""
 

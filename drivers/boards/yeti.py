@@ -47,6 +47,7 @@ from evstation.drivers.boards.yeti_framing import (
 from evstation.drivers.meters.publisher import EVENT_BUFFER_SIZE, MeterEventPublisher
 from evstation.drivers.pilot import X1_DUTY_PCT, amps_to_duty
 from evstation.drivers.safe_stop import SafeStopBoard, SafeStopTimeouts
+from evstation.records import record
 
 DEFAULT_BAUDRATE = 115200
 PWM_STATE_F = 0
@@ -148,7 +149,7 @@ class YetiStats:
     reconnects: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class YetiBoardInfo:
     """What the MCU says about itself in its keep-alive."""
 

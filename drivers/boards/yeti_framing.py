@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import enum
 import zlib
-from dataclasses import dataclass
 
 from cobs import cobs
+
+from evstation.records import record
 
 # The MCU's COBS buffer is 256 bytes (MgmtLink.h COBS_BUFFER_SIZE): 254 bytes of payload + CRC at
 # most. We accept longer frames from the MCU up to this bound (a later firmware may grow the buffer).
@@ -59,7 +60,7 @@ class FrameErrorKind(enum.Enum):
     TOO_LONG = "too_long"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FrameError:
     """A frame that was dropped, and why; the stream continues at the next delimiter."""
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal, NoReturn, cast
@@ -29,9 +28,10 @@ from evstation.drivers.meters.model import (
 )
 from evstation.drivers.meters.publisher import EVENT_BUFFER_SIZE, MeterEventPublisher
 from evstation.drivers.meters.rs485 import DirectionLine, Rs485Direction, Rs485Error, open_rs485_port
+from evstation.records import record
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TcpTransport:
     """Modbus TCP (MBAP framing), e.g. a meter with Ethernet or an RS-485 gateway."""
 
@@ -41,7 +41,7 @@ class TcpTransport:
     retries: int = 0  # the next poll is the retry
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RtuTransport:
     """Modbus RTU on a serial device (RS-485 adapter: /dev/ttyUSB0, or a pty in tests)."""
 

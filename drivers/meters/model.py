@@ -10,12 +10,13 @@ import json
 import math
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from evstation.records import record
 
 # Modbus allows at most 125 registers in one read (FC3/FC4 response length byte).
 MAX_REGISTERS_PER_READ = 125
@@ -230,7 +231,7 @@ def physical_value(model: MeterModel, field: MeterField, words: Sequence[int]) -
 # Read plan
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ReadBlock:
     """One Modbus read request and the fields it carries (with their register offset inside the reply)."""
 

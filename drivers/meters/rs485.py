@@ -13,11 +13,12 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import serial
 import serial.rs485
+
+from evstation.records import record
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ class Rs485Error(Exception):
     """The direction line cannot be set up (no such GPIO, gpiod missing, UART refusing RTS)."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class GpioLine:
     """A GPIO line on a character device: `gpiochip0:17` = line 17 of /dev/gpiochip0."""
 

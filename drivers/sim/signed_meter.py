@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from evstation.drivers.api import MeterEvent, MeterFault, MeterRecovered, MeterSample, SignedReading
 from evstation.drivers.meters.publisher import MeterEventPublisher
 from evstation.drivers.sim.meter import SimMeter
+from evstation.records import record
 
 OCMF_ENCODING = "OCMF"
 SIGNING_METHOD = "ECDSA-secp256r1-SHA256"
@@ -91,7 +92,7 @@ def verify_ocmf(text: str, public_key: ec.EllipticCurvePublicKey | str) -> bool:
     return True
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@record
 class OcmfIdentity:
     """Who signs: the gateway (signing component) and the meter, as OCMF GI/GS and MV/MM/MS name them."""
 
@@ -100,6 +101,9 @@ class OcmfIdentity:
     meter_vendor: str = "evstation"
     meter_model: str = "SimMeter"
     meter_serial: str = "SIM-0001"
+
+
+_SIM_IDENTITY = OcmfIdentity()
 
 
 class SignedMeter:
@@ -114,7 +118,7 @@ class SignedMeter:
         meter: SimMeter,
         *,
         private_key: ec.EllipticCurvePrivateKey | None = None,
-        identity: OcmfIdentity = OcmfIdentity(),
+        identity: OcmfIdentity = _SIM_IDENTITY,
         time_status: TimeStatus = "U",
     ) -> None:
         self.sim = meter

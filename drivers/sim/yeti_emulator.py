@@ -24,6 +24,7 @@ from evstation.drivers.boards.yeti_framing import FrameDecoder, FrameError, cobs
 from evstation.drivers.pilot import duty_to_amps
 from evstation.drivers.sim.ev import SimEv
 from evstation.drivers.sim.pty_emulator import PtyEmulator, serve_emulator
+from evstation.records import record
 
 PWM_X1_MIN = 10000  # >= 100 %: steady +12 V, no PWM
 RX_QUEUE_FRAMES = 2  # MgmtLink: a message queue of RX_QUEUE_SIZE - 1 = 2 frames
@@ -56,7 +57,7 @@ class YetiFaults:
     relay_welded: bool = False  # the relay stays closed whatever the MCU commands (no flag reports it)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@record
 class HostCommand:
     """One host frame the MCU acted on (after its queue), for tests that check order and content."""
 

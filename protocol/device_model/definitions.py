@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from evstation.protocol.device_model.model import (
     AttributeDefinition,
@@ -21,6 +21,7 @@ from evstation.protocol.device_model.model import (
 )
 from evstation.protocol.device_model.standard import CONNECTOR_ROWS, EVSE_ROWS, STATION_ROWS, Row
 from evstation.protocol.layout import EvseLayout, StationLayout
+from evstation.records import record
 
 __all__ = ["DeviceModelDefinitions", "Lookup", "LookupResult", "build_definitions", "definition_from_row"]
 
@@ -32,7 +33,7 @@ class Lookup(enum.Enum):
     UNSUPPORTED_ATTRIBUTE = "NotSupportedAttributeType"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LookupResult:
     outcome: Lookup
     definition: VariableDefinition | None = None

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Final
+
+from evstation.records import record
 
 __all__ = [
     "CONFIGURATION_VALUE_SIZE",
@@ -96,7 +97,7 @@ class ReasonCode(enum.StrEnum):
     TOO_MANY_ELEMENTS = "TooManyElements"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ComponentKey:
     """ComponentType: name, instance and the EVSE / connector it belongs to (None = not scoped)."""
 
@@ -117,7 +118,7 @@ class ComponentKey:
         return text
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class VariableKey:
     """A variable of one component: what GetVariables / SetVariables address (with an attribute type)."""
 
@@ -133,7 +134,7 @@ class VariableKey:
         return text if self.instance is None else f"{text}[{self.instance}]"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AttributeDefinition:
     """One VariableAttributeType of a variable: its type and who may read or write it."""
 
@@ -141,7 +142,7 @@ class AttributeDefinition:
     mutability: Mutability
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class VariableDefinition:
     """Everything the station states about one variable, except its value.
 
@@ -183,7 +184,7 @@ class VariableDefinition:
         return any(a.mutability is not Mutability.READ_ONLY for a in self.attributes)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SetDecision:
     """The pure layer's answer to a write: status, the reason when Rejected, the value to store.
 
@@ -203,7 +204,7 @@ class SetDecision:
         return self.status in (SetStatus.ACCEPTED, SetStatus.REBOOT_REQUIRED)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class GetDecision:
     """The pure layer's answer to a read; the value itself comes from the store when Accepted."""
 

@@ -21,11 +21,11 @@ definitions.py instantiates the EVSE and connector rows from the station layout.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import Final
 
 from evstation.protocol.device_model.model import DataType, Mutability
 from evstation.protocol.meter_values import CLOCK_ALIGNED_MEASURANDS, MEASURANDS
+from evstation.records import record
 
 __all__ = [
     "AUTH_CACHE_ENTRIES",
@@ -80,7 +80,7 @@ class Scope(enum.Enum):
     CONNECTOR = "connector"  # one instance per connector (component.evse.id + connectorId)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Row:
     """One variable of the table; `values` is the valuesList, `instance` the variable instance."""
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Final
 
 from evstation.protocol.device_model.definitions import DeviceModelDefinitions
@@ -35,6 +34,7 @@ from evstation.protocol.device_model.model import (
 )
 from evstation.protocol.device_model.standard import PHASE_ROTATIONS
 from evstation.protocol.device_model.validation import check_set, limit_text, split_list
+from evstation.records import record
 
 __all__ = [
     "FEATURE_PROFILES",
@@ -106,7 +106,7 @@ def _v(component: str, name: str, instance: str | None = None) -> VariableKey:
     return VariableKey(ComponentKey(component), name, instance)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class V16Key:
     """One configuration key: its profile, 1.6 type and range, and where its value lives.
 
@@ -373,7 +373,7 @@ V16_KEYS: Final[tuple[V16Key, ...]] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class V16KeyValue:
     """One GetConfiguration.conf configurationKey entry (value None: not reported, e.g. write-only)."""
 
@@ -382,7 +382,7 @@ class V16KeyValue:
     value: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class V201Write:
     """A write the store applies for a ChangeConfiguration (already validated)."""
 
@@ -391,7 +391,7 @@ class V201Write:
     value: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class V16Change:
     """The answer to ChangeConfiguration, and the writes to apply when Accepted / RebootRequired."""
 

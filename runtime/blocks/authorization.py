@@ -13,7 +13,6 @@ import logging
 import sqlite3
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Final, NoReturn
 
@@ -55,6 +54,7 @@ from evstation.protocol.local_list import (
 )
 from evstation.protocol.messages import OcppModel, VersionModels, enum_text
 from evstation.protocol.versions import OcppVersion
+from evstation.records import record
 from evstation.runtime.blocks.registry import handles
 from evstation.runtime.calls import CallFailed
 from evstation.runtime.clock import WallClock
@@ -191,7 +191,7 @@ def info_from_v201(info: v201.IdTokenInfoType) -> TokenInfo:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ListConflict:
     """The CSMS answered a token on the local list with another status than the list's (published on
     `Authorization.conflicts`; the session reports it, 1.6 3.5.2 LocalListConflict)."""

@@ -24,7 +24,6 @@ import json
 import logging
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, NoReturn
 
 import trio
@@ -55,6 +54,7 @@ from evstation.protocol.provisioning import (
     request_limit_error,
 )
 from evstation.protocol.versions import OcppVersion
+from evstation.records import record
 from evstation.runtime.blocks.after_answer import AfterAnswer
 from evstation.runtime.blocks.registry import handles
 from evstation.runtime.calls import CallFailed, CallTimeout, HandlerError, InvalidRequest
@@ -107,7 +107,7 @@ def limit_keys(action: str) -> tuple[VariableKey, VariableKey]:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StoredNetworkProfile:
     """One SetNetworkProfile the station stored: its slot and the connectionData as received."""
 

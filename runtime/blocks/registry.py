@@ -8,12 +8,12 @@ block serves is answered NotSupported by the call manager. Nothing here knows an
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from evstation.protocol.boot import BootGates, default_gates
 from evstation.protocol.messages import OcppModel
 from evstation.protocol.versions import OcppVersion
+from evstation.records import record
 
 __all__ = ["DuplicateRoute", "Route", "RouteHandler", "handles", "routes_of", "routing_table"]
 
@@ -23,7 +23,7 @@ F = TypeVar("F", bound=Callable[..., Awaitable[OcppModel]])
 _MARK: Final = "_ocpp_routes"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Route:
     version: OcppVersion
     action: str

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Final, NoReturn
 
 import trio
@@ -32,6 +32,7 @@ from evstation.protocol.reset import (
 )
 from evstation.protocol.security_events import SecurityEvent
 from evstation.protocol.versions import OcppVersion
+from evstation.records import record
 from evstation.runtime.blocks.registry import handles
 from evstation.runtime.blocks.security import Security
 from evstation.runtime.blocks.transactions import Transactions
@@ -61,7 +62,7 @@ _ORDER_BUFFER: Final = 16
 ENDS_QUEUED_TIMEOUT_S: Final = 30.0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Order:
     decision: ResetDecision
     kind: ResetKind

@@ -9,12 +9,13 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
-from dataclasses import dataclass
+
+from evstation.records import record
 
 _NAME = re.compile(r"^m(\d{4})_[a-z0-9_]+$")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Migration:
     version: int
     name: str

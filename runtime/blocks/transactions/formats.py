@@ -5,13 +5,14 @@ online flag, the EVSE, the clock).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from typing import Protocol
 
 from evstation.protocol.messages import OcppModel
 from evstation.protocol.meter_values import ENERGY_REGISTER
 from evstation.protocol.versions import OcppVersion
+from evstation.records import record
 from evstation.runtime.blocks.transactions.services import TxServices
 from evstation.runtime.outbox import OutboxEntry
 from evstation.runtime.storage import TransactionRecord
@@ -48,7 +49,7 @@ def with_energy_floor(meter: MeterValue, energy_wh: float) -> MeterValue:
     return {**meter, "sampledValue": fixed}
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StartData:
     evse_id: int
     connector_id: int
@@ -68,7 +69,7 @@ class StartData:
     signed_start: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class UpdateData:
     trigger: str
     at: datetime
@@ -82,7 +83,7 @@ class UpdateData:
     cable_max_current: int | None = None  # 2.0.1: the cable's rating, once it is known
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StopData:
     reason: str
     trigger: str
@@ -95,7 +96,7 @@ class StopData:
     charging_state: str | None = None  # 2.0.1: Idle once the EV has left, EVConnected while it is plugged
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class IdTokenVerdict:
     """The CSMS's idTokenInfo / idTagInfo status in the answer to a transaction message."""
 

@@ -1,0 +1,158 @@
+"""`@record` behaves as `@dataclass(frozen=True, slots=True)`: same equality, hash, repr, immutability,
+fields, replace and pattern matching; only how eq/hash/repr are made differs (start-up, issue 9)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import pickle
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from evstation.records import record
+
+
+@record
+class Point:
+    x: int
+    y: float = 0.0
+    tags: tuple[str, ...] = ()
+    note: str = field(default="", compare=False)
+    secret: str = field(default="", repr=False)
+    seen: list[Any] = field(default_factory=list, hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StdPoint:
+    x: int
+    y: float = 0.0
+    tags: tuple[str, ...] = ()
+    note: str = field(default="", compare=False)
+    secret: str = field(default="", repr=False)
+    seen: list[Any] = field(default_factory=list, hash=False)
+
+
+@record
+class Single:
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class StdSingle:
+    value: float
+
+
+@record
+class Empty:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class StdEmpty:
+    pass
+
+
+@record
+class Child(Single):
+    extra: str = "e"
+
+
+@dataclass(frozen=True, slots=True)
+class StdChild(StdSingle):
+    extra: str = "e"
+
+
+_ARGS: list[dict[str, Any]] = [
+    {"x": 1},
+    {"x": 1, "y": 2.5, "tags": ("a",)},
+    {"x": 1, "note": "other note"},
+    {"x": 1, "secret": "s"},
+    {"x": 2, "y": math.nan},
+    {"x": -3, "tags": ("a", "b"), "note": "n", "secret": "s"},
+]
+
+
+def _std(point: Point) -> StdPoint:
+    return StdPoint(**{f.name: getattr(point, f.name) for f in dataclasses.fields(point)})
+
+
+def test_equality_hash_and_repr_match_the_generated_ones() -> None:
+    points = [Point(**args) for args in _ARGS]
+    std = [_std(p) for p in points]
+    for a, sa in zip(points, std, strict=True):
+        assert repr(a) == repr(sa).replace("StdPoint", "Point")
+        assert hash(a) == hash(sa)
+        for b, sb in zip(points, std, strict=True):
+            assert (a == b) is (sa == sb)
+            assert (a != b) is (sa != sb)
+
+
+def test_a_nan_member_equals_itself_as_in_the_generated_tuple_comparison() -> None:
+    nan = math.nan
+    assert Single(nan) == Single(nan)
+    assert StdSingle(nan) == StdSingle(nan)
+    assert Single(nan) != Single(float("nan"))
+    assert hash(Single(1.0)) == hash(StdSingle(1.0))
+
+
+def test_no_fields_and_inherited_fields() -> None:
+    assert Empty() == Empty()
+    assert hash(Empty()) == hash(StdEmpty())
+    assert repr(Empty()) == "Empty()"
+    assert Child(1.0, "x") == Child(1.0, "x")
+    assert Child(1.0, "x") != Child(1.0, "y")
+    assert hash(Child(1.0, "x")) == hash(StdChild(1.0, "x"))
+    assert repr(Child(1.0)) == repr(StdChild(1.0)).replace("StdChild", "Child")
+
+
+def test_only_the_same_class_compares() -> None:
+    assert Single(1.0) != Child(1.0)
+    assert Single(1.0).__eq__(StdSingle(1.0)) is NotImplemented
+    assert Single(1.0) != 1.0  # type: ignore[comparison-overlap]
+
+
+def test_frozen_slotted_and_still_a_dataclass() -> None:
+    point = Point(1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        point.x = 2  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        del point.x
+    assert not hasattr(point, "__dict__")
+    assert dataclasses.is_dataclass(point)
+    assert [f.name for f in dataclasses.fields(point)] == ["x", "y", "tags", "note", "secret", "seen"]
+    assert dataclasses.replace(point, x=5) == Point(5)
+    assert dataclasses.asdict(Point(1, tags=("t",)))["tags"] == ("t",)
+    assert Point.__match_args__ == StdPoint.__match_args__
+    match point:
+        case Point(1, y):
+            assert y == 0.0
+        case _:
+            pytest.fail("positional pattern did not match")
+
+
+def test_copies_and_pickles_like_a_frozen_dataclass() -> None:
+    point = Point(3, 1.5, ("a",), "n", "s")
+    assert copy.deepcopy(point) == point
+    assert pickle.loads(pickle.dumps(point)) == point
+
+
+def test_a_repr_of_an_object_containing_itself_stops() -> None:
+    outer = Point(1, seen=[])
+    outer.seen.append(outer)
+    std = StdPoint(1, seen=[])
+    std.seen.append(std)
+    assert repr(outer) == repr(std).replace("StdPoint", "Point")
+
+
+def test_a_class_defining_its_own_methods_is_refused() -> None:
+    with pytest.raises(TypeError, match="use @dataclass"):
+
+        @record
+        class Custom:
+            value: int
+
+            def __repr__(self) -> str:
+                return "custom"
