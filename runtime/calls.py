@@ -206,7 +206,7 @@ class CallManager:
     async def call(
         self,
         action: str,
-        payload: OcppModel | dict[str, object],
+        payload: OcppModel | Mapping[str, object],
         *,
         on_sent: Callable[[], None] | None = None,
     ) -> OcppModel:
@@ -217,8 +217,9 @@ class CallManager:
 
         A checkpoint. Cancellation forgets the call (a late answer is logged and dropped).
 
-        A dict payload is validated against the action's request model first, exactly like a model is on
-        construction: nothing leaves the station unvalidated.
+        A mapping payload is validated against the action's request model first, exactly like a model is
+        on construction: nothing leaves the station unvalidated (a `JsonObject`'s text is validated, and
+        sent, as it is).
 
         Raises:
             InvalidRequest: the payload breaks the schema; nothing was sent.
@@ -373,7 +374,7 @@ class CallManager:
                     )
         await self._send(frame, call.action)
 
-    def _check_request(self, action: str, payload: OcppModel | dict[str, object]) -> None:
+    def _check_request(self, action: str, payload: OcppModel | Mapping[str, object]) -> None:
         try:
             model = request_model(self.version, action)
             if isinstance(payload, OcppModel):

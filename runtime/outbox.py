@@ -7,8 +7,8 @@ sends that message again: at least once, never lost). A message is never silentl
 last attempt it moves to `dead_letter`, where it is kept and logged. It never sends anything itself.
 
 The front of the queue is read ahead, READ_AHEAD rows per query, and kept in memory, so sending a
-replayed backlog costs no database round trip per message; the payload stays JSON text there and is
-decoded afresh for every caller.
+replayed backlog costs no database round trip per message; the payload stays JSON text there, and
+each entry gets it as a `JsonObject` of its own: decoded on first read, sent as that very text.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 
 import trio
 
+from evstation.protocol.rpc import JsonObject
 from evstation.runtime.storage import Storage, UnknownEntryError, from_db_time, to_db_time, utc_now
 
 logger = logging.getLogger(__name__)
@@ -41,11 +42,12 @@ DELETE_GATHER_S = 0.1
 
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
-    """One queued CALL. `payload` is a fresh copy decoded from the database: changing it changes nothing."""
+    """One queued CALL. `payload` is the stored JSON text, read-only; each entry decodes its own copy
+    (on first read), so changing the decoded values changes nothing that is stored or sent."""
 
     id: int
     action: str
-    payload: dict[str, Any]
+    payload: JsonObject
     attempts: int
     offline: bool
     created_at: datetime
@@ -73,7 +75,7 @@ def _entry(row: sqlite3.Row) -> OutboxEntry:
     return OutboxEntry(
         id=row["id"],
         action=row["action"],
-        payload=json.loads(row["payload"]),
+        payload=JsonObject(row["payload"]),
         attempts=row["attempts"],
         offline=bool(row["offline"]),
         created_at=created,
