@@ -232,19 +232,25 @@ class Outbox:
 
     async def head(self) -> OutboxEntry | None:
         """The oldest entry: the only one that may be in flight (messages go out in order)."""
-        if self._front_needs_rows():
-            after, epoch = self._popped_id, self._front_epoch
-            rows = await self._storage.read(lambda conn: _read_ahead(conn, after))
-            # Another task may have filled or changed the front meanwhile: then read again.
-            if self._front_needs_rows() and epoch == self._front_epoch:
-                self._set_front(rows)
-        return _entry(self._front[0]) if self._front else await self._head_slowly()
+        return _entry(self._front[0]) if await self._fill_front() else None
 
-    async def _head_slowly(self) -> OutboxEntry | None:
-        if self._front_known and self._front_is_all:
-            await trio.lowlevel.checkpoint()
-            return None
-        return await self.head()
+    async def _fill_front(self) -> bool:
+        """Read the next rows into the front if it ran dry; whether the queue holds an entry. A checkpoint."""
+        while True:
+            if self._front_needs_rows():
+                after, epoch = self._popped_id, self._front_epoch
+                rows = await self._storage.read(functools.partial(_read_ahead, after_id=after))
+                # Another task may have filled or changed the front meanwhile: then read again.
+                if self._front_needs_rows() and epoch == self._front_epoch:
+                    self._set_front(rows)
+                if self._front:
+                    return True
+            elif self._front:
+                await trio.lowlevel.checkpoint()
+                return True
+            else:  # the front is known to hold the whole (empty) queue
+                await trio.lowlevel.checkpoint()
+                return False
 
     async def entries(self) -> list[OutboxEntry]:
         """Every queued entry, oldest first (not those acknowledged and being deleted)."""
@@ -429,11 +435,9 @@ class Outbox:
             if self._front:
                 await trio.lowlevel.checkpoint_if_cancelled()  # as in acknowledge
                 return
-            if await self.depth() > 0:
-                if self._front_known and self._front_is_all and not self._front:
-                    # Never expected; but a front that hides a queued row would stall the sender.
-                    logger.warning("outbox: in-memory front out of step with the table; reading it again")
-                    self._forget_front()
+            # The read-ahead's query, not a count: it runs when the front ran dry, and its rows are
+            # what `head` serves next (a put that commits meanwhile sets `event`).
+            if await self._fill_front():
                 return
             await event.wait()
 

@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from evstation.runtime.outbox import READ_AHEAD, Outbox
+from evstation.runtime.outbox import READ_AHEAD, Outbox, OutboxEntry
 from evstation.runtime.storage import UnknownEntryError, open_storage
 
 T0 = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
@@ -148,6 +148,51 @@ async def test_wait_not_empty_returns_at_once_when_entries_exist(tmp_path: Path)
             outbox = Outbox(storage)
             await outbox.put("TransactionEvent", {"seqNo": 0})
             await outbox.wait_not_empty()
+
+
+async def test_wait_not_empty_reads_the_next_rows_ahead_instead_of_counting(tmp_path: Path) -> None:
+    """After a restart (nothing in memory) and whenever the read-ahead runs dry, wait_not_empty answers
+    with the read-ahead's own query: the rows it read are what head serves next, without another read."""
+    path = tmp_path / "db.sqlite3"
+    with trio.fail_after(10):
+        async with open_storage(path) as storage:
+            first = Outbox(storage)
+            queued = [await first.put("TransactionEvent", {"seqNo": n}) for n in range(READ_AHEAD + 2)]
+        async with open_storage(path) as storage, trio.open_nursery() as nursery:
+            outbox = Outbox(storage)
+            await nursery.start(outbox.run)
+            await outbox.wait_not_empty()
+            for entry in queued[:READ_AHEAD]:
+                assert await outbox.head() == entry
+                await outbox.acknowledge(entry.id)  # its delete commits in the background
+            # The front ran dry with two rows left in the table: wait_not_empty reads them ahead.
+            await outbox.wait_not_empty()
+            hidden = await storage.write(lambda conn: conn.execute("DELETE FROM outbox").rowcount)
+            assert hidden >= 2  # gone from the table behind the outbox's back, still served from memory:
+            assert await outbox.head() == queued[READ_AHEAD]
+            nursery.cancel_scope.cancel()
+
+
+async def test_wait_not_empty_waits_when_only_acknowledged_entries_remain(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        async with open_storage(tmp_path / "db.sqlite3") as storage, trio.open_nursery() as nursery:
+            outbox = Outbox(storage)
+            await nursery.start(outbox.run)
+            entry = await outbox.put("TransactionEvent", {"seqNo": 0})
+            await outbox.wait_not_empty()
+            await outbox.acknowledge(entry.id)  # still in the table until its delete commits
+            heads: list[OutboxEntry | None] = []
+
+            async def sender() -> None:
+                await outbox.wait_not_empty()
+                heads.append(await outbox.head())
+
+            async with trio.open_nursery() as sending:
+                sending.start_soon(sender)
+                await trio.testing.wait_all_tasks_blocked()
+                later = await outbox.put("TransactionEvent", {"seqNo": 1})
+            assert heads == [later]
+            nursery.cancel_scope.cancel()
 
 
 async def test_wait_not_empty_wakes_on_put(tmp_path: Path) -> None:
