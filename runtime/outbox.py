@@ -235,22 +235,18 @@ class Outbox:
         return _entry(self._front[0]) if await self._fill_front() else None
 
     async def _fill_front(self) -> bool:
-        """Read the next rows into the front if it ran dry; whether the queue holds an entry. A checkpoint."""
-        while True:
-            if self._front_needs_rows():
-                after, epoch = self._popped_id, self._front_epoch
-                rows = await self._storage.read(functools.partial(_read_ahead, after_id=after))
-                # Another task may have filled or changed the front meanwhile: then read again.
-                if self._front_needs_rows() and epoch == self._front_epoch:
-                    self._set_front(rows)
-                if self._front:
-                    return True
-            elif self._front:
-                await trio.lowlevel.checkpoint()
-                return True
-            else:  # the front is known to hold the whole (empty) queue
+        """Whether the queue holds an entry, reading the next rows into the front if it ran dry. From
+        memory it is no schedule point (as before the read-ahead: the sender's next call yields)."""
+        while not self._front:
+            if not self._front_needs_rows():  # the front is known to hold the whole (empty) queue
                 await trio.lowlevel.checkpoint()
                 return False
+            after, epoch = self._popped_id, self._front_epoch
+            rows = await self._storage.read(functools.partial(_read_ahead, after_id=after))
+            # Another task may have filled or changed the front meanwhile: then read again.
+            if self._front_needs_rows() and epoch == self._front_epoch:
+                self._set_front(rows)
+        return True
 
     async def entries(self) -> list[OutboxEntry]:
         """Every queued entry, oldest first (not those acknowledged and being deleted)."""
