@@ -101,6 +101,8 @@ class MessageLog(Protocol):
 
     def publish(self, item: MessageLogEntry, /) -> None: ...
 
+    def subscriber_count(self) -> int: ...
+
 
 class CallFailed(Exception):
     """Our call ended without a usable CALLRESULT. Expected on a flaky CSMS: handle, never crash."""
@@ -402,7 +404,8 @@ class CallManager:
         self._publish(Direction.OUT, frame, action)
 
     def _publish(self, direction: Direction, frame: str, action: str | None) -> None:
-        if self._message_log is not None:
+        # No entry built for nobody: two per message while a backlog is replayed.
+        if self._message_log is not None and self._message_log.subscriber_count():
             entry = MessageLogEntry(direction, frame, action, self._conn.generation, trio.current_time())
             self._message_log.publish(entry)
 

@@ -75,7 +75,9 @@ class OutboxProgress:
 
     left_through: int = 0  # every entry up to this id has left the queue (delivered or given up)
     sent_through: int = 0  # every entry up to this id went out on the current connection
-    _changed: trio.Event = field(default_factory=trio.Event)
+    # Made by a waiter, set and dropped by the next change: no Event per change (three per replayed
+    # message) while nobody waits.
+    _changed: trio.Event | None = None
 
     def passed(self, entry_id: int) -> bool:
         return max(self.left_through, self.sent_through) >= entry_id
@@ -94,12 +96,14 @@ class OutboxProgress:
 
     async def wait_passed(self, entry_id: int) -> None:
         while not self.passed(entry_id):
-            changed = self._changed
-            await changed.wait()
+            if self._changed is None:
+                self._changed = trio.Event()
+            await self._changed.wait()
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
 
 @dataclass(eq=False)
