@@ -27,6 +27,7 @@ from evstation.protocol.messages import (
     request_model,
     response_model,
 )
+from evstation.protocol.rpc import JsonObject
 from evstation.protocol.session import (
     CallReceived,
     Dropped,
@@ -200,6 +201,9 @@ class CallManager:
         self._told_naive_datetimes = False
         # A peer can send bad frames as fast as the link carries them: a few lines a minute per kind.
         self._faults = FaultLimiter()
+        # (action, text) of the stored payload `validate_ahead` found valid: `call` does not judge that
+        # very text again. One slot: the outbox sender validates only the message after its current one.
+        self._valid_ahead: tuple[str, str] | None = None
 
     @property
     def version(self) -> OcppVersion:
@@ -376,7 +380,24 @@ class CallManager:
                     )
         await self._send(frame, call.action)
 
+    def validate_ahead(self, action: str, payload: JsonObject) -> None:
+        """Validate a stored payload that is to be sent next, while our call waits for its answer.
+
+        Work moved off the round trip, not skipped: `call` sends exactly that text (a str, immutable)
+        without judging it again; a payload found invalid here is refused by `call` as usual.
+        """
+        try:
+            parse_request(self.version, action, payload)
+        except (UnknownAction, PayloadError):
+            return
+        self._valid_ahead = (action, payload.text)
+
     def _check_request(self, action: str, payload: OcppModel | Mapping[str, object]) -> None:
+        if isinstance(payload, JsonObject) and self._valid_ahead is not None:
+            valid_action, valid_text = self._valid_ahead
+            self._valid_ahead = None
+            if valid_action == action and valid_text == payload.text:
+                return
         try:
             model = request_model(self.version, action)
             if isinstance(payload, OcppModel):

@@ -248,6 +248,15 @@ class Outbox:
                 self._set_front(rows)
         return True
 
+    def queued_after(self, entry_id: int) -> tuple[str, JsonObject] | None:
+        """(action, payload) of the entry after `entry_id` if the in-memory front holds both (None
+        otherwise): what the sender may prepare while `entry_id` awaits its answer. Not a checkpoint."""
+        front = self._front
+        if len(front) < 2 or front[0]["id"] != entry_id:
+            return None
+        row = front[1]
+        return row["action"], JsonObject(row["payload"])
+
     async def entries(self) -> list[OutboxEntry]:
         """Every queued entry, oldest first (not those acknowledged and being deleted)."""
         deleting = frozenset(self._deleting)  # read in Trio, never in the database thread
@@ -348,7 +357,9 @@ class Outbox:
                 await self._delete_wanted.wait()
                 await trio.sleep(DELETE_GATHER_S)
                 self._delete_wanted = trio.Event()
-                await self._commit_deletes()
+                # One batch per gathering: acknowledgements that arrive while it commits set the
+                # new event and wait for the next gathering, not for a commit of their own each.
+                await self._commit_batch()
         finally:
             self._running = False
             with trio.CancelScope(shield=True):
@@ -356,7 +367,11 @@ class Outbox:
 
     async def _commit_deletes(self) -> None:
         while self._to_delete:
-            batch, self._to_delete = self._to_delete, []
+            await self._commit_batch()
+
+    async def _commit_batch(self) -> None:
+        batch, self._to_delete = self._to_delete, []
+        if batch:
             await self._storage.write(functools.partial(self._delete_acknowledged, batch))
             self._taken()
 

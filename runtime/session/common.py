@@ -437,6 +437,15 @@ async def _send_status(
         sent.pop(key, None)
 
 
+def _sent(ctx: SessionContext, calls: CallManager, entry_id: int) -> None:
+    """An outbox entry is on the wire: while its answer is on the way (the CSMS is busy, this station
+    idle) the next entry is validated, which its send then needs not do (docs/storage.md)."""
+    ctx.outbox_progress.sent(entry_id)
+    following = ctx.outbox.queued_after(entry_id)
+    if following is not None:
+        calls.validate_ahead(*following)
+
+
 async def _send_outbox(ctx: SessionContext, calls: CallManager) -> None:
     """Transaction messages, strictly head first, each removed only when its CALLRESULT arrives.
 
@@ -461,7 +470,7 @@ async def _send_outbox(ctx: SessionContext, calls: CallManager) -> None:
             continue
         try:
             response = await calls.call(
-                entry.action, payload, on_sent=functools.partial(progress.sent, entry.id)
+                entry.action, payload, on_sent=functools.partial(_sent, ctx, calls, entry.id)
             )
         except CallFailed as exc:
             if isinstance(exc, InvalidRequest):

@@ -252,6 +252,34 @@ async def test_a_stored_json_payload_is_validated_and_sent_as_its_very_text(
         assert csms.actions() == ["StatusNotification"]
 
 
+async def test_validating_ahead_never_lets_another_or_an_invalid_text_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """validate_ahead (the outbox sender's next message, judged while the current one awaits its
+    answer) spares only the very text it found valid, for that action, once."""
+    conn, csms = MemoryConnection(V201), CsmsPeer(V201)
+    calls = _manager(conn)
+    valid = '{"connectorStatus":"Available","connectorId":1,"evseId":1,"timestamp":"2030-01-01T00:00:00Z"}'
+    invalid = valid.replace("Available", "Plugged")
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(csms.serve, conn)
+            await nursery.start(calls.run)
+            calls.validate_ahead("StatusNotification", JsonObject(invalid))  # not valid: not spared
+            with pytest.raises(InvalidRequest):
+                await calls.call("StatusNotification", JsonObject(invalid))
+            calls.validate_ahead("StatusNotification", JsonObject(valid))  # another text comes instead
+            with pytest.raises(InvalidRequest):
+                await calls.call("StatusNotification", JsonObject(invalid))
+            calls.validate_ahead("StatusNotification", JsonObject(valid))  # another action comes instead
+            with pytest.raises(InvalidRequest):
+                await calls.call("Heartbeat", JsonObject(valid))
+            calls.validate_ahead("StatusNotification", JsonObject(valid))
+            await calls.call("StatusNotification", JsonObject(valid))
+            nursery.cancel_scope.cancel()
+    assert csms.actions() == ["StatusNotification"]
+
+
 @pytest.mark.parametrize(
     ("action", "payload"),
     [

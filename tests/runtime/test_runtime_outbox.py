@@ -387,3 +387,19 @@ async def test_entries_put_while_the_front_is_drained_all_come_out_once_in_order
             nursery.cancel_scope.cancel()
     assert seen == sorted(seen)
     assert len(set(seen)) == total
+
+
+async def test_queued_after_names_the_next_entry_held_in_memory(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        async with open_storage(tmp_path / "db.sqlite3") as storage:
+            outbox = Outbox(storage)
+            first = await outbox.put("TransactionEvent", {"seqNo": 0})
+            assert outbox.queued_after(first.id) is None  # nothing read ahead yet
+            second = await outbox.put("MeterValues", {"seqNo": 1})
+            assert await outbox.head() == first
+            following = outbox.queued_after(first.id)
+            assert following is not None
+            assert (following[0], following[1].text) == ("MeterValues", '{"seqNo":1}')
+            assert outbox.queued_after(second.id) is None  # not the head
+            await outbox.remove(first.id)
+            assert outbox.queued_after(second.id) is None  # nothing after it
