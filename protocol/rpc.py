@@ -125,6 +125,14 @@ class JsonObject(Mapping[str, object]):
         self.text: Final = text
         self._items: dict[str, object] | None = None
 
+    def load(self) -> None:
+        """Decode now rather than on the first read (e.g. while waiting for something else anyway).
+
+        Raises:
+            ValueError: the text is not JSON, or not of an object.
+        """
+        self._decoded()
+
     def _decoded(self) -> dict[str, object]:
         items = self._items
         if items is None:

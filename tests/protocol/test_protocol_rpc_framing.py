@@ -137,3 +137,5 @@ def test_a_json_object_reads_as_its_decoded_mapping() -> None:
     assert payload == JsonObject('{"a":[1,2],"b":null}')
     with pytest.raises(ValueError, match="not a JSON object"):
         len(JsonObject("[1]"))
+    with pytest.raises(ValueError, match="not a JSON object"):
+        JsonObject('"text"').load()
