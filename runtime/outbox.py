@@ -132,6 +132,9 @@ class Outbox:
         self._popped_id = 0
         # Bumped whenever the front changes other than by a read: a read that was under way then is stale.
         self._front_epoch = 0
+        # The entry `queued_after` built for a front row, which `head` hands out (once) while that very
+        # row object is at the front (a changed row is a new object).
+        self._built: tuple[sqlite3.Row, OutboxEntry] | None = None
         # Acknowledged entries whose delete `run` has not committed yet, and its wake-up.
         self._to_delete: list[int] = []
         self._deleting: set[int] = set()
@@ -232,7 +235,13 @@ class Outbox:
 
     async def head(self) -> OutboxEntry | None:
         """The oldest entry: the only one that may be in flight (messages go out in order)."""
-        return _entry(self._front[0]) if await self._fill_front() else None
+        if not await self._fill_front():
+            return None
+        row, built = self._front[0], self._built
+        if built is not None and built[0] is row:
+            self._built = None
+            return built[1]
+        return _entry(row)
 
     async def _fill_front(self) -> bool:
         """Whether the queue holds an entry, reading the next rows into the front if it ran dry. From
@@ -248,14 +257,17 @@ class Outbox:
                 self._set_front(rows)
         return True
 
-    def queued_after(self, entry_id: int) -> tuple[str, JsonObject] | None:
-        """(action, payload) of the entry after `entry_id` if the in-memory front holds both (None
-        otherwise): what the sender may prepare while `entry_id` awaits its answer. Not a checkpoint."""
+    def queued_after(self, entry_id: int) -> OutboxEntry | None:
+        """The entry after `entry_id` if the in-memory front holds both (None otherwise): what the
+        sender may prepare while `entry_id` awaits its answer. The next `head` that finds it at the
+        front, unchanged, returns this very entry (built once). Not a checkpoint."""
         front = self._front
         if len(front) < 2 or front[0]["id"] != entry_id:
             return None
         row = front[1]
-        return row["action"], JsonObject(row["payload"])
+        entry = _entry(row)
+        self._built = (row, entry)
+        return entry
 
     async def entries(self) -> list[OutboxEntry]:
         """Every queued entry, oldest first (not those acknowledged and being deleted)."""

@@ -439,13 +439,13 @@ async def _send_status(
 
 def _sent(ctx: SessionContext, calls: CallManager, entry: OutboxEntry) -> None:
     """An outbox entry is on the wire. While its answer is on the way (the CSMS busy, this station
-    idle) its payload is decoded for `delivered`, and the next entry is validated, which its send then
-    needs not do (docs/storage.md): the same work, off the round trip."""
+    idle) its payload is decoded for `delivered`, and the next entry is built and validated, which its
+    turn then needs not do (docs/storage.md): the same work, off the round trip."""
     ctx.outbox_progress.sent(entry.id)
     entry.payload.load()
     following = ctx.outbox.queued_after(entry.id)
     if following is not None:
-        calls.validate_ahead(*following)
+        calls.validate_ahead(following.action, following.payload)
 
 
 async def _send_outbox(ctx: SessionContext, calls: CallManager) -> None:

@@ -389,17 +389,28 @@ async def test_entries_put_while_the_front_is_drained_all_come_out_once_in_order
     assert len(set(seen)) == total
 
 
-async def test_queued_after_names_the_next_entry_held_in_memory(tmp_path: Path) -> None:
+async def test_queued_after_builds_the_next_entry_that_head_then_returns_once(tmp_path: Path) -> None:
     with trio.fail_after(10):
         async with open_storage(tmp_path / "db.sqlite3") as storage:
             outbox = Outbox(storage)
             first = await outbox.put("TransactionEvent", {"seqNo": 0})
             assert outbox.queued_after(first.id) is None  # nothing read ahead yet
             second = await outbox.put("MeterValues", {"seqNo": 1})
+            third = await outbox.put("MeterValues", {"seqNo": 2})
             assert await outbox.head() == first
-            following = outbox.queued_after(first.id)
-            assert following is not None
-            assert (following[0], following[1].text) == ("MeterValues", '{"seqNo":1}')
             assert outbox.queued_after(second.id) is None  # not the head
+            following = outbox.queued_after(first.id)
+            assert following == second
             await outbox.remove(first.id)
-            assert outbox.queued_after(second.id) is None  # nothing after it
+            assert await outbox.head() is following  # built once, handed out once...
+            again = await outbox.head()
+            assert again == second and again is not following  # ...then a fresh copy as always
+            # A change to the entry after it was built ahead: head returns the changed entry.
+            built = outbox.queued_after(second.id)
+            assert built == third
+            await outbox.remove(second.id)
+            await outbox.update_payload(third.id, {"seqNo": 3})
+            head = await outbox.head()
+            assert head is not None and head is not built
+            assert head.payload == {"seqNo": 3}
+            assert outbox.queued_after(third.id) is None  # nothing after it
