@@ -148,6 +148,14 @@ class JsonObject(Mapping[str, object]):
     def __iter__(self) -> Iterator[str]:
         return iter(self._decoded())
 
+    # Mapping's own get and __contains__ go through __getitem__ and a KeyError: these are read on
+    # every delivered message.
+    def get(self, key: str, default: object = None) -> object:
+        return self._decoded().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._decoded()
+
     def __len__(self) -> int:
         return len(self._decoded())
 

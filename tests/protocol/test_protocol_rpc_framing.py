@@ -133,6 +133,8 @@ def test_a_json_object_reads_as_its_decoded_mapping() -> None:
     assert payload == {"a": [1, 2], "b": None}
     assert dict(payload) == {"a": [1, 2], "b": None}
     assert payload.get("a") == [1, 2]
+    assert payload.get("z") is None and payload.get("z", 5) == 5
+    assert "a" in payload and "z" not in payload
     assert len(payload) == 2
     assert payload == JsonObject('{"a":[1,2],"b":null}')
     with pytest.raises(ValueError, match="not a JSON object"):
