@@ -11,6 +11,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final, NoReturn, final
 
+from pydantic_core import from_json
+
 from evstation.protocol.errors import ErrorKind, error_code
 from evstation.protocol.versions import OcppVersion
 
@@ -136,7 +138,13 @@ class JsonObject(Mapping[str, object]):
     def _decoded(self) -> dict[str, object]:
         items = self._items
         if items is None:
-            decoded = _DECODER.decode(self.text)
+            try:
+                # pydantic-core's parser (the one that validated the text): twice as fast as json's.
+                decoded = from_json(self.text, allow_inf_nan=False)
+            except ValueError:
+                # The standard decoder reads what that one refuses (an escaped lone surrogate) and
+                # refuses NaN alike.
+                decoded = _DECODER.decode(self.text)
             if type(decoded) is not dict:
                 raise ValueError("JsonObject text is not a JSON object")
             items = self._items = decoded

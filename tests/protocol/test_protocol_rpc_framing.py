@@ -141,3 +141,6 @@ def test_a_json_object_reads_as_its_decoded_mapping() -> None:
         len(JsonObject("[1]"))
     with pytest.raises(ValueError, match="not a JSON object"):
         JsonObject('"text"').load()
+    assert JsonObject('{"a":"\\ud800","b":1e400}') == {"a": "\ud800", "b": math.inf}  # as json reads it
+    with pytest.raises(ValueError):
+        JsonObject('{"a":NaN}').load()
