@@ -20,6 +20,7 @@ from pydantic_core import ErrorDetails
 
 from evstation.protocol._base import DATETIME_ERROR, DATETIME_RANGE_ERROR, OcppModel
 from evstation.protocol.errors import ErrorKind
+from evstation.protocol.rpc import JsonObject
 from evstation.protocol.versions import OcppVersion
 from evstation.records import record
 
@@ -85,13 +86,18 @@ class VersionModels:
     real module under TYPE_CHECKING), so a 1.6 station never imports the 2.0.1 models and vice versa.
     """
 
-    __slots__ = ("_version",)
+    __slots__ = ("_loaded", "_version")
 
     def __init__(self, version: OcppVersion) -> None:
         self._version = version
+        # Set on the first attribute read (import_module on every read costs a few µs per message).
+        self._loaded: ModuleType | None = None
 
     def _module(self) -> ModuleType:
-        return importlib.import_module(f"{_PACKAGES[self._version]}.messages")
+        module = self._loaded
+        if module is None:
+            module = self._loaded = importlib.import_module(f"{_PACKAGES[self._version]}.messages")
+        return module
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._module(), name)
@@ -160,7 +166,13 @@ def receive_response(version: OcppVersion, action: str, payload: object) -> Rece
 def _validate(model: type[OcppModel], payload: object) -> OcppModel:
     # Wire names only: a snake_case key in a payload is an unknown property, not an alias.
     # The validator is called directly: model_validate's Python wrapper costs about 1 µs a call.
-    validated: OcppModel = model.__pydantic_validator__.validate_python(payload, by_alias=True, by_name=False)
+    validator = model.__pydantic_validator__
+    if isinstance(payload, JsonObject):
+        # The text itself, the very bytes `rpc.encode` sends; JSON mode judges a JSON text exactly as
+        # Python mode judges its decoded values (tests/protocol/test_protocol_json_object.py).
+        validated: OcppModel = validator.validate_json(payload.text, by_alias=True, by_name=False)
+    else:
+        validated = validator.validate_python(payload, by_alias=True, by_name=False)
     return validated
 
 

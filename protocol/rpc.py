@@ -7,7 +7,10 @@ raises on peer input: `decode` turns every malformed frame into a `FrameError` v
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from typing import Final, NoReturn, final
+
+from pydantic_core import from_json
 
 from evstation.protocol.errors import ErrorKind, error_code
 from evstation.protocol.versions import OcppVersion
@@ -24,10 +27,12 @@ __all__ = [
     "CallResult",
     "EncodeError",
     "FrameError",
+    "JsonObject",
     "LocalProtocolError",
     "Message",
     "decode",
     "encode",
+    "encode_call",
     "error_reply",
     "is_valid_message_id",
 ]
@@ -104,6 +109,73 @@ class FrameError:
 
 
 Message = Call | CallResult | CallError
+
+
+@final
+class JsonObject(Mapping[str, object]):
+    """A payload kept as the compact JSON text of an object (a stored message), decoded on first read.
+
+    `encode_call` writes `text` into the frame as it is, and `protocol.messages` validates `text` itself:
+    the bytes that were validated are the bytes sent, whatever a reader does with the decoded values
+    (and a replayed message is never decoded and encoded again just to be sent). `text` must be strict
+    JSON (no NaN or Infinity) of one object: a validator refuses anything else before it is sent.
+    """
+
+    __slots__ = ("_items", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text: Final = text
+        self._items: dict[str, object] | None = None
+
+    def load(self) -> None:
+        """Decode now rather than on the first read (e.g. while waiting for something else anyway).
+
+        Raises:
+            ValueError: the text is not JSON, or not of an object.
+        """
+        self._decoded()
+
+    def _decoded(self) -> dict[str, object]:
+        items = self._items
+        if items is None:
+            try:
+                # pydantic-core's parser (the one that validated the text): twice as fast as json's.
+                decoded = from_json(self.text, allow_inf_nan=False)
+            except ValueError:
+                # The standard decoder reads what that one refuses (an escaped lone surrogate) and
+                # refuses NaN alike.
+                decoded = _DECODER.decode(self.text)
+            if type(decoded) is not dict:
+                raise ValueError("JsonObject text is not a JSON object")
+            items = self._items = decoded
+        return items
+
+    def __getitem__(self, key: str) -> object:
+        return self._decoded()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._decoded())
+
+    # Mapping's own get and __contains__ go through __getitem__ and a KeyError: these are read on
+    # every delivered message.
+    def get(self, key: str, default: object = None) -> object:
+        return self._decoded().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._decoded()
+
+    def __len__(self) -> int:
+        return len(self._decoded())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, JsonObject) and other.text == self.text:
+            return True
+        return Mapping.__eq__(self, other)
+
+    __hash__ = None  # type: ignore[assignment]  # equal to a dict, so unhashable like one
+
+    def __repr__(self) -> str:
+        return f"JsonObject({self.text!r})"
 
 
 def is_valid_message_id(value: object) -> bool:
@@ -224,6 +296,13 @@ def encode(message: Message) -> str:
         return _ENCODER.encode(frame)
     except ValueError as exc:
         raise EncodeError(f"message {message.message_id!r} is not strict JSON: {exc}") from exc
+
+
+def encode_call(message_id: str, action: str, payload: JsonObject) -> str:
+    """The CALL frame for a payload held as JSON text: the text is spliced in as it is, never decoded
+    and encoded again (it is what was validated, and what is sent)."""
+    head = _ENCODER.encode([CALL, message_id, action])
+    return f"{head[:-1]},{payload.text}]"
 
 
 def error_reply(error: FrameError) -> CallError:

@@ -24,9 +24,11 @@ from evstation.protocol.rpc import (
     CallError,
     CallResult,
     FrameError,
+    JsonObject,
     LocalProtocolError,
     decode,
     encode,
+    encode_call,
     error_reply,
     is_valid_message_id,
 )
@@ -163,7 +165,10 @@ class RpcSession:
             raise LocalProtocolError(f"message id must be a string of at most 36 characters: {message_id!r}")
         if action not in actions(self.version):
             raise LocalProtocolError(f"OCPP {self.version.value} has no action {action!r}")
-        frame = encode(Call(message_id, action, _wire(payload)))
+        if isinstance(payload, JsonObject):
+            frame = encode_call(message_id, action, payload)  # a stored message, sent as its text
+        else:
+            frame = encode(Call(message_id, action, _wire(payload)))
         self._in_flight = (message_id, action)
         return frame
 

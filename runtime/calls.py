@@ -26,6 +26,7 @@ from evstation.protocol.messages import (
     request_model,
     response_model,
 )
+from evstation.protocol.rpc import JsonObject
 from evstation.protocol.session import (
     CallReceived,
     Dropped,
@@ -100,6 +101,8 @@ class MessageLog(Protocol):
     """Where frames are published (runtime.events.Broadcaster[MessageLogEntry] fits)."""
 
     def publish(self, item: MessageLogEntry, /) -> None: ...
+
+    def subscriber_count(self) -> int: ...
 
 
 class CallFailed(Exception):
@@ -198,6 +201,9 @@ class CallManager:
         self._told_naive_datetimes = False
         # A peer can send bad frames as fast as the link carries them: a few lines a minute per kind.
         self._faults = FaultLimiter()
+        # (action, text) of the stored payload `validate_ahead` found valid: `call` does not judge that
+        # very text again. One slot: the outbox sender validates only the message after its current one.
+        self._valid_ahead: tuple[str, str] | None = None
 
     @property
     def version(self) -> OcppVersion:
@@ -206,7 +212,7 @@ class CallManager:
     async def call(
         self,
         action: str,
-        payload: OcppModel | dict[str, object],
+        payload: OcppModel | Mapping[str, object],
         *,
         on_sent: Callable[[], None] | None = None,
     ) -> OcppModel:
@@ -217,8 +223,9 @@ class CallManager:
 
         A checkpoint. Cancellation forgets the call (a late answer is logged and dropped).
 
-        A dict payload is validated against the action's request model first, exactly like a model is on
-        construction: nothing leaves the station unvalidated.
+        A mapping payload is validated against the action's request model first, exactly like a model is
+        on construction: nothing leaves the station unvalidated (a `JsonObject`'s text is validated, and
+        sent, as it is).
 
         Raises:
             InvalidRequest: the payload breaks the schema; nothing was sent.
@@ -373,7 +380,24 @@ class CallManager:
                     )
         await self._send(frame, call.action)
 
-    def _check_request(self, action: str, payload: OcppModel | dict[str, object]) -> None:
+    def validate_ahead(self, action: str, payload: JsonObject) -> None:
+        """Validate a stored payload that is to be sent next, while our call waits for its answer.
+
+        Work moved off the round trip, not skipped: `call` sends exactly that text (a str, immutable)
+        without judging it again; a payload found invalid here is refused by `call` as usual.
+        """
+        try:
+            parse_request(self.version, action, payload)
+        except (UnknownAction, PayloadError):
+            return
+        self._valid_ahead = (action, payload.text)
+
+    def _check_request(self, action: str, payload: OcppModel | Mapping[str, object]) -> None:
+        if isinstance(payload, JsonObject) and self._valid_ahead is not None:
+            valid_action, valid_text = self._valid_ahead
+            self._valid_ahead = None
+            if valid_action == action and valid_text == payload.text:
+                return
         try:
             model = request_model(self.version, action)
             if isinstance(payload, OcppModel):
@@ -401,7 +425,8 @@ class CallManager:
         self._publish(Direction.OUT, frame, action)
 
     def _publish(self, direction: Direction, frame: str, action: str | None) -> None:
-        if self._message_log is not None:
+        # No entry built for nobody: two per message while a backlog is replayed.
+        if self._message_log is not None and self._message_log.subscriber_count():
             entry = MessageLogEntry(direction, frame, action, self._conn.generation, trio.current_time())
             self._message_log.publish(entry)
 

@@ -7,8 +7,8 @@ sends that message again: at least once, never lost). A message is never silentl
 last attempt it moves to `dead_letter`, where it is kept and logged. It never sends anything itself.
 
 The front of the queue is read ahead, READ_AHEAD rows per query, and kept in memory, so sending a
-replayed backlog costs no database round trip per message; the payload stays JSON text there and is
-decoded afresh for every caller.
+replayed backlog costs no database round trip per message; the payload stays JSON text there, and
+each entry gets it as a `JsonObject` of its own: decoded on first read, sent as that very text.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 
 import trio
 
+from evstation.protocol.rpc import JsonObject
 from evstation.records import record
 from evstation.runtime.storage import Storage, UnknownEntryError, from_db_time, to_db_time, utc_now
 
@@ -41,11 +42,12 @@ DELETE_GATHER_S = 0.1
 
 @record
 class OutboxEntry:
-    """One queued CALL. `payload` is a fresh copy decoded from the database: changing it changes nothing."""
+    """One queued CALL. `payload` is the stored JSON text, read-only; each entry decodes its own copy
+    (on first read), so changing the decoded values changes nothing that is stored or sent."""
 
     id: int
     action: str
-    payload: dict[str, Any]
+    payload: JsonObject
     attempts: int
     offline: bool
     created_at: datetime
@@ -73,7 +75,7 @@ def _entry(row: sqlite3.Row) -> OutboxEntry:
     return OutboxEntry(
         id=row["id"],
         action=row["action"],
-        payload=json.loads(row["payload"]),
+        payload=JsonObject(row["payload"]),
         attempts=row["attempts"],
         offline=bool(row["offline"]),
         created_at=created,
@@ -130,6 +132,9 @@ class Outbox:
         self._popped_id = 0
         # Bumped whenever the front changes other than by a read: a read that was under way then is stale.
         self._front_epoch = 0
+        # The entry `queued_after` built for a front row, which `head` hands out (once) while that very
+        # row object is at the front (a changed row is a new object).
+        self._built: tuple[sqlite3.Row, OutboxEntry] | None = None
         # Acknowledged entries whose delete `run` has not committed yet, and its wake-up.
         self._to_delete: list[int] = []
         self._deleting: set[int] = set()
@@ -230,19 +235,39 @@ class Outbox:
 
     async def head(self) -> OutboxEntry | None:
         """The oldest entry: the only one that may be in flight (messages go out in order)."""
-        if self._front_needs_rows():
+        if not await self._fill_front():
+            return None
+        row, built = self._front[0], self._built
+        if built is not None and built[0] is row:
+            self._built = None
+            return built[1]
+        return _entry(row)
+
+    async def _fill_front(self) -> bool:
+        """Whether the queue holds an entry, reading the next rows into the front if it ran dry. From
+        memory it is no schedule point (as before the read-ahead: the sender's next call yields)."""
+        while not self._front:
+            if not self._front_needs_rows():  # the front is known to hold the whole (empty) queue
+                await trio.lowlevel.checkpoint()
+                return False
             after, epoch = self._popped_id, self._front_epoch
-            rows = await self._storage.read(lambda conn: _read_ahead(conn, after))
+            rows = await self._storage.read(functools.partial(_read_ahead, after_id=after))
             # Another task may have filled or changed the front meanwhile: then read again.
             if self._front_needs_rows() and epoch == self._front_epoch:
                 self._set_front(rows)
-        return _entry(self._front[0]) if self._front else await self._head_slowly()
+        return True
 
-    async def _head_slowly(self) -> OutboxEntry | None:
-        if self._front_known and self._front_is_all:
-            await trio.lowlevel.checkpoint()
+    def queued_after(self, entry_id: int) -> OutboxEntry | None:
+        """The entry after `entry_id` if the in-memory front holds both (None otherwise): what the
+        sender may prepare while `entry_id` awaits its answer. The next `head` that finds it at the
+        front, unchanged, returns this very entry (built once). Not a checkpoint."""
+        front = self._front
+        if len(front) < 2 or front[0]["id"] != entry_id:
             return None
-        return await self.head()
+        row = front[1]
+        entry = _entry(row)
+        self._built = (row, entry)
+        return entry
 
     async def entries(self) -> list[OutboxEntry]:
         """Every queued entry, oldest first (not those acknowledged and being deleted)."""
@@ -344,7 +369,9 @@ class Outbox:
                 await self._delete_wanted.wait()
                 await trio.sleep(DELETE_GATHER_S)
                 self._delete_wanted = trio.Event()
-                await self._commit_deletes()
+                # One batch per gathering: acknowledgements that arrive while it commits set the
+                # new event and wait for the next gathering, not for a commit of their own each.
+                await self._commit_batch()
         finally:
             self._running = False
             with trio.CancelScope(shield=True):
@@ -352,7 +379,11 @@ class Outbox:
 
     async def _commit_deletes(self) -> None:
         while self._to_delete:
-            batch, self._to_delete = self._to_delete, []
+            await self._commit_batch()
+
+    async def _commit_batch(self) -> None:
+        batch, self._to_delete = self._to_delete, []
+        if batch:
             await self._storage.write(functools.partial(self._delete_acknowledged, batch))
             self._taken()
 
@@ -427,11 +458,9 @@ class Outbox:
             if self._front:
                 await trio.lowlevel.checkpoint_if_cancelled()  # as in acknowledge
                 return
-            if await self.depth() > 0:
-                if self._front_known and self._front_is_all and not self._front:
-                    # Never expected; but a front that hides a queued row would stall the sender.
-                    logger.warning("outbox: in-memory front out of step with the table; reading it again")
-                    self._forget_front()
+            # The read-ahead's query, not a count: it runs when the front ran dry, and its rows are
+            # what `head` serves next (a put that commits meanwhile sets `event`).
+            if await self._fill_front():
                 return
             await event.wait()
 

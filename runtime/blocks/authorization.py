@@ -486,9 +486,11 @@ class Authorization:
             if isinstance(id_tag, str) and tag_info is not None and id_tag != self.free_vend_id_tag:
                 await self.learn(id_tag, "", info_from_v16(tag_info))
             return
-        id_token = request.get("idToken")
         token_info = response.id_token_info if isinstance(response, v201.TransactionEventResponse) else None
-        if isinstance(id_token, dict) and token_info is not None:
+        if token_info is None:
+            return  # most answers: the request's token is not even looked at
+        id_token = request.get("idToken")
+        if isinstance(id_token, dict):
             value, token_type = id_token.get("idToken"), id_token.get("type")
             if isinstance(value, str) and isinstance(token_type, str):
                 await self.learn(value, token_type, info_from_v201(token_info))

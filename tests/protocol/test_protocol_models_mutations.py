@@ -19,6 +19,7 @@ import pytest
 from evstation.protocol._codegen.generate import SchemaFile, load_schemas
 from evstation.protocol.errors import ErrorKind
 from evstation.protocol.messages import PayloadError, parse_request, parse_response, to_payload
+from evstation.protocol.rpc import JsonObject
 from evstation.protocol.versions import OcppVersion
 
 Json = Any
@@ -229,3 +230,32 @@ def test_integral_float_for_integer_follows_the_schema_draft(version: OcppVersio
                 ErrorKind.TYPE_CONSTRAINT,
                 ".".join(map(str, path)),
             )
+
+
+def _outcome(version: OcppVersion, file: SchemaFile, payload: object) -> object:
+    try:
+        return parse(version, file, payload)
+    except PayloadError as error:
+        # pydantic words some errors after the mode ("an object" / "a valid dictionary"): the kind and
+        # the path are what a CALLERROR and a dead letter depend on.
+        return (error.kind, error.path)
+
+
+@pytest.mark.parametrize(("version", "file"), FILES, ids=IDS)
+def test_a_json_object_text_is_judged_exactly_as_its_decoded_payload(
+    version: OcppVersion, file: SchemaFile
+) -> None:
+    # A stored message is validated as its JSON text (the bytes then sent), not decoded first: the
+    # verdict, down to the error's kind and path, must be the one its decoded values get.
+    payload = example(file, file.schema, full=True)
+    cases = [example(file, file.schema, full=False), payload]
+    cases += [mutate(payload, mutation) for mutation in mutations(file, file.schema, payload, ())]
+    for path in integer_paths(file, file.schema, payload, ()):  # 3.0 for an integer, per draft
+        parent = integral_float = copy.deepcopy(payload)
+        for part in path[:-1]:
+            parent = parent[part]
+        parent[path[-1]] = float(parent[path[-1]])
+        cases.append(integral_float)
+    for case in cases:
+        text = json.dumps(case, separators=(",", ":"), allow_nan=False)
+        assert _outcome(version, file, JsonObject(text)) == _outcome(version, file, case), text

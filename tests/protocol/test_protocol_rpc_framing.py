@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -12,9 +13,11 @@ from evstation.protocol.rpc import (
     CallResult,
     EncodeError,
     FrameError,
+    JsonObject,
     LocalProtocolError,
     decode,
     encode,
+    encode_call,
     error_reply,
 )
 from evstation.protocol.versions import OcppVersion
@@ -114,3 +117,30 @@ def test_error_reply_refuses_a_frame_that_must_be_dropped() -> None:
 
     with pytest.raises(LocalProtocolError):
         error_reply(error)
+
+
+def test_a_json_object_goes_into_the_call_frame_as_its_very_text() -> None:
+    text = '{"seqNo":1,"ünits":"Wh","value":12.50}'  # a float spelled as stored, not as re-encoded
+    frame = encode_call("id-1", "TransactionEvent", JsonObject(text))
+    assert frame == '[2,"id-1","TransactionEvent",' + text + "]"
+    assert decode(frame, V201) == Call("id-1", "TransactionEvent", json.loads(text))
+    quoted = encode_call('a"b', "Act\\ion", JsonObject("{}"))
+    assert decode(quoted, V201) == Call('a"b', "Act\\ion", {})
+
+
+def test_a_json_object_reads_as_its_decoded_mapping() -> None:
+    payload = JsonObject('{"a":[1,2],"b":null}')
+    assert payload == {"a": [1, 2], "b": None}
+    assert dict(payload) == {"a": [1, 2], "b": None}
+    assert payload.get("a") == [1, 2]
+    assert payload.get("z") is None and payload.get("z", 5) == 5
+    assert "a" in payload and "z" not in payload
+    assert len(payload) == 2
+    assert payload == JsonObject('{"a":[1,2],"b":null}')
+    with pytest.raises(ValueError, match="not a JSON object"):
+        len(JsonObject("[1]"))
+    with pytest.raises(ValueError, match="not a JSON object"):
+        JsonObject('"text"').load()
+    assert JsonObject('{"a":"\\ud800","b":1e400}') == {"a": "\ud800", "b": math.inf}  # as json reads it
+    with pytest.raises(ValueError):
+        JsonObject('{"a":NaN}').load()

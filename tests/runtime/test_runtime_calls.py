@@ -12,6 +12,7 @@ from runtime_session_harness import CSMS_TIME, CsmsPeer, Fail, MemoryConnection,
 
 from evstation.protocol.errors import ErrorKind, error_code
 from evstation.protocol.messages import OcppModel
+from evstation.protocol.rpc import JsonObject
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.calls import (
     CallErrorReceived,
@@ -227,6 +228,56 @@ async def test_every_frame_is_published_to_the_message_log(autojump_clock: trio.
             (Direction.IN, "GetVariables"),
             (Direction.OUT, "GetVariables"),
         ]
+
+
+async def test_a_stored_json_payload_is_validated_and_sent_as_its_very_text(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """docs/storage.md: a replayed outbox entry is validated as its stored text and sent as that text."""
+    conn, csms = MemoryConnection(V201), CsmsPeer(V201)
+    log: Broadcaster[MessageLogEntry] = Broadcaster()
+    calls = _manager(conn, message_log=log)
+    text = '{"connectorStatus":"Available","connectorId":1,"evseId":1,"timestamp":"2030-01-01T00:00:00.0Z"}'
+    with log.subscribe() as entries, trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(csms.serve, conn)
+            await nursery.start(calls.run)
+            await calls.call("StatusNotification", JsonObject(text))
+            with pytest.raises(InvalidRequest):
+                await calls.call("StatusNotification", JsonObject(text.replace("Available", "Plugged")))
+            nursery.cancel_scope.cancel()
+        sent = entries.receive_nowait()
+        assert isinstance(sent, MessageLogEntry)
+        assert sent.frame.endswith(f',"StatusNotification",{text}]')
+        assert csms.actions() == ["StatusNotification"]
+
+
+async def test_validating_ahead_never_lets_another_or_an_invalid_text_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """validate_ahead (the outbox sender's next message, judged while the current one awaits its
+    answer) spares only the very text it found valid, for that action, once."""
+    conn, csms = MemoryConnection(V201), CsmsPeer(V201)
+    calls = _manager(conn)
+    valid = '{"connectorStatus":"Available","connectorId":1,"evseId":1,"timestamp":"2030-01-01T00:00:00Z"}'
+    invalid = valid.replace("Available", "Plugged")
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(csms.serve, conn)
+            await nursery.start(calls.run)
+            calls.validate_ahead("StatusNotification", JsonObject(invalid))  # not valid: not spared
+            with pytest.raises(InvalidRequest):
+                await calls.call("StatusNotification", JsonObject(invalid))
+            calls.validate_ahead("StatusNotification", JsonObject(valid))  # another text comes instead
+            with pytest.raises(InvalidRequest):
+                await calls.call("StatusNotification", JsonObject(invalid))
+            calls.validate_ahead("StatusNotification", JsonObject(valid))  # another action comes instead
+            with pytest.raises(InvalidRequest):
+                await calls.call("Heartbeat", JsonObject(valid))
+            calls.validate_ahead("StatusNotification", JsonObject(valid))
+            await calls.call("StatusNotification", JsonObject(valid))
+            nursery.cancel_scope.cancel()
+    assert csms.actions() == ["StatusNotification"]
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from evstation.runtime.outbox import READ_AHEAD, Outbox
+from evstation.runtime.outbox import READ_AHEAD, Outbox, OutboxEntry
 from evstation.runtime.storage import UnknownEntryError, open_storage
 
 T0 = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
@@ -100,11 +100,14 @@ async def test_returned_payload_is_a_copy(tmp_path: Path) -> None:
     with trio.fail_after(10):
         async with open_storage(tmp_path / "db.sqlite3") as storage:
             outbox = Outbox(storage)
-            entry = await outbox.put("MeterValues", {"transactionId": 1})
-            entry.payload["transactionId"] = 2
+            entry = await outbox.put("MeterValues", {"meterValue": [{"timestamp": "t"}]})
+            meter_values = entry.payload["meterValue"]
+            assert isinstance(meter_values, list)
+            meter_values.clear()
             head = await outbox.head()
             assert head is not None
-            assert head.payload == {"transactionId": 1}
+            assert head.payload == {"meterValue": [{"timestamp": "t"}]}
+            assert head.payload.text == '{"meterValue":[{"timestamp":"t"}]}'  # what is sent
 
 
 async def test_give_up_keeps_the_message_in_dead_letter(
@@ -127,7 +130,7 @@ async def test_give_up_keeps_the_message_in_dead_letter(
             letters = await Outbox(storage).dead_letters()
             assert len(letters) == 1
             kept = letters[0]
-            assert (kept.entry.id, kept.entry.action, kept.entry.payload) == (
+            assert (kept.entry.id, kept.entry.action, dict(kept.entry.payload)) == (
                 doomed.id,
                 "StopTransaction",
                 {"transactionId": 9, "meterStop": 5},
@@ -145,6 +148,51 @@ async def test_wait_not_empty_returns_at_once_when_entries_exist(tmp_path: Path)
             outbox = Outbox(storage)
             await outbox.put("TransactionEvent", {"seqNo": 0})
             await outbox.wait_not_empty()
+
+
+async def test_wait_not_empty_reads_the_next_rows_ahead_instead_of_counting(tmp_path: Path) -> None:
+    """After a restart (nothing in memory) and whenever the read-ahead runs dry, wait_not_empty answers
+    with the read-ahead's own query: the rows it read are what head serves next, without another read."""
+    path = tmp_path / "db.sqlite3"
+    with trio.fail_after(10):
+        async with open_storage(path) as storage:
+            first = Outbox(storage)
+            queued = [await first.put("TransactionEvent", {"seqNo": n}) for n in range(READ_AHEAD + 2)]
+        async with open_storage(path) as storage, trio.open_nursery() as nursery:
+            outbox = Outbox(storage)
+            await nursery.start(outbox.run)
+            await outbox.wait_not_empty()
+            for entry in queued[:READ_AHEAD]:
+                assert await outbox.head() == entry
+                await outbox.acknowledge(entry.id)  # its delete commits in the background
+            # The front ran dry with two rows left in the table: wait_not_empty reads them ahead.
+            await outbox.wait_not_empty()
+            hidden = await storage.write(lambda conn: conn.execute("DELETE FROM outbox").rowcount)
+            assert hidden >= 2  # gone from the table behind the outbox's back, still served from memory:
+            assert await outbox.head() == queued[READ_AHEAD]
+            nursery.cancel_scope.cancel()
+
+
+async def test_wait_not_empty_waits_when_only_acknowledged_entries_remain(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        async with open_storage(tmp_path / "db.sqlite3") as storage, trio.open_nursery() as nursery:
+            outbox = Outbox(storage)
+            await nursery.start(outbox.run)
+            entry = await outbox.put("TransactionEvent", {"seqNo": 0})
+            await outbox.wait_not_empty()
+            await outbox.acknowledge(entry.id)  # still in the table until its delete commits
+            heads: list[OutboxEntry | None] = []
+
+            async def sender() -> None:
+                await outbox.wait_not_empty()
+                heads.append(await outbox.head())
+
+            async with trio.open_nursery() as sending:
+                sending.start_soon(sender)
+                await trio.testing.wait_all_tasks_blocked()
+                later = await outbox.put("TransactionEvent", {"seqNo": 1})
+            assert heads == [later]
+            nursery.cancel_scope.cancel()
 
 
 async def test_wait_not_empty_wakes_on_put(tmp_path: Path) -> None:
@@ -242,7 +290,7 @@ async def test_changes_to_a_queued_entry_show_in_the_head(tmp_path: Path) -> Non
             await outbox.record_attempt(entry.id)
             head = await outbox.head()
             assert head is not None
-            assert (head.payload, head.attempts) == ({"transactionId": 42}, 1)
+            assert (dict(head.payload), head.attempts) == ({"transactionId": 42}, 1)
 
 
 async def test_removing_an_entry_behind_the_head_keeps_the_order(tmp_path: Path) -> None:
@@ -339,3 +387,30 @@ async def test_entries_put_while_the_front_is_drained_all_come_out_once_in_order
             nursery.cancel_scope.cancel()
     assert seen == sorted(seen)
     assert len(set(seen)) == total
+
+
+async def test_queued_after_builds_the_next_entry_that_head_then_returns_once(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        async with open_storage(tmp_path / "db.sqlite3") as storage:
+            outbox = Outbox(storage)
+            first = await outbox.put("TransactionEvent", {"seqNo": 0})
+            assert outbox.queued_after(first.id) is None  # nothing read ahead yet
+            second = await outbox.put("MeterValues", {"seqNo": 1})
+            third = await outbox.put("MeterValues", {"seqNo": 2})
+            assert await outbox.head() == first
+            assert outbox.queued_after(second.id) is None  # not the head
+            following = outbox.queued_after(first.id)
+            assert following == second
+            await outbox.remove(first.id)
+            assert await outbox.head() is following  # built once, handed out once...
+            again = await outbox.head()
+            assert again == second and again is not following  # ...then a fresh copy as always
+            # A change to the entry after it was built ahead: head returns the changed entry.
+            built = outbox.queued_after(second.id)
+            assert built == third
+            await outbox.remove(second.id)
+            await outbox.update_payload(third.id, {"seqNo": 3})
+            head = await outbox.head()
+            assert head is not None and head is not built
+            assert head.payload == {"seqNo": 3}
+            assert outbox.queued_after(third.id) is None  # nothing after it

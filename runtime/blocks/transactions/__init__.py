@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Final, NoReturn
@@ -330,7 +330,7 @@ class Transactions:
 
     # --- the outbox sender's hooks -------------------------------------------------------------
 
-    async def prepare(self, entry: OutboxEntry) -> dict[str, object] | None:
+    async def prepare(self, entry: OutboxEntry) -> Mapping[str, object] | None:
         return await self._messages.prepare(self.services, entry)
 
     async def delivered(self, entry: OutboxEntry, response: OcppModel) -> None:

@@ -5,6 +5,7 @@ online flag, the EVSE, the clock).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import field
 from datetime import datetime
 from typing import Protocol
@@ -124,7 +125,7 @@ class TransactionMessages(Protocol):
         """Clock-aligned values outside a transaction: sent if online, not queued."""
         ...
 
-    async def prepare(self, tx: TxServices, entry: OutboxEntry) -> dict[str, object] | None:
+    async def prepare(self, tx: TxServices, entry: OutboxEntry) -> Mapping[str, object] | None:
         """The payload to send for an outbox entry (None: it cannot be sent, give it up)."""
         ...
 

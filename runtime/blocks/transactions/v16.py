@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Final
 
@@ -63,12 +64,12 @@ class V16Transactions:
 
     version = OcppVersion.V16
 
-    async def prepare(self, tx: TxServices, entry: OutboxEntry) -> dict[str, object] | None:
+    async def prepare(self, tx: TxServices, entry: OutboxEntry) -> Mapping[str, object] | None:
         """Rewrite a local placeholder transactionId (negative) with the CSMS's id, persisting the rewrite."""
-        payload = dict(entry.payload)
-        tx_id = payload.get("transactionId")
+        tx_id = entry.payload.get("transactionId")
         if entry.action == "StartTransaction" or not isinstance(tx_id, int) or tx_id >= 0:
-            return payload
+            return entry.payload  # sent as the stored text
+        payload = dict(entry.payload)
         record = await tx.storage.get_transaction(str(tx_id))
         if record is None or record.csms_transaction_id is None:
             log.error(

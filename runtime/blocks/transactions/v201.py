@@ -12,6 +12,7 @@ import json
 import logging
 import sqlite3
 import uuid
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -58,8 +59,8 @@ class V201Transactions:
 
     version = OcppVersion.V201
 
-    async def prepare(self, tx: TxServices, entry: OutboxEntry) -> dict[str, object] | None:
-        return dict(entry.payload)
+    async def prepare(self, tx: TxServices, entry: OutboxEntry) -> Mapping[str, object] | None:
+        return entry.payload  # sent as the stored text
 
     async def delivered(
         self, tx: TxServices, entry: OutboxEntry, response: OcppModel
