@@ -384,7 +384,14 @@ class Outbox:
     async def _commit_batch(self) -> None:
         batch, self._to_delete = self._to_delete, []
         if batch:
-            await self._storage.write(functools.partial(self._delete_acknowledged, batch))
+            try:
+                await self._storage.write(functools.partial(self._delete_acknowledged, batch))
+            except BaseException:
+                # Not committed (cancelled while the database thread was busy with another write, or
+                # rolled back): the batch stays pending, so the shielded final commit still deletes it
+                # rather than leaving delivered messages queued to be sent again after a restart.
+                self._to_delete[:0] = batch
+                raise
             self._taken()
 
     def _delete_acknowledged(self, batch: list[int], conn: sqlite3.Connection) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from evstation.runtime.outbox import READ_AHEAD, Outbox, OutboxEntry
+from evstation.runtime.outbox import DELETE_GATHER_S, READ_AHEAD, Outbox, OutboxEntry
 from evstation.runtime.storage import UnknownEntryError, open_storage
 
 T0 = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
@@ -414,3 +415,41 @@ async def test_queued_after_builds_the_next_entry_that_head_then_returns_once(tm
             assert head is not None and head is not built
             assert head.payload == {"seqNo": 3}
             assert outbox.queued_after(third.id) is None  # nothing after it
+
+
+@pytest.fixture
+def manual_clock() -> trio.testing.MockClock:
+    """Virtual time that moves only when the test jumps it (the gathering pause is then exact)."""
+    return trio.testing.MockClock()
+
+
+async def test_a_delete_batch_waiting_for_the_database_is_committed_when_the_outbox_stops(
+    tmp_path: Path, manual_clock: trio.testing.MockClock
+) -> None:
+    """`run` cancelled (station shutdown) while its gathered batch waits for the database thread, busy
+    with another write: the shielded final commit still deletes that batch. Otherwise the delivered
+    message stays queued and is sent again after the restart."""
+    path = tmp_path / "db.sqlite3"
+    busy, release = threading.Event(), threading.Event()
+
+    def hold(conn: object) -> None:
+        busy.set()
+        release.wait(10)
+
+    async with open_storage(path) as storage, trio.open_nursery() as outer:
+        outbox = Outbox(storage)
+        async with trio.open_nursery() as running:
+            await running.start(outbox.run)
+            delivered = await outbox.put("TransactionEvent", {"seqNo": 0})
+            assert await outbox.head() == delivered
+            await outbox.acknowledge(delivered.id)
+            outer.start_soon(storage.write, hold)  # another writer holds the database thread
+            await trio.to_thread.run_sync(busy.wait)
+            manual_clock.jump(DELETE_GATHER_S)
+            await trio.testing.wait_all_tasks_blocked()  # run's batch now waits for the thread
+            running.cancel_scope.cancel()
+            with trio.CancelScope(shield=True):  # this task is inside the cancelled scope too
+                await trio.testing.wait_all_tasks_blocked()  # run stopped, or commits what is pending
+            release.set()
+        rows = await storage.read(lambda conn: conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        assert rows == 0
