@@ -169,7 +169,7 @@ def _validate(model: type[OcppModel], payload: object) -> OcppModel:
     validator = model.__pydantic_validator__
     if isinstance(payload, JsonObject):
         # The text itself, the very bytes `rpc.encode` sends; JSON mode judges a JSON text exactly as
-        # Python mode judges its decoded values (tests/protocol/test_protocol_json_object.py).
+        # Python mode judges its decoded values (tests/protocol/test_protocol_models_mutations.py).
         validated: OcppModel = validator.validate_json(payload.text, by_alias=True, by_name=False)
     else:
         validated = validator.validate_python(payload, by_alias=True, by_name=False)
