@@ -133,6 +133,33 @@ def test_frozen_slotted_and_still_a_dataclass() -> None:
             pytest.fail("positional pattern did not match")
 
 
+def test_no_field_can_be_set_or_deleted_after_init() -> None:
+    """Write-once: __init__ fills the slots; every later write or delete is refused as on a frozen
+    dataclass, and a name that is no field is refused as on any slotted class."""
+    point, std = Point(1, 2.0), StdPoint(1, 2.0)
+    for target in (point, std):
+        for name in ("y", "seen"):
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                setattr(target, name, 3.0)
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                delattr(target, name)
+    # (On 3.11 the stdlib's own frozen slotted class fails here with a TypeError from its generated
+    # __setattr__, so only ours is checked.)
+    unknown = "not_a_field"
+    with pytest.raises(AttributeError):
+        setattr(point, unknown, 1)
+    assert (point.x, point.y) == (1, 2.0)
+
+
+def test_a_field_that_init_would_not_set_is_refused() -> None:
+    with pytest.raises(TypeError, match="init=False"):
+
+        @record
+        class Late:
+            x: int
+            later: int = field(default=0, init=False)
+
+
 def test_copies_and_pickles_like_a_frozen_dataclass() -> None:
     point = Point(3, 1.5, ("a",), "n", "s")
     assert copy.deepcopy(point) == point
