@@ -851,7 +851,7 @@ class Transactions:
                 )
                 # 1.6: the values kept for StopTransaction ride in the same SQLite transaction as the
                 # MeterValues they were sampled with: one commit per interval, not two.
-                ended = self._v16_ended_sample(evse, sample, at)
+                ended = self._ended_values(evse, sample, at) if self.version is not V201 else []
                 if meter is None and not ended:
                     continue
                 await self._messages.updated(
@@ -868,10 +868,10 @@ class Transactions:
                     ),
                 )
 
-    def _v16_ended_sample(self, evse: Evse, sample: MeterSample, at: datetime) -> list[MeterValue]:
-        """1.6 StopTxnSampledData of a periodic sample (none in 2.0.1: TxEndedInterval has its task)."""
+    def _ended_values(self, evse: Evse, sample: MeterSample, at: datetime) -> list[MeterValue]:
+        """The TxEndedMeasurands (1.6 StopTxnSampledData) of a sample, kept for the end message."""
         measurands = self._measurands(TX_ENDED_MEASURANDS)
-        if self.version is V201 or not measurands:
+        if not measurands:
             return []
         kept = meter_value(
             self.version, self.meter_stamp(at), reading_of(evse, sample), measurands, Context.PERIODIC
@@ -893,11 +893,10 @@ class Transactions:
         """2.0.1 TxEndedInterval: values kept for the end message (1.6 takes them in _sample_periodic).
         Like the periodic values, not while SampledDataCtrlr.Enabled is false."""
         dm = self._device_model
-        key = TX_ENDED_INTERVAL
-        with dm.watch(key, SAMPLED_DATA_ENABLED) as changes:
+        with dm.watch(TX_ENDED_INTERVAL, SAMPLED_DATA_ENABLED) as changes:
             since = trio.current_time()
             while True:
-                interval = dm.get_int(key)
+                interval = dm.get_int(TX_ENDED_INTERVAL)
                 enabled = dm.get_bool(SAMPLED_DATA_ENABLED)
                 deadline = since + interval if interval > 0 and enabled else math.inf
                 if await sleep_or_change(changes, deadline) is not None:
@@ -905,16 +904,13 @@ class Transactions:
                 since = deadline
                 evse = self._evse(record)
                 sample = evse.reading()
-                measurands = self._measurands(TX_ENDED_MEASURANDS)
-                if sample is None or not measurands:
+                if sample is None:
                     continue
                 at = self._now()
-                meter = meter_value(
-                    self.version, self.meter_stamp(at), reading_of(evse, sample), measurands, Context.PERIODIC
-                )
-                if meter is not None:
+                ended = self._ended_values(evse, sample, at)
+                if ended:
                     await self._messages.updated(
-                        self.services, record, UpdateData("MeterValuePeriodic", at, False, ended=[meter])
+                        self.services, record, UpdateData("MeterValuePeriodic", at, False, ended=ended)
                     )
 
     async def _watch_invalid_id(self, state: _EvseTx, record: TransactionRecord) -> None:
