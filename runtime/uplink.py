@@ -56,8 +56,8 @@ class Uplink:
 
         Raises LinkDown when there is no connection or the boot state forbids it, and whatever
         `CallManager.call` raises."""
-        connection = self._connection
-        if connection is None or not self.boot.may_send(action, requested=True):
+        connection = self._requested_connection(action)
+        if connection is None:
             raise LinkDown(f"{action} not sent: no connection the CSMS accepted or kept pending")
         return await connection.call(action, payload)
 
@@ -66,10 +66,17 @@ class Uplink:
         may go out: Accepted, or Pending (B02.FR.09). Waits through disconnects and a boot in flight."""
         while True:
             changed = self._changed
-            connection = self._connection
-            if connection is not None and self.boot.may_send(action, requested=True):
+            connection = self._requested_connection(action)
+            if connection is not None:
                 return connection
             await changed.wait()
+
+    def _requested_connection(self, action: str) -> CallManager | None:
+        """The current connection if `action`, a message the CSMS asked for, may go out on it now."""
+        connection = self._connection
+        if connection is None or not self.boot.may_send(action, requested=True):
+            return None
+        return connection
 
     def trigger_boot(self) -> bool:
         """TriggerMessage(BootNotification) while Pending / Rejected: the boot loop sends one now.
