@@ -17,7 +17,7 @@ inherit from each other (dataclasses refuses the mix); mypy sees a frozen one (`
 from __future__ import annotations
 
 import dataclasses
-import threading
+import reprlib
 from collections.abc import Callable
 from operator import attrgetter
 from typing import Any, TypeVar, dataclass_transform
@@ -54,18 +54,10 @@ def _methods(cls: type) -> None:
     def __hash__(self: object) -> int:
         return hash(hashed(self))
 
-    # The generated repr guards against an object that contains itself, per thread.
-    running: set[tuple[int, int]] = set()
-
+    # As generated: guarded (per thread) against an object that contains itself.
+    @reprlib.recursive_repr()
     def __repr__(self: object) -> str:
-        key = (id(self), threading.get_ident())
-        if key in running:
-            return "..."
-        running.add(key)
-        try:
-            inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in shown)
-        finally:
-            running.discard(key)
+        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in shown)
         return f"{self.__class__.__qualname__}({inner})"
 
     for method in (__eq__, __hash__, __repr__):
