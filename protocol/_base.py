@@ -6,7 +6,6 @@ this module must never import a version's generated models.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from importlib import import_module
@@ -15,6 +14,8 @@ from typing import Annotated, Any, cast
 from pydantic import AllowInfNan, BaseModel, ConfigDict, GetCoreSchemaHandler, Strict
 from pydantic_core import CoreSchema, PydanticCustomError
 from pydantic_core import core_schema as cs
+
+from evstation.records import record
 
 __all__ = [
     "NOT_NULL",
@@ -118,7 +119,7 @@ class _NotNull:
 NOT_NULL = _NotNull()
 
 
-@dataclasses.dataclass(frozen=True)
+@record
 class IntegerNumber:
     """Annotated marker for a JSON-schema draft-06 `integer`: an int, or a float with no fraction.
 

@@ -18,11 +18,12 @@ OCPP 1.6J leaves reconnect timing to the implementation; we use the same shape a
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import final
 
+from evstation.records import record
 
-@dataclass(frozen=True)
+
+@record
 class BackoffSettings:
     """The reconnect knobs (2.0.1 names in the comments)."""
 
@@ -47,7 +48,7 @@ DEFAULT_BACKOFF = BackoffSettings(
 )
 
 
-@dataclass(frozen=True)
+@record
 class Dial:
     """The decision: wait `wait_s`, then dial the endpoint at `endpoint_index` (in priority order)."""
 

@@ -16,12 +16,12 @@ import os
 import socket as stdlib_socket
 import stat
 from contextlib import AbstractContextManager, ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import trio
 
+from evstation.records import record
 from evstation.runtime.events import Dropped
 from evstation.runtime.evse import Evse, EvseEvent, Evses
 
@@ -281,7 +281,7 @@ async def _subscribe(
         nursery.start_soon(_forward, conn, stack.enter_context(ocpp.subscribe(SUBSCRIBER_BUFFER)))
 
 
-@dataclass(frozen=True)
+@record
 class ControlAccess:
     """What one connection may do: `token` (TCP) must be sent with `auth` first; `allow_network`
     enables the `network` op."""
@@ -291,7 +291,7 @@ class ControlAccess:
 
 
 async def handle_connection(
-    target: ControlTarget, stream: trio.abc.Stream, access: ControlAccess = ControlAccess()
+    target: ControlTarget, stream: trio.abc.Stream, access: ControlAccess
 ) -> None:
     """Serve one client until it closes; subscriptions stream alongside further requests."""
     conn = _Connection(stream, access.token)
@@ -371,7 +371,7 @@ async def _serve_requests(
 # Server
 
 
-@dataclass(frozen=True)
+@record
 class ControlEndpoints:
     socket_path: Path | None
     tcp_port: int | None  # the bound port (useful with port 0)

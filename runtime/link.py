@@ -18,7 +18,7 @@ import re
 import ssl
 import struct
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import NoReturn, final
 from urllib.parse import quote, urlsplit
@@ -28,6 +28,7 @@ import trio_websocket
 
 from evstation.protocol.backoff import DEFAULT_BACKOFF, BackoffSettings, ReconnectPlan
 from evstation.protocol.versions import OcppVersion
+from evstation.records import record
 from evstation.runtime.logs import quote as quote_peer_text
 from evstation.runtime.tls import (
     HandshakeWitness,
@@ -67,7 +68,7 @@ SecurityFailureHook = Callable[[SecurityFailure, str], None]
 """Told (synchronously, must not block) of each failed dial that is a security event, with the description."""
 
 
-@dataclass(frozen=True)
+@record
 class CsmsEndpoint:
     """One CSMS address with its security profile (a 2.0.1 NetworkConnectionProfile slot)."""
 
@@ -104,7 +105,7 @@ class CsmsEndpoint:
             raise ValueError(f"CSMS URL has no host: {self.url!r}")
 
 
-@dataclass(frozen=True)
+@record
 class LinkSettings:
     """Everything the supervisor needs; the runtime maps station.toml / the device model onto it."""
 
@@ -129,7 +130,7 @@ class LinkSettings:
         return tuple(sorted(self.endpoints, key=lambda e: e.priority))
 
 
-@dataclass(frozen=True)
+@record
 class DialPlan:
     """The endpoints to dial, in order, and the failed dials on one before the next (2.0.1
     NetworkConfigurationPriority and NetworkProfileConnectionAttempts)."""
@@ -159,7 +160,7 @@ class LinkState(enum.Enum):
     NETWORK_DOWN = "NetworkDown"
 
 
-@dataclass(frozen=True)
+@record
 class LinkStatistics:
     state: LinkState
     generation: int

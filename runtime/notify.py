@@ -12,10 +12,11 @@ import os
 import socket as stdlib_socket
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import NoReturn
 
 import trio
+
+from evstation.records import record
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ class NotifyConfigError(ValueError):
     """$NOTIFY_SOCKET or $WATCHDOG_USEC cannot be used (the text says which and why)."""
 
 
-@dataclass(frozen=True)
+@record
 class NotifySettings:
     """Where to send notifications and how often the watchdog wants to hear from us."""
 

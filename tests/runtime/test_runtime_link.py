@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import json
 import logging
@@ -168,7 +169,7 @@ async def test_a_refused_upgrade_without_content_length_is_reported_at_once(
             port = await nursery.start(functools.partial(_refusing_server, response, close=close))
             ep = CsmsEndpoint(url=f"ws://127.0.0.1:{port}/ocpp", priority=0, security_profile=0)
             settings = link_settings(ep, backoff=SLOW)
-            settings = LinkSettings(**{**settings.__dict__, "connect_timeout_s": 30.0})
+            settings = dataclasses.replace(settings, connect_timeout_s=30.0)
             start = trio.current_time()
             async with running_link(settings) as link:
                 await link.wait_state(LinkState.BACKING_OFF)
