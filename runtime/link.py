@@ -381,6 +381,10 @@ class Connection:
         Raises:
             LinkDown: the connection is gone. The link has been told (once per generation) and redials.
         """
+        if not self._link.network_up:
+            # Cut by set_network: the socket closes only when the attempt's task unwinds, and until
+            # then a frame from another task would still reach the CSMS, which a pulled cable forbids.
+            raise LinkDown(f"send refused on connection {self.generation}: network cut")
         try:
             await self._ws.send_message(text)
         except (trio_websocket.ConnectionClosed, LinkDown) as exc:

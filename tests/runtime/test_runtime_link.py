@@ -17,7 +17,7 @@ import trio_websocket
 
 from evstation.protocol.backoff import BackoffSettings
 from evstation.protocol.versions import OcppVersion
-from evstation.runtime.link import Connection, CsmsEndpoint, Link, LinkSettings, LinkState, run_link
+from evstation.runtime.link import Connection, CsmsEndpoint, Link, LinkDown, LinkSettings, LinkState, run_link
 from evstation.runtime.testcsms import TestCsms, TimelineKind, serve_test_csms
 
 STATION = "CS-0001"
@@ -75,6 +75,22 @@ async def test_connects_with_the_versions_subprotocol(version: OcppVersion) -> N
                 assert (kind, message_id) == (3, "hb-1")
                 assert payload["currentTime"].endswith("Z")
                 assert [f.kind for f in csms.frames(STATION)] == [TimelineKind.RECEIVED, TimelineKind.SENT]
+            nursery.cancel_scope.cancel()
+
+
+async def test_nothing_is_sent_once_the_network_is_cut() -> None:
+    """set_network(False) is a pulled cable: a frame sent before the cut attempt's task has unwound (from
+    another task, as a block's call is) raises LinkDown and never reaches the CSMS."""
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            csms: TestCsms = await nursery.start(serve_test_csms)
+            async with running_link(link_settings(endpoint(csms))) as link:
+                conn = await link.wait_connected()
+                link.set_network(False)
+                with pytest.raises(LinkDown, match="network cut"):
+                    await conn.send_text('[2,"hb-1","Heartbeat",{}]')
+                await link.wait_state(LinkState.OFFLINE)
+                assert not csms.received(STATION)
             nursery.cancel_scope.cancel()
 
 
