@@ -177,6 +177,24 @@ async def test_inbound_call_errors(
             nursery.cancel_scope.cancel()
 
 
+@pytest.mark.parametrize(("version", "payload"), [(V16, {"type": "Hard"}), (V201, {"type": "Immediate"})])
+async def test_an_action_the_version_defines_but_nobody_serves_is_not_supported(
+    autojump_clock: trio.testing.MockClock, version: OcppVersion, payload: dict[str, object]
+) -> None:
+    """Both versions define Reset: with no handler it is recognised but not supported (1.6 and 2.0.1
+    RPC error codes), never NotImplemented, which is kept for an action the version lacks."""
+    conn, csms = MemoryConnection(version), CsmsPeer(version)
+    calls = _manager(conn)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(csms.serve, conn)
+            await nursery.start(calls.run)
+            unserved = await csms.send_call(conn, "Reset", payload)
+            answer = await csms.wait_answer(unserved)
+            assert answer.code == "NotSupported"  # type: ignore[union-attr]
+            nursery.cancel_scope.cancel()
+
+
 @pytest.mark.parametrize("version", [V16, V201])
 async def test_an_action_the_version_does_not_define_is_not_implemented(
     autojump_clock: trio.testing.MockClock, version: OcppVersion

@@ -35,8 +35,11 @@ def clock() -> trio.testing.MockClock:
 
 
 # One transaction message per version, as the transactions block queues it. Each one's delivery does
-# storage work before the removal (1.6: record the CSMS's transactionId for the local placeholder;
-# 2.0.1 Ended: forget the transaction), so a drop lands while "delivered + remove" is under way.
+# two storage steps before the removal (1.6: record the CSMS's transactionId for the local placeholder,
+# then read the transaction back; 2.0.1 Ended with the token's idTokenInfo: cache the token, then forget
+# the transaction), so a drop lands between them while "delivered + remove" is under way. One step
+# alone would not do: a worker-thread call that has begun finishes despite the cancel, and the removal
+# itself takes the entry off the queue before its first checkpoint, so nothing would be left undone.
 MESSAGES: dict[OcppVersion, tuple[str, dict[str, Any]]] = {
     V16: (
         "StartTransaction",
@@ -55,8 +58,14 @@ MESSAGES: dict[OcppVersion, tuple[str, dict[str, Any]]] = {
             "triggerReason": "EVDeparted",
             "seqNo": 1,
             "transactionInfo": {"transactionId": "tx-1", "stoppedReason": "EVDisconnected"},
+            "idToken": {"idToken": "TOKEN-1", "type": "ISO14443"},
         },
     ),
+}
+# The CSMS's answers to those messages: 2.0.1 with idTokenInfo, which the authorization cache stores.
+REPLIES: dict[OcppVersion, dict[str, Any]] = {
+    V16: {"idTagInfo": {"status": "Accepted"}, "transactionId": 42},
+    V201: {"idTokenInfo": {"status": "Accepted"}},
 }
 
 
@@ -70,7 +79,8 @@ async def answer_then_drop(conn: MemoryConnection, version: OcppVersion, action:
             continue
         parse_request(version, message.action, message.payload)
         seen.append(message)
-        answer = CallResult(message.message_id, default_replies(version)[message.action])
+        reply = REPLIES[version] if message.action == action else default_replies(version)[message.action]
+        answer = CallResult(message.message_id, reply)
         await conn.down_send.send(encode(answer))
         if message.action == action:
             conn.close()

@@ -210,36 +210,40 @@ async def test_v16_queued_messages_get_the_real_transaction_id_from_start_transa
     assert order.index("StartTransaction") < order.index("MeterValues")
 
 
+@pytest.mark.parametrize("version", [V16, V201])
 async def test_link_drops_do_not_use_up_a_messages_attempts(
-    clock: trio.testing.MockClock, tmp_path: Path
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
 ) -> None:
     """Only a CSMS that fails to answer on a live connection counts as an attempt (docs/storage.md).
 
     Three drops while the message awaits its answer, then one unanswered send: with 3 attempts it is
     still retried and delivered, not dead-lettered (which on 1.6 would take its whole transaction).
     """
+    action = "MeterValues" if version is V16 else "TransactionEvent"
+    payload = {"connectorId": 1, "meterValue": [_meter()]} if version is V16 else _event(0)
     async with open_session_context(
-        tmp_path, V16, transaction_message_attempts=3, transaction_message_retry_interval_s=10
+        tmp_path, version, transaction_message_attempts=3, transaction_message_retry_interval_s=10
     ) as ctx:
-        await ctx.outbox.put("MeterValues", {"connectorId": 1, "meterValue": [_meter()]})
+        await ctx.outbox.put(action, payload)
         for generation in (1, 2, 3):
-            dropped = CsmsPeer(V16).then("MeterValues", NoAnswer())
-            conn = MemoryConnection(V16, generation)
+            dropped = CsmsPeer(version).then(action, NoAnswer())
+            conn = MemoryConnection(version, generation)
             with trio.fail_after(1000):
                 async with trio.open_nursery() as nursery:
                     await _connect(ctx, dropped, conn, nursery)
-                    await dropped.wait_for("MeterValues")
+                    await dropped.wait_for(action)
                     conn.close()
         assert [e.attempts for e in await ctx.outbox.entries()] == [0]
-        csms = CsmsPeer(V16).then("MeterValues", NoAnswer(), {})
-        conn = MemoryConnection(V16, 4)
+        csms = CsmsPeer(version).then(action, NoAnswer(), {})
+        conn = MemoryConnection(version, 4)
         with trio.fail_after(1000):
             async with trio.open_nursery() as nursery:
                 await _connect(ctx, csms, conn, nursery)
-                await csms.wait_for("MeterValues", 2)
+                await csms.wait_for(action, 2)
                 await ctx.outbox.wait_empty()
                 nursery.cancel_scope.cancel()
         assert await ctx.outbox.dead_letters() == []
+    assert len(csms.of(action)) == 2  # the unanswered send and its retry, which was answered
 
 
 def _retry_policy_change(
