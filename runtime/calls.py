@@ -79,6 +79,10 @@ class FrameConnection(Protocol):
 
     async def receive_text(self) -> str: ...
 
+    async def responsive(self) -> bool:
+        """The peer still answers (a websocket ping); False: the connection is gone."""
+        ...
+
 
 class Direction(enum.Enum):
     IN = "in"  # CSMS -> station
@@ -229,7 +233,8 @@ class CallManager:
 
         Raises:
             InvalidRequest: the payload breaks the schema; nothing was sent.
-            CallTimeout: no answer within `timeout_s` of sending.
+            CallTimeout: no answer within `timeout_s` of sending, from a peer that still answers a
+                ping (up to the link's pong timeout more); without a pong it is LinkDown.
             CallErrorReceived: the CSMS answered with a CALLERROR.
             InvalidResponse: the answer broke the schema.
             LinkDown: the connection failed while sending or waiting, or was already gone: a caller
@@ -260,6 +265,14 @@ class CallManager:
         if outcome is None and self._closed:
             raise LinkDown(f"connection {self._conn.generation} closed before {action} was answered")
         if outcome is None:
+            # A silent link looks like a CSMS that did not answer. Only a CSMS that still answers a ping
+            # failed to process the call: that costs a transaction message one of its attempts, a lost
+            # link does not (docs/storage.md).
+            if not await self._conn.responsive():
+                raise LinkDown(
+                    f"no answer to {action} within {self.timeout_s:g} s nor to a ping: "
+                    f"connection {self._conn.generation} is gone"
+                )
             raise CallTimeout(action, message_id, f"no answer within {self.timeout_s:g} s")
         if isinstance(outcome, ResultReceived):
             return outcome.response

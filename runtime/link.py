@@ -367,12 +367,14 @@ class Connection:
         generation: int,
         version: OcppVersion,
         endpoint: CsmsEndpoint,
+        pong_timeout_s: float,
     ) -> None:
         self._link = link
         self._ws = ws
         self.generation = generation
         self.version = version
         self.endpoint = endpoint
+        self._pong_timeout_s = pong_timeout_s
         self.read_from = False  # someone reads it: they learn of its end from receive_text
 
     async def send_text(self, text: str) -> None:
@@ -390,6 +392,23 @@ class Connection:
         except (trio_websocket.ConnectionClosed, LinkDown) as exc:
             self._link._request_reconnect(self.generation, "send failed", abrupt=True)
             raise LinkDown(f"send failed on connection {self.generation}: {_describe(exc)}") from None
+
+    async def responsive(self) -> bool:
+        """Whether the CSMS end still answers a websocket ping within the pong timeout.
+
+        A link that dies without a FIN or RST (a cellular modem losing its bearer) looks like a CSMS
+        that does not answer until the keepalive's next ping; a caller whose CALL timed out asks here
+        which of the two it was. False: the link has been told to redial.
+        """
+        with trio.move_on_after(self._pong_timeout_s):
+            try:
+                await self._ws.ping()  # a random payload: never clashes with the keepalive's
+            except trio_websocket.ConnectionClosed:
+                return False  # the link learns of it from the reader
+            return True
+        reason = f"no pong within {self._pong_timeout_s:g} s after an unanswered call"
+        self._link._request_reconnect(self.generation, reason, abrupt=True)
+        return False
 
     async def receive_text(self) -> str:
         """The next OCPP-J frame from the CSMS. Frames that arrived before the connection ended are
@@ -585,7 +604,7 @@ async def _connect_and_serve(
                     f"CSMS did not select subprotocol {subprotocol} (it chose {_chosen(ws.subprotocol)}); "
                     "refusing to talk"
                 )
-            connection = Connection(link, ws, generation, settings.version, endpoint)
+            connection = Connection(link, ws, generation, settings.version, endpoint, settings.pong_timeout_s)
             with trio.CancelScope() as work:
                 link._connected(connection, work)
                 log.info("connected to CSMS %s as %s (%s)", endpoint.url, settings.station_id, subprotocol)

@@ -45,6 +45,7 @@ class MemoryConnection:
         self.generation = generation
         self._up_send, self.up_receive = trio.open_memory_channel[str](100)  # station -> CSMS
         self.down_send, self._down_receive = trio.open_memory_channel[str](100)  # CSMS -> station
+        self._closed = False
 
     async def send_text(self, text: str) -> None:
         try:
@@ -58,7 +59,13 @@ class MemoryConnection:
         except (trio.EndOfChannel, trio.ClosedResourceError):
             raise LinkDown("closed") from None
 
+    async def responsive(self) -> bool:
+        # Memory channels fail loudly, never silently: an open one always answers.
+        await trio.lowlevel.checkpoint()
+        return not self._closed
+
     def close(self) -> None:
+        self._closed = True
         self.down_send.close()
         self._up_send.close()
 

@@ -4,6 +4,8 @@ letters, the 2.0.1 offline flag and the 1.6 placeholder transaction id. Real SQL
 
 from __future__ import annotations
 
+import functools
+import random
 from pathlib import Path
 
 import pytest
@@ -20,11 +22,15 @@ from runtime_session_harness import (
     serving,
 )
 
+from evstation.protocol.backoff import BackoffSettings
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.evse import Authorized, EvPlugged, EvUnplugged, SessionEnded, StopReason
-from evstation.runtime.session import SessionContext
+from evstation.runtime.link import CsmsEndpoint, Link, LinkSettings, run_link
+from evstation.runtime.session import SessionContext, serve_session
+from evstation.runtime.testcsms import TestCsms, TimelineKind, serve_test_csms
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
+STATION = "CS-TEST-1"  # the harness's station id
 
 
 @pytest.fixture
@@ -244,6 +250,88 @@ async def test_link_drops_do_not_use_up_a_messages_attempts(
                 nursery.cancel_scope.cancel()
         assert await ctx.outbox.dead_letters() == []
     assert len(csms.of(action)) == 2  # the unanswered send and its retry, which was answered
+
+
+def _silent_link_case(version: OcppVersion) -> tuple[str, dict[str, object], LinkSettings]:
+    """A transaction message, and link settings with pings 300 s apart and a 5 s pong timeout."""
+    action = "MeterValues" if version is V16 else "TransactionEvent"
+    payload = {"connectorId": 1, "meterValue": [_meter()]} if version is V16 else _event(0)
+    endpoint = CsmsEndpoint(url="ws://csms.invalid/ocpp", priority=0, security_profile=0)
+    quick = BackoffSettings(wait_minimum_s=1.0, random_range_s=0.0, repeat_times=0, attempts_per_endpoint=3)
+    settings = LinkSettings(
+        station_id=STATION, version=version, endpoints=(endpoint,), backoff=quick, ping_interval_s=300.0
+    )
+    return action, payload, settings
+
+
+async def _online_and_quiet(
+    ctx: SessionContext, settings: LinkSettings, nursery: trio.Nursery
+) -> TestCsms:
+    """The test CSMS (real websocket, served in memory), the link to it, and the station online with
+    its StatusNotifications answered: nothing of ours in flight."""
+    csms: TestCsms = await nursery.start(serve_test_csms)
+    serve = functools.partial(serve_session, ctx=ctx)
+    dial = csms.open_memory_stream
+    await nursery.start(
+        functools.partial(run_link, settings, Link(), serve, rng=random.Random(0), connector=dial)
+    )
+    await ctx.uplink.wait_online()
+    await csms.wait_for(STATION, "StatusNotification", 2)
+    await trio.sleep(1)  # their answers arrive
+    return csms
+
+
+@pytest.mark.parametrize("version", [V16, V201])
+async def test_a_silent_link_costs_a_transaction_message_no_attempt(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """A link that dies without a FIN (a modem losing its bearer: frames and pings go unanswered) is a
+    lost link, not a CSMS failing to answer: after the message timeout one ping decides, and with no pong
+    the station redials and sends the message again at no cost in attempts.
+
+    3 attempts, a 30 s timeout and 10 s between attempts, pings every 300 s: counted as attempts, the
+    timeouts on the dead link would dead-letter the message at ~90 s, long before the keepalive's ping.
+    """
+    action, payload, settings = _silent_link_case(version)
+    async with open_session_context(
+        tmp_path, version, message_timeout_s=30, transaction_message_attempts=3,
+        transaction_message_retry_interval_s=10,
+    ) as ctx:  # fmt: skip
+        with trio.fail_after(10_000):
+            async with trio.open_nursery() as nursery:
+                csms = await _online_and_quiet(ctx, settings, nursery)
+                csms.stall(STATION)  # the CSMS's side reads nothing more: the link is silently dead
+                silent_from = trio.current_time()
+                await ctx.outbox.put(action, payload)
+                await ctx.outbox.wait_empty()
+                nursery.cancel_scope.cancel()
+        assert await ctx.outbox.dead_letters() == []
+    dropped = [e.time for e in csms.timeline(STATION) if e.kind is TimelineKind.DISCONNECTED]
+    assert dropped[0] - silent_from == pytest.approx(35.0, abs=1.0)  # the message timeout, then the pong's
+    assert csms.connections_total(STATION) == 2
+    assert len(csms.received(STATION, action)) == 1  # the first copy died with the silent link
+
+
+@pytest.mark.parametrize("version", [V16, V201])
+async def test_a_csms_that_answers_pings_but_not_the_message_costs_it_an_attempt(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """The other side of the ping: a live CSMS that leaves the message unanswered has failed to process
+    it, and that is an attempt; the connection stays up."""
+    action, payload, settings = _silent_link_case(version)
+    async with open_session_context(
+        tmp_path, version, message_timeout_s=30, transaction_message_attempts=3,
+        transaction_message_retry_interval_s=10,
+    ) as ctx:  # fmt: skip
+        with trio.fail_after(10_000):
+            async with trio.open_nursery() as nursery:
+                csms = await _online_and_quiet(ctx, settings, nursery)
+                csms.delay_results(1000, action)
+                await ctx.outbox.put(action, payload)
+                await trio.sleep(31)  # the timeout at 30 s, the pong at once
+                assert [e.attempts for e in await ctx.outbox.entries()] == [1]
+                assert csms.connections_total(STATION) == 1
+                nursery.cancel_scope.cancel()
 
 
 def _retry_policy_change(
