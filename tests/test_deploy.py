@@ -64,6 +64,17 @@ def test_unit_folders_are_the_ones_the_station_toml_uses(service: dict[str, list
     assert config.control_socket_path.parent == Path("/run") / runtime
 
 
+def test_shipped_configs_do_not_call_the_supported_board_a_family() -> None:
+    # docs/boards.md: PhyVerso and other EVerest boards share the Yeti's framing, not its protocol; a
+    # sample config saying "Yeti-family" would invite an installer to wire one of them to driver "yeti".
+    for path in [
+        *DEPLOY.glob("*.toml"),
+        *(REPO / "hil").glob("*.toml"),
+        *(REPO / "examples").rglob("*.toml"),
+    ]:
+        assert "yeti-family" not in path.read_text().lower(), path
+
+
 def test_deployment_doc_states_the_setuptools_minimum_pyproject_requires() -> None:
     requires = tomllib.loads((REPO / "pyproject.toml").read_text())["build-system"]["requires"]
     (setuptools,) = [r for r in requires if r.startswith("setuptools")]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import evstation
 from evstation.protocol.versions import OcppVersion
@@ -28,6 +30,16 @@ def test_cli_version() -> None:
         [sys.executable, "-m", "evstation", "--version"], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == f"evstation {evstation.__version__}"
+
+
+def test_license_file_is_the_apache_2_0_text_pyproject_names() -> None:
+    repo = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((repo / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "Apache-2.0"
+    (name,) = project["license-files"]
+    words = " ".join((repo / name).read_text().split())
+    assert words.startswith("Apache License Version 2.0, January 2004 http://www.apache.org/licenses/")
+    assert "END OF TERMS AND CONDITIONS" in words  # the whole licence, not its first lines only
 
 
 def test_subprotocol_names() -> None:

@@ -473,6 +473,34 @@ def test_rs485_direction_keys(tmp_path: Path) -> None:
     assert (meter.rs485_direction, meter.rs485_gpio) == ("gpio", "gpiochip0:17")
 
 
+def test_rs485_direction_reaches_the_station_s_modbus_line(tmp_path: Path) -> None:
+    # The keys must not stop at the config: the bus the station opens for the meter switches DE/RE.
+    from evstation.drivers.meters.modbus import RtuTransport
+    from evstation.runtime.station import ModbusLines, build_evses
+
+    config = load_config(
+        write(tmp_path, _with_meter('rs485_direction = "gpio"\nrs485_gpio = "gpiochip0:17"\n'))
+    )
+    meter = config.evse[0].meter
+    assert isinstance(meter, ModbusRtuMeterConfig)
+    wanted = RtuTransport(
+        meter.device,
+        baudrate=meter.baud,
+        parity=meter.parity,
+        stopbits=meter.stopbits,
+        timeout_s=float(meter.timeout_s),
+        rs485_direction="gpio",
+        rs485_gpio="gpiochip0:17",
+    )
+    lines = ModbusLines()
+    try:
+        build_evses(config, lines)
+        # The station made the line's one bus; asking for other settings on that device would raise.
+        assert lines.bus_for(wanted).transport == wanted
+    finally:
+        lines.close()
+
+
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [

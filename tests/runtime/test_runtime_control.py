@@ -380,6 +380,31 @@ async def open_tcp_client(nursery: trio.Nursery, **options: Any) -> tuple[FakeSt
     return station, Client(await trio.open_tcp_stream("127.0.0.1", endpoints.tcp_port))
 
 
+def _listening_addresses(port: int) -> set[str]:
+    """The local addresses (hex, as the kernel lists them) of TCP sockets listening on `port`."""
+    found: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:  # no IPv6 in this kernel
+            continue
+        for row in rows:
+            local, state = row.split()[1], row.split()[3]
+            address, _, hex_port = local.partition(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: TCP_LISTEN
+                found.add(address)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux's /proc/net/tcp")
+async def test_tcp_listener_listens_on_127_0_0_1_only(nursery: trio.Nursery) -> None:
+    # docs/configuration.md: "never on other addresses" - the token is the only guard of this port.
+    endpoints = await nursery.start(
+        functools.partial(serve_control, FakeStation(), None, tcp_port=0, tcp_token=TOKEN)
+    )
+    assert _listening_addresses(endpoints.tcp_port) == {"0100007F"}  # 127.0.0.1, little-endian hex
+
+
 async def test_tcp_client_with_the_token_may_use_every_op(nursery: trio.Nursery) -> None:
     with trio.fail_after(IO_TIMEOUT_S):
         station, client = await open_tcp_client(nursery, allow_network=True)
