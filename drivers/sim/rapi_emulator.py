@@ -29,6 +29,9 @@ from evstation.drivers.sim.pty_emulator import PtyEmulator, serve_emulator
 
 _PILOT_CODE = {PilotState.A: 0x01, PilotState.B: 0x02, PilotState.C: 0x03, PilotState.D: 0x04}
 _MIN_AMPS = 6  # MIN_CURRENT_CAPACITY_J1772
+# J1772EVSEController::Update while sleeping: the relay stays closed until the pilot reads above the B/C
+# threshold (the EV opened S2, or was unplugged), or this long after Sleep(), whichever comes first.
+SLEEP_RELAY_HOLD_S = 3.0
 HS_ACK_COOKIE = 165
 HS_MISSED_NOT_ACKED = 2
 HS_MISSED_ACKED = 1
@@ -89,8 +92,12 @@ class RapiEmulator(PtyEmulator):
         at_before_reply: bool = True,
         lock_supported: bool = False,
         heartbeat_supported: bool = True,
+        ev_stop_delay_s: float = 0.0,
     ) -> None:
         super().__init__(ev)
+        # How long the EV keeps S2 closed (state C, drawing) after the PWM is withdrawn; 0: at once.
+        self.ev_stop_delay_s = ev_stop_delay_s
+        self._slept_under_load_at: float | None = None
         self.faults = RapiFaults()
         self.max_current_a = max_current_a
         self.firmware_version = firmware_version
@@ -128,6 +135,7 @@ class RapiEmulator(PtyEmulator):
     def spurious_reboot(self) -> None:
         """The board reboots on its own: `$AB 00 <fw>`, volatile settings lost, back to enabled."""
         self.mode = Mode.ENABLED
+        self._slept_under_load_at = None
         self.capacity_a = self.max_current_a
         self.lock_manual = False
         self.lock_engaged_manual = False
@@ -157,11 +165,15 @@ class RapiEmulator(PtyEmulator):
         seen = self.ev.pilot_state(None, False)  # steady +12 V: the EV never closes S2
         if self.mode is Mode.ENABLED and fault is None:
             seen = self.ev.pilot_state(amps_to_duty(self.capacity_a), False)
+        ev_still_drawing, relay_held = self._after_sleep()
+        if ev_still_drawing and fault is None:
+            seen = PilotState.C
         pilot_code = _PILOT_CODE.get(seen, 0x00)
         if fault is not None:
             return _Status(fault, pilot_code, self.capacity_a, plugged_flag | gfi_flag)
         if self.mode is Mode.SLEEPING:
-            return _Status(0xFE, pilot_code, self.capacity_a, plugged_flag)
+            relay = VFLAG_RELAY_CLOSED if relay_held else 0
+            return _Status(0xFE, pilot_code, self.capacity_a, plugged_flag | relay)
         relay = VFLAG_RELAY_CLOSED if seen in (PilotState.C, PilotState.D) else 0
         return _Status(pilot_code, pilot_code, self.capacity_a, plugged_flag | relay)
 
@@ -169,10 +181,26 @@ class RapiEmulator(PtyEmulator):
     def relay_closed(self) -> bool:
         return bool(self.status().vflags & VFLAG_RELAY_CLOSED)
 
+    def _after_sleep(self) -> tuple[bool, bool]:
+        """(the EV still keeps S2 closed, the relay is still held closed) after a sleep under load."""
+        if self.mode is not Mode.SLEEPING or self._slept_under_load_at is None or not self.ev.plugged:
+            return False, False
+        elapsed = trio.current_time() - self._slept_under_load_at
+        drawing = elapsed < self.ev_stop_delay_s
+        return drawing, drawing and elapsed < SLEEP_RELAY_HOLD_S
+
     # ---------------------------------------------------------------- service
 
     def _services(self) -> Sequence[Callable[[], Awaitable[None]]]:
-        return [self._announce_changes, self._heartbeat_supervision]
+        return [self._announce_changes, self._heartbeat_supervision, self._sleep_release]
+
+    async def _sleep_release(self) -> None:
+        # The board's main loop: announce the EV leaving C and the relay opening, which time alone brings.
+        while True:
+            await trio.sleep(0.05)
+            if self._slept_under_load_at is not None and self._after_sleep() == (False, False):
+                self._slept_under_load_at = None
+                self._poke()
 
     async def _heartbeat_supervision(self) -> None:
         # J1772EVSEController::HsExpirationCheck, run from the board's main loop.
@@ -276,12 +304,18 @@ class RapiEmulator(PtyEmulator):
                 return self.capacity_a == wanted, [str(self.capacity_a)]
             case "FE":
                 self.mode = Mode.ENABLED
+                self._slept_under_load_at = None
                 return True, []
             case "FS":
+                if self.mode is not Mode.SLEEPING:
+                    # Sleep() leaves a closed relay to Update(), which waits for the EV (or 3 s); a
+                    # second FS while asleep changes nothing.
+                    self._slept_under_load_at = trio.current_time() if self.relay_closed else None
                 self.mode = Mode.SLEEPING
                 return True, []
             case "FD":
-                self.mode = Mode.DISABLED
+                self.mode = Mode.DISABLED  # a panic stop: the relay opens at once
+                self._slept_under_load_at = None
                 return True, []
             case "FR":
                 self.spurious_reboot()

@@ -340,3 +340,27 @@ async def test_rapi_safe_stop_sleeps_waits_for_the_relay_then_unlocks() -> None:
         report = board.last_safe_stop
         assert report is not None and report.complete
         assert report.steps == COMPLETE_SAFE_STOP
+
+
+
+async def test_rapi_safe_stop_waits_for_an_ev_slow_to_stop_drawing() -> None:
+    """OpenEVSE's Sleep keeps the relay closed until the EV leaves C (or 3 s): an EV that takes 1.5 s
+    to open S2 is waited for (IEC 61851-1 Table A.6, sequence 10.2), so the relay opens without state F.
+    Asking for the relay at once would find it still closed after the 1 s contactor wait: a false fault."""
+    ev = SimEv(plugged=True)
+    async with open_rapi_emulator(ev, lock_supported=True, ev_stop_delay_s=1.5) as emulator:
+        board = RapiBoard(emulator.port_path, command_timeout=0.3, poll_interval=0.2, has_lock=True)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(board.run)
+            await board.set_lock(True)
+            await board.offer_current(16)
+            await expect(board.events(), ContactorChanged(True))
+            mark = len(emulator.commands)
+            nursery.cancel_scope.cancel()
+        after = emulator.command_names()[mark:]
+        assert "FD" not in after
+        assert after.index("S5 0") > after.index("FS")
+        assert not emulator.relay_closed and not emulator.lock_engaged
+        report = board.last_safe_stop
+        assert report is not None and report.complete
+        assert report.steps == COMPLETE_SAFE_STOP
