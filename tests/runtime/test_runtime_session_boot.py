@@ -110,14 +110,35 @@ async def test_heartbeat_at_the_accepted_interval_and_interval_change_takes_effe
     csms = CsmsPeer(version).then("BootNotification", _boot("Accepted", 100))
     conn = MemoryConnection(version)
     async with open_session_context(tmp_path, version) as ctx, serving(csms, conn, ctx, fail_after_s=10_000):
-        await csms.wait_for("Heartbeat", 2)
+        await csms.wait_for("StatusNotification")
+        # The BootNotification answer alone sets the clock: no Heartbeat answer has come yet.
+        assert csms.of("Heartbeat") == []
         assert ctx.clock.now().year == 2030
+        await csms.wait_for("Heartbeat", 2)
         changed_at = trio.current_time()
         await ctx.device_model.set(HEARTBEAT_INTERVAL, "50")
         beats = await csms.wait_for("Heartbeat", 4)
     boot_at = csms.of("BootNotification")[0].at
     assert [b.at - boot_at for b in beats[:2]] == pytest.approx([100, 200])
     assert [b.at - changed_at for b in beats[2:]] == pytest.approx([50, 100])
+
+
+@BOTH
+async def test_b01_accepted_with_interval_0_keeps_the_configured_heartbeat_interval(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """B01: an Accepted answer with interval 0 leaves HeartbeatInterval as configured (120 s here);
+    taking the 0 would stop the heartbeats altogether."""
+    csms = CsmsPeer(version).then("BootNotification", _boot("Accepted", 0))
+    conn = MemoryConnection(version)
+    async with (
+        open_session_context(tmp_path, version, heartbeat_interval_s=120) as ctx,
+        serving(csms, conn, ctx, fail_after_s=10_000),
+    ):
+        beats = await csms.wait_for("Heartbeat", 2)
+        assert ctx.device_model.get_int(HEARTBEAT_INTERVAL) == 120
+    boot_at = csms.of("BootNotification")[0].at
+    assert [b.at - boot_at for b in beats[:2]] == pytest.approx([120, 240])
 
 
 @BOTH
