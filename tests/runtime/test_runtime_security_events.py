@@ -22,6 +22,7 @@ from runtime_session_harness import (
     CSMS_TIME,
     CsmsPeer,
     MemoryConnection,
+    NoAnswer,
     call,
     online,
     open_session_context,
@@ -206,6 +207,29 @@ async def test_a04_pending_events_survive_a_restart(clock: trio.testing.MockCloc
         async with serving(csms, conn, ctx):
             await wait_events(csms, 2)
     assert types(csms) == ["InvalidTLSVersion", "StartupOfTheDevice"]
+
+
+async def test_a04_an_event_in_flight_when_the_connection_drops_goes_again_on_the_next(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """The connection ends while the CSMS holds the answer to an event: the event stays queued and is
+    the first sent on the next connection (an unacknowledged event is never dropped)."""
+    async with with_security(tmp_path, V201) as ctx:
+        ctx.blocks.security.link_failed(SecurityFailure.TLS_VERSION, "CSMS speaks no TLS 1.2+")
+        await wait_pending(ctx, 1)
+        first = CsmsPeer(V201).then("SecurityEventNotification", NoAnswer())
+        conn = MemoryConnection(V201, 1)
+        async with serving(first, conn, ctx):
+            await first.wait_for("SecurityEventNotification")
+            conn.close()
+            await ctx.uplink.wait_offline()
+        second, conn = CsmsPeer(V201), MemoryConnection(V201, 2)
+        async with serving(second, conn, ctx):
+            await wait_events(second, 2)
+            await ctx.blocks.security.wait_sent()
+        assert await stored(ctx) == []
+    assert types(first) == ["InvalidTLSVersion"]
+    assert types(second) == ["InvalidTLSVersion", "StartupOfTheDevice"]
 
 
 async def test_a04_a_csms_that_keeps_refusing_an_event_does_not_block_the_next_one(
