@@ -44,6 +44,8 @@ MALFORMED = [
     ("[" * 100_000, V201, "RpcFrameworkError", "-1", None),
     # A response with an unreadable id is never answered, in either version.
     ("[3, null, {}]", V201, "RpcFrameworkError", None, None),
+    ('[4, null, "GenericError", "x", {}]', V201, "RpcFrameworkError", None, None),
+    (f'[4, "{ID37}", "GenericError", "x", {{}}]', V201, "RpcFrameworkError", None, None),
     # Unknown MessageTypeId with a readable id: 2.0.1 MessageTypeNotSupported, 1.6 ProtocolError.
     ('[5, "a", {}]', V201, "MessageTypeNotSupported", "a", None),
     ('[5, "a", {}]', V16, "ProtocolError", "a", None),
