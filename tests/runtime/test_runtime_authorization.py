@@ -240,6 +240,21 @@ async def test_v201_list_conflict_sends_no_status_notification(
     assert len(csms.of("StatusNotification")) == before
 
 
+async def test_c01_an_answer_for_other_evses_does_not_authorize_this_one(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """C01 idTokenInfo.evseId: an Accepted answer that lists EVSE 2 only authorizes nothing at EVSE 1
+    (the EVSE the token was shown at reaches the decision); shown at EVSE 2 it authorizes."""
+    only_2 = {"idTokenInfo": {"status": "Accepted", "evseId": [2]}}
+    csms = CsmsPeer(V201).then("Authorize", only_2, only_2)
+    async with station(tmp_path, V201, csms) as (ctx, _online, events):
+        assert await ctx.evses.present_token("FLEET-2", "ISO14443", evse_id=1) == 1
+        assert await next_of(events, Authorized) is None
+        assert await ctx.evses.present_token("FLEET-2", "ISO14443", evse_id=2) == 2
+        authorized = await next_of(events, Authorized)
+    assert authorized is not None and authorized.evse_id == 2
+
+
 # --- the cache -----------------------------------------------------------------------------------
 
 
