@@ -255,6 +255,29 @@ async def test_c01_an_answer_for_other_evses_does_not_authorize_this_one(
     assert authorized is not None and authorized.evse_id == 2
 
 
+@BOTH
+async def test_a_listed_token_is_not_cached(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """1.6 3.5.3 / 2.0.1 C14: the list takes precedence, so the CSMS's answer for a listed token is not
+    stored in the cache (else it would outlive the token's removal from the list); an unlisted
+    token's answer is."""
+    async with station(tmp_path, version) as (ctx, online, events):
+        listed = list_request(version, 1, {"LISTED": "Accepted"})
+        assert (await online.call("SendLocalList", listed)) == {"status": "Accepted"}
+        assert await ctx.evses.present_token("LISTED", "ISO14443", evse_id=1) == 1
+        assert await next_of(events, Authorized) is not None
+        assert await ctx.evses.present_token("UNLISTED", "ISO14443", evse_id=2) == 2
+        assert await next_of(events, Authorized) is not None
+        cached = [e.token.value for e in ctx.blocks.authorization.cached()]
+    asked = [a.call.payload for a in online.csms.of("Authorize")]
+    assert [a["idTag"] if version is V16 else a["idToken"]["idToken"] for a in asked] == [
+        "LISTED",
+        "UNLISTED",
+    ]
+    assert cached == ["UNLISTED"]
+
+
 # --- the cache -----------------------------------------------------------------------------------
 
 
