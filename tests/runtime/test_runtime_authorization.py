@@ -398,6 +398,36 @@ async def test_cache_and_list_survive_a_restart(clock: trio.testing.MockClock, t
         assert ctx.device_model.get(LOCAL_LIST_ENTRIES_KEY) == "1"
 
 
+@BOTH
+async def test_d01_every_list_update_is_what_a_restart_loads(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """D01 / 1.6 5.15: what SendLocalList leaves is what the next start loads: a Full update replaces
+    the stored entries (none of the old list comes back), a Differential one removes and updates
+    them. A token removed from the list must not authorize again after a restart."""
+    full, diff = UpdateType.FULL, UpdateType.DIFFERENTIAL
+    ok, blocked = TokenInfo(AuthStatus.ACCEPTED), TokenInfo(AuthStatus.BLOCKED)
+
+    def tag(value: str) -> IdToken:
+        return IdToken(value, "" if version is V16 else "ISO14443")
+
+    async with open_session_context(tmp_path, version) as ctx:
+        auth = ctx.blocks.authorization
+        assert await auth.send_local_list(full, 1, [(tag("OLD-1"), ok), (tag("OLD-2"), ok)]) == "Accepted"
+        assert await auth.send_local_list(full, 2, [(tag("KEPT"), ok), (tag("GONE"), ok)]) == "Accepted"
+        changes = [(tag("GONE"), None), (tag("kept"), blocked), (tag("NEW"), ok)]
+        assert await auth.send_local_list(diff, 3, changes) == "Accepted"
+    async with open_session_context(tmp_path, version) as ctx:
+        auth = ctx.blocks.authorization
+        loaded = {e.token.value.upper(): e.info.status for e in await auth.local_list_entries()}
+        assert auth.local_list_version == 3
+        assert loaded == {"KEPT": AuthStatus.BLOCKED, "NEW": AuthStatus.ACCEPTED}
+        assert await auth.send_local_list(full, 4, []) == "Accepted"
+    async with open_session_context(tmp_path, version) as ctx:
+        auth = ctx.blocks.authorization
+        assert (auth.local_list_version, await auth.local_list_entries()) == (0, [])
+
+
 # --- unknown ids, failures, long tokens ------------------------------------------------------------
 
 
