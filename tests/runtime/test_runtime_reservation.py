@@ -347,3 +347,24 @@ async def test_v201_h04_stored_reservations_expire_at_their_stored_time_after_a_
         {"reservationId": 41, "reservationUpdateStatus": "Expired"},
         {"reservationId": 42, "reservationUpdateStatus": "Expired"},
     ]
+
+
+async def test_v201_h01_fr_02_a_refused_reserve_now_changes_no_reservation(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """H01.FR.02: a ReserveNow with a held reservation's id replaces it only when Accepted; one answered
+    otherwise (here Occupied) leaves the held reservation as it was, and a new id answered Occupied
+    installs nothing, in memory or on disk."""
+    csms = CsmsPeer(V201)
+    async with online(tmp_path, V201, csms) as (ctx, conn):
+        assert await call(csms, conn, "ReserveNow", reserve_201(ctx, 5, 2, "OWNER")) == {"status": "Accepted"}
+        board(ctx, 1).plug_in()
+        await wait_status(csms, "evseId", 1, "Occupied")
+        assert await call(csms, conn, "ReserveNow", reserve_201(ctx, 5, 1, "OTHER")) == {"status": "Occupied"}
+        assert await call(csms, conn, "ReserveNow", reserve_201(ctx, 6, 1, "OTHER")) == {"status": "Occupied"}
+        held = [(r.id, r.evse_id, r.id_token) for r in ctx.blocks.reservation.reservations()]
+        evse_2 = ctx.evses[2].status()
+    async with open_session_context(tmp_path, V201) as ctx:
+        stored = [(r.id, r.evse_id, r.id_token) for r in ctx.blocks.reservation.reservations()]
+    assert held == stored == [(5, 2, "OWNER")]
+    assert evse_2 is ConnectorStatus.RESERVED
