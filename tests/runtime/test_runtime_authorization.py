@@ -270,7 +270,7 @@ async def test_a_listed_token_is_not_cached(
         assert await ctx.evses.present_token("UNLISTED", "ISO14443", evse_id=2) == 2
         assert await next_of(events, Authorized) is not None
         cached = [e.token.value for e in ctx.blocks.authorization.cached()]
-    asked = [a.call.payload for a in online.csms.of("Authorize")]
+    asked: list[dict[str, Any]] = [a.call.payload for a in online.csms.of("Authorize")]
     assert [a["idTag"] if version is V16 else a["idToken"]["idToken"] for a in asked] == [
         "LISTED",
         "UNLISTED",
