@@ -128,6 +128,7 @@ def test_supported_feature_profiles_tells_the_truth(profiles: set[V16Profile], e
         ("ConnectionTimeOut", "90", ConfigurationStatus.ACCEPTED, "90"),
         # Served by the authorization block (C).
         ("LocalAuthorizeOffline", "TRUE", ConfigurationStatus.ACCEPTED, "true"),
+        ("LocalPreAuthorize", "true", ConfigurationStatus.ACCEPTED, "true"),
         ("AllowOfflineTxForUnknownId", "true", ConfigurationStatus.ACCEPTED, "true"),
         ("AuthorizationCacheEnabled", "false", ConfigurationStatus.ACCEPTED, "false"),
         # Read-only keys (facts, derived values, or settings held until their block lands).

@@ -240,6 +240,44 @@ async def test_v201_list_conflict_sends_no_status_notification(
     assert len(csms.of("StatusNotification")) == before
 
 
+async def test_c01_an_answer_for_other_evses_does_not_authorize_this_one(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """C01 idTokenInfo.evseId: an Accepted answer that lists EVSE 2 only authorizes nothing at EVSE 1
+    (the EVSE the token was shown at reaches the decision); shown at EVSE 2 it authorizes."""
+    only_2 = {"idTokenInfo": {"status": "Accepted", "evseId": [2]}}
+    csms = CsmsPeer(V201).then("Authorize", only_2, only_2)
+    async with station(tmp_path, V201, csms) as (ctx, _online, events):
+        assert await ctx.evses.present_token("FLEET-2", "ISO14443", evse_id=1) == 1
+        assert await next_of(events, Authorized) is None
+        assert await ctx.evses.present_token("FLEET-2", "ISO14443", evse_id=2) == 2
+        authorized = await next_of(events, Authorized)
+    assert authorized is not None and authorized.evse_id == 2
+
+
+@BOTH
+async def test_a_listed_token_is_not_cached(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """1.6 3.5.3 / 2.0.1 C14: the list takes precedence, so the CSMS's answer for a listed token is not
+    stored in the cache (else it would outlive the token's removal from the list); an unlisted
+    token's answer is."""
+    async with station(tmp_path, version) as (ctx, online, events):
+        listed = list_request(version, 1, {"LISTED": "Accepted"})
+        assert (await online.call("SendLocalList", listed)) == {"status": "Accepted"}
+        assert await ctx.evses.present_token("LISTED", "ISO14443", evse_id=1) == 1
+        assert await next_of(events, Authorized) is not None
+        assert await ctx.evses.present_token("UNLISTED", "ISO14443", evse_id=2) == 2
+        assert await next_of(events, Authorized) is not None
+        cached = [e.token.value for e in ctx.blocks.authorization.cached()]
+    asked: list[dict[str, Any]] = [a.call.payload for a in online.csms.of("Authorize")]
+    assert [a["idTag"] if version is V16 else a["idToken"]["idToken"] for a in asked] == [
+        "LISTED",
+        "UNLISTED",
+    ]
+    assert cached == ["UNLISTED"]
+
+
 # --- the cache -----------------------------------------------------------------------------------
 
 
@@ -358,6 +396,36 @@ async def test_cache_and_list_survive_a_restart(clock: trio.testing.MockClock, t
         assert auth.local_list_version == 9
         assert [e.token.value for e in await auth.local_list_entries()] == ["L1"]
         assert ctx.device_model.get(LOCAL_LIST_ENTRIES_KEY) == "1"
+
+
+@BOTH
+async def test_d01_every_list_update_is_what_a_restart_loads(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """D01 / 1.6 5.15: what SendLocalList leaves is what the next start loads: a Full update replaces
+    the stored entries (none of the old list comes back), a Differential one removes and updates
+    them. A token removed from the list must not authorize again after a restart."""
+    full, diff = UpdateType.FULL, UpdateType.DIFFERENTIAL
+    ok, blocked = TokenInfo(AuthStatus.ACCEPTED), TokenInfo(AuthStatus.BLOCKED)
+
+    def tag(value: str) -> IdToken:
+        return IdToken(value, "" if version is V16 else "ISO14443")
+
+    async with open_session_context(tmp_path, version) as ctx:
+        auth = ctx.blocks.authorization
+        assert await auth.send_local_list(full, 1, [(tag("OLD-1"), ok), (tag("OLD-2"), ok)]) == "Accepted"
+        assert await auth.send_local_list(full, 2, [(tag("KEPT"), ok), (tag("GONE"), ok)]) == "Accepted"
+        changes = [(tag("GONE"), None), (tag("kept"), blocked), (tag("NEW"), ok)]
+        assert await auth.send_local_list(diff, 3, changes) == "Accepted"
+    async with open_session_context(tmp_path, version) as ctx:
+        auth = ctx.blocks.authorization
+        loaded = {e.token.value.upper(): e.info.status for e in await auth.local_list_entries()}
+        assert auth.local_list_version == 3
+        assert loaded == {"KEPT": AuthStatus.BLOCKED, "NEW": AuthStatus.ACCEPTED}
+        assert await auth.send_local_list(full, 4, []) == "Accepted"
+    async with open_session_context(tmp_path, version) as ctx:
+        auth = ctx.blocks.authorization
+        assert (auth.local_list_version, await auth.local_list_entries()) == (0, [])
 
 
 # --- unknown ids, failures, long tokens ------------------------------------------------------------

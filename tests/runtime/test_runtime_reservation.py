@@ -11,6 +11,7 @@ from typing import Any
 import trio
 import trio.testing
 from runtime_session_harness import (
+    EPOCH,
     CsmsPeer,
     MemoryConnection,
     board,
@@ -309,3 +310,61 @@ async def test_reservations_survive_a_restart(clock: trio.testing.MockClock, tmp
         assert ctx.evses[2].status() is ConnectorStatus.RESERVED
         assert [r.id for r in ctx.blocks.reservation.reservations()] == [21]
         assert await call(csms, conn, "CancelReservation", {"reservationId": 21}) == {"status": "Accepted"}
+
+
+async def test_v201_h04_stored_reservations_expire_at_their_stored_time_after_a_restart(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """H04 across a restart: a reservation whose expiryDateTime passed while the station was down is
+    ended when the block starts (the EVSE Available); one still valid is held (Reserved) and expires
+    at its stored expiryDateTime, not later. Both are reported Expired on the next connection."""
+    async with open_session_context(tmp_path, V201, run_evses=True) as ctx:
+        first, conn = CsmsPeer(V201), MemoryConnection(V201, 1)
+        async with serving(first, conn, ctx):
+            await first.wait_for("StatusNotification", 2)
+            # The next start's wall clock reads EPOCH: put this one's an hour before it.
+            ctx.clock.set(EPOCH - timedelta(hours=1))
+            gone = reserve_201(ctx, 41, 1, "A", expiryDateTime=iso(EPOCH - timedelta(minutes=30)))
+            kept = reserve_201(ctx, 42, 2, "B", expiryDateTime=iso(EPOCH + timedelta(seconds=100)))
+            assert await call(first, conn, "ReserveNow", gone) == {"status": "Accepted"}
+            assert await call(first, conn, "ReserveNow", kept) == {"status": "Accepted"}
+    async with open_session_context(tmp_path, V201, run_evses=True) as ctx:
+        held_at_start = [r.id for r in ctx.blocks.reservation.reservations()]
+        statuses_at_start = (ctx.evses[1].status(), ctx.evses[2].status())
+        await trio.sleep(90)
+        held_before_expiry = [r.id for r in ctx.blocks.reservation.reservations()]
+        await trio.sleep(20)
+        held_after_expiry = [r.id for r in ctx.blocks.reservation.reservations()]
+        status_after_expiry = ctx.evses[2].status()
+        second = CsmsPeer(V201)
+        async with serving(second, MemoryConnection(V201, 2), ctx):
+            updates = await second.wait_for("ReservationStatusUpdate", 2)
+    assert held_at_start == [42]
+    assert statuses_at_start == (ConnectorStatus.AVAILABLE, ConnectorStatus.RESERVED)
+    assert held_before_expiry == [42]
+    assert (held_after_expiry, status_after_expiry) == ([], ConnectorStatus.AVAILABLE)
+    assert [u.call.payload for u in updates] == [
+        {"reservationId": 41, "reservationUpdateStatus": "Expired"},
+        {"reservationId": 42, "reservationUpdateStatus": "Expired"},
+    ]
+
+
+async def test_v201_h01_fr_02_a_refused_reserve_now_changes_no_reservation(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """H01.FR.02: a ReserveNow with a held reservation's id replaces it only when Accepted; one answered
+    otherwise (here Occupied) leaves the held reservation as it was, and a new id answered Occupied
+    installs nothing, in memory or on disk."""
+    csms = CsmsPeer(V201)
+    async with online(tmp_path, V201, csms) as (ctx, conn):
+        assert await call(csms, conn, "ReserveNow", reserve_201(ctx, 5, 2, "OWNER")) == {"status": "Accepted"}
+        board(ctx, 1).plug_in()
+        await wait_status(csms, "evseId", 1, "Occupied")
+        assert await call(csms, conn, "ReserveNow", reserve_201(ctx, 5, 1, "OTHER")) == {"status": "Occupied"}
+        assert await call(csms, conn, "ReserveNow", reserve_201(ctx, 6, 1, "OTHER")) == {"status": "Occupied"}
+        held = [(r.id, r.evse_id, r.id_token) for r in ctx.blocks.reservation.reservations()]
+        evse_2 = ctx.evses[2].status()
+    async with open_session_context(tmp_path, V201) as ctx:
+        stored = [(r.id, r.evse_id, r.id_token) for r in ctx.blocks.reservation.reservations()]
+    assert held == stored == [(5, 2, "OWNER")]
+    assert evse_2 is ConnectorStatus.RESERVED
