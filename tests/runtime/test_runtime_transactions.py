@@ -1101,3 +1101,52 @@ async def test_v16_meter_values_every_meter_value_sample_interval_and_stop_txn_s
     kept = _meter_values_of(stop, V16, "Sample.Periodic")
     assert len(kept) == 3 and all(set(row) == ENERGY_AND_CURRENTS for row in kept)
     assert _meter_values_of(stop, V16, "Transaction.Begin") and _meter_values_of(stop, V16, "Transaction.End")
+
+
+def _registers(payloads: list[dict[str, Any]]) -> list[float]:
+    """Every Energy.Active.Import.Register value in these messages (meterValue / transactionData) but
+    the Transaction.Begin ones (the start value, lower by nature)."""
+    return [
+        float(value["value"])
+        for payload in payloads
+        for meter in [*payload.get("meterValue", []), *payload.get("transactionData", [])]
+        for value in meter["sampledValue"]
+        if value.get("measurand") == "Energy.Active.Import.Register"
+        and value.get("format") != "SignedData"
+        and value.get("context") != "Transaction.Begin"
+    ]
+
+
+@BOTH
+async def test_billing_rule_a_resumed_transaction_never_reports_less_than_before_the_restart(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """The meter reads less after the restart than the register the transaction already reported (a
+    swapped or reset meter; the driver's own backwards check starts afresh with the process): the
+    resumed transaction's periodic values and its end message carry the highest value already
+    reported, never less (audit: dropping the check in the 1.6 MeterValues or the 2.0.1 Ended event
+    went unnoticed)."""
+    settings = {TX_UPDATED_INTERVAL: "10"}
+    first = CsmsPeer(version)
+    async with rig(tmp_path, version, csms=first, settings=settings) as r:
+        await r.plug_and_authorize()
+        await first.wait_for(START[version])
+        await trio.sleep(60)
+        await r.ctx.outbox.wait_empty()
+    before = _registers(_payloads(first, "MeterValues") + _payloads(first, "TransactionEvent"))
+    floor = max(before)
+    assert floor > 1200  # a minute at 22 kW on top of the 1000 Wh start
+    swapped = SimMeter(230, initial_energy_wh=500, poll_interval_s=POLL_S)
+    second = CsmsPeer(version)
+    async with rig(tmp_path, version, csms=second, meter=swapped, plugged=True, settings=settings) as r:
+        await trio.sleep(25)
+        assert swapped.energy_wh < floor
+        r.board.unplug()
+        ended = await r.ended(version)
+    after = _registers(_payloads(second, "MeterValues") + _payloads(second, "TransactionEvent"))
+    assert len(after) >= 2 and min(after) >= floor
+    if version is V16:
+        assert ended["meterStop"] >= round(floor)
+    else:
+        end = _values(ended, version, "Transaction.End")
+        assert end["Energy.Active.Import.Register"] >= floor
