@@ -52,8 +52,10 @@ from evstation.runtime.device_model import (
     STOP_TX_ON_INVALID_ID,
     TX_ENDED_INTERVAL,
     TX_START_POINT,
+    TX_STARTED_MEASURANDS,
     TX_STOP_POINT,
     TX_UPDATED_INTERVAL,
+    TX_UPDATED_MEASURANDS,
     UNLOCK_ON_EV_SIDE_DISCONNECT,
     load_device_model,
 )
@@ -1150,3 +1152,39 @@ async def test_billing_rule_a_resumed_transaction_never_reports_less_than_before
     else:
         end = _values(ended, version, "Transaction.End")
         assert end["Energy.Active.Import.Register"] >= floor
+
+
+async def test_j02_v201_periodic_values_are_the_tx_updated_measurands_every_tx_updated_interval(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """2.0.1 J02: an Updated event, triggerReason MeterValuePeriodic, every TxUpdatedInterval with the
+    TxUpdatedMeasurands (context Sample.Periodic); the Started event's Transaction.Begin value has the
+    TxStartedMeasurands. The three lists differ here, so taking one for another fails (audit: with
+    the defaults, Started / Ended / Aligned measurands are all the register alone)."""
+    settings = {
+        TX_UPDATED_INTERVAL: "20",
+        TX_UPDATED_MEASURANDS: "Energy.Active.Import.Register,Power.Active.Import",
+        TX_STARTED_MEASURANDS: "Energy.Active.Import.Register,Voltage",
+    }
+    async with rig(tmp_path, V201, settings=settings) as r:
+        await r.plug_and_authorize()
+        await r.csms.wait_for("TransactionEvent")
+        await trio.sleep(70)
+        started, *updates = r.tx_events()
+    [begin] = started["meterValue"]
+    assert {(v["context"], v["measurand"], v.get("phase")) for v in begin["sampledValue"]} == {
+        ("Transaction.Begin", "Energy.Active.Import.Register", None),
+        ("Transaction.Begin", "Voltage", "L1-N"),
+        ("Transaction.Begin", "Voltage", "L2-N"),
+        ("Transaction.Begin", "Voltage", "L3-N"),
+    }
+    periodic = [e for e in updates if e["triggerReason"] == "MeterValuePeriodic"]
+    assert len(periodic) == 3
+    stamps = [datetime.fromisoformat(e["meterValue"][0]["timestamp"]) for e in periodic]
+    assert [(b - a).total_seconds() for a, b in itertools.pairwise(stamps)] == [20, 20]
+    for event in periodic:
+        [meter] = event["meterValue"]
+        assert {(v["context"], v["measurand"]) for v in meter["sampledValue"]} == {
+            ("Sample.Periodic", "Energy.Active.Import.Register"),
+            ("Sample.Periodic", "Power.Active.Import"),
+        }
