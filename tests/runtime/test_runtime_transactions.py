@@ -1188,3 +1188,29 @@ async def test_j02_v201_periodic_values_are_the_tx_updated_measurands_every_tx_u
             ("Sample.Periodic", "Energy.Active.Import.Register"),
             ("Sample.Periodic", "Power.Active.Import"),
         }
+
+
+async def test_e02_charging_state_changes_are_updated_events_with_the_new_state(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """E02: each change of a running transaction's charging state is an Updated event, triggerReason
+    ChargingStateChanged, with the new chargingState: Charging when energy flows, SuspendedEV when the
+    EV stops drawing, SuspendedEVSE when the station withholds its offer (audit: only Charging was
+    checked, in the HIL end-to-end test)."""
+    async with rig(tmp_path, V201) as r:
+        await r.plug_and_authorize()
+        await trio.sleep(10)
+        r.board.set_ev(wants_energy=False)
+        await trio.sleep(10)
+        r.board.set_ev(wants_energy=True)
+        await trio.sleep(10)
+        await r.ctx.evses[1].suspend_energy(True)
+        await trio.sleep(10)
+        changes = [e for e in r.tx_events() if e["triggerReason"] == "ChargingStateChanged"]
+    assert all(e["eventType"] == "Updated" for e in changes)
+    assert [e["transactionInfo"]["chargingState"] for e in changes] == [
+        "Charging",
+        "SuspendedEV",
+        "Charging",
+        "SuspendedEVSE",
+    ]
