@@ -393,6 +393,8 @@ async def test_a_stop_point_that_is_not_the_session_end_ends_the_session_too(
         if version is V201:
             ended = await r.ended(version)
             assert ended["transactionInfo"]["stoppedReason"] == "StoppedByEV"
+            # E06: the EV is still plugged in at the end (Idle only once the cable left).
+            assert ended["transactionInfo"]["chargingState"] == "EVConnected"
             assert r.ctx.evses[1].status() is ConnectorStatus.FINISHING
         else:
             assert not r.csms.of("StopTransaction")
