@@ -21,6 +21,7 @@ from runtime_session_harness import (
     EPOCH,
     CsmsPeer,
     MemoryConnection,
+    NoAnswer,
     call,
     online,
     serve_until_link_down,
@@ -1216,3 +1217,23 @@ async def test_e02_charging_state_changes_are_updated_events_with_the_new_state(
         "Charging",
         "SuspendedEVSE",
     ]
+
+
+async def test_e14_an_ended_transaction_is_not_ongoing_while_its_ended_event_waits_in_the_queue(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """E14: once ended, a transaction is not ongoing, even while its Ended event still waits in the
+    queue for the CSMS's answer, and messagesInQueue says the event is there (audit: the test asked
+    only after the Ended event was delivered, when the record is gone whatever the check says)."""
+    csms = CsmsPeer(V201).then("TransactionEvent", {}, {}, NoAnswer())  # Started, Charging, Ended
+    async with rig(tmp_path, V201, csms=csms, settings={TX_UPDATED_INTERVAL: "0"}) as r:
+        await r.plug_and_authorize()
+        await trio.sleep(10)
+        r.board.unplug()
+        ended = await r.ended(V201)
+        assert [e["eventType"] for e in r.tx_events()] == ["Started", "Updated", "Ended"]
+        asked = await r.csms.send_call(
+            r.conn, "GetTransactionStatus", {"transactionId": ended["transactionInfo"]["transactionId"]}
+        )
+        answer = await r.csms.wait_answer(asked)
+        assert answer.payload == {"ongoingIndicator": False, "messagesInQueue": True}  # type: ignore[union-attr]
