@@ -101,6 +101,28 @@ async def test_b01_power_up_is_the_default_reason_and_1_6_has_none(
         )
 
 
+async def test_boot_notification_names_the_configured_vendor_model_and_serial_number(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """1.6 4.2 / 2.0.1 B01: the BootNotification carries station.toml's vendor, model and serial
+    number (the harness configures Acme / Wallbox / 0001)."""
+    for version in (V201, V16):
+        csms, conn = CsmsPeer(version), MemoryConnection(version)
+        async with open_session_context(tmp_path / version.name, version) as ctx, serving(csms, conn, ctx):
+            await csms.wait_for("BootNotification")
+        payload = csms.of("BootNotification")[0].call.payload
+        if version is V16:
+            identity = (
+                payload["chargePointVendor"],
+                payload["chargePointModel"],
+                payload["chargePointSerialNumber"],
+            )
+        else:
+            station = payload["chargingStation"]
+            identity = (station["vendorName"], station["model"], station["serialNumber"])
+        assert identity == ("Acme", "Wallbox", "0001")
+
+
 @BOTH
 async def test_heartbeat_at_the_accepted_interval_and_interval_change_takes_effect(
     clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
