@@ -236,6 +236,9 @@ async def test_v201_status_notification_for_every_connector_after_boot(
         await csms.wait_for("StatusNotification", 2)
         publish = ctx.evses.events.publish
         publish(StatusChanged(1, 1, ConnectorStatus.CHARGING, None))
+        await trio.sleep(1)
+        # Charging itself is reported as Occupied (not left to the next change to report).
+        (charging,) = csms.of("StatusNotification")[2:]
         publish(StatusChanged(1, 1, ConnectorStatus.SUSPENDED_EV, None))  # still Occupied: not sent
         publish(StatusChanged(1, 1, ConnectorStatus.FAULTED, FaultCode.GROUND_FAILURE))
         statuses = await csms.wait_for("StatusNotification", 4)
@@ -246,6 +249,7 @@ async def test_v201_status_notification_for_every_connector_after_boot(
         (1, "Faulted"),
     ]
     assert statuses[0].call.payload["timestamp"] == "2030-06-01T12:00:00.000Z"
+    assert charging.call.payload["connectorStatus"] == "Occupied"
 
 
 async def test_b02_pending_v201_rejects_request_start_and_refuses_unlisted_actions(
