@@ -7,6 +7,7 @@ thread at work must not let virtual time leap).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -110,7 +111,7 @@ async def test_boot_notification_names_the_configured_vendor_model_and_serial_nu
         csms, conn = CsmsPeer(version), MemoryConnection(version)
         async with open_session_context(tmp_path / version.name, version) as ctx, serving(csms, conn, ctx):
             await csms.wait_for("BootNotification")
-        payload = csms.of("BootNotification")[0].call.payload
+        payload: dict[str, Any] = csms.of("BootNotification")[0].call.payload
         if version is V16:
             identity = (
                 payload["chargePointVendor"],

@@ -384,6 +384,6 @@ async def test_v16_5_17_triggered_meter_values_carry_no_placeholder_id_before_th
         request = {"requestedMessage": "MeterValues", "connectorId": 1}
         assert await call(csms, conn, "TriggerMessage", request) == {"status": "Accepted"}
         (sent,) = await csms.wait_for("MeterValues")
-    payload = sent.call.payload
+    payload: dict[str, Any] = sent.call.payload
     assert payload["meterValue"][0]["sampledValue"][0]["context"] == "Trigger"
     assert payload["connectorId"] == 1 and "transactionId" not in payload
