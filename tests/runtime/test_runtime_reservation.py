@@ -262,6 +262,39 @@ async def test_v201_h02_cancel_reservation_known_and_unknown(
     assert csms.of("ReservationStatusUpdate") == []
 
 
+async def test_v16_5_3_cancel_reservation_and_5_13_expiry(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """1.6 5.3: CancelReservation of a held id is Accepted and frees the connector (Available), of an
+    unknown one Rejected; 5.13: a reservation ends at its expiryDate (Available again, no message),
+    not before. The 1.6 handlers are their own code: the 2.0.1 tests do not cover them."""
+    csms = CsmsPeer(V16)
+    async with online(tmp_path, V16, csms) as (ctx, conn):
+        reserve = {
+            "connectorId": 1,
+            "expiryDate": iso(ctx.clock.now() + timedelta(hours=1)),
+            "idTag": "OWNER",
+        }
+        assert await call(csms, conn, "ReserveNow", {**reserve, "reservationId": 4}) == {"status": "Accepted"}
+        await wait_status(csms, "connectorId", 1, "Reserved")
+        assert await call(csms, conn, "CancelReservation", {"reservationId": 4}) == {"status": "Accepted"}
+        await wait_status(csms, "connectorId", 1, "Available")
+        assert await call(csms, conn, "CancelReservation", {"reservationId": 4}) == {"status": "Rejected"}
+        expiring = {
+            **reserve,
+            "expiryDate": iso(ctx.clock.now() + timedelta(seconds=100)),
+            "reservationId": 5,
+        }
+        assert await call(csms, conn, "ReserveNow", expiring) == {"status": "Accepted"}
+        await wait_status(csms, "connectorId", 1, "Reserved")
+        await trio.sleep(98)
+        reserved_before = ctx.evses[1].status()
+        await trio.sleep(3)
+        available_after = ctx.evses[1].status()
+    assert reserved_before is ConnectorStatus.RESERVED
+    assert available_after is ConnectorStatus.AVAILABLE
+
+
 async def test_v201_h01_answers_occupied_faulted_and_removed_on_fault(
     clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

@@ -7,6 +7,7 @@ thread at work must not let virtual time leap).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -99,6 +100,28 @@ async def test_b01_power_up_is_the_default_reason_and_1_6_has_none(
         assert csms.of("BootNotification")[0].call.payload.get("reason") == (
             "PowerUp" if version is V201 else None
         )
+
+
+async def test_boot_notification_names_the_configured_vendor_model_and_serial_number(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """1.6 4.2 / 2.0.1 B01: the BootNotification carries station.toml's vendor, model and serial
+    number (the harness configures Acme / Wallbox / 0001)."""
+    for version in (V201, V16):
+        csms, conn = CsmsPeer(version), MemoryConnection(version)
+        async with open_session_context(tmp_path / version.name, version) as ctx, serving(csms, conn, ctx):
+            await csms.wait_for("BootNotification")
+        payload: dict[str, Any] = csms.of("BootNotification")[0].call.payload
+        if version is V16:
+            identity = (
+                payload["chargePointVendor"],
+                payload["chargePointModel"],
+                payload["chargePointSerialNumber"],
+            )
+        else:
+            station = payload["chargingStation"]
+            identity = (station["vendorName"], station["model"], station["serialNumber"])
+        assert identity == ("Acme", "Wallbox", "0001")
 
 
 @BOTH
@@ -235,6 +258,9 @@ async def test_v201_status_notification_for_every_connector_after_boot(
         await csms.wait_for("StatusNotification", 2)
         publish = ctx.evses.events.publish
         publish(StatusChanged(1, 1, ConnectorStatus.CHARGING, None))
+        await trio.sleep(1)
+        # Charging itself is reported as Occupied (not left to the next change to report).
+        (charging,) = csms.of("StatusNotification")[2:]
         publish(StatusChanged(1, 1, ConnectorStatus.SUSPENDED_EV, None))  # still Occupied: not sent
         publish(StatusChanged(1, 1, ConnectorStatus.FAULTED, FaultCode.GROUND_FAILURE))
         statuses = await csms.wait_for("StatusNotification", 4)
@@ -245,6 +271,7 @@ async def test_v201_status_notification_for_every_connector_after_boot(
         (1, "Faulted"),
     ]
     assert statuses[0].call.payload["timestamp"] == "2030-06-01T12:00:00.000Z"
+    assert charging.call.payload["connectorStatus"] == "Occupied"
 
 
 async def test_b02_pending_v201_rejects_request_start_and_refuses_unlisted_actions(

@@ -437,6 +437,40 @@ async def test_a_transaction_whose_ev_is_still_plugged_resumes_after_a_restart(
 
 
 @BOTH
+async def test_a_resumed_transaction_can_be_stopped_remotely_by_the_id_the_csms_knows(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """After the restart the station answers to the transaction's id as before: the CSMS's
+    RemoteStopTransaction / RequestStopTransaction for it is Accepted and ends it (reason Remote).
+    Without this the CSMS could not stop a resumed transaction and the EV would charge on."""
+    meter = SimMeter(230, initial_energy_wh=1000, poll_interval_s=POLL_S)
+    async with rig(tmp_path, version, meter=meter) as r:
+        await r.plug_and_authorize()
+        started: dict[str, Any] = (await r.csms.wait_for(START[version]))[0].call.payload
+        await r.ctx.outbox.wait_empty()
+    tx_id: int | str = 42 if version is V16 else started["transactionInfo"]["transactionId"]
+    async with rig(tmp_path, version, meter=meter, plugged=True) as r:
+        await trio.sleep(5)
+        assert r.ctx.evses[1].status() is ConnectorStatus.CHARGING
+        action = "RemoteStopTransaction" if version is V16 else "RequestStopTransaction"
+        answer = await call(r.csms, r.conn, action, {"transactionId": tx_id})
+        assert answer["status"] == "Accepted"
+        await trio.sleep(10)  # the EV stays plugged: only the stop itself can end the transaction
+        ended: dict[str, Any]
+        if version is V16:
+            (stop,) = r.csms.of("StopTransaction")
+            ended = stop.call.payload
+        else:
+            (ended,) = [e for e in r.tx_events() if e["eventType"] == "Ended"]
+    if version is V16:
+        assert (ended["transactionId"], ended["reason"]) == (42, "Remote")
+    else:
+        info = ended["transactionInfo"]
+        assert isinstance(info, dict)
+        assert (info["transactionId"], info["stoppedReason"]) == (tx_id, "Remote")
+
+
+@BOTH
 async def test_a_transaction_a_reset_ended_is_never_resumed(
     clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
 ) -> None:

@@ -12,6 +12,7 @@ import trio.testing
 from runtime_session_harness import (
     CsmsPeer,
     MemoryConnection,
+    NoAnswer,
     call,
     online,
     open_session_context,
@@ -366,3 +367,23 @@ async def test_v16_5_17_meter_values_trigger_carries_the_transaction_id_of_its_c
         first, second = triggered()
         assert (first["connectorId"], first["transactionId"]) == (1, 42)  # the CsmsPeer's id
         assert second["connectorId"] == 2 and "transactionId" not in second
+
+
+async def test_v16_5_17_triggered_meter_values_carry_no_placeholder_id_before_the_start_is_answered(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """While the StartTransaction waits for its answer the transaction has only the station's local
+    (negative) placeholder id, which names nothing the CSMS knows: the triggered MeterValues of its
+    connector goes out without a transactionId."""
+    csms = CsmsPeer(V16).then("StartTransaction", NoAnswer())
+    async with online(tmp_path, V16, csms) as (ctx, conn):
+        await start_transaction(ctx, 1)
+        await csms.wait_for("StartTransaction")
+        await trio.sleep(6)  # the sim meters have been polled; the start still unanswered
+        assert (ctx.blocks.transactions.ids.get(1) or "").startswith("-")
+        request = {"requestedMessage": "MeterValues", "connectorId": 1}
+        assert await call(csms, conn, "TriggerMessage", request) == {"status": "Accepted"}
+        (sent,) = await csms.wait_for("MeterValues")
+    payload: dict[str, Any] = sent.call.payload
+    assert payload["meterValue"][0]["sampledValue"][0]["context"] == "Trigger"
+    assert payload["connectorId"] == 1 and "transactionId" not in payload

@@ -421,7 +421,11 @@ class Transactions:
         state.connector_id = record.connector_id
         token = (record.id_token, record.id_token_type or "ISO14443") if record.id_token else None
         state.token = token
-        state.step = TxStep(Conditions(ev_connected=True, authorized=token is not None), True, frozenset())
+        conditions = Conditions(ev_connected=True, authorized=token is not None)
+        # The stop points that hold now held during the transaction: losing one ends it (a remote or
+        # local stop, a Reset). Left empty, only the EV leaving could end a resumed transaction.
+        held = frozenset(p for p in self._points().stop if conditions.holds(p))
+        state.step = TxStep(conditions, True, held)
         self.ids.set(record.evse_id, _wire_id(record))
         log.warning(
             "transaction %s resumed on EVSE %d: the EV is still plugged in", record.id, record.evse_id
