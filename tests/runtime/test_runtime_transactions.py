@@ -471,6 +471,38 @@ async def test_a_resumed_transaction_can_be_stopped_remotely_by_the_id_the_csms_
 
 
 @BOTH
+async def test_a_resumed_transaction_is_the_one_a_triggered_message_reports(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """After the restart the EVSE's transaction is the resumed one: a triggered 1.6 MeterValues carries
+    its transactionId, a 2.0.1 TriggerMessage(TransactionEvent) is Accepted and reports it. Without the
+    id restored the CSMS would get meter values it cannot bill, or a TxNotFound."""
+    meter = SimMeter(230, initial_energy_wh=1000, poll_interval_s=POLL_S)
+    async with rig(tmp_path, version, meter=meter) as r:
+        await r.plug_and_authorize()
+        started: dict[str, Any] = (await r.csms.wait_for(START[version]))[0].call.payload
+        await r.ctx.outbox.wait_empty()
+    tx_id: int | str = 42 if version is V16 else started["transactionInfo"]["transactionId"]
+    async with rig(tmp_path, version, meter=meter, plugged=True) as r:
+        await r.nursery.start(r.ctx.blocks.trigger.run)
+        await trio.sleep(5)
+        if version is V16:
+            request = {"requestedMessage": "MeterValues", "connectorId": 1}
+        else:
+            request = {"requestedMessage": "TransactionEvent", "evse": {"id": 1}}
+        assert await call(r.csms, r.conn, "TriggerMessage", request) == {"status": "Accepted"}
+        await trio.sleep(5)
+        if version is V16:
+            payloads: list[dict[str, Any]] = [dict(m.call.payload) for m in r.csms.of("MeterValues")]
+            triggered = [p for p in payloads if p["meterValue"][0]["sampledValue"][0]["context"] == "Trigger"]
+            assert [p["transactionId"] for p in triggered] == [42]
+        else:
+            [event] = [e for e in r.tx_events() if e["triggerReason"] == "Trigger"]
+            info = event["transactionInfo"]
+            assert isinstance(info, dict) and info["transactionId"] == tx_id
+
+
+@BOTH
 async def test_a_transaction_a_reset_ended_is_never_resumed(
     clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
 ) -> None:
