@@ -26,6 +26,7 @@ from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.assembly import StationBlocks, build_blocks
 from evstation.runtime.blocks.authorization import ListConflict
 from evstation.runtime.blocks.registry import Route, routing_table
+from evstation.runtime.blocks.transactions import AlreadyDelivered
 from evstation.runtime.calls import (
     CallFailed,
     CallManager,
@@ -466,6 +467,11 @@ async def _send_outbox(ctx: SessionContext, calls: CallManager) -> None:
             continue
         progress.left(entry.id - 1)  # the head: everything before it has left the queue
         payload = await transactions.prepare(entry)
+        if isinstance(payload, AlreadyDelivered):
+            log.info("%s #%d answered before the restart: removed, not sent again", entry.action, entry.id)
+            await outbox.acknowledge(entry.id)
+            progress.left(entry.id)
+            continue
         if payload is None:
             await outbox.give_up(entry.id, "cannot be sent: its transaction never started at the CSMS")
             progress.left(entry.id)

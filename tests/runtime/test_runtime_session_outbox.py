@@ -216,6 +216,40 @@ async def test_v16_queued_messages_get_the_real_transaction_id_from_start_transa
     assert order.index("StartTransaction") < order.index("MeterValues")
 
 
+async def test_v16_a_start_transaction_whose_answer_is_stored_is_not_sent_again(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """What a kill leaves after `delivered` committed the CSMS's transactionId and before the entry's
+    removal was committed (removals go in 0.1 s batches): the StartTransaction is removed unsent, so the
+    CSMS opens no second transaction (one it would never see stopped), and the StopTransaction behind it
+    goes out under the stored id."""
+    async with open_session_context(tmp_path, V16) as ctx:
+        with trio.fail_after(1000):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(ctx.blocks.transactions.run)
+                ids = ctx.blocks.transactions.ids
+                ctx.evses.events.publish(Authorized(1, "TOKEN-1", "ISO14443"))
+                ctx.evses.events.publish(EvPlugged(1, 1))
+                while ids.get(1) is None:
+                    await ids.changed.wait()
+                [start] = await ctx.outbox.entries()
+                assert start.action == "StartTransaction" and start.transaction_id is not None
+                storage = ctx.blocks.transactions.services.storage
+                await storage.set_csms_transaction_id(start.transaction_id, 42)
+                ctx.evses.events.publish(SessionEnded(1, 1, StopReason.LOCAL))
+                await ids.wait_none(frozenset({1}))  # the StopTransaction is queued
+                queued = [e.action for e in await ctx.outbox.entries()]
+                assert queued == ["StartTransaction", "StopTransaction"]
+                csms = CsmsPeer(V16)
+                await _connect(ctx, csms, MemoryConnection(V16), nursery)
+                await ctx.outbox.wait_empty()
+                nursery.cancel_scope.cancel()
+        assert await ctx.outbox.dead_letters() == []
+    assert csms.of("StartTransaction") == []
+    [stop] = csms.of("StopTransaction")
+    assert stop.call.payload["transactionId"] == 42
+
+
 @pytest.mark.parametrize("version", [V16, V201])
 async def test_link_drops_do_not_use_up_a_messages_attempts(
     clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion

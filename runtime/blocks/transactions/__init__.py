@@ -54,6 +54,7 @@ from evstation.runtime.blocks.authorization import Authorization
 from evstation.runtime.blocks.registry import handles
 from evstation.runtime.blocks.reservation import Reservations
 from evstation.runtime.blocks.transactions.formats import (
+    AlreadyDelivered,
     IdTokenVerdict,
     MeterValue,
     StartData,
@@ -118,6 +119,7 @@ __all__ = [
     "CLEAN_SHUTDOWN_KEY",
     "END_READING_WAIT_S",
     "START_READING_WAIT_S",
+    "AlreadyDelivered",
     "TransactionIds",
     "TransactionMessages",
     "Transactions",
@@ -330,7 +332,7 @@ class Transactions:
 
     # --- the outbox sender's hooks -------------------------------------------------------------
 
-    async def prepare(self, entry: OutboxEntry) -> Mapping[str, object] | None:
+    async def prepare(self, entry: OutboxEntry) -> Mapping[str, object] | AlreadyDelivered | None:
         return await self._messages.prepare(self.services, entry)
 
     async def delivered(self, entry: OutboxEntry, response: OcppModel) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import field
 from datetime import datetime
-from typing import Protocol
+from typing import Final, Protocol, final
 
 from evstation.protocol.messages import OcppModel
 from evstation.protocol.meter_values import ENERGY_REGISTER
@@ -19,6 +19,8 @@ from evstation.runtime.outbox import OutboxEntry
 from evstation.runtime.storage import TransactionRecord
 
 __all__ = [
+    "ALREADY_DELIVERED",
+    "AlreadyDelivered",
     "IdTokenVerdict",
     "StartData",
     "StopData",
@@ -105,6 +107,16 @@ class IdTokenVerdict:
     status: str
 
 
+@final
+class AlreadyDelivered:
+    """`prepare`'s answer for an entry whose CSMS answer is already stored: the station stopped after
+    `delivered` committed and before the entry's removal did (removals are committed in batches).
+    The entry is removed unsent."""
+
+
+ALREADY_DELIVERED: Final = AlreadyDelivered()
+
+
 class TransactionMessages(Protocol):
     """One version's transaction messages (V16Transactions, V201Transactions). Formats and their
     storage writes only; never sends."""
@@ -125,7 +137,9 @@ class TransactionMessages(Protocol):
         """Clock-aligned values outside a transaction: sent if online, not queued."""
         ...
 
-    async def prepare(self, tx: TxServices, entry: OutboxEntry) -> Mapping[str, object] | None:
+    async def prepare(
+        self, tx: TxServices, entry: OutboxEntry
+    ) -> Mapping[str, object] | AlreadyDelivered | None:
         """The payload to send for an outbox entry (None: it cannot be sent, give it up)."""
         ...
 

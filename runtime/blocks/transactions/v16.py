@@ -19,6 +19,8 @@ from evstation.protocol.messages import OcppModel, VersionModels, enum_text
 from evstation.protocol.transactions import monotonic_energy, v16_reason
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.transactions.formats import (
+    ALREADY_DELIVERED,
+    AlreadyDelivered,
     IdTokenVerdict,
     MeterValue,
     StartData,
@@ -64,10 +66,22 @@ class V16Transactions:
 
     version = OcppVersion.V16
 
-    async def prepare(self, tx: TxServices, entry: OutboxEntry) -> Mapping[str, object] | None:
-        """Rewrite a local placeholder transactionId (negative) with the CSMS's id, persisting the rewrite."""
+    async def prepare(
+        self, tx: TxServices, entry: OutboxEntry
+    ) -> Mapping[str, object] | AlreadyDelivered | None:
+        """Rewrite a local placeholder transactionId (negative) with the CSMS's id, persisting the rewrite.
+
+        A StartTransaction whose transaction already has the CSMS's id was answered before the station
+        stopped: sent again, it would open a second transaction at the CSMS, one never stopped.
+        """
+        if entry.action == "StartTransaction":
+            if entry.transaction_id is not None:
+                started = await tx.storage.get_transaction(entry.transaction_id)
+                if started is not None and started.csms_transaction_id is not None:
+                    return ALREADY_DELIVERED
+            return entry.payload  # sent as the stored text
         tx_id = entry.payload.get("transactionId")
-        if entry.action == "StartTransaction" or not isinstance(tx_id, int) or tx_id >= 0:
+        if not isinstance(tx_id, int) or tx_id >= 0:
             return entry.payload  # sent as the stored text
         payload = dict(entry.payload)
         record = await tx.storage.get_transaction(str(tx_id))
