@@ -6,6 +6,7 @@ Guards the shield around "delivered + remove" in the outbox sender (runtime/sess
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from runtime_session_harness import (
 from evstation.protocol.messages import parse_request
 from evstation.protocol.rpc import Call, CallResult, decode, encode
 from evstation.protocol.versions import OcppVersion
+from evstation.runtime.storage import TransactionRecord
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
 TIMESTAMP = "2025-01-01T00:00:00.000Z"
@@ -93,6 +95,11 @@ async def test_a_message_answered_as_the_link_drops_is_removed_and_never_sent_ag
 ) -> None:
     action, payload = MESSAGES[version]
     async with open_session_context(tmp_path, version) as ctx:
+        if version is V16:
+            # A 1.6 StartTransaction is queued with its transaction's record (one commit); one whose
+            # record is gone or already has the CSMS's id was answered, and is never sent.
+            for local_id in ("-1", "-2"):
+                await ctx.blocks.transactions.services.storage.save_transaction(_started(local_id))
         await ctx.outbox.put(action, payload, transaction_id="-1")
         first = MemoryConnection(version, 1)
         # No trio deadline: while SQLite works in its thread the MockClock may jump to the next one, and a
@@ -108,9 +115,21 @@ async def test_a_message_answered_as_the_link_drops_is_removed_and_never_sent_ag
             nursery.start_soon(serve_until_link_down, second, ctx)
             await csms.wait_for("StatusNotification", 2)
             # A sentinel behind anything still queued: once it is sent, the queue has been replayed.
-            await ctx.outbox.put(action, payload, transaction_id="-1")
+            await ctx.outbox.put(action, payload, transaction_id="-2")
             await csms.wait_for(action)
             nursery.cancel_scope.cancel()
     assert [c.action for c in seen_first].count(action) == 1
     assert left == []
     assert len(csms.of(action)) == 1  # the sentinel only
+
+
+def _started(local_id: str) -> TransactionRecord:
+    return TransactionRecord(
+        id=local_id,
+        evse_id=1,
+        connector_id=1,
+        id_token="TOKEN-1",
+        started_at=datetime(2025, 1, 1, tzinfo=UTC),
+        meter_start_wh=0.0,
+        state="Started",
+    )

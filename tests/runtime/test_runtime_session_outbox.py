@@ -250,6 +250,40 @@ async def test_v16_a_start_transaction_whose_answer_is_stored_is_not_sent_again(
     assert stop.call.payload["transactionId"] == 42
 
 
+async def test_v16_a_start_transaction_whose_transaction_is_already_stopped_is_not_sent_again(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A kill after both the StartTransaction and the StopTransaction were answered and before either
+    removal committed (a backlog replayed within one 0.1 s batch): the stop's delivery already deleted
+    the transaction record. The StartTransaction must still not go again: the CSMS would open a second
+    transaction, and the StopTransaction behind it (under the first id) would never stop that one."""
+    async with open_session_context(tmp_path, V16) as ctx:
+        with trio.fail_after(1000):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(ctx.blocks.transactions.run)
+                ids = ctx.blocks.transactions.ids
+                ctx.evses.events.publish(Authorized(1, "TOKEN-1", "ISO14443"))
+                ctx.evses.events.publish(EvPlugged(1, 1))
+                while ids.get(1) is None:
+                    await ids.changed.wait()
+                ctx.evses.events.publish(SessionEnded(1, 1, StopReason.LOCAL))
+                await ids.wait_none(frozenset({1}))  # the StopTransaction is queued
+                start, stop = await ctx.outbox.entries()
+                assert (start.action, stop.action) == ("StartTransaction", "StopTransaction")
+                assert start.transaction_id is not None
+                # What the two deliveries committed: the CSMS's id, the stop rewritten to it, the record gone.
+                storage = ctx.blocks.transactions.services.storage
+                await storage.set_csms_transaction_id(start.transaction_id, 42)
+                await ctx.outbox.update_payload(stop.id, {**stop.payload, "transactionId": 42})
+                await storage.delete_transaction(start.transaction_id)
+                csms = CsmsPeer(V16)
+                await _connect(ctx, csms, MemoryConnection(V16), nursery)
+                await ctx.outbox.wait_empty()
+                nursery.cancel_scope.cancel()
+        assert await ctx.outbox.dead_letters() == []
+    assert csms.of("StartTransaction") == []
+
+
 @pytest.mark.parametrize("version", [V16, V201])
 async def test_link_drops_do_not_use_up_a_messages_attempts(
     clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
