@@ -368,6 +368,8 @@ class Connection:
         version: OcppVersion,
         endpoint: CsmsEndpoint,
         pong_timeout_s: float,
+        *,
+        pings: bool = True,
     ) -> None:
         self._link = link
         self._ws = ws
@@ -375,6 +377,7 @@ class Connection:
         self.version = version
         self.endpoint = endpoint
         self._pong_timeout_s = pong_timeout_s
+        self._pings = pings  # False: WebSocketPingInterval 0, the station sends no pings at all
         self.read_from = False  # someone reads it: they learn of its end from receive_text
 
     async def send_text(self, text: str) -> None:
@@ -399,7 +402,13 @@ class Connection:
         A link that dies without a FIN or RST (a cellular modem losing its bearer) looks like a CSMS
         that does not answer until the keepalive's next ping; a caller whose CALL timed out asks here
         which of the two it was. False: the link has been told to redial.
+
+        With pings off (WebSocketPingInterval 0: "no ping/pong, or the CSMS pings") nothing is sent and
+        the answer is True: the station cannot tell, and a CSMS may rely on getting no pings.
         """
+        if not self._pings:
+            await trio.lowlevel.checkpoint()
+            return True
         with trio.move_on_after(self._pong_timeout_s):
             try:
                 await self._ws.ping()  # a random payload: never clashes with the keepalive's
@@ -604,7 +613,15 @@ async def _connect_and_serve(
                     f"CSMS did not select subprotocol {subprotocol} (it chose {_chosen(ws.subprotocol)}); "
                     "refusing to talk"
                 )
-            connection = Connection(link, ws, generation, settings.version, endpoint, settings.pong_timeout_s)
+            connection = Connection(
+                link,
+                ws,
+                generation,
+                settings.version,
+                endpoint,
+                settings.pong_timeout_s,
+                pings=settings.ping_interval_s > 0,
+            )
             with trio.CancelScope() as work:
                 link._connected(connection, work)
                 log.info("connected to CSMS %s as %s (%s)", endpoint.url, settings.station_id, subprotocol)

@@ -4,6 +4,7 @@ letters, the 2.0.1 offline flag and the 1.6 placeholder transaction id. Real SQL
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import random
 from pathlib import Path
@@ -397,6 +398,31 @@ async def test_a_csms_that_answers_pings_but_not_the_message_costs_it_an_attempt
                 csms.delay_results(1000, action)
                 await ctx.outbox.put(action, payload)
                 await trio.sleep(31)  # the timeout at 30 s, the pong at once
+                assert [e.attempts for e in await ctx.outbox.entries()] == [1]
+                assert csms.connections_total(STATION) == 1
+                nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("version", [V16, V201])
+async def test_with_pings_off_an_unanswered_message_sends_no_ping_and_costs_an_attempt(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """WebSocketPingInterval 0 disables the station's pings (1.6 Core key, 2.0.1 OCPPCommCtrlr: no
+    ping, or only the CSMS's): the probe after a timeout is a ping too, so it is not sent, and the
+    timeout is the CSMS's failure as it was before the probe (an attempt; the connection stays up).
+    Pinging anyway would drop the link to a CSMS that never answers pings after every slow answer."""
+    action, payload, settings = _silent_link_case(version)
+    settings = dataclasses.replace(settings, ping_interval_s=0.0)
+    async with open_session_context(
+        tmp_path, version, message_timeout_s=30, transaction_message_attempts=3,
+        transaction_message_retry_interval_s=10,
+    ) as ctx:  # fmt: skip
+        with trio.fail_after(10_000):
+            async with trio.open_nursery() as nursery:
+                csms = await _online_and_quiet(ctx, settings, nursery)
+                csms.stall(STATION)  # nothing is answered, pings neither
+                await ctx.outbox.put(action, payload)
+                await trio.sleep(31 + 5 + 1)  # past the timeout and a pong timeout after it
                 assert [e.attempts for e in await ctx.outbox.entries()] == [1]
                 assert csms.connections_total(STATION) == 1
                 nursery.cancel_scope.cancel()
