@@ -140,6 +140,9 @@ class DialPlan:
     # The reconnect timing (RetryBackOff*, read from the device model with the plan); None: the
     # link settings'. Its attempts_per_endpoint is ignored in favour of the plan's.
     backoff: BackoffSettings | None = None
+    # WebSocketPingInterval (read with the plan) for the connections dialled under it; None: the link
+    # settings'.
+    ping_interval_s: float | None = None
 
     def __post_init__(self) -> None:
         if not self.endpoints:
@@ -530,7 +533,7 @@ async def run_link(
             link._idle_scope = None
             if not link.network_up:
                 continue
-        if not await _attempt(settings, link, endpoint, serve, connector):
+        if not await _attempt(_with_plan(settings, current), link, endpoint, serve, connector):
             dial = plan.dial_failed()
         elif plan_source is None:
             dial = plan.connection_lost()
@@ -539,6 +542,12 @@ async def run_link(
             plan = _reconnect_plan(settings, current, rng)
             slots = [e.priority for e in current.endpoints]
             dial = plan.connection_lost(slots.index(endpoint.priority) if endpoint.priority in slots else 0)
+
+
+def _with_plan(settings: LinkSettings, plan: DialPlan) -> LinkSettings:
+    if plan.ping_interval_s is None or plan.ping_interval_s == settings.ping_interval_s:
+        return settings
+    return dataclasses.replace(settings, ping_interval_s=plan.ping_interval_s)
 
 
 def _reconnect_plan(settings: LinkSettings, plan: DialPlan, rng: random.Random) -> ReconnectPlan:

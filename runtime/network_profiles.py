@@ -43,6 +43,7 @@ from evstation.runtime.device_model import (
     RETRY_BACK_OFF_REPEAT_TIMES,
     RETRY_BACK_OFF_WAIT_MINIMUM,
     SECURITY_PROFILE,
+    WEB_SOCKET_PING_INTERVAL,
     basic_auth_seed,
     valid_basic_auth_password,
 )
@@ -116,7 +117,8 @@ class NetworkProfiles:
             repeat_times=dm.get_int(RETRY_BACK_OFF_REPEAT_TIMES),
             attempts_per_endpoint=attempts,
         )
-        return DialPlan(endpoints, attempts, backoff)
+        # WebSocketPingInterval: a value the CSMS set applies from the next connection on.
+        return DialPlan(endpoints, attempts, backoff, float(dm.get_int(WEB_SOCKET_PING_INTERVAL)))
 
     async def _last_connected_slot(self) -> int | None:
         if self._remembered_slot is None:

@@ -415,3 +415,43 @@ async def test_the_plans_back_off_replaces_the_settings_from_the_next_lost_conne
             waited = trio.current_time() - dropped_at
             nursery.cancel_scope.cancel()
     assert 100.0 <= waited < 101.0
+
+
+async def test_the_plans_ping_interval_applies_to_the_connections_dialled_under_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """WebSocketPingInterval the CSMS set (carried by the plan) replaces the settings' 0: the next
+    connection pings every 10 s, so a CSMS that stops answering is dropped 15 s after it stalls."""
+    plans = [DialPlan((PRIMARY,), 1), DialPlan((PRIMARY,), 1, ping_interval_s=10.0)]
+    reads = 0
+
+    async def plan_source() -> DialPlan:
+        nonlocal reads
+        reads += 1
+        await trio.lowlevel.checkpoint()
+        return plans[min(reads, len(plans)) - 1]
+
+    with trio.fail_after(10_000):
+        async with trio.open_nursery() as nursery:
+            csms: TestCsms = await nursery.start(serve_test_csms)
+
+            async def connect(endpoint: CsmsEndpoint) -> trio.abc.Stream:
+                return await csms.open_memory_stream()
+
+            link = Link()
+            rng = random.Random(0)
+            run = functools.partial(
+                run_link, settings(), link, idle, rng=rng, connector=connect, plan_source=plan_source
+            )
+            await nursery.start(run)
+            await link.wait_connected()
+            csms.stall(STATION)  # no pings on this connection (interval 0): it stays up
+            await trio.sleep(3600)
+            assert csms.connections_total(STATION) == 1
+            csms.drop(STATION)  # the plan is read again: the next connection pings
+            await csms.wait_connected(STATION, 2)
+            stalled_at = trio.current_time()
+            csms.stall(STATION)
+            await csms.wait_connected(STATION, 3)
+            nursery.cancel_scope.cancel()
+    assert disconnect_times(csms)[1] - stalled_at == pytest.approx(15.0)

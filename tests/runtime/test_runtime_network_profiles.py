@@ -30,6 +30,7 @@ from evstation.runtime.device_model import (
     RETRY_BACK_OFF_RANDOM_RANGE,
     RETRY_BACK_OFF_REPEAT_TIMES,
     RETRY_BACK_OFF_WAIT_MINIMUM,
+    WEB_SOCKET_PING_INTERVAL,
 )
 from evstation.runtime.lifecycle import StationOutcome
 from evstation.runtime.network_profiles import LAST_CONNECTED_SLOT_KEY, NetworkProfiles
@@ -315,6 +316,23 @@ async def test_the_dial_plan_carries_the_retry_back_off_the_csms_set(
         after = (await profiles.dial_plan()).backoff
     assert after is not None
     assert (after.wait_minimum_s, after.random_range_s, after.repeat_times) == (42.0, 7.0, 2)
+
+
+async def test_the_dial_plan_carries_the_web_socket_ping_interval_the_csms_set(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """OCPPCommCtrlr.WebSocketPingInterval (1.6 WebSocketPingInterval) is ReadWrite: the plan read after
+    each lost connection carries the CSMS's value, which the next connection pings at."""
+    async with open_session_context(tmp_path, OcppVersion.V201) as ctx:
+        profiles = NetworkProfiles(
+            endpoints=link_settings(ctx.config).endpoints,
+            session=ctx,
+            storage=ctx.blocks.transactions.services.storage,
+        )
+        before = (await profiles.dial_plan()).ping_interval_s
+        await ctx.device_model.set(WEB_SOCKET_PING_INTERVAL, "90")
+        after = (await profiles.dial_plan()).ping_interval_s
+    assert (before, after) == (float(ctx.config.csms.ping_interval_s), 90.0)
 
 
 async def test_b09_a_profile_set_now_is_dialled_at_the_next_reconnect_from_memory_and_after_a_restart(
