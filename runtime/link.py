@@ -409,6 +409,9 @@ class Connection:
         With pings off (WebSocketPingInterval 0: "no ping/pong, or the CSMS pings") nothing is sent and
         the answer is True: the station cannot tell, and a CSMS may rely on getting no pings.
         """
+        if not self._link.network_up:
+            await trio.lowlevel.checkpoint()
+            return False  # cut (set_network): no frame goes out, not even a ping
         if not self._pings:
             await trio.lowlevel.checkpoint()
             return True

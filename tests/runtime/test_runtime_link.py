@@ -89,6 +89,7 @@ async def test_nothing_is_sent_once_the_network_is_cut() -> None:
                 link.set_network(False)
                 with pytest.raises(LinkDown, match="network cut"):
                     await conn.send_text('[2,"hb-1","Heartbeat",{}]')
+                assert not await conn.responsive()  # not even a ping goes out
                 await link.wait_state(LinkState.OFFLINE)
                 assert not csms.received(STATION)
             nursery.cancel_scope.cancel()
