@@ -318,6 +318,19 @@ async def test_a_bug_in_serve_crashes_the_link(autojump_clock: trio.testing.Mock
             await trio.sleep_forever()
 
 
+def _plans_in_turn(plans: list[DialPlan]) -> Callable[[], Awaitable[DialPlan]]:
+    """A plan source giving `plans` one per read, the last one from then on."""
+    reads = 0
+
+    async def plan_source() -> DialPlan:
+        nonlocal reads
+        reads += 1
+        await trio.lowlevel.checkpoint()
+        return plans[min(reads, len(plans)) - 1]
+
+    return plan_source
+
+
 async def test_a_plan_source_is_read_at_start_and_after_each_lost_connection(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -381,13 +394,7 @@ async def test_the_plans_back_off_replaces_the_settings_from_the_next_lost_conne
     times the redial; the settings' 1 s no longer applies."""
     slow = BackoffSettings(wait_minimum_s=100.0, random_range_s=0.0, repeat_times=0, attempts_per_endpoint=1)
     plans = [DialPlan((SECONDARY,), 1), DialPlan((SECONDARY,), 1, backoff=slow)]
-    reads = 0
-
-    async def plan_source() -> DialPlan:
-        nonlocal reads
-        reads += 1
-        await trio.lowlevel.checkpoint()
-        return plans[min(reads, len(plans)) - 1]
+    plan_source = _plans_in_turn(plans)
 
     with trio.fail_after(10_000):
         async with trio.open_nursery() as nursery:
@@ -423,13 +430,7 @@ async def test_the_plans_ping_interval_applies_to_the_connections_dialled_under_
     """WebSocketPingInterval the CSMS set (carried by the plan) replaces the settings' 0: the next
     connection pings every 10 s, so a CSMS that stops answering is dropped 15 s after it stalls."""
     plans = [DialPlan((PRIMARY,), 1), DialPlan((PRIMARY,), 1, ping_interval_s=10.0)]
-    reads = 0
-
-    async def plan_source() -> DialPlan:
-        nonlocal reads
-        reads += 1
-        await trio.lowlevel.checkpoint()
-        return plans[min(reads, len(plans)) - 1]
+    plan_source = _plans_in_turn(plans)
 
     with trio.fail_after(10_000):
         async with trio.open_nursery() as nursery:

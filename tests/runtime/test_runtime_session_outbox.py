@@ -217,6 +217,24 @@ async def test_v16_queued_messages_get_the_real_transaction_id_from_start_transa
     assert order.index("StartTransaction") < order.index("MeterValues")
 
 
+async def _session_begins_offline(ctx: SessionContext) -> None:
+    """TOKEN-1 and a plug on EVSE 1 with no CSMS: until the transactions block has queued the start."""
+    ids = ctx.blocks.transactions.ids
+    ctx.evses.events.publish(Authorized(1, "TOKEN-1", "ISO14443"))
+    ctx.evses.events.publish(EvPlugged(1, 1))
+    while ids.get(1) is None:
+        await ids.changed.wait()
+
+
+async def _deliver_all(ctx: SessionContext, nursery: trio.Nursery) -> CsmsPeer:
+    """Connect a 1.6 scripted CSMS, let the outbox drain, then end the nursery's tasks."""
+    csms = CsmsPeer(V16)
+    await _connect(ctx, csms, MemoryConnection(V16), nursery)
+    await ctx.outbox.wait_empty()
+    nursery.cancel_scope.cancel()
+    return csms
+
+
 async def test_v16_a_start_transaction_whose_answer_is_stored_is_not_sent_again(
     clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
@@ -229,10 +247,7 @@ async def test_v16_a_start_transaction_whose_answer_is_stored_is_not_sent_again(
             async with trio.open_nursery() as nursery:
                 await nursery.start(ctx.blocks.transactions.run)
                 ids = ctx.blocks.transactions.ids
-                ctx.evses.events.publish(Authorized(1, "TOKEN-1", "ISO14443"))
-                ctx.evses.events.publish(EvPlugged(1, 1))
-                while ids.get(1) is None:
-                    await ids.changed.wait()
+                await _session_begins_offline(ctx)
                 [start] = await ctx.outbox.entries()
                 assert start.action == "StartTransaction" and start.transaction_id is not None
                 storage = ctx.blocks.transactions.services.storage
@@ -241,10 +256,7 @@ async def test_v16_a_start_transaction_whose_answer_is_stored_is_not_sent_again(
                 await ids.wait_none(frozenset({1}))  # the StopTransaction is queued
                 queued = [e.action for e in await ctx.outbox.entries()]
                 assert queued == ["StartTransaction", "StopTransaction"]
-                csms = CsmsPeer(V16)
-                await _connect(ctx, csms, MemoryConnection(V16), nursery)
-                await ctx.outbox.wait_empty()
-                nursery.cancel_scope.cancel()
+                csms = await _deliver_all(ctx, nursery)
         assert await ctx.outbox.dead_letters() == []
     assert csms.of("StartTransaction") == []
     [stop] = csms.of("StopTransaction")
@@ -263,10 +275,7 @@ async def test_v16_a_start_transaction_whose_transaction_is_already_stopped_is_n
             async with trio.open_nursery() as nursery:
                 await nursery.start(ctx.blocks.transactions.run)
                 ids = ctx.blocks.transactions.ids
-                ctx.evses.events.publish(Authorized(1, "TOKEN-1", "ISO14443"))
-                ctx.evses.events.publish(EvPlugged(1, 1))
-                while ids.get(1) is None:
-                    await ids.changed.wait()
+                await _session_begins_offline(ctx)
                 ctx.evses.events.publish(SessionEnded(1, 1, StopReason.LOCAL))
                 await ids.wait_none(frozenset({1}))  # the StopTransaction is queued
                 start, stop = await ctx.outbox.entries()
@@ -277,10 +286,7 @@ async def test_v16_a_start_transaction_whose_transaction_is_already_stopped_is_n
                 await storage.set_csms_transaction_id(start.transaction_id, 42)
                 await ctx.outbox.update_payload(stop.id, {**stop.payload, "transactionId": 42})
                 await storage.delete_transaction(start.transaction_id)
-                csms = CsmsPeer(V16)
-                await _connect(ctx, csms, MemoryConnection(V16), nursery)
-                await ctx.outbox.wait_empty()
-                nursery.cancel_scope.cancel()
+                csms = await _deliver_all(ctx, nursery)
         assert await ctx.outbox.dead_letters() == []
     assert csms.of("StartTransaction") == []
 

@@ -436,6 +436,16 @@ async def test_a_transaction_whose_ev_is_still_plugged_resumes_after_a_restart(
         assert ended["transactionInfo"]["stoppedReason"] == "EVDisconnected"
 
 
+async def _started_before_a_restart(tmp_path: Path, version: OcppVersion, meter: SimMeter) -> int | str:
+    """A transaction started and delivered, then the station stops with the EV plugged in; its id as
+    the CSMS knows it (the 1.6 scripted CSMS answers StartTransaction with 42)."""
+    async with rig(tmp_path, version, meter=meter) as r:
+        await r.plug_and_authorize()
+        started: dict[str, Any] = (await r.csms.wait_for(START[version]))[0].call.payload
+        await r.ctx.outbox.wait_empty()
+    return 42 if version is V16 else started["transactionInfo"]["transactionId"]
+
+
 @BOTH
 async def test_a_resumed_transaction_can_be_stopped_remotely_by_the_id_the_csms_knows(
     clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
@@ -444,11 +454,7 @@ async def test_a_resumed_transaction_can_be_stopped_remotely_by_the_id_the_csms_
     RemoteStopTransaction / RequestStopTransaction for it is Accepted and ends it (reason Remote).
     Without this the CSMS could not stop a resumed transaction and the EV would charge on."""
     meter = SimMeter(230, initial_energy_wh=1000, poll_interval_s=POLL_S)
-    async with rig(tmp_path, version, meter=meter) as r:
-        await r.plug_and_authorize()
-        started: dict[str, Any] = (await r.csms.wait_for(START[version]))[0].call.payload
-        await r.ctx.outbox.wait_empty()
-    tx_id: int | str = 42 if version is V16 else started["transactionInfo"]["transactionId"]
+    tx_id = await _started_before_a_restart(tmp_path, version, meter)
     async with rig(tmp_path, version, meter=meter, plugged=True) as r:
         await trio.sleep(5)
         assert r.ctx.evses[1].status() is ConnectorStatus.CHARGING
@@ -478,11 +484,7 @@ async def test_a_resumed_transaction_is_the_one_a_triggered_message_reports(
     its transactionId, a 2.0.1 TriggerMessage(TransactionEvent) is Accepted and reports it. Without the
     id restored the CSMS would get meter values it cannot bill, or a TxNotFound."""
     meter = SimMeter(230, initial_energy_wh=1000, poll_interval_s=POLL_S)
-    async with rig(tmp_path, version, meter=meter) as r:
-        await r.plug_and_authorize()
-        started: dict[str, Any] = (await r.csms.wait_for(START[version]))[0].call.payload
-        await r.ctx.outbox.wait_empty()
-    tx_id: int | str = 42 if version is V16 else started["transactionInfo"]["transactionId"]
+    tx_id = await _started_before_a_restart(tmp_path, version, meter)
     async with rig(tmp_path, version, meter=meter, plugged=True) as r:
         await r.nursery.start(r.ctx.blocks.trigger.run)
         await trio.sleep(5)
