@@ -305,6 +305,22 @@ class Outbox:
 
         return await self._storage.read(work)
 
+    async def entries_of_gone_transactions(self) -> list[OutboxEntry]:
+        """Queued entries that name a transaction with no record left, oldest first.
+
+        A record is deleted only when the CSMS answers its transaction's last message, so such entries
+        were answered before the station stopped, and only their removal was lost (TransactionsBlock
+        `recover`)."""
+
+        def work(conn: sqlite3.Connection) -> list[OutboxEntry]:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM outbox WHERE transaction_id IS NOT NULL AND NOT EXISTS "
+                "(SELECT 1 FROM transactions WHERE transactions.id = outbox.transaction_id) ORDER BY id"
+            )
+            return [_entry(row) for row in rows]
+
+        return await self._storage.read(work)
+
     async def record_attempt(self, entry_id: int) -> OutboxEntry:
         """Count one failed attempt and stamp the wall time: the CSMS did not answer the entry on a live
         connection (timeout, CALLERROR or an unusable CALLRESULT). A lost connection is no attempt."""

@@ -217,19 +217,21 @@ async def test_v16_queued_messages_get_the_real_transaction_id_from_start_transa
     assert order.index("StartTransaction") < order.index("MeterValues")
 
 
-async def _session_begins_offline(ctx: SessionContext) -> None:
-    """TOKEN-1 and a plug on EVSE 1 with no CSMS: until the transactions block has queued the start."""
+async def _session_begins_offline(ctx: SessionContext, evse_id: int = 1) -> str:
+    """TOKEN-1 and a plug on the EVSE with no CSMS: until the transactions block has queued the start.
+    Returns the transaction's record id."""
     ids = ctx.blocks.transactions.ids
-    ctx.evses.events.publish(Authorized(1, "TOKEN-1", "ISO14443"))
-    ctx.evses.events.publish(EvPlugged(1, 1))
-    while ids.get(1) is None:
+    ctx.evses.events.publish(Authorized(evse_id, "TOKEN-1", "ISO14443"))
+    ctx.evses.events.publish(EvPlugged(evse_id, 1))
+    while (record_id := ids.get(evse_id)) is None:
         await ids.changed.wait()
+    return record_id
 
 
-async def _deliver_all(ctx: SessionContext, nursery: trio.Nursery) -> CsmsPeer:
-    """Connect a 1.6 scripted CSMS, let the outbox drain, then end the nursery's tasks."""
-    csms = CsmsPeer(V16)
-    await _connect(ctx, csms, MemoryConnection(V16), nursery)
+async def _deliver_all(ctx: SessionContext, nursery: trio.Nursery, version: OcppVersion = V16) -> CsmsPeer:
+    """Connect a scripted CSMS, let the outbox drain, then end the nursery's tasks."""
+    csms = CsmsPeer(version)
+    await _connect(ctx, csms, MemoryConnection(version), nursery)
     await ctx.outbox.wait_empty()
     nursery.cancel_scope.cancel()
     return csms
@@ -263,32 +265,49 @@ async def test_v16_a_start_transaction_whose_answer_is_stored_is_not_sent_again(
     assert stop.call.payload["transactionId"] == 42
 
 
-async def test_v16_a_start_transaction_whose_transaction_is_already_stopped_is_not_sent_again(
-    clock: trio.testing.MockClock, tmp_path: Path
+@pytest.mark.parametrize("version", [V16, V201])
+async def test_a_transaction_answered_to_its_end_before_a_kill_is_not_sent_again_after_the_restart(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
 ) -> None:
-    """A kill after both the StartTransaction and the StopTransaction were answered and before either
-    removal committed (a backlog replayed within one 0.1 s batch): the stop's delivery already deleted
-    the transaction record. The StartTransaction must still not go again: the CSMS would open a second
-    transaction, and the StopTransaction behind it (under the first id) would never stop that one."""
-    async with open_session_context(tmp_path, V16) as ctx:
+    """A kill after a transaction's messages were all answered, its last one's answer having deleted
+    its record, and before their removals committed (removals go in 0.1 s batches, so a replayed
+    backlog can be answered to its end within one). After the restart none of them goes again: not
+    the stop (the CSMS would see it twice), and on 1.6 not the StartTransaction, which would open a
+    second transaction at the CSMS that the StopTransaction behind it (under the first id) never
+    stops. Another transaction's messages behind them still go."""
+    async with open_session_context(tmp_path, version) as ctx:
         with trio.fail_after(1000):
             async with trio.open_nursery() as nursery:
                 await nursery.start(ctx.blocks.transactions.run)
-                ids = ctx.blocks.transactions.ids
-                await _session_begins_offline(ctx)
+                answered = await _session_begins_offline(ctx, evse_id=1)
                 ctx.evses.events.publish(SessionEnded(1, 1, StopReason.LOCAL))
-                await ids.wait_none(frozenset({1}))  # the StopTransaction is queued
-                start, stop = await ctx.outbox.entries()
-                assert (start.action, stop.action) == ("StartTransaction", "StopTransaction")
-                assert start.transaction_id is not None
-                # What the two deliveries committed: the CSMS's id, the stop rewritten to it, the record gone.
+                await ctx.blocks.transactions.ids.wait_none(frozenset({1}))  # its end is queued
+                other = await _session_begins_offline(ctx, evse_id=2)
+                first, last = [e for e in await ctx.outbox.entries() if e.transaction_id == answered]
                 storage = ctx.blocks.transactions.services.storage
-                await storage.set_csms_transaction_id(start.transaction_id, 42)
-                await ctx.outbox.update_payload(stop.id, {**stop.payload, "transactionId": 42})
-                await storage.delete_transaction(start.transaction_id)
-                csms = await _deliver_all(ctx, nursery)
+                if version is V16:
+                    # What the StartTransaction's delivery committed: the CSMS's id, the stop rewritten.
+                    await storage.set_csms_transaction_id(answered, 42)
+                    await ctx.outbox.update_payload(last.id, {**last.payload, "transactionId": 42})
+                # What the last message's delivery committed.
+                await storage.delete_transaction(answered)
+                nursery.cancel_scope.cancel()
+    async with open_session_context(tmp_path, version) as ctx:
+        with trio.fail_after(1000):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(ctx.blocks.transactions.run)
+                assert first.id not in {e.id for e in await ctx.outbox.entries()}
+                csms = await _deliver_all(ctx, nursery, version)
         assert await ctx.outbox.dead_letters() == []
-    assert csms.of("StartTransaction") == []
+    if version is V16:
+        # Only the other transaction: its start, and its end by the restart.
+        assert [c.call.payload["connectorId"] for c in csms.of("StartTransaction")] == [2]
+        assert [c.call.payload["reason"] for c in csms.of("StopTransaction")] == ["Reboot"]
+    else:
+        sent = {c.call.payload["transactionInfo"]["transactionId"] for c in csms.of("TransactionEvent")}  # type: ignore[index]
+        assert sent == {other}
+    expected = ("StartTransaction", "StopTransaction") if version is V16 else ("TransactionEvent",) * 2
+    assert (first.action, last.action) == expected
 
 
 @pytest.mark.parametrize("version", [V16, V201])

@@ -381,7 +381,18 @@ class Transactions:
         one is ended with its last stored reading: PowerLoss if the previous run did not shut down
         cleanly (SIGKILL, crash, power cut), Reboot if it did. Each end and its record's Ended state
         commit together, so a restart in the middle never queues an end twice; the clean-shutdown
-        marker is cleared only after all ends are queued."""
+        marker is cleared only after all ends are queued.
+
+        First, the messages answered before the stop whose removal was lost (removals commit in
+        0.1 s batches, a kill can fall in between) leave the queue unsent: those of a transaction
+        whose record is gone. Only the answer to a transaction's last message deletes its record, and
+        every earlier message was answered before that one went out (head first), so sending any of
+        them again would only repeat it: a second StopTransaction, or a 1.6 StartTransaction that
+        opens a transaction at the CSMS never stopped."""
+        outbox = self.services.outbox
+        for entry in await outbox.entries_of_gone_transactions():
+            log.info("%s #%d answered before the restart: removed, not sent again", entry.action, entry.id)
+            await outbox.remove(entry.id)
         return await self._recover(nursery, allow_resume=True)
 
     async def _recover(self, nursery: trio.Nursery, *, allow_resume: bool) -> int:

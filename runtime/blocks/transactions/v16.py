@@ -72,14 +72,13 @@ class V16Transactions:
         """Rewrite a local placeholder transactionId (negative) with the CSMS's id, persisting the rewrite.
 
         A StartTransaction whose transaction already has the CSMS's id was answered before the station
-        stopped: sent again, it would open a second transaction at the CSMS, one never stopped. So was
-        one whose transaction record is gone: only its StopTransaction's answer deletes the record, and
-        that StopTransaction went out after the StartTransaction was answered (head first).
+        stopped: sent again, it would open a second transaction at the CSMS, one never stopped. (One
+        whose transaction record is gone never gets here: `TransactionsBlock.recover` removed it.)
         """
         if entry.action == "StartTransaction":
             if entry.transaction_id is not None:
                 started = await tx.storage.get_transaction(entry.transaction_id)
-                if started is None or started.csms_transaction_id is not None:
+                if started is not None and started.csms_transaction_id is not None:
                     return ALREADY_DELIVERED
             return entry.payload  # sent as the stored text
         tx_id = entry.payload.get("transactionId")
