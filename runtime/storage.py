@@ -181,6 +181,9 @@ class TransactionRecord:
     signed_start: str | None = None
     signed_stop: str | None = None
     resumable: bool = True  # False once a Reset ended its session: never resumed after the restart
+    # The CSMS's verdict on the token: 1.6 StartTransaction.conf's idTagInfo status, or the first
+    # refusal in a 2.0.1 TransactionEventResponse. None: none heard.
+    token_status: str | None = None
 
     @property
     def is_open(self) -> bool:
@@ -201,7 +204,7 @@ _TRANSACTION_COLUMNS = (
     "id, evse_id, connector_id, id_token, started_at, meter_start_wh, state, seq_no, "
     "csms_transaction_id, id_token_type, stopped_at, meter_stop_wh, stop_reason, last_meter_wh, "
     "last_meter_at, "
-    "remote_start_id, reservation_id, ended_values, signed_start, signed_stop, resumable"
+    "remote_start_id, reservation_id, ended_values, signed_start, signed_stop, resumable, token_status"
 )
 
 
@@ -230,6 +233,7 @@ def _transaction_from_row(row: sqlite3.Row) -> TransactionRecord:
         signed_start=row["signed_start"],
         signed_stop=row["signed_stop"],
         resumable=bool(row["resumable"]),
+        token_status=row["token_status"],
     )
 
 
@@ -265,6 +269,7 @@ def write_transaction(conn: sqlite3.Connection, record: TransactionRecord) -> No
         record.signed_start,
         record.signed_stop,
         int(record.resumable),
+        record.token_status,
     )
     placeholders = ", ".join("?" * len(values))
     conn.execute(
@@ -399,13 +404,27 @@ class Storage:
         """Increment and return the transaction's 2.0.1 seqNo, committed before it is used on the wire."""
         return await self.write(lambda conn: bump_seq_no(conn, transaction_id))
 
-    async def set_csms_transaction_id(self, transaction_id: str, csms_transaction_id: int) -> None:
-        """1.6: the id StartTransaction.conf gave. One column only: a whole-record write here could undo a
-        concurrent change (the transaction ending while its StartTransaction was in flight)."""
+    async def set_csms_transaction_id(
+        self, transaction_id: str, csms_transaction_id: int, token_status: str = "Accepted"
+    ) -> None:
+        """1.6: the id and idTagInfo status StartTransaction.conf gave, together. Those columns only: a
+        whole-record write here could undo a concurrent change (the transaction ending while its
+        StartTransaction was in flight)."""
         await self.write(
             lambda conn: conn.execute(
-                "UPDATE transactions SET csms_transaction_id = ? WHERE id = ?",
-                (csms_transaction_id, transaction_id),
+                "UPDATE transactions SET csms_transaction_id = ?, token_status = ? WHERE id = ?",
+                (csms_transaction_id, token_status, transaction_id),
+            )
+        )
+
+    async def refuse_token(self, transaction_id: str, token_status: str) -> None:
+        """2.0.1: the CSMS refused the transaction's token. The first refusal stays, as the station
+        acts on the first one only."""
+        await self.write(
+            lambda conn: conn.execute(
+                "UPDATE transactions SET token_status = ? WHERE id = ? "
+                "AND (token_status IS NULL OR token_status = 'Accepted')",
+                (token_status, transaction_id),
             )
         )
 

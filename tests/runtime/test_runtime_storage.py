@@ -123,6 +123,7 @@ async def test_migrates_from_every_earlier_version_keeping_data(tmp_path: Path, 
             assert tx.started_at == T0
             assert tx.meter_start_wh == 1000.5
             assert tx.stopped_at is None
+            assert tx.token_status is None  # no verdict heard before version 10
             assert await storage.boot_state() == BootState("Accepted", T0, "RemoteReset")
             rows = await storage.read(lambda conn: conn.execute("SELECT * FROM outbox").fetchall())
             assert [(r["action"], r["attempts"], r["offline"]) for r in rows] == [("StartTransaction", 2, 1)]

@@ -316,6 +316,36 @@ async def test_e05_invalid_id_without_stop_suspends_the_energy(
 
 
 @BOTH
+async def test_e05_a_refused_token_stays_refused_when_the_transaction_resumes_after_a_restart(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """StopTxOnInvalidId false: the refused transaction goes on with its energy suspended. After a
+    restart with the EV still plugged in it resumes, and must stay suspended: the answer that refused
+    the token was delivered and is not heard again, so the stored verdict has to act."""
+    csms = CsmsPeer(version)
+    if version is V16:
+        csms.then("StartTransaction", {"transactionId": 7, "idTagInfo": {"status": "Blocked"}})
+    else:
+        csms.then("TransactionEvent", {"idTokenInfo": {"status": "Blocked"}})
+    settings = {STOP_TX_ON_INVALID_ID: "false"}
+    meter = SimMeter(230, initial_energy_wh=1000, poll_interval_s=POLL_S)
+    async with rig(tmp_path, version, csms=csms, meter=meter, settings=settings) as r:
+        await r.plug_and_authorize()
+        await trio.sleep(5)
+        assert r.ctx.evses[1].status() is ConnectorStatus.SUSPENDED_EVSE
+        await r.ctx.outbox.wait_empty()
+    async with rig(tmp_path, version, meter=meter, plugged=True, settings=settings) as r:
+        await trio.sleep(5)
+        assert r.ctx.blocks.transactions.ids.get(1) is not None  # resumed
+        assert r.ctx.evses[1].status() is ConnectorStatus.SUSPENDED_EVSE
+        assert r.board.current_draw_a == 0
+        if version is V16:
+            assert not r.csms.of("StartTransaction")
+        else:
+            assert [e["eventType"] for e in r.tx_events()] == ["Updated"]  # chargingState SuspendedEVSE
+
+
+@BOTH
 async def test_e05_invalid_id_without_stop_lets_max_energy_on_invalid_id_flow_first(
     clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
 ) -> None:
@@ -474,6 +504,28 @@ async def test_a_resumed_transaction_can_be_stopped_remotely_by_the_id_the_csms_
         info = ended["transactionInfo"]
         assert isinstance(info, dict)
         assert (info["transactionId"], info["stoppedReason"]) == (tx_id, "Remote")
+
+
+async def test_v16_a_refusal_answered_before_a_kill_still_ends_the_resumed_transaction(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """StartTransaction.conf refused the idTag and the station was killed before acting on it (no stop
+    queued yet). After the restart that StartTransaction is not sent again (it would open a second
+    transaction at the CSMS), so its answer is not heard again: the stored verdict must stop the resumed
+    transaction (StopTransactionOnInvalidId true: DeAuthorized), or the EV would charge on a refused idTag."""
+    meter = SimMeter(230, initial_energy_wh=1000, poll_interval_s=POLL_S)
+    async with rig(tmp_path, V16, meter=meter, connect=False) as r:
+        await r.plug_and_authorize()
+        ids = r.ctx.blocks.transactions.ids
+        while (local_id := ids.get(1)) is None:
+            await ids.changed.wait()
+        # What the StartTransaction's delivery committed before the kill.
+        await r.ctx.blocks.transactions.services.storage.set_csms_transaction_id(local_id, 42, "Invalid")
+    async with rig(tmp_path, V16, meter=meter, plugged=True) as r:
+        with trio.fail_after(600):
+            ended = await r.ended(V16)
+        assert r.csms.of("StartTransaction") == []
+    assert (ended["transactionId"], ended["reason"]) == (42, "DeAuthorized")
 
 
 @BOTH

@@ -197,6 +197,7 @@ class Transactions:
         # a wake-up after each event handled (`wait_caught_up`).
         self._end_entries: dict[int, int] = {}
         self._inbox: trio.MemoryReceiveChannel[EvseEvent | Dropped] | None = None
+        self._listening = trio.Event()  # set once `_dispatch` hears the EVSEs' events
         self._evse_inboxes: dict[int, trio.MemoryReceiveChannel[EvseEvent | None]] = {}
         self._applying: set[int] = set()
         self._handled = trio.Event()
@@ -445,6 +446,11 @@ class Transactions:
         )
         if token is not None and not await evse.authorize_remote(*token):
             log.error("transaction %s: EVSE %d cannot be energized again", record.id, record.evse_id)
+        if record.token_status not in (None, "Accepted"):
+            # Refused before the restart: its answer is not heard again (the message was answered), so
+            # the stored verdict acts, as the answer did (E05 / 1.6 StopTransactionOnInvalidId).
+            log.warning("transaction %s: token %s before the restart", record.id, record.token_status)
+            state.invalid_id.set()
         state.scope = trio.CancelScope()
         nursery.start_soon(self._meter_tasks, state, record, state.scope)
 
@@ -496,6 +502,7 @@ class Transactions:
                     if state.record is None:
                         state.step = TxStep(Conditions(ev_connected=evse.ev_present), False, frozenset())
                 self._inbox = events
+                self._listening.set()
                 task_status.started()
                 try:
                     async for event in events:
@@ -934,6 +941,8 @@ class Transactions:
         """E05 / 1.6: StopTxOnInvalidId true stops the transaction (DeAuthorized); false lets at most
         MaxEnergyOnInvalidId Wh more flow, then suspends the energy (SuspendedEVSE)."""
         await state.invalid_id.wait()
+        # A verdict applied at resume comes before `_dispatch` listens: the stop it causes must be heard.
+        await self._listening.wait()
         evse = self._evse(record)
         dm = self._device_model
         if dm.get_bool(STOP_TX_ON_INVALID_ID):

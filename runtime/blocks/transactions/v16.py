@@ -106,7 +106,7 @@ class V16Transactions:
             if local_id is None:
                 log.error("StartTransaction #%d has no transaction: id %d not recorded", entry.id, real_id)
                 return None
-            await tx.storage.set_csms_transaction_id(local_id, real_id)
+            await tx.storage.set_csms_transaction_id(local_id, real_id, status)
             record = await tx.storage.get_transaction(local_id)
             if record is not None and tx.ids.get(record.evse_id) == record.id:
                 tx.ids.set(record.evse_id, str(real_id))

@@ -77,7 +77,10 @@ class V201Transactions:
         assert isinstance(response, v201.TransactionEventResponse)
         if response.id_token_info is None:
             return None
-        return IdTokenVerdict(transaction_id, enum_text(response.id_token_info.status))
+        status = enum_text(response.id_token_info.status)
+        if status != "Accepted":
+            await tx.storage.refuse_token(transaction_id, status)
+        return IdTokenVerdict(transaction_id, status)
 
     async def start(self, tx: TxServices, data: StartData) -> TransactionRecord:
         record = TransactionRecord(
