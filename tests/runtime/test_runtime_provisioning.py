@@ -29,7 +29,6 @@ from evstation.protocol.boot import BootState
 from evstation.protocol.device_model.v16 import V16_KEYS, V16KeyMap, V16Profile
 from evstation.protocol.rpc import CallError
 from evstation.protocol.versions import OcppVersion
-from evstation.runtime.blocks.provisioning import REPORT_PAGE_ATTEMPTS
 from evstation.runtime.device_model import (
     HEARTBEAT_INTERVAL,
     IMPLEMENTED_V16_PROFILES,
@@ -389,14 +388,15 @@ async def test_b07_a_page_unanswered_on_a_live_connection_is_sent_again_then_giv
 ) -> None:
     # Given a CSMS that never answers NotifyReport but keeps the connection
     csms, conn = CsmsPeer(V201), MemoryConnection(V201)
-    csms.then("NotifyReport", *[NoAnswer()] * REPORT_PAGE_ATTEMPTS)
+    csms.then("NotifyReport", *[NoAnswer()] * 4)
     async with open_session_context(tmp_path, V201) as ctx, serving(csms, conn, ctx, fail_after_s=SLACK_S):
         await csms.wait_for("StatusNotification", 2)
         await call(csms, conn, "GetBaseReport", {"requestId": 8, "reportBase": "FullInventory"})
-        await csms.wait_for("NotifyReport", REPORT_PAGE_ATTEMPTS)
+        await csms.wait_for("NotifyReport", 3)
         # When each send times out (MessageTimeout), then the report is given up after the last attempt
         await trio.sleep(10 * ctx.device_model.get_float(MESSAGE_TIMEOUT))
-    assert [s.call.payload["seqNo"] for s in csms.of("NotifyReport")] == [0] * REPORT_PAGE_ATTEMPTS
+    # Sent 3 times in all (docs/status/B-provisioning.md), then no more
+    assert [s.call.payload["seqNo"] for s in csms.of("NotifyReport")] == [0] * 3
 
 
 async def test_b07_configuration_and_summary_inventories_hold_what_their_base_names(
