@@ -83,6 +83,10 @@ class FrameConnection(Protocol):
         """The peer still answers (a websocket ping); False: the connection is gone."""
         ...
 
+    def set_ping_interval(self, seconds: float) -> None:
+        """WebSocketPingInterval changed: applies to this connection from now (0: no pings)."""
+        ...
+
 
 class Direction(enum.Enum):
     IN = "in"  # CSMS -> station

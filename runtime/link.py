@@ -372,7 +372,7 @@ class Connection:
         endpoint: CsmsEndpoint,
         pong_timeout_s: float,
         *,
-        pings: bool = True,
+        ping_interval_s: float = 0.0,
     ) -> None:
         self._link = link
         self._ws = ws
@@ -380,7 +380,8 @@ class Connection:
         self.version = version
         self.endpoint = endpoint
         self._pong_timeout_s = pong_timeout_s
-        self._pings = pings  # False: WebSocketPingInterval 0, the station sends no pings at all
+        self._ping_interval_s = ping_interval_s  # 0: WebSocketPingInterval 0, the station sends no pings
+        self._ping_changed = trio.Event()
         self.read_from = False  # someone reads it: they learn of its end from receive_text
 
     async def send_text(self, text: str) -> None:
@@ -412,7 +413,7 @@ class Connection:
         if not self._link.network_up:
             await trio.lowlevel.checkpoint()
             return False  # cut (set_network): no frame goes out, not even a ping
-        if not self._pings:
+        if self._ping_interval_s <= 0:
             await trio.lowlevel.checkpoint()
             return True
         with trio.move_on_after(self._pong_timeout_s):
@@ -424,6 +425,33 @@ class Connection:
         reason = f"no pong within {self._pong_timeout_s:g} s after an unanswered call"
         self._link._request_reconnect(self.generation, reason, abrupt=True)
         return False
+
+    def set_ping_interval(self, seconds: float) -> None:
+        """WebSocketPingInterval changed while connected: the next keepalive ping goes `seconds` from
+        now (0: from now on the station sends no pings, and the probe after a timeout none either)."""
+        self._ping_interval_s = seconds
+        self._ping_changed.set()
+        self._ping_changed = trio.Event()
+
+    async def keepalive(self) -> None:
+        """Ping every WebSocketPingInterval; no pong within the pong timeout ends the connection."""
+        # libocpp #1175: a pong timeout must end the connection like any other loss, so that we redial.
+        for sequence in itertools.count():
+            await self._ping_due()
+            with trio.move_on_after(self._pong_timeout_s):
+                await self._ws.ping(struct.pack("!Q", sequence))
+                continue
+            raise LinkDown(f"no pong within {self._pong_timeout_s:g} s: the CSMS or the network is gone")
+
+    async def _ping_due(self) -> None:
+        """Until the next ping is due: a new interval restarts the wait."""
+        while True:
+            changed = self._ping_changed
+            interval = self._ping_interval_s if self._ping_interval_s > 0 else math.inf
+            with trio.move_on_after(interval) as wait:
+                await changed.wait()
+            if wait.cancelled_caught:
+                return
 
     async def receive_text(self) -> str:
         """The next OCPP-J frame from the CSMS. Frames that arrived before the connection ended are
@@ -632,15 +660,14 @@ async def _connect_and_serve(
                 settings.version,
                 endpoint,
                 settings.pong_timeout_s,
-                pings=settings.ping_interval_s > 0,
+                ping_interval_s=settings.ping_interval_s,
             )
             with trio.CancelScope() as work:
                 link._connected(connection, work)
                 log.info("connected to CSMS %s as %s (%s)", endpoint.url, settings.station_id, subprotocol)
                 async with trio.open_nursery() as tasks:
                     tasks.start_soon(_notice_close, connection, ws, reporting)
-                    if settings.ping_interval_s > 0:
-                        tasks.start_soon(_keepalive, ws, settings.ping_interval_s, settings.pong_timeout_s)
+                    tasks.start_soon(connection.keepalive)
                     await serve(connection)
                     log.info("session on connection %d ended; closing it", generation)
                     tasks.cancel_scope.cancel()
@@ -667,18 +694,6 @@ async def _notice_close(
         raise LinkDown(
             "connection closed" if closed is None else _describe(trio_websocket.ConnectionClosed(closed))
         )
-
-
-async def _keepalive(
-    ws: trio_websocket.WebSocketConnection, interval_s: float, pong_timeout_s: float
-) -> None:
-    # libocpp #1175: a pong timeout must end the connection like any other loss, so that we redial.
-    for sequence in itertools.count():
-        await trio.sleep(interval_s)
-        with trio.move_on_after(pong_timeout_s):
-            await ws.ping(struct.pack("!Q", sequence))
-            continue
-        raise LinkDown(f"no pong within {pong_timeout_s:g} s: the CSMS or the network is gone")
 
 
 @final

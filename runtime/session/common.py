@@ -43,6 +43,7 @@ from evstation.runtime.device_model import (
     HEARTBEAT_INTERVAL,
     MESSAGE_TIMEOUT,
     OFFLINE_THRESHOLD,
+    WEB_SOCKET_PING_INTERVAL,
     DeviceModel,
     sleep_or_change,
     transaction_retry_policy,
@@ -194,6 +195,7 @@ async def serve_session(conn: FrameConnection, ctx: SessionContext) -> None:
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(calls.run)
+            nursery.start_soon(_follow_ping_interval, ctx, conn)
             uplink.connected(calls)
             await _boot(ctx, calls)
             uplink.accepted()
@@ -272,6 +274,15 @@ async def _boot(ctx: SessionContext, calls: CallManager) -> None:
             # B01.FR.04: the CSMS's interval becomes the variable (a 1.6 HeartbeatInterval key read).
             await ctx.device_model.update(HEARTBEAT_INTERVAL, str(round(decision.heartbeat_interval_s)))
     await provisioning.accepted()
+
+
+async def _follow_ping_interval(ctx: SessionContext, conn: FrameConnection) -> None:
+    """WebSocketPingInterval set while connected applies to this connection at once; the next one
+    reads it with the dial plan (runtime/network_profiles.py)."""
+    dm = ctx.device_model
+    with dm.watch(WEB_SOCKET_PING_INTERVAL) as changes:
+        async for _change in changes:
+            conn.set_ping_interval(float(dm.get_int(WEB_SOCKET_PING_INTERVAL)))
 
 
 async def _heartbeat(ctx: SessionContext, calls: CallManager) -> None:

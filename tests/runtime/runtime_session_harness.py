@@ -43,6 +43,7 @@ class MemoryConnection:
     def __init__(self, version: OcppVersion, generation: int = 1) -> None:
         self.version = version
         self.generation = generation
+        self.ping_interval_s: float | None = None
         self._up_send, self.up_receive = trio.open_memory_channel[str](100)  # station -> CSMS
         self.down_send, self._down_receive = trio.open_memory_channel[str](100)  # CSMS -> station
         self._closed = False
@@ -63,6 +64,9 @@ class MemoryConnection:
         # Memory channels fail loudly, never silently: an open one always answers.
         await trio.lowlevel.checkpoint()
         return not self._closed
+
+    def set_ping_interval(self, seconds: float) -> None:
+        self.ping_interval_s = seconds  # memory channels have no pings: kept for tests to read
 
     def close(self) -> None:
         self._closed = True

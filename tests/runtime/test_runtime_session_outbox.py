@@ -453,6 +453,46 @@ async def test_with_pings_off_an_unanswered_message_sends_no_ping_and_costs_an_a
                 nursery.cancel_scope.cancel()
 
 
+def _ping_interval_change(version: OcppVersion, seconds: int) -> tuple[str, dict[str, object]]:
+    """The CSMS's CALL that sets WebSocketPingInterval."""
+    if version is V16:
+        return "ChangeConfiguration", {"key": "WebSocketPingInterval", "value": str(seconds)}
+    variable = {
+        "component": {"name": "OCPPCommCtrlr"},
+        "variable": {"name": "WebSocketPingInterval"},
+        "attributeValue": str(seconds),
+    }
+    return "SetVariables", {"setVariableData": [variable]}
+
+
+@pytest.mark.parametrize("version", [V16, V201])
+async def test_a_ping_interval_the_csms_sets_applies_to_the_connection_in_use(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """WebSocketPingInterval set while connected takes effect on that very connection: from 300 s to
+    10 s, a CSMS that then goes silent is dropped 15 s later (the next ping 10 s after the change, 5 s
+    for its pong), not up to 305 s later; set to 0, a silent CSMS is never pinged, so never dropped."""
+    _, _, settings = _silent_link_case(version)
+    async with open_session_context(tmp_path, version) as ctx:
+        with trio.fail_after(10_000):
+            async with trio.open_nursery() as nursery:
+                csms = await _online_and_quiet(ctx, settings, nursery)
+                answer = await csms.call(STATION, *_ping_interval_change(version, 10))
+                changed_at = trio.current_time()
+                csms.stall(STATION)
+                await csms.wait_connected(STATION, 2)
+                await ctx.uplink.wait_online()
+                await csms.call(STATION, *_ping_interval_change(version, 0))
+                csms.stall(STATION)
+                await trio.sleep(3600)
+                assert csms.connections_total(STATION) == 2
+                nursery.cancel_scope.cancel()
+    status = answer["status"] if version is V16 else answer["setVariableResult"][0]["attributeStatus"]  # type: ignore[index]
+    assert status == "Accepted"
+    dropped = [e.time for e in csms.timeline(STATION) if e.kind is TimelineKind.DISCONNECTED]
+    assert dropped[0] - changed_at == pytest.approx(15.0, abs=0.5)
+
+
 def _retry_policy_change(
     version: OcppVersion, attempts: int, interval_s: int
 ) -> list[tuple[str, dict[str, object]]]:
