@@ -12,7 +12,7 @@ import itertools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
-from typing import NoReturn, Protocol, final
+from typing import Final, NoReturn, Protocol, final
 
 import trio
 
@@ -64,6 +64,10 @@ log = logging.getLogger(__name__)
 
 # How many offset-less date-time paths one log line names (a peer controls how many there are).
 _NAIVE_PATHS_SHOWN = 3
+# An answer not here this long after the CALL prompts one websocket ping, so that a silently dead link
+# (a modem that lost its bearer) fails the call after this plus the pong timeout, not after the whole
+# message timeout: an Authorize is decided offline in seconds, not half a minute.
+PROBE_AFTER_S: Final = 5.0
 
 
 class FrameConnection(Protocol):
@@ -238,7 +242,8 @@ class CallManager:
         Raises:
             InvalidRequest: the payload breaks the schema; nothing was sent.
             CallTimeout: no answer within `timeout_s` of sending, from a peer that still answers a
-                ping (up to the link's pong timeout more); without a pong it is LinkDown.
+                ping (up to the link's pong timeout more); without a pong it is LinkDown. A ping also
+                goes out once the answer is PROBE_AFTER_S late: without its pong, LinkDown comes then.
             CallErrorReceived: the CSMS answered with a CALLERROR.
             InvalidResponse: the answer broke the schema.
             LinkDown: the connection failed while sending or waiting, or was already gone: a caller
@@ -259,7 +264,7 @@ class CallManager:
                     await self._send(frame, action)
                     if on_sent is not None:
                         on_sent()
-                    await waiter.done.wait()
+                    await self._wait_probing(waiter)
             finally:
                 self._waiter = None
                 self._session.cancel_call()
@@ -284,6 +289,17 @@ class CallManager:
             error = outcome.error
             raise CallErrorReceived(action, message_id, error.code, error.description)
         raise InvalidResponse(action, message_id, f"{outcome.code}: {clip(outcome.description)}")
+
+    async def _wait_probing(self, waiter: _Waiter) -> None:
+        """Until the answer (or the connection's end); one slower than PROBE_AFTER_S prompts one ping
+        while the wait goes on. Without a pong the link is told to redial, which ends the wait."""
+        with trio.move_on_after(PROBE_AFTER_S):
+            await waiter.done.wait()
+            return
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._conn.responsive)
+            await waiter.done.wait()
+            nursery.cancel_scope.cancel()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         """Read frames until the connection fails (LinkDown propagates); handlers run in child tasks."""

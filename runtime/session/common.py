@@ -51,7 +51,6 @@ from evstation.runtime.device_model import (
 from evstation.runtime.events import Dropped
 from evstation.runtime.evse import EvseEvent, Evses, StatusChanged
 from evstation.runtime.lifecycle import StopRequests
-from evstation.runtime.link import LinkDown
 from evstation.runtime.outbox import Outbox, OutboxEntry
 from evstation.runtime.storage import Storage
 from evstation.runtime.uplink import Uplink
@@ -449,9 +448,10 @@ async def _send_status(
         # Not a transaction message: not queued (DESIGN.md); the next change or reconnect re-sends.
         log.warning("StatusNotification failed: %s", exc)
         sent.pop(key, None)
-    except LinkDown:
-        # Unanswered when the link went: on a link that died silently (no pong after the timeout) the
-        # frame went nowhere, so it is not told; the reconnect sends it again (B04, short outage too).
+    except BaseException:
+        # Unanswered when the link went (LinkDown, or this connection's tasks cancelled because a ping
+        # went unanswered): on a link that died silently the frame went nowhere, so it is not told; the
+        # reconnect sends it again (B04, short outage too).
         sent.pop(key, None)
         raise
 

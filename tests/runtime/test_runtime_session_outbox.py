@@ -25,6 +25,7 @@ from runtime_session_harness import (
 
 from evstation.protocol.backoff import BackoffSettings
 from evstation.protocol.versions import OcppVersion
+from evstation.runtime.device_model import OFFLINE_TX_FOR_UNKNOWN_ID
 from evstation.runtime.evse import Authorized, EvPlugged, EvUnplugged, SessionEnded, StopReason
 from evstation.runtime.link import CsmsEndpoint, Link, LinkSettings, run_link
 from evstation.runtime.session import SessionContext, serve_session
@@ -380,8 +381,8 @@ async def test_a_silent_link_costs_a_transaction_message_no_attempt(
     clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
 ) -> None:
     """A link that dies without a FIN (a modem losing its bearer: frames and pings go unanswered) is a
-    lost link, not a CSMS failing to answer: after the message timeout one ping decides, and with no pong
-    the station redials and sends the message again at no cost in attempts.
+    lost link, not a CSMS failing to answer: an answer 5 s late prompts one ping, and with no pong the
+    station redials and sends the message again at no cost in attempts.
 
     3 attempts, a 30 s timeout and 10 s between attempts, pings every 300 s: counted as attempts, the
     timeouts on the dead link would dead-letter the message at ~90 s, long before the keepalive's ping.
@@ -401,9 +402,36 @@ async def test_a_silent_link_costs_a_transaction_message_no_attempt(
                 nursery.cancel_scope.cancel()
         assert await ctx.outbox.dead_letters() == []
     dropped = [e.time for e in csms.timeline(STATION) if e.kind is TimelineKind.DISCONNECTED]
-    assert dropped[0] - silent_from == pytest.approx(35.0, abs=1.0)  # the message timeout, then the pong's
+    assert dropped[0] - silent_from == pytest.approx(10.0, abs=1.0)  # PROBE_AFTER_S, then the pong timeout
     assert csms.connections_total(STATION) == 2
     assert len(csms.received(STATION, action)) == 1  # the first copy died with the silent link
+
+
+@pytest.mark.parametrize("version", [V16, V201])
+async def test_an_authorize_on_a_silent_link_is_decided_offline_within_seconds(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """A driver presents a token while the link is silently dead: the Authorize's answer, 5 s late,
+    prompts a ping; without a pong the call fails and the offline rules decide (OfflineTxForUnknownId:
+    authorized) about 10 s after the token, not after the 30 s message timeout and a pong timeout."""
+    _, _, settings = _silent_link_case(version)
+    async with open_session_context(tmp_path, version, run_evses=True, message_timeout_s=30) as ctx:
+        assert (await ctx.device_model.set(OFFLINE_TX_FOR_UNKNOWN_ID, "true")).applies
+        with trio.fail_after(10_000):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(ctx.blocks.transactions.run)  # it takes the EVSEs' token requests
+                csms = await _online_and_quiet(ctx, settings, nursery)
+                csms.stall(STATION)
+                with ctx.evses.subscribe() as events:
+                    presented_at = trio.current_time()
+                    assert await ctx.evses.present_token("STRANGER", "ISO14443", evse_id=1) == 1
+                    async for event in events:
+                        if isinstance(event, Authorized):
+                            break
+                    decided_after = trio.current_time() - presented_at
+                nursery.cancel_scope.cancel()
+    assert len(csms.received(STATION, "Authorize")) == 0  # the stalled CSMS read nothing more
+    assert decided_after == pytest.approx(10.0, abs=1.0)
 
 
 @pytest.mark.parametrize("version", [V16, V201])
