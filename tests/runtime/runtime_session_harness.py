@@ -19,6 +19,7 @@ import trio
 import trio.testing
 
 from evstation.drivers.sim.board import SimChargeController
+from evstation.drivers.sim.ev import SimEv
 from evstation.drivers.sim.meter import SimMeter
 from evstation.protocol.authorization import token_matcher
 from evstation.protocol.messages import parse_request
@@ -237,12 +238,14 @@ async def open_session_context(
     meter_interval_s: float = 60.0,
     run_evses: bool = False,
     connectors: tuple[int, int] = (1, 1),
+    plugged: frozenset[int] = frozenset(),
     **csms: Any,
 ) -> AsyncIterator[SessionContext]:
     """A SessionContext over a real SQLite file and two real EVSEs on sim boards.
 
     With `run_evses` the EVSEs run, each with a sim meter polled every 5 s (1000 Wh at start).
     `connectors`: how many connectors EVSE 1 and EVSE 2 have (the config and the EVSEs agree).
+    `plugged`: the EVSEs whose EV is plugged in from the start, as after a restart with the EV there.
     """
     async with open_storage(tmp_path / "station.db") as storage, trio.open_nursery() as nursery:
         outbox = Outbox(storage)
@@ -251,7 +254,8 @@ async def open_session_context(
         for evse_id in (1, 2):
             meter = SimMeter(230, initial_energy_wh=1000, poll_interval_s=5) if run_evses else None
             connector_ids = tuple(range(1, connectors[evse_id - 1] + 1))
-            evse = evses.add(evse_id, SimChargeController(), meter, connector_ids=connector_ids)
+            board = SimChargeController(SimEv(plugged=evse_id in plugged))
+            evse = evses.add(evse_id, board, meter, connector_ids=connector_ids)
             if run_evses:
                 await nursery.start(evse.run)
         config = station_config(
@@ -308,12 +312,13 @@ async def online(
     *,
     run_reset: bool = False,
     run_security: bool = False,
+    plugged: frozenset[int] = frozenset(),
 ) -> AsyncIterator[tuple[SessionContext, MemoryConnection]]:
     """A booted session on running sim EVSEs with the transactions block running (and, with `run_reset`
     / `run_security`, the reset / security-event block), as open_station runs them; `csms` serves the
     connection and the first StatusNotifications are in."""
     conn = MemoryConnection(version)
-    async with open_session_context(tmp_path, version, run_evses=True) as ctx:
+    async with open_session_context(tmp_path, version, run_evses=True, plugged=plugged) as ctx:
         with trio.fail_after(1000):
             async with trio.open_nursery() as nursery:
                 await nursery.start(ctx.blocks.transactions.run)

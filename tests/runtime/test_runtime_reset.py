@@ -12,7 +12,7 @@ import trio.testing
 from runtime_session_harness import CsmsPeer, NoAnswer, board, call, online, start_transaction
 
 from evstation.protocol.versions import OcppVersion
-from evstation.runtime.evse import StopReason
+from evstation.runtime.evse import SessionEnded, StopReason
 from evstation.runtime.lifecycle import StationOutcome
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
@@ -38,6 +38,32 @@ async def test_b12_fr_02_fr_04_immediate_reset_ends_the_transaction_then_stops_t
         assert ended["transactionInfo"]["stoppedReason"] == "ImmediateReset"
         assert await ctx.outbox.depth() == 0
         assert (await ctx.blocks.transactions.services.storage.boot_state()).next_boot_reason == "RemoteReset"
+
+
+async def test_b12_a_restart_before_the_resets_ends_are_queued_resumes_none_of_them(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A power cut right after the Reset stopped the sessions, before the transactions block queued
+    their ends (an end waits up to 3 s for the meter's last reading). After the restart the EV is still
+    plugged in, yet its transaction is not resumed: the Reset block marked it non-resumable before
+    stopping it, so it is ended now, once. Resumed, it would charge on after a Reset that ended it."""
+    csms = CsmsPeer(V201)
+    async with online(tmp_path, V201, csms, run_reset=True) as (ctx, conn):
+        await start_transaction(ctx, 1)
+        await ctx.outbox.wait_empty()
+        with ctx.evses.subscribe() as events:
+            await csms.send_call(conn, "Reset", {"type": "Immediate"})
+            async for event in events:
+                if isinstance(event, SessionEnded):
+                    break  # the cut: leaving the block stops everything before anything else runs
+    csms = CsmsPeer(V201)
+    async with online(tmp_path, V201, csms, run_reset=True, plugged=frozenset({1})) as (ctx, conn):
+        await ctx.outbox.wait_empty()
+        await trio.sleep(60)
+        assert ctx.blocks.transactions.ids.running() == frozenset()
+    [ended] = ended_events(csms)
+    # Ended now, at the restart: the first run never queued its end (that would say ImmediateReset).
+    assert ended["transactionInfo"]["stoppedReason"] == "Reboot"
 
 
 async def test_b11_fr_01_idle_station_reset_is_accepted_and_stops_the_station(
