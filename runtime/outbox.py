@@ -309,8 +309,8 @@ class Outbox:
         """Queued entries that name a transaction with no record left, oldest first.
 
         A record is deleted only when the CSMS answers its transaction's last message, so such entries
-        were answered before the station stopped, and only their removal was lost (TransactionsBlock
-        `recover`)."""
+        were answered before the station stopped, and only their removal was lost (the transactions
+        block's `recover`)."""
 
         def work(conn: sqlite3.Connection) -> list[OutboxEntry]:
             rows = conn.execute(

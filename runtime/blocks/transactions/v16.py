@@ -73,7 +73,7 @@ class V16Transactions:
 
         A StartTransaction whose transaction already has the CSMS's id was answered before the station
         stopped: sent again, it would open a second transaction at the CSMS, one never stopped. (One
-        whose transaction record is gone never gets here: `TransactionsBlock.recover` removed it.)
+        whose transaction record is gone never gets here: `Transactions.recover` removed it.)
         """
         if entry.action == "StartTransaction":
             if entry.transaction_id is not None:
