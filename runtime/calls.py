@@ -296,10 +296,21 @@ class CallManager:
         with trio.move_on_after(PROBE_AFTER_S):
             await waiter.done.wait()
             return
+        # Shielded, and ended by this task alone: a probe cancelled from outside as well (the connection
+        # dropping right behind the answer) would re-raise that cancellation here while it unwinds,
+        # discarding an answer already in hand, whose message would then go out again.
+        probe = trio.CancelScope(shield=True)
+
+        async def probing() -> None:
+            with probe:
+                await self._conn.responsive()
+
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._conn.responsive)
-            await waiter.done.wait()
-            nursery.cancel_scope.cancel()
+            nursery.start_soon(probing)
+            try:
+                await waiter.done.wait()
+            finally:
+                probe.cancel()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         """Read frames until the connection fails (LinkDown propagates); handlers run in child tasks."""

@@ -383,3 +383,70 @@ async def test_a_call_outside_the_connection_learns_of_its_loss_at_once(
             with pytest.raises(LinkDown):
                 await calls.call("Heartbeat", {})
             outside.cancel_scope.cancel()
+
+
+class _DropsAfterTheAnswer(MemoryConnection):
+    """A ping of ours still awaits its pong, and the connection drops right behind the CSMS's answer:
+    the reader, asking for the next frame after the answer, finds it gone (`dropped` cancelled)."""
+
+    def __init__(self, version: OcppVersion, dropped: trio.CancelScope) -> None:
+        super().__init__(version)
+        self._dropped = dropped
+        self._answered = False
+
+    async def responsive(self) -> bool:
+        await trio.sleep_forever()  # the pong is still on its way
+        raise AssertionError("unreachable")
+
+    async def receive_text(self) -> str:
+        if self._answered:
+            self._dropped.cancel()
+        text = await super().receive_text()
+        self._answered = text.startswith("[3")
+        return text
+
+
+async def test_an_answer_that_arrives_while_the_probe_awaits_its_pong_is_returned_though_the_link_drops(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An answer 6 s late (the probe's ping went out at 5 s, no pong yet) and the connection lost right
+    after it: the call returns the answer. The CSMS processed the message; failing the call would send
+    it again after the reconnect (for a 1.6 StartTransaction: a second transaction at the CSMS). Before,
+    ending the probe was a checkpoint at which the drop's cancellation discarded the answer."""
+    dropped = trio.CancelScope()
+    conn = _DropsAfterTheAnswer(V201, dropped)
+    csms = CsmsPeer(V201, answer_delay=lambda call: 6.0)
+    calls = _manager(conn)
+    answers: list[OcppModel] = []
+    with trio.fail_after(100):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(csms.serve, conn)
+            await nursery.start(calls.run)
+            with dropped:
+                answers.append(await calls.call("Heartbeat", {}))
+            nursery.cancel_scope.cancel()
+    assert dropped.cancel_called
+    assert len(answers) == 1
+
+
+async def test_a_connection_lost_while_the_probe_awaits_its_pong_ends_the_call_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """No answer, the probe's ping out at 5 s, and the connection lost at 6 s: the waiting call ends
+    then, not when the probe would give up (the probe is shielded only from the outside: it ends with
+    the call however the call ends)."""
+    dropped = trio.CancelScope()
+    conn = _DropsAfterTheAnswer(V201, trio.CancelScope())
+    csms = CsmsPeer(V201).then("Heartbeat", NoAnswer())
+    calls = _manager(conn)
+    with trio.fail_after(100):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(csms.serve, conn)
+            await nursery.start(calls.run)
+            start = trio.current_time()
+            with dropped:
+                dropped.deadline = start + 6
+                await calls.call("Heartbeat", {})
+            assert dropped.cancelled_caught
+            assert trio.current_time() - start == pytest.approx(6.0)
+            nursery.cancel_scope.cancel()
