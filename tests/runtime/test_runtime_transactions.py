@@ -432,6 +432,36 @@ async def test_a_stop_point_that_is_not_the_session_end_ends_the_session_too(
 
 
 @BOTH
+async def test_e05_max_energy_on_invalid_id_is_counted_from_the_refusal_across_a_restart(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """StopTxOnInvalidId false, MaxEnergyOnInvalidId 500 Wh, and a restart after about 180 Wh of it.
+    The resumed transaction may take only the rest: the allowance counts from the refusal, not from the
+    resume (else every restart would give the refused token another 500 Wh)."""
+    csms = CsmsPeer(version)
+    if version is V16:
+        csms.then("StartTransaction", {"transactionId": 7, "idTagInfo": {"status": "Blocked"}})
+    else:
+        csms.then("TransactionEvent", {"idTokenInfo": {"status": "Blocked"}})
+    settings = {STOP_TX_ON_INVALID_ID: "false", MAX_ENERGY_ON_INVALID_ID: "500"}
+    meter = SimMeter(230, initial_energy_wh=1000, poll_interval_s=POLL_S)
+    async with rig(tmp_path, version, csms=csms, meter=meter, settings=settings) as r:
+        await r.plug_and_authorize()
+        await trio.sleep(30)
+        assert r.ctx.evses[1].status() is ConnectorStatus.CHARGING
+        await r.ctx.outbox.wait_empty()
+    assert 100 < meter.energy_wh - 1000 < 400  # part of the allowance used before the restart
+    async with rig(tmp_path, version, meter=meter, plugged=True, settings=settings) as r:
+        await trio.sleep(150)
+        evse = r.ctx.evses[1]
+        assert r.ctx.blocks.transactions.ids.get(1) is not None  # resumed
+        assert evse.status() is ConnectorStatus.SUSPENDED_EVSE
+        assert r.board.current_draw_a == 0
+        # The allowance, plus at most one meter poll of 22 kW (about 6 Wh) before the check saw it.
+        assert 500 <= meter.energy_wh - 1000 <= 500 + 22080 * POLL_S / 3600 + 1
+
+
+@BOTH
 async def test_a_transaction_whose_ev_is_still_plugged_resumes_after_a_restart(
     clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
 ) -> None:

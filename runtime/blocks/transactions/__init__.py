@@ -949,14 +949,18 @@ class Transactions:
             await evse.stop_session(StopReason.DE_AUTHORIZED)
             return
         allowance = dm.get_int(MAX_ENERGY_ON_INVALID_ID)
-        start = evse.energy_wh()
+        # Counted from the register at the refusal, stored: a transaction resumed after a restart gets
+        # only the rest of the allowance, never a fresh one per restart.
+        start = record.invalid_id_from_wh
+        if start is None and (now := evse.energy_wh()) is not None:
+            start = await self.services.storage.count_invalid_id_from(record.id, now)
         if allowance > 0 and start is not None:
             seen = evse.readings_received
-            while True:
+            energy = evse.energy_wh()
+            while energy is None or energy - start < allowance:
                 sample = await evse.wait_reading(after=seen)
                 seen = evse.readings_received
-                if sample.energy_import_wh - start >= allowance:
-                    break
+                energy = sample.energy_import_wh
         await evse.suspend_energy(True)
 
     # --- clock-aligned values (J01, J03) ---------------------------------------------------------------
