@@ -559,6 +559,59 @@ async def test_v16_a_refusal_answered_before_a_kill_still_ends_the_resumed_trans
 
 
 @BOTH
+async def test_g03_inoperative_scheduled_before_a_restart_still_waits_for_the_resumed_transaction(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """ChangeAvailability Inoperative for EVSE 1 during its transaction is Scheduled (G03.FR.03 / 1.6
+    5.2). After a restart with the EV still plugged in the transaction resumes, so the change still
+    waits for its end: applied at start-up, it would leave a resumed transaction on an Unavailable EVSE
+    that cannot be energized again."""
+    meter = SimMeter(230, initial_energy_wh=1000, poll_interval_s=POLL_S)
+    async with rig(tmp_path, version, meter=meter) as r:
+        await r.plug_and_authorize()
+        await r.csms.wait_for(START[version])
+        if version is V16:
+            request: dict[str, Any] = {"connectorId": 1, "type": "Inoperative"}
+        else:
+            request = {"operationalStatus": "Inoperative", "evse": {"id": 1}}
+        assert await call(r.csms, r.conn, "ChangeAvailability", request) == {"status": "Scheduled"}
+        await r.ctx.outbox.wait_empty()
+    async with rig(tmp_path, version, meter=meter, plugged=True) as r:
+        await trio.sleep(10)
+        evse = r.ctx.evses[1]
+        assert r.ctx.blocks.transactions.ids.get(1) is not None  # resumed
+        assert evse.status() is ConnectorStatus.CHARGING
+        assert r.board.current_draw_a > 0
+        r.board.unplug()
+        await r.ended(version)
+        await trio.sleep(1)
+        assert evse.status() is ConnectorStatus.UNAVAILABLE  # applied at the end, as scheduled
+
+
+@BOTH
+async def test_g03_inoperative_scheduled_before_a_restart_applies_once_the_transaction_is_not_resumed(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """As above, but the EV left during the restart: the transaction is ended at start-up (PowerLoss),
+    and the scheduled Inoperative applies then, not at some later event."""
+    meter = SimMeter(230, initial_energy_wh=1000, poll_interval_s=POLL_S)
+    async with rig(tmp_path, version, meter=meter) as r:
+        await r.plug_and_authorize()
+        await r.csms.wait_for(START[version])
+        if version is V16:
+            request: dict[str, Any] = {"connectorId": 1, "type": "Inoperative"}
+        else:
+            request = {"operationalStatus": "Inoperative", "evse": {"id": 1}}
+        assert await call(r.csms, r.conn, "ChangeAvailability", request) == {"status": "Scheduled"}
+        await r.ctx.outbox.wait_empty()
+    async with rig(tmp_path, version, meter=meter) as r:
+        await r.ended(version)
+        await trio.sleep(1)
+        assert r.ctx.blocks.transactions.ids.get(1) is None
+        assert r.ctx.evses[1].status() is ConnectorStatus.UNAVAILABLE
+
+
+@BOTH
 async def test_a_resumed_transaction_is_the_one_a_triggered_message_reports(
     clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
 ) -> None:

@@ -416,6 +416,7 @@ class Transactions:
                 log.warning("transaction %s was open at the last shutdown: ended (%s)", record.id, reason)
         if clean_at is not None:
             await storage.delete_setting(CLEAN_SHUTDOWN_KEY)
+        self.ids.recovered.set()
         return ended
 
     async def _ev_still_plugged(self, evse_id: int) -> bool:
