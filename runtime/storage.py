@@ -451,6 +451,18 @@ class Storage:
 
         return await self.write(work)
 
+    async def note_stop(self, transaction_id: str, reason: str, at: datetime) -> None:
+        """The transaction's session ended (`reason`, at `at`) and its end message is not queued yet
+        (it waits a moment for a last reading). Noted at once: a restart before the end is queued must
+        not resume a transaction that was stopped, and ends it with this reason (state stays open)."""
+        await self.write(
+            lambda conn: conn.execute(
+                "UPDATE transactions SET resumable = 0, stop_reason = ?, stopped_at = ? "
+                "WHERE id = ? AND state != ?",
+                (reason, to_db_time(at), transaction_id, ENDED),
+            )
+        )
+
     async def forbid_resume(self, transaction_ids: list[str]) -> None:
         """A Reset ends these transactions' sessions: never resume them after the restart."""
         await self.write(

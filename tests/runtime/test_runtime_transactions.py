@@ -559,6 +559,41 @@ async def test_v16_a_refusal_answered_before_a_kill_still_ends_the_resumed_trans
 
 
 @BOTH
+async def test_a_transaction_stopped_just_before_a_restart_is_not_resumed_and_ends_with_its_reason(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """The CSMS stops a transaction (Accepted) and the station restarts while the end message waits for
+    its last reading (up to 3 s): the EV is still plugged in, but the transaction must not resume and
+    charge again. It ends after the restart with the reason it was stopped for (Remote)."""
+    # A slow meter: the stop waits the whole END_READING_WAIT_S for a reading after it.
+    meter = SimMeter(230, initial_energy_wh=1000, poll_interval_s=20)
+    async with rig(tmp_path, version, meter=meter) as r:
+        await r.plug_and_authorize()
+        started: dict[str, Any] = (await r.csms.wait_for(START[version]))[0].call.payload
+        await r.ctx.outbox.wait_empty()
+        if version is V16:
+            action, tx_id = "RemoteStopTransaction", 42
+        else:
+            action, tx_id = "RequestStopTransaction", started["transactionInfo"]["transactionId"]
+        answer = await call(r.csms, r.conn, action, {"transactionId": tx_id})
+        assert answer == {"status": "Accepted"}
+        assert not r.ctx.evses[1].session_active()  # the handler stops the session before answering
+        await trio.sleep(0.5)
+        assert await r.ctx.outbox.depth() == 0  # the end is not queued yet: the restart comes now
+    async with rig(tmp_path, version, meter=meter, plugged=True) as r:
+        await trio.sleep(10)
+        assert r.ctx.blocks.transactions.ids.get(1) is None  # not resumed
+        assert not r.ctx.evses[1].session_active()
+        assert r.board.current_draw_a == 0
+        ended = await r.ended(version)
+    if version is V16:
+        assert (ended["transactionId"], ended["reason"]) == (42, "Remote")
+    else:
+        assert ended["transactionInfo"]["stoppedReason"] == "Remote"
+        assert ended["triggerReason"] == "RemoteStop"
+
+
+@BOTH
 async def test_g03_inoperative_scheduled_before_a_restart_still_waits_for_the_resumed_transaction(
     clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
 ) -> None:

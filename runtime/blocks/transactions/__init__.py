@@ -408,12 +408,19 @@ class Transactions:
             if resume and record.resumable and await self._ev_still_plugged(record.evse_id):
                 await self._resume(nursery, record)
                 continue
-            data = StopData(reason, INTERRUPTED_TRIGGER, None, offline=True, with_token=False)
+            if record.stop_reason is not None:
+                # Stopped before the restart, its end not queued yet (`_stop`): ended as it was.
+                noted = record.stop_reason
+                data = StopData(noted, ended_trigger(noted), record.stopped_at, offline=True)
+            else:
+                data = StopData(reason, INTERRUPTED_TRIGGER, None, offline=True, with_token=False)
             entry = await self._messages.stop(self.services, record, data)
             if entry is not None:
                 self._end_entries[record.evse_id] = entry.id
                 ended += 1
-                log.warning("transaction %s was open at the last shutdown: ended (%s)", record.id, reason)
+                log.warning(
+                    "transaction %s was open at the last shutdown: ended (%s)", record.id, data.reason
+                )
         if clean_at is not None:
             await storage.delete_setting(CLEAN_SHUTDOWN_KEY)
         self.ids.recovered.set()
@@ -793,6 +800,9 @@ class Transactions:
         if state.scope is not None:
             state.scope.cancel()
         at = self._now()
+        # Before the wait for the last reading: a restart in it must neither resume this transaction
+        # (the EV may still be plugged in) nor forget why it stopped.
+        await self.services.storage.note_stop(record.id, reason, at)
         end = None
         energy = None
         signed_stop = None
