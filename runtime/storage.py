@@ -184,6 +184,9 @@ class TransactionRecord:
     # The CSMS's verdict on the token: 1.6 StartTransaction.conf's idTagInfo status, or the first
     # refusal in a 2.0.1 TransactionEventResponse. None: none heard.
     token_status: str | None = None
+    # The energy register when the station began acting on a refusal with StopTxOnInvalidId false:
+    # MaxEnergyOnInvalidId counts from here, also after a restart. None: no such refusal acted on.
+    invalid_id_from_wh: float | None = None
 
     @property
     def is_open(self) -> bool:
@@ -204,7 +207,8 @@ _TRANSACTION_COLUMNS = (
     "id, evse_id, connector_id, id_token, started_at, meter_start_wh, state, seq_no, "
     "csms_transaction_id, id_token_type, stopped_at, meter_stop_wh, stop_reason, last_meter_wh, "
     "last_meter_at, "
-    "remote_start_id, reservation_id, ended_values, signed_start, signed_stop, resumable, token_status"
+    "remote_start_id, reservation_id, ended_values, signed_start, signed_stop, resumable, token_status, "
+    "invalid_id_from_wh"
 )
 
 
@@ -234,6 +238,7 @@ def _transaction_from_row(row: sqlite3.Row) -> TransactionRecord:
         signed_stop=row["signed_stop"],
         resumable=bool(row["resumable"]),
         token_status=row["token_status"],
+        invalid_id_from_wh=row["invalid_id_from_wh"],
     )
 
 
@@ -270,6 +275,7 @@ def write_transaction(conn: sqlite3.Connection, record: TransactionRecord) -> No
         record.signed_stop,
         int(record.resumable),
         record.token_status,
+        record.invalid_id_from_wh,
     )
     placeholders = ", ".join("?" * len(values))
     conn.execute(
@@ -425,6 +431,35 @@ class Storage:
                 "UPDATE transactions SET token_status = ? WHERE id = ? "
                 "AND (token_status IS NULL OR token_status = 'Accepted')",
                 (token_status, transaction_id),
+            )
+        )
+
+    async def count_invalid_id_from(self, transaction_id: str, energy_wh: float) -> float:
+        """Where MaxEnergyOnInvalidId counts from for this transaction: the register stored by the
+        first call (kept across restarts), else `energy_wh`, stored now. Returns the one that holds."""
+
+        def work(conn: sqlite3.Connection) -> float:
+            conn.execute(
+                "UPDATE transactions SET invalid_id_from_wh = ? WHERE id = ? AND invalid_id_from_wh IS NULL",
+                (energy_wh, transaction_id),
+            )
+            row = conn.execute(
+                "SELECT invalid_id_from_wh FROM transactions WHERE id = ?", (transaction_id,)
+            ).fetchone()
+            # No row: the transaction ended meanwhile; nothing to remember.
+            return energy_wh if row is None or row[0] is None else float(row[0])
+
+        return await self.write(work)
+
+    async def note_stop(self, transaction_id: str, reason: str, at: datetime) -> None:
+        """The transaction's session ended (`reason`, at `at`) and its end message is not queued yet
+        (it waits a moment for a last reading). Noted at once: a restart before the end is queued must
+        not resume a transaction that was stopped, and ends it with this reason (state stays open)."""
+        await self.write(
+            lambda conn: conn.execute(
+                "UPDATE transactions SET resumable = 0, stop_reason = ?, stopped_at = ? "
+                "WHERE id = ? AND state != ?",
+                (reason, to_db_time(at), transaction_id, ENDED),
             )
         )
 

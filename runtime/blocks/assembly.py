@@ -156,7 +156,14 @@ def build_blocks(
         device_model=device_model,
         uplink=uplink,
     )
-    availability = Availability(version=version, evses=evses, layout=layout, clock=clock, storage=storage)
+    availability = Availability(
+        version=version,
+        evses=evses,
+        layout=layout,
+        clock=clock,
+        storage=storage,
+        transaction_ids=transactions.ids,
+    )
     security = Security(
         version=version, storage=storage, clock=clock, uplink=uplink, device_model=device_model
     )

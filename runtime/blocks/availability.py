@@ -38,6 +38,7 @@ from evstation.runtime.storage import Storage
 if TYPE_CHECKING:
     from evstation.protocol.v16 import messages as v16
     from evstation.protocol.v201 import messages as v201
+    from evstation.runtime.blocks.transactions.services import TransactionIds
 else:
     v16 = VersionModels(OcppVersion.V16)
     v201 = VersionModels(OcppVersion.V201)
@@ -79,6 +80,7 @@ class Availability:
         layout: StationLayout,
         clock: WallClock,
         storage: Storage,
+        transaction_ids: TransactionIds,
     ) -> None:
         self.version = version
         self._evses = evses
@@ -86,6 +88,10 @@ class Availability:
         self._clock = clock
         self._storage = storage
         self._targets = AvailabilityTargets()
+        self._transaction_ids = transaction_ids
+        # EVSEs whose transaction, left open by the previous run, the transactions block may resume:
+        # busy until it has resumed or ended them (G03: a scheduled change waits for the end).
+        self._recovering: frozenset[int] = frozenset()
         self._lock = trio.Lock()  # one change at a time: decide, persist, apply
 
     @property
@@ -119,7 +125,7 @@ class Availability:
     def _in_transaction(self) -> list[int]:
         # An authorized session counts: its transaction may not have started at the CSMS yet, and
         # SessionEnded ends both.
-        return [evse.id for evse in self._evses if evse.session_active()]
+        return [evse.id for evse in self._evses if evse.session_active() or evse.id in self._recovering]
 
     async def _switch(self, now: Mapping[Connector, bool]) -> None:
         for (evse_id, connector_id), operative in sorted(now.items()):
@@ -150,15 +156,29 @@ class Availability:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         """Apply the persisted availability (G03 / G04: it survives a restart), report started, then
-        apply each scheduled change when its EVSE's transaction ends."""
+        apply each scheduled change when its EVSE's transaction ends. An EVSE whose transaction the
+        previous run left open counts as in a transaction until the transactions block has resumed
+        or ended it: a change scheduled for that transaction's end still waits for it."""
         await self._load()
+        self._recovering = frozenset(
+            r.evse_id for r in await self._storage.transactions() if r.is_open and r.resumable
+        )
         with self._evses.subscribe() as events:
             await self._catch_up()
             task_status.started()
-            async for event in events:
-                if isinstance(event, SessionEnded | Dropped):
-                    await self._catch_up()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._after_recovery)
+                async for event in events:
+                    if isinstance(event, SessionEnded | Dropped):
+                        await self._catch_up()
         raise AssertionError("the EVSE event stream ended")  # pragma: no cover - subscriptions never end
+
+    async def _after_recovery(self) -> None:
+        """Once the previous run's transactions are resumed (their sessions active again) or ended,
+        apply what waited for them."""
+        await self._transaction_ids.recovered.wait()
+        self._recovering = frozenset()
+        await self._catch_up()
 
     # 1.6 section 4.2: while Pending only RemoteStart/RemoteStopTransaction are refused, so this is
     # served; while Rejected nothing is answered.

@@ -124,6 +124,7 @@ async def test_migrates_from_every_earlier_version_keeping_data(tmp_path: Path, 
             assert tx.meter_start_wh == 1000.5
             assert tx.stopped_at is None
             assert tx.token_status is None  # no verdict heard before version 10
+            assert tx.invalid_id_from_wh is None  # no refusal acted on before version 11
             assert await storage.boot_state() == BootState("Accepted", T0, "RemoteReset")
             rows = await storage.read(lambda conn: conn.execute("SELECT * FROM outbox").fetchall())
             assert [(r["action"], r["attempts"], r["offline"]) for r in rows] == [("StartTransaction", 2, 1)]
@@ -210,6 +211,24 @@ async def test_transactions_round_trip_and_seq_no(tmp_path: Path) -> None:
             assert await storage.transactions() == [stopped]
             await storage.delete_transaction(record.id)
             assert await storage.transactions() == []
+
+
+async def test_the_invalid_id_allowance_start_is_kept_from_its_first_write(tmp_path: Path) -> None:
+    """MaxEnergyOnInvalidId counts from the register of the first refusal acted on, also after a
+    reopen; a later call gets that register back, and a gone transaction keeps nothing."""
+    path = tmp_path / "db.sqlite3"
+    record = TransactionRecord(
+        id="tx-1", evse_id=1, connector_id=1, id_token="T", started_at=T0, meter_start_wh=0, state="Charging"
+    )
+    with trio.fail_after(10):
+        async with open_storage(path) as storage:
+            await storage.save_transaction(record)
+            assert await storage.count_invalid_id_from("tx-1", 1200.0) == 1200.0
+        async with open_storage(path) as storage:
+            assert await storage.count_invalid_id_from("tx-1", 1500.0) == 1200.0
+            loaded = await storage.get_transaction("tx-1")
+            assert loaded is not None and loaded.invalid_id_from_wh == 1200.0
+            assert await storage.count_invalid_id_from("gone", 7.0) == 7.0
 
 
 async def test_boot_state_defaults_then_persists(tmp_path: Path) -> None:

@@ -432,6 +432,36 @@ async def test_a_stop_point_that_is_not_the_session_end_ends_the_session_too(
 
 
 @BOTH
+async def test_e05_max_energy_on_invalid_id_is_counted_from_the_refusal_across_a_restart(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """StopTxOnInvalidId false, MaxEnergyOnInvalidId 500 Wh, and a restart after about 180 Wh of it.
+    The resumed transaction may take only the rest: the allowance counts from the refusal, not from the
+    resume (else every restart would give the refused token another 500 Wh)."""
+    csms = CsmsPeer(version)
+    if version is V16:
+        csms.then("StartTransaction", {"transactionId": 7, "idTagInfo": {"status": "Blocked"}})
+    else:
+        csms.then("TransactionEvent", {"idTokenInfo": {"status": "Blocked"}})
+    settings = {STOP_TX_ON_INVALID_ID: "false", MAX_ENERGY_ON_INVALID_ID: "500"}
+    meter = SimMeter(230, initial_energy_wh=1000, poll_interval_s=POLL_S)
+    async with rig(tmp_path, version, csms=csms, meter=meter, settings=settings) as r:
+        await r.plug_and_authorize()
+        await trio.sleep(30)
+        assert r.ctx.evses[1].status() is ConnectorStatus.CHARGING
+        await r.ctx.outbox.wait_empty()
+    assert 100 < meter.energy_wh - 1000 < 400  # part of the allowance used before the restart
+    async with rig(tmp_path, version, meter=meter, plugged=True, settings=settings) as r:
+        await trio.sleep(150)
+        evse = r.ctx.evses[1]
+        assert r.ctx.blocks.transactions.ids.get(1) is not None  # resumed
+        assert evse.status() is ConnectorStatus.SUSPENDED_EVSE
+        assert r.board.current_draw_a == 0
+        # The allowance, plus at most one meter poll of 22 kW (about 6 Wh) before the check saw it.
+        assert 500 <= meter.energy_wh - 1000 <= 500 + 22080 * POLL_S / 3600 + 1
+
+
+@BOTH
 async def test_a_transaction_whose_ev_is_still_plugged_resumes_after_a_restart(
     clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
 ) -> None:
@@ -526,6 +556,94 @@ async def test_v16_a_refusal_answered_before_a_kill_still_ends_the_resumed_trans
             ended = await r.ended(V16)
         assert r.csms.of("StartTransaction") == []
     assert (ended["transactionId"], ended["reason"]) == (42, "DeAuthorized")
+
+
+@BOTH
+async def test_a_transaction_stopped_just_before_a_restart_is_not_resumed_and_ends_with_its_reason(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """The CSMS stops a transaction (Accepted) and the station restarts while the end message waits for
+    its last reading (up to 3 s): the EV is still plugged in, but the transaction must not resume and
+    charge again. It ends after the restart with the reason it was stopped for (Remote)."""
+    # A slow meter: the stop waits the whole END_READING_WAIT_S for a reading after it.
+    meter = SimMeter(230, initial_energy_wh=1000, poll_interval_s=20)
+    async with rig(tmp_path, version, meter=meter) as r:
+        await r.plug_and_authorize()
+        started: dict[str, Any] = (await r.csms.wait_for(START[version]))[0].call.payload
+        await r.ctx.outbox.wait_empty()
+        if version is V16:
+            action, tx_id = "RemoteStopTransaction", 42
+        else:
+            action, tx_id = "RequestStopTransaction", started["transactionInfo"]["transactionId"]
+        answer = await call(r.csms, r.conn, action, {"transactionId": tx_id})
+        assert answer == {"status": "Accepted"}
+        assert not r.ctx.evses[1].session_active()  # the handler stops the session before answering
+        await trio.sleep(0.5)
+        assert await r.ctx.outbox.depth() == 0  # the end is not queued yet: the restart comes now
+    async with rig(tmp_path, version, meter=meter, plugged=True) as r:
+        await trio.sleep(10)
+        assert r.ctx.blocks.transactions.ids.get(1) is None  # not resumed
+        assert not r.ctx.evses[1].session_active()
+        assert r.board.current_draw_a == 0
+        ended = await r.ended(version)
+    if version is V16:
+        assert (ended["transactionId"], ended["reason"]) == (42, "Remote")
+    else:
+        assert ended["transactionInfo"]["stoppedReason"] == "Remote"
+        assert ended["triggerReason"] == "RemoteStop"
+
+
+@BOTH
+async def test_g03_inoperative_scheduled_before_a_restart_still_waits_for_the_resumed_transaction(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """ChangeAvailability Inoperative for EVSE 1 during its transaction is Scheduled (G03.FR.03 / 1.6
+    5.2). After a restart with the EV still plugged in the transaction resumes, so the change still
+    waits for its end: applied at start-up, it would leave a resumed transaction on an Unavailable EVSE
+    that cannot be energized again."""
+    meter = SimMeter(230, initial_energy_wh=1000, poll_interval_s=POLL_S)
+    async with rig(tmp_path, version, meter=meter) as r:
+        await r.plug_and_authorize()
+        await r.csms.wait_for(START[version])
+        if version is V16:
+            request: dict[str, Any] = {"connectorId": 1, "type": "Inoperative"}
+        else:
+            request = {"operationalStatus": "Inoperative", "evse": {"id": 1}}
+        assert await call(r.csms, r.conn, "ChangeAvailability", request) == {"status": "Scheduled"}
+        await r.ctx.outbox.wait_empty()
+    async with rig(tmp_path, version, meter=meter, plugged=True) as r:
+        await trio.sleep(10)
+        evse = r.ctx.evses[1]
+        assert r.ctx.blocks.transactions.ids.get(1) is not None  # resumed
+        assert evse.status() is ConnectorStatus.CHARGING
+        assert r.board.current_draw_a > 0
+        r.board.unplug()
+        await r.ended(version)
+        await trio.sleep(1)
+        assert evse.status() is ConnectorStatus.UNAVAILABLE  # applied at the end, as scheduled
+
+
+@BOTH
+async def test_g03_inoperative_scheduled_before_a_restart_applies_once_the_transaction_is_not_resumed(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """As above, but the EV left during the restart: the transaction is ended at start-up (PowerLoss),
+    and the scheduled Inoperative applies then, not at some later event."""
+    meter = SimMeter(230, initial_energy_wh=1000, poll_interval_s=POLL_S)
+    async with rig(tmp_path, version, meter=meter) as r:
+        await r.plug_and_authorize()
+        await r.csms.wait_for(START[version])
+        if version is V16:
+            request: dict[str, Any] = {"connectorId": 1, "type": "Inoperative"}
+        else:
+            request = {"operationalStatus": "Inoperative", "evse": {"id": 1}}
+        assert await call(r.csms, r.conn, "ChangeAvailability", request) == {"status": "Scheduled"}
+        await r.ctx.outbox.wait_empty()
+    async with rig(tmp_path, version, meter=meter) as r:
+        await r.ended(version)
+        await trio.sleep(1)
+        assert r.ctx.blocks.transactions.ids.get(1) is None
+        assert r.ctx.evses[1].status() is ConnectorStatus.UNAVAILABLE
 
 
 @BOTH

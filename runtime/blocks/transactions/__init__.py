@@ -408,14 +408,22 @@ class Transactions:
             if resume and record.resumable and await self._ev_still_plugged(record.evse_id):
                 await self._resume(nursery, record)
                 continue
-            data = StopData(reason, INTERRUPTED_TRIGGER, None, offline=True, with_token=False)
+            if record.stop_reason is not None:
+                # Stopped before the restart, its end not queued yet (`_stop`): ended as it was.
+                noted = record.stop_reason
+                data = StopData(noted, ended_trigger(noted), record.stopped_at, offline=True)
+            else:
+                data = StopData(reason, INTERRUPTED_TRIGGER, None, offline=True, with_token=False)
             entry = await self._messages.stop(self.services, record, data)
             if entry is not None:
                 self._end_entries[record.evse_id] = entry.id
                 ended += 1
-                log.warning("transaction %s was open at the last shutdown: ended (%s)", record.id, reason)
+                log.warning(
+                    "transaction %s was open at the last shutdown: ended (%s)", record.id, data.reason
+                )
         if clean_at is not None:
             await storage.delete_setting(CLEAN_SHUTDOWN_KEY)
+        self.ids.recovered.set()
         return ended
 
     async def _ev_still_plugged(self, evse_id: int) -> bool:
@@ -792,6 +800,9 @@ class Transactions:
         if state.scope is not None:
             state.scope.cancel()
         at = self._now()
+        # Before the wait for the last reading: a restart in it must neither resume this transaction
+        # (the EV may still be plugged in) nor forget why it stopped.
+        await self.services.storage.note_stop(record.id, reason, at)
         end = None
         energy = None
         signed_stop = None
@@ -949,14 +960,18 @@ class Transactions:
             await evse.stop_session(StopReason.DE_AUTHORIZED)
             return
         allowance = dm.get_int(MAX_ENERGY_ON_INVALID_ID)
-        start = evse.energy_wh()
+        # Counted from the register at the refusal, stored: a transaction resumed after a restart gets
+        # only the rest of the allowance, never a fresh one per restart.
+        start = record.invalid_id_from_wh
+        if start is None and (now := evse.energy_wh()) is not None:
+            start = await self.services.storage.count_invalid_id_from(record.id, now)
         if allowance > 0 and start is not None:
             seen = evse.readings_received
-            while True:
+            energy = evse.energy_wh()
+            while energy is None or energy - start < allowance:
                 sample = await evse.wait_reading(after=seen)
                 seen = evse.readings_received
-                if sample.energy_import_wh - start >= allowance:
-                    break
+                energy = sample.energy_import_wh
         await evse.suspend_energy(True)
 
     # --- clock-aligned values (J01, J03) ---------------------------------------------------------------

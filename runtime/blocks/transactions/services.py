@@ -29,6 +29,9 @@ class TransactionIds:
         # reader that wakes late still sees every end (the remote-control block's TxProfiles).
         self._ends: dict[int, int] = {}
         self._changed = trio.Event()
+        # Set once the transactions the previous run left open are resumed or ended (at start-up):
+        # until then an EVSE with one may still have a transaction (the availability block waits).
+        self.recovered = trio.Event()
 
     def get(self, evse_id: int) -> str | None:
         return self._ids.get(evse_id)
