@@ -43,10 +43,12 @@ async def test_b12_fr_02_fr_04_immediate_reset_ends_the_transaction_then_stops_t
 async def test_b12_a_restart_before_the_resets_ends_are_queued_resumes_none_of_them(
     clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
-    """A power cut right after the Reset stopped the sessions, before the transactions block queued
-    their ends (an end waits up to 3 s for the meter's last reading). After the restart the EV is still
-    plugged in, yet its transaction is not resumed: the Reset block marked it non-resumable before
-    stopping it, so it is ended now, once. Resumed, it would charge on after a Reset that ended it."""
+    """A restart right after the Reset stopped the sessions, before the transactions block handled the
+    stop (it records the stop, then waits up to 3 s for the meter's last reading before queueing the
+    end). After the restart the EV is still plugged in, yet its transaction is not resumed: the Reset
+    block marked it non-resumable before stopping it, so it is ended now, once (Reboot: the harness's
+    stop is a clean one; a power cut would say PowerLoss). Resumed, it would charge on after a Reset
+    that ended it."""
     csms = CsmsPeer(V201)
     async with online(tmp_path, V201, csms, run_reset=True) as (ctx, conn):
         await start_transaction(ctx, 1)
