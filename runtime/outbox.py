@@ -308,9 +308,10 @@ class Outbox:
     async def entries_of_gone_transactions(self) -> list[OutboxEntry]:
         """Queued entries that name a transaction with no record left, oldest first.
 
-        A record is deleted only when the CSMS answers its transaction's last message, so such entries
-        were answered before the station stopped, and only their removal was lost (the transactions
-        block's `recover`)."""
+        A record is deleted only when its transaction's last message leaves the queue (answered, or
+        given up), after every earlier one; a given-up entry leaves the queue in the same commit, so
+        such entries were answered before the station stopped, and only their removal was lost (the
+        transactions block's `recover`)."""
 
         def work(conn: sqlite3.Connection) -> list[OutboxEntry]:
             rows = conn.execute(

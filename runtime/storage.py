@@ -154,8 +154,9 @@ class TransactionRecord:
     `id` is the station's transaction id (2.0.1 transactionId; 1.6: a local id until the CSMS's
     integer `csms_transaction_id` arrives). `seq_no` is the last 2.0.1 seqNo used for it.
     `state` is `ENDED` once its end message is in the outbox; the record is deleted when the CSMS
-    acknowledges that message. `last_meter_wh` / `last_meter_at` is the last energy reading persisted
-    with a meter-values message (or at a clean shutdown): what a power-loss end reports.
+    acknowledges that message, or when it goes to the dead letters. `last_meter_wh` / `last_meter_at`
+    is the last energy reading persisted with a meter-values message (or at a clean shutdown): what a
+    power-loss end reports.
     """
 
     id: str

@@ -491,6 +491,7 @@ async def _send_outbox(ctx: SessionContext, calls: CallManager) -> None:
             continue
         if payload is None:
             await outbox.give_up(entry.id, "cannot be sent: its transaction never started at the CSMS")
+            await transactions.given_up(entry)
             progress.left(entry.id)
             continue
         try:
@@ -514,6 +515,7 @@ async def _send_outbox(ctx: SessionContext, calls: CallManager) -> None:
                     "giving up %s #%d after %d attempts: %s", entry.action, entry.id, entry.attempts, exc
                 )
                 await outbox.give_up(entry.id, str(exc))
+                await transactions.given_up(entry)
                 progress.left(entry.id)
             else:
                 log.warning("%s #%d failed (%s); retry in %g s", entry.action, entry.id, exc, delay)

@@ -111,6 +111,32 @@ async def test_callerror_is_retried_per_policy_then_dead_lettered(
     assert "InternalError" in dead[0].reason
 
 
+@pytest.mark.parametrize("version", [V16, V201])
+async def test_a_transaction_whose_last_message_is_given_up_leaves_no_record(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """The CSMS refuses every transaction message (CALLERROR, one attempt each): they go to the dead
+    letters, the end last (1.6: unsent, its StartTransaction never got an id). Its record goes with it;
+    kept, it would stay Ended for ever and be read at every start."""
+    start = "StartTransaction" if version is V16 else "TransactionEvent"
+    async with open_session_context(tmp_path, version, transaction_message_attempts=1) as ctx:
+        with trio.fail_after(1000):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(ctx.blocks.transactions.run)
+                await _session_begins_offline(ctx)
+                ctx.evses.events.publish(SessionEnded(1, 1, StopReason.LOCAL))
+                await ctx.blocks.transactions.ids.wait_none(frozenset({1}))  # the end is queued
+                queued = await ctx.outbox.entries()
+                csms = CsmsPeer(version).then(start, *[Fail()] * len(queued))
+                await _connect(ctx, csms, MemoryConnection(version), nursery)
+                await ctx.outbox.wait_empty()
+                nursery.cancel_scope.cancel()
+        dead = [d.entry.id for d in await ctx.outbox.dead_letters()]
+        left = await ctx.blocks.transactions.services.storage.transactions()
+    assert dead == [e.id for e in queued] and len(dead) == 2
+    assert left == []
+
+
 async def test_an_entry_that_breaks_the_schema_is_never_sent_and_dead_lettered_at_once(
     clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

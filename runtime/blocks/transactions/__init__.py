@@ -343,6 +343,13 @@ class Transactions:
         if verdict is not None and verdict.status != "Accepted":
             self._on_invalid_id(verdict)
 
+    async def given_up(self, entry: OutboxEntry) -> None:
+        """The outbox sender moved `entry` to the dead letters. The last message of a transaction
+        leaving the queue so (every earlier one has left before it, head first) is the end of its
+        record too: kept, it would stay Ended for ever, read at every start."""
+        if self._messages.is_end(entry) and entry.transaction_id is not None:
+            await self.services.storage.delete_transaction(entry.transaction_id)
+
     def _on_invalid_id(self, verdict: IdTokenVerdict) -> None:
         """E05 / 1.6 StopTransactionOnInvalidId: the CSMS refused the token of a running transaction."""
         for state in self._evse_tx.values():
@@ -386,10 +393,11 @@ class Transactions:
 
         First, the messages answered before the stop whose removal was lost (removals commit in
         0.1 s batches, a kill can fall in between) leave the queue unsent: those of a transaction
-        whose record is gone. Only the answer to a transaction's last message deletes its record, and
-        every earlier message was answered before that one went out (head first), so sending any of
-        them again would only repeat it: a second StopTransaction, or a 1.6 StartTransaction that
-        opens a transaction at the CSMS never stopped."""
+        whose record is gone. Only a transaction's last message leaving the queue (answered, or
+        given up to the dead letters) deletes its record, and every earlier message left before that
+        one went out (head first), so sending any of them again would only repeat it: a second
+        StopTransaction, or a 1.6 StartTransaction that opens a transaction at the CSMS never
+        stopped."""
         outbox = self.services.outbox
         for entry in await outbox.entries_of_gone_transactions():
             log.info("%s #%d answered before the restart: removed, not sent again", entry.action, entry.id)

@@ -146,3 +146,7 @@ class TransactionMessages(Protocol):
     async def delivered(
         self, tx: TxServices, entry: OutboxEntry, response: OcppModel
     ) -> IdTokenVerdict | None: ...
+
+    def is_end(self, entry: OutboxEntry) -> bool:
+        """Whether the entry is its transaction's last message (1.6 StopTransaction, 2.0.1 Ended)."""
+        ...

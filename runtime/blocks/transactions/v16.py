@@ -111,9 +111,12 @@ class V16Transactions:
             if record is not None and tx.ids.get(record.evse_id) == record.id:
                 tx.ids.set(record.evse_id, str(real_id))
             return IdTokenVerdict(local_id, status)
-        if entry.action == "StopTransaction" and entry.transaction_id is not None:
+        if self.is_end(entry) and entry.transaction_id is not None:
             await tx.storage.delete_transaction(entry.transaction_id)
         return None
+
+    def is_end(self, entry: OutboxEntry) -> bool:
+        return entry.action == "StopTransaction"
 
     async def start(self, tx: TxServices, data: StartData) -> TransactionRecord:
         assert data.id_token is not None, "1.6 StartTransaction needs the idTag"

@@ -71,7 +71,7 @@ class V201Transactions:
         transaction_id = str(info["transactionId"]) if isinstance(info, dict) else None
         if transaction_id is None:
             return None
-        if entry.payload.get("eventType") == "Ended":
+        if self.is_end(entry):
             await tx.storage.delete_transaction(transaction_id)
             return None
         assert isinstance(response, v201.TransactionEventResponse)
@@ -81,6 +81,9 @@ class V201Transactions:
         if status != "Accepted":
             await tx.storage.refuse_token(transaction_id, status)
         return IdTokenVerdict(transaction_id, status)
+
+    def is_end(self, entry: OutboxEntry) -> bool:
+        return entry.action == "TransactionEvent" and entry.payload.get("eventType") == "Ended"
 
     async def start(self, tx: TxServices, data: StartData) -> TransactionRecord:
         record = TransactionRecord(
