@@ -54,6 +54,9 @@ class FaultCode(enum.Enum):
     METER_COMMUNICATION = "MeterCommunicationFault"  # Modbus timeout / CRC error
     METER_ENERGY_BACKWARDS = "MeterEnergyWentBackwards"  # register read lower than before
     READER_FAILURE = "ReaderFailure"
+    # Not hardware: the station's database refuses writes (disk full, read-only SD card). Blocking: no
+    # energy may flow that the station cannot record (runtime/storage.py, docs/storage.md).
+    STORAGE_FAILURE = "StorageFailure"
 
 
 # (MREC code or None, OCPP 1.6 ChargePointErrorCode). Source: ChargeX MREC report, and
@@ -77,6 +80,7 @@ _FAULT_TABLE: dict[FaultCode, tuple[str | None, str]] = {
     FaultCode.METER_COMMUNICATION: (None, "PowerMeterFailure"),
     FaultCode.METER_ENERGY_BACKWARDS: (None, "PowerMeterFailure"),
     FaultCode.READER_FAILURE: (None, "ReaderFailure"),
+    FaultCode.STORAGE_FAILURE: (None, "InternalError"),
 }
 
 MREC_VENDOR_ID = "https://chargex.inl.gov"

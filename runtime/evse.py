@@ -508,6 +508,14 @@ class Evse:
             self._set_fault(FaultCode.METER_COMMUNICATION, True)
             await self._handle(Input.STOP, StopReason.OTHER)
 
+    async def set_storage_failure(self, failing: bool) -> None:
+        """The station database refuses writes (or accepts them again): Faulted (1.6 InternalError) and
+        no energy while it lasts, as no transaction could be recorded; a session is kept, as for any
+        fault, and its power comes back with the database."""
+        async with self._lock:
+            self._set_fault(FaultCode.STORAGE_FAILURE, failing)
+            await self._apply()
+
     def power_w(self) -> float | None:
         return None if self._latest is None else self._latest.power_w
 

@@ -7,6 +7,8 @@ event loop never blocks on disk I/O and no two threads ever touch the connection
 from __future__ import annotations
 
 import json
+import logging
+import math
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -21,11 +23,17 @@ from evstation.runtime.migrations import Migration, all_migrations
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
 # TransactionRecord.state once the end message (StopTransaction / TransactionEvent Ended) is queued.
 ENDED = "Ended"
 
 # Wait this long for a lock held by another process (e.g. an operator's sqlite3 shell) before failing.
 BUSY_TIMEOUT_MS = 5000
+
+# While writes keep failing, their log line repeats at most this often (a full SD card fails every write,
+# and one line per write would fill the journal that shares the card).
+WRITE_FAILURE_LOG_INTERVAL_S = 600.0
 
 
 class StorageError(Exception):
@@ -38,6 +46,10 @@ class SchemaTooNewError(StorageError):
 
 class MigrationError(StorageError):
     """A migration failed; its transaction was rolled back and the file is at the previous version."""
+
+
+class StorageWriteError(StorageError):
+    """A write failed and nothing of it was committed (disk full, read-only file system, I/O error)."""
 
 
 class UnknownEntryError(StorageError, LookupError):
@@ -136,10 +148,13 @@ def in_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection]
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = work(conn)
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # A failed COMMIT (disk full) leaves the transaction open: the next BEGIN would fail for ever.
+        # SQLite may already have rolled back on its own (SQLITE_FULL, SQLITE_IOERR): check first.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
     return result
 
 
@@ -354,6 +369,32 @@ class Storage:
         self._conn = conn
         self._limiter = limiter
         self.path = path
+        self._write_failure: str | None = None  # the SQLite error of the last write, None once one succeeds
+        self._failure_logged_at = -math.inf
+        self._health_changed = trio.Event()
+
+    @property
+    def write_failure(self) -> str | None:
+        """Why writes fail (the SQLite error of the last one), or None: the last write committed."""
+        return self._write_failure
+
+    async def wait_write_health_change(self) -> None:
+        """Until writes start failing or succeed again."""
+        await self._health_changed.wait()
+
+    def _note_write(self, failure: str | None) -> None:
+        changed = (failure is None) != (self._write_failure is None)
+        now = trio.current_time()
+        if failure is not None and (changed or now - self._failure_logged_at >= WRITE_FAILURE_LOG_INTERVAL_S):
+            # One line, no traceback: the cause is the disk, not the code.
+            log.error("%s: database write failed: %s", self.path, failure)
+            self._failure_logged_at = now
+        elif failure is None and changed:
+            log.warning("%s: database writes succeed again", self.path)
+        self._write_failure = failure
+        if changed:
+            self._health_changed.set()
+            self._health_changed = trio.Event()
 
     async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work(conn)` in the database thread. Not cancellable once started, by design."""
@@ -363,8 +404,16 @@ class Storage:
         """Run `work(conn)` as one transaction in the database thread; committed when this returns.
 
         A cancelled caller still waits for the commit or rollback: the thread is never abandoned.
+        A write SQLite refuses (disk full, read-only file, I/O error) raises `StorageWriteError`,
+        and is logged (one line, rate-limited) and watched (`write_failure`) here.
         """
-        return await run_in_worker(self._limiter, in_transaction, self._conn, work)
+        try:
+            result = await run_in_worker(self._limiter, in_transaction, self._conn, work)
+        except sqlite3.OperationalError as exc:
+            self._note_write(f"{exc} ({exc.sqlite_errorname})")
+            raise StorageWriteError(f"{self.path}: {exc}") from exc
+        self._note_write(None)
+        return result
 
     async def schema_version(self) -> int:
         return await self.read(schema_version)

@@ -17,10 +17,11 @@ For other blocks (remote control, reservation, authorization), the entry points 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Final, NoReturn
@@ -108,7 +109,12 @@ from evstation.runtime.evse import (
     StopReason,
 )
 from evstation.runtime.outbox import OutboxEntry
-from evstation.runtime.storage import TransactionRecord, write_last_meter, write_setting
+from evstation.runtime.storage import (
+    StorageWriteError,
+    TransactionRecord,
+    write_last_meter,
+    write_setting,
+)
 
 if TYPE_CHECKING:
     from evstation.protocol.v201 import messages as v201
@@ -137,6 +143,13 @@ CLEAN_SHUTDOWN_KEY: Final = "session.clean_shutdown_at"
 # Billing rule: how long a start point waits for a meter reading before the session is refused. A
 # meter polled every second has answered several times by then; a silent one is a fault.
 START_READING_WAIT_S: Final = 10.0
+# While database writes fail, a probe write is tried this often: the first that commits clears the
+# storage fault (a full disk may be freed, a read-only card remounted, with no transaction to retry).
+# It needs room, as a start does (a small update fits in a page's free space even on a full disk): it
+# writes STORAGE_PROBE_BYTES and removes them in the same commit.
+STORAGE_PROBE_S: Final = 30.0
+STORAGE_PROBE_KEY: Final = "storage.write_probe"
+STORAGE_PROBE_BYTES: Final = 16384
 # At the end: how long to wait for a reading taken after the stop (power and current are then the real
 # last values, not those of the sample before the contactor opened).
 END_READING_WAIT_S: Final = 3.0
@@ -368,12 +381,16 @@ class Transactions:
                 await nursery.start(self._follow_connection_timeout)
                 await nursery.start(self._dispatch)
                 await nursery.start(self._follow_authorization_enabled)
+                await nursery.start(self._follow_storage)
                 nursery.start_soon(self._clock_aligned)
                 task_status.started()
         finally:
             # Shielded: this runs because we are being cancelled, and the marker must still be written.
             with trio.CancelScope(shield=True):
-                await self.record_clean_shutdown()
+                try:
+                    await self.record_clean_shutdown()
+                except StorageWriteError:
+                    pass  # logged by storage; the next start ends what was open, as after a power cut
         raise AssertionError("the transactions block stopped")  # pragma: no cover
 
     async def end_interrupted(self) -> int:
@@ -495,6 +512,28 @@ class Transactions:
 
     # --- events ------------------------------------------------------------------------------------
 
+    async def _follow_storage(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Every EVSE Faulted while database writes fail (no transaction could be recorded), cleared by
+        the first write that commits again: anyone's, or the probe written here every STORAGE_PROBE_S."""
+        storage = self.services.storage
+        task_status.started()
+        while True:
+            failing = storage.write_failure is not None
+            for evse in self.services.evses:
+                await evse.set_storage_failure(failing)
+            if (storage.write_failure is not None) != failing:
+                continue  # it changed while the EVSEs were told
+            if not failing:
+                await storage.wait_write_health_change()
+                continue
+            with trio.move_on_after(STORAGE_PROBE_S):
+                await storage.wait_write_health_change()
+            if storage.write_failure is not None:
+                try:
+                    await storage.write(_probe_room)
+                except StorageWriteError:
+                    pass  # still failing: logged (rate-limited) by storage
+
     def _state(self, evse_id: int) -> _EvseTx:
         return self._evse_tx.setdefault(evse_id, _EvseTx())
 
@@ -544,6 +583,11 @@ class Transactions:
                 self._applying.add(evse.id)
                 try:
                     await self._apply(nursery, evse, state, event)
+                except StorageWriteError as exc:
+                    # Never a crash (a restart would meet the same disk): what was not recorded is
+                    # lost to this run only; an open transaction stays open in the file and the next
+                    # start ends it from its last persisted reading.
+                    log.error("EVSE %d: %s not recorded: %s", evse.id, type(event).__name__, exc)
                 finally:
                     self._applying.discard(evse.id)
                     self._note_handled()
@@ -787,7 +831,14 @@ class Transactions:
             # Not with the 1.6 points (PowerPathClosed needs the token): never an idTag-less Start.
             state.step = TxStep(state.step.conditions, False, frozenset())
             return
-        record = await self._messages.start(self.services, data)
+        try:
+            record = await self._messages.start(self.services, data)
+        except StorageWriteError:
+            # Nothing committed: no transaction, so no energy. The EVSE is Faulted by `_follow_storage`.
+            log.error("EVSE %d: the transaction start could not be recorded: session refused", evse.id)
+            state.step = TxStep(state.step.conditions, False, frozenset())
+            await evse.stop_session(StopReason.OTHER)
+            return
         state.record = record
         state.cable_reported = data.cable_max_current
         state.charging_state = data.charging_state
@@ -859,10 +910,25 @@ class Transactions:
     async def _meter_tasks(self, state: _EvseTx, record: TransactionRecord, scope: trio.CancelScope) -> None:
         with scope:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._sample_periodic, record)
+                nursery.start_soon(self._despite_storage, functools.partial(self._sample_periodic, record))
                 if self.version is V201:  # 1.6 takes them with the periodic values
-                    nursery.start_soon(self._sample_ended, record)
-                nursery.start_soon(self._watch_invalid_id, state, record)
+                    nursery.start_soon(self._despite_storage, functools.partial(self._sample_ended, record))
+                nursery.start_soon(
+                    self._despite_storage, functools.partial(self._watch_invalid_id, state, record)
+                )
+
+    async def _despite_storage(self, task: Callable[[], Awaitable[None]]) -> None:
+        """Run one of a transaction's tasks; a write the database refuses (logged by storage) loses that
+        message only, and the task starts over once writes succeed again. The storage fault withholds
+        the energy meanwhile, so none flows that goes unreported."""
+        storage = self.services.storage
+        while True:
+            try:
+                await task()
+                return
+            except StorageWriteError:
+                while storage.write_failure is not None:
+                    await storage.wait_write_health_change()
 
     def _evse(self, record: TransactionRecord) -> Evse:
         return self.services.evses[record.evse_id]
@@ -1146,6 +1212,11 @@ class Transactions:
             if not accepted:
                 self.remote_starts.pop(evse.id, None)  # a refused remote start leaves no remoteStartId
             evse.resolve_authorization(event.id_token, accepted)
+
+
+def _probe_room(conn: sqlite3.Connection) -> None:
+    write_setting(conn, STORAGE_PROBE_KEY, "x" * STORAGE_PROBE_BYTES)
+    conn.execute("DELETE FROM settings WHERE key = ?", (STORAGE_PROBE_KEY,))
 
 
 def _signed_reading(evse: Evse) -> bool:

@@ -1,0 +1,175 @@
+"""A station whose database refuses writes (disk full, read-only SD card): a real SQLite file refusing
+writes by its own limits (`PRAGMA max_page_count`, `PRAGMA query_only`), sessions driven through the
+transactions block with sim boards and a scripted CSMS."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from test_runtime_transactions import BOTH, POLL_S, START, V16, Rig, rig
+
+from evstation.protocol.versions import OcppVersion
+from evstation.runtime.blocks.transactions import START_READING_WAIT_S, STORAGE_PROBE_S
+from evstation.runtime.device_model import TX_ENDED_MEASURANDS, TX_UPDATED_INTERVAL
+from evstation.runtime.evse import ConnectorStatus
+from evstation.runtime.storage import Storage
+
+# Enough end-of-transaction measurands (per phase) that the start's record overflows a small page.
+MANY_MEASURANDS = "Energy.Active.Import.Register,Current.Import,Voltage,Power.Active.Import"
+
+
+def small_pages(path: Path) -> None:
+    """Create the station's file with 512-byte pages (before the station opens it): a transaction record
+    carrying a few meter values then needs an overflow page, i.e. the file must grow to hold it."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA page_size = 512")
+        conn.execute("PRAGMA journal_mode = WAL")
+    finally:
+        conn.close()
+
+
+async def fill_up(storage: Storage) -> None:
+    """Disk full: the database may not grow by one page (and has no free page left to reuse)."""
+
+    def work(conn: sqlite3.Connection) -> None:
+        assert conn.execute("PRAGMA freelist_count").fetchone()[0] == 0
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages}")
+
+    await storage.write(work)
+
+
+async def make_read_only(storage: Storage) -> None:
+    await storage.write(lambda conn: conn.execute("PRAGMA query_only = ON"))
+
+
+async def writable_again(storage: Storage) -> None:
+    """Space freed / the card remounted read-write. (Through `read`: a write is what is refused.)"""
+
+    def work(conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA query_only = OFF")
+        conn.execute("PRAGMA max_page_count = 1000000")
+
+    await storage.read(work)
+
+
+MODES = pytest.mark.parametrize("mode", ["full", "readonly"])
+
+
+def _storage_of(r: Rig) -> Storage:
+    return r.ctx.blocks.transactions.services.storage
+
+
+def _fault_reported(payload: dict[str, Any], version: OcppVersion) -> bool:
+    if version is V16:
+        return bool(payload["status"] == "Faulted" and payload["errorCode"] == "InternalError")
+    return bool(payload["connectorStatus"] == "Faulted")
+
+
+async def _wait_fault_reported(r: Rig, version: OcppVersion) -> None:
+    while not any(
+        s.call.payload["connectorId"] == 1 and _fault_reported(s.call.payload, version)
+        for s in r.csms.of("StatusNotification")
+    ):
+        await r.csms.wait_for("StatusNotification", len(r.csms.of("StatusNotification")) + 1)
+
+
+@asynccontextmanager
+async def failing_rig(tmp_path: Path, version: OcppVersion, mode: str) -> AsyncIterator[Rig]:
+    """A station whose database refuses the next write that needs room (full) or any write (readonly)."""
+    small_pages(tmp_path / "station.db")
+    async with rig(tmp_path, version, settings={TX_ENDED_MEASURANDS: MANY_MEASURANDS}) as r:
+        await (fill_up if mode == "full" else make_read_only)(_storage_of(r))
+        yield r
+
+
+@BOTH
+@MODES
+async def test_a_start_the_database_cannot_record_gives_no_energy_and_no_crash(
+    clock: trio.testing.MockClock,
+    tmp_path: Path,
+    version: OcppVersion,
+    mode: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The start's record and message cannot be committed: no transaction, no energy, the session ends,
+    the EVSE reports the fault (1.6 InternalError, 2.0.1 Faulted), one log line names the file and the
+    SQLite error without a traceback, and the station runs on (the rig leaves cleanly)."""
+    caplog.set_level(logging.WARNING)
+    async with failing_rig(tmp_path, version, mode) as r:
+        await r.plug_and_authorize()
+        await _wait_fault_reported(r, version)
+        await trio.sleep(START_READING_WAIT_S)
+        assert r.ctx.evses[1].status() is ConnectorStatus.FAULTED
+        assert not r.ctx.evses[1].session_active()
+        assert r.board.offered_current_a is None and r.meter.energy_wh == 1000
+        assert r.ctx.blocks.transactions.ids.get(1) is None
+        assert await r.ctx.outbox.depth() == 0
+        assert await _storage_of(r).transactions() == []
+        assert not r.csms.of(START[version])
+    error = "database or disk is full (SQLITE_FULL)" if mode == "full" else "(SQLITE_READONLY)"
+    lines = [
+        rec
+        for rec in caplog.records
+        if rec.name == "evstation.runtime.storage" and rec.levelno == logging.ERROR
+    ]
+    assert len(lines) == 1  # rate-limited: the probes' failures are not logged again
+    assert str(tmp_path / "station.db") in lines[0].getMessage() and error in lines[0].getMessage()
+    assert all(rec.exc_info is None for rec in caplog.records)
+
+
+@BOTH
+@MODES
+async def test_the_fault_clears_and_sessions_start_once_writes_succeed_again(
+    clock: trio.testing.MockClock,
+    tmp_path: Path,
+    version: OcppVersion,
+    mode: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    async with failing_rig(tmp_path, version, mode) as r:
+        await r.plug_and_authorize()
+        await _wait_fault_reported(r, version)
+        await trio.sleep(3 * STORAGE_PROBE_S)
+        assert r.ctx.evses[1].status() is ConnectorStatus.FAULTED  # the probe still fails
+        await writable_again(_storage_of(r))
+        await trio.sleep(STORAGE_PROBE_S + 1)
+        assert r.ctx.evses[1].status() is not ConnectorStatus.FAULTED
+        assert await r.ctx.evses[1].authorize_plugged("TOKEN-2", "ISO14443")
+        await r.csms.wait_for(START[version])
+        await trio.sleep(2 * POLL_S)
+        assert r.meter.energy_wh > 1000
+    assert any("succeed again" in rec.getMessage() for rec in caplog.records)
+
+
+@BOTH
+async def test_a_running_transaction_keeps_its_session_and_record_while_writes_fail(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """Writes fail mid-transaction: the EVSE is Faulted and its energy withheld (none flows that cannot
+    be recorded), the session and the transaction go on, and the energy comes back with the database."""
+    settings = {TX_UPDATED_INTERVAL: "10"}
+    async with rig(tmp_path, version, settings=settings) as r:
+        await r.plug_and_authorize()
+        await r.csms.wait_for(START[version])
+        await make_read_only(_storage_of(r))
+        await _wait_fault_reported(r, version)
+        held = r.meter.energy_wh
+        await trio.sleep(60)  # several refused meter-value writes
+        assert r.ctx.evses[1].session_active() and r.board.offered_current_a is None
+        assert r.meter.energy_wh == held
+        await writable_again(_storage_of(r))
+        await trio.sleep(STORAGE_PROBE_S + 1)
+        assert r.ctx.evses[1].status() is not ConnectorStatus.FAULTED
+        assert r.board.offered_current_a is not None
+        assert r.ctx.blocks.transactions.ids.get(1) is not None
