@@ -408,7 +408,7 @@ class Storage:
         and is logged (one line, rate-limited) and watched (`write_failure`) here.
         """
         try:
-            result = await run_in_worker(self._limiter, in_transaction, self._conn, work)
+            result: T = await run_in_worker(self._limiter, in_transaction, self._conn, work)
         except sqlite3.OperationalError as exc:
             self._note_write(f"{exc} ({exc.sqlite_errorname})")
             raise StorageWriteError(f"{self.path}: {exc}") from exc

@@ -52,7 +52,7 @@ from evstation.runtime.events import Dropped
 from evstation.runtime.evse import EvseEvent, Evses, StatusChanged
 from evstation.runtime.lifecycle import StopRequests
 from evstation.runtime.outbox import Outbox, OutboxEntry
-from evstation.runtime.storage import Storage
+from evstation.runtime.storage import Storage, StorageWriteError
 from evstation.runtime.uplink import Uplink
 
 if TYPE_CHECKING:
@@ -523,7 +523,16 @@ async def _send_outbox(ctx: SessionContext, calls: CallManager) -> None:
             continue
         # Shielded: the CSMS has acknowledged it, so a drop at this very moment must not leave it
         # queued to be sent (and acknowledged) again. Its delete commits while the next one goes out.
-        with trio.CancelScope(shield=True):
-            await transactions.delivered(entry, response)
-            await outbox.acknowledge(entry.id)
+        storage = transactions.services.storage
+        while True:
+            try:
+                with trio.CancelScope(shield=True):
+                    await transactions.delivered(entry, response)
+                    await outbox.acknowledge(entry.id)
+                break
+            except StorageWriteError:
+                # The database refuses writes (logged there): keep the answer and record it once writes
+                # succeed again; sending the message again could open a second transaction at the CSMS.
+                while storage.write_failure is not None:
+                    await storage.wait_write_health_change()
         progress.left(entry.id)

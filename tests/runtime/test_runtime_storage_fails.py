@@ -145,7 +145,9 @@ async def test_the_fault_clears_and_sessions_start_once_writes_succeed_again(
         await writable_again(_storage_of(r))
         await trio.sleep(STORAGE_PROBE_S + 1)
         assert r.ctx.evses[1].status() is not ConnectorStatus.FAULTED
-        assert await r.ctx.evses[1].authorize_plugged("TOKEN-2", "ISO14443")
+        r.board.unplug()
+        await trio.sleep(1)
+        await r.plug_and_authorize("TOKEN-2")
         await r.csms.wait_for(START[version])
         await trio.sleep(2 * POLL_S)
         assert r.meter.energy_wh > 1000

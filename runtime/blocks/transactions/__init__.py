@@ -17,6 +17,7 @@ For other blocks (remote control, reservation, authorization), the entry points 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -386,11 +387,10 @@ class Transactions:
                 task_status.started()
         finally:
             # Shielded: this runs because we are being cancelled, and the marker must still be written.
-            with trio.CancelScope(shield=True):
-                try:
-                    await self.record_clean_shutdown()
-                except StorageWriteError:
-                    pass  # logged by storage; the next start ends what was open, as after a power cut
+            # A refused write is logged by storage; the next start ends what was open, as after a
+            # power cut.
+            with trio.CancelScope(shield=True), contextlib.suppress(StorageWriteError):
+                await self.record_clean_shutdown()
         raise AssertionError("the transactions block stopped")  # pragma: no cover
 
     async def end_interrupted(self) -> int:
@@ -529,10 +529,8 @@ class Transactions:
             with trio.move_on_after(STORAGE_PROBE_S):
                 await storage.wait_write_health_change()
             if storage.write_failure is not None:
-                try:
+                with contextlib.suppress(StorageWriteError):  # still failing: logged by storage
                     await storage.write(_probe_room)
-                except StorageWriteError:
-                    pass  # still failing: logged (rate-limited) by storage
 
     def _state(self, evse_id: int) -> _EvseTx:
         return self._evse_tx.setdefault(evse_id, _EvseTx())
