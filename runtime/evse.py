@@ -365,6 +365,11 @@ class Evse:
         # block keeps them in line with the device model); read when the pilot goes to A.
         self.stop_on_ev_side_disconnect = True
         self.unlock_on_ev_side_disconnect = True
+        # Set by the transactions block when its transaction starts before the energy (every start
+        # point but EnergyTransfer): power only once that transaction's start is committed to the
+        # database, so no energy flows that the CSMS might never hear of (a full or read-only disk).
+        self.energy_waits_for_record = False
+        self._recorded = False  # the transaction of this EVSE's session is committed (see above)
         self._events = events
         # Token identity per the OCPP version (case-insensitive; 2.0.1 also compares the type).
         self._same_token = same_token or token_matcher(OcppVersion.V201)
@@ -507,6 +512,12 @@ class Evse:
             self._unmetered = True
             self._set_fault(FaultCode.METER_COMMUNICATION, True)
             await self._handle(Input.STOP, StopReason.OTHER)
+
+    async def set_transaction_recorded(self, recorded: bool) -> None:
+        """The transactions block committed this EVSE's transaction start (True), or ended it (False)."""
+        async with self._lock:
+            self._recorded = recorded
+            await self._apply()
 
     async def set_storage_failure(self, failing: bool) -> None:
         """The station database refuses writes (or accepts them again): Faulted (1.6 InternalError) and
@@ -895,6 +906,7 @@ class Evse:
             self._phase in (Phase.OFFERED, Phase.CHARGING)
             and not self._blocking_fault()
             and self._session_metered
+            and (self._recorded or not self.energy_waits_for_record)
         )
         offer = self._offer_amps() if energize else None
         # Power off before the PWM goes away, and PWM up before power is allowed (drivers-facts 3).

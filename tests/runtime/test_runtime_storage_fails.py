@@ -8,19 +8,21 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
-from test_runtime_transactions import BOTH, POLL_S, START, V16, Rig, rig
+from test_runtime_transactions import BOTH, POLL_S, START, STOP, V16, Rig, rig
 
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.transactions import START_READING_WAIT_S, STORAGE_PROBE_S
 from evstation.runtime.device_model import TX_ENDED_MEASURANDS, TX_UPDATED_INTERVAL
-from evstation.runtime.evse import ConnectorStatus
-from evstation.runtime.storage import Storage
+from evstation.runtime.events import Dropped
+from evstation.runtime.evse import Authorized, ConnectorStatus, EnergyFlowStarted, EvseEvent
+from evstation.runtime.storage import Storage, open_storage
 
 # Enough end-of-transaction measurands (per phase) that the start's record overflows a small page.
 MANY_MEASURANDS = "Energy.Active.Import.Register,Current.Import,Voltage,Power.Active.Import"
@@ -62,6 +64,7 @@ async def writable_again(storage: Storage) -> None:
     await storage.read(work)
 
 
+ENERGY = "Energy.Active.Import.Register"
 MODES = pytest.mark.parametrize("mode", ["full", "readonly"])
 
 
@@ -81,6 +84,15 @@ async def _wait_fault_reported(r: Rig, version: OcppVersion) -> None:
         for s in r.csms.of("StatusNotification")
     ):
         await r.csms.wait_for("StatusNotification", len(r.csms.of("StatusNotification")) + 1)
+
+
+def _drain(events: trio.MemoryReceiveChannel[EvseEvent | Dropped]) -> list[EvseEvent | Dropped]:
+    seen: list[EvseEvent | Dropped] = []
+    while True:
+        try:
+            seen.append(events.receive_nowait())
+        except trio.WouldBlock:
+            return seen
 
 
 @asynccontextmanager
@@ -106,9 +118,14 @@ async def test_a_start_the_database_cannot_record_gives_no_energy_and_no_crash(
     SQLite error without a traceback, and the station runs on (the rig leaves cleanly)."""
     caplog.set_level(logging.WARNING)
     async with failing_rig(tmp_path, version, mode) as r:
-        await r.plug_and_authorize()
-        await _wait_fault_reported(r, version)
-        await trio.sleep(START_READING_WAIT_S)
+        with r.ctx.evses.subscribe() as events:
+            await r.plug_and_authorize()
+            await _wait_fault_reported(r, version)
+            await trio.sleep(START_READING_WAIT_S)
+            seen = _drain(events)
+        # Never energized, not even for the moment the refused write took.
+        assert not any(isinstance(event, EnergyFlowStarted) for event in seen)
+        assert any(isinstance(event, Authorized) for event in seen)
         assert r.ctx.evses[1].status() is ConnectorStatus.FAULTED
         assert not r.ctx.evses[1].session_active()
         assert r.board.offered_current_a is None and r.meter.energy_wh == 1000
@@ -122,7 +139,7 @@ async def test_a_start_the_database_cannot_record_gives_no_energy_and_no_crash(
         for rec in caplog.records
         if rec.name == "evstation.runtime.storage" and rec.levelno == logging.ERROR
     ]
-    assert len(lines) == 1  # rate-limited: the probes' failures are not logged again
+    assert len(lines) == 1
     assert str(tmp_path / "station.db") in lines[0].getMessage() and error in lines[0].getMessage()
     assert all(rec.exc_info is None for rec in caplog.records)
 
@@ -142,6 +159,8 @@ async def test_the_fault_clears_and_sessions_start_once_writes_succeed_again(
         await _wait_fault_reported(r, version)
         await trio.sleep(3 * STORAGE_PROBE_S)
         assert r.ctx.evses[1].status() is ConnectorStatus.FAULTED  # the probe still fails
+        # One line for the whole failure, not one per refused probe.
+        assert len([rec for rec in caplog.records if "database write failed" in rec.getMessage()]) == 1
         await writable_again(_storage_of(r))
         await trio.sleep(STORAGE_PROBE_S + 1)
         assert r.ctx.evses[1].status() is not ConnectorStatus.FAULTED
@@ -175,3 +194,66 @@ async def test_a_running_transaction_keeps_its_session_and_record_while_writes_f
         assert r.ctx.evses[1].status() is not ConnectorStatus.FAULTED
         assert r.board.offered_current_a is not None
         assert r.ctx.blocks.transactions.ids.get(1) is not None
+
+
+@BOTH
+async def test_a_transaction_that_ends_while_writes_fail_is_ended_once_they_succeed(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """The EV leaves while the database refuses writes: no crash; the end is kept and queued, with the
+    time and reading of the stop, as soon as writes succeed again, and the EVSE is free for the next."""
+    async with rig(tmp_path, version) as r:
+        await r.plug_and_authorize()
+        await r.csms.wait_for(START[version])
+        await trio.sleep(10)
+        await make_read_only(_storage_of(r))
+        await _wait_fault_reported(r, version)
+        at_stop = r.meter.energy_wh
+        unplugged_at = r.ctx.blocks.transactions.services.clock.now()
+        r.board.unplug()
+        await trio.sleep(3 * STORAGE_PROBE_S)
+        assert not r.ctx.evses[1].session_active()
+        assert not any(_is_end(s.call.payload, version) for s in r.csms.of(STOP[version]))
+        await writable_again(_storage_of(r))
+        end = await r.ended(version)
+        stopped = end["meterStop"] if version is V16 else _end_register(end)
+        assert stopped == round(at_stop) if version is V16 else stopped == at_stop
+        # The stop's time, not the recovery's (minutes later).
+        assert abs(datetime.fromisoformat(end["timestamp"]) - unplugged_at) < timedelta(seconds=5)
+        await trio.sleep(1)
+        assert r.ctx.evses[1].status() is ConnectorStatus.AVAILABLE
+        assert await _storage_of(r).transactions() == []
+
+
+def _is_end(payload: dict[str, Any], version: OcppVersion) -> bool:
+    return version is V16 or payload["eventType"] == "Ended"
+
+
+def _end_register(payload: dict[str, Any]) -> float:
+    (value,) = [
+        v
+        for meter in payload["meterValue"]
+        for v in meter["sampledValue"]
+        if v.get("context") == "Transaction.End" and v.get("measurand", ENERGY) == ENERGY
+    ]
+    return float(value["value"])
+
+
+async def test_a_failed_commit_is_rolled_back_and_the_next_write_goes_through(tmp_path: Path) -> None:
+    """A COMMIT SQLite refuses (here a deferred foreign key; on a full disk the same) leaves its
+    transaction open unless rolled back: every later write would then fail with "cannot start a
+    transaction within a transaction"."""
+    async with open_storage(tmp_path / "station.db") as storage:
+
+        def tables(conn: sqlite3.Connection) -> None:
+            conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+            conn.execute(
+                "CREATE TABLE child (parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
+            )
+
+        await storage.write(tables)
+        with pytest.raises(sqlite3.IntegrityError):
+            await storage.write(lambda conn: conn.execute("INSERT INTO child VALUES (7)"))
+        await storage.set_setting("after", "ok")
+        assert await storage.get_setting("after") == "ok"
+        assert await storage.read(lambda conn: conn.execute("SELECT COUNT(*) FROM child").fetchone()[0]) == 0

@@ -25,7 +25,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Final, NoReturn
+from typing import TYPE_CHECKING, Final, NoReturn, TypeVar
 
 import trio
 
@@ -136,6 +136,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 V201 = OcppVersion.V201
+T = TypeVar("T")
 
 # Setting written when the station stops through its own shutdown path (SIGTERM / SIGINT, or leaving
 # open_station); its absence at start means the last run ended without it: SIGKILL, crash, power cut.
@@ -439,7 +440,7 @@ class Transactions:
                 data = StopData(noted, ended_trigger(noted), record.stopped_at, offline=True)
             else:
                 data = StopData(reason, INTERRUPTED_TRIGGER, None, offline=True, with_token=False)
-            entry = await self._messages.stop(self.services, record, data)
+            entry = await self._until_recorded(lambda: self._messages.stop(self.services, record, data))
             if entry is not None:
                 self._end_entries[record.evse_id] = entry.id
                 ended += 1
@@ -477,6 +478,7 @@ class Transactions:
         log.warning(
             "transaction %s resumed on EVSE %d: the EV is still plugged in", record.id, record.evse_id
         )
+        await evse.set_transaction_recorded(True)
         if token is not None and not await evse.authorize_remote(*token):
             log.error("transaction %s: EVSE %d cannot be energized again", record.id, record.evse_id)
         if record.token_status not in (None, "Accepted"):
@@ -838,6 +840,7 @@ class Transactions:
             await evse.stop_session(StopReason.OTHER)
             return
         state.record = record
+        await evse.set_transaction_recorded(True)
         state.cable_reported = data.cable_max_current
         state.charging_state = data.charging_state
         state.phases_reported = data.number_of_phases
@@ -859,7 +862,7 @@ class Transactions:
         at = self._now()
         # Before the wait for the last reading: a restart in it must neither resume this transaction
         # (the EV may still be plugged in) nor forget why it stopped.
-        await self.services.storage.note_stop(record.id, reason, at)
+        await self._until_recorded(lambda: self.services.storage.note_stop(record.id, reason, at))
         end = None
         energy = None
         signed_stop = None
@@ -893,15 +896,28 @@ class Transactions:
             signed_stop=signed_stop,
             charging_state="EVConnected" if after.ev_connected else "Idle",
         )
-        entry = await self._messages.stop(self.services, record, data)
+        entry = await self._until_recorded(lambda: self._messages.stop(self.services, record, data))
         if entry is not None:
             self._end_entries[evse.id] = entry.id
         state.record = None
         state.scope = None
         state.cable_reported = None
         self.ids.set(evse.id, None)
+        await evse.set_transaction_recorded(False)
         if end_session:
             await evse.stop_session(StopReason.OTHER)
+
+    async def _until_recorded(self, write: Callable[[], Awaitable[T]]) -> T:
+        """A transaction's end must be recorded: while the database refuses writes (the EVSE Faulted,
+        no energy), wait for them to succeed again and write it then, with the values of the stop.
+        `write` is one SQLite transaction: trying it again never records it twice."""
+        storage = self.services.storage
+        while True:
+            try:
+                return await write()
+            except StorageWriteError:
+                while storage.write_failure is not None:
+                    await storage.wait_write_health_change()
 
     # --- meter values during a transaction ----------------------------------------------------------------
 
@@ -1136,10 +1152,14 @@ class Transactions:
     ) -> None:
         """TxCtrlr.EVConnectionTimeOut (1.6 ConnectionTimeOut): how long an authorized EVSE waits for
         the cable; a change applies to the next authorization. Also StopTxOnEVSideDisconnect and
-        UnlockOnEVSideDisconnect, which the EVSE reads at the unplug."""
+        UnlockOnEVSideDisconnect, which the EVSE reads at the unplug, and whether energy waits for the
+        transaction's record (TxStartPoint)."""
         dm = self._device_model
         with dm.watch(
-            EV_CONNECTION_TIMEOUT, STOP_TX_ON_EV_SIDE_DISCONNECT, UNLOCK_ON_EV_SIDE_DISCONNECT
+            EV_CONNECTION_TIMEOUT,
+            STOP_TX_ON_EV_SIDE_DISCONNECT,
+            UNLOCK_ON_EV_SIDE_DISCONNECT,
+            TX_START_POINT,
         ) as changes:
             self._apply_connection_timeout()
             task_status.started()
@@ -1152,6 +1172,7 @@ class Transactions:
             evse.connection_timeout_s = float(dm.get_int(EV_CONNECTION_TIMEOUT))
             evse.stop_on_ev_side_disconnect = dm.get_bool(STOP_TX_ON_EV_SIDE_DISCONNECT)
             evse.unlock_on_ev_side_disconnect = dm.get_bool(UNLOCK_ON_EV_SIDE_DISCONNECT)
+            evse.energy_waits_for_record = TxPoint.ENERGY_TRANSFER not in self._points().start
 
     async def _follow_authorization_enabled(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
