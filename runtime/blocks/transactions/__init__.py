@@ -440,7 +440,7 @@ class Transactions:
                 data = StopData(noted, ended_trigger(noted), record.stopped_at, offline=True)
             else:
                 data = StopData(reason, INTERRUPTED_TRIGGER, None, offline=True, with_token=False)
-            entry = await self._until_recorded(lambda: self._messages.stop(self.services, record, data))
+            entry = await self._messages.stop(self.services, record, data)
             if entry is not None:
                 self._end_entries[record.evse_id] = entry.id
                 ended += 1
