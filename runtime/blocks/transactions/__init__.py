@@ -908,9 +908,10 @@ class Transactions:
             await evse.stop_session(StopReason.OTHER)
 
     async def _until_recorded(self, write: Callable[[], Awaitable[T]]) -> T:
-        """A transaction's end must be recorded: while the database refuses writes (the EVSE Faulted,
-        no energy), wait for them to succeed again and write it then, with the values of the stop.
-        `write` is one SQLite transaction: trying it again never records it twice."""
+        """Run `write` (a transaction's end, or one of its meter tasks) until the database takes it:
+        while writes are refused (the EVSE Faulted, so no energy flows), wait for them to succeed
+        again, then run it again. An end is one SQLite transaction, so it is never recorded twice and
+        keeps the time and reading of the stop; a meter task loses the refused message only."""
         storage = self.services.storage
         while True:
             try:
@@ -924,25 +925,12 @@ class Transactions:
     async def _meter_tasks(self, state: _EvseTx, record: TransactionRecord, scope: trio.CancelScope) -> None:
         with scope:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._despite_storage, functools.partial(self._sample_periodic, record))
+                nursery.start_soon(self._until_recorded, functools.partial(self._sample_periodic, record))
                 if self.version is V201:  # 1.6 takes them with the periodic values
-                    nursery.start_soon(self._despite_storage, functools.partial(self._sample_ended, record))
+                    nursery.start_soon(self._until_recorded, functools.partial(self._sample_ended, record))
                 nursery.start_soon(
-                    self._despite_storage, functools.partial(self._watch_invalid_id, state, record)
+                    self._until_recorded, functools.partial(self._watch_invalid_id, state, record)
                 )
-
-    async def _despite_storage(self, task: Callable[[], Awaitable[None]]) -> None:
-        """Run one of a transaction's tasks; a write the database refuses (logged by storage) loses that
-        message only, and the task starts over once writes succeed again. The storage fault withholds
-        the energy meanwhile, so none flows that goes unreported."""
-        storage = self.services.storage
-        while True:
-            try:
-                await task()
-                return
-            except StorageWriteError:
-                while storage.write_failure is not None:
-                    await storage.wait_write_health_change()
 
     def _evse(self, record: TransactionRecord) -> Evse:
         return self.services.evses[record.evse_id]
