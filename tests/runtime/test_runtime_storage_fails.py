@@ -43,7 +43,10 @@ async def fill_up(storage: Storage) -> None:
     """Disk full: the database may not grow by one page (and has no free page left to reuse)."""
 
     def work(conn: sqlite3.Connection) -> None:
-        assert conn.execute("PRAGMA freelist_count").fetchone()[0] == 0
+        # Free pages (left by rows deleted earlier) would be reused before the file grows: use them up.
+        conn.execute("CREATE TABLE IF NOT EXISTS filler (data BLOB)")
+        while conn.execute("PRAGMA freelist_count").fetchone()[0] > 0:
+            conn.execute("INSERT INTO filler VALUES (zeroblob(100))")
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         conn.execute(f"PRAGMA max_page_count = {pages}")
 
@@ -197,23 +200,27 @@ async def test_a_running_transaction_keeps_its_session_and_record_while_writes_f
 
 
 @BOTH
+@MODES
 async def test_a_transaction_that_ends_while_writes_fail_is_ended_once_they_succeed(
-    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion, mode: str
 ) -> None:
-    """The EV leaves while the database refuses writes: no crash; the end is kept and queued, with the
-    time and reading of the stop, as soon as writes succeed again, and the EVSE is free for the next."""
-    async with rig(tmp_path, version) as r:
+    """The EV leaves while the database refuses writes (read-only: every write; full: the end message,
+    which needs room, while noting the stop fits): no crash; the end is kept and queued, with the time
+    and reading of the stop, as soon as writes succeed again, and the EVSE is free for the next."""
+    small_pages(tmp_path / "station.db")
+    async with rig(tmp_path, version, settings={TX_ENDED_MEASURANDS: MANY_MEASURANDS}) as r:
         await r.plug_and_authorize()
         await r.csms.wait_for(START[version])
         await trio.sleep(10)
-        await make_read_only(_storage_of(r))
-        await _wait_fault_reported(r, version)
+        await (fill_up if mode == "full" else make_read_only)(_storage_of(r))
         at_stop = r.meter.energy_wh
         unplugged_at = r.ctx.blocks.transactions.services.clock.now()
         r.board.unplug()
+        await _wait_fault_reported(r, version)
         await trio.sleep(3 * STORAGE_PROBE_S)
         assert not r.ctx.evses[1].session_active()
         assert not any(_is_end(s.call.payload, version) for s in r.csms.of(STOP[version]))
+        assert r.meter.energy_wh == at_stop
         await writable_again(_storage_of(r))
         end = await r.ended(version)
         stopped = end["meterStop"] if version is V16 else _end_register(end)
