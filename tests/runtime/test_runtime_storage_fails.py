@@ -201,21 +201,35 @@ async def test_a_running_transaction_keeps_its_session_and_record_while_writes_f
 
 @BOTH
 @MODES
+@pytest.mark.parametrize("during_stop", [False, True], ids=["before", "during"])
 async def test_a_transaction_that_ends_while_writes_fail_is_ended_once_they_succeed(
-    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion, mode: str
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion, mode: str, during_stop: bool
 ) -> None:
-    """The EV leaves while the database refuses writes (read-only: every write; full: the end message,
-    which needs room, while noting the stop fits): no crash; the end is kept and queued, with the time
-    and reading of the stop, as soon as writes succeed again, and the EVSE is free for the next."""
+    """The EV leaves while the database refuses writes, from before the stop (its note is refused) or
+    from within it (the note is in, the end message is refused after the wait for a last reading): no
+    crash; the end is kept and queued, with the time and reading of the stop, as soon as writes
+    succeed again, and the EVSE is free for the next session."""
     small_pages(tmp_path / "station.db")
     async with rig(tmp_path, version, settings={TX_ENDED_MEASURANDS: MANY_MEASURANDS}) as r:
         await r.plug_and_authorize()
         await r.csms.wait_for(START[version])
         await trio.sleep(10)
-        await (fill_up if mode == "full" else make_read_only)(_storage_of(r))
+        fail = fill_up if mode == "full" else make_read_only
+        if not during_stop:
+            await fail(_storage_of(r))
         at_stop = r.meter.energy_wh
         unplugged_at = r.ctx.blocks.transactions.services.clock.now()
         r.board.unplug()
+        if during_stop:
+            # The stop is noted at once; its end waits for the meter's next reading (polled each
+            # second, up to END_READING_WAIT_S): the disk fails in between.
+            for _ in range(50):  # the note is a commit, polled: it has no event
+                if (await _storage_of(r).transactions())[0].stop_reason is not None:
+                    break
+                await trio.sleep(0.01)
+            else:
+                pytest.fail("the stop was not noted")
+            await fail(_storage_of(r))
         await _wait_fault_reported(r, version)
         await trio.sleep(3 * STORAGE_PROBE_S)
         assert not r.ctx.evses[1].session_active()
