@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from test_runtime_transactions import BOTH, POLL_S, START, STOP, V16, Rig, rig
+from test_runtime_transactions import BOTH, POLL_S, START, STOP, V16, V201, Rig, rig
 
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.transactions import START_READING_WAIT_S, STORAGE_PROBE_S
-from evstation.runtime.device_model import TX_ENDED_MEASURANDS, TX_UPDATED_INTERVAL
+from evstation.runtime.device_model import TX_ENDED_MEASURANDS, TX_START_POINT, TX_UPDATED_INTERVAL
 from evstation.runtime.events import Dropped
 from evstation.runtime.evse import Authorized, ConnectorStatus, EnergyFlowStarted, EvseEvent
 from evstation.runtime.storage import Storage, open_storage
@@ -278,3 +278,17 @@ async def test_a_failed_commit_is_rolled_back_and_the_next_write_goes_through(tm
         await storage.set_setting("after", "ok")
         assert await storage.get_setting("after") == "ok"
         assert await storage.read(lambda conn: conn.execute("SELECT COUNT(*) FROM child").fetchone()[0]) == 0
+
+
+async def test_v201_tx_start_point_energy_transfer_energizes_before_the_record(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A transaction that starts at EnergyTransfer needs the energy first: the EVSE does not wait for
+    its record (else neither would ever come). Changed while running: read at the change."""
+    async with rig(tmp_path, V201) as r:
+        await r.ctx.device_model.set(TX_START_POINT, "EnergyTransfer")
+        await r.plug_and_authorize()
+        (started,) = [s.call.payload for s in await r.csms.wait_for("TransactionEvent")]
+        assert started["eventType"] == "Started" and started["triggerReason"] == "ChargingStateChanged"
+        await trio.sleep(2 * POLL_S)
+        assert r.meter.energy_wh > 1000
