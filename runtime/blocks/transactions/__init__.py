@@ -840,7 +840,6 @@ class Transactions:
             await evse.stop_session(StopReason.OTHER)
             return
         state.record = record
-        await evse.set_transaction_recorded(True)
         state.cable_reported = data.cable_max_current
         state.charging_state = data.charging_state
         state.phases_reported = data.number_of_phases
@@ -848,6 +847,8 @@ class Transactions:
         self.ids.set(evse.id, record.id)
         state.scope = trio.CancelScope()
         nursery.start_soon(self._meter_tasks, state, record, state.scope)
+        # Last: the block's own state is in place before this first checkpoint after the commit.
+        await evse.set_transaction_recorded(True)
 
     # --- stop ------------------------------------------------------------------------------------------
 
