@@ -9,6 +9,7 @@ I/O. Never imports the transactions block: it calls `decide`, `may_stop` and `le
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 from collections import OrderedDict
@@ -76,7 +77,14 @@ from evstation.runtime.device_model import (
 )
 from evstation.runtime.events import Broadcaster
 from evstation.runtime.link import LinkDown
-from evstation.runtime.storage import Storage, from_db_time, read_setting, to_db_time, write_setting
+from evstation.runtime.storage import (
+    Storage,
+    StorageWriteError,
+    from_db_time,
+    read_setting,
+    to_db_time,
+    write_setting,
+)
 from evstation.runtime.uplink import Uplink
 
 if TYPE_CHECKING:
@@ -468,7 +476,10 @@ class Authorization:
             return
         async with self._lock:
             change = self._cache.store(token, info, self._clock.now(), self._lifetime())
-            await self._persist_cache(change)
+            # A cache, not a record: kept in memory (the failure is logged by storage). A full or
+            # read-only disk must not fail the authorization this answer decides.
+            with contextlib.suppress(StorageWriteError):
+                await self._persist_cache(change)
 
     async def learn_from_answer(self, request: Mapping[str, object], response: OcppModel) -> None:
         """Feed the token info of a transaction message's answer to the cache (the transactions block

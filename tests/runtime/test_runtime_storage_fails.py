@@ -19,7 +19,12 @@ from test_runtime_transactions import BOTH, POLL_S, START, STOP, V16, V201, Rig,
 
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.transactions import START_READING_WAIT_S, STORAGE_PROBE_S
-from evstation.runtime.device_model import TX_ENDED_MEASURANDS, TX_START_POINT, TX_UPDATED_INTERVAL
+from evstation.runtime.device_model import (
+    AUTH_CACHE_ENABLED,
+    TX_ENDED_MEASURANDS,
+    TX_START_POINT,
+    TX_UPDATED_INTERVAL,
+)
 from evstation.runtime.events import Dropped
 from evstation.runtime.evse import Authorized, ConnectorStatus, EnergyFlowStarted, EvseEvent
 from evstation.runtime.storage import Storage, open_storage
@@ -292,3 +297,21 @@ async def test_v201_tx_start_point_energy_transfer_energizes_before_the_record(
         assert started["eventType"] == "Started" and started["triggerReason"] == "ChargingStateChanged"
         await trio.sleep(2 * POLL_S)
         assert r.meter.energy_wh > 1000
+
+
+@BOTH
+async def test_a_token_swiped_on_a_read_only_card_is_decided_and_its_start_refused(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """The first write a swipe makes is the authorization cache's (the Authorize answer): refused, it
+    does not fail the authorization (the cache keeps it in memory) nor the station; the start that
+    follows is refused unenergized and the EVSE Faulted."""
+    async with failing_rig(tmp_path, version, "readonly") as r:
+        await r.ctx.device_model.set(AUTH_CACHE_ENABLED, "true")
+        r.board.plug_in()
+        await trio.sleep(0.5)
+        assert await r.ctx.evses.present_token("TOKEN-9") == 1
+        await r.csms.wait_for("Authorize")
+        await _wait_fault_reported(r, version)
+        assert [entry.token.value for entry in r.ctx.blocks.authorization.cached()] == ["TOKEN-9"]
+        assert r.meter.energy_wh == 1000 and not r.csms.of(START[version])
