@@ -10,7 +10,7 @@ import json
 import logging
 import math
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -381,6 +381,16 @@ class Storage:
     async def wait_write_health_change(self) -> None:
         """Until writes start failing or succeed again."""
         await self._health_changed.wait()
+
+    async def until_written(self, write: Callable[[], Awaitable[T]]) -> T:
+        """Run `write` (work that writes here) until it is not refused: after a `StorageWriteError`,
+        wait until some write commits again (anyone's), then run it again from the start."""
+        while True:
+            try:
+                return await write()
+            except StorageWriteError:
+                while self._write_failure is not None:
+                    await self._health_changed.wait()
 
     def _note_write(self, failure: str | None) -> None:
         changed = (failure is None) != (self._write_failure is None)

@@ -26,7 +26,7 @@ from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.assembly import StationBlocks, build_blocks
 from evstation.runtime.blocks.authorization import ListConflict
 from evstation.runtime.blocks.registry import Route, routing_table
-from evstation.runtime.blocks.transactions import AlreadyDelivered
+from evstation.runtime.blocks.transactions import AlreadyDelivered, Transactions
 from evstation.runtime.calls import (
     CallFailed,
     CallManager,
@@ -52,7 +52,7 @@ from evstation.runtime.events import Dropped
 from evstation.runtime.evse import EvseEvent, Evses, StatusChanged
 from evstation.runtime.lifecycle import StopRequests
 from evstation.runtime.outbox import Outbox, OutboxEntry
-from evstation.runtime.storage import Storage, StorageWriteError
+from evstation.runtime.storage import Storage
 from evstation.runtime.uplink import Uplink
 
 if TYPE_CHECKING:
@@ -521,18 +521,19 @@ async def _send_outbox(ctx: SessionContext, calls: CallManager) -> None:
                 log.warning("%s #%d failed (%s); retry in %g s", entry.action, entry.id, exc, delay)
                 await trio.sleep(delay)
             continue
-        # Shielded: the CSMS has acknowledged it, so a drop at this very moment must not leave it
-        # queued to be sent (and acknowledged) again. Its delete commits while the next one goes out.
-        storage = transactions.services.storage
-        while True:
-            try:
-                with trio.CancelScope(shield=True):
-                    await transactions.delivered(entry, response)
-                    await outbox.acknowledge(entry.id)
-                break
-            except StorageWriteError:
-                # The database refuses writes (logged there): keep the answer and record it once writes
-                # succeed again; sending the message again could open a second transaction at the CSMS.
-                while storage.write_failure is not None:
-                    await storage.wait_write_health_change()
+        # A database that refuses writes (logged there): the answer is kept and recorded once writes
+        # succeed again; sending the message again could open a second transaction at the CSMS.
+        await transactions.services.storage.until_written(
+            functools.partial(_record_delivery, transactions, outbox, entry, response)
+        )
         progress.left(entry.id)
+
+
+async def _record_delivery(
+    transactions: Transactions, outbox: Outbox, entry: OutboxEntry, response: OcppModel
+) -> None:
+    # Shielded: the CSMS has acknowledged it, so a drop at this very moment must not leave it
+    # queued to be sent (and acknowledged) again. Its delete commits while the next one goes out.
+    with trio.CancelScope(shield=True):
+        await transactions.delivered(entry, response)
+        await outbox.acknowledge(entry.id)

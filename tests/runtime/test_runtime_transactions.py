@@ -593,14 +593,9 @@ async def test_a_transaction_stopped_just_before_a_restart_is_not_resumed_and_en
         assert ended["triggerReason"] == "RemoteStop"
 
 
-@BOTH
-async def test_g03_inoperative_scheduled_before_a_restart_still_waits_for_the_resumed_transaction(
-    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
-) -> None:
-    """ChangeAvailability Inoperative for EVSE 1 during its transaction is Scheduled (G03.FR.03 / 1.6
-    5.2). After a restart with the EV still plugged in the transaction resumes, so the change still
-    waits for its end: applied at start-up, it would leave a resumed transaction on an Unavailable EVSE
-    that cannot be energized again."""
+async def _inoperative_scheduled_before_a_restart(tmp_path: Path, version: OcppVersion) -> SimMeter:
+    """A run in which EVSE 1's transaction is delivered and ChangeAvailability Inoperative for it is
+    answered Scheduled; the meter, for the run after the restart."""
     meter = SimMeter(230, initial_energy_wh=1000, poll_interval_s=POLL_S)
     async with rig(tmp_path, version, meter=meter) as r:
         await r.plug_and_authorize()
@@ -611,6 +606,18 @@ async def test_g03_inoperative_scheduled_before_a_restart_still_waits_for_the_re
             request = {"operationalStatus": "Inoperative", "evse": {"id": 1}}
         assert await call(r.csms, r.conn, "ChangeAvailability", request) == {"status": "Scheduled"}
         await r.ctx.outbox.wait_empty()
+    return meter
+
+
+@BOTH
+async def test_g03_inoperative_scheduled_before_a_restart_still_waits_for_the_resumed_transaction(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """ChangeAvailability Inoperative for EVSE 1 during its transaction is Scheduled (G03.FR.03 / 1.6
+    5.2). After a restart with the EV still plugged in the transaction resumes, so the change still
+    waits for its end: applied at start-up, it would leave a resumed transaction on an Unavailable EVSE
+    that cannot be energized again."""
+    meter = await _inoperative_scheduled_before_a_restart(tmp_path, version)
     async with rig(tmp_path, version, meter=meter, plugged=True) as r:
         await trio.sleep(10)
         evse = r.ctx.evses[1]
@@ -629,16 +636,7 @@ async def test_g03_inoperative_scheduled_before_a_restart_applies_once_the_trans
 ) -> None:
     """As above, but the EV left during the restart: the transaction is ended at start-up (PowerLoss),
     and the scheduled Inoperative applies then, not at some later event."""
-    meter = SimMeter(230, initial_energy_wh=1000, poll_interval_s=POLL_S)
-    async with rig(tmp_path, version, meter=meter) as r:
-        await r.plug_and_authorize()
-        await r.csms.wait_for(START[version])
-        if version is V16:
-            request: dict[str, Any] = {"connectorId": 1, "type": "Inoperative"}
-        else:
-            request = {"operationalStatus": "Inoperative", "evse": {"id": 1}}
-        assert await call(r.csms, r.conn, "ChangeAvailability", request) == {"status": "Scheduled"}
-        await r.ctx.outbox.wait_empty()
+    meter = await _inoperative_scheduled_before_a_restart(tmp_path, version)
     async with rig(tmp_path, version, meter=meter) as r:
         await r.ended(version)
         await trio.sleep(1)

@@ -22,10 +22,10 @@ import functools
 import logging
 import math
 import sqlite3
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Final, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Final, NoReturn
 
 import trio
 
@@ -136,7 +136,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 V201 = OcppVersion.V201
-T = TypeVar("T")
 
 # Setting written when the station stops through its own shutdown path (SIGTERM / SIGINT, or leaving
 # open_station); its absence at start means the last run ended without it: SIGKILL, crash, power cut.
@@ -863,7 +862,10 @@ class Transactions:
         at = self._now()
         # Before the wait for the last reading: a restart in it must neither resume this transaction
         # (the EV may still be plugged in) nor forget why it stopped.
-        await self._until_recorded(lambda: self.services.storage.note_stop(record.id, reason, at))
+        # While writes are refused (the EVSE Faulted, so no energy flows) the end waits for them: it is
+        # one SQLite transaction, so never recorded twice, and keeps the time and reading of the stop.
+        storage = self.services.storage
+        await storage.until_written(lambda: storage.note_stop(record.id, reason, at))
         end = None
         energy = None
         signed_stop = None
@@ -897,7 +899,7 @@ class Transactions:
             signed_stop=signed_stop,
             charging_state="EVConnected" if after.ev_connected else "Idle",
         )
-        entry = await self._until_recorded(lambda: self._messages.stop(self.services, record, data))
+        entry = await storage.until_written(lambda: self._messages.stop(self.services, record, data))
         if entry is not None:
             self._end_entries[evse.id] = entry.id
         state.record = None
@@ -908,30 +910,17 @@ class Transactions:
         if end_session:
             await evse.stop_session(StopReason.OTHER)
 
-    async def _until_recorded(self, write: Callable[[], Awaitable[T]]) -> T:
-        """Run `write` (a transaction's end, or one of its meter tasks) until the database takes it:
-        while writes are refused (the EVSE Faulted, so no energy flows), wait for them to succeed
-        again, then run it again. An end is one SQLite transaction, so it is never recorded twice and
-        keeps the time and reading of the stop; a meter task loses the refused message only."""
-        storage = self.services.storage
-        while True:
-            try:
-                return await write()
-            except StorageWriteError:
-                while storage.write_failure is not None:
-                    await storage.wait_write_health_change()
-
     # --- meter values during a transaction ----------------------------------------------------------------
 
     async def _meter_tasks(self, state: _EvseTx, record: TransactionRecord, scope: trio.CancelScope) -> None:
+        # Each starts over once refused writes succeed again; a refused meter message is lost only.
+        until_written = self.services.storage.until_written
         with scope:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._until_recorded, functools.partial(self._sample_periodic, record))
+                nursery.start_soon(until_written, functools.partial(self._sample_periodic, record))
                 if self.version is V201:  # 1.6 takes them with the periodic values
-                    nursery.start_soon(self._until_recorded, functools.partial(self._sample_ended, record))
-                nursery.start_soon(
-                    self._until_recorded, functools.partial(self._watch_invalid_id, state, record)
-                )
+                    nursery.start_soon(until_written, functools.partial(self._sample_ended, record))
+                nursery.start_soon(until_written, functools.partial(self._watch_invalid_id, state, record))
 
     def _evse(self, record: TransactionRecord) -> Evse:
         return self.services.evses[record.evse_id]
