@@ -212,6 +212,8 @@ class VariableChange:
 
 @dataclass(slots=True)
 class _Watcher:
+    """A `watch` subscription: the variables it follows and where their changes go."""
+
     keys: frozenset[VariableKey]  # empty: every variable
     send: trio.MemorySendChannel[VariableChange]
 

@@ -29,6 +29,8 @@ class Dropped:
 
 @dataclass(slots=True)
 class _Subscriber(Generic[T]):
+    """One subscription's channel and what it lost to a full buffer."""
+
     send: trio.MemorySendChannel[T | Dropped]
     dropped: int = 0  # lost since the last marker was delivered
 

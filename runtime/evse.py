@@ -318,6 +318,8 @@ def connector_status(
 
 @dataclass
 class _PendingAuth:
+    """A token presented and awaiting its authorization decision until `deadline`."""
+
     id_token: str
     token_type: str
     deadline: float

@@ -47,6 +47,8 @@ def quote(text: str, limit: int = QUOTE_CHARS) -> str:
 
 @dataclass
 class _Window:
+    """One kind of fault's current window: when it began, lines logged and lines suppressed in it."""
+
     start: float
     logged: int = 0
     suppressed: int = 0

@@ -141,6 +141,8 @@ def link_settings(config: StationConfig) -> LinkSettings:
 
 @dataclass(eq=False)
 class _EvseParts:
+    """The drivers configured for one EVSE (and the simulated hardware behind them, if any)."""
+
     controller: ChargeController
     meter: PowerMeter | None
     sim: SimHardware | None

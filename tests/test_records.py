@@ -183,3 +183,80 @@ def test_a_class_defining_its_own_methods_is_refused() -> None:
 
             def __repr__(self) -> str:
                 return "custom"
+
+
+@record
+class Options:
+    name: str
+    count: int = 1
+    items: list[int] = field(default_factory=list)
+    flag: bool = field(default=False, kw_only=True)
+    level: int = field(kw_only=True, default=0)
+
+
+@dataclass(frozen=True, slots=True)
+class StdOptions:
+    name: str
+    count: int = 1
+    items: list[int] = field(default_factory=list)
+    flag: bool = field(default=False, kw_only=True)
+    level: int = field(kw_only=True, default=0)
+
+
+_CALLS: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+    (("a",), {}),
+    (("a", 2), {}),
+    (("a", 2, [1]), {}),
+    ((), {"name": "a", "items": [3], "flag": True}),
+    (("a",), {"level": 4, "count": 5}),
+]
+
+_BAD_CALLS: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+    ((), {}),  # a required field missing
+    (("a", 2, [1], True), {}),  # a keyword-only field given by position
+    (("a",), {"name": "b"}),  # twice
+    (("a",), {"colour": "red"}),  # no such field
+    ((), {"count": 3}),
+]
+
+
+def test_init_binds_arguments_as_the_generated_one() -> None:
+    for args, kwargs in _CALLS:
+        ours, std = Options(*args, **kwargs), StdOptions(*args, **kwargs)
+        assert repr(ours) == repr(std).replace("StdOptions", "Options")
+    # A default factory runs for each instance.
+    first, second = Options("a"), Options("b")
+    assert first.items == [] and first.items is not second.items
+    for args, kwargs in _BAD_CALLS:
+        with pytest.raises(TypeError):
+            StdOptions(*args, **kwargs)
+        with pytest.raises(TypeError, match=r"Options\.__init__\(\)"):
+            Options(*args, **kwargs)
+
+
+def test_init_calls_post_init_with_every_field_set() -> None:
+    seen: list[tuple[int, int]] = []
+
+    @record
+    class Checked:
+        low: int
+        high: int = 10
+
+        def __post_init__(self) -> None:
+            seen.append((self.low, self.high))
+            if self.low > self.high:
+                raise ValueError("low above high")
+
+    assert Checked(1).high == 10
+    with pytest.raises(ValueError, match="low above high"):
+        Checked(5, high=2)
+    assert seen == [(1, 10), (5, 2)]
+
+
+def test_signature_and_doc_show_the_fields() -> None:
+    import inspect
+
+    assert str(inspect.signature(Options)) == str(inspect.signature(StdOptions))
+    assert str(inspect.signature(Point)) == str(inspect.signature(StdPoint))
+    assert Options.__doc__ == "Options(name, count, items, flag, level)"
+    assert Point.__doc__ is not None and Point.__doc__.startswith("Point(")

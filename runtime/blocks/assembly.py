@@ -80,6 +80,8 @@ NOT_YET_SERVED: Final[Mapping[OcppVersion, Mapping[str, str]]] = {
 
 @dataclass(eq=False)
 class StationBlocks:
+    """Every functional block of one station, built with its services by `build_blocks`."""
+
     provisioning: Provisioning
     availability: Availability
     authorization: Authorization

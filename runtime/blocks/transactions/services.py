@@ -80,6 +80,8 @@ class TransactionIds:
 
 @dataclass(eq=False)
 class TxServices:
+    """What the transactions block works with: storage, outbox, EVSEs, clock, link and layout."""
+
     storage: Storage
     outbox: Outbox
     evses: Evses
