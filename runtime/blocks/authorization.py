@@ -48,6 +48,7 @@ from evstation.protocol.local_list import (
     ListChange,
     ListEntry,
     ListLimits,
+    ListOutcome,
     ListStatus,
     LocalList,
     UpdateType,
@@ -515,12 +516,18 @@ class Authorization:
         return list(self._cache.entries.values())
 
     async def clear_cache(self) -> bool:
-        """ClearCache: False (Rejected) when the cache is disabled (C11; 1.6 5.4)."""
+        """ClearCache: False (Rejected) when the cache is disabled (C11; 1.6 5.4) or the clearing cannot
+        be stored (the database refuses writes): a cache emptied only in memory would be back after a
+        restart, while the CSMS believed it gone."""
         await self._ensure_loaded()
         if not self.settings().cache_enabled:
             return False
         async with self._lock:
-            await self._storage.write(_clear_cache)
+            try:
+                await self._storage.write(_clear_cache)
+            except StorageWriteError as exc:
+                log.warning("ClearCache rejected: %s", exc)
+                return False
             self._cache.clear()
         log.info("authorization cache cleared by the CSMS")
         return True
@@ -548,8 +555,13 @@ class Authorization:
             outcome = apply_update(self._list, update_type, version, items, self._limits())
             if outcome.change is not None:
                 change = outcome.change
-                await self._storage.write(lambda conn: _write_list(conn, change))
-                self._list.apply(change)
+                try:
+                    await self._storage.write(lambda conn: _write_list(conn, change))
+                except StorageWriteError as exc:
+                    # The list and its version stay as stored: the CSMS sends the update again.
+                    outcome = ListOutcome(ListStatus.FAILED, f"not stored: {exc}")
+                else:
+                    self._list.apply(change)
         level = logging.INFO if outcome.status is ListStatus.ACCEPTED else logging.WARNING
         log.log(
             level,
