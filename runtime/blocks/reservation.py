@@ -318,7 +318,6 @@ class Reservations:
                 # Held only in memory, a restart would drop a reservation the CSMS was told it has.
                 log.warning("reservation %d rejected: %s", request.id, exc)
                 return ReserveStatus.REJECTED
-            self._unrecorded.discard(request.id)  # a new reservation with that id: keep it
             self._held[request.id] = request  # replaces a reservation with the same id (H01.FR.02)
             self._wake()
             await self._show()

@@ -22,6 +22,7 @@ from runtime_session_harness import (
     online,
     open_session_context,
     serving,
+    start_transaction,
     statuses_at_boot,
 )
 from test_runtime_reservation import reserve_201
@@ -35,7 +36,11 @@ from evstation.runtime.clock import iso
 from evstation.runtime.device_model import ACTIVE_NETWORK_PROFILE, HEARTBEAT_INTERVAL
 from evstation.runtime.evse import ConnectorStatus
 from evstation.runtime.lifecycle import StationOutcome
-from evstation.runtime.network_profiles import LAST_CONNECTED_SLOT_KEY, NetworkProfiles
+from evstation.runtime.network_profiles import (
+    LAST_CONNECTED_SLOT_KEY,
+    LAST_GOOD_PASSWORD_KEY,
+    NetworkProfiles,
+)
 from evstation.runtime.session.common import SessionContext
 from evstation.runtime.station import link_settings
 from evstation.runtime.storage import Storage
@@ -289,12 +294,34 @@ async def test_a_reset_whose_boot_reason_cannot_be_stored_restarts_anyway(
 
 
 @BOTH
+async def test_a_reset_ending_a_transaction_while_writes_fail_restarts_anyway(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """The transaction cannot be marked ended (nor its end queued): the station restarts all the same,
+    after the bounded wait for the end; the transaction stays open on disk, as after a power cut."""
+    csms = CsmsPeer(version)
+    async with online(tmp_path, version, csms, run_reset=True, run_security=True) as (ctx, conn):
+        await start_transaction(ctx, 1)
+        await ctx.outbox.wait_empty()
+        await make_read_only(storage_of(ctx))
+        request = {"type": "Hard"} if version is V16 else {"type": "Immediate"}
+        assert await call(csms, conn, "Reset", request) == {"status": "Accepted"}
+        assert await ctx.blocks.reset.stop_requests.wait() is StationOutcome.RESET
+        [record] = await storage_of(ctx).transactions()
+        assert record.is_open and record.resumable
+
+
+BASIC_AUTH = [{"url": "ws://127.0.0.1:9/ocpp", "priority": 1, "security_profile": 1, "password": "p" * 16}]
+
+
+@BOTH
 async def test_a_connection_whose_slot_cannot_be_stored_goes_on_and_stores_it_at_the_next(
     clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
 ) -> None:
-    """The slot in use and the station's own device-model values (ActiveNetworkProfile, ...) apply in
-    memory; the slot is written at the next connection once writes succeed."""
-    async with open_session_context(tmp_path, version) as ctx:
+    """The slot in use, the accepted Basic-auth password (the fallback) and the station's own
+    device-model values (ActiveNetworkProfile, ...) apply in memory; the slot and the password are
+    written at the next connection once writes succeed."""
+    async with open_session_context(tmp_path, version, endpoints=BASIC_AUTH) as ctx:
         storage = storage_of(ctx)
         profiles = NetworkProfiles(
             endpoints=link_settings(ctx.config).endpoints, session=ctx, storage=storage
@@ -304,6 +331,8 @@ async def test_a_connection_whose_slot_cannot_be_stored_goes_on_and_stores_it_at
         await profiles.connected(endpoint)
         assert ctx.device_model.get(ACTIVE_NETWORK_PROFILE) == str(endpoint.priority)
         assert await storage.get_setting(LAST_CONNECTED_SLOT_KEY) is None
+        assert await storage.get_setting(LAST_GOOD_PASSWORD_KEY) is None
         await writable_again(storage)
         await profiles.connected(endpoint)
         assert await storage.get_setting(LAST_CONNECTED_SLOT_KEY) == str(endpoint.priority)
+        assert await storage.get_setting(LAST_GOOD_PASSWORD_KEY) == "p" * 16
