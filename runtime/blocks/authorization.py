@@ -477,10 +477,7 @@ class Authorization:
             return
         async with self._lock:
             change = self._cache.store(token, info, self._clock.now(), self._lifetime())
-            # A cache, not a record: kept in memory (the failure is logged by storage). A full or
-            # read-only disk must not fail the authorization this answer decides.
-            with contextlib.suppress(StorageWriteError):
-                await self._persist_cache(change)
+            await self._persist_cache(change)
 
     async def learn_from_answer(self, request: Mapping[str, object], response: OcppModel) -> None:
         """Feed the token info of a transaction message's answer to the cache (the transactions block
@@ -508,8 +505,14 @@ class Authorization:
                 await self.learn(value, token_type, info_from_v201(token_info))
 
     async def _persist_cache(self, change: CacheChange) -> None:
+        """Store what a cache operation changed (an answer learnt, a use, stale entries swept). A cache,
+        not a record: a change the database refuses stays in memory only (the failure is logged by
+        storage), as a full or read-only disk must fail neither the authorization the cache decides nor
+        the sweep. What a restart brings back (an older answer, an older use, a stale entry) is
+        checked again at its next lookup or sweep."""
         if change:
-            await self._storage.write(lambda conn: _write_cache(conn, change))
+            with contextlib.suppress(StorageWriteError):
+                await self._storage.write(lambda conn: _write_cache(conn, change))
 
     def cached(self) -> list[CacheEntry]:
         """The cache entries (for tests and the control API)."""

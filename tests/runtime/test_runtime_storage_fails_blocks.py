@@ -28,12 +28,14 @@ from runtime_session_harness import (
 from test_runtime_reservation import reserve_201
 from test_runtime_storage_fails import make_read_only, writable_again
 
+from evstation.protocol.authorization import AuthStatus, TokenInfo
 from evstation.protocol.security_events import SecurityEvent, decode_pending
 from evstation.protocol.versions import OcppVersion
+from evstation.runtime.blocks.authorization import CACHE_SWEEP_INTERVAL_S
 from evstation.runtime.blocks.security import PENDING_EVENTS_KEY
 from evstation.runtime.blocks.transactions import STORAGE_PROBE_S
 from evstation.runtime.clock import iso
-from evstation.runtime.device_model import ACTIVE_NETWORK_PROFILE, HEARTBEAT_INTERVAL
+from evstation.runtime.device_model import ACTIVE_NETWORK_PROFILE, AUTH_CACHE_LIFETIME, HEARTBEAT_INTERVAL
 from evstation.runtime.evse import ConnectorStatus
 from evstation.runtime.lifecycle import StationOutcome
 from evstation.runtime.network_profiles import (
@@ -202,6 +204,39 @@ async def test_change_availability_that_cannot_be_stored_is_rejected(
 
 
 # --- background writes: the station runs on ----------------------------------------------------------
+
+
+async def cache_a_token(ctx: SessionContext) -> None:
+    """CARD1 decided once online: the CSMS's Accepted answer is in the cache, stored."""
+    assert (await ctx.blocks.authorization.decide("CARD1", "ISO14443", 1)).accepted
+    assert [entry.token.value for entry in ctx.blocks.authorization.cached()] == ["CARD1"]
+
+
+@BOTH
+async def test_a_cached_token_presented_while_writes_fail_is_decided(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """The lookup marks the entry used: a write the disk refuses, never a failed authorization."""
+    csms = CsmsPeer(version)
+    async with online(tmp_path, version, csms) as (ctx, _conn):
+        await cache_a_token(ctx)
+        await make_read_only(storage_of(ctx))
+        assert (await ctx.blocks.authorization.decide("CARD1", "ISO14443", 1)).accepted
+
+
+@BOTH
+async def test_the_cache_sweep_while_writes_fail_drops_stale_entries_and_runs_on(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """Stale entries leave the memory at the hourly sweep; on disk they are swept after a restart."""
+    async with open_session_context(tmp_path, version) as ctx:
+        authorization = ctx.blocks.authorization
+        await ctx.device_model.set(AUTH_CACHE_LIFETIME, "60")
+        await authorization.learn("CARD1", "ISO14443", TokenInfo(AuthStatus.ACCEPTED))
+        assert [entry.token.value for entry in authorization.cached()] == ["CARD1"]
+        await make_read_only(storage_of(ctx))
+        await trio.sleep(CACHE_SWEEP_INTERVAL_S + 1)
+        assert authorization.cached() == []
 
 
 @BOTH
