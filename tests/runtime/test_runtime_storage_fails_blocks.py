@@ -203,6 +203,25 @@ async def test_change_availability_that_cannot_be_stored_is_rejected(
         assert not ctx.blocks.availability.targets.evses
 
 
+async def test_v201_set_network_profile_that_cannot_be_stored_fails(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """B09.FR.03 (answered so before this file: the block already caught the refusal)."""
+    csms = CsmsPeer(V201)
+    async with refusing(tmp_path, V201, csms) as (ctx, conn):
+        data = {
+            "ocppVersion": "OCPP20",
+            "ocppTransport": "JSON",
+            "ocppCsmsUrl": "wss://csms.example/ocpp",
+            "messageTimeout": 30,
+            "securityProfile": 2,
+            "ocppInterface": "Wired0",
+        }
+        request = {"configurationSlot": 0, "connectionData": data}
+        assert await call(csms, conn, "SetNetworkProfile", request) == {"status": "Failed"}
+        assert await ctx.blocks.provisioning.network_profiles() == []
+
+
 # --- background writes: the station runs on ----------------------------------------------------------
 
 
