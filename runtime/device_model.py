@@ -93,6 +93,7 @@ __all__ = [
     "MODEL",
     "NETWORK_CONFIGURATION_PRIORITY",
     "NETWORK_PROFILE_CONNECTION_ATTEMPTS",
+    "NOT_STORED_INFO",
     "OFFLINE_THRESHOLD",
     "OFFLINE_TX_FOR_UNKNOWN_ID",
     "RESERVATION_ENABLED",
@@ -128,6 +129,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ACTUAL: Final = AttributeType.ACTUAL
+# StatusInfo additionalInfo (1.6: the log's reason) of a CSMS request refused because the database
+# refuses writes (docs/storage.md "When writes fail").
+NOT_STORED_INFO: Final = "not stored: the station's database refuses writes"
 
 
 def _controller(name: str, variable: str, instance: str | None = None) -> VariableKey:
@@ -449,8 +453,9 @@ class DeviceModel:
             try:
                 await self._apply([((key, attribute), decision.value)], by="CSMS")
             except StorageWriteError as exc:
+                log.warning("device model: %s not set by the CSMS: %s", _describe(key, attribute), exc)
                 return SetDecision(
-                    SetStatus.REJECTED, reason_code=ReasonCode.INTERNAL_ERROR, info=_not_stored(exc)
+                    SetStatus.REJECTED, reason_code=ReasonCode.INTERNAL_ERROR, info=NOT_STORED_INFO
                 )
         return decision
 
@@ -550,16 +555,11 @@ class DeviceModel:
         if change.writes:
             try:
                 await self._apply([((w.key, w.attribute), w.value) for w in change.writes], by="CSMS")
-            except StorageWriteError as exc:
+            except StorageWriteError:
                 from evstation.protocol.device_model.v16 import ConfigurationStatus, V16Change
 
-                return V16Change(ConfigurationStatus.REJECTED, info=_not_stored(exc))
+                return V16Change(ConfigurationStatus.REJECTED, info=NOT_STORED_INFO)  # logged by the caller
         return change
-
-
-def _not_stored(exc: StorageWriteError) -> str:
-    log.warning("device model: the CSMS's value not stored, not applied: %s", exc)
-    return "not stored: the station's database refuses writes"
 
 
 def _describe(key: VariableKey, attribute: AttributeType) -> str:

@@ -36,7 +36,12 @@ from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.registry import handles
 from evstation.runtime.calls import CallFailed
 from evstation.runtime.clock import WallClock
-from evstation.runtime.device_model import RESERVATION_ENABLED, RESERVATION_NON_EVSE_SPECIFIC, DeviceModel
+from evstation.runtime.device_model import (
+    NOT_STORED_INFO,
+    RESERVATION_ENABLED,
+    RESERVATION_NON_EVSE_SPECIFIC,
+    DeviceModel,
+)
 from evstation.runtime.events import Dropped
 from evstation.runtime.evse import ConnectorStatus, Evse, Evses, StatusChanged
 from evstation.runtime.link import LinkDown
@@ -53,9 +58,6 @@ else:
 __all__ = ["Reservations"]
 
 log = logging.getLogger(__name__)
-
-# statusInfo.additionalInfo of a 2.0.1 answer refused because the database refuses writes.
-NOT_STORED_INFO: Final = "not stored: the station's database refuses writes"
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
 
