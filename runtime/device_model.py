@@ -3,9 +3,11 @@
 - Reads (`get`, `get_int`, `get_float`, `get_bool`) are synchronous, from memory: never a wait on SQLite.
 - `set` is the CSMS's write (SetVariables; ChangeConfiguration through `v16_change_configuration`):
   validated by the pure layer first (protocol/device_model), then committed to SQLite, then the memory
-  is updated and watchers are told. A write that changes nothing still answers Accepted.
+  is updated and watchers are told. A write that changes nothing still answers Accepted. A value the
+  database refuses to store is Rejected (reasonCode InternalError) and changes nothing.
 - `update` is the station's own write of state it maintains (AvailabilityState, ActiveNetworkProfile):
-  any mutability, type-checked; a bad value is a bug and raises.
+  any mutability, type-checked; a bad value is a bug and raises. A value the database refuses to
+  store applies in memory anyway (logged): it is the station's own view of now, re-made after a restart.
 - `watch(*keys)` is the one subscription mechanism: a context manager yielding a memory channel of
   `VariableChange`s, delivered after the write is durable. "Wait for the interval or for a change of
   it" is `sleep_or_change(changes, deadline)`.
@@ -35,7 +37,9 @@ from evstation.protocol.device_model import (
     ComponentKey,
     DeviceModelDefinitions,
     Mutability,
+    ReasonCode,
     SetDecision,
+    SetStatus,
     VariableDefinition,
     VariableKey,
     build_definitions,
@@ -50,7 +54,7 @@ from evstation.protocol.layout import ConnectorLayout, EvseLayout, StationLayout
 from evstation.protocol.retry import TransactionRetryPolicy
 from evstation.records import record
 from evstation.runtime.config import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH, SimMeterConfig, StationConfig
-from evstation.runtime.storage import Storage
+from evstation.runtime.storage import Storage, StorageWriteError
 
 if TYPE_CHECKING:
     # The 1.6 key map is built on its first use (GetConfiguration, ChangeConfiguration): a 2.0.1
@@ -89,6 +93,7 @@ __all__ = [
     "MODEL",
     "NETWORK_CONFIGURATION_PRIORITY",
     "NETWORK_PROFILE_CONNECTION_ATTEMPTS",
+    "NOT_STORED_INFO",
     "OFFLINE_THRESHOLD",
     "OFFLINE_TX_FOR_UNKNOWN_ID",
     "RESERVATION_ENABLED",
@@ -124,6 +129,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ACTUAL: Final = AttributeType.ACTUAL
+# StatusInfo additionalInfo (1.6: the log's reason) of a CSMS request refused because the database
+# refuses writes (docs/storage.md "When writes fail").
+NOT_STORED_INFO: Final = "not stored: the station's database refuses writes"
 
 
 def _controller(name: str, variable: str, instance: str | None = None) -> VariableKey:
@@ -444,7 +452,13 @@ class DeviceModel:
         decision = check_set(self.definitions, key, attribute, value)
         if decision.applies:
             assert decision.value is not None
-            await self._apply([((key, attribute), decision.value)], by="CSMS")
+            try:
+                await self._apply([((key, attribute), decision.value)], by="CSMS")
+            except StorageWriteError as exc:
+                log.warning("device model: %s not set by the CSMS: %s", _describe(key, attribute), exc)
+                return SetDecision(
+                    SetStatus.REJECTED, reason_code=ReasonCode.INTERNAL_ERROR, info=NOT_STORED_INFO
+                )
         return decision
 
     async def update(self, key: VariableKey, value: str, attribute: AttributeType = ACTUAL) -> None:
@@ -466,7 +480,17 @@ class DeviceModel:
                 return
             durable = [(slot, value) for slot, value in changed if self.definitions[slot[0]].persistent]
             if durable:
-                await self._storage.write(lambda conn: _update_values(conn, durable))
+                try:
+                    await self._storage.write(lambda conn: _update_values(conn, durable))
+                except StorageWriteError:
+                    if by == "CSMS":
+                        raise  # the CSMS is told (Rejected) and its value never applies
+                    # The station's own value (an interval the CSMS gave at boot, the profile in use) is
+                    # true now and is made again after a restart: it applies, unstored.
+                    log.warning(
+                        "device model: %s not stored (the database refuses writes); applies until a restart",
+                        ", ".join(_describe(*slot) for slot, _ in durable),
+                    )
             # No checkpoint from here on: memory and watchers follow the commit atomically.
             for slot, value in changed:
                 previous = self._values.get(slot)
@@ -531,7 +555,12 @@ class DeviceModel:
         reason in `info`; the mapped variables are written, durably, before it returns."""
         change = self.v16.change(key, value)
         if change.writes:
-            await self._apply([((w.key, w.attribute), w.value) for w in change.writes], by="CSMS")
+            try:
+                await self._apply([((w.key, w.attribute), w.value) for w in change.writes], by="CSMS")
+            except StorageWriteError:
+                from evstation.protocol.device_model.v16 import ConfigurationStatus, V16Change
+
+                return V16Change(ConfigurationStatus.REJECTED, info=NOT_STORED_INFO)  # logged by the caller
         return change
 
 

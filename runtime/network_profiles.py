@@ -49,7 +49,7 @@ from evstation.runtime.device_model import (
 )
 from evstation.runtime.link import BASIC_AUTH_PROFILES, TLS_PROFILES, Connection, CsmsEndpoint, DialPlan
 from evstation.runtime.session import SessionContext, serve_session
-from evstation.runtime.storage import Storage
+from evstation.runtime.storage import Storage, StorageWriteError
 
 __all__ = ["LAST_CONNECTED_SLOT_KEY", "LAST_GOOD_PASSWORD_KEY", "NetworkProfiles"]
 
@@ -253,8 +253,13 @@ class NetworkProfiles:
             ctx.sent_statuses.clear()
             ctx.offline_since = None
         if self._remembered_slot != endpoint.priority:
-            await self._storage.set_setting(LAST_CONNECTED_SLOT_KEY, str(endpoint.priority))
-            self._remembered_slot = endpoint.priority
+            try:
+                await self._storage.set_setting(LAST_CONNECTED_SLOT_KEY, str(endpoint.priority))
+            except StorageWriteError as exc:
+                # Only where the next start dials first: tried again at the next connection.
+                log.warning("the network profile slot in use not stored: %s", exc)
+            else:
+                self._remembered_slot = endpoint.priority
 
     async def _password_accepted(self, endpoint: CsmsEndpoint) -> None:
         """The CSMS accepted `endpoint.password`: remember it as the fallback; if it is the old one
@@ -272,8 +277,13 @@ class NetworkProfiles:
             if valid:
                 await self._session.device_model.update(BASIC_AUTH_PASSWORD, password)
         if await self._last_good_password() != password:
-            await self._storage.set_setting(LAST_GOOD_PASSWORD_KEY, password)
-            self._last_good = password
+            try:
+                await self._storage.set_setting(LAST_GOOD_PASSWORD_KEY, password)
+            except StorageWriteError as exc:
+                # Tried again at the next connection; until then the fallback is the one stored before.
+                log.warning("the accepted Basic-auth password not stored as the fallback: %s", exc)
+            else:
+                self._last_good = password
 
 
 def _profile(endpoint: CsmsEndpoint) -> tuple[int, str, int]:

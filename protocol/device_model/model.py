@@ -95,6 +95,8 @@ class ReasonCode(enum.StrEnum):
     VALUE_TOO_HIGH = "ValueTooHigh"
     TOO_LARGE_ELEMENT = "TooLargeElement"
     TOO_MANY_ELEMENTS = "TooManyElements"
+    # A valid value the station could not store (its database refuses writes: docs/storage.md).
+    INTERNAL_ERROR = "InternalError"
 
 
 @record

@@ -48,6 +48,7 @@ from evstation.protocol.local_list import (
     ListChange,
     ListEntry,
     ListLimits,
+    ListOutcome,
     ListStatus,
     LocalList,
     UpdateType,
@@ -476,10 +477,7 @@ class Authorization:
             return
         async with self._lock:
             change = self._cache.store(token, info, self._clock.now(), self._lifetime())
-            # A cache, not a record: kept in memory (the failure is logged by storage). A full or
-            # read-only disk must not fail the authorization this answer decides.
-            with contextlib.suppress(StorageWriteError):
-                await self._persist_cache(change)
+            await self._persist_cache(change)
 
     async def learn_from_answer(self, request: Mapping[str, object], response: OcppModel) -> None:
         """Feed the token info of a transaction message's answer to the cache (the transactions block
@@ -507,20 +505,32 @@ class Authorization:
                 await self.learn(value, token_type, info_from_v201(token_info))
 
     async def _persist_cache(self, change: CacheChange) -> None:
+        """Store what a cache operation changed (an answer learnt, a use, stale entries swept). A cache,
+        not a record: a change the database refuses stays in memory only (the failure is logged by
+        storage), as a full or read-only disk must fail neither the authorization the cache decides nor
+        the sweep. What a restart brings back (an older answer, an older use, a stale entry) is
+        checked again at its next lookup or sweep."""
         if change:
-            await self._storage.write(lambda conn: _write_cache(conn, change))
+            with contextlib.suppress(StorageWriteError):
+                await self._storage.write(lambda conn: _write_cache(conn, change))
 
     def cached(self) -> list[CacheEntry]:
         """The cache entries (for tests and the control API)."""
         return list(self._cache.entries.values())
 
     async def clear_cache(self) -> bool:
-        """ClearCache: False (Rejected) when the cache is disabled (C11; 1.6 5.4)."""
+        """ClearCache: False (Rejected) when the cache is disabled (C11; 1.6 5.4) or the clearing cannot
+        be stored (the database refuses writes): a cache emptied only in memory would be back after a
+        restart, while the CSMS believed it gone."""
         await self._ensure_loaded()
         if not self.settings().cache_enabled:
             return False
         async with self._lock:
-            await self._storage.write(_clear_cache)
+            try:
+                await self._storage.write(_clear_cache)
+            except StorageWriteError as exc:
+                log.warning("ClearCache rejected: %s", exc)
+                return False
             self._cache.clear()
         log.info("authorization cache cleared by the CSMS")
         return True
@@ -548,8 +558,13 @@ class Authorization:
             outcome = apply_update(self._list, update_type, version, items, self._limits())
             if outcome.change is not None:
                 change = outcome.change
-                await self._storage.write(lambda conn: _write_list(conn, change))
-                self._list.apply(change)
+                try:
+                    await self._storage.write(lambda conn: _write_list(conn, change))
+                except StorageWriteError as exc:
+                    # The list and its version stay as stored: the CSMS sends the update again.
+                    outcome = ListOutcome(ListStatus.FAILED, f"not stored: {exc}")
+                else:
+                    self._list.apply(change)
         level = logging.INFO if outcome.status is ListStatus.ACCEPTED else logging.WARNING
         log.log(
             level,

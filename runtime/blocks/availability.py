@@ -33,7 +33,7 @@ from evstation.runtime.blocks.registry import handles
 from evstation.runtime.clock import WallClock
 from evstation.runtime.events import Dropped
 from evstation.runtime.evse import Evses, SessionEnded, StatusChanged
-from evstation.runtime.storage import Storage
+from evstation.runtime.storage import Storage, StorageWriteError
 
 if TYPE_CHECKING:
     from evstation.protocol.v16 import messages as v16
@@ -104,12 +104,17 @@ class Availability:
         self, operative: bool, evse_id: int | None = None, connector_id: int | None = None
     ) -> ChangeAnswer:
         """Change the availability of the station (`evse_id` None), an EVSE (`connector_id` None) or a
-        connector; the caller has checked that they exist. Persisted before it is applied."""
+        connector; the caller has checked that they exist. Persisted before it is applied: a change the
+        database refuses to store is Rejected and not applied (applied, a restart would undo it)."""
         async with self._lock:
             wanted = self._targets.changed(operative, evse_id, connector_id)
             decision = decide_change(self._applied(), wanted, self._in_transaction())
             if wanted != self._targets:
-                await self._storage.set_setting(AVAILABILITY_KEY, wanted.to_json())
+                try:
+                    await self._storage.set_setting(AVAILABILITY_KEY, wanted.to_json())
+                except StorageWriteError as exc:
+                    log.warning("ChangeAvailability rejected: %s", exc)
+                    return ChangeAnswer.REJECTED
                 self._targets = wanted
             await self._switch(decision.now)
             if decision.after_transaction:

@@ -68,7 +68,7 @@ from evstation.runtime.device_model import (
 )
 from evstation.runtime.link import LinkDown
 from evstation.runtime.storage import BootState as StoredBootState
-from evstation.runtime.storage import Storage, StorageError, to_db_time
+from evstation.runtime.storage import Storage, StorageError, StorageWriteError, to_db_time
 from evstation.runtime.uplink import Uplink
 
 if TYPE_CHECKING:
@@ -214,8 +214,13 @@ class Provisioning:
         return {"chargingStation": station, "reason": stored.next_boot_reason or POWER_UP}
 
     async def accepted(self) -> None:
-        """Persist the Accepted registration; the next boot reason is PowerUp unless a Reset says else."""
-        await self._storage.save_boot_state(StoredBootState("Accepted", self._clock.now(), None))
+        """Persist the Accepted registration; the next boot reason is PowerUp unless a Reset says else.
+        A database refusing writes keeps the previous state (logged): the session goes on, and the
+        next boot reports the reason stored before (nothing reads the registration back)."""
+        try:
+            await self._storage.save_boot_state(StoredBootState("Accepted", self._clock.now(), None))
+        except StorageWriteError as exc:
+            log.warning("the accepted boot not stored: %s", exc)
 
     # --- request limits ----------------------------------------------------------------------------
 

@@ -36,11 +36,16 @@ from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.registry import handles
 from evstation.runtime.calls import CallFailed
 from evstation.runtime.clock import WallClock
-from evstation.runtime.device_model import RESERVATION_ENABLED, RESERVATION_NON_EVSE_SPECIFIC, DeviceModel
+from evstation.runtime.device_model import (
+    NOT_STORED_INFO,
+    RESERVATION_ENABLED,
+    RESERVATION_NON_EVSE_SPECIFIC,
+    DeviceModel,
+)
 from evstation.runtime.events import Dropped
 from evstation.runtime.evse import ConnectorStatus, Evse, Evses, StatusChanged
 from evstation.runtime.link import LinkDown
-from evstation.runtime.storage import Storage, from_db_time, to_db_time
+from evstation.runtime.storage import Storage, StorageWriteError, from_db_time, to_db_time
 from evstation.runtime.uplink import Uplink
 
 if TYPE_CHECKING:
@@ -135,6 +140,9 @@ class Reservations:
         # EVSE id -> the reservation an admitted token will use there (group members included).
         self._claims: dict[int, int] = {}
         self._changed = trio.Event()
+        # Removed here but still stored: the database refused the delete (`_record_removals`).
+        self._unrecorded: set[int] = set()
+        self._unrecorded_added = trio.Event()
         self._updates_send, self._updates_receive = trio.open_memory_channel[tuple[int, str]](math.inf)
 
     # --- queries for other blocks --------------------------------------------------------------
@@ -182,6 +190,7 @@ class Reservations:
                 await self._show()
                 nursery.start_soon(self._expire_on_time)
                 nursery.start_soon(self._send_updates)
+                nursery.start_soon(self._record_removals)
                 task_status.started()
                 async for event in events:
                     if isinstance(event, (StatusChanged, Dropped)):
@@ -257,11 +266,41 @@ class Reservations:
         self._changed.set()
         self._changed = trio.Event()
 
-    async def _remove(self, reservation_ids: list[int], *, update: str | None = None) -> None:
+    async def _record_removals(self) -> NoReturn:
+        """Delete what `_remove` could not once writes succeed: else a restart brings back a reservation
+        that expired, was used or was removed, and it holds the EVSE again."""
+        while True:
+            await self._unrecorded_added.wait()
+            self._unrecorded_added = trio.Event()
+            await self._storage.until_written(self._delete_unrecorded)
+
+    async def _delete_unrecorded(self) -> None:
+        ids = sorted(self._unrecorded)
+        if ids:
+            await self._storage.write(lambda conn: _delete(conn, ids))
+            self._unrecorded.difference_update(ids)
+            log.info("reservation(s) %s now deleted from the database too", ids)
+
+    async def _remove(
+        self, reservation_ids: list[int], *, update: str | None = None, strict: bool = False
+    ) -> None:
+        """Forget the reservations. A delete the database refuses raises `StorageWriteError` when
+        `strict` (a CancelReservation: answered Rejected, nothing changes); else they go all the same (one
+        that expired, was used or can no longer be served must not hold the EVSE), and the delete is
+        recorded once writes succeed."""
         ids = [i for i in reservation_ids if i in self._held]
         if not ids:
             return
-        await self._storage.write(lambda conn: _delete(conn, ids))
+        try:
+            await self._storage.write(lambda conn: _delete(conn, ids))
+        except StorageWriteError:
+            if strict:
+                raise
+            log.warning(
+                "reservation(s) %s removed; their delete is stored once the database takes writes", ids
+            )
+            self._unrecorded.update(ids)
+            self._unrecorded_added.set()
         for reservation_id in ids:
             del self._held[reservation_id]
             if update is not None and self.version is V201:
@@ -275,7 +314,12 @@ class Reservations:
         policy = ReservePolicy(dm.get_bool(RESERVATION_ENABLED), dm.get_bool(RESERVATION_NON_EVSE_SPECIFIC))
         status = decide_reserve(request, self._views(), self._held.values(), policy, self._clock.now())
         if status is ReserveStatus.ACCEPTED:
-            await self._storage.write(lambda conn: _write(conn, request))
+            try:
+                await self._storage.write(lambda conn: _write(conn, request))
+            except StorageWriteError as exc:
+                # Held only in memory, a restart would drop a reservation the CSMS was told it has.
+                log.warning("reservation %d rejected: %s", request.id, exc)
+                return ReserveStatus.REJECTED
             self._held[request.id] = request  # replaces a reservation with the same id (H01.FR.02)
             self._wake()
             await self._show()
@@ -285,9 +329,11 @@ class Reservations:
         return status
 
     async def _cancel(self, reservation_id: int) -> bool:
+        """False: no such reservation (H02.FR.01). A cancel the database refuses to store raises
+        `StorageWriteError`: the reservation stays (memory agrees with the disk)."""
         if reservation_id not in self._held:
-            return False  # H02.FR.01
-        await self._remove([reservation_id])  # H02.FR.02; no ReservationStatusUpdate for a cancel
+            return False
+        await self._remove([reservation_id], strict=True)  # H02.FR.02; no ReservationStatusUpdate
         return True
 
     # --- 1.6 ---------------------------------------------------------------------------------------
@@ -315,7 +361,11 @@ class Reservations:
         self, req: v16.CancelReservationRequest
     ) -> v16.CancelReservationResponse:
         status = v16.CancelReservationStatusEnum
-        cancelled = await self._cancel(req.reservation_id)
+        try:
+            cancelled = await self._cancel(req.reservation_id)
+        except StorageWriteError as exc:
+            log.warning("CancelReservation %d rejected: %s", req.reservation_id, exc)
+            cancelled = False
         return v16.CancelReservationResponse(status=status.ACCEPTED if cancelled else status.REJECTED)
 
     # --- 2.0.1 -------------------------------------------------------------------------------------
@@ -339,5 +389,10 @@ class Reservations:
         self, req: v201.CancelReservationRequest
     ) -> v201.CancelReservationResponse:
         status = v201.CancelReservationStatusEnumType
-        cancelled = await self._cancel(req.reservation_id)
+        try:
+            cancelled = await self._cancel(req.reservation_id)
+        except StorageWriteError as exc:
+            log.warning("CancelReservation %d rejected: %s", req.reservation_id, exc)
+            info = v201.StatusInfoType(reason_code="InternalError", additional_info=NOT_STORED_INFO)
+            return v201.CancelReservationResponse(status=status.REJECTED, status_info=info)
         return v201.CancelReservationResponse(status=status.ACCEPTED if cancelled else status.REJECTED)

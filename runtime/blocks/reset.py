@@ -39,7 +39,7 @@ from evstation.runtime.blocks.transactions import Transactions
 from evstation.runtime.evse import Evses, StopReason
 from evstation.runtime.lifecycle import StationOutcome, StopRequests
 from evstation.runtime.outbox import Outbox
-from evstation.runtime.storage import Storage
+from evstation.runtime.storage import Storage, StorageWriteError
 from evstation.runtime.uplink import Uplink
 
 if TYPE_CHECKING:
@@ -181,7 +181,12 @@ class Reset:
     async def _end_transactions(self, evse_ids: frozenset[int], reason: StopReason) -> None:
         # Marked first: if the restart comes before the ends are queued, the EVs still plugged in do
         # not get these transactions resumed (a Reset ended them).
-        await self._transactions.forbid_resume(evse_ids)
+        try:
+            await self._transactions.forbid_resume(evse_ids)
+        except StorageWriteError as exc:
+            # Their ends cannot be recorded either (the transactions block keeps them until writes
+            # succeed); a restart before that finds them open and resumable, as after a power cut.
+            log.warning("Reset: transactions on EVSEs %s not marked ended (%s)", sorted(evse_ids), exc)
         for evse_id in sorted(evse_ids):
             await self._evses[evse_id].stop_session(reason)
         with trio.move_on_after(ENDS_QUEUED_TIMEOUT_S) as waited:
@@ -210,7 +215,12 @@ class Reset:
 
     async def _store_boot_reason(self, reason: str) -> None:
         stored = await self._storage.boot_state()
-        await self._storage.save_boot_state(replace(stored, next_boot_reason=reason))
+        try:
+            await self._storage.save_boot_state(replace(stored, next_boot_reason=reason))
+        except StorageWriteError as exc:
+            # The CSMS was told Accepted and a restart may be what clears the disk's trouble: reset
+            # anyway; the next BootNotification gives the reason stored before (PowerUp).
+            log.warning("Reset: the boot reason %s not stored (%s); resetting anyway", reason, exc)
 
 
 async def _first_of(*events: trio.Event) -> None:

@@ -50,7 +50,7 @@ from evstation.runtime.device_model import (
     transaction_retry_policy,
 )
 from evstation.runtime.link import LinkDown
-from evstation.runtime.storage import Storage
+from evstation.runtime.storage import Storage, StorageWriteError
 from evstation.runtime.tls import SecurityFailure
 from evstation.runtime.uplink import Uplink
 
@@ -96,13 +96,15 @@ class Security:
             _REPORT_BUFFER
         )
         self._lock = trio.Lock()  # one writer of the stored queue at a time
+        self._save_refused = trio.Event()  # the stored queue is behind `_pending` (`_save_when_writable`)
         self._link_reported: set[SecurityEvent] = set()  # link events queued in the current outage
         self._running = False  # `run` started: someone sends the queue
 
     # --- reporting ---------------------------------------------------------------------------------
 
     async def record(self, event: SecurityEvent, tech_info: str | None = None) -> None:
-        """Log `event` and queue it durably (stored when this returns)."""
+        """Log `event` and queue it durably (stored when this returns; when the database refuses
+        writes, queued in memory and stored once writes succeed)."""
         await self._store(event, tech_info, self._clock.iso())
 
     def report(self, event: SecurityEvent, tech_info: str | None = None) -> None:
@@ -151,6 +153,7 @@ class Security:
             await nursery.start(self._follow_security_profile)
             nursery.start_soon(self._startup, boot_reason)
             nursery.start_soon(self._send)
+            nursery.start_soon(self._save_when_writable)
             self._running = True
             task_status.started()
         raise AssertionError("the security block's tasks never return")
@@ -196,8 +199,8 @@ class Security:
             kept, dropped = trim([*self._pending, entry])
             for lost in dropped:
                 log.error("security event %s of %s dropped: queue full", lost.type, lost.timestamp)
-            await self._storage.set_setting(PENDING_EVENTS_KEY, encode_pending(kept))
             self._pending = kept
+            await self._save()
         self._added.set()
         self._added = trio.Event()
 
@@ -205,10 +208,30 @@ class Security:
         async with self._lock:
             if self._pending and self._pending[0] is head:
                 self._pending = self._pending[1:]
-                await self._storage.set_setting(PENDING_EVENTS_KEY, encode_pending(self._pending))
+                await self._save()
         if not self._pending:
             self._emptied.set()
             self._emptied = trio.Event()
+
+    async def _save(self) -> None:
+        """Store the queue as it is in memory (hold `_lock`). A refused write leaves it to
+        `_save_when_writable`: the event is sent from memory meanwhile, and a removal not stored only
+        means the CSMS may get that event again after a restart."""
+        try:
+            await self._storage.set_setting(PENDING_EVENTS_KEY, encode_pending(self._pending))
+        except StorageWriteError:
+            log.warning("security events queued in memory only until the database takes writes again")
+            self._save_refused.set()
+
+    async def _save_when_writable(self) -> NoReturn:
+        while True:
+            await self._save_refused.wait()
+            self._save_refused = trio.Event()
+            await self._storage.until_written(self._save_now)
+
+    async def _save_now(self) -> None:
+        async with self._lock:
+            await self._storage.set_setting(PENDING_EVENTS_KEY, encode_pending(self._pending))
 
     async def _send(self) -> NoReturn:
         attempts = 0
