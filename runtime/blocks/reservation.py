@@ -321,6 +321,8 @@ class Reservations:
                 log.warning("reservation %d rejected: %s", request.id, exc)
                 return ReserveStatus.REJECTED
             self._held[request.id] = request  # replaces a reservation with the same id (H01.FR.02)
+            # Its row replaced any stored one with this id: a delete still owed for that one is moot.
+            self._unrecorded.discard(request.id)
             self._wake()
             await self._show()
             log.info(
