@@ -8,6 +8,7 @@ Message contents come from the blocks (runtime/blocks/); this module only sequen
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -273,11 +274,9 @@ async def _boot(ctx: SessionContext, calls: CallManager) -> None:
             # B01.FR.04: the CSMS's interval becomes the variable (a 1.6 HeartbeatInterval key read).
             await ctx.device_model.update(HEARTBEAT_INTERVAL, str(round(decision.heartbeat_interval_s)))
     # A database refusing writes (logged there; the EVSEs Faulted) must not end the session: the
-    # station still reports and sends what is queued. Unrecorded, the next boot says PowerUp.
-    try:
+    # station still reports and sends what is queued. Unrecorded, the stored boot state stays as it was.
+    with contextlib.suppress(StorageWriteError):
         await provisioning.accepted()
-    except StorageWriteError:
-        pass
 
 
 async def _follow_ping_interval(ctx: SessionContext, conn: FrameConnection) -> None:
