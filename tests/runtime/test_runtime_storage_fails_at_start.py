@@ -91,8 +91,8 @@ def _first_statuses(r: Rig, version: OcppVersion) -> dict[int, dict[str, Any]]:
     """Each EVSE's first StatusNotification (1.6: by connector number, connector 0 left out)."""
     first: dict[int, dict[str, Any]] = {}
     for seen in r.csms.of("StatusNotification"):
-        payload = seen.call.payload
-        key = payload["connectorId"] if version is V16 else payload["evseId"]
+        payload: dict[str, Any] = dict(seen.call.payload)
+        key = int(payload["connectorId"] if version is V16 else payload["evseId"])
         if key:
             first.setdefault(key, payload)
     return first

@@ -490,11 +490,13 @@ class Transactions:
                     waiting()
                 return await storage.until_written(write)
 
-        for entry in gone:
-            log.info("%s #%d answered before the restart: removed, not sent again", entry.action, entry.id)
+        for answered in gone:
+            log.info(
+                "%s #%d answered before the restart: removed, not sent again", answered.action, answered.id
+            )
             # Already gone if the sender met it first (`prepare`) and its removal committed.
             with contextlib.suppress(UnknownEntryError):
-                await written(functools.partial(outbox.remove, entry.id))
+                await written(functools.partial(outbox.remove, answered.id))
         self._gone_entries = set()
         ended = 0
         for record in to_end:
