@@ -386,7 +386,8 @@ class Transactions:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         """Turn EVSE events into outbox entries. Before it reports started, transactions left open by
-        the previous run are resumed or ended (`recover`); when it stops, it records a clean shutdown."""
+        the previous run are resumed or ended (`recover`; while the database refuses writes, their ends
+        wait for it after the start); when it stops, it records a clean shutdown."""
         try:
             async with trio.open_nursery() as nursery:
                 # Known before the first StatusNotification: a database that refuses writes from the
