@@ -22,6 +22,7 @@ import functools
 import logging
 import math
 import sqlite3
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -162,6 +163,10 @@ END_READING_WAIT_S: Final = 3.0
 ALIGN_CHECK_S: Final = 60.0
 # At start-up: how long to wait for the board to say whether an EV is plugged in (resume or end).
 BOARD_STATE_WAIT_S: Final = 5.0
+# While database writes fail, a running transaction's meter-value messages (periodic, clock-aligned,
+# 2.0.1 Updated events) are held in memory and queued in order once writes succeed: at most this many
+# per transaction (an hour of 1-minute values and its events), the oldest dropped first.
+HELD_UPDATES_MAX: Final = 100
 
 
 def messages_for(version: OcppVersion) -> TransactionMessages:
@@ -224,6 +229,10 @@ class Transactions:
         # restart whose removal is not committed yet (never sent again meanwhile).
         self._ends_pending: frozenset[int] = frozenset()
         self._gone_entries: set[int] = set()
+        # Transaction id -> its messages refused while writes fail, oldest first (`_queue_update`);
+        # one lock for queueing them, so none goes out twice or out of order.
+        self._held: dict[str, deque[UpdateData]] = {}
+        self._held_lock = trio.Lock()
 
     @property
     def ids(self) -> TransactionIds:
@@ -820,7 +829,47 @@ class Transactions:
 
     async def _update(self, state: _EvseTx, data: UpdateData) -> None:
         if state.record is not None:
-            await self._messages.updated(self.services, state.record, data)
+            await self._queue_update(state.record, data)
+
+    async def _queue_update(self, record: TransactionRecord, data: UpdateData) -> None:
+        """Queue an Updated event / MeterValues of a running transaction, after those still held. A
+        database refusing the write holds it in memory (`HELD_UPDATES_MAX`, the oldest dropped first);
+        they are queued, in order, once writes succeed (`_release_when_written`, and before the end).
+        Lost only at a shutdown meanwhile."""
+        held = self._held.setdefault(record.id, deque())
+        held.append(data)
+        if len(held) > HELD_UPDATES_MAX:
+            dropped = held.popleft()
+            log.error(
+                "transaction %s: more than %d messages held while writes fail: %s of %s dropped",
+                record.id,
+                HELD_UPDATES_MAX,
+                dropped.trigger,
+                iso(dropped.at),
+            )
+        with contextlib.suppress(StorageWriteError):  # kept: logged by storage, the EVSEs Faulted
+            await self._release_held(record)
+
+    async def _release_held(self, record: TransactionRecord) -> None:
+        """Queue the transaction's held messages, oldest first; `StorageWriteError` if refused (the
+        rest stays held)."""
+        async with self._held_lock:
+            held = self._held.get(record.id)
+            while held:
+                # Shielded: a message committed must leave the deque, or a later release sends it twice.
+                with trio.CancelScope(shield=True):
+                    await self._messages.updated(self.services, record, held[0])
+                    held.popleft()
+            self._held.pop(record.id, None)
+
+    async def _release_when_written(self, record: TransactionRecord) -> NoReturn:
+        """While the transaction runs: queue what was held as soon as writes succeed again."""
+        storage = self.services.storage
+        while True:
+            await storage.wait_write_health_change()
+            if storage.write_failure is None and self._held.get(record.id):
+                with contextlib.suppress(StorageWriteError):
+                    await self._release_held(record)
 
     async def _charging_state(self, state: _EvseTx, charging_state: str) -> None:
         state.charging_state = charging_state
@@ -981,6 +1030,8 @@ class Transactions:
             signed_stop=signed_stop,
             charging_state="EVConnected" if after.ev_connected else "Idle",
         )
+        # What was held while writes failed goes first: nothing of the transaction follows its end.
+        await storage.until_written(functools.partial(self._release_held, record))
         entry = await storage.until_written(lambda: self._messages.stop(self.services, record, data))
         if entry is not None:
             self._end_entries[evse.id] = entry.id
@@ -995,10 +1046,11 @@ class Transactions:
     # --- meter values during a transaction ----------------------------------------------------------------
 
     async def _meter_tasks(self, state: _EvseTx, record: TransactionRecord, scope: trio.CancelScope) -> None:
-        # Each starts over once refused writes succeed again; a refused meter message is lost only.
+        # Each starts over once refused writes succeed again; a refused meter message is held.
         until_written = self.services.storage.until_written
         with scope:
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._release_when_written, record)
                 nursery.start_soon(until_written, functools.partial(self._sample_periodic, record))
                 if self.version is V201:  # 1.6 takes them with the periodic values
                     nursery.start_soon(until_written, functools.partial(self._sample_ended, record))
@@ -1037,8 +1089,7 @@ class Transactions:
                 ended = self._ended_values(evse, sample, at) if self.version is not V201 else []
                 if meter is None and not ended:
                     continue
-                await self._messages.updated(
-                    self.services,
+                await self._queue_update(
                     record,
                     UpdateData(
                         "MeterValuePeriodic",
@@ -1092,9 +1143,7 @@ class Transactions:
                 at = self._now()
                 ended = self._ended_values(evse, sample, at)
                 if ended:
-                    await self._messages.updated(
-                        self.services, record, UpdateData("MeterValuePeriodic", at, False, ended=ended)
-                    )
+                    await self._queue_update(record, UpdateData("MeterValuePeriodic", at, False, ended=ended))
 
     async def _watch_invalid_id(self, state: _EvseTx, record: TransactionRecord) -> None:
         """E05 / 1.6: StopTxOnInvalidId true stops the transaction (DeAuthorized); false lets at most
@@ -1192,8 +1241,7 @@ class Transactions:
                 continue
             if meter is None and not ended:
                 continue
-            await self._messages.updated(
-                self.services,
+            await self._queue_update(
                 record,
                 UpdateData(
                     "MeterValueClock",
