@@ -365,40 +365,38 @@ async def test_meter_values_refused_while_writes_fail_are_queued_in_order_once_t
 async def test_held_meter_values_go_out_as_soon_as_writes_succeed_and_before_the_end(
     clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
 ) -> None:
-    """Held values are queued as soon as writes succeed (not at the next value: an interval of 7 s never
-    meets the 30 s probe), and a transaction that ends while writes fail queues its held values before
-    its end."""
-    async with rig(tmp_path, version, settings={TX_UPDATED_INTERVAL: "7"}) as r:
+    """Held values are queued as soon as a write succeeds (here the 30 s probe, long before the next
+    value of a 45 s interval), and a transaction that ends while writes fail queues its held values
+    before its end."""
+    async with rig(tmp_path, version, settings={TX_UPDATED_INTERVAL: "45"}) as r:
         await r.plug_and_authorize()
         await r.csms.wait_for(START[version])
-        await trio.sleep(20)
         storage = _storage_of(r)
         now = r.ctx.blocks.transactions.services.clock.now
+        await trio.sleep(50)  # one value in
         failed_at = now()
         await make_read_only(storage)
-        await _wait_fault_reported(r, version)
-        await trio.sleep(40)
+        await _wait_fault_reported(r, version)  # the value at 90 s refused; probes at 120 s, 150 s
+        await trio.sleep(46)  # the value at 135 s refused too
         back_at = now()
         await writable_again(storage)
-        while storage.write_failure is not None:  # until the probe commits
+        while storage.write_failure is not None:  # until the probe commits, 15 s before the next value
             await storage.wait_write_health_change()
         await trio.sleep(0.5)
         held = [at for at in map(_stamp, _periodic(r, version)) if failed_at < at < back_at]
-        assert len(held) >= 5, held
+        assert len(held) == 2, held
         failed_at = now()
         await make_read_only(storage)
-        await _wait_fault_reported(r, version)
-        await trio.sleep(30)
+        await trio.sleep(35)  # the value at 180 s refused
         r.board.unplug()
         await trio.sleep(20)
         back_at = now()
         await writable_again(storage)
         end = await r.ended(version)
         stamps = list(map(_stamp, _periodic(r, version)))
-        assert len([at for at in stamps if failed_at < at < back_at]) >= 4, stamps
+        assert len([at for at in stamps if failed_at < at < back_at]) == 1, stamps
         assert stamps == sorted(stamps) and max(stamps) <= datetime.fromisoformat(end["timestamp"])
         if version is V16:
-            # Every MeterValues before the StopTransaction.
             actions = [a for a in r.csms.actions() if a in ("MeterValues", "StopTransaction")]
             assert actions[-1] == "StopTransaction" and actions.count("StopTransaction") == 1
         else:
