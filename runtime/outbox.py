@@ -13,6 +13,7 @@ each entry gets it as a `JsonObject` of its own: decoded on first read, sent as 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -26,7 +27,14 @@ import trio
 
 from evstation.protocol.rpc import JsonObject
 from evstation.records import record
-from evstation.runtime.storage import Storage, UnknownEntryError, from_db_time, to_db_time, utc_now
+from evstation.runtime.storage import (
+    Storage,
+    StorageWriteError,
+    UnknownEntryError,
+    from_db_time,
+    to_db_time,
+    utc_now,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -388,10 +396,14 @@ class Outbox:
                 self._delete_wanted = trio.Event()
                 # One batch per gathering: acknowledgements that arrive while it commits set the
                 # new event and wait for the next gathering, not for a commit of their own each.
-                await self._commit_batch()
+                # A batch the database refuses (disk full, read-only: logged there) stays pending and
+                # commits, with what joined it meanwhile, once writes succeed again.
+                await self._storage.until_written(self._commit_batch)
         finally:
             self._running = False
-            with trio.CancelScope(shield=True):
+            # Still refused at shutdown: those messages are sent again after the restart, which
+            # at-least-once delivery allows (a transaction's answered ones are recognised then).
+            with trio.CancelScope(shield=True), contextlib.suppress(StorageWriteError):
                 await self._commit_deletes()
 
     async def _commit_deletes(self) -> None:

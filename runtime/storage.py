@@ -137,10 +137,19 @@ def _apply(conn: sqlite3.Connection, migrations: Sequence[Migration]) -> None:
                 conn.execute(statement)
         # PRAGMA takes no bound parameters; the version is an int we produced.
         conn.execute(f"PRAGMA user_version = {int(migration.version)}")
+        # Inside the try: in WAL mode the pages are written at COMMIT, so a full or read-only disk
+        # refuses the migration here.
+        conn.execute("COMMIT")
     except sqlite3.Error as exc:
-        conn.execute("ROLLBACK")
-        raise MigrationError(f"migration {migration.name} failed: {exc}") from exc
-    conn.execute("COMMIT")
+        if conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL, SQLITE_IOERR)
+            conn.execute("ROLLBACK")
+        raise MigrationError(f"migration {migration.name} failed: {_sqlite_error(exc)}") from exc
+
+
+def _sqlite_error(exc: sqlite3.Error) -> str:
+    """SQLite's message with its error name (`disk I/O error (SQLITE_IOERR_WRITE)`), when it has one."""
+    name = getattr(exc, "sqlite_errorname", None)
+    return f"{exc} ({name})" if name else str(exc)
 
 
 def in_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -420,7 +429,7 @@ class Storage:
         try:
             result: T = await run_in_worker(self._limiter, in_transaction, self._conn, work)
         except sqlite3.OperationalError as exc:
-            self._note_write(f"{exc} ({exc.sqlite_errorname})")
+            self._note_write(_sqlite_error(exc))
             raise StorageWriteError(f"{self.path}: {exc}") from exc
         self._note_write(None)
         return result
@@ -582,10 +591,14 @@ def _open_and_migrate(path: Path) -> sqlite3.Connection:
 async def open_storage(path: Path) -> AsyncIterator[Storage]:
     """Open (creating if needed) and migrate the database at `path`; close it when the block exits."""
     limiter = trio.CapacityLimiter(1)
+    # Each failure names the file and SQLite's error: `evstation run` prints it as the one line that
+    # says why the station cannot start (it cannot run its code on a schema it cannot migrate).
     try:
         conn = await run_in_worker(limiter, _open_and_migrate, path)
     except sqlite3.Error as exc:
-        raise StorageError(f"{path}: cannot open database: {exc}") from exc
+        raise StorageError(f"{path}: cannot open database: {_sqlite_error(exc)}") from exc
+    except (MigrationError, SchemaTooNewError) as exc:
+        raise type(exc)(f"{path}: cannot open database: {exc}") from exc
     try:
         yield Storage(conn, limiter, path)
     finally:

@@ -8,6 +8,7 @@ Message contents come from the blocks (runtime/blocks/); this module only sequen
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -52,7 +53,7 @@ from evstation.runtime.events import Dropped
 from evstation.runtime.evse import EvseEvent, Evses, StatusChanged
 from evstation.runtime.lifecycle import StopRequests
 from evstation.runtime.outbox import Outbox, OutboxEntry
-from evstation.runtime.storage import Storage
+from evstation.runtime.storage import Storage, StorageWriteError
 from evstation.runtime.uplink import Uplink
 
 if TYPE_CHECKING:
@@ -272,7 +273,10 @@ async def _boot(ctx: SessionContext, calls: CallManager) -> None:
         if decision.heartbeat_interval_s is not None:
             # B01.FR.04: the CSMS's interval becomes the variable (a 1.6 HeartbeatInterval key read).
             await ctx.device_model.update(HEARTBEAT_INTERVAL, str(round(decision.heartbeat_interval_s)))
-    await provisioning.accepted()
+    # A database refusing writes (logged there; the EVSEs Faulted) must not end the session: the
+    # station still reports and sends what is queued. Unrecorded, the stored boot state stays as it was.
+    with contextlib.suppress(StorageWriteError):
+        await provisioning.accepted()
 
 
 async def _follow_ping_interval(ctx: SessionContext, conn: FrameConnection) -> None:

@@ -315,3 +315,89 @@ async def test_a_token_swiped_on_a_read_only_card_is_decided_and_its_start_refus
         await _wait_fault_reported(r, version)
         assert [entry.token.value for entry in r.ctx.blocks.authorization.cached()] == ["TOKEN-9"]
         assert r.meter.energy_wh == 1000 and not r.csms.of(START[version])
+
+
+def _periodic(r: Rig, version: OcppVersion) -> list[dict[str, Any]]:
+    """The transaction's periodic meter-value messages as the CSMS got them, in order."""
+    if version is V16:
+        return [s.call.payload for s in r.csms.of("MeterValues") if "transactionId" in s.call.payload]
+    return [p for p in r.tx_events() if p["triggerReason"] == "MeterValuePeriodic"]
+
+
+def _stamp(payload: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(payload["meterValue"][0]["timestamp"])
+
+
+@BOTH
+@MODES
+async def test_meter_values_refused_while_writes_fail_are_queued_in_order_once_they_succeed(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion, mode: str
+) -> None:
+    """A running transaction's periodic values refused by the database are held in memory and queued,
+    in order, once writes succeed (before its end): the CSMS gets the transaction's meter data for the
+    whole failure (2.0.1: seqNos without a gap)."""
+    small_pages(tmp_path / "station.db")
+    settings = {TX_UPDATED_INTERVAL: "10", TX_ENDED_MEASURANDS: MANY_MEASURANDS}
+    async with rig(tmp_path, version, settings=settings) as r:
+        await r.plug_and_authorize()
+        await r.csms.wait_for(START[version])
+        await trio.sleep(25)
+        failed_at = r.ctx.blocks.transactions.services.clock.now()
+        await (fill_up if mode == "full" else make_read_only)(_storage_of(r))
+        await _wait_fault_reported(r, version)
+        await trio.sleep(60)  # six values refused
+        back_at = r.ctx.blocks.transactions.services.clock.now()
+        await writable_again(_storage_of(r))
+        await trio.sleep(STORAGE_PROBE_S + 5)
+        r.board.unplug()
+        end = await r.ended(version)
+        periodic = _periodic(r, version)
+        stamps = [_stamp(payload) for payload in periodic]
+        assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+        assert len([at for at in stamps if failed_at < at < back_at]) >= 5, stamps
+        assert max(stamps) <= datetime.fromisoformat(end["timestamp"])
+        if version is V201:
+            seq = [p["seqNo"] for p in r.tx_events()]
+            assert seq == list(range(len(seq))), seq
+
+
+@BOTH
+async def test_held_meter_values_go_out_as_soon_as_writes_succeed_and_before_the_end(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """Held values are queued as soon as a write succeeds (here the 30 s probe, long before the next
+    value of a 45 s interval), and a transaction that ends while writes fail queues its held values
+    before its end."""
+    async with rig(tmp_path, version, settings={TX_UPDATED_INTERVAL: "45"}) as r:
+        await r.plug_and_authorize()
+        await r.csms.wait_for(START[version])
+        storage = _storage_of(r)
+        now = r.ctx.blocks.transactions.services.clock.now
+        await trio.sleep(50)  # one value in
+        failed_at = now()
+        await make_read_only(storage)
+        await _wait_fault_reported(r, version)  # the value at 90 s refused; probes at 120 s, 150 s
+        await trio.sleep(46)  # the value at 135 s refused too
+        back_at = now()
+        await writable_again(storage)
+        while storage.write_failure is not None:  # until the probe commits, 15 s before the next value
+            await storage.wait_write_health_change()
+        await trio.sleep(0.5)
+        held = [at for at in map(_stamp, _periodic(r, version)) if failed_at < at < back_at]
+        assert len(held) == 2, held
+        failed_at = now()
+        await make_read_only(storage)
+        await trio.sleep(35)  # the value at 180 s refused
+        r.board.unplug()
+        await trio.sleep(20)
+        back_at = now()
+        await writable_again(storage)
+        end = await r.ended(version)
+        stamps = list(map(_stamp, _periodic(r, version)))
+        assert len([at for at in stamps if failed_at < at < back_at]) == 1, stamps
+        assert stamps == sorted(stamps) and max(stamps) <= datetime.fromisoformat(end["timestamp"])
+        if version is V16:
+            actions = [a for a in r.csms.actions() if a in ("MeterValues", "StopTransaction")]
+            assert actions[-1] == "StopTransaction" and actions.count("StopTransaction") == 1
+        else:
+            assert [p["eventType"] for p in r.tx_events()][-1] == "Ended"

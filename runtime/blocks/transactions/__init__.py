@@ -22,10 +22,11 @@ import functools
 import logging
 import math
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Final, NoReturn
+from typing import TYPE_CHECKING, Final, NoReturn, TypeVar
 
 import trio
 
@@ -56,6 +57,7 @@ from evstation.runtime.blocks.authorization import Authorization
 from evstation.runtime.blocks.registry import handles
 from evstation.runtime.blocks.reservation import Reservations
 from evstation.runtime.blocks.transactions.formats import (
+    ALREADY_DELIVERED,
     AlreadyDelivered,
     IdTokenVerdict,
     MeterValue,
@@ -113,6 +115,7 @@ from evstation.runtime.outbox import OutboxEntry
 from evstation.runtime.storage import (
     StorageWriteError,
     TransactionRecord,
+    UnknownEntryError,
     write_last_meter,
     write_setting,
 )
@@ -134,6 +137,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 V201 = OcppVersion.V201
 
@@ -158,6 +163,10 @@ END_READING_WAIT_S: Final = 3.0
 ALIGN_CHECK_S: Final = 60.0
 # At start-up: how long to wait for the board to say whether an EV is plugged in (resume or end).
 BOARD_STATE_WAIT_S: Final = 5.0
+# While database writes fail, a running transaction's meter-value messages (periodic, clock-aligned,
+# 2.0.1 Updated events) are held in memory and queued in order once writes succeed: at most this many
+# per transaction (an hour of 1-minute values and its events), the oldest dropped first.
+HELD_UPDATES_MAX: Final = 100
 
 
 def messages_for(version: OcppVersion) -> TransactionMessages:
@@ -215,6 +224,15 @@ class Transactions:
         self._evse_inboxes: dict[int, trio.MemoryReceiveChannel[EvseEvent | None]] = {}
         self._applying: set[int] = set()
         self._handled = trio.Event()
+        # While the start-up recovery waits for refused writes: the EVSEs whose previous transaction's
+        # end is not queued yet (their events wait for it), and the outbox entries answered before the
+        # restart whose removal is not committed yet (never sent again meanwhile).
+        self._ends_pending: frozenset[int] = frozenset()
+        self._gone_entries: set[int] = set()
+        # Transaction id -> its messages refused while writes fail, oldest first (`_queue_update`);
+        # one lock for queueing them, so none goes out twice or out of order.
+        self._held: dict[str, deque[UpdateData]] = {}
+        self._held_lock = trio.Lock()
 
     @property
     def ids(self) -> TransactionIds:
@@ -348,6 +366,8 @@ class Transactions:
     # --- the outbox sender's hooks -------------------------------------------------------------
 
     async def prepare(self, entry: OutboxEntry) -> Mapping[str, object] | AlreadyDelivered | None:
+        if entry.id in self._gone_entries:
+            return ALREADY_DELIVERED  # answered before the restart; its removal waits for writes
         return await self._messages.prepare(self.services, entry)
 
     async def delivered(self, entry: OutboxEntry, response: OcppModel) -> None:
@@ -375,38 +395,45 @@ class Transactions:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         """Turn EVSE events into outbox entries. Before it reports started, transactions left open by
-        the previous run are resumed or ended (`recover`); when it stops, it records a clean shutdown."""
+        the previous run are resumed or ended (`recover`; while the database refuses writes, their ends
+        wait for it after the start); when it stops, it records a clean shutdown."""
         try:
             async with trio.open_nursery() as nursery:
+                # Known before the first StatusNotification: a database that refuses writes from the
+                # start faults every EVSE from their first status on.
+                with contextlib.suppress(StorageWriteError):  # logged by storage, followed below
+                    await self.services.storage.write(_probe_room)
+                await nursery.start(self._follow_storage)
                 await self.recover(nursery)
                 await nursery.start(self._follow_connection_timeout)
                 await nursery.start(self._dispatch)
                 await nursery.start(self._follow_authorization_enabled)
-                await nursery.start(self._follow_storage)
                 nursery.start_soon(self._clock_aligned)
                 task_status.started()
         finally:
             # Shielded: this runs because we are being cancelled, and the marker must still be written.
             # A refused write is logged by storage; the next start ends what was open, as after a
-            # power cut.
-            with trio.CancelScope(shield=True), contextlib.suppress(StorageWriteError):
-                await self.record_clean_shutdown()
+            # power cut. Not before the recovery is complete: the ends it has not queued yet are
+            # queued at the next start, with the reason of the run they belong to.
+            if self.ids.recovered.is_set():
+                with trio.CancelScope(shield=True), contextlib.suppress(StorageWriteError):
+                    await self.record_clean_shutdown()
         raise AssertionError("the transactions block stopped")  # pragma: no cover
 
     async def end_interrupted(self) -> int:
         """End every open transaction the previous run left (no resume); returns how many."""
         async with trio.open_nursery() as nursery:
-            ended = await self._recover(nursery, allow_resume=False)
+            ended = await self._recover(nursery, allow_resume=False, waiting=lambda: None)
         return ended
 
-    async def recover(self, nursery: trio.Nursery) -> int:
-        """At start-up: resume or end each transaction the previous run left open; returns how many
-        were ended. Resumed (same id, seqNo and meter register continue) when ResumeTransactionsOnBoot
-        is true, no Reset ended it and its EVSE's board reports the EV still plugged in. Every other
-        one is ended with its last stored reading: PowerLoss if the previous run did not shut down
-        cleanly (SIGKILL, crash, power cut), Reboot if it did. Each end and its record's Ended state
-        commit together, so a restart in the middle never queues an end twice; the clean-shutdown
-        marker is cleared only after all ends are queued.
+    async def recover(self, nursery: trio.Nursery) -> None:
+        """At start-up: resume or end each transaction the previous run left open. Resumed (same id,
+        seqNo and meter register continue) when ResumeTransactionsOnBoot is true, no Reset ended it and
+        its EVSE's board reports the EV still plugged in. Every other one is ended with its last stored
+        reading: PowerLoss if the previous run did not shut down cleanly (SIGKILL, crash, power cut),
+        Reboot if it did. Each end and its record's Ended state commit together, so a restart in the
+        middle never queues an end twice; the clean-shutdown marker is cleared only after all ends are
+        queued. `ids.recovered` is set once all of it is done.
 
         First, the messages answered before the stop whose removal was lost (removals commit in
         0.1 s batches, a kill can fall in between) leave the queue unsent: those of a transaction
@@ -414,32 +441,83 @@ class Transactions:
         given up to the dead letters) deletes its record, and every earlier message left before that
         one went out (head first), so sending any of them again would only repeat it: a second
         StopTransaction, or a 1.6 StartTransaction that opens a transaction at the CSMS never
-        stopped."""
-        outbox = self.services.outbox
-        for entry in await outbox.entries_of_gone_transactions():
-            log.info("%s #%d answered before the restart: removed, not sent again", entry.action, entry.id)
-            await outbox.remove(entry.id)
-        return await self._recover(nursery, allow_resume=True)
+        stopped.
 
-    async def _recover(self, nursery: trio.Nursery, *, allow_resume: bool) -> int:
+        Returns once it is complete, or, when the database refuses one of its writes (disk full,
+        read-only card), at once: the station starts (its EVSEs Faulted by `_follow_storage`, the
+        messages already queued sent) and the rest runs in `nursery` when writes succeed again. Until
+        then an EVSE whose transaction is still to be ended applies no event (a new transaction there
+        comes after that end), and the entries to remove are never sent (`prepare`).
+        """
+        await nursery.start(self._recovery, nursery)
+
+    async def _recovery(self, nursery: trio.Nursery, *, task_status: trio.TaskStatus[None]) -> None:
+        reported = False
+
+        def waiting() -> None:
+            nonlocal reported
+            if not reported:
+                reported = True
+                task_status.started()
+
+        await self._recover(nursery, allow_resume=True, waiting=waiting)
+        waiting()
+
+    async def _recover(
+        self, nursery: trio.Nursery, *, allow_resume: bool, waiting: Callable[[], None]
+    ) -> int:
+        """The recovery; calls `waiting` when one of its writes is refused, then waits for writes."""
         storage = self.services.storage
+        outbox = self.services.outbox
+        gone = await outbox.entries_of_gone_transactions()
         clean_at = await storage.get_setting(CLEAN_SHUTDOWN_KEY)
         reason = REASON_REBOOT if clean_at is not None else REASON_POWER_LOSS
         resume = allow_resume and self._device_model.get_bool(RESUME_TRANSACTIONS_ON_BOOT)
-        ended = 0
+        to_end: list[TransactionRecord] = []
         for record in await storage.transactions():
             if not record.is_open:
                 continue
             if resume and record.resumable and await self._ev_still_plugged(record.evse_id):
                 await self._resume(nursery, record)
-                continue
+            else:
+                to_end.append(record)
+        self._gone_entries = {entry.id for entry in gone}
+        self._ends_pending = frozenset(record.evse_id for record in to_end)
+
+        refused = False
+
+        async def written(write: Callable[[], Awaitable[_T]]) -> _T:
+            nonlocal refused
+            try:
+                return await write()
+            except StorageWriteError:
+                if not refused:
+                    refused = True
+                    log.warning(
+                        "the database refuses writes: the recovery of the previous run's transactions "
+                        "waits for them; the station starts meanwhile"
+                    )
+                    waiting()
+                return await storage.until_written(write)
+
+        for answered in gone:
+            log.info(
+                "%s #%d answered before the restart: removed, not sent again", answered.action, answered.id
+            )
+            # Already gone if the sender met it first (`prepare`) and its removal committed.
+            with contextlib.suppress(UnknownEntryError):
+                await written(functools.partial(outbox.remove, answered.id))
+        self._gone_entries = set()
+        ended = 0
+        for record in to_end:
             if record.stop_reason is not None:
                 # Stopped before the restart, its end not queued yet (`_stop`): ended as it was.
                 noted = record.stop_reason
                 data = StopData(noted, ended_trigger(noted), record.stopped_at, offline=True)
             else:
                 data = StopData(reason, INTERRUPTED_TRIGGER, None, offline=True, with_token=False)
-            entry = await self._messages.stop(self.services, record, data)
+            # None: already Ended (read again in the same SQLite transaction), never queued twice.
+            entry = await written(functools.partial(self._messages.stop, self.services, record, data))
             if entry is not None:
                 self._end_entries[record.evse_id] = entry.id
                 ended += 1
@@ -447,8 +525,11 @@ class Transactions:
                     "transaction %s was open at the last shutdown: ended (%s)", record.id, data.reason
                 )
         if clean_at is not None:
-            await storage.delete_setting(CLEAN_SHUTDOWN_KEY)
+            await written(functools.partial(storage.delete_setting, CLEAN_SHUTDOWN_KEY))
+        self._ends_pending = frozenset()
         self.ids.recovered.set()
+        if refused:
+            log.warning("the recovery of the previous run's transactions is complete")
         return ended
 
     async def _ev_still_plugged(self, evse_id: int) -> bool:
@@ -517,13 +598,18 @@ class Transactions:
         """Every EVSE Faulted while database writes fail (no transaction could be recorded), cleared by
         the first write that commits again: anyone's, or the probe written here every STORAGE_PROBE_S."""
         storage = self.services.storage
-        task_status.started()
+        started = False
         while True:
             failing = storage.write_failure is not None
             for evse in self.services.evses:
                 await evse.set_storage_failure(failing)
             if (storage.write_failure is not None) != failing:
                 continue  # it changed while the EVSEs were told
+            # Started once the EVSEs know: a database refusing writes at start-up faults them from
+            # their first StatusNotification on.
+            if not started:
+                started = True
+                task_status.started()
             if not failing:
                 await storage.wait_write_health_change()
                 continue
@@ -577,6 +663,11 @@ class Transactions:
     async def _evse_task(self, evse: Evse, events: trio.MemoryReceiveChannel[EvseEvent | None]) -> None:
         state = self._state(evse.id)
         self._evse_inboxes[evse.id] = events
+        if evse.id in self._ends_pending:
+            # The previous run's transaction here is not ended yet (its write refused at start-up):
+            # what happens next on this EVSE (a new transaction) comes after that end. Its events
+            # wait in the channel, in order.
+            await self.ids.recovered.wait()
         async with trio.open_nursery() as nursery:
             async for event in events:
                 self._applying.add(evse.id)
@@ -738,7 +829,47 @@ class Transactions:
 
     async def _update(self, state: _EvseTx, data: UpdateData) -> None:
         if state.record is not None:
-            await self._messages.updated(self.services, state.record, data)
+            await self._queue_update(state.record, data)
+
+    async def _queue_update(self, record: TransactionRecord, data: UpdateData) -> None:
+        """Queue an Updated event / MeterValues of a running transaction, after those still held. A
+        database refusing the write holds it in memory (`HELD_UPDATES_MAX`, the oldest dropped first);
+        they are queued, in order, once writes succeed (`_release_when_written`, and before the end).
+        Lost only at a shutdown meanwhile."""
+        held = self._held.setdefault(record.id, deque())
+        held.append(data)
+        if len(held) > HELD_UPDATES_MAX:
+            dropped = held.popleft()
+            log.error(
+                "transaction %s: more than %d messages held while writes fail: %s of %s dropped",
+                record.id,
+                HELD_UPDATES_MAX,
+                dropped.trigger,
+                iso(dropped.at),
+            )
+        with contextlib.suppress(StorageWriteError):  # kept: logged by storage, the EVSEs Faulted
+            await self._release_held(record)
+
+    async def _release_held(self, record: TransactionRecord) -> None:
+        """Queue the transaction's held messages, oldest first; `StorageWriteError` if refused (the
+        rest stays held)."""
+        async with self._held_lock:
+            held = self._held.get(record.id)
+            while held:
+                # Shielded: a message committed must leave the deque, or a later release sends it twice.
+                with trio.CancelScope(shield=True):
+                    await self._messages.updated(self.services, record, held[0])
+                    held.popleft()
+            self._held.pop(record.id, None)
+
+    async def _release_when_written(self, record: TransactionRecord) -> NoReturn:
+        """While the transaction runs: queue what was held as soon as writes succeed again."""
+        storage = self.services.storage
+        while True:
+            await storage.wait_write_health_change()
+            if storage.write_failure is None and self._held.get(record.id):
+                with contextlib.suppress(StorageWriteError):
+                    await self._release_held(record)
 
     async def _charging_state(self, state: _EvseTx, charging_state: str) -> None:
         state.charging_state = charging_state
@@ -899,6 +1030,8 @@ class Transactions:
             signed_stop=signed_stop,
             charging_state="EVConnected" if after.ev_connected else "Idle",
         )
+        # What was held while writes failed goes first: nothing of the transaction follows its end.
+        await storage.until_written(functools.partial(self._release_held, record))
         entry = await storage.until_written(lambda: self._messages.stop(self.services, record, data))
         if entry is not None:
             self._end_entries[evse.id] = entry.id
@@ -913,10 +1046,11 @@ class Transactions:
     # --- meter values during a transaction ----------------------------------------------------------------
 
     async def _meter_tasks(self, state: _EvseTx, record: TransactionRecord, scope: trio.CancelScope) -> None:
-        # Each starts over once refused writes succeed again; a refused meter message is lost only.
+        # Each starts over once refused writes succeed again; a refused meter message is held.
         until_written = self.services.storage.until_written
         with scope:
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._release_when_written, record)
                 nursery.start_soon(until_written, functools.partial(self._sample_periodic, record))
                 if self.version is V201:  # 1.6 takes them with the periodic values
                     nursery.start_soon(until_written, functools.partial(self._sample_ended, record))
@@ -955,8 +1089,7 @@ class Transactions:
                 ended = self._ended_values(evse, sample, at) if self.version is not V201 else []
                 if meter is None and not ended:
                     continue
-                await self._messages.updated(
-                    self.services,
+                await self._queue_update(
                     record,
                     UpdateData(
                         "MeterValuePeriodic",
@@ -1010,9 +1143,7 @@ class Transactions:
                 at = self._now()
                 ended = self._ended_values(evse, sample, at)
                 if ended:
-                    await self._messages.updated(
-                        self.services, record, UpdateData("MeterValuePeriodic", at, False, ended=ended)
-                    )
+                    await self._queue_update(record, UpdateData("MeterValuePeriodic", at, False, ended=ended))
 
     async def _watch_invalid_id(self, state: _EvseTx, record: TransactionRecord) -> None:
         """E05 / 1.6: StopTxOnInvalidId true stops the transaction (DeAuthorized); false lets at most
@@ -1110,8 +1241,7 @@ class Transactions:
                 continue
             if meter is None and not ended:
                 continue
-            await self._messages.updated(
-                self.services,
+            await self._queue_update(
                 record,
                 UpdateData(
                     "MeterValueClock",
