@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -441,6 +442,7 @@ async def test_a_delete_batch_waiting_for_the_database_is_committed_when_the_out
         async with trio.open_nursery() as running:
             await running.start(outbox.run)
             delivered = await outbox.put("TransactionEvent", {"seqNo": 0})
+            waiting = await outbox.put("TransactionEvent", {"seqNo": 1})  # so the deletes gather
             assert await outbox.head() == delivered
             await outbox.acknowledge(delivered.id)
             outer.start_soon(storage.write, hold)  # another writer holds the database thread
@@ -451,5 +453,35 @@ async def test_a_delete_batch_waiting_for_the_database_is_committed_when_the_out
             with trio.CancelScope(shield=True):  # this task is inside the cancelled scope too
                 await trio.testing.wait_all_tasks_blocked()  # run stopped, or commits what is pending
             release.set()
-        rows = await storage.read(lambda conn: conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
-        assert rows == 0
+        assert await outbox.entries() == [waiting]
+
+
+async def test_deletes_gather_while_entries_remain_and_commit_at_once_when_the_queue_is_empty(
+    tmp_path: Path, manual_clock: trio.testing.MockClock
+) -> None:
+    """While a backlog is replayed the deletes wait DELETE_GATHER_S to commit together; the
+    acknowledgement that empties the queue commits at once (with what gathered before it), so a kill
+    just after the last answer repeats nothing."""
+    with trio.fail_after(10):
+        async with open_storage(tmp_path / "db.sqlite3") as storage, trio.open_nursery() as nursery:
+            outbox = Outbox(storage)
+            await nursery.start(outbox.run)
+
+            async def stored() -> int:
+                count = await storage.read(lambda c: c.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+                return int(count)
+
+            first, second = [await outbox.put("TransactionEvent", {"seqNo": n}) for n in range(2)]
+            assert await outbox.head() == first
+            await outbox.acknowledge(first.id)
+            await trio.testing.wait_all_tasks_blocked()
+            assert await stored() == 2  # gathering: the clock has not moved
+            assert await outbox.head() == second
+            await outbox.acknowledge(second.id)
+            # The clock stands still (no gathering can end): wait in real time, up to ~2 s.
+            for _ in range(200):
+                if await stored() == 0:
+                    break
+                await trio.to_thread.run_sync(time.sleep, 0.01)
+            assert await stored() == 0
+            nursery.cancel_scope.cancel()
