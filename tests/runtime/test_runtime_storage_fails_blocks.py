@@ -390,3 +390,25 @@ async def test_a_connection_whose_slot_cannot_be_stored_goes_on_and_stores_it_at
         await profiles.connected(endpoint)
         assert await storage.get_setting(LAST_CONNECTED_SLOT_KEY) == str(endpoint.priority)
         assert await storage.get_setting(LAST_GOOD_PASSWORD_KEY) == "p" * 16
+
+
+async def test_a_triggered_transaction_event_refused_by_the_database_is_held_not_a_crash(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """2.0.1 TriggerMessage(TransactionEvent) while writes fail: Accepted, and the Updated event its
+    answer promised is held as the meter values are (queued once writes succeed), instead of a
+    StorageWriteError ending the station from the trigger block's task."""
+    csms = CsmsPeer(V201)
+    async with online(tmp_path, V201, csms) as (ctx, conn):
+        await start_transaction(ctx, 1)
+        await ctx.outbox.wait_empty()
+        await make_read_only(storage_of(ctx))
+        request = {"requestedMessage": "TransactionEvent", "evse": {"id": 1}}
+        assert await call(csms, conn, "TriggerMessage", request) == {"status": "Accepted"}
+        await trio.sleep(1)  # the trigger block's task has run
+        assert await call(csms, conn, "ClearCache", {}) == {"status": "Rejected"}  # still serving
+        await until_a_write_commits(ctx)
+        await ctx.outbox.wait_empty()
+        events = [s.call.payload for s in csms.of("TransactionEvent")]
+        assert [e["triggerReason"] for e in events].count("Trigger") == 1
+        assert [e["seqNo"] for e in events] == list(range(len(events)))
