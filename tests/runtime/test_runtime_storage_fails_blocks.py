@@ -31,9 +31,11 @@ from test_runtime_storage_fails import make_read_only, writable_again
 from evstation.protocol.authorization import AuthStatus, TokenInfo
 from evstation.protocol.security_events import SecurityEvent, decode_pending
 from evstation.protocol.versions import OcppVersion
+from evstation.runtime.blocks import transactions as transactions_module
 from evstation.runtime.blocks.authorization import CACHE_SWEEP_INTERVAL_S
 from evstation.runtime.blocks.security import PENDING_EVENTS_KEY
 from evstation.runtime.blocks.transactions import STORAGE_PROBE_S
+from evstation.runtime.blocks.transactions.formats import UpdateData
 from evstation.runtime.clock import iso
 from evstation.runtime.device_model import ACTIVE_NETWORK_PROFILE, AUTH_CACHE_LIFETIME, HEARTBEAT_INTERVAL
 from evstation.runtime.evse import ConnectorStatus
@@ -412,3 +414,43 @@ async def test_a_triggered_transaction_event_refused_by_the_database_is_held_not
         events = [s.call.payload for s in csms.of("TransactionEvent")]
         assert [e["triggerReason"] for e in events].count("Trigger") == 1
         assert [e["seqNo"] for e in events] == list(range(len(events)))
+
+
+async def test_a_held_message_dropped_while_it_is_being_queued_loses_no_other(
+    clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HELD_UPDATES_MAX reached while the release queues the oldest held message: the one that makes
+    room drops that oldest (already on its way into the outbox), and the release must not then
+    remove the next, unsent one from the held queue in its place: every held message goes out."""
+    csms = CsmsPeer(V201)
+    async with online(tmp_path, V201, csms) as (ctx, _conn):
+        await start_transaction(ctx, 1)
+        await ctx.outbox.wait_empty()
+        block = ctx.blocks.transactions
+        [record] = await storage_of(ctx).transactions()
+
+        def value(n: int) -> UpdateData:
+            stamp = ctx.clock.now() + timedelta(milliseconds=n)
+            meter = {"timestamp": iso(stamp), "sampledValue": [{"value": float(n)}]}
+            return UpdateData("MeterValuePeriodic", stamp, False, meter=meter)
+
+        await make_read_only(storage_of(ctx))
+        await trio.sleep(10)  # the EVSE Faulted (its charging-state event is held too)
+        for n in range(3):
+            await block._queue_update(record, value(n))  # held: the writes are refused
+        await trio.sleep(10)
+        held = list(block._held[record.id])
+        monkeypatch.setattr(transactions_module, "HELD_UPDATES_MAX", len(held))
+        await writable_again(storage_of(ctx))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(block._release_held, record)
+            await trio.testing.wait_all_tasks_blocked()  # the oldest is being written
+            last = value(3)
+            await block._queue_update(record, last)  # drops that oldest to make room
+        await ctx.outbox.wait_empty()
+        sent = [
+            (e["triggerReason"], e["timestamp"])
+            for e in (s.call.payload for s in csms.of("TransactionEvent"))
+        ]
+        expected = [(data.trigger, iso(data.at)) for data in [*held, last]]
+        assert [event for event in sent if event in expected] == expected

@@ -864,8 +864,12 @@ class Transactions:
             while held:
                 # Shielded: a message committed must leave the deque, or a later release sends it twice.
                 with trio.CancelScope(shield=True):
-                    await self._messages.updated(self.services, record, held[0])
-                    held.popleft()
+                    oldest = held[0]
+                    await self._messages.updated(self.services, record, oldest)
+                    # Gone already if a message held meanwhile dropped it to make room: then the one
+                    # in front now is not queued yet and stays.
+                    if held and held[0] is oldest:
+                        held.popleft()
             self._held.pop(record.id, None)
 
     async def _release_when_written(self, record: TransactionRecord) -> NoReturn:
