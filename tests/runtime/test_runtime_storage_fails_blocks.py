@@ -431,7 +431,7 @@ async def test_a_held_message_dropped_while_it_is_being_queued_loses_no_other(
 
         def value(n: int) -> UpdateData:
             stamp = ctx.clock.now() + timedelta(milliseconds=n)
-            meter = {"timestamp": iso(stamp), "sampledValue": [{"value": float(n)}]}
+            meter: dict[str, object] = {"timestamp": iso(stamp), "sampledValue": [{"value": float(n)}]}
             return UpdateData("MeterValuePeriodic", stamp, False, meter=meter)
 
         await make_read_only(storage_of(ctx))
