@@ -17,6 +17,7 @@ import trio
 import trio.testing
 from runtime_session_harness import (
     CsmsPeer,
+    Fail,
     MemoryConnection,
     call,
     online,
@@ -50,6 +51,7 @@ from evstation.runtime.station import link_settings
 from evstation.runtime.storage import Storage
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
+START_ACTION = {V16: "StartTransaction", V201: "TransactionEvent"}
 BOTH = pytest.mark.parametrize("version", [V16, V201], ids=["v16", "v201"])
 
 
@@ -454,3 +456,28 @@ async def test_a_held_message_dropped_while_it_is_being_queued_loses_no_other(
         ]
         expected = [(data.trigger, iso(data.at)) for data in [*held, last]]
         assert [event for event in sent if event in expected] == expected
+
+
+@BOTH
+async def test_a_transaction_message_failed_by_the_csms_while_writes_fail_is_retried_not_a_crash(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """A CALLERROR to a queued transaction message costs an attempt, which is a write: refused, the
+    sender waits for writes and then goes on (the message sent again, once), instead of a
+    StorageWriteError ending the session's sender and the station."""
+    csms = CsmsPeer(version)
+    started = START_ACTION[version]
+    csms.then(started, Fail())
+    csms.answer_delay = lambda message: 5.0 if message.action == started else 0.0
+    async with online(tmp_path, version, csms) as (ctx, _conn):
+        await start_transaction(ctx, 1)
+        await csms.wait_for(started)
+        await make_read_only(storage_of(ctx))  # before the CALLERROR arrives
+        await trio.sleep(30)
+        await until_a_write_commits(ctx)
+        await csms.wait_for(started, 2)
+        await ctx.outbox.wait_empty()
+        firsts = [s.call.payload for s in csms.of(started)]
+        if version is V201:
+            firsts = [p for p in firsts if p["eventType"] == "Started"]
+        assert len(firsts) == 2 and firsts[0] == firsts[1]
