@@ -499,7 +499,7 @@ async def _send_outbox(ctx: SessionContext, calls: CallManager) -> None:
                     outbox.give_up, entry.id, "cannot be sent: its transaction never started at the CSMS"
                 )
             )
-            await transactions.given_up(entry)
+            await transactions.services.storage.until_written(functools.partial(transactions.given_up, entry))
             progress.left(entry.id)
             continue
         try:
@@ -528,7 +528,9 @@ async def _send_outbox(ctx: SessionContext, calls: CallManager) -> None:
                 await transactions.services.storage.until_written(
                     functools.partial(outbox.give_up, entry.id, str(exc))
                 )
-                await transactions.given_up(entry)
+                await transactions.services.storage.until_written(
+                    functools.partial(transactions.given_up, entry)
+                )
                 progress.left(entry.id)
             else:
                 log.warning("%s #%d failed (%s); retry in %g s", entry.action, entry.id, exc, delay)
