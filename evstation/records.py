@@ -8,8 +8,9 @@ shared functions for the rest, with the same results as the generated ones:
 - `__init__` binds the arguments to the fields (positional, keyword, defaults, default factories,
   keyword-only fields, `__post_init__`) and fills each slot with `object.__setattr__`, as a frozen
   dataclass's does. What the generated one refuses when made (a required field after one with a
-  default) is refused at the class's definition; an `InitVar` is refused (use `@dataclass`). It is faster to call than the compiled one of a write-once class (each assignment of
-  which goes through `__setattr__`) and raises the same `TypeError`s for a wrong call;
+  default) is refused at the class's definition; an `InitVar` is refused (use `@dataclass`). It is
+  faster to call than the compiled one of a write-once class (each assignment of which goes through
+  `__setattr__`) and raises the same `TypeError`s for a wrong call;
   `inspect.signature` still shows the fields (`__signature__`, built when asked for);
 - equality, hash and repr from a C `attrgetter` over the compared / hashed / shown fields;
 - immutability from a write-once `__setattr__`: copy and pickle fill each slot of a new instance once,
