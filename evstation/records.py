@@ -7,8 +7,10 @@ Start-up cost (issue 9): Python 3.11's `dataclasses` compiles every generated me
 shared functions for the rest, with the same results as the generated ones:
 - `__init__` binds the arguments to the fields (positional, keyword, defaults, default factories,
   keyword-only fields, `__post_init__`) and fills each slot with `object.__setattr__`, as a frozen
-  dataclass's does. It is faster to call than the compiled one of a write-once class (each assignment of
-  which goes through `__setattr__`) and raises the same `TypeError`s for a wrong call;
+  dataclass's does. What the generated one refuses when made (a required field after one with a
+  default) is refused at the class's definition; an `InitVar` is refused (use `@dataclass`). It is
+  faster to call than the compiled one of a write-once class (each assignment of which goes through
+  `__setattr__`) and raises the same `TypeError`s for a wrong call;
   `inspect.signature` still shows the fields (`__signature__`, built when asked for);
 - equality, hash and repr from a C `attrgetter` over the compared / hashed / shown fields;
 - immutability from a write-once `__setattr__`: copy and pickle fill each slot of a new instance once,
@@ -88,6 +90,7 @@ def record(cls: type[_T]) -> type[_T]:
         cls.__doc__ = cls.__name__  # else dataclasses builds a Signature for it: replaced below
     made = dataclasses.dataclass(init=False, slots=True, eq=False, repr=False)(cls)
     fields = dataclasses.fields(made)  # type: ignore[arg-type]  # a dataclass now
+    _check_init_fields(made, fields)
     _methods(made, fields)
     made.__init__ = _initializer(made, fields)  # type: ignore[method-assign]
     made.__signature__ = _Signature()  # type: ignore[attr-defined]
@@ -96,6 +99,29 @@ def record(cls: type[_T]) -> type[_T]:
     if undocumented:
         made.__doc__ = f"{made.__name__}({', '.join(f.name for f in fields)})"
     return made
+
+
+def _check_init_fields(cls: type, fields: tuple[dataclasses.Field[Any], ...]) -> None:
+    """What the generated `__init__` refuses when it is made (with `init=False` dataclasses checks none
+    of it): a class no call could build as declared is an error at its definition, not later."""
+    with_default = None
+    for f in fields:
+        if f.kw_only:
+            continue
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+            with_default = f.name
+        elif with_default is not None:
+            raise TypeError(f"{cls.__qualname__}: non-default argument {f.name!r} follows default argument")
+    # An InitVar is an argument of `__init__` for `__post_init__` only: not bound here.
+    init_only = [
+        name
+        for name, f in cls.__dataclass_fields__.items()  # type: ignore[attr-defined]
+        if repr(f._field_type) == "_FIELD_INITVAR"
+    ]
+    if init_only:
+        raise TypeError(
+            f"{cls.__qualname__}: InitVar {init_only[0]!r} is not bound by @record; use @dataclass"
+        )
 
 
 def _initializer(cls: type, fields: tuple[dataclasses.Field[Any], ...]) -> Callable[..., None]:

@@ -672,7 +672,13 @@ async def open_device_model(
             if definition.persistent and (value, given) != (stored, seeded):
                 rows.append((slot, value, given))
     if rows:
-        await storage.write(lambda conn: _write_rows(conn, rows))
+        try:
+            await storage.write(lambda conn: _write_rows(conn, rows))
+        except StorageWriteError:
+            # A database refusing writes must not stop the start (docs/storage.md "When writes fail"):
+            # these values are made from station.toml and what is stored, so the next start makes
+            # them again.
+            log.warning("device model: %d value(s) from station.toml not stored; they apply", len(rows))
     return DeviceModel(storage, definitions, values, v16_profiles)
 
 

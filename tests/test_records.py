@@ -260,3 +260,45 @@ def test_signature_and_doc_show_the_fields() -> None:
     assert str(inspect.signature(Point)) == str(inspect.signature(StdPoint))
     assert Options.__doc__ == "Options(name, count, items, flag, level)"
     assert Point.__doc__ is not None and Point.__doc__.startswith("Point(")
+
+
+def test_a_required_field_after_one_with_a_default_is_refused_as_dataclass_does() -> None:
+    """The generated `__init__` refuses it when made; `@record` makes none, so it checks the order."""
+    with pytest.raises(TypeError, match="non-default argument 'b' follows default argument"):
+
+        @dataclass(frozen=True, slots=True)
+        class StdLate:
+            a: int = 1
+            b: int  # type: ignore[misc]
+
+    with pytest.raises(TypeError, match="non-default argument 'b' follows default argument"):
+
+        @record
+        class Late:
+            a: int = 1
+            b: int  # type: ignore[misc]
+
+    with pytest.raises(TypeError, match="non-default argument 'extra' follows default argument"):
+
+        @record
+        class Child(Point):  # Point's fields with defaults, then a required one
+            extra: int  # type: ignore[misc]
+
+    @record
+    class KeywordOnly(Point):  # a keyword-only field may follow defaults
+        extra: int = field(kw_only=True)
+
+    assert KeywordOnly(1, extra=2).extra == 2
+
+
+def test_an_init_var_is_refused() -> None:
+    """`@record`'s `__init__` binds fields only: an InitVar would fail at every call."""
+    with pytest.raises(TypeError, match="InitVar 'scale'"):
+
+        @record
+        class Scaled:
+            value: float
+            scale: dataclasses.InitVar[float] = 1.0
+
+            def __post_init__(self, scale: float) -> None:
+                pass

@@ -494,8 +494,12 @@ async def _send_outbox(ctx: SessionContext, calls: CallManager) -> None:
             progress.left(entry.id)
             continue
         if payload is None:
-            await outbox.give_up(entry.id, "cannot be sent: its transaction never started at the CSMS")
-            await transactions.given_up(entry)
+            await transactions.services.storage.until_written(
+                functools.partial(
+                    outbox.give_up, entry.id, "cannot be sent: its transaction never started at the CSMS"
+                )
+            )
+            await transactions.services.storage.until_written(functools.partial(transactions.given_up, entry))
             progress.left(entry.id)
             continue
         try:
@@ -510,7 +514,10 @@ async def _send_outbox(ctx: SessionContext, calls: CallManager) -> None:
             else:
                 # Counted only now: a CSMS that failed to answer on a live connection. A drop while
                 # the message awaits its answer raises LinkDown instead and costs no attempt.
-                entry = await outbox.record_attempt(entry.id)
+                # A database refusing writes (logged there): counted once they succeed; the head waits.
+                entry = await transactions.services.storage.until_written(
+                    functools.partial(outbox.record_attempt, entry.id)
+                )
                 # Read now, not once per connection: a CSMS's new attempts / interval apply from
                 # the next failure on this very connection.
                 delay = ctx.retry_policy.delay_after(entry.attempts)
@@ -518,8 +525,12 @@ async def _send_outbox(ctx: SessionContext, calls: CallManager) -> None:
                 log.error(
                     "giving up %s #%d after %d attempts: %s", entry.action, entry.id, entry.attempts, exc
                 )
-                await outbox.give_up(entry.id, str(exc))
-                await transactions.given_up(entry)
+                await transactions.services.storage.until_written(
+                    functools.partial(outbox.give_up, entry.id, str(exc))
+                )
+                await transactions.services.storage.until_written(
+                    functools.partial(transactions.given_up, entry)
+                )
                 progress.left(entry.id)
             else:
                 log.warning("%s #%d failed (%s); retry in %g s", entry.action, entry.id, exc, delay)

@@ -486,3 +486,16 @@ def test_any_write_is_answered_reads_back_and_survives_a_restart(
 
     with tempfile.TemporaryDirectory(dir=tmp_path) as folder:
         trio.run(scenario, Path(folder))
+
+
+async def test_a_changed_seed_on_a_database_refusing_writes_applies_unstored(tmp_path: Path) -> None:
+    """station.toml changed while the database refuses writes (full disk, read-only card): the station
+    still starts with the new value (it is not stored, so the next start decides the same again)
+    instead of the refused seeding write stopping it (docs/storage.md "When writes fail")."""
+    path = tmp_path / "station.db"
+    async with open_storage(path) as storage:
+        await open_model(storage, make_config(tmp_path, heartbeat_interval_s=240))
+        await storage.write(lambda conn: conn.execute("PRAGMA query_only = ON"))
+        model = await open_model(storage, make_config(tmp_path, heartbeat_interval_s=120))
+        assert model.get_int(HEARTBEAT_INTERVAL) == 120
+    assert stored_rows(path)[("OCPPCommCtrlr", "HeartbeatInterval", "")] == ("240", "240")

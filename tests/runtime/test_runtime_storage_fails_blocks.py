@@ -17,6 +17,7 @@ import trio
 import trio.testing
 from runtime_session_harness import (
     CsmsPeer,
+    Fail,
     MemoryConnection,
     call,
     online,
@@ -31,9 +32,11 @@ from test_runtime_storage_fails import make_read_only, writable_again
 from evstation.protocol.authorization import AuthStatus, TokenInfo
 from evstation.protocol.security_events import SecurityEvent, decode_pending
 from evstation.protocol.versions import OcppVersion
+from evstation.runtime.blocks import transactions as transactions_module
 from evstation.runtime.blocks.authorization import CACHE_SWEEP_INTERVAL_S
 from evstation.runtime.blocks.security import PENDING_EVENTS_KEY
 from evstation.runtime.blocks.transactions import STORAGE_PROBE_S
+from evstation.runtime.blocks.transactions.formats import UpdateData
 from evstation.runtime.clock import iso
 from evstation.runtime.device_model import ACTIVE_NETWORK_PROFILE, AUTH_CACHE_LIFETIME, HEARTBEAT_INTERVAL
 from evstation.runtime.evse import ConnectorStatus
@@ -48,6 +51,7 @@ from evstation.runtime.station import link_settings
 from evstation.runtime.storage import Storage
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
+START_ACTION = {V16: "StartTransaction", V201: "TransactionEvent"}
 BOTH = pytest.mark.parametrize("version", [V16, V201], ids=["v16", "v201"])
 
 
@@ -390,3 +394,90 @@ async def test_a_connection_whose_slot_cannot_be_stored_goes_on_and_stores_it_at
         await profiles.connected(endpoint)
         assert await storage.get_setting(LAST_CONNECTED_SLOT_KEY) == str(endpoint.priority)
         assert await storage.get_setting(LAST_GOOD_PASSWORD_KEY) == "p" * 16
+
+
+async def test_a_triggered_transaction_event_refused_by_the_database_is_held_not_a_crash(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """2.0.1 TriggerMessage(TransactionEvent) while writes fail: Accepted, and the Updated event its
+    answer promised is held as the meter values are (queued once writes succeed), instead of a
+    StorageWriteError ending the station from the trigger block's task."""
+    csms = CsmsPeer(V201)
+    async with online(tmp_path, V201, csms) as (ctx, conn):
+        await start_transaction(ctx, 1)
+        await ctx.outbox.wait_empty()
+        await make_read_only(storage_of(ctx))
+        request = {"requestedMessage": "TransactionEvent", "evse": {"id": 1}}
+        assert await call(csms, conn, "TriggerMessage", request) == {"status": "Accepted"}
+        await trio.sleep(1)  # the trigger block's task has run
+        assert await call(csms, conn, "ClearCache", {}) == {"status": "Rejected"}  # still serving
+        await until_a_write_commits(ctx)
+        await ctx.outbox.wait_empty()
+        events = [s.call.payload for s in csms.of("TransactionEvent")]
+        assert [e["triggerReason"] for e in events].count("Trigger") == 1
+        assert [e["seqNo"] for e in events] == list(range(len(events)))
+
+
+async def test_a_held_message_dropped_while_it_is_being_queued_loses_no_other(
+    clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HELD_UPDATES_MAX reached while the release queues the oldest held message: the one that makes
+    room drops that oldest (already on its way into the outbox), and the release must not then
+    remove the next, unsent one from the held queue in its place: every held message goes out."""
+    csms = CsmsPeer(V201)
+    async with online(tmp_path, V201, csms) as (ctx, _conn):
+        await start_transaction(ctx, 1)
+        await ctx.outbox.wait_empty()
+        block = ctx.blocks.transactions
+        [record] = await storage_of(ctx).transactions()
+
+        def value(n: int) -> UpdateData:
+            stamp = ctx.clock.now() + timedelta(milliseconds=n)
+            meter: dict[str, object] = {"timestamp": iso(stamp), "sampledValue": [{"value": float(n)}]}
+            return UpdateData("MeterValuePeriodic", stamp, False, meter=meter)
+
+        await make_read_only(storage_of(ctx))
+        await trio.sleep(10)  # the EVSE Faulted (its charging-state event is held too)
+        for n in range(3):
+            await block._queue_update(record, value(n))  # held: the writes are refused
+        await trio.sleep(10)
+        held = list(block._held[record.id])
+        monkeypatch.setattr(transactions_module, "HELD_UPDATES_MAX", len(held))
+        await writable_again(storage_of(ctx))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(block._release_held, record)
+            await trio.testing.wait_all_tasks_blocked()  # the oldest is being written
+            last = value(3)
+            await block._queue_update(record, last)  # drops that oldest to make room
+        await ctx.outbox.wait_empty()
+        sent = [
+            (e["triggerReason"], e["timestamp"])
+            for e in (s.call.payload for s in csms.of("TransactionEvent"))
+        ]
+        expected = [(data.trigger, iso(data.at)) for data in [*held, last]]
+        assert [event for event in sent if event in expected] == expected
+
+
+@BOTH
+async def test_a_transaction_message_failed_by_the_csms_while_writes_fail_is_retried_not_a_crash(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """A CALLERROR to a queued transaction message costs an attempt, which is a write: refused, the
+    sender waits for writes and then goes on (the message sent again, once), instead of a
+    StorageWriteError ending the session's sender and the station."""
+    csms = CsmsPeer(version)
+    started = START_ACTION[version]
+    csms.then(started, Fail())
+    csms.answer_delay = lambda message: 5.0 if message.action == started else 0.0
+    async with online(tmp_path, version, csms) as (ctx, _conn):
+        await start_transaction(ctx, 1)
+        await csms.wait_for(started)
+        await make_read_only(storage_of(ctx))  # before the CALLERROR arrives
+        await trio.sleep(30)
+        await until_a_write_commits(ctx)
+        await csms.wait_for(started, 2)
+        await ctx.outbox.wait_empty()
+        firsts = [s.call.payload for s in csms.of(started)]
+        if version is V201:
+            firsts = [p for p in firsts if p["eventType"] == "Started"]
+        assert len(firsts) == 2 and firsts[0] == firsts[1]

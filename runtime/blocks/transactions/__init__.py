@@ -282,7 +282,9 @@ class Transactions:
         """2.0.1 F06.FR.07: a TransactionEvent Updated with triggerReason Trigger for the transaction
         running on `evse_id`, carrying its chargingState and the current meter reading (context
         Trigger), queued in the outbox like every other event so its seqNo is the next one, persisted
-        with it. False (nothing queued) when no transaction runs there, or it ended meanwhile."""
+        with it; while writes fail, held with the meter values (`_queue_update`), as the Accepted
+        answer promised it. False (nothing queued) when no transaction runs there, or it ended
+        meanwhile."""
         state = self._evse_tx.get(evse_id)
         if state is None or state.record is None or self.version is not V201:
             return False
@@ -308,7 +310,11 @@ class Transactions:
             energy_wh=None if sample is None else sample.energy_import_wh,
             charging_state=state.charging_state,
         )
-        return await self._messages.updated(self.services, state.record, data)
+        # Not `_messages.updated`: a refused write must not end the trigger block's task, and the
+        # event goes after the values still held (seqNo and time in one order).
+        record = state.record
+        await self._queue_update(record, data)
+        return state.record is record  # else it ended meanwhile: nothing follows its end
 
     def triggered_meter_value(self, evse_id: int) -> dict[str, object] | None:
         """The MeterValue a TriggerMessage(MeterValues) sends for `evse_id`: its current reading,
@@ -858,8 +864,12 @@ class Transactions:
             while held:
                 # Shielded: a message committed must leave the deque, or a later release sends it twice.
                 with trio.CancelScope(shield=True):
-                    await self._messages.updated(self.services, record, held[0])
-                    held.popleft()
+                    oldest = held[0]
+                    await self._messages.updated(self.services, record, oldest)
+                    # Gone already if a message held meanwhile dropped it to make room: then the one
+                    # in front now is not queued yet and stays.
+                    if held and held[0] is oldest:
+                        held.popleft()
             self._held.pop(record.id, None)
 
     async def _release_when_written(self, record: TransactionRecord) -> NoReturn:
