@@ -143,6 +143,9 @@ class Reservations:
         # Removed here but still stored: the database refused the delete (`_record_removals`).
         self._unrecorded: set[int] = set()
         self._unrecorded_added = trio.Event()
+        # Ids whose ReserveNow row is being written: a delete owed for the old row with that id must
+        # not run after it (deletes and writes commit in the order they are called).
+        self._writing: set[int] = set()
         self._updates_send, self._updates_receive = trio.open_memory_channel[tuple[int, str]](math.inf)
 
     # --- queries for other blocks --------------------------------------------------------------
@@ -275,7 +278,7 @@ class Reservations:
             await self._storage.until_written(self._delete_unrecorded)
 
     async def _delete_unrecorded(self) -> None:
-        ids = sorted(self._unrecorded)
+        ids = sorted(self._unrecorded - self._writing)
         if ids:
             await self._storage.write(lambda conn: _delete(conn, ids))
             self._unrecorded.difference_update(ids)
@@ -314,12 +317,17 @@ class Reservations:
         policy = ReservePolicy(dm.get_bool(RESERVATION_ENABLED), dm.get_bool(RESERVATION_NON_EVSE_SPECIFIC))
         status = decide_reserve(request, self._views(), self._held.values(), policy, self._clock.now())
         if status is ReserveStatus.ACCEPTED:
+            self._writing.add(request.id)
             try:
                 await self._storage.write(lambda conn: _write(conn, request))
             except StorageWriteError as exc:
                 # Held only in memory, a restart would drop a reservation the CSMS was told it has.
                 log.warning("reservation %d rejected: %s", request.id, exc)
+                if request.id in self._unrecorded:
+                    self._unrecorded_added.set()  # the old row's delete, skipped meanwhile, is still owed
                 return ReserveStatus.REJECTED
+            finally:
+                self._writing.discard(request.id)
             self._held[request.id] = request  # replaces a reservation with the same id (H01.FR.02)
             # Its row replaced any stored one with this id: a delete still owed for that one is moot.
             self._unrecorded.discard(request.id)
