@@ -481,6 +481,15 @@ async def _send_outbox(ctx: SessionContext, calls: CallManager) -> None:
     outbox = ctx.outbox
     transactions = ctx.blocks.transactions
     progress = ctx.outbox_progress
+    # A database refusing writes (logged there) must not end the sender: its bookkeeping waits for
+    # writes to succeed, the head staying where it is.
+    until_written = transactions.services.storage.until_written
+
+    async def give_up(entry: OutboxEntry, reason: str) -> None:
+        await until_written(functools.partial(outbox.give_up, entry.id, reason))
+        await until_written(functools.partial(transactions.given_up, entry))
+        progress.left(entry.id)
+
     while True:
         await outbox.wait_not_empty()
         entry = await outbox.head()
@@ -494,13 +503,7 @@ async def _send_outbox(ctx: SessionContext, calls: CallManager) -> None:
             progress.left(entry.id)
             continue
         if payload is None:
-            await transactions.services.storage.until_written(
-                functools.partial(
-                    outbox.give_up, entry.id, "cannot be sent: its transaction never started at the CSMS"
-                )
-            )
-            await transactions.services.storage.until_written(functools.partial(transactions.given_up, entry))
-            progress.left(entry.id)
+            await give_up(entry, "cannot be sent: its transaction never started at the CSMS")
             continue
         try:
             response = await calls.call(
@@ -514,10 +517,7 @@ async def _send_outbox(ctx: SessionContext, calls: CallManager) -> None:
             else:
                 # Counted only now: a CSMS that failed to answer on a live connection. A drop while
                 # the message awaits its answer raises LinkDown instead and costs no attempt.
-                # A database refusing writes (logged there): counted once they succeed; the head waits.
-                entry = await transactions.services.storage.until_written(
-                    functools.partial(outbox.record_attempt, entry.id)
-                )
+                entry = await until_written(functools.partial(outbox.record_attempt, entry.id))
                 # Read now, not once per connection: a CSMS's new attempts / interval apply from
                 # the next failure on this very connection.
                 delay = ctx.retry_policy.delay_after(entry.attempts)
@@ -525,22 +525,14 @@ async def _send_outbox(ctx: SessionContext, calls: CallManager) -> None:
                 log.error(
                     "giving up %s #%d after %d attempts: %s", entry.action, entry.id, entry.attempts, exc
                 )
-                await transactions.services.storage.until_written(
-                    functools.partial(outbox.give_up, entry.id, str(exc))
-                )
-                await transactions.services.storage.until_written(
-                    functools.partial(transactions.given_up, entry)
-                )
-                progress.left(entry.id)
+                await give_up(entry, str(exc))
             else:
                 log.warning("%s #%d failed (%s); retry in %g s", entry.action, entry.id, exc, delay)
                 await trio.sleep(delay)
             continue
         # A database that refuses writes (logged there): the answer is kept and recorded once writes
         # succeed again; sending the message again could open a second transaction at the CSMS.
-        await transactions.services.storage.until_written(
-            functools.partial(_record_delivery, transactions, outbox, entry, response)
-        )
+        await until_written(functools.partial(_record_delivery, transactions, outbox, entry, response))
         progress.left(entry.id)
 
 
