@@ -379,6 +379,9 @@ async def test_e14_get_transaction_status(clock: trio.testing.MockClock, tmp_pat
         await r.plug_and_authorize()
         started: dict[str, Any] = (await r.csms.wait_for("TransactionEvent"))[0].call.payload
         tx_id = started["transactionInfo"]["transactionId"]
+        # The Started event's answer can empty the queue before the Updated (Charging) that follows
+        # the energy is queued: wait for that one too.
+        await r.csms.wait_for("TransactionEvent", 2)
         await r.ctx.outbox.wait_empty()
         asked = await r.csms.send_call(r.conn, "GetTransactionStatus", {"transactionId": tx_id})
         answer = await r.csms.wait_answer(asked)
