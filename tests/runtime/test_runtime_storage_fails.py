@@ -27,6 +27,7 @@ from evstation.runtime.device_model import (
 )
 from evstation.runtime.events import Dropped
 from evstation.runtime.evse import Authorized, ConnectorStatus, EnergyFlowStarted, EvseEvent
+from evstation.runtime.session import SessionContext
 from evstation.runtime.storage import Storage, open_storage
 
 # Enough end-of-transaction measurands (per phase) that the start's record overflows a small page.
@@ -76,8 +77,8 @@ ENERGY = "Energy.Active.Import.Register"
 MODES = pytest.mark.parametrize("mode", ["full", "readonly"])
 
 
-def _storage_of(r: Rig) -> Storage:
-    return r.ctx.blocks.transactions.services.storage
+def storage_of(ctx: SessionContext) -> Storage:
+    return ctx.blocks.transactions.services.storage
 
 
 def _fault_reported(payload: dict[str, Any], version: OcppVersion) -> bool:
@@ -108,7 +109,7 @@ async def failing_rig(tmp_path: Path, version: OcppVersion, mode: str) -> AsyncI
     """A station whose database refuses the next write that needs room (full) or any write (readonly)."""
     small_pages(tmp_path / "station.db")
     async with rig(tmp_path, version, settings={TX_ENDED_MEASURANDS: MANY_MEASURANDS}) as r:
-        await (fill_up if mode == "full" else make_read_only)(_storage_of(r))
+        await (fill_up if mode == "full" else make_read_only)(storage_of(r.ctx))
         yield r
 
 
@@ -139,7 +140,7 @@ async def test_a_start_the_database_cannot_record_gives_no_energy_and_no_crash(
         assert r.board.offered_current_a is None and r.meter.energy_wh == 1000
         assert r.ctx.blocks.transactions.ids.get(1) is None
         assert await r.ctx.outbox.depth() == 0
-        assert await _storage_of(r).transactions() == []
+        assert await storage_of(r.ctx).transactions() == []
         assert not r.csms.of(START[version])
     error = "database or disk is full (SQLITE_FULL)" if mode == "full" else "(SQLITE_READONLY)"
     lines = [
@@ -169,7 +170,7 @@ async def test_the_fault_clears_and_sessions_start_once_writes_succeed_again(
         assert r.ctx.evses[1].status() is ConnectorStatus.FAULTED  # the probe still fails
         # One line for the whole failure, not one per refused probe.
         assert len([rec for rec in caplog.records if "database write failed" in rec.getMessage()]) == 1
-        await writable_again(_storage_of(r))
+        await writable_again(storage_of(r.ctx))
         await trio.sleep(STORAGE_PROBE_S + 1)
         assert r.ctx.evses[1].status() is not ConnectorStatus.FAULTED
         r.board.unplug()
@@ -191,13 +192,13 @@ async def test_a_running_transaction_keeps_its_session_and_record_while_writes_f
     async with rig(tmp_path, version, settings=settings) as r:
         await r.plug_and_authorize()
         await r.csms.wait_for(START[version])
-        await make_read_only(_storage_of(r))
+        await make_read_only(storage_of(r.ctx))
         await _wait_fault_reported(r, version)
         held = r.meter.energy_wh
         await trio.sleep(60)  # several refused meter-value writes
         assert r.ctx.evses[1].session_active() and r.board.offered_current_a is None
         assert r.meter.energy_wh == held
-        await writable_again(_storage_of(r))
+        await writable_again(storage_of(r.ctx))
         await trio.sleep(STORAGE_PROBE_S + 1)
         assert r.ctx.evses[1].status() is not ConnectorStatus.FAULTED
         assert r.board.offered_current_a is not None
@@ -221,7 +222,7 @@ async def test_a_transaction_that_ends_while_writes_fail_is_ended_once_they_succ
         await trio.sleep(10)
         fail = fill_up if mode == "full" else make_read_only
         if not during_stop:
-            await fail(_storage_of(r))
+            await fail(storage_of(r.ctx))
         at_stop = r.meter.energy_wh
         unplugged_at = r.ctx.blocks.transactions.services.clock.now()
         r.board.unplug()
@@ -229,18 +230,18 @@ async def test_a_transaction_that_ends_while_writes_fail_is_ended_once_they_succ
             # The stop is noted at once; its end waits for the meter's next reading (polled each
             # second, up to END_READING_WAIT_S): the disk fails in between.
             for _ in range(50):  # the note is a commit, polled: it has no event
-                if (await _storage_of(r).transactions())[0].stop_reason is not None:
+                if (await storage_of(r.ctx).transactions())[0].stop_reason is not None:
                     break
                 await trio.sleep(0.01)
             else:
                 pytest.fail("the stop was not noted")
-            await fail(_storage_of(r))
+            await fail(storage_of(r.ctx))
         await _wait_fault_reported(r, version)
         await trio.sleep(STORAGE_PROBE_S + 1)  # a refused probe too
         assert not r.ctx.evses[1].session_active()
         assert not any(_is_end(s.call.payload, version) for s in r.csms.of(STOP[version]))
         assert r.meter.energy_wh == at_stop
-        await writable_again(_storage_of(r))
+        await writable_again(storage_of(r.ctx))
         end = await r.ended(version)
         stopped = end["meterStop"] if version is V16 else _end_register(end)
         assert stopped == round(at_stop) if version is V16 else stopped == at_stop
@@ -248,7 +249,7 @@ async def test_a_transaction_that_ends_while_writes_fail_is_ended_once_they_succ
         assert abs(datetime.fromisoformat(end["timestamp"]) - unplugged_at) < timedelta(seconds=5)
         await trio.sleep(1)
         assert r.ctx.evses[1].status() is ConnectorStatus.AVAILABLE
-        assert await _storage_of(r).transactions() == []
+        assert await storage_of(r.ctx).transactions() == []
 
 
 def _is_end(payload: dict[str, Any], version: OcppVersion) -> bool:
@@ -343,11 +344,11 @@ async def test_meter_values_refused_while_writes_fail_are_queued_in_order_once_t
         await r.csms.wait_for(START[version])
         await trio.sleep(25)
         failed_at = r.ctx.blocks.transactions.services.clock.now()
-        await (fill_up if mode == "full" else make_read_only)(_storage_of(r))
+        await (fill_up if mode == "full" else make_read_only)(storage_of(r.ctx))
         await _wait_fault_reported(r, version)
         await trio.sleep(60)  # six values refused
         back_at = r.ctx.blocks.transactions.services.clock.now()
-        await writable_again(_storage_of(r))
+        await writable_again(storage_of(r.ctx))
         await trio.sleep(STORAGE_PROBE_S + 5)
         r.board.unplug()
         end = await r.ended(version)
@@ -371,7 +372,7 @@ async def test_held_meter_values_go_out_as_soon_as_writes_succeed_and_before_the
     async with rig(tmp_path, version, settings={TX_UPDATED_INTERVAL: "45"}) as r:
         await r.plug_and_authorize()
         await r.csms.wait_for(START[version])
-        storage = _storage_of(r)
+        storage = storage_of(r.ctx)
         now = r.ctx.blocks.transactions.services.clock.now
         await trio.sleep(50)  # one value in
         failed_at = now()

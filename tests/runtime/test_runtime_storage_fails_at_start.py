@@ -17,7 +17,7 @@ import trio
 import trio.testing
 from runtime_session_harness import EPOCH, CsmsPeer, MemoryConnection, serve_until_link_down, station_config
 from test_runtime_session_restart import killed_run_with_open_transaction, station_run
-from test_runtime_storage_fails import make_read_only, writable_again
+from test_runtime_storage_fails import make_read_only, storage_of, writable_again
 from test_runtime_transactions import BOTH, POLL_S, START, STOP, V16, V201, Rig
 
 from evstation.drivers.sim.board import SimChargeController
@@ -34,12 +34,6 @@ from evstation.runtime.storage import Storage, open_storage
 
 Fail = Callable[[Storage], Awaitable[None]]
 Before = Callable[[SessionContext], Awaitable[None]]
-
-
-@pytest.fixture
-def clock() -> trio.testing.MockClock:
-    # SQLite works in a thread: no virtual-time guard (pytest-timeout bounds the test in real time).
-    return trio.testing.MockClock(autojump_threshold=0.02)
 
 
 @asynccontextmanager
@@ -81,10 +75,6 @@ async def restarted(
         nursery.start_soon(serve_until_link_down, conn, ctx)
         yield Rig(ctx, peer, conn, board, meter, nursery)
         nursery.cancel_scope.cancel()
-
-
-def _storage(r: Rig) -> Storage:
-    return r.ctx.blocks.transactions.services.storage
 
 
 def _first_statuses(r: Rig, version: OcppVersion) -> dict[int, dict[str, Any]]:
@@ -139,9 +129,9 @@ async def test_an_interrupted_transaction_is_ended_once_writes_succeed_and_the_s
         await trio.sleep(3 * STORAGE_PROBE_S)
         assert _ends(r, version) == []
         assert not r.ctx.blocks.transactions.ids.recovered.is_set()
-        assert [t.is_open for t in await _storage(r).transactions()] == [True]
+        assert [t.is_open for t in await storage_of(r.ctx).transactions()] == [True]
         assert len(r.csms.of(START[version])) == queued
-        await writable_again(_storage(r))
+        await writable_again(storage_of(r.ctx))
         await trio.sleep(STORAGE_PROBE_S + 1)
         assert r.ctx.blocks.transactions.ids.recovered.is_set()
         await r.ctx.outbox.wait_empty()
@@ -159,7 +149,7 @@ async def test_an_interrupted_transaction_is_ended_once_writes_succeed_and_the_s
             ]
             assert end["transactionInfo"]["stoppedReason"] == "PowerLoss"
         assert r.ctx.evses[1].status() is ConnectorStatus.AVAILABLE
-        assert await _storage(r).transactions() == []
+        assert await storage_of(r.ctx).transactions() == []
     waited = "recovery of the previous run's transactions waits"
     assert any(waited in rec.getMessage() for rec in caplog.records)
     assert all(rec.exc_info is None for rec in caplog.records)
@@ -186,10 +176,10 @@ async def test_nothing_interrupted_the_station_starts_faulted_and_recovers_with_
         await _online_and_faulted(r, version)
         await trio.sleep(STORAGE_PROBE_S + 1)
         assert not await r.ctx.evses[1].authorize_remote("TOKEN-1", "ISO14443")
-        await writable_again(_storage(r))
+        await writable_again(storage_of(r.ctx))
         await trio.sleep(STORAGE_PROBE_S + 1)
         assert r.ctx.blocks.transactions.ids.recovered.is_set()
-        assert await _storage(r).get_setting(CLEAN_SHUTDOWN_KEY) is None
+        assert await storage_of(r.ctx).get_setting(CLEAN_SHUTDOWN_KEY) is None
         assert r.ctx.evses[1].status() is ConnectorStatus.AVAILABLE
         await r.plug_and_authorize()
         await r.csms.wait_for(START[version])
@@ -205,7 +195,8 @@ async def _forget_the_record(ctx: SessionContext) -> None:
 
 
 async def _rows_in_outbox(r: Rig) -> int:
-    return int(await _storage(r).read(lambda conn: conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]))
+    count = await storage_of(r.ctx).read(lambda c: c.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+    return int(count)
 
 
 @BOTH
@@ -218,7 +209,7 @@ async def test_messages_answered_before_the_restart_are_never_sent_while_their_r
         await trio.sleep(STORAGE_PROBE_S + 1)
         # Still in the file (their removal refused), never on the wire.
         assert await _rows_in_outbox(r) == (3 if version is V201 else 2)
-        await writable_again(_storage(r))
+        await writable_again(storage_of(r.ctx))
         await trio.sleep(STORAGE_PROBE_S + 1)
         assert await _rows_in_outbox(r) == 0
         assert not r.csms.of(START[version]) and not r.csms.of(STOP[version])
@@ -240,7 +231,7 @@ async def test_v201_an_ev_plugged_in_meanwhile_starts_its_transaction_after_the_
         await _online_and_faulted(r, V201)
         r.board.plug_in()
         await trio.sleep(STORAGE_PROBE_S + 1)
-        await writable_again(_storage(r))
+        await writable_again(storage_of(r.ctx))
         await trio.sleep(STORAGE_PROBE_S + START_WAIT)
         kinds = [(p["eventType"], p["transactionInfo"]["transactionId"]) for p in r.tx_events()]
         ended = kinds.index(("Ended", kinds[0][1]))
@@ -261,7 +252,7 @@ async def test_a_shutdown_before_the_recovery_completed_leaves_the_reason_to_the
     await killed_run_with_open_transaction(tmp_path, version)
     async with restarted(tmp_path, version) as r:
         await _online_and_faulted(r, version)
-        await writable_again(_storage(r))  # leaves before the next probe finds it
+        await writable_again(storage_of(r.ctx))  # leaves before the next probe finds it
     async with restarted(tmp_path, version, fail=None) as r:
         await r.csms.wait_for(STOP[version] if version is V16 else "TransactionEvent")
         await r.ctx.outbox.wait_empty()

@@ -27,7 +27,7 @@ from runtime_session_harness import (
     statuses_at_boot,
 )
 from test_runtime_reservation import reserve_201
-from test_runtime_storage_fails import make_read_only, writable_again
+from test_runtime_storage_fails import make_read_only, storage_of, writable_again
 
 from evstation.protocol.authorization import AuthStatus, TokenInfo
 from evstation.protocol.security_events import SecurityEvent, decode_pending
@@ -53,10 +53,6 @@ from evstation.runtime.storage import Storage
 V16, V201 = OcppVersion.V16, OcppVersion.V201
 START_ACTION = {V16: "StartTransaction", V201: "TransactionEvent"}
 BOTH = pytest.mark.parametrize("version", [V16, V201], ids=["v16", "v201"])
-
-
-def storage_of(ctx: SessionContext) -> Storage:
-    return ctx.blocks.transactions.services.storage
 
 
 async def stored_reservations(storage: Storage) -> list[int]:
