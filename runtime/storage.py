@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -97,6 +98,64 @@ def connect(path: Path) -> sqlite3.Connection:
 
 def schema_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+# Primary SQLite result codes of a read-write open that the file system refused (read-only file system,
+# no room for the `-shm` index a WAL database needs, permissions): the file itself may still be read.
+# Others (a corrupt file, a lock held elsewhere, not a database) are not the disk's refusal.
+_REFUSED_BY_THE_DISK = frozenset(
+    {
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_PERM,
+    }
+)
+
+
+def _refused_by_the_disk(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _REFUSED_BY_THE_DISK
+
+
+def _has_content(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:
+        return False
+
+
+def open_read_only(path: Path) -> tuple[sqlite3.Connection, str]:
+    """Open an existing file for reading only, for a station whose disk refuses the read-write open.
+
+    `mode=ro` first: it reads the write-ahead log, but on a WAL file it still needs the `-shm` index
+    (created, or grown, on the disk that refused). Else `immutable=1`, which needs no `-shm` but ignores
+    the `-wal` and any `-journal` altogether: only when neither holds anything, as commits in them would
+    be invisible (answered messages sent again, transactions missed). Returns the connection and how it
+    was opened; raises `sqlite3.Error` when neither way reads the file.
+    """
+    uri = path.resolve().as_uri()
+    try:
+        return _open_uri(f"{uri}?mode=ro"), "read-only"
+    except sqlite3.Error:
+        if _has_content(path.with_name(path.name + "-wal")) or _has_content(
+            path.with_name(path.name + "-journal")
+        ):
+            raise
+    return _open_uri(f"{uri}?immutable=1"), "read-only, immutable (no write-ahead log to read)"
+
+
+def _open_uri(uri: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    try:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        schema_version(conn)  # the first read: where a missing or unreadable `-shm` is found
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def migrate(conn: sqlite3.Connection, *, target: int | None = None) -> int:
@@ -374,10 +433,17 @@ async def run_in_worker(limiter: trio.CapacityLimiter, work: Callable[..., T], *
 class Storage:
     """Typed access to the station database. Create it with `open_storage`, never directly."""
 
-    def __init__(self, conn: sqlite3.Connection, limiter: trio.CapacityLimiter, path: Path) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, limiter: trio.CapacityLimiter, path: Path, *, read_only: bool = False
+    ) -> None:
+        # Used, swapped (`_reopen_read_write`) and closed only in the database thread: the limiter runs
+        # one piece of database work at a time, so no work ever holds a connection that was swapped.
         self._conn = conn
         self._limiter = limiter
         self.path = path
+        # Opened by `open_read_only` after the disk refused the read-write open: every write first tries
+        # that open again, and goes on on the new connection once it succeeds (no restart needed).
+        self._read_only = read_only
         self._write_failure: str | None = None  # the SQLite error of the last write, None once one succeeds
         self._failure_logged_at = -math.inf
         self._health_changed = trio.Event()
@@ -415,9 +481,46 @@ class Storage:
             self._health_changed.set()
             self._health_changed = trio.Event()
 
+    @property
+    def read_only(self) -> bool:
+        """Running on the read-only fallback connection (the read-write open was refused)."""
+        return self._read_only
+
+    def _with_conn(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return work(self._conn)
+
+    def _write_now(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._read_only:
+            self._reopen_read_write()
+        return in_transaction(self._conn, work)
+
+    def _reopen_read_write(self) -> None:
+        """Swap the read-only connection for a read-write one, if the disk accepts it now (else raise
+        what SQLite said; the read-only one stays)."""
+        if not os.access(self.path, os.W_OK):
+            # SQLite would open it anyway, read-only on its own (a read-only file system where the
+            # `-wal` and `-shm` exist): a connection that stays read-only after the disk recovers.
+            raise StorageWriteError(f"{self.path}: the file is not writable")
+        conn = connect(self.path)
+        try:
+            # Nothing could write the file meanwhile, so its schema is the one we opened; checked anyway,
+            # as this code must never run on another.
+            version, latest = schema_version(conn), len(all_migrations())
+            if version != latest:
+                raise StorageWriteError(
+                    f"{self.path}: reopened read-write at schema version {version}, not {latest}"
+                )
+        except BaseException:
+            conn.close()
+            raise
+        self._conn.close()
+        self._conn = conn
+        self._read_only = False
+        log.warning("%s: database reopened read-write", self.path)
+
     async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work(conn)` in the database thread. Not cancellable once started, by design."""
-        return await run_in_worker(self._limiter, work, self._conn)
+        return await run_in_worker(self._limiter, self._with_conn, work)
 
     async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work(conn)` as one transaction in the database thread; committed when this returns.
@@ -427,12 +530,19 @@ class Storage:
         and is logged (one line, rate-limited) and watched (`write_failure`) here.
         """
         try:
-            result: T = await run_in_worker(self._limiter, in_transaction, self._conn, work)
+            result: T = await run_in_worker(self._limiter, self._write_now, work)
         except sqlite3.OperationalError as exc:
+            # SQLITE_READONLY (a read-only connection or file) is an OperationalError as well.
             self._note_write(_sqlite_error(exc))
             raise StorageWriteError(f"{self.path}: {exc}") from exc
+        except StorageWriteError as exc:
+            self._note_write(str(exc).removeprefix(f"{self.path}: "))
+            raise
         self._note_write(None)
         return result
+
+    def _close(self) -> None:
+        self._conn.close()
 
     async def schema_version(self) -> int:
         return await self.read(schema_version)
@@ -587,20 +697,68 @@ def _open_and_migrate(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _open_read_only_fallback(path: Path) -> tuple[sqlite3.Connection, str] | None:
+    """The file opened read-only if its schema is current (nothing to migrate), else None."""
+    try:
+        conn, how = open_read_only(path)
+    except sqlite3.Error:
+        return None
+    try:
+        current = schema_version(conn) == len(all_migrations())
+    except sqlite3.Error:
+        current = False
+    if not current:
+        conn.close()
+        return None
+    return conn, how
+
+
 @asynccontextmanager
 async def open_storage(path: Path) -> AsyncIterator[Storage]:
-    """Open (creating if needed) and migrate the database at `path`; close it when the block exits."""
+    """Open (creating if needed) and migrate the database at `path`; close it when the block exits.
+
+    An existing file with a current schema whose read-write open the disk refuses (read-only file
+    system, no room for the `-shm`) is opened read-only instead: the station runs on it, every write
+    refused (`StorageWriteError`) until the read-write open succeeds, which each write tries first.
+    """
     limiter = trio.CapacityLimiter(1)
+    existed = await trio.Path(path).exists()
+    read_only = False
     # Each failure names the file and SQLite's error: `evstation run` prints it as the one line that
     # says why the station cannot start (it cannot run its code on a schema it cannot migrate).
     try:
         conn = await run_in_worker(limiter, _open_and_migrate, path)
+        # SQLite opens a file it cannot write read-only without a word when its `-wal` and `-shm`
+        # exist (a read-only file system after a kill): writes are refused as on the fallback, and
+        # it must reopen in the same way, since that connection never writes again.
+        if not await run_in_worker(limiter, os.access, path, os.W_OK):
+            read_only = True
+            log.error(
+                "%s: the database file is not writable: opened it read-only: the station runs with "
+                "every EVSE Faulted and sends what is queued until the disk accepts writes",
+                path,
+            )
     except sqlite3.Error as exc:
-        raise StorageError(f"{path}: cannot open database: {_sqlite_error(exc)}") from exc
+        fallback = None
+        if existed and _refused_by_the_disk(exc):
+            fallback = await run_in_worker(limiter, _open_read_only_fallback, path)
+        if fallback is None:
+            raise StorageError(f"{path}: cannot open database: {_sqlite_error(exc)}") from exc
+        conn, how = fallback
+        read_only = True
+        # One line, no traceback: the disk, not the code. Faulted: the transactions block's probe write.
+        log.error(
+            "%s: cannot open the database read-write: %s; opened it %s: the station runs with every "
+            "EVSE Faulted and sends what is queued until the disk accepts writes",
+            path,
+            _sqlite_error(exc),
+            how,
+        )
     except (MigrationError, SchemaTooNewError) as exc:
         raise type(exc)(f"{path}: cannot open database: {exc}") from exc
+    storage = Storage(conn, limiter, path, read_only=read_only)
     try:
-        yield Storage(conn, limiter, path)
+        yield storage
     finally:
         with trio.CancelScope(shield=True):
-            await run_in_worker(limiter, conn.close)
+            await run_in_worker(limiter, storage._close)
