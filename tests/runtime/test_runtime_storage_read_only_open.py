@@ -1,0 +1,164 @@
+"""A database file SQLite cannot open read-write (a full disk: no room for the `-shm` index a WAL file
+needs): the station opens it read-only, runs Faulted and sends what is queued, and goes back to a
+read-write connection, without a restart, once the disk takes writes again.
+
+The refusal is real: this test process may not grow any file past `SHM_REFUSED` bytes (`RLIMIT_FSIZE`,
+SIGXFSZ ignored: a write past it fails as on a full disk), set around the open and lifted to recover.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import shutil
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+from test_runtime_session_restart import killed_run_with_open_transaction
+from test_runtime_storage_fails import storage_of
+from test_runtime_storage_fails_at_start import _ends, _online_and_faulted, restarted
+from test_runtime_transactions import BOTH, START, V16
+
+from evstation.protocol.versions import OcppVersion
+from evstation.runtime.blocks.transactions import STORAGE_PROBE_S
+from evstation.runtime.evse import ConnectorStatus
+from evstation.runtime.migrations import all_migrations
+from evstation.runtime.storage import StorageError, connect, migrate, open_storage
+
+# Below the 32 KiB the `-shm` must grow to: the read-write open of a WAL file fails (SQLITE_IOERR_SHM*).
+SHM_REFUSED = 16384
+
+
+@contextmanager
+def full_disk() -> Iterator[None]:
+    """No file of this process may grow past SHM_REFUSED bytes until the block exits (the disk has room
+    again). The previous limit and SIGXFSZ handler are restored whatever happens."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (SHM_REFUSED, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("station.db-") and p.stat().st_size)
+
+
+@BOTH
+async def test_a_file_that_cannot_be_opened_read_write_runs_read_only_and_recovers_without_a_restart(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The previous run was killed mid-transaction (its file closed: no `-wal` left). This run's disk
+    is full: the read-write open fails, the file is opened read-only, the station comes online Faulted
+    from its first status and sends the queued messages; the interrupted transaction's end waits. Once
+    the disk has room, the next probe reopens the file read-write: the fault clears, the end is queued
+    and sent once, and the answered messages' deletes commit. (Without the fallback the open raises
+    StorageError; without the reopen the station stays Faulted.)"""
+    caplog.set_level(logging.WARNING)
+    await killed_run_with_open_transaction(tmp_path, version)
+    assert _leftovers(tmp_path) == []
+    disk = full_disk()
+    disk.__enter__()
+    try:
+        async with restarted(tmp_path, version, fail=None) as r:
+            storage = storage_of(r.ctx)
+            assert storage.read_only
+            await _online_and_faulted(r, version)
+            queued = 1 if version is V16 else 3
+            await r.csms.wait_for(START[version], queued)
+            await trio.sleep(2 * STORAGE_PROBE_S)
+            assert storage.read_only and storage.write_failure is not None
+            assert _ends(r, version) == []
+            assert not r.ctx.blocks.transactions.ids.recovered.is_set()
+            disk.__exit__(None, None, None)
+            await trio.sleep(STORAGE_PROBE_S + 1)
+            assert not storage.read_only and storage.write_failure is None
+            assert r.ctx.blocks.transactions.ids.recovered.is_set()
+            await r.ctx.outbox.wait_empty()
+            assert len(_ends(r, version)) == 1
+            if version is V16:  # nothing sent twice
+                kinds = ("StartTransaction", "MeterValues", "StopTransaction")
+                assert [a for a in r.csms.actions() if a in kinds] == list(kinds)
+            else:
+                sent = [(e["eventType"], e["seqNo"]) for e in r.tx_events()]
+                assert sent == [("Started", 0), ("Updated", 1), ("Updated", 2), ("Ended", 3)]
+            assert r.ctx.evses[1].status() is ConnectorStatus.AVAILABLE
+            assert await storage.transactions() == []
+            assert await storage.journal_mode() == "wal"
+    finally:
+        disk.__exit__(None, None, None)
+    messages = [rec.getMessage() for rec in caplog.records]
+    (opened,) = [m for m in messages if "cannot open the database read-write" in m]
+    assert "(SQLITE_IOERR_SHM" in opened and "immutable" in opened, opened
+    assert sum("database reopened read-write" in m for m in messages) == 1
+    assert all(rec.exc_info is None for rec in caplog.records)
+
+
+def _database(folder: Path, *, version: int | None = None, killed: bool = False) -> Path:
+    """A station file at schema `version` (default: current), closed cleanly; or (`killed`) as a kill
+    leaves it: its `-wal` holding a commit the file does not have yet (a copy taken while it is open)."""
+    path = folder / "station.db"
+    work = folder / "work"
+    work.mkdir()
+    conn = connect(work / path.name)
+    try:
+        migrate(conn, target=version)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if killed:
+            conn.execute("INSERT INTO settings (key, value) VALUES ('only-in-the-wal', '1')")
+            shutil.copyfile(work / f"{path.name}-wal", folder / f"{path.name}-wal")
+        shutil.copyfile(work / path.name, path)
+    finally:
+        conn.close()
+    return path
+
+
+async def _open_on_a_full_disk(path: Path) -> str:
+    with full_disk(), pytest.raises(StorageError) as refused:
+        async with open_storage(path):
+            pass
+    return str(refused.value)
+
+
+async def test_a_write_ahead_log_that_cannot_be_read_still_stops_the_start(tmp_path: Path) -> None:
+    """`immutable=1` would ignore the `-wal` and its commit: the one-line stop, never a station that
+    misses committed messages."""
+    path = _database(tmp_path, killed=True)
+    assert _leftovers(tmp_path) == ["station.db-wal"]
+    line = await _open_on_a_full_disk(path)
+    assert line.startswith(f"{path}: cannot open database: disk I/O error"), line
+    async with open_storage(path) as storage:  # room again: the commit was there all along
+        assert await storage.get_setting("only-in-the-wal") == "1"
+
+
+async def test_a_file_that_needs_a_migration_still_stops_the_start(tmp_path: Path) -> None:
+    path = _database(tmp_path, version=len(all_migrations()) - 1)
+    line = await _open_on_a_full_disk(path)
+    assert line.startswith(f"{path}: cannot open database: disk I/O error"), line
+
+
+async def test_a_new_file_still_stops_the_start(tmp_path: Path) -> None:
+    path = tmp_path / "station.db"
+    line = await _open_on_a_full_disk(path)
+    assert line.startswith(f"{path}: cannot open database: "), line
+
+
+async def test_reads_on_the_read_only_connection_see_the_data_and_writes_are_refused(tmp_path: Path) -> None:
+    path = _database(tmp_path)
+    async with open_storage(path) as ready:
+        await ready.set_setting("kept", "yes")
+    with full_disk():
+        async with open_storage(path) as storage:
+            assert storage.read_only
+            assert await storage.get_setting("kept") == "yes"
+            with pytest.raises(StorageError):
+                await storage.set_setting("new", "no")
+            assert storage.write_failure is not None and "SQLITE_IOERR_SHM" in storage.write_failure
