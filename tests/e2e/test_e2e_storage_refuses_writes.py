@@ -7,6 +7,9 @@ the same as root and as another user.
   dialling the CSMS, with one line naming the file and SQLite's error, exit status 1.
 - A current schema whose writes are refused: the whole station starts, comes online Faulted and sends
   what is queued; the end of the interrupted transaction waits for writes (here: the next run).
+- A current schema SQLite cannot even open read-write (no room for the `-shm` a WAL file needs): the
+  station opens it read-only and runs as above; once the disk has room again (the limit lifted in the
+  running process), its next write reopens the file read-write and it recovers without a restart.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import trio
 from e2e_station import (
     REPO,
     control_client,
+    outbox_rows,
     short_dir,
     station_command,
     station_process,
@@ -68,8 +72,8 @@ def _log_file(config: Path) -> BinaryIO:
 
 
 @asynccontextmanager
-async def _station_on_a_full_disk(config: Path) -> AsyncIterator[trio.Process]:
-    """`evstation run` whose files may not grow past WAL_LIMIT; output to the folder (pipes never fill,
+async def _station_on_a_full_disk(config: Path, limit: int = WAL_LIMIT) -> AsyncIterator[trio.Process]:
+    """`evstation run` whose files may not grow past `limit`; output to the folder (pipes never fill,
     and its few lines stay far below the limit). SIGKILLed on exit unless already gone."""
     with _log_file(config) as out:
         process = await trio.lowlevel.open_process(
@@ -78,7 +82,7 @@ async def _station_on_a_full_disk(config: Path) -> AsyncIterator[trio.Process]:
             stderr=out,
             cwd=REPO,
             env=dict(os.environ),
-            preexec_fn=lambda: _full_disk(WAL_LIMIT),
+            preexec_fn=lambda: _full_disk(limit),
         )
         try:
             yield process
@@ -196,6 +200,86 @@ async def test_e2e_v201_a_station_on_a_full_disk_starts_faulted_and_sends_what_i
                 await trio.sleep(0.5)
                 assert await terminate(process) == 0
             (ended,) = _events(csms, "Ended")
-            assert ended["transactionInfo"]["stoppedReason"] == "PowerLoss"  # type: ignore[index]
+            assert ended["transactionInfo"]["stoppedReason"] == "Reboot"  # type: ignore[index]
+            assert "Traceback" not in stderr_of(config)
+            nursery.cancel_scope.cancel()
+
+
+SHM_REFUSED = 16384  # below the 32 KiB the `-shm` index must grow to: SQLite cannot open the file read-write
+
+
+async def _set_heartbeat(csms: TestCsms, seconds: int) -> str:
+    """A CSMS request whose effect must be stored (a new value): a write, and so a reopen, on demand."""
+    heartbeat = {
+        "component": {"name": "OCPPCommCtrlr"},
+        "variable": {"name": "HeartbeatInterval"},
+        "attributeValue": str(seconds),
+    }
+    answer = await csms.call(STATION, "SetVariables", {"setVariableData": [heartbeat]})
+    return str(answer["setVariableResult"][0]["attributeStatus"])  # type: ignore[index]
+
+
+async def test_e2e_v201_a_database_that_cannot_be_opened_read_write_runs_read_only_and_recovers() -> None:
+    """Run 1 charges, its Started event unanswered, and stops cleanly (SIGTERM: SQLite checkpoints and
+    removes its `-wal` and `-shm`) while the EV leaves. Run 2 may grow no file past SHM_REFUSED: the
+    read-write open fails, the file opens read-only (one log line), the station comes online with every
+    EVSE Faulted from the first status and sends the queued Started; a SetVariables is Rejected (not
+    stored). The limit lifted (the disk has room), the next SetVariables reopens the file read-write:
+    Accepted, the interrupted transaction ends once, the fault clears, the answered messages' deletes
+    commit. Run 3 (normal disk) sends no transaction message again."""
+    with trio.fail_after(3 * TIMEOUT_S), short_dir() as folder:
+        async with trio.open_nursery() as nursery:
+            csms: TestCsms = await nursery.start(serve_test_csms)
+            config = write_config(folder, version="2.0.1", port=csms.port, station_id=STATION)
+            data = folder / "data"
+            csms.delay_results(3600, "TransactionEvent")  # queued, unanswered, when the station stops
+            async with station_process(config) as process:
+                async with control_client(folder / "c.sock", process) as ops:
+                    await csms.wait_for(STATION, "StatusNotification")
+                    await ops.ok("plug_in", evse=1)
+                    await ops.ok("present_id_token", id_token="E2E-TOKEN", evse=1)
+                    await csms.wait_for(STATION, "TransactionEvent")
+                assert await terminate(process) == 0
+            csms.delay_results(0, "TransactionEvent")
+            sim = data / "sim-evse-1.json"
+            sim.write_text(json.dumps({**json.loads(sim.read_text()), "ev_plugged": False}))
+            assert sorted(p.name for p in data.glob(f"{DATABASE}*")) == [DATABASE]  # no -wal, no -shm
+            statuses = len(csms.received(STATION, "StatusNotification"))
+            async with _station_on_a_full_disk(config, SHM_REFUSED) as process:
+                await csms.wait_for(STATION, "TransactionEvent", 2)  # the queued Started, again
+                await csms.wait_for(STATION, "StatusNotification", statuses + 1)
+                first = [c.payload for c in csms.received(STATION, "StatusNotification")][statuses:]
+                assert first[0]["connectorStatus"] == "Faulted", first
+                assert await _set_heartbeat(csms, 301) == "Rejected"
+                assert _events(csms, "Ended") == []
+                resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+                assert await _set_heartbeat(csms, 302) == "Accepted"
+                while not _events(csms, "Ended"):
+                    await csms.wait_for(
+                        STATION, "TransactionEvent", len(csms.received(STATION, "TransactionEvent")) + 1
+                    )
+                while (
+                    csms.received(STATION, "StatusNotification")[-1].payload["connectorStatus"] != "Available"
+                ):
+                    await csms.wait_for(
+                        STATION, "StatusNotification", len(csms.received(STATION, "StatusNotification")) + 1
+                    )
+                await trio.sleep(0.5)  # the Ended's answer reaches the outbox (its delete: at the stop)
+                assert await terminate(process) == 0
+            log = (folder / "full-disk.log").read_text()
+            assert "Traceback" not in log, log
+            (opened,) = [line for line in log.splitlines() if "cannot open the database read-write" in line]
+            assert "(SQLITE_IOERR_SHM" in opened and "immutable" in opened, opened
+            assert "database reopened read-write" in log, log
+            assert outbox_rows(data) == []
+            sent = len(csms.received(STATION, "TransactionEvent"))
+            statuses = len(csms.received(STATION, "StatusNotification"))
+            async with station_process(config) as process:
+                await csms.wait_for(STATION, "StatusNotification", statuses + 1)
+                await trio.sleep(0.5)
+                assert await terminate(process) == 0
+            assert len(csms.received(STATION, "TransactionEvent")) == sent  # nothing sent twice
+            (ended,) = _events(csms, "Ended")
+            assert ended["transactionInfo"]["stoppedReason"] == "Reboot"  # type: ignore[index]
             assert "Traceback" not in stderr_of(config)
             nursery.cancel_scope.cancel()
