@@ -495,25 +495,34 @@ class Storage:
         return in_transaction(self._conn, work)
 
     def _reopen_read_write(self) -> None:
-        """Swap the read-only connection for a read-write one, if the disk accepts it now (else raise
-        what SQLite said; the read-only one stays)."""
+        """Swap the read-only connection for a read-write one, if the disk accepts it now; else raise
+        what SQLite said, on the file opened for reading again."""
         if not os.access(self.path, os.W_OK):
             # SQLite would open it anyway, read-only on its own (a read-only file system where the
             # `-wal` and `-shm` exist): a connection that stays read-only after the disk recovers.
             raise StorageWriteError(f"{self.path}: the file is not writable")
-        conn = connect(self.path)
-        try:
-            # Nothing could write the file meanwhile, so its schema is the one we opened; checked anyway,
-            # as this code must never run on another.
-            version, latest = schema_version(conn), len(all_migrations())
-            if version != latest:
-                raise StorageWriteError(
-                    f"{self.path}: reopened read-write at schema version {version}, not {latest}"
-                )
-        except BaseException:
-            conn.close()
-            raise
+        # Closed first: SQLite shares a file's locks and `-shm` among the connections of one process,
+        # and a new connection would inherit the read-only `-shm` of the open one (read-only for ever).
         self._conn.close()
+        try:
+            conn = connect(self.path)
+            try:
+                # Nothing could write the file meanwhile, so its schema is the one we opened; checked
+                # anyway, as this code must never run on another.
+                version, latest = schema_version(conn), len(all_migrations())
+                if version != latest:
+                    raise StorageWriteError(
+                        f"{self.path}: reopened read-write at schema version {version}, not {latest}"
+                    )
+            except BaseException:
+                conn.close()
+                raise
+        except BaseException:
+            # As it was opened at the start (what failed there fails the same way now). Should even that
+            # fail, the error propagates and the closed connection fails every later use: the file
+            # cannot be read any more, which ends the station as a file that cannot be opened does.
+            self._conn = _open_for_reading(self.path)
+            raise
         self._conn = conn
         self._read_only = False
         log.warning("%s: database reopened read-write", self.path)
@@ -695,6 +704,15 @@ def _open_and_migrate(path: Path) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _open_for_reading(path: Path) -> sqlite3.Connection:
+    """The file opened as `open_storage` opens it when it cannot be written (a refused read-write open:
+    `open_read_only`)."""
+    try:
+        return connect(path)
+    except sqlite3.Error:
+        return open_read_only(path)[0]
 
 
 def _open_read_only_fallback(path: Path) -> tuple[sqlite3.Connection, str] | None:

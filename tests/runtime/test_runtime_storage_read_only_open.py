@@ -12,6 +12,8 @@ import logging
 import resource
 import shutil
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -102,9 +104,10 @@ async def test_a_file_that_cannot_be_opened_read_write_runs_read_only_and_recove
     assert all(rec.exc_info is None for rec in caplog.records)
 
 
-def _database(folder: Path, *, version: int | None = None, killed: bool = False) -> Path:
+def _database(folder: Path, *, version: int | None = None, killed: bool = False, shm: bool = False) -> Path:
     """A station file at schema `version` (default: current), closed cleanly; or (`killed`) as a kill
-    leaves it: its `-wal` holding a commit the file does not have yet (a copy taken while it is open)."""
+    leaves it: its `-wal` holding a commit the file does not have yet (a copy taken while it is open),
+    with its `-shm` if `shm`."""
     path = folder / "station.db"
     work = folder / "work"
     work.mkdir()
@@ -114,7 +117,8 @@ def _database(folder: Path, *, version: int | None = None, killed: bool = False)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         if killed:
             conn.execute("INSERT INTO settings (key, value) VALUES ('only-in-the-wal', '1')")
-            shutil.copyfile(work / f"{path.name}-wal", folder / f"{path.name}-wal")
+            for suffix in ("-wal", "-shm") if shm else ("-wal",):
+                shutil.copyfile(work / f"{path.name}{suffix}", folder / f"{path.name}{suffix}")
         shutil.copyfile(work / path.name, path)
     finally:
         conn.close()
@@ -162,3 +166,65 @@ async def test_reads_on_the_read_only_connection_see_the_data_and_writes_are_ref
             with pytest.raises(StorageError):
                 await storage.set_setting("new", "no")
             assert storage.write_failure is not None and "SQLITE_IOERR_SHM" in storage.write_failure
+
+
+# Run as root in a private mount namespace (`unshare -m`), the data folder bind-mounted read-only: for
+# each state the previous run left, open, read, a refused write, the folder remounted read-write, a write
+# that commits on the same Storage. Prints one line per state.
+_ON_A_READ_ONLY_FILE_SYSTEM = """
+import subprocess, sys, trio
+from pathlib import Path
+from evstation.runtime.storage import StorageWriteError, open_storage
+
+async def main(folder: Path) -> None:
+    subprocess.run(["mount", "--bind", folder, folder], check=True)
+    for state in sorted(p for p in folder.iterdir() if p.is_dir()):
+        subprocess.run(["mount", "-o", "remount,bind,ro", folder], check=True)
+        async with open_storage(state / "station.db") as storage:
+            kept = await storage.get_setting("only-in-the-wal")
+            try:
+                await storage.set_setting("k", "refused")
+                refused = "no"
+            except StorageWriteError as exc:
+                refused = str(exc).rsplit(": ", 1)[-1]
+            subprocess.run(["mount", "-o", "remount,bind,rw", folder], check=True)
+            await storage.set_setting("k", "committed")
+            print(state.name, storage.read_only, kept, refused, await storage.get_setting("k"), sep="|")
+
+trio.run(main, Path(sys.argv[1]))
+"""
+
+
+def _mount_namespace_permitted() -> bool:
+    try:
+        return subprocess.run(["unshare", "-m", "true"], capture_output=True, check=False).returncode == 0
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not _mount_namespace_permitted(), reason="needs unshare -m and mount (root)")
+def test_a_read_only_file_system_runs_read_only_and_recovers_when_remounted(tmp_path: Path) -> None:
+    """(a) After a clean shutdown (no `-wal` / `-shm`): SQLite cannot open the file at all (CANTOPEN,
+    also with mode=ro): it opens `immutable=1`. (b) After a kill (`-wal` with a commit and `-shm` left):
+    SQLite opens it, read-only on its own, and the commit in the `-wal` is read; that connection would
+    never write again, so it is treated the same. Both: writes refused, and the first write once the
+    file system is read-write again reopens the file and commits."""
+    clean, killed = tmp_path / "a-clean", tmp_path / "b-killed"
+    clean.mkdir()
+    killed.mkdir()
+    _database(clean)
+    _database(killed, killed=True, shm=True)
+    done = subprocess.run(
+        ["unshare", "-m", sys.executable, "-c", _ON_A_READ_ONLY_FILE_SYSTEM, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "a-clean|False|None|the file is not writable|committed",
+        "b-killed|False|1|the file is not writable|committed",
+    ], done.stderr
+    assert "opened it read-only, immutable" in done.stderr  # (a)
+    assert "the database file is not writable: opened it read-only" in done.stderr  # (b)
