@@ -200,7 +200,7 @@ async def test_e2e_v201_a_station_on_a_full_disk_starts_faulted_and_sends_what_i
                 await trio.sleep(0.5)
                 assert await terminate(process) == 0
             (ended,) = _events(csms, "Ended")
-            assert ended["transactionInfo"]["stoppedReason"] == "Reboot"  # type: ignore[index]
+            assert ended["transactionInfo"]["stoppedReason"] == "PowerLoss"  # type: ignore[index]
             assert "Traceback" not in stderr_of(config)
             nursery.cancel_scope.cancel()
 
