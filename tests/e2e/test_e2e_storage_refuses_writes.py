@@ -22,9 +22,11 @@ import socket as stdlib_socket
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import pytest
 import trio
 from e2e_station import (
     REPO,
@@ -208,63 +210,104 @@ async def test_e2e_v201_a_station_on_a_full_disk_starts_faulted_and_sends_what_i
 SHM_REFUSED = 16384  # below the 32 KiB the `-shm` index must grow to: SQLite cannot open the file read-write
 
 
-async def _set_heartbeat(csms: TestCsms, seconds: int) -> str:
-    """A CSMS request whose effect must be stored (a new value): a write, and so a reopen, on demand."""
-    heartbeat = {
-        "component": {"name": "OCPPCommCtrlr"},
-        "variable": {"name": "HeartbeatInterval"},
-        "attributeValue": str(seconds),
-    }
-    answer = await csms.call(STATION, "SetVariables", {"setVariableData": [heartbeat]})
-    return str(answer["setVariableResult"][0]["attributeStatus"])  # type: ignore[index]
+@dataclass(frozen=True)
+class Flavour:
+    """What one OCPP version calls the same things."""
+
+    version: str
+    start: str  # the queued start message
+    messages: tuple[str, ...]  # every transaction message action
+
+    async def set_heartbeat(self, csms: TestCsms, seconds: int) -> str:
+        """A CSMS request whose effect must be stored (a new value): a write, so a reopen, on demand."""
+        if self.version == "1.6":
+            payload: dict[str, object] = {"key": "HeartbeatInterval", "value": str(seconds)}
+            return str((await csms.call(STATION, "ChangeConfiguration", payload))["status"])
+        heartbeat = {
+            "component": {"name": "OCPPCommCtrlr"},
+            "variable": {"name": "HeartbeatInterval"},
+            "attributeValue": str(seconds),
+        }
+        answer = await csms.call(STATION, "SetVariables", {"setVariableData": [heartbeat]})
+        return str(answer["setVariableResult"][0]["attributeStatus"])  # type: ignore[index]
+
+    def status(self, payload: dict[str, object]) -> object:
+        return payload["status" if self.version == "1.6" else "connectorStatus"]
+
+    def evse_statuses(self, csms: TestCsms) -> list[dict[str, object]]:
+        """StatusNotifications of EVSE 1 (1.6: its connector; the station's connector 0 left out)."""
+        key = "connectorId" if self.version == "1.6" else "evseId"
+        return [c.payload for c in csms.received(STATION, "StatusNotification") if c.payload[key] == 1]
+
+    def sent(self, csms: TestCsms) -> int:
+        return sum(len(csms.received(STATION, action)) for action in self.messages)
+
+    def ends(self, csms: TestCsms) -> list[dict[str, object]]:
+        if self.version == "1.6":
+            return [call.payload for call in csms.received(STATION, "StopTransaction")]
+        return _events(csms, "Ended")
+
+    def stopped_reason(self, end: dict[str, object]) -> object:
+        if self.version == "1.6":
+            return end["reason"]
+        return end["transactionInfo"]["stoppedReason"]  # type: ignore[index]
 
 
-async def test_e2e_v201_a_database_that_cannot_be_opened_read_write_runs_read_only_and_recovers() -> None:
-    """Run 1 charges, its Started event unanswered, and stops cleanly (SIGTERM: SQLite checkpoints and
+FLAVOURS = [
+    pytest.param(
+        Flavour("1.6", "StartTransaction", ("StartTransaction", "StopTransaction", "MeterValues")), id="v16"
+    ),
+    pytest.param(Flavour("2.0.1", "TransactionEvent", ("TransactionEvent",)), id="v201"),
+]
+
+
+async def _next(csms: TestCsms, action: str) -> None:
+    await csms.wait_for(STATION, action, len(csms.received(STATION, action)) + 1)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+async def test_e2e_a_database_that_cannot_be_opened_read_write_runs_read_only_and_recovers(
+    flavour: Flavour,
+) -> None:
+    """Run 1 charges, its start message unanswered, and stops cleanly (SIGTERM: SQLite checkpoints and
     removes its `-wal` and `-shm`) while the EV leaves. Run 2 may grow no file past SHM_REFUSED: the
-    read-write open fails, the file opens read-only (one log line), the station comes online with every
-    EVSE Faulted from the first status and sends the queued Started; a SetVariables is Rejected (not
-    stored). The limit lifted (the disk has room), the next SetVariables reopens the file read-write:
+    read-write open fails, the file opens read-only (one log line), the station comes online with its
+    EVSE Faulted from the first status and sends the queued start; a new heartbeat interval is Rejected
+    (not stored). The limit lifted (the disk has room), the next one reopens the file read-write:
     Accepted, the interrupted transaction ends once, the fault clears, the answered messages' deletes
     commit. Run 3 (normal disk) sends no transaction message again."""
     with trio.fail_after(3 * TIMEOUT_S), short_dir() as folder:
         async with trio.open_nursery() as nursery:
             csms: TestCsms = await nursery.start(serve_test_csms)
-            config = write_config(folder, version="2.0.1", port=csms.port, station_id=STATION)
+            config = write_config(folder, version=flavour.version, port=csms.port, station_id=STATION)
             data = folder / "data"
-            csms.delay_results(3600, "TransactionEvent")  # queued, unanswered, when the station stops
+            csms.delay_results(3600, flavour.start)  # queued, unanswered, when the station stops
             async with station_process(config) as process:
                 async with control_client(folder / "c.sock", process) as ops:
                     await csms.wait_for(STATION, "StatusNotification")
                     await ops.ok("plug_in", evse=1)
                     await ops.ok("present_id_token", id_token="E2E-TOKEN", evse=1)
-                    await csms.wait_for(STATION, "TransactionEvent")
+                    await csms.wait_for(STATION, flavour.start)
                 assert await terminate(process) == 0
-            csms.delay_results(0, "TransactionEvent")
+            csms.delay_results(0, flavour.start)
             sim = data / "sim-evse-1.json"
             sim.write_text(json.dumps({**json.loads(sim.read_text()), "ev_plugged": False}))
             assert sorted(p.name for p in data.glob(f"{DATABASE}*")) == [DATABASE]  # no -wal, no -shm
-            statuses = len(csms.received(STATION, "StatusNotification"))
+            statuses = len(flavour.evse_statuses(csms))
             async with _station_on_a_full_disk(config, SHM_REFUSED) as process:
-                await csms.wait_for(STATION, "TransactionEvent", 2)  # the queued Started, again
-                await csms.wait_for(STATION, "StatusNotification", statuses + 1)
-                first = [c.payload for c in csms.received(STATION, "StatusNotification")][statuses:]
-                assert first[0]["connectorStatus"] == "Faulted", first
-                assert await _set_heartbeat(csms, 301) == "Rejected"
-                assert _events(csms, "Ended") == []
+                await csms.wait_for(STATION, flavour.start, 2)  # the queued start, again
+                while len(flavour.evse_statuses(csms)) == statuses:
+                    await _next(csms, "StatusNotification")
+                assert flavour.status(flavour.evse_statuses(csms)[statuses]) == "Faulted"
+                assert await flavour.set_heartbeat(csms, 301) == "Rejected"
+                assert flavour.ends(csms) == []
                 resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
-                assert await _set_heartbeat(csms, 302) == "Accepted"
-                while not _events(csms, "Ended"):
-                    await csms.wait_for(
-                        STATION, "TransactionEvent", len(csms.received(STATION, "TransactionEvent")) + 1
-                    )
-                while (
-                    csms.received(STATION, "StatusNotification")[-1].payload["connectorStatus"] != "Available"
-                ):
-                    await csms.wait_for(
-                        STATION, "StatusNotification", len(csms.received(STATION, "StatusNotification")) + 1
-                    )
-                await trio.sleep(0.5)  # the Ended's answer reaches the outbox (its delete: at the stop)
+                assert await flavour.set_heartbeat(csms, 302) == "Accepted"
+                while not flavour.ends(csms):
+                    await _next(csms, "StopTransaction" if flavour.version == "1.6" else "TransactionEvent")
+                while flavour.status(flavour.evse_statuses(csms)[-1]) != "Available":
+                    await _next(csms, "StatusNotification")
+                await trio.sleep(0.5)  # the end's answer reaches the outbox (its delete: at the stop)
                 assert await terminate(process) == 0
             log = (folder / "full-disk.log").read_text()
             assert "Traceback" not in log, log
@@ -272,14 +315,14 @@ async def test_e2e_v201_a_database_that_cannot_be_opened_read_write_runs_read_on
             assert "(SQLITE_IOERR_SHM" in opened and "immutable" in opened, opened
             assert "database reopened read-write" in log, log
             assert outbox_rows(data) == []
-            sent = len(csms.received(STATION, "TransactionEvent"))
+            sent = flavour.sent(csms)
             statuses = len(csms.received(STATION, "StatusNotification"))
             async with station_process(config) as process:
                 await csms.wait_for(STATION, "StatusNotification", statuses + 1)
                 await trio.sleep(0.5)
                 assert await terminate(process) == 0
-            assert len(csms.received(STATION, "TransactionEvent")) == sent  # nothing sent twice
-            (ended,) = _events(csms, "Ended")
-            assert ended["transactionInfo"]["stoppedReason"] == "Reboot"  # type: ignore[index]
+            assert flavour.sent(csms) == sent  # nothing sent twice
+            (end,) = flavour.ends(csms)
+            assert flavour.stopped_reason(end) == "Reboot"
             assert "Traceback" not in stderr_of(config)
             nursery.cancel_scope.cancel()
