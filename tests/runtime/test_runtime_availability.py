@@ -1,6 +1,6 @@
 """ChangeAvailability through the session (2.0.1 G03 EVSE / connector, G04 station; 1.6 section 5.2):
-answers, StatusNotifications, scheduling around a transaction, persistence across a restart. The clock
-autojumps only after 20 ms of real idleness: SQLite writes run in a worker thread.
+answers, StatusNotifications, scheduling around a transaction, persistence across a restart. Virtual time
+(conftest's clock, held still while SQLite works in its thread).
 
 Requirement ids name the use case (G03 / G04); the FR numbers were not checked line by line.
 """

@@ -27,11 +27,6 @@ BOTH = pytest.mark.parametrize("version", [V16, V201], ids=["v16", "v201"])
 SETTLE_S = 30.0
 
 
-@pytest.fixture
-def clock() -> trio.testing.MockClock:
-    # SQLite works in a thread: no virtual-time guard (the harness's fail_after bounds the test).
-    return trio.testing.MockClock(autojump_threshold=0.02)
-
 
 async def set_authorization(
     ctx: SessionContext, csms: CsmsPeer, conn: MemoryConnection, version: OcppVersion, enabled: bool

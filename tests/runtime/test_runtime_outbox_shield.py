@@ -30,11 +30,6 @@ V16, V201 = OcppVersion.V16, OcppVersion.V201
 TIMESTAMP = "2025-01-01T00:00:00.000Z"
 
 
-@pytest.fixture
-def clock() -> trio.testing.MockClock:
-    # Storage runs in a worker thread: a threshold of 0 would jump the clock while SQLite works.
-    return trio.testing.MockClock(autojump_threshold=0.02)
-
 
 # One transaction message per version, as the transactions block queues it. Each one's delivery does
 # two storage steps before the removal (1.6: record the CSMS's transactionId for the local placeholder,

@@ -1,7 +1,6 @@
 """Session boot, heartbeat, clock and StatusNotification over an in-memory connection, both versions.
 
-Real SQLite underneath, so the MockClock autojumps only after 20 ms of real idleness (a storage
-thread at work must not let virtual time leap).
+Real SQLite underneath; conftest holds the virtual clock still while its thread works.
 """
 
 from __future__ import annotations
@@ -33,10 +32,6 @@ from evstation.runtime.storage import BootState as StoredBootState
 V16, V201 = OcppVersion.V16, OcppVersion.V201
 BOTH = pytest.mark.parametrize("version", [V16, V201], ids=["v16", "v201"])
 
-
-@pytest.fixture
-def clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0.02)
 
 
 def _boot(status: str, interval: int) -> dict[str, object]:

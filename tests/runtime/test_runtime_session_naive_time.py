@@ -2,7 +2,8 @@
 so): the station takes them as UTC, says so once per connection, and comes online.
 
 The test CSMS serves each dial in memory (the link's Connector seam) under a MockClock, so heartbeats
-300 virtual seconds apart take milliseconds. Real SQLite underneath: autojump only after 20 ms idle.
+300 virtual seconds apart take milliseconds. Real SQLite underneath (conftest holds the clock still
+while it works).
 """
 
 from __future__ import annotations
@@ -29,10 +30,6 @@ STATION = "CS-TEST-1"  # the harness's station id
 NAIVE = "2026-01-01T00:00:00"
 QUICK = BackoffSettings(wait_minimum_s=1.0, random_range_s=0.0, repeat_times=0, attempts_per_endpoint=3)
 
-
-@pytest.fixture
-def clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0.02)
 
 
 @pytest.mark.parametrize("version", [OcppVersion.V16, OcppVersion.V201], ids=["v16", "v201"])

@@ -33,10 +33,6 @@ V16, V201 = OcppVersion.V16, OcppVersion.V201
 STATION = "CS-TEST-1"  # the harness's station id
 
 
-@pytest.fixture
-def clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0.02)
-
 
 @pytest.mark.parametrize("version", [V16, V201], ids=["v16", "v201"])
 async def test_b04_short_outage_resends_only_changed_statuses_long_outage_all(

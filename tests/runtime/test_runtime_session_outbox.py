@@ -35,10 +35,6 @@ V16, V201 = OcppVersion.V16, OcppVersion.V201
 STATION = "CS-TEST-1"  # the harness's station id
 
 
-@pytest.fixture
-def clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0.02)
-
 
 def _event(seq_no: int) -> dict[str, object]:
     return {

@@ -27,10 +27,6 @@ from evstation.runtime.session import SessionContext
 V16, V201 = OcppVersion.V16, OcppVersion.V201
 
 
-@pytest.fixture
-def clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0.02)
-
 
 @asynccontextmanager
 async def running(

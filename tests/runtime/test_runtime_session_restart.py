@@ -34,13 +34,6 @@ V16, V201 = OcppVersion.V16, OcppVersion.V201
 POLL_S = 1.0  # sim meter poll interval
 
 
-@pytest.fixture
-def clock() -> trio.testing.MockClock:
-    # No fail_after guard in these tests: SQLite runs in a worker thread, and a slow disk (or a busy
-    # machine) holding a call past the autojump threshold while no other timer is pending makes the
-    # clock jump straight to the guard's deadline. pytest's per-test timeout guards against hangs.
-    return trio.testing.MockClock(autojump_threshold=0.02)
-
 
 @asynccontextmanager
 async def station_run(tmp_path: Path, version: OcppVersion, meter: SimMeter) -> AsyncIterator[SessionContext]:

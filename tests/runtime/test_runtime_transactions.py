@@ -82,11 +82,6 @@ START, STOP = (
 )
 
 
-@pytest.fixture
-def clock() -> trio.testing.MockClock:
-    # SQLite works in a thread: no virtual-time guard (pytest-timeout bounds the test in real time).
-    return trio.testing.MockClock(autojump_threshold=0.02)
-
 
 @dataclass
 class Rig:
