@@ -731,6 +731,31 @@ def _open_read_only_fallback(path: Path) -> tuple[sqlite3.Connection, str] | Non
     return conn, how
 
 
+@record
+class _Opened:
+    conn: sqlite3.Connection
+    read_only: str | None  # how it was opened read-only and why, or None: read-write
+
+
+def _open_for_the_station(path: Path) -> _Opened:
+    """`open_storage`'s work, in one trip to the database thread (a start waits for it)."""
+    existed = path.exists()
+    try:
+        conn = _open_and_migrate(path)
+    except sqlite3.Error as exc:
+        fallback = _open_read_only_fallback(path) if existed and _refused_by_the_disk(exc) else None
+        if fallback is None:
+            raise
+        conn, how = fallback
+        return _Opened(conn, f"cannot open the database read-write: {_sqlite_error(exc)}; opened it {how}")
+    # SQLite opens a file it cannot write read-only without a word when its `-wal` and `-shm` exist (a
+    # read-only file system after a kill): writes are refused as on the fallback, and it must reopen in
+    # the same way, since that connection never writes again.
+    if not os.access(path, os.W_OK):
+        return _Opened(conn, "the database file is not writable: opened it read-only")
+    return _Opened(conn, None)
+
+
 @asynccontextmanager
 async def open_storage(path: Path) -> AsyncIterator[Storage]:
     """Open (creating if needed) and migrate the database at `path`; close it when the block exits.
@@ -740,41 +765,23 @@ async def open_storage(path: Path) -> AsyncIterator[Storage]:
     refused (`StorageWriteError`) until the read-write open succeeds, which each write tries first.
     """
     limiter = trio.CapacityLimiter(1)
-    existed = await trio.Path(path).exists()
-    read_only = False
     # Each failure names the file and SQLite's error: `evstation run` prints it as the one line that
     # says why the station cannot start (it cannot run its code on a schema it cannot migrate).
     try:
-        conn = await run_in_worker(limiter, _open_and_migrate, path)
-        # SQLite opens a file it cannot write read-only without a word when its `-wal` and `-shm`
-        # exist (a read-only file system after a kill): writes are refused as on the fallback, and
-        # it must reopen in the same way, since that connection never writes again.
-        if not await run_in_worker(limiter, os.access, path, os.W_OK):
-            read_only = True
-            log.error(
-                "%s: the database file is not writable: opened it read-only: the station runs with "
-                "every EVSE Faulted and sends what is queued until the disk accepts writes",
-                path,
-            )
+        opened = await run_in_worker(limiter, _open_for_the_station, path)
     except sqlite3.Error as exc:
-        fallback = None
-        if existed and _refused_by_the_disk(exc):
-            fallback = await run_in_worker(limiter, _open_read_only_fallback, path)
-        if fallback is None:
-            raise StorageError(f"{path}: cannot open database: {_sqlite_error(exc)}") from exc
-        conn, how = fallback
-        read_only = True
-        # One line, no traceback: the disk, not the code. Faulted: the transactions block's probe write.
-        log.error(
-            "%s: cannot open the database read-write: %s; opened it %s: the station runs with every "
-            "EVSE Faulted and sends what is queued until the disk accepts writes",
-            path,
-            _sqlite_error(exc),
-            how,
-        )
+        raise StorageError(f"{path}: cannot open database: {_sqlite_error(exc)}") from exc
     except (MigrationError, SchemaTooNewError) as exc:
         raise type(exc)(f"{path}: cannot open database: {exc}") from exc
-    storage = Storage(conn, limiter, path, read_only=read_only)
+    if opened.read_only is not None:
+        # One line, no traceback: the disk, not the code. Faulted: the transactions block's probe write.
+        log.error(
+            "%s: %s: the station runs with every EVSE Faulted and sends what is queued until the disk "
+            "accepts writes",
+            path,
+            opened.read_only,
+        )
+    storage = Storage(opened.conn, limiter, path, read_only=opened.read_only is not None)
     try:
         yield storage
     finally:
