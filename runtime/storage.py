@@ -75,13 +75,20 @@ def from_db_time(value: str | None) -> datetime | None:
 # Synchronous part: only ever called inside the worker thread (or by tests building old schemas).
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """Open the file with the pragmas every connection to it must have."""
+def connect(path: Path, *, exclusive: bool = False) -> sqlite3.Connection:
+    """Open the file with the pragmas every connection to it must have.
+
+    `exclusive`: SQLite's exclusive locking mode, set before the first access, so that it keeps the
+    write-ahead log's index in this process's memory instead of the `-shm` file (for a disk that has no
+    room for that file: `open_storage`). No other program can then read the file while it is open.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     # isolation_level=None: we issue BEGIN/COMMIT ourselves so each write is exactly one transaction.
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
     try:
+        if exclusive:
+            conn.execute("PRAGMA locking_mode=EXCLUSIVE")
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode != "wal":
             raise StorageError(f"{path}: cannot switch to WAL journal mode (got {mode!r})")
@@ -696,8 +703,8 @@ class Storage:
         )
 
 
-def _open_and_migrate(path: Path) -> sqlite3.Connection:
-    conn = connect(path)
+def _open_and_migrate(path: Path, *, exclusive: bool = False) -> sqlite3.Connection:
+    conn = connect(path, exclusive=exclusive)
     try:
         migrate(conn)
     except BaseException:
@@ -734,7 +741,8 @@ def _open_read_only_fallback(path: Path) -> tuple[sqlite3.Connection, str] | Non
 @record
 class _Opened:
     conn: sqlite3.Connection
-    read_only: str | None  # how it was opened read-only and why, or None: read-write
+    note: str | None  # how it was opened and why, when not as usual (logged)
+    read_only: bool = False
 
 
 def _open_for_the_station(path: Path) -> _Opened:
@@ -743,16 +751,26 @@ def _open_for_the_station(path: Path) -> _Opened:
     try:
         conn = _open_and_migrate(path)
     except sqlite3.Error as exc:
-        fallback = _open_read_only_fallback(path) if existed and _refused_by_the_disk(exc) else None
-        if fallback is None:
+        if not (existed and _refused_by_the_disk(exc)):
             raise
-        conn, how = fallback
-        return _Opened(conn, f"cannot open the database read-write: {_sqlite_error(exc)}; opened it {how}")
+        refused = f"cannot open the database read-write: {_sqlite_error(exc)}"
+        fallback = _open_read_only_fallback(path)
+        if fallback is not None:
+            conn, how = fallback
+            return _Opened(conn, f"{refused}; opened it {how}", read_only=True)
+        # Neither read-only way reads it: a `-wal` holding commits and no room for the `-shm` (a full
+        # disk after a kill). Exclusive locking needs no `-shm`; it reads the `-wal`, and writes succeed
+        # as soon as they fit, so this connection is kept (and migrates, if it can) as a usual one.
+        try:
+            conn = _open_and_migrate(path, exclusive=True)
+        except sqlite3.Error:
+            raise exc from None  # the read-write open's refusal is the one to report
+        return _Opened(conn, f"{refused}; opened it with exclusive locking (no -shm file)")
     # SQLite opens a file it cannot write read-only without a word when its `-wal` and `-shm` exist (a
     # read-only file system after a kill): writes are refused as on the fallback, and it must reopen in
     # the same way, since that connection never writes again.
     if not os.access(path, os.W_OK):
-        return _Opened(conn, "the database file is not writable: opened it read-only")
+        return _Opened(conn, "the database file is not writable: opened it read-only", read_only=True)
     return _Opened(conn, None)
 
 
@@ -773,15 +791,15 @@ async def open_storage(path: Path) -> AsyncIterator[Storage]:
         raise StorageError(f"{path}: cannot open database: {_sqlite_error(exc)}") from exc
     except (MigrationError, SchemaTooNewError) as exc:
         raise type(exc)(f"{path}: cannot open database: {exc}") from exc
-    if opened.read_only is not None:
+    if opened.note is not None:
         # One line, no traceback: the disk, not the code. Faulted: the transactions block's probe write.
         log.error(
             "%s: %s: the station runs with every EVSE Faulted and sends what is queued until the disk "
             "accepts writes",
             path,
-            opened.read_only,
+            opened.note,
         )
-    storage = Storage(opened.conn, limiter, path, read_only=opened.read_only is not None)
+    storage = Storage(opened.conn, limiter, path, read_only=opened.read_only)
     try:
         yield storage
     finally:

@@ -37,12 +37,12 @@ SHM_REFUSED = 16384
 
 
 @contextmanager
-def full_disk() -> Iterator[None]:
-    """No file of this process may grow past SHM_REFUSED bytes until the block exits (the disk has room
+def full_disk(limit: int = SHM_REFUSED) -> Iterator[None]:
+    """No file of this process may grow past `limit` bytes until the block exits (the disk has room
     again). The previous limit and SIGXFSZ handler are restored whatever happens."""
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (SHM_REFUSED, hard))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
     try:
         yield
     finally:
@@ -125,28 +125,56 @@ def _database(folder: Path, *, version: int | None = None, killed: bool = False,
     return path
 
 
-async def _open_on_a_full_disk(path: Path) -> str:
-    with full_disk(), pytest.raises(StorageError) as refused:
+async def _open_on_a_full_disk(path: Path, limit: int = SHM_REFUSED) -> str:
+    with full_disk(limit), pytest.raises(StorageError) as refused:
         async with open_storage(path):
             pass
     return str(refused.value)
 
 
-async def test_a_write_ahead_log_that_cannot_be_read_still_stops_the_start(tmp_path: Path) -> None:
-    """`immutable=1` would ignore the `-wal` and its commit: the one-line stop, never a station that
-    misses committed messages."""
+async def test_a_write_ahead_log_without_room_for_its_index_is_read_with_exclusive_locking(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A kill left a `-wal` holding a commit, and the full disk has no room for the `-shm`: neither
+    read-only way reads it (`immutable=1` would ignore the commit). Exclusive locking keeps the index in
+    memory: the commit is read, and once the disk has room the same connection writes (it was a stop of
+    the station before, with the messages on disk never sent)."""
+    caplog.set_level(logging.WARNING)
     path = _database(tmp_path, killed=True)
     assert _leftovers(tmp_path) == ["station.db-wal"]
-    line = await _open_on_a_full_disk(path)
-    assert line.startswith(f"{path}: cannot open database: disk I/O error"), line
-    async with open_storage(path) as storage:  # room again: the commit was there all along
+    disk = full_disk()
+    disk.__enter__()
+    try:
+        async with open_storage(path) as storage:
+            assert not storage.read_only
+            assert await storage.get_setting("only-in-the-wal") == "1"
+            with pytest.raises(StorageError):
+                await storage.set_setting("large", "x" * SHM_REFUSED)
+            disk.__exit__(None, None, None)
+            await storage.set_setting("after", "room again")
+    finally:
+        disk.__exit__(None, None, None)
+    messages = [r.getMessage() for r in caplog.records]
+    (line,) = [m for m in messages if "cannot open the database read-write" in m]
+    assert "(SQLITE_IOERR_SHM" in line and "opened it with exclusive locking" in line, line
+    async with open_storage(path) as storage:  # as usual again, both commits there
         assert await storage.get_setting("only-in-the-wal") == "1"
+        assert await storage.get_setting("after") == "room again"
 
 
-async def test_a_file_that_needs_a_migration_still_stops_the_start(tmp_path: Path) -> None:
-    path = _database(tmp_path, version=len(all_migrations()) - 1)
-    line = await _open_on_a_full_disk(path)
-    assert line.startswith(f"{path}: cannot open database: disk I/O error"), line
+async def test_a_file_that_needs_a_migration_migrates_with_exclusive_locking_if_it_fits(
+    tmp_path: Path,
+) -> None:
+    """Not read-only (its code cannot run on the old schema): with exclusive locking, whose write-ahead
+    log needs no `-shm`; the migration commits if the disk has room for it, else the one-line stop."""
+    latest = len(all_migrations())
+    path = _database(tmp_path, version=latest - 1)
+    # Not even one page of the write-ahead log fits: the migration is refused.
+    line = await _open_on_a_full_disk(path, limit=4096)
+    assert line.startswith(f"{path}: cannot open database: migration "), line
+    with full_disk():
+        async with open_storage(path) as storage:
+            assert await storage.schema_version() == latest
 
 
 async def test_a_new_file_still_stops_the_start(tmp_path: Path) -> None:
