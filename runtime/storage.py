@@ -159,6 +159,10 @@ def _open_uri(uri: str) -> sqlite3.Connection:
     try:
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         schema_version(conn)  # the first read: where a missing or unreadable `-shm` is found
+        # The schema read as well, as `connect` does (its journal mode pragma loads it): else a file
+        # whose schema is corrupt would open here, and the station would fail at its first read
+        # instead of stopping with one line (`user_version` reads the file header only).
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except BaseException:
         conn.close()
         raise
@@ -763,8 +767,10 @@ def _open_for_the_station(path: Path) -> _Opened:
         # as soon as they fit, so this connection is kept (and migrates, if it can) as a usual one.
         try:
             conn = _open_and_migrate(path, exclusive=True)
-        except sqlite3.Error:
-            raise exc from None  # the read-write open's refusal is the one to report
+        except sqlite3.Error as last:
+            # The read-write open's refusal is the one to report, unless this open got further and
+            # found what room on the disk would not mend (a corrupt file, SQLITE_CORRUPT).
+            raise (exc if _refused_by_the_disk(last) else last) from None
         return _Opened(conn, f"{refused}; opened it with exclusive locking (no -shm file)")
     # SQLite opens a file it cannot write read-only without a word when its `-wal` and `-shm` exist (a
     # read-only file system after a kill): writes are refused as on the fallback, and it must reopen in

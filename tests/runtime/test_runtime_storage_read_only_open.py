@@ -256,3 +256,22 @@ def test_a_read_only_file_system_runs_read_only_and_recovers_when_remounted(tmp_
     ], done.stderr
     assert "opened it read-only, immutable" in done.stderr  # (a)
     assert "the database file is not writable: opened it read-only" in done.stderr  # (b)
+
+
+async def test_a_corrupt_file_on_a_full_disk_stops_the_start_as_on_a_disk_with_room(tmp_path: Path) -> None:
+    """Its schema page overwritten: the read-write open fails on it (SQLITE_CORRUPT, read when the
+    journal mode is set), so the station stops with one line. On a full disk the read-write open fails
+    earlier (the `-shm`), and the read-only ways must read as far, or they would open the corrupt file
+    read-only and the station would fail on its first read instead. The line names the corruption, not
+    the disk: room on the disk would not help."""
+    path = _database(tmp_path)
+    page = bytearray(path.read_bytes())
+    page[100:4096] = bytes(4096 - 100)  # page 1 after the file header: the schema table
+    path.write_bytes(page)
+    with pytest.raises(StorageError) as with_room:
+        async with open_storage(path):
+            pass
+    assert "(SQLITE_CORRUPT)" in str(with_room.value)
+    line = await _open_on_a_full_disk(path)
+    assert line.startswith(f"{path}: cannot open database: "), line
+    assert "(SQLITE_CORRUPT)" in line, line
