@@ -159,6 +159,10 @@ def _open_uri(uri: str) -> sqlite3.Connection:
     try:
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         schema_version(conn)  # the first read: where a missing or unreadable `-shm` is found
+        # The schema read as well, as `connect` does (its journal mode pragma loads it): else a file
+        # whose schema is corrupt would open here, and the station would fail at its first read
+        # instead of stopping with one line (`user_version` reads the file header only).
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except BaseException:
         conn.close()
         raise
@@ -528,7 +532,9 @@ class Storage:
             # As it was opened at the start (what failed there fails the same way now). Should even that
             # fail, the error propagates and the closed connection fails every later use: the file
             # cannot be read any more, which ends the station as a file that cannot be opened does.
-            self._conn = _open_for_reading(self.path)
+            self._conn, self._read_only = _open_for_reading(self.path)
+            if not self._read_only:
+                log.warning("%s: database opened again with exclusive locking (no -shm file)", self.path)
             raise
         self._conn = conn
         self._read_only = False
@@ -713,13 +719,21 @@ def _open_and_migrate(path: Path, *, exclusive: bool = False) -> sqlite3.Connect
     return conn
 
 
-def _open_for_reading(path: Path) -> sqlite3.Connection:
-    """The file opened as `open_storage` opens it when it cannot be written (a refused read-write open:
-    `open_read_only`)."""
+def _open_for_reading(path: Path) -> tuple[sqlite3.Connection, bool]:
+    """The file opened as `open_storage` opens a file it cannot write (a refused read-write open:
+    `open_read_only`, else exclusive locking), and whether that connection is read-only. Exclusive
+    locking is needed when the state of the files changed since the start: a read-only file system
+    after a kill (SQLite reads the `-wal` through the left `-shm`) remounted read-write but full (the
+    reopen truncated that `-shm` to rebuild it, and could not)."""
     try:
-        return connect(path)
+        conn = connect(path)
     except sqlite3.Error:
-        return open_read_only(path)[0]
+        try:
+            return open_read_only(path)[0], True
+        except sqlite3.Error:
+            return connect(path, exclusive=True), False
+    # Read-write unless SQLite opened it read-only on its own (`_open_for_the_station`).
+    return conn, not os.access(path, os.W_OK)
 
 
 def _open_read_only_fallback(path: Path) -> tuple[sqlite3.Connection, str] | None:
@@ -763,8 +777,10 @@ def _open_for_the_station(path: Path) -> _Opened:
         # as soon as they fit, so this connection is kept (and migrates, if it can) as a usual one.
         try:
             conn = _open_and_migrate(path, exclusive=True)
-        except sqlite3.Error:
-            raise exc from None  # the read-write open's refusal is the one to report
+        except sqlite3.Error as last:
+            # The read-write open's refusal is the one to report, unless this open got further and
+            # found what room on the disk would not mend (a corrupt file, SQLITE_CORRUPT).
+            raise (exc if _refused_by_the_disk(last) else last) from None
         return _Opened(conn, f"{refused}; opened it with exclusive locking (no -shm file)")
     # SQLite opens a file it cannot write read-only without a word when its `-wal` and `-shm` exist (a
     # read-only file system after a kill): writes are refused as on the fallback, and it must reopen in

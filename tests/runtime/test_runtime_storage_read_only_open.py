@@ -256,3 +256,70 @@ def test_a_read_only_file_system_runs_read_only_and_recovers_when_remounted(tmp_
     ], done.stderr
     assert "opened it read-only, immutable" in done.stderr  # (a)
     assert "the database file is not writable: opened it read-only" in done.stderr  # (b)
+
+
+async def test_a_corrupt_file_on_a_full_disk_stops_the_start_as_on_a_disk_with_room(tmp_path: Path) -> None:
+    """Its schema page overwritten: the read-write open fails on it (SQLITE_CORRUPT, read when the
+    journal mode is set), so the station stops with one line. On a full disk the read-write open fails
+    earlier (the `-shm`), and the read-only ways must read as far, or they would open the corrupt file
+    read-only and the station would fail on its first read instead. The line names the corruption, not
+    the disk: room on the disk would not help."""
+    path = _database(tmp_path)
+    page = bytearray(path.read_bytes())
+    page[100:4096] = bytes(4096 - 100)  # page 1 after the file header: the schema table
+    path.write_bytes(page)
+    with pytest.raises(StorageError) as with_room:
+        async with open_storage(path):
+            pass
+    assert "(SQLITE_CORRUPT)" in str(with_room.value)
+    line = await _open_on_a_full_disk(path)
+    assert line.startswith(f"{path}: cannot open database: "), line
+    assert "(SQLITE_CORRUPT)" in line, line
+
+
+# As above, one state (a kill left a `-wal` with a commit and its `-shm`): the folder remounted
+# read-write but the disk full (`RLIMIT_FSIZE`): the reopen is refused (SQLite truncates the `-shm` to
+# rebuild it and cannot grow it), then a read, then a write once the disk has room. Prints one line.
+_REMOUNTED_ON_A_FULL_DISK = """
+import resource, signal, subprocess, sys, trio
+from pathlib import Path
+from evstation.runtime.storage import StorageWriteError, open_storage
+
+async def main(folder: Path) -> None:
+    subprocess.run(["mount", "--bind", folder, folder], check=True)
+    subprocess.run(["mount", "-o", "remount,bind,ro", folder], check=True)
+    async with open_storage(folder / "station.db") as storage:
+        subprocess.run(["mount", "-o", "remount,bind,rw", folder], check=True)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16384, resource.RLIM_INFINITY))
+        try:
+            await storage.set_setting("k", "refused")
+            refused = "no"
+        except StorageWriteError:
+            refused = "refused"
+        kept = await storage.get_setting("only-in-the-wal")
+        resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        await storage.set_setting("k", "committed")
+        print(refused, kept, await storage.get_setting("k"), storage.read_only, sep="|")
+
+trio.run(main, Path(sys.argv[1]))
+"""
+
+
+@pytest.mark.skipif(not _mount_namespace_permitted(), reason="needs unshare -m and mount (root)")
+def test_a_refused_reopen_reads_the_write_ahead_log_as_the_start_would(tmp_path: Path) -> None:
+    """After the refused reopen the file must be readable again as `open_storage` would open it: here
+    neither read-only way reads it (no room for the `-shm`, commits in the `-wal`), exclusive locking
+    does. (Without it the Storage was left on a closed connection: the next read raised
+    ProgrammingError and ended the station, though a restart would have run.)"""
+    _database(tmp_path, killed=True, shm=True)
+    done = subprocess.run(
+        ["unshare", "-m", sys.executable, "-c", _REMOUNTED_ON_A_FULL_DISK, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["refused|1|committed|False"], done.stderr
+    assert "database opened again with exclusive locking (no -shm file)" in done.stderr, done.stderr
