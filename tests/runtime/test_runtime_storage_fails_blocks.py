@@ -6,6 +6,7 @@ requests from a scripted CSMS (docs/storage.md "When writes fail")."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -30,6 +31,7 @@ from test_runtime_reservation import reserve_201
 from test_runtime_storage_fails import make_read_only, storage_of, writable_again
 
 from evstation.protocol.authorization import AuthStatus, TokenInfo
+from evstation.protocol.reservation import Reservation
 from evstation.protocol.security_events import SecurityEvent, decode_pending
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks import transactions as transactions_module
@@ -275,6 +277,41 @@ async def test_a_reservation_expiring_while_writes_fail_frees_the_evse_and_is_de
         assert await stored_reservations(storage_of(ctx)) == [7]
         await until_a_write_commits(ctx)
         assert await stored_reservations(storage_of(ctx)) == []
+
+
+@BOTH
+async def test_an_owed_reservation_delete_skips_the_id_of_a_row_being_written(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """A removal the disk refused leaves the delete of row 7 owed; when writes succeed again, a
+    ReserveNow of id 7 may already wait for the database thread as the owed delete runs. Writes commit
+    in call order, so the delete would remove the new row (a restart would lose a reservation the CSMS
+    was told it has): it must skip that id, and the new row settles the owed delete. Through the CSMS
+    that window is one scheduling order among several, so the block's own steps build it here: the
+    owed delete, a held write, the reservation's write queued behind it, the delete's turn, release."""
+    csms = CsmsPeer(version)
+    async with online(tmp_path, version, csms) as (ctx, _conn):
+        block = ctx.blocks.reservation
+        block._unrecorded.add(7)
+        expiry = ctx.clock.now() + timedelta(hours=1)
+        again = Reservation(id=7, id_token="CARD1", expires_at=expiry, evse_id=2)
+        entered, release = threading.Event(), threading.Event()
+
+        def held_write(db: sqlite3.Connection) -> None:
+            entered.set()
+            release.wait(10)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(storage_of(ctx).write, held_write)
+            await trio.to_thread.run_sync(entered.wait)
+            nursery.start_soon(block._reserve, again)
+            await trio.testing.wait_all_tasks_blocked()  # its write waits behind the held one
+            nursery.start_soon(block._delete_unrecorded)
+            await trio.testing.wait_all_tasks_blocked()
+            release.set()
+        assert [r.id for r in block.reservations()] == [7]
+        assert await stored_reservations(storage_of(ctx)) == [7]
+        assert block._unrecorded == set()
 
 
 @BOTH
