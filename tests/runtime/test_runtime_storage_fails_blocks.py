@@ -23,6 +23,7 @@ from runtime_session_harness import (
     call,
     online,
     open_session_context,
+    serve_until_link_down,
     serving,
     start_transaction,
     statuses_at_boot,
@@ -514,3 +515,30 @@ async def test_a_transaction_message_failed_by_the_csms_while_writes_fail_is_ret
         if version is V201:
             firsts = [p for p in firsts if p["eventType"] == "Started"]
         assert len(firsts) == 2 and firsts[0] == firsts[1]
+
+
+async def test_a_queued_message_given_up_while_writes_fail_moves_to_the_dead_letters_once_they_succeed(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A queued message our own schema check refuses (say, queued by an older version) goes to the dead
+    letters at once, with no attempt counted first: that move is a write, and while writes fail it waits
+    for them (before, the refused move ended the station); the message is not sent meanwhile."""
+    csms = CsmsPeer(V201)
+    conn = MemoryConnection(V201)
+    async with open_session_context(tmp_path, V201, run_evses=True) as ctx:
+        bad = await ctx.outbox.put("TransactionEvent", {"eventType": "Updated"})
+        await make_read_only(storage_of(ctx))
+        with trio.fail_after(1000):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(ctx.blocks.transactions.run)
+                nursery.start_soon(csms.serve, conn)
+                nursery.start_soon(serve_until_link_down, conn, ctx)
+                await csms.wait_for("StatusNotification", statuses_at_boot(V201))
+                await trio.sleep(3 * STORAGE_PROBE_S)
+                assert [e.id for e in await ctx.outbox.entries()] == [bad.id]
+                assert await ctx.outbox.dead_letters() == []
+                await until_a_write_commits(ctx)
+                await ctx.outbox.wait_empty()
+                assert [d.entry.id for d in await ctx.outbox.dead_letters()] == [bad.id]
+                assert "TransactionEvent" not in csms.actions()
+                nursery.cancel_scope.cancel()
