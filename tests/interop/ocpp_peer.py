@@ -45,6 +45,9 @@ from ocpp.v201.enums import RegistrationStatusEnumType as Registration201
 
 HEARTBEAT_INTERVAL_S = 1
 ACCEPTED = {"status": "Accepted"}
+# The one vendorId this CSMS knows in a station's DataTransfer: it answers Accepted with the data
+# echoed; any other vendorId is answered UnknownVendorId (1.6 4.3; 2.0.1 P01).
+PEER_VENDOR_ID = "org.interop.peer"
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -151,6 +154,12 @@ class Peer16(Recording, ChargePoint16):
     def on_security_event(self, **_: Any) -> result16.SecurityEventNotification:
         return result16.SecurityEventNotification()
 
+    @on(Action16.data_transfer)
+    def on_data_transfer(self, vendor_id: str, data: str | None = None, **_: Any) -> result16.DataTransfer:
+        if vendor_id != PEER_VENDOR_ID:
+            return result16.DataTransfer(status="UnknownVendorId")
+        return result16.DataTransfer(status="Accepted", data=data)
+
 
 class Peer201(Recording, ChargePoint201):
     @on(Action201.boot_notification)
@@ -186,6 +195,16 @@ class Peer201(Recording, ChargePoint201):
     @on(Action201.security_event_notification)
     def on_security_event(self, **_: Any) -> result201.SecurityEventNotification:
         return result201.SecurityEventNotification()
+
+    @on(Action201.data_transfer)
+    def on_data_transfer(self, vendor_id: str, data: Any = None, **_: Any) -> result201.DataTransfer:
+        if vendor_id != PEER_VENDOR_ID:
+            return result201.DataTransfer(status="UnknownVendorId")
+        return result201.DataTransfer(status="Accepted", data=data)
+
+    @on(Action201.reservation_status_update)
+    def on_reservation_status_update(self, **_: Any) -> result201.ReservationStatusUpdate:
+        return result201.ReservationStatusUpdate()
 
     def own_calls(self) -> list[Any]:
         if self.scenario == "local-list":
