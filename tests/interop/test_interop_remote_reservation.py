@@ -66,7 +66,9 @@ async def test_interop_remote_start_unlock_and_reservation(tmp_path: Path, versi
 
                     # Remote start before plug-in (1.6 5.11; 2.0.1 F01), then the EV arrives.
                     if v16:
-                        remote = await peer.call("RemoteStartTransaction", id_tag="REMOTE-1", connector_id=1)
+                        remote = await peer.call(
+                            "RemoteStartTransaction", id_tag="REMOTE-1", connector_id=1
+                        )
                     else:
                         remote = await peer.call(
                             "RequestStartTransaction",
