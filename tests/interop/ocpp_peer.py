@@ -202,6 +202,10 @@ class Peer201(Recording, ChargePoint201):
             return result201.DataTransfer(status="UnknownVendorId")
         return result201.DataTransfer(status="Accepted", data=data)
 
+    @on(Action201.notify_report)
+    def on_notify_report(self, **_: Any) -> result201.NotifyReport:
+        return result201.NotifyReport()
+
     @on(Action201.reservation_status_update)
     def on_reservation_status_update(self, **_: Any) -> result201.ReservationStatusUpdate:
         return result201.ReservationStatusUpdate()

@@ -57,9 +57,9 @@ async def _session(station: Station, peer: Peer, v16: bool, evse_id: int, token:
 async def test_interop_clear_cache_makes_a_cached_token_ask_the_csms_again(
     tmp_path: Path, version: str
 ) -> None:
-    """C11 / 1.6 5.4 with the cache on and LocalPreAuthorize: the token's first session asks the CSMS
-    (Authorize), its second starts from the cache without asking; ClearCache is Accepted and the third
-    session asks again."""
+    """C11 / 1.6 5.4: ClearCache is Rejected while the cache is disabled. With the cache on and
+    LocalPreAuthorize, the token's first session asks the CSMS (Authorize), its second starts from the
+    cache without asking; ClearCache is Accepted and the third session asks again."""
     v16 = version == "1.6"
     with trio.fail_after(TIMEOUT_S):
         async with (
@@ -68,12 +68,18 @@ async def test_interop_clear_cache_makes_a_cached_token_ask_the_csms_again(
         ):
             await _accepted(station, peer)
             dm = station.session.device_model
+            assert (await dm.set(AUTH_CACHE_ENABLED, "false")).applies
+            disabled = await peer.call("ClearCache")
             assert (await dm.set(AUTH_CACHE_ENABLED, "true")).applies
             assert (await dm.set(LOCAL_PRE_AUTHORIZE, "true")).applies
             await _session(station, peer, v16, 1, "CACHED-1")
             asked_first = len(peer.received_calls("Authorize"))
             await _session(station, peer, v16, 2, "CACHED-1")
             asked_from_cache = len(peer.received_calls("Authorize"))
+            # 1.6: the StopTransaction.conf's idTagInfo goes into the cache after the peer answered
+            # it; a ClearCache sent right behind that answer can be served first and the cache then
+            # holds the token again (an ordering gap left open: see docs/status/v16-core.md ClearCache).
+            await station.outbox.wait_empty()
             authorization = station.session.blocks.authorization
             assert [e.token.value for e in authorization.cached()] == ["CACHED-1"]
             clear = await peer.call("ClearCache")
@@ -82,6 +88,7 @@ async def test_interop_clear_cache_makes_a_cached_token_ask_the_csms_again(
             await station.outbox.wait_empty()
             await peer.wait_until(peer.all_answered)
         _assert_nothing_refused(peer)
+    assert disabled["result"]["status"] == "Rejected"  # C11.FR.04: the cache is disabled
     assert clear["result"]["status"] == "Accepted"
     assert (asked_first, asked_from_cache) == (1, 1)
     assert len(peer.received_calls("Authorize")) == 2
@@ -123,6 +130,9 @@ async def test_interop_data_transfer_both_ways(tmp_path: Path, version: str) -> 
         (PEER_VENDOR_ID, "Echo"),
         ("com.nobody", None),
     ]
+
+
+EXPIRES_IN_S = 2
 
 
 def _statuses(peer: Peer, v16: bool, evse_id: int) -> list[str]:
@@ -179,6 +189,48 @@ async def test_interop_cancel_reservation_frees_the_evse(tmp_path: Path, version
         assert "reservationId" not in started
         # A cancelled reservation is not Expired or Removed: no ReservationStatusUpdate.
         assert peer.received_calls("ReservationStatusUpdate") == []
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
+async def test_interop_reservation_expires_on_time(tmp_path: Path, version: str) -> None:
+    """H01.FR.15-16 / 1.6 5.13: a reservation of EVSE 2 that expires in two seconds makes it Reserved,
+    then Available again at its expiry; 2.0.1 tells the CSMS with ReservationStatusUpdate Expired
+    (validated by the package)."""
+    v16 = version == "1.6"
+    expiry = (datetime.now(UTC) + timedelta(seconds=EXPIRES_IN_S)).isoformat()
+    with trio.fail_after(TIMEOUT_S):
+        async with (
+            run_peer(version, "driven") as (peer, port),
+            open_station(_config(tmp_path, version, port)) as station,
+        ):
+            await _accepted(station, peer)
+            if v16:
+                reserve = await peer.call(
+                    "ReserveNow", connector_id=2, expiry_date=expiry, id_tag="OWNER", reservation_id=42
+                )
+            else:
+                reserve = await peer.call(
+                    "ReserveNow",
+                    id=42,
+                    expiry_date_time=expiry,
+                    id_token={"idToken": "OWNER", "type": "ISO14443"},
+                    evse_id=2,
+                )
+            await peer.wait_until(lambda: _statuses(peer, v16, 2)[-1] == "Reserved")
+            await peer.wait_until(lambda: _statuses(peer, v16, 2)[-1] == "Available")
+            freed_at = datetime.now(UTC)
+            if not v16:
+                await peer.wait_until(lambda: peer.received_calls("ReservationStatusUpdate"))
+            await peer.wait_until(peer.all_answered)
+            # Cancelling what expired: there is no such reservation any more.
+            cancel = await peer.call("CancelReservation", reservation_id=42)
+        _assert_nothing_refused(peer)
+    assert reserve["result"]["status"] == "Accepted"
+    assert freed_at >= datetime.fromisoformat(expiry)
+    assert cancel["result"]["status"] == "Rejected"
+    if not v16:
+        (update,) = peer.received_calls("ReservationStatusUpdate")
+        assert update == {"reservationId": 42, "reservationUpdateStatus": "Expired"}
 
 
 @pytest.mark.parametrize("version", ["1.6", "2.0.1"])
