@@ -78,7 +78,7 @@ async def test_interop_clear_cache_makes_a_cached_token_ask_the_csms_again(
             asked_from_cache = len(peer.received_calls("Authorize"))
             # 1.6: the StopTransaction.conf's idTagInfo goes into the cache after the peer answered
             # it; a ClearCache sent right behind that answer can be served first and the cache then
-            # holds the token again (an ordering gap left open: see docs/status/v16-core.md ClearCache).
+            # holds the token again (an ordering gap left open: docs/status/v16-local-auth-list.md, 5.4).
             await station.outbox.wait_empty()
             authorization = station.session.blocks.authorization
             assert [e.token.value for e in authorization.cached()] == ["CACHED-1"]
@@ -193,7 +193,7 @@ async def test_interop_cancel_reservation_frees_the_evse(tmp_path: Path, version
 
 @pytest.mark.parametrize("version", ["1.6", "2.0.1"])
 async def test_interop_reservation_expires_on_time(tmp_path: Path, version: str) -> None:
-    """H01.FR.15-16 / 1.6 5.13: a reservation of EVSE 2 that expires in two seconds makes it Reserved,
+    """H04.FR.01 / H04.FR.02 / 1.6 5.13: a reservation of EVSE 2 that expires in two seconds makes it Reserved,
     then Available again at its expiry; 2.0.1 tells the CSMS with ReservationStatusUpdate Expired
     (validated by the package)."""
     v16 = version == "1.6"
