@@ -193,9 +193,9 @@ async def test_interop_cancel_reservation_frees_the_evse(tmp_path: Path, version
 
 @pytest.mark.parametrize("version", ["1.6", "2.0.1"])
 async def test_interop_reservation_expires_on_time(tmp_path: Path, version: str) -> None:
-    """H04.FR.01 / H04.FR.02 / 1.6 5.13: a reservation of EVSE 2 that expires in two seconds makes it Reserved,
-    then Available again at its expiry; 2.0.1 tells the CSMS with ReservationStatusUpdate Expired
-    (validated by the package)."""
+    """H04.FR.01 / H04.FR.02 / 1.6 5.13: a reservation of EVSE 2 that expires in two seconds makes it
+    Reserved, then Available again at its expiry; 2.0.1 tells the CSMS with ReservationStatusUpdate
+    Expired (validated by the package)."""
     v16 = version == "1.6"
     expiry = (datetime.now(UTC) + timedelta(seconds=EXPIRES_IN_S)).isoformat()
     with trio.fail_after(TIMEOUT_S):
