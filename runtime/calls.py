@@ -172,10 +172,11 @@ Handler = Callable[[OcppModel], Awaitable[OcppModel | dict[str, object]]]
 
 @final
 class _Waiter:
-    __slots__ = ("done", "outcome")
+    __slots__ = ("done", "on_answer", "outcome")
 
-    def __init__(self) -> None:
+    def __init__(self, on_answer: Callable[[], None] | None) -> None:
         self.done = trio.Event()
+        self.on_answer = on_answer
         self.outcome: ResultReceived | ErrorReceived | InvalidResult | None = None
 
 
@@ -227,11 +228,15 @@ class CallManager:
         payload: OcppModel | Mapping[str, object],
         *,
         on_sent: Callable[[], None] | None = None,
+        on_answer: Callable[[], None] | None = None,
     ) -> OcppModel:
         """Send one CALL and wait for its answer; waits first for any call of ours still in flight.
 
         `on_sent` runs once the frame is on the connection: a call another task makes from then on
-        goes out after this one is answered (or timed out).
+        goes out after this one is answered (or timed out). `on_answer` runs in the reading task as a
+        CALLRESULT arrives, before any CSMS call received after it is handed to its handler, while
+        this task resumes only later: it marks where the answer falls among the CSMS's calls (an
+        answer's token info must not outlive a ClearCache the CSMS sent after it).
 
         A checkpoint. Cancellation forgets the call (a late answer is logged and dropped).
 
@@ -258,7 +263,7 @@ class CallManager:
                 raise LinkDown(f"connection {self._conn.generation} is closed; {action} not sent")
             message_id = self._new_message_id()
             frame = self._session.start_call(message_id, action, payload)
-            waiter = self._waiter = _Waiter()
+            waiter = self._waiter = _Waiter(on_answer)
             try:
                 with trio.move_on_after(self.timeout_s):
                     await self._send(frame, action)
@@ -344,6 +349,8 @@ class CallManager:
                     waiter = self._waiter
                     if waiter is not None:
                         waiter.outcome = event
+                        if isinstance(event, ResultReceived) and waiter.on_answer is not None:
+                            waiter.on_answer()
                         waiter.done.set()
                 elif isinstance(event, Unmatched):
                     self._fault(

@@ -237,6 +237,9 @@ class Authorization:
         self._loaded = False
         # One change of the cache or list at a time: memory and disk change in the same order.
         self._lock = trio.Lock()
+        # ClearCaches begun so far: an answer's token info marked before one (`answer_mark`) is not
+        # stored after it.
+        self._clears = 0
         # Local list / CSMS conflicts, for the session's status sender (it owns StatusNotification).
         self.conflicts: Broadcaster[ListConflict] = Broadcaster()
         if LOCAL_LIST_ENTRIES_KEY in device_model.definitions:
@@ -432,14 +435,21 @@ class Authorization:
         calls = self._uplink.calls
         if calls is None:
             return None
+        marks: list[int] = []
+
+        def mark_answer() -> None:
+            marks.append(self.answer_mark())
+
         try:
             if self.version is V16:
-                response = await calls.call("Authorize", {"idTag": token.value})
+                response = await calls.call("Authorize", {"idTag": token.value}, on_answer=mark_answer)
                 assert isinstance(response, v16.AuthorizeResponse)
                 info = info_from_v16(response.id_tag_info)
             else:
                 answer = await calls.call(
-                    "Authorize", {"idToken": {"idToken": token.value, "type": token.type}}
+                    "Authorize",
+                    {"idToken": {"idToken": token.value, "type": token.type}},
+                    on_answer=mark_answer,
                 )
                 assert isinstance(answer, v201.AuthorizeResponse)
                 info = info_from_v201(answer.id_token_info)
@@ -447,15 +457,26 @@ class Authorization:
             # libocpp #895: a call that fails is the same as being offline, not a refusal.
             log.warning("Authorize %r got no answer (%s): deciding offline", token.value, exc)
             return None
-        await self.learn(token.value, token.type, info)
+        await self.learn(token.value, token.type, info, mark=marks[0])
         return info
 
     # --- the cache -----------------------------------------------------------------------------
 
-    async def learn(self, id_token: str, token_type: str, info: TokenInfo) -> None:
+    def answer_mark(self) -> int:
+        """Where an answer of the CSMS falls among its ClearCache calls, taken as the answer arrives
+        (`CallManager.call(on_answer=...)`), for `learn`."""
+        return self._clears
+
+    async def learn(
+        self, id_token: str, token_type: str, info: TokenInfo, *, mark: int | None = None
+    ) -> None:
         """The hook for every IdTokenInfo / IdTagInfo the CSMS sends (Authorize, TransactionEvent,
         Start/StopTransaction answers): stored in the cache when it is enabled (2.0.1 C10.FR.01/04/05;
-        1.6 3.5.2). A token on the local list is not cached: the list takes precedence."""
+        1.6 3.5.2). A token on the local list is not cached: the list takes precedence.
+
+        `mark`: the answer's `answer_mark`. A ClearCache the CSMS sent after that answer empties the
+        cache of it too: its info is not stored once that ClearCache has begun, though the task that
+        sent the message may store it only after the ClearCache handler ran (C11; 1.6 5.4)."""
         await self._ensure_loaded()
         token = self._token(id_token, token_type)
         if info.group is not None:
@@ -476,13 +497,19 @@ class Authorization:
         if not self.settings().cache_enabled:
             return
         async with self._lock:
+            if mark is not None and mark != self._clears:
+                log.info("info for %r not cached: the CSMS cleared the cache after sending it", id_token)
+                return
             change = self._cache.store(token, info, self._clock.now(), self._lifetime())
             await self._persist_cache(change)
 
-    async def learn_from_answer(self, request: Mapping[str, object], response: OcppModel) -> None:
+    async def learn_from_answer(
+        self, request: Mapping[str, object], response: OcppModel, *, mark: int | None = None
+    ) -> None:
         """Feed the token info of a transaction message's answer to the cache (the transactions block
         calls this for every delivered message): 1.6 Start/StopTransaction.conf idTagInfo with the
-        request's idTag; 2.0.1 TransactionEventResponse idTokenInfo with the request's idToken."""
+        request's idTag; 2.0.1 TransactionEventResponse idTokenInfo with the request's idToken.
+        `mark`: as for `learn`."""
         if self.version is V16:
             id_tag = request.get("idTag")
             tag_info = (
@@ -493,7 +520,7 @@ class Authorization:
             # The free-vend idTag is the station's, not a driver's: never cached (2.0.1 C02.FR.03 does
             # the same for NoAuthorization).
             if isinstance(id_tag, str) and tag_info is not None and id_tag != self.free_vend_id_tag:
-                await self.learn(id_tag, "", info_from_v16(tag_info))
+                await self.learn(id_tag, "", info_from_v16(tag_info), mark=mark)
             return
         token_info = response.id_token_info if isinstance(response, v201.TransactionEventResponse) else None
         if token_info is None:
@@ -502,7 +529,7 @@ class Authorization:
         if isinstance(id_token, dict):
             value, token_type = id_token.get("idToken"), id_token.get("type")
             if isinstance(value, str) and isinstance(token_type, str):
-                await self.learn(value, token_type, info_from_v201(token_info))
+                await self.learn(value, token_type, info_from_v201(token_info), mark=mark)
 
     async def _persist_cache(self, change: CacheChange) -> None:
         """Store what a cache operation changed (an answer learnt, a use, stale entries swept). A cache,
@@ -525,6 +552,9 @@ class Authorization:
         await self._ensure_loaded()
         if not self.settings().cache_enabled:
             return False
+        # Counted as it begins, before any wait: an answer that arrived before this ClearCache (its
+        # token info not stored yet) is not stored after it.
+        self._clears += 1
         async with self._lock:
             try:
                 await self._storage.write(_clear_cache)

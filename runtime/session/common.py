@@ -471,6 +471,11 @@ def _sent(ctx: SessionContext, calls: CallManager, entry: OutboxEntry) -> None:
         calls.validate_ahead(following.action, following.payload)
 
 
+def _mark_answer(transactions: Transactions, marks: list[int]) -> None:
+    """An outbox entry's answer arrives (in the reading task, before the CSMS calls that follow it)."""
+    marks.append(transactions.answer_mark())
+
+
 async def _send_outbox(ctx: SessionContext, calls: CallManager) -> None:
     """Transaction messages, strictly head first, each removed only when its CALLRESULT arrives.
 
@@ -505,9 +510,13 @@ async def _send_outbox(ctx: SessionContext, calls: CallManager) -> None:
         if payload is None:
             await give_up(entry, "cannot be sent: its transaction never started at the CSMS")
             continue
+        marks: list[int] = []
         try:
             response = await calls.call(
-                entry.action, payload, on_sent=functools.partial(_sent, ctx, calls, entry)
+                entry.action,
+                payload,
+                on_sent=functools.partial(_sent, ctx, calls, entry),
+                on_answer=functools.partial(_mark_answer, transactions, marks),
             )
         except CallFailed as exc:
             if isinstance(exc, InvalidRequest):
@@ -532,15 +541,17 @@ async def _send_outbox(ctx: SessionContext, calls: CallManager) -> None:
             continue
         # A database that refuses writes (logged there): the answer is kept and recorded once writes
         # succeed again; sending the message again could open a second transaction at the CSMS.
-        await until_written(functools.partial(_record_delivery, transactions, outbox, entry, response))
+        await until_written(
+            functools.partial(_record_delivery, transactions, outbox, entry, response, marks[0])
+        )
         progress.left(entry.id)
 
 
 async def _record_delivery(
-    transactions: Transactions, outbox: Outbox, entry: OutboxEntry, response: OcppModel
+    transactions: Transactions, outbox: Outbox, entry: OutboxEntry, response: OcppModel, mark: int
 ) -> None:
     # Shielded: the CSMS has acknowledged it, so a drop at this very moment must not leave it
     # queued to be sent (and acknowledged) again. Its delete commits while the next one goes out.
     with trio.CancelScope(shield=True):
-        await transactions.delivered(entry, response)
+        await transactions.delivered(entry, response, mark=mark)
         await outbox.acknowledge(entry.id)

@@ -76,9 +76,9 @@ async def test_interop_clear_cache_makes_a_cached_token_ask_the_csms_again(
             asked_first = len(peer.received_calls("Authorize"))
             await _session(station, peer, v16, 2, "CACHED-1")
             asked_from_cache = len(peer.received_calls("Authorize"))
-            # 1.6: the StopTransaction.conf's idTagInfo goes into the cache after the peer answered
-            # it; a ClearCache sent right behind that answer can be served first and the cache then
-            # holds the token again (an ordering gap left open: docs/status/v16-local-auth-list.md, 5.4).
+            # The StopTransaction.conf's idTagInfo is in the cache once its answer was processed: the
+            # token is cached before the ClearCache (a ClearCache right behind an answer is
+            # test_c11_an_answer_that_arrived_before_a_clear_cache_is_not_cached_after_it).
             await station.outbox.wait_empty()
             authorization = station.session.blocks.authorization
             assert [e.token.value for e in authorization.cached()] == ["CACHED-1"]

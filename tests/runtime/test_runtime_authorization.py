@@ -357,6 +357,27 @@ async def test_c11_clear_cache(clock: trio.testing.MockClock, tmp_path: Path, ve
 
 
 @BOTH
+async def test_c11_an_answer_that_arrived_before_a_clear_cache_is_not_cached_after_it(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """The CSMS answers a message of ours with token info, then sends ClearCache; the task that sent
+    the message stores that info only after the ClearCache handler ran (the interop test met this order
+    on a real websocket, 1.6). It must not bring the token back: the CSMS cleared the cache after
+    sending it (C11 / 1.6 5.4). `answer_mark` is taken as the answer arrives (the CallManager's
+    `on_answer`, in the reading task, before the ClearCache is handled); an answer that arrived after
+    the ClearCache is cached as usual."""
+    accepted = TokenInfo(AuthStatus.ACCEPTED)
+    async with station(tmp_path, version) as (ctx, csms, _events):
+        authorization = ctx.blocks.authorization
+        before = authorization.answer_mark()
+        assert (await csms.call("ClearCache", {})) == {"status": "Accepted"}
+        await authorization.learn("EARLY", "ISO14443", accepted, mark=before)
+        assert authorization.cached() == []
+        await authorization.learn("LATE", "ISO14443", accepted, mark=authorization.answer_mark())
+        assert [entry.token.value for entry in authorization.cached()] == ["LATE"]
+
+
+@BOTH
 async def test_c10_transaction_answer_updates_the_cache(
     clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
 ) -> None:

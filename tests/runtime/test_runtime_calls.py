@@ -12,7 +12,7 @@ from runtime_session_harness import CSMS_TIME, CsmsPeer, Fail, MemoryConnection,
 
 from evstation.protocol.errors import ErrorKind, error_code
 from evstation.protocol.messages import OcppModel
-from evstation.protocol.rpc import JsonObject
+from evstation.protocol.rpc import Call, CallResult, JsonObject, decode, encode
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.calls import (
     CallErrorReceived,
@@ -91,6 +91,36 @@ async def test_on_sent_runs_once_the_frame_is_out_and_a_later_call_waits_for_the
     assert at == 0.0 and heartbeats_seen <= 1
     assert [s.call.action for s in csms.seen] == ["Heartbeat", "StatusNotification"]
     assert csms.of("StatusNotification")[0].at == pytest.approx(5.0)
+
+
+async def test_on_answer_runs_before_a_csms_call_that_follows_the_answer_is_handled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The CSMS answers our call and sends a call of its own right behind: `on_answer` has run when
+    that call's handler starts, whichever task the scheduler runs first after the answer (what keeps
+    an answer's token info from outliving a ClearCache sent after it)."""
+    conn = MemoryConnection(V201)
+    order: list[str] = []
+
+    async def get_variables(request: OcppModel) -> dict[str, object]:
+        order.append("handler")
+        return await _get_variables(request)
+
+    calls = _manager(conn, {"GetVariables": get_variables})
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(calls.run)
+            nursery.start_soon(
+                functools.partial(calls.call, "Heartbeat", {}, on_answer=lambda: order.append("answer"))
+            )
+            ours = decode(await conn.up_receive.receive(), V201)
+            assert isinstance(ours, Call)
+            await conn.down_send.send(encode(CallResult(ours.message_id, {"currentTime": CSMS_TIME})))
+            await conn.down_send.send(encode(Call("csms-1", "GetVariables", dict(GET_VARIABLES))))
+            answer = decode(await conn.up_receive.receive(), V201)
+            assert isinstance(answer, CallResult) and answer.message_id == "csms-1"
+            assert order == ["answer", "handler"]
+            nursery.cancel_scope.cancel()
 
 
 async def test_message_timeout_raises_call_timeout_and_the_next_call_proceeds(

@@ -376,9 +376,13 @@ class Transactions:
             return ALREADY_DELIVERED  # answered before the restart; its removal waits for writes
         return await self._messages.prepare(self.services, entry)
 
-    async def delivered(self, entry: OutboxEntry, response: OcppModel) -> None:
+    def answer_mark(self) -> int:
+        """Take as a transaction message's answer arrives, for `delivered` (`Authorization.answer_mark`)."""
+        return self._authorization.answer_mark()
+
+    async def delivered(self, entry: OutboxEntry, response: OcppModel, *, mark: int | None = None) -> None:
         # C10.FR.04/05, 1.6 3.5.2: every idTokenInfo / idTagInfo the CSMS sends updates the cache.
-        await self._authorization.learn_from_answer(entry.payload, response)
+        await self._authorization.learn_from_answer(entry.payload, response, mark=mark)
         verdict = await self._messages.delivered(self.services, entry, response)
         if verdict is not None and verdict.status != "Accepted":
             self._on_invalid_id(verdict)
