@@ -15,7 +15,8 @@ drops, a reservation is made and left to expire, the CSMS's clock jumps (a secur
 local list changes. Every `--every` cycles it measures Python heap growth (tracemalloc, by line),
 object counts by type, the length of every container reachable from the station, Trio's task count
 and the SQLite file (rows per table, file and WAL sizes), and prints the growth since the previous
-checkpoint. A script, never a test: `tests/runtime/test_runtime_long_run.py` holds the bounds.
+checkpoint. A script, never a test (tests/runtime/test_runtime_long_run.py runs a few cycles of it so
+it keeps working; the bounds it found have their own tests).
 """
 
 from __future__ import annotations
