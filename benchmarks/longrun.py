@@ -27,6 +27,7 @@ import dataclasses
 import enum
 import functools
 import gc
+import linecache
 import math
 import random
 import sqlite3
@@ -154,8 +155,10 @@ class CsmsClock:
         return self._wall.now() + self.shift
 
 
-def meter_value_responder(version: OcppVersion) -> Callable[[str, JsonObject], JsonObject]:
-    """One meter-value message in REJECT_ONE_IN (picked by its first timestamp, so every retry of it
+def meter_value_responder(
+    version: OcppVersion, reject_one_in: int = REJECT_ONE_IN
+) -> Callable[[str, JsonObject], JsonObject]:
+    """One meter-value message in `reject_one_in` (picked by its first timestamp, so every retry of it
     too) gets a CALLERROR: the outbox retries it and then gives it up to the dead letters."""
 
     def answer(_station: str, request: JsonObject) -> JsonObject:
@@ -167,7 +170,7 @@ def meter_value_responder(version: OcppVersion) -> Callable[[str, JsonObject], J
             and isinstance(values[0], dict)
         ):
             stamp = str(values[0].get("timestamp"))
-            if zlib.crc32(stamp.encode()) % REJECT_ONE_IN == 0:
+            if zlib.crc32(stamp.encode()) % reject_one_in == 0:
                 raise CallErrorReply("InternalError", "the long run's CSMS refuses this one")
         if version is OcppVersion.V201 and "idToken" in request:
             return {"idTokenInfo": {"status": "Accepted"}}
@@ -365,6 +368,14 @@ class Driver:
             await self.send_local_list(cycle)
         await trio.sleep(IDLE_S)
 
+    async def reset(self) -> None:
+        """A CSMS Reset; returns once the station asked to be stopped (the caller starts it again)."""
+        await self.call("Reset", {"type": "Soft"} if self.v16 else {"type": "Immediate"})
+        with trio.move_on_after(WAIT_S):
+            await self.station.stop.wait()
+            return
+        self.stuck["reset"] += 1
+
     async def online_or_count(self) -> None:
         with trio.move_on_after(WAIT_S):
             await self.online()
@@ -463,6 +474,7 @@ def checkpoint(cycle: int, started: float, station: Station, db: Path) -> Checkp
     heap = tracemalloc.take_snapshot().filter_traces(
         (
             tracemalloc.Filter(False, tracemalloc.__file__),
+            tracemalloc.Filter(False, linecache.__file__),  # the report's own source lines
             tracemalloc.Filter(False, "*/testcsms.py"),
             tracemalloc.Filter(False, "*/benchmarks/longrun.py"),
         )
@@ -526,43 +538,59 @@ async def long_run(
     cycles: int,
     every: int,
     on_checkpoint: Callable[[Checkpoint], None],
+    reset_every: int = 0,
+    reject_one_in: int = REJECT_ONE_IN,
 ) -> collections.Counter[str]:
-    """Run `cycles` cycles; `on_checkpoint` gets a Checkpoint at 0 (after warm-up) and every `every`."""
+    """Run `cycles` cycles; `on_checkpoint` gets a Checkpoint at 0 (after warm-up) and every `every`.
+
+    With `reset_every`, the CSMS sends Reset after every that many cycles and the station is started
+    again on the same data dir, as systemd would (the heap then starts over: watch the database).
+    """
     csms_clock = CsmsClock()
     config = station_config(data_dir, version)
     started = time.monotonic()
+    warm_up = min(every, 50)  # caches, pools and first-time imports fill before the baseline
+    n = 0
+    driver: Driver | None = None
     async with trio.open_nursery() as nursery:
         csms: TestCsms = await nursery.start(functools.partial(serve_test_csms, wall_clock=csms_clock.now))
         csms.set_response("Authorize", authorize_responder(version))
         csms.set_response(
             "MeterValues" if version is OcppVersion.V16 else "TransactionEvent",
-            meter_value_responder(version),
+            meter_value_responder(version, reject_one_in),
         )
-        async with open_station(
-            config,
-            rng=random.Random(7),
-            clock=WallClock.anchored(EPOCH),
-            connector=csms.open_memory_stream,
-        ) as station:
-            for sim in station.sims.values():
-                if sim.meter is not None:
-                    # A real meter is read every second or so; 10 s keeps a virtual week affordable
-                    # (the sim fsyncs its register file at every reading) and the per-reading work
-                    # still runs hundreds of times a session.
-                    sim.meter.poll_interval_s = METER_POLL_S
-            await station.session.uplink.wait_online()
-            driver = Driver(version, station, csms, csms_clock)
-            await driver.set_local_pre_authorize()
-            await driver.send_local_list(0)
-            warm_up = min(every, 50)  # caches, pools and first-time imports fill before the baseline
-            for n in range(warm_up + cycles):
-                await driver.cycle(n)
-                done = n + 1 - warm_up
-                if done >= 0 and done % every == 0:
-                    # The CSMS is a test tool, not the station: its records go before each measurement.
-                    csms.clear_history()
-                    on_checkpoint(checkpoint(done, started, station, config.database_path))
-            nursery.cancel_scope.cancel()
+        while n < warm_up + cycles:
+            async with open_station(
+                config,
+                rng=random.Random(7),
+                clock=WallClock.anchored(EPOCH + timedelta(seconds=trio.current_time())),
+                connector=csms.open_memory_stream,
+            ) as station:
+                for sim in station.sims.values():
+                    if sim.meter is not None:
+                        # A real meter is read every second or so; 10 s keeps a virtual week
+                        # affordable (the sim fsyncs its register file at every reading) and the
+                        # per-reading work still runs hundreds of times a session.
+                        sim.meter.poll_interval_s = METER_POLL_S
+                await station.session.uplink.wait_online()
+                if driver is None:
+                    driver = Driver(version, station, csms, csms_clock)
+                    await driver.set_local_pre_authorize()
+                    await driver.send_local_list(0)
+                driver.station = station
+                while n < warm_up + cycles:
+                    await driver.cycle(n)
+                    n += 1
+                    done = n - warm_up
+                    if done >= 0 and done % every == 0:
+                        # The CSMS is a test tool, not the station: its records go before a measurement.
+                        csms.clear_history()
+                        on_checkpoint(checkpoint(done, started, station, config.database_path))
+                    if reset_every and n % reset_every == 0 and n < warm_up + cycles:
+                        await driver.reset()
+                        break
+        nursery.cancel_scope.cancel()
+    assert driver is not None
     return driver.stuck
 
 
@@ -584,6 +612,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", choices=("1.6", "2.0.1", "both"), default="both")
     parser.add_argument("--cycles", type=int, default=3000)
     parser.add_argument("--every", type=int, default=1000)
+    parser.add_argument("--reset-every", type=int, default=0, help="a CSMS Reset every N cycles (0: never)")
+    parser.add_argument("--reject-one-in", type=int, default=REJECT_ONE_IN, help="meter values refused")
     parser.add_argument(
         "--frames", type=int, default=1, help="tracemalloc frames (more: slower, with stacks)"
     )
@@ -607,6 +637,8 @@ def main(argv: list[str] | None = None) -> int:
                         cycles=args.cycles,
                         every=args.every,
                         on_checkpoint=on_checkpoint,
+                        reset_every=args.reset_every,
+                        reject_one_in=args.reject_one_in,
                     ),
                     clock=trio.testing.MockClock(autojump_threshold=0),
                 )
