@@ -494,19 +494,17 @@ class Outbox:
             self._forget_front()
             raise
         self._taken()
+        # One line per give-up, the pruning named in it: a CSMS refusing often must not double the log.
         logger.warning(
-            "outbox: gave up on %s #%d after %d attempts (%s); kept in dead_letter",
+            "outbox: gave up on %s #%d after %d attempts (%s); kept in dead_letter%s",
             entry.action,
             entry.id,
             entry.attempts,
             reason,
+            f" (the {pruned} oldest dropped: it keeps the newest {self._dead_letter_limit})"
+            if pruned
+            else "",
         )
-        if pruned:
-            logger.warning(
-                "outbox: dropped the %d oldest dead letter(s): the table keeps the newest %d",
-                pruned,
-                self._dead_letter_limit,
-            )
         return DeadLetter(entry=entry, reason=reason, given_up_at=now)
 
     async def dead_letters(self) -> list[DeadLetter]:

@@ -159,7 +159,7 @@ async def test_dead_letter_keeps_only_the_newest_up_to_its_limit(
             letters = await outbox.dead_letters()
             assert [letter.entry.id for letter in letters] == [entry.id for entry in doomed[-limit:]]
             assert await outbox.entries() == [pending]
-    assert "dropped the 1 oldest dead letter(s)" in caplog.text
+    assert "kept in dead_letter (the 1 oldest dropped: it keeps the newest 3)" in caplog.text
     assert DEAD_LETTER_LIMIT == 1000
 
 
