@@ -4,7 +4,9 @@ Every method returns only after its write is committed (synchronous=FULL), so a 
 was told is queued survives a crash or power loss; the one exception is `acknowledge` while `run` is
 running, whose delete of a delivered message commits in the background (a crash before it commits
 sends that message again: at least once, never lost). A message is never silently dropped: after its
-last attempt it moves to `dead_letter`, where it is kept and logged. It never sends anything itself.
+last attempt it moves to `dead_letter`, where it is kept and logged; that table keeps the newest
+DEAD_LETTER_LIMIT of them (a CSMS refusing one message a day for years must not fill the card). It
+never sends anything itself.
 
 The front of the queue is read ahead, READ_AHEAD rows per query, and kept in memory, so sending a
 replayed backlog costs no database round trip per message; the payload stays JSON text there, and
@@ -48,6 +50,10 @@ READ_AHEAD = 128
 # An acknowledgement that leaves the queue empty ends the gathering at once: nothing is left to share
 # the commit with, and a message's delete then waits no longer than its commit.
 DELETE_GATHER_S = 0.1
+# Dead letters kept, the newest: a message given up on is never sent again, and kept only for the
+# operator to read. Without a bound a CSMS that refuses (say) one meter value a day fills the SD card
+# over the years. 1,000 rows of a few hundred bytes each: well under a megabyte.
+DEAD_LETTER_LIMIT = 1000
 
 
 @record
@@ -125,9 +131,16 @@ class Outbox:
     one else may write the `outbox` table while it is in use.
     """
 
-    def __init__(self, storage: Storage, *, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        dead_letter_limit: int = DEAD_LETTER_LIMIT,
+    ) -> None:
         self._storage = storage
         self._clock = clock
+        self._dead_letter_limit = dead_letter_limit
         # Replaced after every put: a waiter grabs the current one *before* it checks the depth, so
         # a put that commits after the check always sets the event that waiter holds.
         self._put_event = trio.Event()
@@ -457,7 +470,7 @@ class Outbox:
 
         self._pop_front(entry_id)
 
-        def work(conn: sqlite3.Connection) -> OutboxEntry:
+        def work(conn: sqlite3.Connection) -> tuple[OutboxEntry, int]:
             entry = _fetch(conn, entry_id)
             conn.execute(
                 "INSERT INTO dead_letter (id, action, payload, attempts, offline, created_at, "
@@ -467,20 +480,30 @@ class Outbox:
                 (reason, now_text, entry_id),
             )
             conn.execute("DELETE FROM outbox WHERE id = ?", (entry_id,))
-            return entry
+            # The oldest dead letters go first: they were given up on long ago and are never sent.
+            pruned = conn.execute(
+                "DELETE FROM dead_letter WHERE id NOT IN "
+                "(SELECT id FROM dead_letter ORDER BY id DESC LIMIT ?)",
+                (self._dead_letter_limit,),
+            ).rowcount
+            return entry, pruned
 
         try:
-            entry = await self._storage.write(work)
+            entry, pruned = await self._storage.write(work)
         except BaseException:
             self._forget_front()
             raise
         self._taken()
+        # One line per give-up, the pruning named in it: a CSMS refusing often must not double the log.
         logger.warning(
-            "outbox: gave up on %s #%d after %d attempts (%s); kept in dead_letter",
+            "outbox: gave up on %s #%d after %d attempts (%s); kept in dead_letter%s",
             entry.action,
             entry.id,
             entry.attempts,
             reason,
+            f" (the {pruned} oldest dropped: it keeps the newest {self._dead_letter_limit})"
+            if pruned
+            else "",
         )
         return DeadLetter(entry=entry, reason=reason, given_up_at=now)
 

@@ -41,7 +41,7 @@ from evstation.runtime.device_model import load_device_model
 from evstation.runtime.events import Broadcaster
 from evstation.runtime.evse import Evses
 from evstation.runtime.lifecycle import StationOutcome, StopRequests
-from evstation.runtime.link import CsmsEndpoint, Link, LinkSettings, run_link
+from evstation.runtime.link import Connector, CsmsEndpoint, Link, LinkSettings, open_csms_stream, run_link
 from evstation.runtime.network_profiles import NetworkProfiles
 from evstation.runtime.notify import Notifier, open_notifier
 from evstation.runtime.outbox import Outbox
@@ -322,6 +322,7 @@ async def open_station(
     rng: random.Random | None = None,
     clock: WallClock | None = None,
     message_log: Broadcaster[MessageLogEntry] | None = None,
+    connector: Connector = open_csms_stream,
 ) -> AsyncIterator[Station]:
     """Start every service of the station; leaving the block shuts them all down.
 
@@ -330,7 +331,8 @@ async def open_station(
     listening before the link dials the CSMS.
 
     Pass `message_log` (already subscribed to) to see every frame, BootNotification included: the
-    link dials as soon as it starts, possibly before this block is entered.
+    link dials as soon as it starts, possibly before this block is entered. `connector` opens the
+    link's byte streams (tests and the long-run benchmark pass the test CSMS's in-memory streams).
     """
     prepare_directories(config)
     log.info("%s", startup_line(config))
@@ -398,6 +400,7 @@ async def open_station(
                     link,
                     profiles.serve,
                     rng=rng if rng is not None else random.Random(),
+                    connector=connector,
                     plan_source=profiles.dial_plan,
                 )
             )

@@ -287,6 +287,12 @@ class TestCsms:
         kinds = (TimelineKind.RECEIVED, TimelineKind.SENT)
         return [e for e in self._timeline if e.station_id == station_id and e.kind in kinds]
 
+    def clear_history(self) -> None:
+        """Forget the recorded timeline and CALLs (a long run measuring the station's memory, not
+        ours); `wait_for` counts from here on."""
+        self._timeline.clear()
+        self._calls.clear()
+
     def subscribe(self, max_buffer: int = 1000) -> trio.MemoryReceiveChannel[TimelineEntry]:
         """A live stream of timeline entries from now on, e.g. for the demo's display.
 

@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from evstation.runtime.outbox import DELETE_GATHER_S, READ_AHEAD, Outbox, OutboxEntry
+from evstation.runtime.outbox import DEAD_LETTER_LIMIT, DELETE_GATHER_S, READ_AHEAD, Outbox, OutboxEntry
 from evstation.runtime.storage import UnknownEntryError, open_storage
 
 T0 = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
@@ -141,6 +141,26 @@ async def test_give_up_keeps_the_message_in_dead_letter(
             assert kept.given_up_at == dead.given_up_at
             with pytest.raises(UnknownEntryError):
                 await Outbox(storage).give_up(doomed.id, "twice")
+
+
+async def test_dead_letter_keeps_only_the_newest_up_to_its_limit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A CSMS that refuses a message now and then, for years: the dead letters stop at the limit,
+    the oldest dropped (and said so), the newest kept; the queue itself is untouched."""
+    limit = 3
+    with trio.fail_after(10):
+        async with open_storage(tmp_path / "db.sqlite3") as storage:
+            outbox = Outbox(storage, clock=StepClock(), dead_letter_limit=limit)
+            doomed = [await outbox.put("MeterValues", {"transactionId": n}) for n in range(limit + 4)]
+            pending = await outbox.put("StopTransaction", {"transactionId": 99})
+            for entry in doomed:
+                await outbox.give_up(entry.id, "CALLERROR")
+            letters = await outbox.dead_letters()
+            assert [letter.entry.id for letter in letters] == [entry.id for entry in doomed[-limit:]]
+            assert await outbox.entries() == [pending]
+    assert "kept in dead_letter (the 1 oldest dropped: it keeps the newest 3)" in caplog.text
+    assert DEAD_LETTER_LIMIT == 1000
 
 
 async def test_wait_not_empty_returns_at_once_when_entries_exist(tmp_path: Path) -> None:
