@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import trio
 
@@ -532,9 +532,14 @@ class Storage:
             # As it was opened at the start (what failed there fails the same way now). Should even that
             # fail, the error propagates and the closed connection fails every later use: the file
             # cannot be read any more, which ends the station as a file that cannot be opened does.
-            self._conn, self._read_only = _open_for_reading(self.path)
-            if not self._read_only:
+            self._conn, how = _open_for_reading(self.path)
+            self._read_only = how == "read-only"
+            if how == "exclusive":
                 log.warning("%s: database opened again with exclusive locking (no -shm file)", self.path)
+            elif how == "read-write":
+                # The disk took the open a moment later (room made meanwhile): this write is still
+                # refused, the next ones go through.
+                log.warning("%s: database reopened read-write", self.path)
             raise
         self._conn = conn
         self._read_only = False
@@ -719,21 +724,25 @@ def _open_and_migrate(path: Path, *, exclusive: bool = False) -> sqlite3.Connect
     return conn
 
 
-def _open_for_reading(path: Path) -> tuple[sqlite3.Connection, bool]:
+_Opening = Literal["read-write", "read-only", "exclusive"]
+
+
+def _open_for_reading(path: Path) -> tuple[sqlite3.Connection, _Opening]:
     """The file opened as `open_storage` opens a file it cannot write (a refused read-write open:
-    `open_read_only`, else exclusive locking), and whether that connection is read-only. Exclusive
-    locking is needed when the state of the files changed since the start: a read-only file system
-    after a kill (SQLite reads the `-wal` through the left `-shm`) remounted read-write but full (the
-    reopen truncated that `-shm` to rebuild it, and could not)."""
+    `open_read_only`, else exclusive locking), and how. Exclusive locking is needed when the state of
+    the files changed since the start: a read-only file system after a kill (SQLite reads the `-wal`
+    through the left `-shm`) remounted read-write but full (the reopen truncated that `-shm` to rebuild
+    it, and could not). "read-write": the usual open succeeded after all (the disk took it a moment
+    after refusing it)."""
     try:
         conn = connect(path)
     except sqlite3.Error:
         try:
-            return open_read_only(path)[0], True
+            return open_read_only(path)[0], "read-only"
         except sqlite3.Error:
-            return connect(path, exclusive=True), False
+            return connect(path, exclusive=True), "exclusive"
     # Read-write unless SQLite opened it read-only on its own (`_open_for_the_station`).
-    return conn, not os.access(path, os.W_OK)
+    return conn, "read-write" if os.access(path, os.W_OK) else "read-only"
 
 
 def _open_read_only_fallback(path: Path) -> tuple[sqlite3.Connection, str] | None:
