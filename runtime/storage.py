@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import trio
 
@@ -529,17 +529,19 @@ class Storage:
                 conn.close()
                 raise
         except BaseException:
-            # As it was opened at the start (what failed there fails the same way now). Should even that
-            # fail, the error propagates and the closed connection fails every later use: the file
-            # cannot be read any more, which ends the station as a file that cannot be opened does.
-            self._conn, how = _open_for_reading(self.path)
-            self._read_only = how == "read-only"
-            if how == "exclusive":
-                log.warning("%s: database opened again with exclusive locking (no -shm file)", self.path)
-            elif how == "read-write":
+            # As it is opened at a start (what failed there fails the same way now; exclusive locking
+            # when the files changed since: a read-only file system after a kill, remounted read-write
+            # but full, the `-shm` truncated by this reopen). Should even that fail, the error
+            # propagates and the closed connection fails every later use: the file cannot be read any
+            # more, which ends the station as a file that cannot be opened does.
+            opened = _open_for_the_station(self.path)
+            self._conn, self._read_only = opened.conn, opened.read_only
+            if opened.note is None:
                 # The disk took the open a moment later (room made meanwhile): this write is still
                 # refused, the next ones go through.
                 log.warning("%s: database reopened read-write", self.path)
+            elif not opened.read_only:  # the one other way that writes
+                log.warning("%s: database opened again with exclusive locking (no -shm file)", self.path)
             raise
         self._conn = conn
         self._read_only = False
@@ -722,27 +724,6 @@ def _open_and_migrate(path: Path, *, exclusive: bool = False) -> sqlite3.Connect
         conn.close()
         raise
     return conn
-
-
-_Opening = Literal["read-write", "read-only", "exclusive"]
-
-
-def _open_for_reading(path: Path) -> tuple[sqlite3.Connection, _Opening]:
-    """The file opened as `open_storage` opens a file it cannot write (a refused read-write open:
-    `open_read_only`, else exclusive locking), and how. Exclusive locking is needed when the state of
-    the files changed since the start: a read-only file system after a kill (SQLite reads the `-wal`
-    through the left `-shm`) remounted read-write but full (the reopen truncated that `-shm` to rebuild
-    it, and could not). "read-write": the usual open succeeded after all (the disk took it a moment
-    after refusing it)."""
-    try:
-        conn = connect(path)
-    except sqlite3.Error:
-        try:
-            return open_read_only(path)[0], "read-only"
-        except sqlite3.Error:
-            return connect(path, exclusive=True), "exclusive"
-    # Read-write unless SQLite opened it read-only on its own (`_open_for_the_station`).
-    return conn, "read-write" if os.access(path, os.W_OK) else "read-only"
 
 
 def _open_read_only_fallback(path: Path) -> tuple[sqlite3.Connection, str] | None:

@@ -13,6 +13,7 @@ import pytest
 import trio
 from ocpp_peer import PEER_VENDOR_ID
 from test_interop_ocpp_package import TIMEOUT_S, Peer, _assert_nothing_refused, _config, run_peer
+from test_interop_remote_reservation import _ends, _starts
 
 from evstation.protocol.data_transfer import EVSTATION_VENDOR_ID, PING_MESSAGE_ID, DataTransferStatus
 from evstation.runtime.device_model import (
@@ -24,16 +25,19 @@ from evstation.runtime.evse import ConnectorStatus
 from evstation.runtime.station import Station, open_station
 
 
-def _starts(peer: Peer, v16: bool) -> list[dict[str, Any]]:
+async def _reserve_evse_2(peer: Peer, v16: bool, reservation_id: int, expiry: str) -> dict[str, Any]:
+    """The CSMS reserves EVSE (1.6: connector) 2 for the token OWNER until `expiry`."""
     if v16:
-        return peer.received_calls("StartTransaction")
-    return [e for e in peer.received_calls("TransactionEvent") if e["eventType"] == "Started"]
-
-
-def _ends(peer: Peer, v16: bool) -> list[dict[str, Any]]:
-    if v16:
-        return peer.received_calls("StopTransaction")
-    return [e for e in peer.received_calls("TransactionEvent") if e["eventType"] == "Ended"]
+        return await peer.call(
+            "ReserveNow", connector_id=2, expiry_date=expiry, id_tag="OWNER", reservation_id=reservation_id
+        )
+    return await peer.call(
+        "ReserveNow",
+        id=reservation_id,
+        expiry_date_time=expiry,
+        id_token={"idToken": "OWNER", "type": "ISO14443"},
+        evse_id=2,
+    )
 
 
 async def _accepted(station: Station, peer: Peer) -> None:
@@ -156,18 +160,7 @@ async def test_interop_cancel_reservation_frees_the_evse(tmp_path: Path, version
             open_station(_config(tmp_path, version, port)) as station,
         ):
             await _accepted(station, peer)
-            if v16:
-                reserve = await peer.call(
-                    "ReserveNow", connector_id=2, expiry_date=expiry, id_tag="OWNER", reservation_id=41
-                )
-            else:
-                reserve = await peer.call(
-                    "ReserveNow",
-                    id=41,
-                    expiry_date_time=expiry,
-                    id_token={"idToken": "OWNER", "type": "ISO14443"},
-                    evse_id=2,
-                )
+            reserve = await _reserve_evse_2(peer, v16, 41, expiry)
             await peer.wait_until(lambda: _statuses(peer, v16, 2)[-1] == "Reserved")
             cancel = await peer.call("CancelReservation", reservation_id=41)
             await peer.wait_until(lambda: _statuses(peer, v16, 2)[-1] == "Available")
@@ -204,18 +197,7 @@ async def test_interop_reservation_expires_on_time(tmp_path: Path, version: str)
             open_station(_config(tmp_path, version, port)) as station,
         ):
             await _accepted(station, peer)
-            if v16:
-                reserve = await peer.call(
-                    "ReserveNow", connector_id=2, expiry_date=expiry, id_tag="OWNER", reservation_id=42
-                )
-            else:
-                reserve = await peer.call(
-                    "ReserveNow",
-                    id=42,
-                    expiry_date_time=expiry,
-                    id_token={"idToken": "OWNER", "type": "ISO14443"},
-                    evse_id=2,
-                )
+            reserve = await _reserve_evse_2(peer, v16, 42, expiry)
             await peer.wait_until(lambda: _statuses(peer, v16, 2)[-1] == "Reserved")
             await peer.wait_until(lambda: _statuses(peer, v16, 2)[-1] == "Available")
             freed_at = datetime.now(UTC)

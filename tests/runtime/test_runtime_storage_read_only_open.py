@@ -230,6 +230,17 @@ def _mount_namespace_permitted() -> bool:
         return False
 
 
+def _in_a_mount_namespace(script: str, folder: Path) -> subprocess.CompletedProcess[str]:
+    """`script` run by this Python as root in a private mount namespace, with `folder` as its argument."""
+    return subprocess.run(
+        ["unshare", "-m", sys.executable, "-c", script, str(folder)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+
+
 @pytest.mark.skipif(not _mount_namespace_permitted(), reason="needs unshare -m and mount (root)")
 def test_a_read_only_file_system_runs_read_only_and_recovers_when_remounted(tmp_path: Path) -> None:
     """(a) After a clean shutdown (no `-wal` / `-shm`): SQLite cannot open the file at all (CANTOPEN,
@@ -242,13 +253,7 @@ def test_a_read_only_file_system_runs_read_only_and_recovers_when_remounted(tmp_
     killed.mkdir()
     _database(clean)
     _database(killed, killed=True, shm=True)
-    done = subprocess.run(
-        ["unshare", "-m", sys.executable, "-c", _ON_A_READ_ONLY_FILE_SYSTEM, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=30,
-    )
+    done = _in_a_mount_namespace(_ON_A_READ_ONLY_FILE_SYSTEM, tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "a-clean|False|None|the file is not writable|committed",
@@ -313,13 +318,7 @@ def test_a_refused_reopen_reads_the_write_ahead_log_as_the_start_would(tmp_path:
     does. (Without it the Storage was left on a closed connection: the next read raised
     ProgrammingError and ended the station, though a restart would have run.)"""
     _database(tmp_path, killed=True, shm=True)
-    done = subprocess.run(
-        ["unshare", "-m", sys.executable, "-c", _REMOUNTED_ON_A_FULL_DISK, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=30,
-    )
+    done = _in_a_mount_namespace(_REMOUNTED_ON_A_FULL_DISK, tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["refused|1|committed|False"], done.stderr
     assert "database opened again with exclusive locking (no -shm file)" in done.stderr, done.stderr
