@@ -42,7 +42,7 @@ async def _reserve_evse_2(peer: Peer, v16: bool, reservation_id: int, expiry: st
 
 async def _accepted(station: Station, peer: Peer) -> None:
     """The station was Accepted and reported every connector."""
-    await peer.wait_until(lambda: len(peer.received_calls("StatusNotification")) >= 2)
+    await peer.wait_every_evse_reported()
     await station.session.uplink.wait_online()
 
 

@@ -20,7 +20,7 @@ async def test_interop_v16_extended_trigger_message(tmp_path: Path) -> None:
             run_peer("1.6", "driven") as (peer, port),
             open_station(_config(tmp_path, "1.6", port)) as station,
         ):
-            await peer.wait_until(lambda: len(peer.received_calls("StatusNotification")) >= 2)
+            await peer.wait_every_evse_reported()
             await station.session.uplink.wait_online()
             statuses = len(peer.received_calls("StatusNotification"))
             status = await peer.call(
@@ -52,7 +52,7 @@ async def test_interop_b08_get_report_of_one_variable_and_of_nothing(tmp_path: P
             run_peer("2.0.1", "driven") as (peer, port),
             open_station(_config(tmp_path, "2.0.1", port)) as station,
         ):
-            await peer.wait_until(lambda: len(peer.received_calls("StatusNotification")) >= 2)
+            await peer.wait_every_evse_reported()
             await station.session.uplink.wait_online()
             report = await peer.call("GetReport", request_id=77, component_variable=[wanted])
             await peer.wait_until(lambda: peer.received_calls("NotifyReport"))

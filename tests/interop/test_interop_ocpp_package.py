@@ -104,6 +104,16 @@ class Peer:
         while not predicate():
             await self._changed.wait()
 
+    async def wait_every_evse_reported(self, evse_ids: tuple[int, ...] = (1, 2)) -> None:
+        """Until a StatusNotification of each of `evse_ids` (1.6: connector ids) arrived. Counting them
+        is not enough: 1.6 reports connector 0 too, so two notifications may leave connector 2 out."""
+
+        def reported() -> set[int]:
+            calls = self.received_calls("StatusNotification")
+            return {c["evseId"] if "evseId" in c else c["connectorId"] for c in calls}
+
+        await self.wait_until(lambda: set(evse_ids) <= reported())
+
     async def call(self, action: str, **args: Any) -> dict[str, Any]:
         """A driven peer's CALL to the station (args: the `ocpp` package's snake_case fields); returns
         the answer as the peer judged it: `ok`, and `result` (snake_case) or `error`."""
@@ -341,7 +351,7 @@ async def _charge_on_evse_1(station: Station, peer: Peer, version: str) -> None:
     """Plug in and tap a card on EVSE 1; return once the transaction runs and a periodic meter value
     (so a reading exists) reached the peer."""
     # Once Accepted and every connector reported: an Authorize before that is not sent.
-    await peer.wait_until(lambda: len(peer.received_calls("StatusNotification")) >= 2)
+    await peer.wait_every_evse_reported()
     await station.session.uplink.wait_online()
     station.sims[1].controller.plug_in()
     assert await station.evses.present_token("TAG-1", "ISO14443", evse_id=1) == 1

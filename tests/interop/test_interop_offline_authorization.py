@@ -49,7 +49,7 @@ async def test_interop_offline_authorized_session_is_delivered_after_the_reconne
             run_peer(version, "local-list" if mode == "local-list" else "driven") as (peer, port),
             open_station(_config(tmp_path, version, port)) as station,
         ):
-            await peer.wait_until(lambda: len(peer.received_calls("StatusNotification")) >= 2)
+            await peer.wait_every_evse_reported()
             if mode == "local-list":
                 await peer.wait_until(lambda: len(peer.peer_calls()) >= 2)
             await peer.wait_until(peer.all_answered)

@@ -62,13 +62,11 @@ async def test_interop_remote_start_unlock_and_reservation(tmp_path: Path, versi
                 stream = await trio.open_unix_socket(str(config.control.socket_path))
                 async with stream:
                     control = Control(stream)
-                    await peer.wait_until(lambda: len(peer.received_calls("StatusNotification")) >= 2)
+                    await peer.wait_every_evse_reported()
 
                     # Remote start before plug-in (1.6 5.11; 2.0.1 F01), then the EV arrives.
                     if v16:
-                        remote = await peer.call(
-                            "RemoteStartTransaction", id_tag="REMOTE-1", connector_id=1
-                        )
+                        remote = await peer.call("RemoteStartTransaction", id_tag="REMOTE-1", connector_id=1)
                     else:
                         remote = await peer.call(
                             "RequestStartTransaction",

@@ -50,7 +50,7 @@ async def test_interop_e01_e03_three_start_and_stop_point_pairs(tmp_path: Path) 
         ):
             dm = station.session.device_model
             board = station.sims[1].controller
-            await peer.wait_until(lambda: len(peer.received_calls("StatusNotification")) >= 2)
+            await peer.wait_every_evse_reported()
 
             # 1. EVConnected / EVConnected: the plug starts it, the token follows in an Updated event.
             await dm.set(TX_START_POINT, "EVConnected")
@@ -116,7 +116,7 @@ async def test_interop_offline_session_is_delivered_after_the_reconnect(tmp_path
             run_peer(version) as (peer, port),
             open_station(_config(tmp_path, version, port)) as station,
         ):
-            await peer.wait_until(lambda: len(peer.received_calls("StatusNotification")) >= 2)
+            await peer.wait_every_evse_reported()
             await peer.wait_until(lambda: len(peer.peer_calls()) >= 2)
             station.set_network(False)
             await trio.sleep(0.5)
@@ -158,7 +158,7 @@ async def test_interop_free_vend_no_authorization_token_passes_the_csms_schema(t
             run_peer("2.0.1", "driven") as (peer, port),
             open_station(_config(tmp_path, "2.0.1", port)) as station,
         ):
-            await peer.wait_until(lambda: len(peer.received_calls("StatusNotification")) >= 2)
+            await peer.wait_every_evse_reported()
             enabled = {
                 "component": {"name": "AuthCtrlr"},
                 "variable": {"name": "Enabled"},
