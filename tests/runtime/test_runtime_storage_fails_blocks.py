@@ -33,6 +33,7 @@ from test_runtime_storage_fails import make_read_only, storage_of, writable_agai
 
 from evstation.protocol.authorization import AuthStatus, TokenInfo
 from evstation.protocol.reservation import Reservation
+from evstation.protocol.rpc import Call
 from evstation.protocol.security_events import SecurityEvent, decode_pending
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks import transactions as transactions_module
@@ -124,6 +125,51 @@ async def test_clear_cache_that_cannot_be_stored_is_rejected(
     csms = CsmsPeer(version)
     async with refusing(tmp_path, version, csms) as (_ctx, conn):
         assert await call(csms, conn, "ClearCache", {}) == {"status": "Rejected"}
+
+
+def _is_end(message: Call) -> bool:
+    return message.action == "StopTransaction" or (
+        message.action == "TransactionEvent" and message.payload["eventType"] == "Ended"
+    )
+
+
+@BOTH
+async def test_token_info_of_an_answer_recorded_after_a_clear_cache_sent_behind_it_is_not_cached(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """C11 / 1.6 5.4 through the outbox sender: the answer to the end of a transaction (its token's info
+    Accepted) arrives while writes fail, so recording it waits; the disk takes writes again and the
+    CSMS's next call is ClearCache, whose write is the first to commit (Accepted). The recording then
+    runs again, after the clearing: the token info, older than the ClearCache, stays out of the cache.
+    This holds only if the sender marks the answer as it arrives, not when it records it."""
+    csms = CsmsPeer(version)
+    csms.answer_delay = lambda message: 5.0 if _is_end(message) else 0.0
+    info = {"idTagInfo" if version is V16 else "idTokenInfo": {"status": "Accepted"}}
+    async with online(tmp_path, version, csms) as (ctx, conn):
+
+        def authorization_cached() -> list[str]:
+            return [entry.token.value for entry in ctx.blocks.authorization.cached()]
+
+        await start_transaction(ctx, 1)
+        await ctx.outbox.wait_empty()
+        # Every transaction message from here on is answered with the token's info.
+        action = "StopTransaction" if version is V16 else "TransactionEvent"
+        csms.then(action, *[info] * 10)
+        assert await ctx.evses.present_token("TOKEN1", "ISO14443", evse_id=1) == 1  # the local stop
+        count = len(csms.of(action))
+        while not any(_is_end(s.call) for s in csms.seen):
+            count += 1
+            await csms.wait_for(action, count)
+        await make_read_only(storage_of(ctx))  # before the answer arrives
+        await trio.sleep(30)
+        # Learnt from the answer, then the record's write refused: the sender waits for writes.
+        assert authorization_cached() == ["TOKEN1"]
+        assert await ctx.outbox.entries() != []
+        await writable_again(storage_of(ctx))
+        assert await call(csms, conn, "ClearCache", {}) == {"status": "Accepted"}
+        await ctx.outbox.wait_empty()
+        assert authorization_cached() == []
+        assert await storage_of(ctx).transactions() == []
 
 
 @BOTH
