@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 import trio
 from ocpp_peer import PEER_VENDOR_ID
-from test_interop_ocpp_package import TIMEOUT_S, Peer, _assert_nothing_refused, _config, run_peer
+from test_interop_ocpp_package import (
+    TIMEOUT_S,
+    Peer,
+    _assert_nothing_refused,
+    _config,
+    accepted_and_reported,
+    run_peer,
+)
 from test_interop_remote_reservation import _ends, _starts
 
 from evstation.protocol.data_transfer import EVSTATION_VENDOR_ID, PING_MESSAGE_ID, DataTransferStatus
@@ -40,12 +47,6 @@ async def _reserve_evse_2(peer: Peer, v16: bool, reservation_id: int, expiry: st
     )
 
 
-async def _accepted(station: Station, peer: Peer) -> None:
-    """The station was Accepted and reported every connector."""
-    await peer.wait_every_evse_reported()
-    await station.session.uplink.wait_online()
-
-
 async def _session(station: Station, peer: Peer, v16: bool, evse_id: int, token: str) -> None:
     """A whole session on `evse_id` started by `token` and ended by the unplug."""
     starts, ends = len(_starts(peer, v16)), len(_ends(peer, v16))
@@ -70,7 +71,7 @@ async def test_interop_clear_cache_makes_a_cached_token_ask_the_csms_again(
             run_peer(version, "driven") as (peer, port),
             open_station(_config(tmp_path, version, port)) as station,
         ):
-            await _accepted(station, peer)
+            await accepted_and_reported(station, peer)
             dm = station.session.device_model
             assert (await dm.set(AUTH_CACHE_ENABLED, "false")).applies
             disabled = await peer.call("ClearCache")
@@ -111,7 +112,7 @@ async def test_interop_data_transfer_both_ways(tmp_path: Path, version: str) -> 
             run_peer(version, "driven") as (peer, port),
             open_station(_config(tmp_path, version, port)) as station,
         ):
-            await _accepted(station, peer)
+            await accepted_and_reported(station, peer)
             unknown_vendor = await peer.call("DataTransfer", vendor_id="com.nobody", message_id="X")
             unknown_message = await peer.call(
                 "DataTransfer", vendor_id=EVSTATION_VENDOR_ID, message_id="NoSuchMessage"
@@ -159,7 +160,7 @@ async def test_interop_cancel_reservation_frees_the_evse(tmp_path: Path, version
             run_peer(version, "driven") as (peer, port),
             open_station(_config(tmp_path, version, port)) as station,
         ):
-            await _accepted(station, peer)
+            await accepted_and_reported(station, peer)
             reserve = await _reserve_evse_2(peer, v16, 41, expiry)
             await peer.wait_until(lambda: _statuses(peer, v16, 2)[-1] == "Reserved")
             cancel = await peer.call("CancelReservation", reservation_id=41)
@@ -196,7 +197,7 @@ async def test_interop_reservation_expires_on_time(tmp_path: Path, version: str)
             run_peer(version, "driven") as (peer, port),
             open_station(_config(tmp_path, version, port)) as station,
         ):
-            await _accepted(station, peer)
+            await accepted_and_reported(station, peer)
             reserve = await _reserve_evse_2(peer, v16, 42, expiry)
             await peer.wait_until(lambda: _statuses(peer, v16, 2)[-1] == "Reserved")
             await peer.wait_until(lambda: _statuses(peer, v16, 2)[-1] == "Available")
@@ -227,7 +228,7 @@ async def test_interop_remote_stop_of_the_running_transaction(tmp_path: Path, ve
             run_peer(version, "driven") as (peer, port),
             open_station(_config(tmp_path, version, port)) as station,
         ):
-            await _accepted(station, peer)
+            await accepted_and_reported(station, peer)
             station.sims[1].controller.plug_in()
             assert await station.evses.present_token("TAG-1", "ISO14443", evse_id=1) == 1
             await peer.wait_until(lambda: _starts(peer, v16))
@@ -276,7 +277,7 @@ async def test_interop_b09_set_network_profile(tmp_path: Path) -> None:
             run_peer("2.0.1", "driven") as (peer, port),
             open_station(_config(tmp_path, "2.0.1", port)) as station,
         ):
-            await _accepted(station, peer)
+            await accepted_and_reported(station, peer)
             definition = station.session.device_model.definitions[NETWORK_CONFIGURATION_PRIORITY]
             slots = [int(slot) for slot in definition.values_list or ()]
             assert slots, definition

@@ -6,7 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import trio
-from test_interop_ocpp_package import TIMEOUT_S, _assert_nothing_refused, _config, run_peer
+from test_interop_ocpp_package import (
+    TIMEOUT_S,
+    _assert_nothing_refused,
+    _config,
+    accepted_and_reported,
+    run_peer,
+)
 
 from evstation.runtime.station import open_station
 
@@ -20,8 +26,7 @@ async def test_interop_v16_extended_trigger_message(tmp_path: Path) -> None:
             run_peer("1.6", "driven") as (peer, port),
             open_station(_config(tmp_path, "1.6", port)) as station,
         ):
-            await peer.wait_every_evse_reported()
-            await station.session.uplink.wait_online()
+            await accepted_and_reported(station, peer)
             statuses = len(peer.received_calls("StatusNotification"))
             status = await peer.call(
                 "ExtendedTriggerMessage", requested_message="StatusNotification", connector_id=2
@@ -52,8 +57,7 @@ async def test_interop_b08_get_report_of_one_variable_and_of_nothing(tmp_path: P
             run_peer("2.0.1", "driven") as (peer, port),
             open_station(_config(tmp_path, "2.0.1", port)) as station,
         ):
-            await peer.wait_every_evse_reported()
-            await station.session.uplink.wait_online()
+            await accepted_and_reported(station, peer)
             report = await peer.call("GetReport", request_id=77, component_variable=[wanted])
             await peer.wait_until(lambda: peer.received_calls("NotifyReport"))
             empty = await peer.call("GetReport", request_id=78, component_variable=[nothing])

@@ -347,12 +347,17 @@ def _status_of(version: str, payload: dict[str, Any], evse_id: int) -> str | Non
     return payload["connectorStatus"] if (payload["evseId"], payload["connectorId"]) == (evse_id, 1) else None
 
 
+async def accepted_and_reported(station: Station, peer: Peer) -> None:
+    """Until the station is online (Accepted) and the peer has a status of every EVSE."""
+    await peer.wait_every_evse_reported()
+    await station.session.uplink.wait_online()
+
+
 async def _charge_on_evse_1(station: Station, peer: Peer, version: str) -> None:
     """Plug in and tap a card on EVSE 1; return once the transaction runs and a periodic meter value
     (so a reading exists) reached the peer."""
     # Once Accepted and every connector reported: an Authorize before that is not sent.
-    await peer.wait_every_evse_reported()
-    await station.session.uplink.wait_online()
+    await accepted_and_reported(station, peer)
     station.sims[1].controller.plug_in()
     assert await station.evses.present_token("TAG-1", "ISO14443", evse_id=1) == 1
     if version == "1.6":

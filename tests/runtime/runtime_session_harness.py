@@ -116,6 +116,13 @@ def default_replies(version: OcppVersion) -> dict[str, dict[str, Any]]:
     }
 
 
+def is_end_message(message: Call) -> bool:
+    """A transaction's end: 1.6 StopTransaction, 2.0.1 TransactionEvent Ended."""
+    return message.action == "StopTransaction" or (
+        message.action == "TransactionEvent" and message.payload.get("eventType") == "Ended"
+    )
+
+
 @dataclass
 class Seen:
     at: float
@@ -152,6 +159,11 @@ class CsmsPeer:
         while len(self.of(action)) < count:
             await self._changed.wait()
         return self.of(action)
+
+    async def wait_for_end(self) -> None:
+        """Until a transaction's end arrived (`is_end_message`)."""
+        while not any(is_end_message(s.call) for s in self.seen):
+            await self._changed.wait()
 
     async def wait_answer(self, message_id: str) -> CallResult | CallError:
         while True:

@@ -18,6 +18,7 @@ from runtime_session_harness import (
     CsmsPeer,
     MemoryConnection,
     call,
+    is_end_message,
     online,
     open_session_context,
     serving,
@@ -89,10 +90,6 @@ async def test_g03_inoperative_during_a_transaction_is_scheduled_and_applied_whe
         assert not await ctx.evses[1].authorize_remote("T2", "Central")  # no new session
 
 
-def _is_end_message(call_: Call) -> bool:
-    return call_.action == "StopTransaction" or call_.payload.get("eventType") == "Ended"
-
-
 END_ANSWER_DELAY_S = 10.0  # under the 30 s message timeout: answered late, not retried
 
 
@@ -106,7 +103,7 @@ async def test_g03_scheduled_unavailable_reaches_the_csms_after_the_transaction_
     until StopTransaction / TransactionEvent Ended went out, and (one call in flight) until its answer."""
 
     def delay(call_: Call) -> float:
-        return END_ANSWER_DELAY_S if delayed and _is_end_message(call_) else 0.0
+        return END_ANSWER_DELAY_S if delayed and is_end_message(call_) else 0.0
 
     csms = CsmsPeer(version, answer_delay=delay)
     unavailable = (1, 1, "Unavailable") if version is V201 else (1, "Unavailable")
@@ -122,7 +119,7 @@ async def test_g03_scheduled_unavailable_reaches_the_csms_after_the_transaction_
         await ctx.evses[1].stop_session(StopReason.REMOTE)
         await wait_status(csms, unavailable)
     seen = csms.seen
-    end = next(i for i, s in enumerate(seen) if _is_end_message(s.call))
+    end = next(i for i, s in enumerate(seen) if is_end_message(s.call))
     status = next(
         i
         for i, s in enumerate(seen)

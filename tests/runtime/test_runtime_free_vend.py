@@ -27,7 +27,6 @@ BOTH = pytest.mark.parametrize("version", [V16, V201], ids=["v16", "v201"])
 SETTLE_S = 30.0
 
 
-
 async def set_authorization(
     ctx: SessionContext, csms: CsmsPeer, conn: MemoryConnection, version: OcppVersion, enabled: bool
 ) -> None:

@@ -30,7 +30,6 @@ V16, V201 = OcppVersion.V16, OcppVersion.V201
 TIMESTAMP = "2025-01-01T00:00:00.000Z"
 
 
-
 # One transaction message per version, as the transactions block queues it. Each one's delivery does
 # two storage steps before the removal (1.6: record the CSMS's transactionId for the local placeholder,
 # then read the transaction back; 2.0.1 Ended with the token's idTokenInfo: cache the token, then forget

@@ -33,7 +33,6 @@ V16, V201 = OcppVersion.V16, OcppVersion.V201
 BOTH = pytest.mark.parametrize("version", [V16, V201], ids=["v16", "v201"])
 
 
-
 def _boot(status: str, interval: int) -> dict[str, object]:
     return {"status": status, "currentTime": CSMS_TIME, "interval": interval}
 

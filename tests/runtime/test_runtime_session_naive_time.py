@@ -31,7 +31,6 @@ NAIVE = "2026-01-01T00:00:00"
 QUICK = BackoffSettings(wait_minimum_s=1.0, random_range_s=0.0, repeat_times=0, attempts_per_endpoint=3)
 
 
-
 @pytest.mark.parametrize("version", [OcppVersion.V16, OcppVersion.V201], ids=["v16", "v201"])
 async def test_boot_answer_without_utc_offset_is_taken_as_utc_and_logged_once_per_connection(
     clock: trio.testing.MockClock, tmp_path: Path, caplog: pytest.LogCaptureFixture, version: OcppVersion

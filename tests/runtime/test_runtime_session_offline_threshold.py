@@ -14,6 +14,7 @@ from runtime_session_harness import (
     CsmsPeer,
     MemoryConnection,
     board,
+    is_end_message,
     open_session_context,
     serving,
     start_transaction,
@@ -31,7 +32,6 @@ from evstation.runtime.testcsms import TestCsms, serve_test_csms
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
 STATION = "CS-TEST-1"  # the harness's station id
-
 
 
 @pytest.mark.parametrize("version", [V16, V201], ids=["v16", "v201"])
@@ -64,10 +64,6 @@ async def test_b04_short_outage_resends_only_changed_statuses_long_outage_all(
         assert len(long.of("StatusNotification")) == everyone
 
 
-def _is_end_message(call: Call) -> bool:
-    return call.action == "StopTransaction" or call.payload.get("eventType") == "Ended"
-
-
 def _connector_1_status(call: Call) -> str | None:
     payload = call.payload
     if call.action != "StatusNotification" or payload.get("connectorId") != 1:
@@ -82,7 +78,7 @@ async def test_b04_a_status_the_drop_kept_off_the_wire_is_sent_after_a_short_out
     """The Available after a transaction's end waits behind its end message, which this CSMS never
     answers; the connection drops meanwhile. The status never went out, so after a short outage it is
     sent (only what went out counts as told), behind the end message sent again."""
-    first = CsmsPeer(version, answer_delay=lambda call: 1000.0 if _is_end_message(call) else 0.0)
+    first = CsmsPeer(version, answer_delay=lambda call: 1000.0 if is_end_message(call) else 0.0)
     async with open_session_context(tmp_path, version, run_evses=True) as ctx:
         await ctx.device_model.set(OFFLINE_THRESHOLD, "600")
         async with trio.open_nursery() as nursery:
@@ -92,20 +88,18 @@ async def test_b04_a_status_the_drop_kept_off_the_wire_is_sent_after_a_short_out
                 await start_transaction(ctx, 1)
                 await ctx.outbox.wait_empty()
                 board(ctx, 1).unplug()
-                end_action = "StopTransaction" if version is V16 else "TransactionEvent"
-                while not any(_is_end_message(s.call) for s in first.seen):
-                    await first.wait_for(end_action, len(first.of(end_action)) + 1)
+                await first.wait_for_end()
                 await trio.sleep(5)
             second = CsmsPeer(version)
             async with serving(second, MemoryConnection(version, 2), ctx):
                 while "Available" not in [_connector_1_status(s.call) for s in second.seen]:
                     await second.wait_for("StatusNotification", len(second.of("StatusNotification")) + 1)
             nursery.cancel_scope.cancel()
-    end = next(i for i, s in enumerate(first.seen) if _is_end_message(s.call))
+    end = next(i for i, s in enumerate(first.seen) if is_end_message(s.call))
     assert "Available" not in [_connector_1_status(s.call) for s in first.seen[end:]]
     order = [s.call for s in second.seen]
     available = next(i for i, c in enumerate(order) if _connector_1_status(c) == "Available")
-    assert any(_is_end_message(c) for c in order[:available]), [c.action for c in order]
+    assert any(is_end_message(c) for c in order[:available]), [c.action for c in order]
 
 
 @pytest.mark.parametrize("version", [V16, V201], ids=["v16", "v201"])

@@ -35,7 +35,6 @@ V16, V201 = OcppVersion.V16, OcppVersion.V201
 STATION = "CS-TEST-1"  # the harness's station id
 
 
-
 def _event(seq_no: int) -> dict[str, object]:
     return {
         "eventType": "Updated",
@@ -381,9 +380,7 @@ def _silent_link_case(version: OcppVersion) -> tuple[str, dict[str, object], Lin
     return action, payload, settings
 
 
-async def _online_and_quiet(
-    ctx: SessionContext, settings: LinkSettings, nursery: trio.Nursery
-) -> TestCsms:
+async def _online_and_quiet(ctx: SessionContext, settings: LinkSettings, nursery: trio.Nursery) -> TestCsms:
     """The test CSMS (real websocket, served in memory), the link to it, and the station online with
     its StatusNotifications answered: nothing of ours in flight."""
     csms: TestCsms = await nursery.start(serve_test_csms)

@@ -27,7 +27,6 @@ from evstation.runtime.session import SessionContext
 V16, V201 = OcppVersion.V16, OcppVersion.V201
 
 
-
 @asynccontextmanager
 async def running(
     tmp_path: Path, version: OcppVersion, csms: CsmsPeer, conn: MemoryConnection

@@ -34,7 +34,6 @@ V16, V201 = OcppVersion.V16, OcppVersion.V201
 POLL_S = 1.0  # sim meter poll interval
 
 
-
 @asynccontextmanager
 async def station_run(tmp_path: Path, version: OcppVersion, meter: SimMeter) -> AsyncIterator[SessionContext]:
     """One run of the station over the same SQLite file: EVSE 1 metered by `meter`.

@@ -21,6 +21,7 @@ from runtime_session_harness import (
     Fail,
     MemoryConnection,
     call,
+    is_end_message,
     online,
     open_session_context,
     serve_until_link_down,
@@ -33,7 +34,6 @@ from test_runtime_storage_fails import make_read_only, storage_of, writable_agai
 
 from evstation.protocol.authorization import AuthStatus, TokenInfo
 from evstation.protocol.reservation import Reservation
-from evstation.protocol.rpc import Call
 from evstation.protocol.security_events import SecurityEvent, decode_pending
 from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks import transactions as transactions_module
@@ -127,12 +127,6 @@ async def test_clear_cache_that_cannot_be_stored_is_rejected(
         assert await call(csms, conn, "ClearCache", {}) == {"status": "Rejected"}
 
 
-def _is_end(message: Call) -> bool:
-    return message.action == "StopTransaction" or (
-        message.action == "TransactionEvent" and message.payload["eventType"] == "Ended"
-    )
-
-
 @BOTH
 async def test_token_info_of_an_answer_recorded_after_a_clear_cache_sent_behind_it_is_not_cached(
     clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
@@ -143,7 +137,7 @@ async def test_token_info_of_an_answer_recorded_after_a_clear_cache_sent_behind_
     runs again, after the clearing: the token info, older than the ClearCache, stays out of the cache.
     This holds only if the sender marks the answer as it arrives, not when it records it."""
     csms = CsmsPeer(version)
-    csms.answer_delay = lambda message: 5.0 if _is_end(message) else 0.0
+    csms.answer_delay = lambda message: 5.0 if is_end_message(message) else 0.0
     info = {"idTagInfo" if version is V16 else "idTokenInfo": {"status": "Accepted"}}
     async with online(tmp_path, version, csms) as (ctx, conn):
 
@@ -156,10 +150,7 @@ async def test_token_info_of_an_answer_recorded_after_a_clear_cache_sent_behind_
         action = "StopTransaction" if version is V16 else "TransactionEvent"
         csms.then(action, *[info] * 10)
         assert await ctx.evses.present_token("TOKEN1", "ISO14443", evse_id=1) == 1  # the local stop
-        count = len(csms.of(action))
-        while not any(_is_end(s.call) for s in csms.seen):
-            count += 1
-            await csms.wait_for(action, count)
+        await csms.wait_for_end()
         await make_read_only(storage_of(ctx))  # before the answer arrives
         await trio.sleep(30)
         # Learnt from the answer, then the record's write refused: the sender waits for writes.

@@ -82,7 +82,6 @@ START, STOP = (
 )
 
 
-
 @dataclass
 class Rig:
     ctx: SessionContext
