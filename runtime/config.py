@@ -162,6 +162,9 @@ class CsmsEndpoint(_Model):
     @classmethod
     def _check_url(cls, value: str) -> str:
         parts = urlsplit(value)
+        if parts.username is not None or parts.password is not None:
+            # URLs are logged (and the link refuses them): never echo the value, it holds a secret.
+            raise _problem("must not carry user:password@ (give the password as password or password_file)")
         if parts.scheme not in ("ws", "wss") or not parts.hostname:
             raise _problem(f"must be a ws:// or wss:// URL with a host (got {value!r})")
         return value

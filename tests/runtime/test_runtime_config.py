@@ -399,6 +399,20 @@ def test_secrets_never_appear_in_repr_str_or_errors(tmp_path: Path) -> None:
     assert problems == ["csms.endpoints[0].password: must be a string"]
 
 
+def test_a_url_carrying_credentials_is_refused_without_echoing_them(tmp_path: Path) -> None:
+    # docs/link.md: URLs are logged, so the password goes in `password`, never in the URL. The link
+    # refuses such a URL too; check-config must say so, not pass a file that `run` cannot start with.
+    text = with_endpoint('url = "ws://cp:Sup3r-Secret-Passw0rd@x.example/ocpp"\nsecurity_profile = 0')
+    problems = problems_of(write(tmp_path, text))
+    assert problems == [
+        "csms.endpoints[0].url: must not carry user:password@ "
+        "(give the password as password or password_file)"
+    ]
+    assert "Sup3r" not in problems[0]
+    http = with_endpoint('url = "http://cp:Sup3r-Secret-Passw0rd@x.example/ocpp"\nsecurity_profile = 0')
+    assert "Sup3r" not in problems_of(write(tmp_path, http, "http.toml"))[0]
+
+
 def test_config_is_immutable(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, MINIMAL))
     assert isinstance(config, StationConfig)

@@ -277,11 +277,15 @@ def test_a_folder_this_user_cannot_write_is_refused_by_name(folder: Path) -> Non
 
 
 async def network_op_reply(config: StationConfig) -> dict[str, Any]:
+    return await control_reply(config, b'{"id": 1, "op": "network", "up": false}\n')
+
+
+async def control_reply(config: StationConfig, request: bytes) -> dict[str, Any]:
     with trio.fail_after(IO_TIMEOUT_S):
         async with open_station(config):
             stream = await trio.open_unix_socket(str(config.control_socket_path))
             async with stream:
-                await stream.send_all(b'{"id": 1, "op": "network", "up": false}\n')
+                await stream.send_all(request)
                 data = b""
                 while not data.endswith(b"\n"):
                     data += await stream.receive_some(4096)
@@ -294,3 +298,18 @@ async def test_station_answers_the_network_op_only_when_configured(folder: Path)
     assert off == {"id": 1, "ok": False, "error": NETWORK_OP_OFF}
     on = await network_op_reply(sim_config(folder / "on", allow_network_op=True))
     assert on == {"id": 1, "ok": True, "result": {"up": False}}
+
+
+async def test_the_status_op_of_a_real_station_has_the_documented_keys(folder: Path) -> None:
+    # docs/control-api.md: the `status` example and the values of `link` and `boot`.
+    reply = await control_reply(sim_config(folder), b'{"id": 1, "op": "status"}\n')
+    result = reply["result"]
+    station_keys = {"ocpp_version", "station_id", "link", "network_up", "boot", "outbox_depth"}
+    assert set(result) == {*station_keys, "evses"}
+    assert result["link"] in {"Offline", "Connecting", "Connected", "BackingOff", "NetworkDown"}
+    assert result["boot"] in {"NotSent", "Awaiting", "Pending", "Rejected", "Accepted"}
+    assert result["network_up"] is True
+    assert set(result["evses"][0]) == {
+        "id", "connectors", "phase", "transaction_id", "offered_current_a", "power_w", "energy_wh",
+        "active_faults", "cable_max_current_a",
+    }  # fmt: skip
