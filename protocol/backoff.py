@@ -42,9 +42,10 @@ class BackoffSettings:
 
 
 # Our choice for both versions (the spec gives no defaults): a fleet spreads its reconnects over
-# 10 s of jitter, and a station never waits longer than 3 * 2**4 + 10 = 58 s between dials.
+# 10 s of jitter, and a station never waits longer than 3 * 2**5 + 10 = 106 s between dials. The same
+# values are station.toml's [csms] defaults and the device model's (a test checks that they agree).
 DEFAULT_BACKOFF = BackoffSettings(
-    wait_minimum_s=3.0, random_range_s=10.0, repeat_times=4, attempts_per_endpoint=3
+    wait_minimum_s=3.0, random_range_s=10.0, repeat_times=5, attempts_per_endpoint=3
 )
 
 

@@ -7,6 +7,8 @@ import random
 import pytest
 
 from evstation.protocol.backoff import DEFAULT_BACKOFF, BackoffSettings, Dial, ReconnectPlan
+from evstation.protocol.device_model.standard import STATION_ROWS
+from evstation.runtime.config import CsmsConfig
 
 
 def _jitter(count: int, width: float) -> list[float]:
@@ -119,3 +121,24 @@ def test_bad_settings_are_refused(kwargs: dict[str, float]) -> None:
 def test_no_endpoints_is_refused() -> None:
     with pytest.raises(ValueError):
         ReconnectPlan(DEFAULT_BACKOFF, 0, random.Random(0))
+
+
+def test_one_set_of_back_off_defaults_in_code_config_and_device_model() -> None:
+    # docs/link.md: DEFAULT_BACKOFF, station.toml's [csms] defaults and the device model's OCPPCommCtrlr
+    # defaults are one choice; a bare run_link caller must not back off differently from a station.
+    csms = CsmsConfig.model_fields
+    from_config = BackoffSettings(
+        wait_minimum_s=float(csms["retry_backoff_wait_minimum_s"].default),
+        random_range_s=float(csms["retry_backoff_random_range_s"].default),
+        repeat_times=csms["retry_backoff_repeat_times"].default,
+        attempts_per_endpoint=csms["connection_attempts_per_endpoint"].default,
+    )
+    rows = {row.variable: row.default for row in STATION_ROWS if row.component == "OCPPCommCtrlr"}
+    from_device_model = BackoffSettings(
+        wait_minimum_s=float(rows["RetryBackOffWaitMinimum"] or "nan"),
+        random_range_s=float(rows["RetryBackOffRandomRange"] or "nan"),
+        repeat_times=int(rows["RetryBackOffRepeatTimes"] or "-1"),
+        attempts_per_endpoint=DEFAULT_BACKOFF.attempts_per_endpoint,
+    )
+    assert from_config == DEFAULT_BACKOFF
+    assert from_device_model == DEFAULT_BACKOFF
