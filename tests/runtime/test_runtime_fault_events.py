@@ -239,8 +239,13 @@ async def test_n07_an_answered_event_is_not_sent_again_after_a_restart(
         async with serving(again, MemoryConnection(V201), ctx):
             await again.wait_for("StatusNotification", statuses_at_boot(V201))
             await trio.sleep(60)
+        # The queue is empty, yet the next event does not reuse an id: the counter is stored too.
+        board(ctx, 2).inject_fault(FaultCode.EVSE_CONTACTOR_FAULT, "welded")
+        await wait_pending(ctx, 1)
+        [later] = blocks(ctx).pending
     assert [d["component"]["name"] for d in event_data(csms)] == ["PowerContactor", "PowerContactor"]
     assert again.of("NotifyEvent") == []
+    assert later.event_id > max(d["eventId"] for d in event_data(csms))
 
 
 async def test_n07_a_fault_still_active_at_a_restart_is_reported_again(
