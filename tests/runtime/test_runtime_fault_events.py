@@ -213,6 +213,7 @@ async def test_n07_an_unanswered_event_survives_a_restart_and_ids_are_never_reus
         async with serving(csms, MemoryConnection(V201), ctx):
             await wait_event_data(csms, 2)
             await blocks(ctx).wait_sent()
+    assert len(csms.of("NotifyEvent")) == 1  # the backlog goes in one message
     first, second = event_data(csms)
     assert (first["eventId"], first["techCode"], first["timestamp"]) == (
         before.event_id,
