@@ -23,6 +23,7 @@ from runtime_session_harness import (
     serving,
     statuses_at_boot,
 )
+from test_runtime_storage_fails import make_read_only, storage_of, writable_again
 
 from evstation.drivers.api import FaultCode
 from evstation.drivers.sim.meter import SimMeter
@@ -296,6 +297,23 @@ async def test_16_station_sends_no_notify_event(clock: trio.testing.MockClock, t
         ):
             await csms.wait_for("StatusNotification", len(csms.of("StatusNotification")) + 1)
     assert "NotifyEvent" not in csms.actions()
+
+
+async def test_n07_an_event_while_the_database_refuses_writes_is_kept_and_stored_once_it_takes_them(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A read-only database does not end the block: the event waits in memory and reaches the disk at
+    the first write that commits again."""
+    async with with_fault_events(tmp_path) as ctx:
+        storage = storage_of(ctx)
+        await make_read_only(storage)
+        board(ctx, 1).inject_fault(FaultCode.OVER_CURRENT, "40 A")
+        await wait_pending(ctx, 1)
+        assert await stored(ctx) == []
+        await writable_again(storage)
+        await storage.set_setting("someone.else", "writes")  # any write that commits
+        await trio.sleep(1)
+        assert [e.tech_code for e in await stored(ctx)] == ["CX004"]
 
 
 # --- pure parts ----------------------------------------------------------------------------------
