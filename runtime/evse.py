@@ -11,7 +11,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NoReturn, final
 
 import trio
@@ -166,6 +166,8 @@ class FaultChanged:
     evse_id: int
     fault: FaultCode
     active: bool
+    # What the driver said (a raise only), for 2.0.1 NotifyEvent techInfo; not part of the fault's identity.
+    detail: str = field(default="", compare=False)
 
 
 @record
@@ -512,7 +514,7 @@ class Evse:
         fault (MeterCommunicationFault, status Faulted) until the meter reads again."""
         async with self._lock:
             self._unmetered = True
-            self._set_fault(FaultCode.METER_COMMUNICATION, True)
+            self._set_fault(FaultCode.METER_COMMUNICATION, True, "no meter reading at the start point")
             await self._handle(Input.STOP, StopReason.OTHER)
 
     async def set_transaction_recorded(self, recorded: bool) -> None:
@@ -711,7 +713,7 @@ class Evse:
                         self._unmetered = False
                         self._set_fault(FaultCode.METER_COMMUNICATION, False)
                 elif isinstance(event, MeterFault):
-                    self._set_fault(event.code, True)
+                    self._set_fault(event.code, True, event.detail)
                 else:
                     for code in _METER_FAULTS & self._faults:
                         self._set_fault(code, False)
@@ -809,7 +811,7 @@ class Evse:
                 await self._handle(Input.EV_PAUSED if self._pilot is PilotState.B else Input.POWER_OFF)
             return
         elif isinstance(event, FaultRaised):
-            self._set_fault(event.code, True)
+            self._set_fault(event.code, True, event.detail)
         elif isinstance(event, FaultCleared):
             self._set_fault(event.code, False)
         elif isinstance(event, BoardReset):
@@ -822,14 +824,14 @@ class Evse:
             self._events.publish(CableRatingChanged(self.id, event.max_current_a))
         await self._apply()
 
-    def _set_fault(self, code: FaultCode, active: bool) -> None:
+    def _set_fault(self, code: FaultCode, active: bool, detail: str = "") -> None:
         if active == (code in self._faults):
             return
         if active:
             self._faults.add(code)
         else:
             self._faults.discard(code)
-        self._events.publish(FaultChanged(self.id, code, active))
+        self._events.publish(FaultChanged(self.id, code, active, detail))
 
     async def _handle(self, inp: Input, reason: StopReason | None = None) -> None:
         self._phase, effects = step(self._phase, inp)
@@ -946,7 +948,7 @@ class Evse:
             await self.controller.set_lock(locked)
         except ControllerError as exc:
             log.warning("EVSE %d: lock move failed: %s", self.id, exc)
-            self._set_fault(FaultCode.CONNECTOR_LOCK_FAILURE, True)
+            self._set_fault(FaultCode.CONNECTOR_LOCK_FAILURE, True, exc.detail)
             return False
         return True
 

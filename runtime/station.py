@@ -370,6 +370,9 @@ async def open_station(
             await nursery.start(session.blocks.availability.run)
             # Stored reservations show Reserved before the first status goes out.
             await nursery.start(session.blocks.reservation.run)
+            if session.blocks.fault_events is not None:
+                # Before the EVSEs, so a fault they find as they start becomes an event.
+                await nursery.start(session.blocks.fault_events.run)
             await nursery.start(evses.run)
             await nursery.start(session.blocks.authorization.run)
             await nursery.start(session.blocks.transactions.run)

@@ -16,6 +16,7 @@ from evstation.protocol.versions import OcppVersion
 from evstation.runtime.blocks.authorization import Authorization
 from evstation.runtime.blocks.availability import Availability
 from evstation.runtime.blocks.data_transfer import DataTransfer
+from evstation.runtime.blocks.fault_events import FaultEvents
 from evstation.runtime.blocks.provisioning import Provisioning
 from evstation.runtime.blocks.remote_control import RemoteControl
 from evstation.runtime.blocks.reservation import Reservations
@@ -92,6 +93,8 @@ class StationBlocks:
     trigger: Trigger
     reset: Reset
     security: Security
+    # 2.0.1 only (NotifyEvent); a 1.6 station reports faults in StatusNotification.
+    fault_events: FaultEvents | None
 
     def serving(self) -> tuple[object, ...]:
         """Every block that may answer CSMS calls, for the registry."""
@@ -205,4 +208,14 @@ def build_blocks(
             security=security,
         ),
         security=security,
+        fault_events=FaultEvents(
+            version=version,
+            storage=storage,
+            clock=clock,
+            uplink=uplink,
+            device_model=device_model,
+            evses=evses,
+        )
+        if version is OcppVersion.V201
+        else None,
     )

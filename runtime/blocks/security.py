@@ -14,7 +14,8 @@ Events this station detects (names and criticality in protocol.security_events):
   InvalidTLSVersion, InvalidTLSCipherSuite: told by the link (runtime/link.py) when a dial fails; one
   of each kind per outage, so a station dialling a misconfigured CSMS for days queues one, not thousands.
 
-Delivery: every event is appended to a small queue persisted in the settings table (key
+Delivery (runtime/pending_queue.py, shared with the fault-event block): every event is appended to a small
+queue persisted in the settings table (key
 `security.pending_events`) before anything else happens, so neither an outage nor a restart loses it;
 a task sends the queue head first while online and drops an entry only when the CSMS answered it, or
 after the transaction-message retry policy gave up on it (logged). Not the transaction outbox: a
@@ -40,17 +41,16 @@ from evstation.protocol.security_events import (
     trim,
 )
 from evstation.protocol.versions import OcppVersion
-from evstation.runtime.calls import CallFailed, InvalidRequest
+from evstation.runtime.calls import CallManager
 from evstation.runtime.clock import WallClock
 from evstation.runtime.device_model import (
     BASIC_AUTH_PASSWORD,
     SECURITY_PROFILE,
     TIME_ADJUSTMENT_REPORTING_THRESHOLD,
     DeviceModel,
-    transaction_retry_policy,
 )
-from evstation.runtime.link import LinkDown
-from evstation.runtime.storage import Storage, StorageWriteError
+from evstation.runtime.pending_queue import PendingQueue
+from evstation.runtime.storage import Storage
 from evstation.runtime.tls import SecurityFailure
 from evstation.runtime.uplink import Uplink
 
@@ -89,16 +89,18 @@ class Security:
         self._clock = clock
         self._uplink = uplink
         self._dm = device_model
-        self._pending: list[PendingEvent] = []
-        self._added = trio.Event()
-        self._emptied = trio.Event()
+        self._queue = PendingQueue[PendingEvent](
+            name="security events",
+            storage=storage,
+            key=PENDING_EVENTS_KEY,
+            encode=encode_pending,
+            decode=decode_pending,
+            trim=trim,
+        )
         self._reports, self._report_queue = trio.open_memory_channel[tuple[SecurityEvent, str | None, str]](
             _REPORT_BUFFER
         )
-        self._lock = trio.Lock()  # one writer of the stored queue at a time
-        self._save_refused = trio.Event()  # the stored queue is behind `_pending` (`_save_when_writable`)
         self._link_reported: set[SecurityEvent] = set()  # link events queued in the current outage
-        self._running = False  # `run` started: someone sends the queue
 
     # --- reporting ---------------------------------------------------------------------------------
 
@@ -133,28 +135,26 @@ class Security:
     @property
     def pending(self) -> list[PendingEvent]:
         """The events not yet acknowledged, oldest first (a copy)."""
-        return list(self._pending)
+        return self._queue.entries
 
     async def wait_sent(self) -> None:
         """Until the queue is empty (the reset block's flush before a restart); at once when the
         block's task does not run (nobody would empty it)."""
-        while self._pending and self._running:
-            emptied = self._emptied
-            await emptied.wait()
+        await self._queue.wait_empty()
 
     # --- the block's task --------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         """Load the stored queue, then store reported events, follow the security profile, and send."""
-        self._pending = decode_pending(await self._storage.get_setting(PENDING_EVENTS_KEY))
+        await self._queue.load()
         boot_reason = (await self._storage.boot_state()).next_boot_reason or "PowerUp"
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._store_reports)
             await nursery.start(self._follow_security_profile)
             nursery.start_soon(self._startup, boot_reason)
             nursery.start_soon(self._send)
-            nursery.start_soon(self._save_when_writable)
-            self._running = True
+            nursery.start_soon(self._queue.run_saver)
+            self._queue.delivering = True
             task_status.started()
         raise AssertionError("the security block's tasks never return")
 
@@ -195,71 +195,20 @@ class Security:
             f": {tech_info}" if tech_info else "",
         )
         entry = PendingEvent(event_type(self.version, event), at, tech_info, critical)
-        async with self._lock:
-            kept, dropped = trim([*self._pending, entry])
-            for lost in dropped:
-                log.error("security event %s of %s dropped: queue full", lost.type, lost.timestamp)
-            self._pending = kept
-            await self._save()
-        self._added.set()
-        self._added = trio.Event()
-
-    async def _remove_head(self, head: PendingEvent) -> None:
-        async with self._lock:
-            if self._pending and self._pending[0] is head:
-                self._pending = self._pending[1:]
-                await self._save()
-        if not self._pending:
-            self._emptied.set()
-            self._emptied = trio.Event()
-
-    async def _save(self) -> None:
-        """Store the queue as it is in memory (hold `_lock`). A refused write leaves it to
-        `_save_when_writable`: the event is sent from memory meanwhile, and a removal not stored only
-        means the CSMS may get that event again after a restart."""
-        try:
-            await self._storage.set_setting(PENDING_EVENTS_KEY, encode_pending(self._pending))
-        except StorageWriteError:
-            log.warning("security events queued in memory only until the database takes writes again")
-            self._save_refused.set()
-
-    async def _save_when_writable(self) -> NoReturn:
-        while True:
-            await self._save_refused.wait()
-            self._save_refused = trio.Event()
-            await self._storage.until_written(self._save_now)
-
-    async def _save_now(self) -> None:
-        async with self._lock:
-            await self._storage.set_setting(PENDING_EVENTS_KEY, encode_pending(self._pending))
+        for lost in await self._queue.append(entry):
+            log.error("security event %s of %s dropped: queue full", lost.type, lost.timestamp)
 
     async def _send(self) -> NoReturn:
-        attempts = 0
-        while True:
-            calls = await self._uplink.wait_online()
+        await self._queue.deliver(
+            uplink=self._uplink,
+            device_model=self._dm,
+            send=self._notify,
+            describe=lambda head: f"SecurityEventNotification {head[0].type} of {head[0].timestamp}",
             # A connection the CSMS accepted ends the outage: the next link failure is news again. (The
-            # set only fills through a report, which wakes this loop, so it is cleared in time.)
-            self._link_reported.clear()
-            if not self._pending:
-                # A report wakes us; while offline we then wait above for the next connection.
-                await self._added.wait()
-                continue
-            head = self._pending[0]
-            try:
-                await calls.call("SecurityEventNotification", head.payload())
-            except LinkDown:
-                await self._uplink.wait_offline()  # sent again on the next connection
-                continue
-            except CallFailed as exc:
-                attempts += 1
-                policy = transaction_retry_policy(self._dm)
-                delay = None if isinstance(exc, InvalidRequest) else policy.delay_after(attempts)
-                if delay is not None:
-                    log.warning(
-                        "SecurityEventNotification %s failed (%s); retry in %g s", head.type, exc, delay
-                    )
-                    await trio.sleep(delay)
-                    continue
-                log.error("giving up SecurityEventNotification %s of %s: %s", head.type, head.timestamp, exc)
-            attempts = 0
-            await self._remove_head(head)
+            # set only fills through a report, which wakes the queue's loop, so it is cleared in time.)
+            on_online=self._link_reported.clear,
+        )
+
+    @staticmethod
+    async def _notify(calls: CallManager, head: list[PendingEvent]) -> None:
+        await calls.call("SecurityEventNotification", head[0].payload())

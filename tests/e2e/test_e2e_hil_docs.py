@@ -38,3 +38,18 @@ def test_hardware_page_links_exist() -> None:
     for target in ("boards.md", "meters.md", "configuration.md", "../hil/README.md"):
         assert f"]({target}" in text
         assert (PAGE.parent / target).exists(), target
+
+
+def test_hardware_page_lists_the_notify_event_component_of_every_fault_code() -> None:
+    """The 2.0.1 NotifyEvent table is runtime/blocks/fault_events.py's FAULT_COMPONENTS."""
+    from evstation.runtime.blocks.fault_events import FAULT_COMPONENTS
+
+    text = PAGE.read_text(encoding="utf-8")
+    section = text.split("### OCPP 2.0.1: NotifyEvent", 1)[1].split("\n## ", 1)[0]
+    listed: dict[str, str] = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| `") and len(cells) == 3:
+            for name in cells[0].split(","):
+                listed[name.strip().strip("`")] = cells[1].split(" (", 1)[0]
+    assert listed == {code.name: component for code, (component, _) in FAULT_COMPONENTS.items()}

@@ -196,6 +196,10 @@ class Peer201(Recording, ChargePoint201):
     def on_security_event(self, **_: Any) -> result201.SecurityEventNotification:
         return result201.SecurityEventNotification()
 
+    @on(Action201.notify_event)
+    def on_notify_event(self, **_: Any) -> result201.NotifyEvent:
+        return result201.NotifyEvent()
+
     @on(Action201.data_transfer)
     def on_data_transfer(self, vendor_id: str, data: Any = None, **_: Any) -> result201.DataTransfer:
         if vendor_id != PEER_VENDOR_ID:

@@ -113,6 +113,7 @@ def default_replies(version: OcppVersion) -> dict[str, dict[str, Any]]:
         "NotifyReport": {},
         "ReservationStatusUpdate": {},
         "SecurityEventNotification": {},
+        "NotifyEvent": {},
     }
 
 

@@ -1,0 +1,261 @@
+"""Hardware faults as OCPP 2.0.1 NotifyEvent (N07-style HardWiredNotification on the failed component's
+`Problem` variable), kept durably until the CSMS answered. Built for 2.0.1 only: a 1.6 station reports
+faults in StatusNotification's errorCode / vendorErrorCode (runtime/evse.py) and has no NotifyEvent.
+
+Every `FaultChanged` an EVSE publishes becomes one EventData (raised: actualValue "true"; cleared:
+"false" and `cleared`), techCode the ChargeX MREC code (else the fault's name), stamped with the station
+clock and a station-unique eventId. Delivery is the security events' queue (runtime/pending_queue.py):
+stored before anything else, sent head first once the boot is accepted, several per NotifyEvent,
+removed only when answered or given up by the retry policy. A fault active when the station starts is
+reported again after the boot (the station cannot know whether it cleared while it was down).
+
+The block also keeps the device model's `EVSE.Problem` / `ChargingStation.Problem` true while a fault
+is active there, so GetVariables and GetReport (criterion Problem) agree with the events. It never
+changes what an EVSE does about a fault: that is runtime/evse.py.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Sequence
+from typing import Final, NoReturn
+
+import trio
+
+from evstation.drivers.api import FaultCode, mrec_code
+from evstation.protocol.device_model import ComponentKey, VariableKey
+from evstation.protocol.fault_events import (
+    PROBLEM,
+    FaultEvent,
+    decode_pending,
+    encode_pending,
+    notify_event,
+    trim,
+)
+from evstation.protocol.versions import OcppVersion
+from evstation.runtime.calls import CallManager
+from evstation.runtime.clock import WallClock
+from evstation.runtime.device_model import DeviceModel
+from evstation.runtime.events import Dropped
+from evstation.runtime.evse import EvseEvent, Evses, FaultChanged
+from evstation.runtime.pending_queue import PendingQueue
+from evstation.runtime.storage import Storage
+from evstation.runtime.uplink import Uplink
+
+__all__ = ["FAULT_COMPONENTS", "PENDING_FAULTS_KEY", "FaultEvents", "Tier"]
+
+log = logging.getLogger(__name__)
+
+# storage `settings` key: the events not yet acknowledged and the next eventId (JSON).
+PENDING_FAULTS_KEY: Final = "fault_events.pending"
+# EventData per NotifyEvent: a backlog after an outage goes out in a few messages, not a hundred.
+_BATCH: Final = 20
+
+
+class Tier(enum.Enum):
+    """Where the component sits: the station, the EVSE that reported the fault, or its connector."""
+
+    STATION = "station"
+    EVSE = "evse"
+    CONNECTOR = "connector"
+
+
+# The 2.0.1 standardized component (part 2 appendix, "Standardized Components") whose Problem a fault
+# is; docs/hardware.md renders this table.
+FAULT_COMPONENTS: Final[dict[FaultCode, tuple[str, Tier]]] = {
+    FaultCode.CONNECTOR_LOCK_FAILURE: ("ConnectorPlugRetentionLock", Tier.CONNECTOR),
+    FaultCode.GROUND_FAILURE: ("RCD", Tier.EVSE),
+    FaultCode.RCD_SELFTEST_FAILED: ("RCD", Tier.EVSE),
+    FaultCode.OVER_CURRENT: ("OverCurrentProtection", Tier.EVSE),
+    FaultCode.OVER_VOLTAGE: ("ElectricalFeed", Tier.EVSE),
+    FaultCode.UNDER_VOLTAGE: ("ElectricalFeed", Tier.EVSE),
+    FaultCode.POWER_LOSS: ("ElectricalFeed", Tier.EVSE),
+    FaultCode.EMERGENCY_STOP: ("EmergencyStopSensor", Tier.EVSE),
+    FaultCode.EVSE_CONTACTOR_FAULT: ("PowerContactor", Tier.EVSE),
+    # The EVSE's billing meter: FiscalMetering ("Problem: metering fault, e.g. read error").
+    FaultCode.METER_COMMUNICATION: ("FiscalMetering", Tier.EVSE),
+    FaultCode.METER_ENERGY_BACKWARDS: ("FiscalMetering", Tier.EVSE),
+    FaultCode.READER_FAILURE: ("TokenReader", Tier.EVSE),
+    # The EVSE's charge-controller board.
+    FaultCode.BOARD_COMMUNICATION: ("Controller", Tier.EVSE),
+    # The database is the station's, and every EVSE reports it: one event for the station.
+    FaultCode.STORAGE_FAILURE: ("ChargingStation", Tier.STATION),
+    # TemperatureSensor's Problem is a faulty sensor, not a hot enclosure: the EVSE has the problem.
+    FaultCode.HIGH_TEMPERATURE: ("EVSE", Tier.EVSE),
+    FaultCode.PILOT_FAULT: ("EVSE", Tier.EVSE),
+    FaultCode.PROXIMITY_FAULT: ("EVSE", Tier.EVSE),
+    FaultCode.DIODE_FAULT: ("EVSE", Tier.EVSE),
+    FaultCode.VENTILATION_NOT_AVAILABLE: ("EVSE", Tier.EVSE),
+}
+
+# (component, evse id, connector id, fault): one reported condition.
+_Condition = tuple[str, int | None, int | None, FaultCode]
+
+
+class FaultEvents:
+    """The fault-event block. Start `run` with `nursery.start` before the EVSEs run, so that a fault they
+    find at start-up is seen (a later start still reports it: `run` reads the faults already active)."""
+
+    def __init__(
+        self,
+        *,
+        version: OcppVersion,
+        storage: Storage,
+        clock: WallClock,
+        uplink: Uplink,
+        device_model: DeviceModel,
+        evses: Evses,
+    ) -> None:
+        if version is not OcppVersion.V201:
+            raise ValueError("NotifyEvent is OCPP 2.0.1; a 1.6 station reports faults in StatusNotification")
+        self._clock = clock
+        self._uplink = uplink
+        self._dm = device_model
+        self._evses = evses
+        self._next_event_id = 0
+        self._queue = PendingQueue[FaultEvent](
+            name="fault events",
+            storage=storage,
+            key=PENDING_FAULTS_KEY,
+            encode=lambda pending: encode_pending(pending, self._next_event_id),
+            decode=self._decode,
+            trim=trim,
+        )
+        # Which EVSEs hold each reported condition: a station-tier one is raised by the first EVSE
+        # and cleared by the last.
+        self._holders: dict[_Condition, set[int]] = {}
+        self._active: dict[int, set[FaultCode]] = {}  # per EVSE, as this block last saw it
+
+    @property
+    def pending(self) -> list[FaultEvent]:
+        """The events not yet acknowledged, oldest first (a copy)."""
+        return self._queue.entries
+
+    async def wait_sent(self) -> None:
+        """Until every queued event was answered (or given up)."""
+        await self._queue.wait_empty()
+
+    def _decode(self, text: str | None) -> list[FaultEvent]:
+        pending, self._next_event_id = decode_pending(text)
+        return pending
+
+    # --- the block's task --------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
+        """Load the stored queue, follow the EVSEs' faults, and send."""
+        await self._queue.load()
+        with self._evses.subscribe() as events:
+            await self._reconcile()  # faults already active (EVSEs started before this block)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._follow, events)
+                nursery.start_soon(self._queue.run_saver)
+                nursery.start_soon(self._send)
+                self._queue.delivering = True
+                task_status.started()
+        raise AssertionError("the fault-event block's tasks never return")
+
+    async def _follow(self, events: trio.MemoryReceiveChannel[EvseEvent | Dropped]) -> None:
+        async for event in events:
+            if isinstance(event, FaultChanged):
+                await self._change(event.evse_id, event.fault, event.active, event.detail)
+            elif isinstance(event, Dropped):
+                # Changes were lost to a full buffer: the EVSEs' present faults are the truth.
+                log.warning("fault events: %d EVSE events missed; re-reading active faults", event.count)
+                await self._reconcile()
+
+    async def _reconcile(self) -> None:
+        for evse in self._evses:
+            now = evse.active_faults()
+            seen = self._active.get(evse.id, set())
+            for code in sorted(seen - now, key=lambda c: c.value):
+                await self._change(evse.id, code, False, "")
+            for code in sorted(now - seen, key=lambda c: c.value):
+                await self._change(evse.id, code, True, "")
+
+    async def _change(self, evse_id: int, code: FaultCode, active: bool, detail: str) -> None:
+        seen = self._active.setdefault(evse_id, set())
+        if active == (code in seen):
+            return
+        if active:
+            seen.add(code)
+        else:
+            seen.discard(code)
+        at = self._clock.iso()
+        condition = self._condition(evse_id, code)
+        holders = self._holders.setdefault(condition, set())
+        was_held = bool(holders)
+        if active:
+            holders.add(evse_id)
+        else:
+            holders.discard(evse_id)
+        await self._follow_problem(evse_id)
+        if was_held == bool(holders):
+            return  # a station-tier condition another EVSE still holds (or already held)
+        component, event_evse, connector, _ = condition
+        tech_code = mrec_code(code) or code.value
+        event = FaultEvent(
+            event_id=self._next_event_id,
+            timestamp=at,
+            component=component,
+            evse_id=event_evse,
+            connector_id=connector,
+            active=active,
+            tech_code=tech_code,
+            tech_info=f"{code.value}: {detail}" if detail else code.value,
+        )
+        self._next_event_id += 1  # stored with the queue by `append`, in the same write
+        log.warning(
+            "fault %s %s on %s%s (%s)",
+            code.value,
+            "raised" if active else "cleared",
+            component,
+            f" of EVSE {event_evse}" if event_evse is not None else "",
+            tech_code,
+        )
+        for lost in await self._queue.append(event):
+            log.error(
+                "fault event %d (%s) of %s dropped: queue full", lost.event_id, lost.tech_code, lost.timestamp
+            )
+
+    def _condition(self, evse_id: int, code: FaultCode) -> _Condition:
+        component, tier = FAULT_COMPONENTS[code]
+        if tier is Tier.STATION:
+            return (component, None, None, code)
+        connectors = self._evses[evse_id].connector_ids
+        # The EVSE knows no connector per fault: a connector-tier fault names the connector only when
+        # the EVSE has one.
+        connector = connectors[0] if tier is Tier.CONNECTOR and len(connectors) == 1 else None
+        return (component, evse_id, connector, code)
+
+    async def _follow_problem(self, evse_id: int) -> None:
+        """EVSE.Problem / ChargingStation.Problem: true while any fault is active there."""
+        evse_problem = bool(self._active.get(evse_id))
+        station_problem = any(self._active.values())
+        await self._dm.update(_problem(ComponentKey("EVSE", evse_id=evse_id)), _bool(evse_problem))
+        await self._dm.update(_problem(ComponentKey("ChargingStation")), _bool(station_problem))
+
+    async def _send(self) -> NoReturn:
+        await self._queue.deliver(
+            uplink=self._uplink,
+            device_model=self._dm,
+            send=self._notify,
+            batch=_BATCH,
+            describe=_describe,
+        )
+
+    async def _notify(self, calls: CallManager, events: list[FaultEvent]) -> None:
+        await calls.call("NotifyEvent", notify_event(events, self._clock.iso()))
+
+
+def _problem(component: ComponentKey) -> VariableKey:
+    return VariableKey(component, PROBLEM)
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _describe(events: Sequence[FaultEvent]) -> str:
+    ids = ", ".join(str(e.event_id) for e in events)
+    return f"NotifyEvent (eventId {ids})"

@@ -1,0 +1,352 @@
+"""Hardware faults as 2.0.1 NotifyEvent (N07-style HardWiredNotification, ChargeX MREC techCode): a fault
+raised and cleared on a real sim EVSE reaches the scripted CSMS (which validates every request against
+the generated 2.0.1 models) as EventData on the failed component's Problem variable; events are kept in
+the real SQLite file across outages and restarts until the CSMS answered; a 1.6 station sends none."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+import trio.testing
+from runtime_session_harness import (
+    CSMS_TIME,
+    CsmsPeer,
+    Fail,
+    MemoryConnection,
+    board,
+    online,
+    open_session_context,
+    serving,
+    statuses_at_boot,
+)
+from test_runtime_storage_fails import make_read_only, storage_of, writable_again
+
+from evstation.drivers.api import FaultCode
+from evstation.drivers.sim.meter import SimMeter
+from evstation.protocol.device_model import ComponentKey, VariableKey
+from evstation.protocol.fault_events import FaultEvent, decode_pending, encode_pending, notify_event, trim
+from evstation.protocol.versions import OcppVersion
+from evstation.runtime.blocks.fault_events import FAULT_COMPONENTS, PENDING_FAULTS_KEY, FaultEvents
+from evstation.runtime.session import SessionContext
+
+V16, V201 = OcppVersion.V16, OcppVersion.V201
+METER_POLL_S = 5  # the harness's sim meters
+
+
+def blocks(ctx: SessionContext) -> FaultEvents:
+    assert ctx.blocks.fault_events is not None
+    return ctx.blocks.fault_events
+
+
+def event_data(csms: CsmsPeer) -> list[dict[str, Any]]:
+    """Every EventData the CSMS received, in order."""
+    return [data for seen in csms.of("NotifyEvent") for data in _data(seen.call.payload)]
+
+
+def _data(payload: Any) -> list[dict[str, Any]]:
+    data: list[dict[str, Any]] = payload["eventData"]
+    return data
+
+
+async def wait_event_data(csms: CsmsPeer, count: int) -> list[dict[str, Any]]:
+    while len(event_data(csms)) < count:
+        await csms.wait_for("NotifyEvent", len(csms.of("NotifyEvent")) + 1)
+    return event_data(csms)
+
+
+async def wait_pending(ctx: SessionContext, count: int) -> None:
+    # Events are stored by the block's task (SQLite in a worker thread): poll in virtual time.
+    while len(blocks(ctx).pending) < count:  # noqa: ASYNC110
+        await trio.sleep(0.1)
+
+
+async def stored(ctx: SessionContext) -> list[FaultEvent]:
+    text = await ctx.blocks.transactions.services.storage.get_setting(PENDING_FAULTS_KEY)
+    return decode_pending(text)[0]
+
+
+def meter(ctx: SessionContext, evse_id: int) -> SimMeter:
+    power_meter = ctx.evses[evse_id].power_meter
+    assert isinstance(power_meter, SimMeter)
+    return power_meter
+
+
+@asynccontextmanager
+async def with_fault_events(tmp_path: Path) -> AsyncIterator[SessionContext]:
+    """A 2.0.1 session context on running sim EVSEs with the fault-event block running, not connected."""
+    async with open_session_context(tmp_path, V201, run_evses=True) as ctx, trio.open_nursery() as nursery:
+        await nursery.start(blocks(ctx).run)
+        yield ctx
+        nursery.cancel_scope.cancel()
+
+
+def problem(ctx: SessionContext, component: ComponentKey) -> str | None:
+    return ctx.device_model.get(VariableKey(component, "Problem"))
+
+
+# --- the events ----------------------------------------------------------------------------------
+
+
+async def test_n07_a_meter_fault_raised_and_cleared_online_is_two_event_data(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    csms = CsmsPeer(V201)
+    async with with_fault_events(tmp_path) as ctx:
+        conn = MemoryConnection(V201)
+        async with serving(csms, conn, ctx):
+            await csms.wait_for("StatusNotification", statuses_at_boot(V201))
+            meter(ctx, 1).set_failed("Modbus timeout")
+            [raised] = await wait_event_data(csms, 1)
+            assert problem(ctx, ComponentKey("EVSE", evse_id=1)) == "true"
+            assert problem(ctx, ComponentKey("ChargingStation")) == "true"
+            assert problem(ctx, ComponentKey("EVSE", evse_id=2)) == "false"
+            meter(ctx, 1).set_failed(None)
+            _, cleared = await wait_event_data(csms, 2)
+            await blocks(ctx).wait_sent()
+            assert problem(ctx, ComponentKey("EVSE", evse_id=1)) == "false"
+            assert problem(ctx, ComponentKey("ChargingStation")) == "false"
+        assert await stored(ctx) == []
+    common = {
+        "trigger": "Delta",
+        "eventNotificationType": "HardWiredNotification",
+        "component": {"name": "FiscalMetering", "evse": {"id": 1}},
+        "variable": {"name": "Problem"},
+        "techCode": "MeterCommunicationFault",  # MREC has no code for it: the fault's name
+    }
+    assert raised == {
+        **common,
+        "eventId": raised["eventId"],
+        "timestamp": raised["timestamp"],
+        "actualValue": "true",
+        "techInfo": "MeterCommunicationFault: Modbus timeout",
+    }
+    assert cleared == {
+        **common,
+        "eventId": cleared["eventId"],
+        "timestamp": cleared["timestamp"],
+        "actualValue": "false",
+        "cleared": True,
+        "techInfo": "MeterCommunicationFault",
+    }
+    assert cleared["eventId"] != raised["eventId"]
+    # Stamped by the station clock (which the boot set to the CSMS's time), a poll apart.
+    assert raised["timestamp"].startswith(CSMS_TIME[:10]) and raised["timestamp"] < cleared["timestamp"]
+    assert "cleared" not in raised
+
+
+async def test_n07_techcode_is_the_mrec_code_and_the_component_the_one_that_failed(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A board's ground fault (MREC CX002) is the RCD's Problem; the lock (CX001) names the connector."""
+    csms = CsmsPeer(V201)
+    async with with_fault_events(tmp_path) as ctx:
+        conn = MemoryConnection(V201)
+        async with serving(csms, conn, ctx):
+            await csms.wait_for("StatusNotification", statuses_at_boot(V201))
+            board(ctx, 2).inject_fault(FaultCode.GROUND_FAILURE, "RCD tripped")
+            board(ctx, 1).inject_fault(FaultCode.CONNECTOR_LOCK_FAILURE, "lock stuck")
+            await wait_event_data(csms, 2)
+    lock, ground = sorted(event_data(csms), key=lambda d: str(d["techCode"]))  # two EVSEs' tasks: any order
+    assert (ground["techCode"], ground["component"]) == ("CX002", {"name": "RCD", "evse": {"id": 2}})
+    assert ground["techInfo"] == "GroundFailure: RCD tripped"
+    assert (lock["techCode"], lock["component"]) == (
+        "CX001",
+        {"name": "ConnectorPlugRetentionLock", "evse": {"id": 1, "connectorId": 1}},
+    )
+
+
+async def test_n07_a_station_wide_fault_every_evse_reports_is_one_event(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """The database refusing writes is told to every EVSE: one ChargingStation event, raised by the
+    first EVSE and cleared by the last."""
+    async with with_fault_events(tmp_path) as ctx:
+        for evse in ctx.evses:
+            await evse.set_storage_failure(True)
+        await wait_pending(ctx, 1)
+        await ctx.evses[1].set_storage_failure(False)
+        await trio.sleep(1)
+        assert [e.active for e in blocks(ctx).pending] == [True]
+        await ctx.evses[2].set_storage_failure(False)
+        await wait_pending(ctx, 2)
+        pending = blocks(ctx).pending
+    assert [(e.component, e.evse_id, e.active) for e in pending] == [
+        ("ChargingStation", None, True),
+        ("ChargingStation", None, False),
+    ]
+
+
+# --- delivery ------------------------------------------------------------------------------------
+
+
+async def test_n07_a_fault_raised_offline_is_sent_after_the_reconnect_and_boot(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    async with with_fault_events(tmp_path) as ctx:
+        meter(ctx, 2).set_failed("CRC error")
+        await wait_pending(ctx, 1)
+        assert [e.tech_code for e in await stored(ctx)] == ["MeterCommunicationFault"]  # stored first
+        csms = CsmsPeer(V201)
+        async with serving(csms, MemoryConnection(V201), ctx):
+            [raised] = await wait_event_data(csms, 1)
+            await blocks(ctx).wait_sent()
+        assert await stored(ctx) == []
+    assert raised["component"] == {"name": "FiscalMetering", "evse": {"id": 2}}
+    assert csms.actions().index("BootNotification") < csms.actions().index("NotifyEvent")
+
+
+async def test_n07_an_unanswered_event_survives_a_restart_and_ids_are_never_reused(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    async with with_fault_events(tmp_path) as ctx:
+        board(ctx, 1).inject_fault(FaultCode.OVER_CURRENT, "32 A exceeded")
+        await wait_pending(ctx, 1)
+        [before] = blocks(ctx).pending
+    async with with_fault_events(tmp_path) as ctx:  # the same database: a restart
+        assert blocks(ctx).pending == [before]
+        board(ctx, 2).inject_fault(FaultCode.OVER_VOLTAGE, "265 V")
+        await wait_pending(ctx, 2)
+        csms = CsmsPeer(V201)
+        async with serving(csms, MemoryConnection(V201), ctx):
+            await wait_event_data(csms, 2)
+            await blocks(ctx).wait_sent()
+    assert len(csms.of("NotifyEvent")) == 1  # the backlog goes in one message
+    first, second = event_data(csms)
+    assert (first["eventId"], first["techCode"], first["timestamp"]) == (
+        before.event_id,
+        "CX004",
+        before.timestamp,
+    )
+    assert second["techCode"] == "CX005" and second["component"]["name"] == "ElectricalFeed"
+    assert second["eventId"] > first["eventId"]
+
+
+async def test_n07_an_answered_event_is_not_sent_again_after_a_restart(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    async with with_fault_events(tmp_path) as ctx:
+        csms = CsmsPeer(V201)
+        async with serving(csms, MemoryConnection(V201), ctx):
+            board(ctx, 1).inject_fault(FaultCode.EVSE_CONTACTOR_FAULT, "welded")
+            board(ctx, 1).clear_fault(FaultCode.EVSE_CONTACTOR_FAULT)
+            await wait_event_data(csms, 2)
+            await blocks(ctx).wait_sent()
+    async with with_fault_events(tmp_path) as ctx:
+        assert blocks(ctx).pending == []
+        again = CsmsPeer(V201)
+        async with serving(again, MemoryConnection(V201), ctx):
+            await again.wait_for("StatusNotification", statuses_at_boot(V201))
+            await trio.sleep(60)
+        # The queue is empty, yet the next event does not reuse an id: the counter is stored too.
+        board(ctx, 2).inject_fault(FaultCode.EVSE_CONTACTOR_FAULT, "welded")
+        await wait_pending(ctx, 1)
+        [later] = blocks(ctx).pending
+    assert [d["component"]["name"] for d in event_data(csms)] == ["PowerContactor", "PowerContactor"]
+    assert again.of("NotifyEvent") == []
+    assert later.event_id > max(d["eventId"] for d in event_data(csms))
+
+
+async def test_n07_a_fault_still_active_at_a_restart_is_reported_again(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """The block starts after the EVSEs found the fault (and again after a restart, when the station
+    cannot know whether it cleared meanwhile): it reads the faults already active."""
+    async with open_session_context(tmp_path, V201, run_evses=True) as ctx, trio.open_nursery() as nursery:
+        board(ctx, 1).inject_fault(FaultCode.EMERGENCY_STOP, "pressed")
+        while FaultCode.EMERGENCY_STOP not in ctx.evses[1].active_faults():  # noqa: ASYNC110
+            await trio.sleep(0.1)
+        await nursery.start(blocks(ctx).run)
+        [event] = blocks(ctx).pending
+        nursery.cancel_scope.cancel()
+    assert (event.component, event.evse_id, event.active, event.tech_code) == (
+        "EmergencyStopSensor",
+        1,
+        True,
+        "CX008",
+    )
+
+
+async def test_n07_a_callerror_is_retried_per_the_retry_policy(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    async with with_fault_events(tmp_path) as ctx:
+        csms = CsmsPeer(V201).then("NotifyEvent", Fail())
+        board(ctx, 1).inject_fault(FaultCode.READER_FAILURE, "no answer")
+        await wait_pending(ctx, 1)
+        async with serving(csms, MemoryConnection(V201), ctx):
+            await csms.wait_for("NotifyEvent", 2)
+            await blocks(ctx).wait_sent()
+        first, second = csms.of("NotifyEvent")
+        assert second.at - first.at >= ctx.retry_policy.delay_after(1)  # type: ignore[operator]
+    assert _data(first.call.payload) == _data(second.call.payload)
+    assert _data(first.call.payload)[0]["component"] == {"name": "TokenReader", "evse": {"id": 1}}
+
+
+async def test_16_station_sends_no_notify_event(clock: trio.testing.MockClock, tmp_path: Path) -> None:
+    """1.6 keeps StatusNotification errorCode: no fault-event block, no NotifyEvent."""
+    csms = CsmsPeer(V16)
+    async with online(tmp_path, V16, csms) as (ctx, _):
+        assert ctx.blocks.fault_events is None
+        board(ctx, 1).inject_fault(FaultCode.GROUND_FAILURE, "RCD tripped")
+        while not any(
+            s.call.payload.get("errorCode") == "GroundFailure" for s in csms.of("StatusNotification")
+        ):
+            await csms.wait_for("StatusNotification", len(csms.of("StatusNotification")) + 1)
+    assert "NotifyEvent" not in csms.actions()
+
+
+async def test_n07_an_event_while_the_database_refuses_writes_is_kept_and_stored_once_it_takes_them(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A read-only database does not end the block: the event waits in memory and reaches the disk at
+    the first write that commits again."""
+    async with with_fault_events(tmp_path) as ctx:
+        storage = storage_of(ctx)
+        await make_read_only(storage)
+        board(ctx, 1).inject_fault(FaultCode.OVER_CURRENT, "40 A")
+        await wait_pending(ctx, 1)
+        assert await stored(ctx) == []
+        await writable_again(storage)
+        await storage.set_setting("someone.else", "writes")  # any write that commits
+        await trio.sleep(1)
+        assert [e.tech_code for e in await stored(ctx)] == ["CX004"]
+
+
+# --- pure parts ----------------------------------------------------------------------------------
+
+
+def _event(event_id: int, active: bool = True) -> FaultEvent:
+    return FaultEvent(event_id, "2030-06-01T12:00:00.000Z", "RCD", 1, None, active, "CX002", "GroundFailure")
+
+
+def test_every_fault_code_has_a_component() -> None:
+    assert set(FAULT_COMPONENTS) == set(FaultCode)
+
+
+def test_stored_queue_round_trips_keeps_the_next_id_and_skips_damage() -> None:
+    events = [_event(3), _event(4, active=False)]
+    assert decode_pending(encode_pending(events, 9)) == (events, 9)
+    assert decode_pending(encode_pending([], 9)) == ([], 9)
+    # A damaged counter never goes below the ids still queued.
+    text = encode_pending(events, 9).replace('"nextEventId":9', '"nextEventId":"x"')
+    assert decode_pending(text) == (events, 5)
+    damaged = encode_pending(events, 9).replace('"active":true', '"active":"yes"')
+    assert decode_pending(damaged) == ([events[1]], 9)
+    assert decode_pending("not json") == ([], 0)
+    assert decode_pending(None) == ([], 0)
+
+
+def test_an_overfull_queue_drops_the_oldest() -> None:
+    kept, dropped = trim([_event(i) for i in range(5)], limit=3)
+    assert [e.event_id for e in kept] == [2, 3, 4]
+    assert [e.event_id for e in dropped] == [0, 1]
+
+
+def test_notify_event_is_one_complete_message() -> None:
+    payload = notify_event([_event(1), _event(2, active=False)], "2030-06-01T12:00:01.000Z")
+    assert payload["seqNo"] == 0 and "tbc" not in payload
+    assert [d["eventId"] for d in payload["eventData"]] == [1, 2]  # type: ignore[attr-defined]
