@@ -10,7 +10,7 @@ actualValue "true" when raised, "false" (and `cleared`) when cleared; techCode t
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 from evstation.records import record
@@ -19,6 +19,7 @@ __all__ = [
     "MAX_PENDING",
     "PROBLEM",
     "FaultEvent",
+    "decode_active",
     "decode_pending",
     "encode_pending",
     "notify_event",
@@ -86,11 +87,17 @@ def trim(
     return list(pending[excess:]), list(pending[:excess])
 
 
-def encode_pending(pending: Sequence[FaultEvent], next_event_id: int) -> str:
-    """The stored form: the queue and the next event id together, so one write keeps both."""
+def encode_pending(
+    pending: Sequence[FaultEvent],
+    next_event_id: int,
+    active: Mapping[int, Sequence[str]] | None = None,
+) -> str:
+    """The stored form: the queue, the next event id and the faults reported active (per EVSE id, the
+    fault names) together, so one write keeps all three."""
     return json.dumps(
         {
             "nextEventId": next_event_id,
+            "active": {str(evse_id): sorted(names) for evse_id, names in (active or {}).items() if names},
             "events": [
                 {
                     "eventId": e.event_id,
@@ -129,6 +136,25 @@ def decode_pending(text: str | None) -> tuple[list[FaultEvent], int]:
     next_id = stored.get("nextEventId")
     floor = max((e.event_id + 1 for e in pending), default=0)
     return pending, max(next_id if isinstance(next_id, int) and _is_int(next_id) else 0, floor)
+
+
+def decode_active(text: str | None) -> dict[int, list[str]]:
+    """The faults reported active when the queue was last stored (EVSE id -> fault names); anything
+    damaged is skipped, never a crash."""
+    try:
+        stored = json.loads(text) if text else None
+    except ValueError:
+        return {}
+    active = stored.get("active") if isinstance(stored, dict) else None
+    if not isinstance(active, dict):
+        return {}
+    result: dict[int, list[str]] = {}
+    for key, names in active.items():
+        if isinstance(key, str) and key.isdigit() and isinstance(names, list):
+            kept = [name for name in names if isinstance(name, str)]
+            if kept:
+                result[int(key)] = kept
+    return result
 
 
 def _is_int(value: object) -> bool:

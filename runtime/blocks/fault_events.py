@@ -6,8 +6,13 @@ Every `FaultChanged` an EVSE publishes becomes one EventData (raised: actualValu
 "false" and `cleared`), techCode the ChargeX MREC code (else the fault's name), stamped with the station
 clock and a station-unique eventId. Delivery is the security events' queue (runtime/pending_queue.py):
 stored before anything else, sent head first once the boot is accepted, several per NotifyEvent,
-removed only when answered or given up by the retry policy. A fault active when the station starts is
-reported again after the boot (the station cannot know whether it cleared while it was down).
+removed only when answered or given up by the retry policy.
+
+A restart carries what was reported: the faults reported active are stored with the queue, so a fault
+still active after the restart is not reported twice, and one that cleared while the station was down is
+reported cleared once the EVSEs have had CARRIED_FAULTS_SETTLE_S to find their faults again (a meter or
+board fault is only found after a poll fails: clearing at once would report a clear, then the raise
+again, for every fault that persists).
 
 The block also keeps the device model's `EVSE.Problem` / `ChargingStation.Problem` true while a fault
 is active there, so GetVariables and GetReport (criterion Problem) agree with the events. It never
@@ -28,6 +33,7 @@ from evstation.protocol.device_model import ComponentKey, VariableKey
 from evstation.protocol.fault_events import (
     PROBLEM,
     FaultEvent,
+    decode_active,
     decode_pending,
     encode_pending,
     notify_event,
@@ -43,7 +49,7 @@ from evstation.runtime.pending_queue import PendingQueue
 from evstation.runtime.storage import Storage
 from evstation.runtime.uplink import Uplink
 
-__all__ = ["FAULT_COMPONENTS", "PENDING_FAULTS_KEY", "FaultEvents", "Tier"]
+__all__ = ["CARRIED_FAULTS_SETTLE_S", "FAULT_COMPONENTS", "PENDING_FAULTS_KEY", "FaultEvents", "Tier"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +57,9 @@ log = logging.getLogger(__name__)
 PENDING_FAULTS_KEY: Final = "fault_events.pending"
 # EventData per NotifyEvent: a backlog after an outage goes out in a few messages, not a hundred.
 _BATCH: Final = 20
+# After a restart, how long the EVSEs have to find a fault reported before it again (meter polls, board
+# keep-alives) before it is reported cleared.
+CARRIED_FAULTS_SETTLE_S: Final = 60.0
 
 
 class Tier(enum.Enum):
@@ -118,7 +127,7 @@ class FaultEvents:
             name="fault events",
             storage=storage,
             key=PENDING_FAULTS_KEY,
-            encode=lambda pending: encode_pending(pending, self._next_event_id),
+            encode=lambda pending: encode_pending(pending, self._next_event_id, self._reported()),
             decode=self._decode,
             trim=trim,
         )
@@ -126,6 +135,9 @@ class FaultEvents:
         # and cleared by the last.
         self._holders: dict[_Condition, set[int]] = {}
         self._active: dict[int, set[FaultCode]] = {}  # per EVSE, as this block last saw it
+        self._carried: dict[int, list[str]] = {}  # reported active before a restart (stored form)
+        # One change at a time: the settling check reads the EVSEs while the follower applies events.
+        self._changing = trio.Lock()
 
     @property
     def pending(self) -> list[FaultEvent]:
@@ -138,40 +150,77 @@ class FaultEvents:
 
     def _decode(self, text: str | None) -> list[FaultEvent]:
         pending, self._next_event_id = decode_pending(text)
+        self._carried = decode_active(text)
         return pending
+
+    def _reported(self) -> dict[int, list[str]]:
+        return {evse_id: [code.value for code in codes] for evse_id, codes in self._active.items()}
 
     # --- the block's task --------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         """Load the stored queue, follow the EVSEs' faults, and send."""
         await self._queue.load()
+        carried = await self._carry()
         with self._evses.subscribe() as events:
-            await self._reconcile()  # faults already active (EVSEs started before this block)
+            # Faults already active (EVSEs started before this block); carried ones are cleared later.
+            await self._reconcile(clearing=None)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._follow, events)
                 nursery.start_soon(self._queue.run_saver)
                 nursery.start_soon(self._send)
+                if carried:
+                    nursery.start_soon(self._settle_carried)
                 self._queue.delivering = True
                 task_status.started()
         raise AssertionError("the fault-event block's tasks never return")
 
+    async def _carry(self) -> bool:
+        """Take the faults reported active before a restart as seen (no event). True if any."""
+        carried = False
+        for evse_id, names in self._carried.items():
+            for name in names:
+                try:
+                    code = FaultCode(name)
+                except ValueError:
+                    log.warning("fault events: unknown fault %r of EVSE %d stored; ignored", name, evse_id)
+                    continue
+                if evse_id not in self._evses:
+                    log.warning("fault events: fault %s of EVSE %d, which is gone; ignored", name, evse_id)
+                    continue
+                self._active.setdefault(evse_id, set()).add(code)
+                self._holders.setdefault(self._condition(evse_id, code), set()).add(evse_id)
+                carried = True
+        for evse_id in self._active:
+            await self._follow_problem(evse_id)
+        return carried
+
+    async def _settle_carried(self) -> None:
+        await trio.sleep(CARRIED_FAULTS_SETTLE_S)
+        await self._reconcile(clearing="not found again after a restart")
+
     async def _follow(self, events: trio.MemoryReceiveChannel[EvseEvent | Dropped]) -> None:
         async for event in events:
             if isinstance(event, FaultChanged):
-                await self._change(event.evse_id, event.fault, event.active, event.detail)
+                async with self._changing:
+                    await self._change(event.evse_id, event.fault, event.active, event.detail)
             elif isinstance(event, Dropped):
                 # Changes were lost to a full buffer: the EVSEs' present faults are the truth.
                 log.warning("fault events: %d EVSE events missed; re-reading active faults", event.count)
-                await self._reconcile()
+                await self._reconcile(clearing="cleared while its event was missed")
 
-    async def _reconcile(self) -> None:
-        for evse in self._evses:
-            now = evse.active_faults()
-            seen = self._active.get(evse.id, set())
-            for code in sorted(seen - now, key=lambda c: c.value):
-                await self._change(evse.id, code, False, "")
-            for code in sorted(now - seen, key=lambda c: c.value):
-                await self._change(evse.id, code, True, "")
+    async def _reconcile(self, *, clearing: str | None) -> None:
+        """Report the difference between the faults seen and the EVSEs' present ones: raises, and clears
+        too (with `clearing` as their detail) unless it is None."""
+        async with self._changing:
+            for evse in self._evses:
+                now = evse.active_faults()
+                seen = self._active.get(evse.id, set())
+                gone = sorted(seen - now, key=lambda c: c.value) if clearing is not None else []
+                for code in gone:
+                    await self._change(evse.id, code, False, clearing or "")
+                for code in sorted(now - seen, key=lambda c: c.value):
+                    await self._change(evse.id, code, True, "")
 
     async def _change(self, evse_id: int, code: FaultCode, active: bool, detail: str) -> None:
         seen = self._active.setdefault(evse_id, set())

@@ -28,9 +28,21 @@ from test_runtime_storage_fails import make_read_only, storage_of, writable_agai
 from evstation.drivers.api import FaultCode
 from evstation.drivers.sim.meter import SimMeter
 from evstation.protocol.device_model import ComponentKey, VariableKey
-from evstation.protocol.fault_events import FaultEvent, decode_pending, encode_pending, notify_event, trim
+from evstation.protocol.fault_events import (
+    FaultEvent,
+    decode_active,
+    decode_pending,
+    encode_pending,
+    notify_event,
+    trim,
+)
 from evstation.protocol.versions import OcppVersion
-from evstation.runtime.blocks.fault_events import FAULT_COMPONENTS, PENDING_FAULTS_KEY, FaultEvents
+from evstation.runtime.blocks.fault_events import (
+    CARRIED_FAULTS_SETTLE_S,
+    FAULT_COMPONENTS,
+    PENDING_FAULTS_KEY,
+    FaultEvents,
+)
 from evstation.runtime.session import SessionContext
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
@@ -250,11 +262,10 @@ async def test_n07_an_answered_event_is_not_sent_again_after_a_restart(
     assert later.event_id > max(d["eventId"] for d in event_data(csms))
 
 
-async def test_n07_a_fault_still_active_at_a_restart_is_reported_again(
+async def test_n07_a_fault_already_active_when_the_block_starts_is_reported(
     clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
-    """The block starts after the EVSEs found the fault (and again after a restart, when the station
-    cannot know whether it cleared meanwhile): it reads the faults already active."""
+    """The block starts after the EVSEs found the fault: it reads the faults already active."""
     async with open_session_context(tmp_path, V201, run_evses=True) as ctx, trio.open_nursery() as nursery:
         board(ctx, 1).inject_fault(FaultCode.EMERGENCY_STOP, "pressed")
         while FaultCode.EMERGENCY_STOP not in ctx.evses[1].active_faults():  # noqa: ASYNC110
@@ -268,6 +279,58 @@ async def test_n07_a_fault_still_active_at_a_restart_is_reported_again(
         True,
         "CX008",
     )
+
+
+async def _reported_then_restarted(tmp_path: Path) -> list[dict[str, Any]]:
+    """A 2.0.1 station reports an over-current on EVSE 1, the CSMS answers, the station stops."""
+    async with with_fault_events(tmp_path) as ctx:
+        csms = CsmsPeer(V201)
+        async with serving(csms, MemoryConnection(V201), ctx):
+            board(ctx, 1).inject_fault(FaultCode.OVER_CURRENT, "32 A exceeded")
+            await wait_event_data(csms, 1)
+            await blocks(ctx).wait_sent()
+    return event_data(csms)
+
+
+async def test_n07_a_fault_still_active_after_a_restart_is_not_reported_twice(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    [raised] = await _reported_then_restarted(tmp_path)
+    async with with_fault_events(tmp_path) as ctx:  # the same database: a restart
+        again = CsmsPeer(V201)
+        async with serving(again, MemoryConnection(V201), ctx):
+            await again.wait_for("StatusNotification", statuses_at_boot(V201))
+            board(ctx, 1).inject_fault(FaultCode.OVER_CURRENT, "32 A exceeded")  # found again
+            await trio.sleep(CARRIED_FAULTS_SETTLE_S + 60)
+            assert problem(ctx, ComponentKey("EVSE", evse_id=1)) == "true"
+    assert raised["actualValue"] == "true"
+    assert again.of("NotifyEvent") == []  # the CSMS knew it already: neither a raise nor a clear
+
+
+async def test_n07_a_fault_that_cleared_during_a_restart_is_reported_cleared_once_the_evses_settled(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    [raised] = await _reported_then_restarted(tmp_path)
+    async with with_fault_events(tmp_path) as ctx:  # the same database; the fault is gone
+        started = trio.current_time()
+        # Until the EVSEs had their time to find it again, the fault stands as reported.
+        assert problem(ctx, ComponentKey("EVSE", evse_id=1)) == "true"
+        again = CsmsPeer(V201)
+        async with serving(again, MemoryConnection(V201), ctx):
+            await again.wait_for("StatusNotification", statuses_at_boot(V201))
+            await trio.sleep_until(started + CARRIED_FAULTS_SETTLE_S - 10)
+            assert again.of("NotifyEvent") == []
+            assert problem(ctx, ComponentKey("EVSE", evse_id=1)) == "true"
+            with trio.fail_after(60):
+                [cleared] = await wait_event_data(again, 1)
+                await blocks(ctx).wait_sent()
+            assert trio.current_time() >= started + CARRIED_FAULTS_SETTLE_S
+            assert problem(ctx, ComponentKey("EVSE", evse_id=1)) == "false"
+        assert blocks(ctx).pending == []
+    assert (cleared["actualValue"], cleared["cleared"], cleared["techCode"]) == ("false", True, "CX004")
+    assert cleared["component"] == raised["component"] == {"name": "OverCurrentProtection", "evse": {"id": 1}}
+    assert "restart" in cleared["techInfo"]
+    assert cleared["eventId"] > raised["eventId"]
 
 
 async def test_n07_a_callerror_is_retried_per_the_retry_policy(
@@ -338,6 +401,18 @@ def test_stored_queue_round_trips_keeps_the_next_id_and_skips_damage() -> None:
     assert decode_pending(damaged) == ([events[1]], 9)
     assert decode_pending("not json") == ([], 0)
     assert decode_pending(None) == ([], 0)
+
+
+def test_stored_faults_reported_active_round_trip_and_skip_damage() -> None:
+    text = encode_pending([_event(3)], 4, {1: ["OverCurrentFailure", "EmergencyStop"], 2: []})
+    assert decode_active(text) == {1: ["EmergencyStop", "OverCurrentFailure"]}
+    assert decode_pending(text) == ([_event(3)], 4)
+    assert decode_active(encode_pending([], 0)) == {}
+    damaged = text.replace('"1":', '"one":').replace('"EmergencyStop"', "7")
+    assert decode_active(damaged) == {}
+    assert decode_active(text.replace('"EmergencyStop"', "7")) == {1: ["OverCurrentFailure"]}
+    assert decode_active('{"active": [1]}') == {}
+    assert decode_active("not json") == decode_active(None) == {}
 
 
 def test_an_overfull_queue_drops_the_oldest() -> None:
