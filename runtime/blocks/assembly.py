@@ -172,6 +172,18 @@ def build_blocks(
     security = Security(
         version=version, storage=storage, clock=clock, uplink=uplink, device_model=device_model
     )
+    fault_events = (
+        FaultEvents(
+            version=version,
+            storage=storage,
+            clock=clock,
+            uplink=uplink,
+            device_model=device_model,
+            evses=evses,
+        )
+        if version is OcppVersion.V201
+        else None
+    )
     return StationBlocks(
         provisioning=provisioning,
         availability=availability,
@@ -206,16 +218,8 @@ def build_blocks(
             stop=stop,
             flush_timeout_s=float(config.csms.message_timeout_s),
             security=security,
+            fault_events=fault_events,
         ),
         security=security,
-        fault_events=FaultEvents(
-            version=version,
-            storage=storage,
-            clock=clock,
-            uplink=uplink,
-            device_model=device_model,
-            evses=evses,
-        )
-        if version is OcppVersion.V201
-        else None,
+        fault_events=fault_events,
     )

@@ -33,6 +33,7 @@ from evstation.protocol.reset import (
 from evstation.protocol.security_events import SecurityEvent
 from evstation.protocol.versions import OcppVersion
 from evstation.records import record
+from evstation.runtime.blocks.fault_events import FaultEvents
 from evstation.runtime.blocks.registry import handles
 from evstation.runtime.blocks.security import Security
 from evstation.runtime.blocks.transactions import Transactions
@@ -84,6 +85,7 @@ class Reset:
         stop: StopRequests,
         flush_timeout_s: float,
         security: Security,
+        fault_events: FaultEvents | None,  # 2.0.1 only
     ) -> None:
         self.version = version
         self._evses = evses
@@ -94,6 +96,7 @@ class Reset:
         self._stop = stop
         self._flush_timeout_s = flush_timeout_s
         self._security = security
+        self._fault_events = fault_events
         self._orders: deque[_Order] = deque()
         self._order_added = trio.Event()
         self.scheduled: set[Scope] = set()  # scopes answered Scheduled and not reset yet
@@ -202,6 +205,8 @@ class Reset:
             if self._uplink.online:
                 await self._outbox.wait_empty()
                 await self._security.wait_sent()
+                if self._fault_events is not None:
+                    await self._fault_events.wait_sent()
 
     async def _reset_evse(self, evse_id: int) -> None:
         """B11 / B12 per EVSE: no process restart; the EVSE goes Unavailable and back. An EVSE the CSMS

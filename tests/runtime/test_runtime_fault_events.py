@@ -43,6 +43,7 @@ from evstation.runtime.blocks.fault_events import (
     PENDING_FAULTS_KEY,
     FaultEvents,
 )
+from evstation.runtime.lifecycle import StationOutcome
 from evstation.runtime.session import SessionContext
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
@@ -331,6 +332,25 @@ async def test_n07_a_fault_that_cleared_during_a_restart_is_reported_cleared_onc
     assert cleared["component"] == raised["component"] == {"name": "OverCurrentProtection", "evse": {"id": 1}}
     assert "restart" in cleared["techInfo"]
     assert cleared["eventId"] > raised["eventId"]
+
+
+async def test_n07_a_reset_waits_for_the_fault_events_before_the_station_stops(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    # The CSMS takes 5 s to answer a NotifyEvent (within the flush's message timeout), and reads the
+    # station's answer to its Reset only after that: the station stops as soon as its flush is done.
+    csms = CsmsPeer(V201, answer_delay=lambda call: 5.0 if call.action == "NotifyEvent" else 0.0)
+    async with online(tmp_path, V201, csms, run_reset=True) as (ctx, conn), trio.open_nursery() as nursery:
+        await nursery.start(blocks(ctx).run)
+        board(ctx, 1).inject_fault(FaultCode.EMERGENCY_STOP, "pressed")
+        await csms.wait_for("NotifyEvent")
+        sent_at = trio.current_time()
+        await csms.send_call(conn, "Reset", {"type": "Immediate"})
+        assert await ctx.blocks.reset.stop_requests.wait() is StationOutcome.RESET
+        assert trio.current_time() >= sent_at + 5.0
+        assert blocks(ctx).pending == []  # answered before the stop
+        assert await stored(ctx) == []
+        nursery.cancel_scope.cancel()
 
 
 async def test_n07_a_callerror_is_retried_per_the_retry_policy(
