@@ -342,6 +342,7 @@ async def test_rapi_safe_stop_sleeps_waits_for_the_relay_then_unlocks() -> None:
         assert report.steps == COMPLETE_SAFE_STOP
 
 
+
 async def test_rapi_safe_stop_waits_for_an_ev_slow_to_stop_drawing() -> None:
     """OpenEVSE's Sleep keeps the relay closed until the EV leaves C (or 3 s): an EV that takes 1.5 s
     to open S2 is waited for (IEC 61851-1 Table A.6, sequence 10.2), so the relay opens without state F.

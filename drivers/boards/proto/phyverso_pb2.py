@@ -4,70 +4,73 @@
 # source: phyverso.proto
 # Protobuf Python Version: 7.35.1
 """Generated protocol buffer code."""
-
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
-
 _runtime_version.ValidateProtobufRuntimeVersion(
-    _runtime_version.Domain.PUBLIC, 7, 35, 1, "", "phyverso.proto"
+    _runtime_version.Domain.PUBLIC,
+    7,
+    35,
+    1,
+    '',
+    'phyverso.proto'
 )
 # @@protoc_insertion_point(imports)
 
 _sym_db = _symbol_database.Default()
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(
-    b'\n\x0ephyverso.proto\x12\x12\x65vstation.phyverso"\xaf\x03\n\x0c\x45verestToMcu\x12\x33\n\nkeep_alive\x18\x01 \x01(\x0b\x32\x1d.evstation.phyverso.KeepAliveH\x00\x12\x19\n\x0f\x66irmware_update\x18\x02 \x01(\x08H\x00\x12\x18\n\x0e\x63onnector_lock\x18\x03 \x01(\x08H\x00\x12\x18\n\x0epwm_duty_cycle\x18\x04 \x01(\rH\x00\x12?\n\x16set_coil_state_request\x18\x05 \x01(\x0b\x32\x1d.evstation.phyverso.CoilStateH\x00\x12\x0f\n\x05reset\x18\x06 \x01(\x08H\x00\x12\x41\n\x0f\x63onfig_response\x18\x08 \x01(\x0b\x32&.evstation.phyverso.BootConfigResponseH\x00\x12\x35\n\rset_fan_state\x18\t \x01(\x0b\x32\x1c.evstation.phyverso.FanStateH\x00\x12\x31\n\x07rcd_cmd\x18\n \x01(\x0b\x32\x1e.evstation.phyverso.RcdCommandH\x00\x12\x11\n\tconnector\x18\x07 \x01(\x05\x42\t\n\x07payload"\xcb\x04\n\x0cMcuToEverest\x12\x33\n\nkeep_alive\x18\x01 \x01(\x0b\x32\x1d.evstation.phyverso.KeepAliveH\x00\x12\x30\n\x05reset\x18\x02 \x01(\x0e\x32\x1f.evstation.phyverso.ResetReasonH\x00\x12/\n\x08\x63p_state\x18\x03 \x01(\x0e\x32\x1b.evstation.phyverso.CpStateH\x00\x12@\n\x17set_coil_state_response\x18\x04 \x01(\x0b\x32\x1d.evstation.phyverso.CoilStateH\x00\x12\x35\n\x0b\x65rror_flags\x18\x05 \x01(\x0b\x32\x1e.evstation.phyverso.ErrorFlagsH\x00\x12\x32\n\ttelemetry\x18\x07 \x01(\x0b\x32\x1d.evstation.phyverso.TelemetryH\x00\x12/\n\x08pp_state\x18\x08 \x01(\x0e\x32\x1b.evstation.phyverso.PpStateH\x00\x12\x31\n\tfan_state\x18\t \x01(\x0b\x32\x1c.evstation.phyverso.FanStateH\x00\x12\x33\n\nlock_state\x18\n \x01(\x0e\x32\x1d.evstation.phyverso.LockStateH\x00\x12?\n\x0e\x63onfig_request\x18\x0b \x01(\x0b\x32%.evstation.phyverso.BootConfigRequestH\x00\x12\x11\n\tconnector\x18\x06 \x01(\x05\x42\t\n\x07payload"\x84\x02\n\nErrorFlags\x12\x13\n\x0b\x64iode_fault\x18\x01 \x01(\x08\x12\x1b\n\x13rcd_selftest_failed\x18\x02 \x01(\x08\x12\x15\n\rrcd_triggered\x18\x03 \x01(\x08\x12!\n\x19ventilation_not_available\x18\x04 \x01(\x08\x12\x1d\n\x15\x63onnector_lock_failed\x18\x05 \x01(\x08\x12\x17\n\x0f\x63p_signal_fault\x18\x06 \x01(\x08\x12\x19\n\x11heartbeat_timeout\x18\x07 \x01(\x08\x12\x1e\n\x16\x63oil_feedback_diverges\x18\x08 \x01(\x08\x12\x17\n\x0fpp_signal_fault\x18\t \x01(\x08"|\n\tKeepAlive\x12\x12\n\ntime_stamp\x18\x01 \x01(\r\x12\x0f\n\x07hw_type\x18\x02 \x01(\r\x12\x13\n\x0bhw_revision\x18\x03 \x01(\r\x12\x19\n\x11sw_version_string\x18\x06 \x01(\t\x12\x1a\n\x12\x63onfiguration_done\x18\x07 \x01(\x08"9\n\tTelemetry\x12\x15\n\rcp_voltage_hi\x18\x01 \x01(\r\x12\x15\n\rcp_voltage_lo\x18\x02 \x01(\r"F\n\x08\x46\x61nState\x12\x0e\n\x06\x66\x61n_id\x18\x01 \x01(\r\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\x12\x0c\n\x04\x64uty\x18\x03 \x01(\r\x12\x0b\n\x03rpm\x18\x04 \x01(\r"P\n\tCoilState\x12/\n\tcoil_type\x18\x01 \x01(\x0e\x32\x1c.evstation.phyverso.CoilType\x12\x12\n\ncoil_state\x18\x02 \x01(\x08"\x13\n\x11\x42ootConfigRequest"\x91\x01\n\x12\x42ootConfigResponse\x12:\n\x06hw_rev\x18\x01 \x01(\x0e\x32*.evstation.phyverso.ConfigHardwareRevision\x12?\n\x11\x63hargeport_config\x18\x06 \x03(\x0b\x32$.evstation.phyverso.ChargePortConfig"\xe1\x01\n\x10\x43hargePortConfig\x12\x30\n\x04type\x18\x01 \x01(\x0e\x32".evstation.phyverso.ChargePortType\x12\x1b\n\x13\x66\x65\x65\x64\x62\x61\x63k_active_low\x18\x02 \x01(\x08\x12\x33\n\rfeedback_pull\x18\x03 \x01(\x0e\x32\x1c.evstation.phyverso.GpioPull\x12\x35\n\x04lock\x18\x04 \x01(\x0b\x32\'.evstation.phyverso.ConfigMotorLockType\x12\x12\n\nhas_socket\x18\x05 \x01(\x08"F\n\x13\x43onfigMotorLockType\x12/\n\x04type\x18\x01 \x01(\x0e\x32!.evstation.phyverso.MotorLockType")\n\nRcdCommand\x12\x0c\n\x04test\x18\x01 \x01(\x08\x12\r\n\x05reset\x18\x02 \x01(\x08*W\n\x07\x43pState\x12\x0b\n\x07STATE_A\x10\x00\x12\x0b\n\x07STATE_B\x10\x01\x12\x0b\n\x07STATE_C\x10\x02\x12\x0b\n\x07STATE_D\x10\x03\x12\x0b\n\x07STATE_E\x10\x04\x12\x0b\n\x07STATE_F\x10\x05*%\n\x0bResetReason\x12\x08\n\x04USER\x10\x00\x12\x0c\n\x08WATCHDOG\x10\x01*d\n\x07PpState\x12\x0c\n\x08STATE_NC\x10\x00\x12\r\n\tSTATE_13A\x10\x01\x12\r\n\tSTATE_20A\x10\x02\x12\r\n\tSTATE_32A\x10\x03\x12\r\n\tSTATE_70A\x10\x04\x12\x0f\n\x0bSTATE_FAULT\x10\x05*P\n\tLockState\x12\r\n\tUNDEFINED\x10\x00\x12\x0c\n\x08UNLOCKED\x10\x01\x12\n\n\x06LOCKED\x10\x02\x12\x0b\n\x07LOCKING\x10\x03\x12\r\n\tUNLOCKING\x10\x04*S\n\x08\x43oilType\x12\x10\n\x0c\x43OIL_UNKNOWN\x10\x00\x12\x0b\n\x07\x43OIL_AC\x10\x01\x12\x0c\n\x08\x43OIL_DC1\x10\x02\x12\x0c\n\x08\x43OIL_DC2\x10\x03\x12\x0c\n\x08\x43OIL_DC3\x10\x04*.\n\x0e\x43hargePortType\x12\x0c\n\x08\x44ISABLED\x10\x00\x12\x06\n\x02\x41\x43\x10\x01\x12\x06\n\x02\x44\x43\x10\x02*&\n\x08GpioPull\x12\x08\n\x04NONE\x10\x00\x12\x06\n\x02UP\x10\x01\x12\x08\n\x04\x44OWN\x10\x02*H\n\x16\x43onfigHardwareRevision\x12\x12\n\x0eHW_REV_UNKNOWN\x10\x00\x12\x0c\n\x08HW_REV_A\x10\x01\x12\x0c\n\x08HW_REV_B\x10\x02*|\n\rMotorLockType\x12\x16\n\x12MOTOR_LOCK_UNKNOWN\x10\x00\x12\x14\n\x10MOTOR_LOCK_HELLA\x10\x01\x12\x1f\n\x1bMOTOR_LOCK_DEBUG_VALEO_HVAC\x10\x02\x12\x1c\n\x0fMOTOR_LOCK_NONE\x10\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01\x62\x06proto3'
-)
+
+
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0ephyverso.proto\x12\x12\x65vstation.phyverso\"\xaf\x03\n\x0c\x45verestToMcu\x12\x33\n\nkeep_alive\x18\x01 \x01(\x0b\x32\x1d.evstation.phyverso.KeepAliveH\x00\x12\x19\n\x0f\x66irmware_update\x18\x02 \x01(\x08H\x00\x12\x18\n\x0e\x63onnector_lock\x18\x03 \x01(\x08H\x00\x12\x18\n\x0epwm_duty_cycle\x18\x04 \x01(\rH\x00\x12?\n\x16set_coil_state_request\x18\x05 \x01(\x0b\x32\x1d.evstation.phyverso.CoilStateH\x00\x12\x0f\n\x05reset\x18\x06 \x01(\x08H\x00\x12\x41\n\x0f\x63onfig_response\x18\x08 \x01(\x0b\x32&.evstation.phyverso.BootConfigResponseH\x00\x12\x35\n\rset_fan_state\x18\t \x01(\x0b\x32\x1c.evstation.phyverso.FanStateH\x00\x12\x31\n\x07rcd_cmd\x18\n \x01(\x0b\x32\x1e.evstation.phyverso.RcdCommandH\x00\x12\x11\n\tconnector\x18\x07 \x01(\x05\x42\t\n\x07payload\"\xcb\x04\n\x0cMcuToEverest\x12\x33\n\nkeep_alive\x18\x01 \x01(\x0b\x32\x1d.evstation.phyverso.KeepAliveH\x00\x12\x30\n\x05reset\x18\x02 \x01(\x0e\x32\x1f.evstation.phyverso.ResetReasonH\x00\x12/\n\x08\x63p_state\x18\x03 \x01(\x0e\x32\x1b.evstation.phyverso.CpStateH\x00\x12@\n\x17set_coil_state_response\x18\x04 \x01(\x0b\x32\x1d.evstation.phyverso.CoilStateH\x00\x12\x35\n\x0b\x65rror_flags\x18\x05 \x01(\x0b\x32\x1e.evstation.phyverso.ErrorFlagsH\x00\x12\x32\n\ttelemetry\x18\x07 \x01(\x0b\x32\x1d.evstation.phyverso.TelemetryH\x00\x12/\n\x08pp_state\x18\x08 \x01(\x0e\x32\x1b.evstation.phyverso.PpStateH\x00\x12\x31\n\tfan_state\x18\t \x01(\x0b\x32\x1c.evstation.phyverso.FanStateH\x00\x12\x33\n\nlock_state\x18\n \x01(\x0e\x32\x1d.evstation.phyverso.LockStateH\x00\x12?\n\x0e\x63onfig_request\x18\x0b \x01(\x0b\x32%.evstation.phyverso.BootConfigRequestH\x00\x12\x11\n\tconnector\x18\x06 \x01(\x05\x42\t\n\x07payload\"\x84\x02\n\nErrorFlags\x12\x13\n\x0b\x64iode_fault\x18\x01 \x01(\x08\x12\x1b\n\x13rcd_selftest_failed\x18\x02 \x01(\x08\x12\x15\n\rrcd_triggered\x18\x03 \x01(\x08\x12!\n\x19ventilation_not_available\x18\x04 \x01(\x08\x12\x1d\n\x15\x63onnector_lock_failed\x18\x05 \x01(\x08\x12\x17\n\x0f\x63p_signal_fault\x18\x06 \x01(\x08\x12\x19\n\x11heartbeat_timeout\x18\x07 \x01(\x08\x12\x1e\n\x16\x63oil_feedback_diverges\x18\x08 \x01(\x08\x12\x17\n\x0fpp_signal_fault\x18\t \x01(\x08\"|\n\tKeepAlive\x12\x12\n\ntime_stamp\x18\x01 \x01(\r\x12\x0f\n\x07hw_type\x18\x02 \x01(\r\x12\x13\n\x0bhw_revision\x18\x03 \x01(\r\x12\x19\n\x11sw_version_string\x18\x06 \x01(\t\x12\x1a\n\x12\x63onfiguration_done\x18\x07 \x01(\x08\"9\n\tTelemetry\x12\x15\n\rcp_voltage_hi\x18\x01 \x01(\r\x12\x15\n\rcp_voltage_lo\x18\x02 \x01(\r\"F\n\x08\x46\x61nState\x12\x0e\n\x06\x66\x61n_id\x18\x01 \x01(\r\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\x12\x0c\n\x04\x64uty\x18\x03 \x01(\r\x12\x0b\n\x03rpm\x18\x04 \x01(\r\"P\n\tCoilState\x12/\n\tcoil_type\x18\x01 \x01(\x0e\x32\x1c.evstation.phyverso.CoilType\x12\x12\n\ncoil_state\x18\x02 \x01(\x08\"\x13\n\x11\x42ootConfigRequest\"\x91\x01\n\x12\x42ootConfigResponse\x12:\n\x06hw_rev\x18\x01 \x01(\x0e\x32*.evstation.phyverso.ConfigHardwareRevision\x12?\n\x11\x63hargeport_config\x18\x06 \x03(\x0b\x32$.evstation.phyverso.ChargePortConfig\"\xe1\x01\n\x10\x43hargePortConfig\x12\x30\n\x04type\x18\x01 \x01(\x0e\x32\".evstation.phyverso.ChargePortType\x12\x1b\n\x13\x66\x65\x65\x64\x62\x61\x63k_active_low\x18\x02 \x01(\x08\x12\x33\n\rfeedback_pull\x18\x03 \x01(\x0e\x32\x1c.evstation.phyverso.GpioPull\x12\x35\n\x04lock\x18\x04 \x01(\x0b\x32\'.evstation.phyverso.ConfigMotorLockType\x12\x12\n\nhas_socket\x18\x05 \x01(\x08\"F\n\x13\x43onfigMotorLockType\x12/\n\x04type\x18\x01 \x01(\x0e\x32!.evstation.phyverso.MotorLockType\")\n\nRcdCommand\x12\x0c\n\x04test\x18\x01 \x01(\x08\x12\r\n\x05reset\x18\x02 \x01(\x08*W\n\x07\x43pState\x12\x0b\n\x07STATE_A\x10\x00\x12\x0b\n\x07STATE_B\x10\x01\x12\x0b\n\x07STATE_C\x10\x02\x12\x0b\n\x07STATE_D\x10\x03\x12\x0b\n\x07STATE_E\x10\x04\x12\x0b\n\x07STATE_F\x10\x05*%\n\x0bResetReason\x12\x08\n\x04USER\x10\x00\x12\x0c\n\x08WATCHDOG\x10\x01*d\n\x07PpState\x12\x0c\n\x08STATE_NC\x10\x00\x12\r\n\tSTATE_13A\x10\x01\x12\r\n\tSTATE_20A\x10\x02\x12\r\n\tSTATE_32A\x10\x03\x12\r\n\tSTATE_70A\x10\x04\x12\x0f\n\x0bSTATE_FAULT\x10\x05*P\n\tLockState\x12\r\n\tUNDEFINED\x10\x00\x12\x0c\n\x08UNLOCKED\x10\x01\x12\n\n\x06LOCKED\x10\x02\x12\x0b\n\x07LOCKING\x10\x03\x12\r\n\tUNLOCKING\x10\x04*S\n\x08\x43oilType\x12\x10\n\x0c\x43OIL_UNKNOWN\x10\x00\x12\x0b\n\x07\x43OIL_AC\x10\x01\x12\x0c\n\x08\x43OIL_DC1\x10\x02\x12\x0c\n\x08\x43OIL_DC2\x10\x03\x12\x0c\n\x08\x43OIL_DC3\x10\x04*.\n\x0e\x43hargePortType\x12\x0c\n\x08\x44ISABLED\x10\x00\x12\x06\n\x02\x41\x43\x10\x01\x12\x06\n\x02\x44\x43\x10\x02*&\n\x08GpioPull\x12\x08\n\x04NONE\x10\x00\x12\x06\n\x02UP\x10\x01\x12\x08\n\x04\x44OWN\x10\x02*H\n\x16\x43onfigHardwareRevision\x12\x12\n\x0eHW_REV_UNKNOWN\x10\x00\x12\x0c\n\x08HW_REV_A\x10\x01\x12\x0c\n\x08HW_REV_B\x10\x02*|\n\rMotorLockType\x12\x16\n\x12MOTOR_LOCK_UNKNOWN\x10\x00\x12\x14\n\x10MOTOR_LOCK_HELLA\x10\x01\x12\x1f\n\x1bMOTOR_LOCK_DEBUG_VALEO_HVAC\x10\x02\x12\x1c\n\x0fMOTOR_LOCK_NONE\x10\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, "phyverso_pb2", _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'phyverso_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-    DESCRIPTOR._loaded_options = None
-    _globals["_CPSTATE"]._serialized_start = 2176
-    _globals["_CPSTATE"]._serialized_end = 2263
-    _globals["_RESETREASON"]._serialized_start = 2265
-    _globals["_RESETREASON"]._serialized_end = 2302
-    _globals["_PPSTATE"]._serialized_start = 2304
-    _globals["_PPSTATE"]._serialized_end = 2404
-    _globals["_LOCKSTATE"]._serialized_start = 2406
-    _globals["_LOCKSTATE"]._serialized_end = 2486
-    _globals["_COILTYPE"]._serialized_start = 2488
-    _globals["_COILTYPE"]._serialized_end = 2571
-    _globals["_CHARGEPORTTYPE"]._serialized_start = 2573
-    _globals["_CHARGEPORTTYPE"]._serialized_end = 2619
-    _globals["_GPIOPULL"]._serialized_start = 2621
-    _globals["_GPIOPULL"]._serialized_end = 2659
-    _globals["_CONFIGHARDWAREREVISION"]._serialized_start = 2661
-    _globals["_CONFIGHARDWAREREVISION"]._serialized_end = 2733
-    _globals["_MOTORLOCKTYPE"]._serialized_start = 2735
-    _globals["_MOTORLOCKTYPE"]._serialized_end = 2859
-    _globals["_EVERESTTOMCU"]._serialized_start = 39
-    _globals["_EVERESTTOMCU"]._serialized_end = 470
-    _globals["_MCUTOEVEREST"]._serialized_start = 473
-    _globals["_MCUTOEVEREST"]._serialized_end = 1060
-    _globals["_ERRORFLAGS"]._serialized_start = 1063
-    _globals["_ERRORFLAGS"]._serialized_end = 1323
-    _globals["_KEEPALIVE"]._serialized_start = 1325
-    _globals["_KEEPALIVE"]._serialized_end = 1449
-    _globals["_TELEMETRY"]._serialized_start = 1451
-    _globals["_TELEMETRY"]._serialized_end = 1508
-    _globals["_FANSTATE"]._serialized_start = 1510
-    _globals["_FANSTATE"]._serialized_end = 1580
-    _globals["_COILSTATE"]._serialized_start = 1582
-    _globals["_COILSTATE"]._serialized_end = 1662
-    _globals["_BOOTCONFIGREQUEST"]._serialized_start = 1664
-    _globals["_BOOTCONFIGREQUEST"]._serialized_end = 1683
-    _globals["_BOOTCONFIGRESPONSE"]._serialized_start = 1686
-    _globals["_BOOTCONFIGRESPONSE"]._serialized_end = 1831
-    _globals["_CHARGEPORTCONFIG"]._serialized_start = 1834
-    _globals["_CHARGEPORTCONFIG"]._serialized_end = 2059
-    _globals["_CONFIGMOTORLOCKTYPE"]._serialized_start = 2061
-    _globals["_CONFIGMOTORLOCKTYPE"]._serialized_end = 2131
-    _globals["_RCDCOMMAND"]._serialized_start = 2133
-    _globals["_RCDCOMMAND"]._serialized_end = 2174
+  DESCRIPTOR._loaded_options = None
+  _globals['_CPSTATE']._serialized_start=2176
+  _globals['_CPSTATE']._serialized_end=2263
+  _globals['_RESETREASON']._serialized_start=2265
+  _globals['_RESETREASON']._serialized_end=2302
+  _globals['_PPSTATE']._serialized_start=2304
+  _globals['_PPSTATE']._serialized_end=2404
+  _globals['_LOCKSTATE']._serialized_start=2406
+  _globals['_LOCKSTATE']._serialized_end=2486
+  _globals['_COILTYPE']._serialized_start=2488
+  _globals['_COILTYPE']._serialized_end=2571
+  _globals['_CHARGEPORTTYPE']._serialized_start=2573
+  _globals['_CHARGEPORTTYPE']._serialized_end=2619
+  _globals['_GPIOPULL']._serialized_start=2621
+  _globals['_GPIOPULL']._serialized_end=2659
+  _globals['_CONFIGHARDWAREREVISION']._serialized_start=2661
+  _globals['_CONFIGHARDWAREREVISION']._serialized_end=2733
+  _globals['_MOTORLOCKTYPE']._serialized_start=2735
+  _globals['_MOTORLOCKTYPE']._serialized_end=2859
+  _globals['_EVERESTTOMCU']._serialized_start=39
+  _globals['_EVERESTTOMCU']._serialized_end=470
+  _globals['_MCUTOEVEREST']._serialized_start=473
+  _globals['_MCUTOEVEREST']._serialized_end=1060
+  _globals['_ERRORFLAGS']._serialized_start=1063
+  _globals['_ERRORFLAGS']._serialized_end=1323
+  _globals['_KEEPALIVE']._serialized_start=1325
+  _globals['_KEEPALIVE']._serialized_end=1449
+  _globals['_TELEMETRY']._serialized_start=1451
+  _globals['_TELEMETRY']._serialized_end=1508
+  _globals['_FANSTATE']._serialized_start=1510
+  _globals['_FANSTATE']._serialized_end=1580
+  _globals['_COILSTATE']._serialized_start=1582
+  _globals['_COILSTATE']._serialized_end=1662
+  _globals['_BOOTCONFIGREQUEST']._serialized_start=1664
+  _globals['_BOOTCONFIGREQUEST']._serialized_end=1683
+  _globals['_BOOTCONFIGRESPONSE']._serialized_start=1686
+  _globals['_BOOTCONFIGRESPONSE']._serialized_end=1831
+  _globals['_CHARGEPORTCONFIG']._serialized_start=1834
+  _globals['_CHARGEPORTCONFIG']._serialized_end=2059
+  _globals['_CONFIGMOTORLOCKTYPE']._serialized_start=2061
+  _globals['_CONFIGMOTORLOCKTYPE']._serialized_end=2131
+  _globals['_RCDCOMMAND']._serialized_start=2133
+  _globals['_RCDCOMMAND']._serialized_end=2174
 # @@protoc_insertion_point(module_scope)

@@ -70,7 +70,6 @@ class MotorLockType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MOTOR_LOCK_HELLA: _ClassVar[MotorLockType]
     MOTOR_LOCK_DEBUG_VALEO_HVAC: _ClassVar[MotorLockType]
     MOTOR_LOCK_NONE: _ClassVar[MotorLockType]
-
 STATE_A: CpState
 STATE_B: CpState
 STATE_C: CpState
@@ -110,18 +109,7 @@ MOTOR_LOCK_DEBUG_VALEO_HVAC: MotorLockType
 MOTOR_LOCK_NONE: MotorLockType
 
 class EverestToMcu(_message.Message):
-    __slots__ = (
-        "keep_alive",
-        "firmware_update",
-        "connector_lock",
-        "pwm_duty_cycle",
-        "set_coil_state_request",
-        "reset",
-        "config_response",
-        "set_fan_state",
-        "rcd_cmd",
-        "connector",
-    )
+    __slots__ = ("keep_alive", "firmware_update", "connector_lock", "pwm_duty_cycle", "set_coil_state_request", "reset", "config_response", "set_fan_state", "rcd_cmd", "connector")
     KEEP_ALIVE_FIELD_NUMBER: _ClassVar[int]
     FIRMWARE_UPDATE_FIELD_NUMBER: _ClassVar[int]
     CONNECTOR_LOCK_FIELD_NUMBER: _ClassVar[int]
@@ -142,34 +130,10 @@ class EverestToMcu(_message.Message):
     set_fan_state: FanState
     rcd_cmd: RcdCommand
     connector: int
-    def __init__(
-        self,
-        keep_alive: _Optional[_Union[KeepAlive, _Mapping]] = ...,
-        firmware_update: _Optional[bool] = ...,
-        connector_lock: _Optional[bool] = ...,
-        pwm_duty_cycle: _Optional[int] = ...,
-        set_coil_state_request: _Optional[_Union[CoilState, _Mapping]] = ...,
-        reset: _Optional[bool] = ...,
-        config_response: _Optional[_Union[BootConfigResponse, _Mapping]] = ...,
-        set_fan_state: _Optional[_Union[FanState, _Mapping]] = ...,
-        rcd_cmd: _Optional[_Union[RcdCommand, _Mapping]] = ...,
-        connector: _Optional[int] = ...,
-    ) -> None: ...
+    def __init__(self, keep_alive: _Optional[_Union[KeepAlive, _Mapping]] = ..., firmware_update: _Optional[bool] = ..., connector_lock: _Optional[bool] = ..., pwm_duty_cycle: _Optional[int] = ..., set_coil_state_request: _Optional[_Union[CoilState, _Mapping]] = ..., reset: _Optional[bool] = ..., config_response: _Optional[_Union[BootConfigResponse, _Mapping]] = ..., set_fan_state: _Optional[_Union[FanState, _Mapping]] = ..., rcd_cmd: _Optional[_Union[RcdCommand, _Mapping]] = ..., connector: _Optional[int] = ...) -> None: ...
 
 class McuToEverest(_message.Message):
-    __slots__ = (
-        "keep_alive",
-        "reset",
-        "cp_state",
-        "set_coil_state_response",
-        "error_flags",
-        "telemetry",
-        "pp_state",
-        "fan_state",
-        "lock_state",
-        "config_request",
-        "connector",
-    )
+    __slots__ = ("keep_alive", "reset", "cp_state", "set_coil_state_response", "error_flags", "telemetry", "pp_state", "fan_state", "lock_state", "config_request", "connector")
     KEEP_ALIVE_FIELD_NUMBER: _ClassVar[int]
     RESET_FIELD_NUMBER: _ClassVar[int]
     CP_STATE_FIELD_NUMBER: _ClassVar[int]
@@ -192,33 +156,10 @@ class McuToEverest(_message.Message):
     lock_state: LockState
     config_request: BootConfigRequest
     connector: int
-    def __init__(
-        self,
-        keep_alive: _Optional[_Union[KeepAlive, _Mapping]] = ...,
-        reset: _Optional[_Union[ResetReason, str]] = ...,
-        cp_state: _Optional[_Union[CpState, str]] = ...,
-        set_coil_state_response: _Optional[_Union[CoilState, _Mapping]] = ...,
-        error_flags: _Optional[_Union[ErrorFlags, _Mapping]] = ...,
-        telemetry: _Optional[_Union[Telemetry, _Mapping]] = ...,
-        pp_state: _Optional[_Union[PpState, str]] = ...,
-        fan_state: _Optional[_Union[FanState, _Mapping]] = ...,
-        lock_state: _Optional[_Union[LockState, str]] = ...,
-        config_request: _Optional[_Union[BootConfigRequest, _Mapping]] = ...,
-        connector: _Optional[int] = ...,
-    ) -> None: ...
+    def __init__(self, keep_alive: _Optional[_Union[KeepAlive, _Mapping]] = ..., reset: _Optional[_Union[ResetReason, str]] = ..., cp_state: _Optional[_Union[CpState, str]] = ..., set_coil_state_response: _Optional[_Union[CoilState, _Mapping]] = ..., error_flags: _Optional[_Union[ErrorFlags, _Mapping]] = ..., telemetry: _Optional[_Union[Telemetry, _Mapping]] = ..., pp_state: _Optional[_Union[PpState, str]] = ..., fan_state: _Optional[_Union[FanState, _Mapping]] = ..., lock_state: _Optional[_Union[LockState, str]] = ..., config_request: _Optional[_Union[BootConfigRequest, _Mapping]] = ..., connector: _Optional[int] = ...) -> None: ...
 
 class ErrorFlags(_message.Message):
-    __slots__ = (
-        "diode_fault",
-        "rcd_selftest_failed",
-        "rcd_triggered",
-        "ventilation_not_available",
-        "connector_lock_failed",
-        "cp_signal_fault",
-        "heartbeat_timeout",
-        "coil_feedback_diverges",
-        "pp_signal_fault",
-    )
+    __slots__ = ("diode_fault", "rcd_selftest_failed", "rcd_triggered", "ventilation_not_available", "connector_lock_failed", "cp_signal_fault", "heartbeat_timeout", "coil_feedback_diverges", "pp_signal_fault")
     DIODE_FAULT_FIELD_NUMBER: _ClassVar[int]
     RCD_SELFTEST_FAILED_FIELD_NUMBER: _ClassVar[int]
     RCD_TRIGGERED_FIELD_NUMBER: _ClassVar[int]
@@ -237,18 +178,7 @@ class ErrorFlags(_message.Message):
     heartbeat_timeout: bool
     coil_feedback_diverges: bool
     pp_signal_fault: bool
-    def __init__(
-        self,
-        diode_fault: _Optional[bool] = ...,
-        rcd_selftest_failed: _Optional[bool] = ...,
-        rcd_triggered: _Optional[bool] = ...,
-        ventilation_not_available: _Optional[bool] = ...,
-        connector_lock_failed: _Optional[bool] = ...,
-        cp_signal_fault: _Optional[bool] = ...,
-        heartbeat_timeout: _Optional[bool] = ...,
-        coil_feedback_diverges: _Optional[bool] = ...,
-        pp_signal_fault: _Optional[bool] = ...,
-    ) -> None: ...
+    def __init__(self, diode_fault: _Optional[bool] = ..., rcd_selftest_failed: _Optional[bool] = ..., rcd_triggered: _Optional[bool] = ..., ventilation_not_available: _Optional[bool] = ..., connector_lock_failed: _Optional[bool] = ..., cp_signal_fault: _Optional[bool] = ..., heartbeat_timeout: _Optional[bool] = ..., coil_feedback_diverges: _Optional[bool] = ..., pp_signal_fault: _Optional[bool] = ...) -> None: ...
 
 class KeepAlive(_message.Message):
     __slots__ = ("time_stamp", "hw_type", "hw_revision", "sw_version_string", "configuration_done")
@@ -262,14 +192,7 @@ class KeepAlive(_message.Message):
     hw_revision: int
     sw_version_string: str
     configuration_done: bool
-    def __init__(
-        self,
-        time_stamp: _Optional[int] = ...,
-        hw_type: _Optional[int] = ...,
-        hw_revision: _Optional[int] = ...,
-        sw_version_string: _Optional[str] = ...,
-        configuration_done: _Optional[bool] = ...,
-    ) -> None: ...
+    def __init__(self, time_stamp: _Optional[int] = ..., hw_type: _Optional[int] = ..., hw_revision: _Optional[int] = ..., sw_version_string: _Optional[str] = ..., configuration_done: _Optional[bool] = ...) -> None: ...
 
 class Telemetry(_message.Message):
     __slots__ = ("cp_voltage_hi", "cp_voltage_lo")
@@ -289,13 +212,7 @@ class FanState(_message.Message):
     enabled: bool
     duty: int
     rpm: int
-    def __init__(
-        self,
-        fan_id: _Optional[int] = ...,
-        enabled: _Optional[bool] = ...,
-        duty: _Optional[int] = ...,
-        rpm: _Optional[int] = ...,
-    ) -> None: ...
+    def __init__(self, fan_id: _Optional[int] = ..., enabled: _Optional[bool] = ..., duty: _Optional[int] = ..., rpm: _Optional[int] = ...) -> None: ...
 
 class CoilState(_message.Message):
     __slots__ = ("coil_type", "coil_state")
@@ -303,9 +220,7 @@ class CoilState(_message.Message):
     COIL_STATE_FIELD_NUMBER: _ClassVar[int]
     coil_type: CoilType
     coil_state: bool
-    def __init__(
-        self, coil_type: _Optional[_Union[CoilType, str]] = ..., coil_state: _Optional[bool] = ...
-    ) -> None: ...
+    def __init__(self, coil_type: _Optional[_Union[CoilType, str]] = ..., coil_state: _Optional[bool] = ...) -> None: ...
 
 class BootConfigRequest(_message.Message):
     __slots__ = ()
@@ -317,11 +232,7 @@ class BootConfigResponse(_message.Message):
     CHARGEPORT_CONFIG_FIELD_NUMBER: _ClassVar[int]
     hw_rev: ConfigHardwareRevision
     chargeport_config: _containers.RepeatedCompositeFieldContainer[ChargePortConfig]
-    def __init__(
-        self,
-        hw_rev: _Optional[_Union[ConfigHardwareRevision, str]] = ...,
-        chargeport_config: _Optional[_Iterable[_Union[ChargePortConfig, _Mapping]]] = ...,
-    ) -> None: ...
+    def __init__(self, hw_rev: _Optional[_Union[ConfigHardwareRevision, str]] = ..., chargeport_config: _Optional[_Iterable[_Union[ChargePortConfig, _Mapping]]] = ...) -> None: ...
 
 class ChargePortConfig(_message.Message):
     __slots__ = ("type", "feedback_active_low", "feedback_pull", "lock", "has_socket")
@@ -335,14 +246,7 @@ class ChargePortConfig(_message.Message):
     feedback_pull: GpioPull
     lock: ConfigMotorLockType
     has_socket: bool
-    def __init__(
-        self,
-        type: _Optional[_Union[ChargePortType, str]] = ...,
-        feedback_active_low: _Optional[bool] = ...,
-        feedback_pull: _Optional[_Union[GpioPull, str]] = ...,
-        lock: _Optional[_Union[ConfigMotorLockType, _Mapping]] = ...,
-        has_socket: _Optional[bool] = ...,
-    ) -> None: ...
+    def __init__(self, type: _Optional[_Union[ChargePortType, str]] = ..., feedback_active_low: _Optional[bool] = ..., feedback_pull: _Optional[_Union[GpioPull, str]] = ..., lock: _Optional[_Union[ConfigMotorLockType, _Mapping]] = ..., has_socket: _Optional[bool] = ...) -> None: ...
 
 class ConfigMotorLockType(_message.Message):
     __slots__ = ("type",)

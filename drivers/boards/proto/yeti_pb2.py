@@ -4,50 +4,55 @@
 # source: yeti.proto
 # Protobuf Python Version: 7.35.1
 """Generated protocol buffer code."""
-
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
-
-_runtime_version.ValidateProtobufRuntimeVersion(_runtime_version.Domain.PUBLIC, 7, 35, 1, "", "yeti.proto")
+_runtime_version.ValidateProtobufRuntimeVersion(
+    _runtime_version.Domain.PUBLIC,
+    7,
+    35,
+    1,
+    '',
+    'yeti.proto'
+)
 # @@protoc_insertion_point(imports)
 
 _sym_db = _symbol_database.Default()
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(
-    b'\n\nyeti.proto\x12\x0e\x65vstation.yeti"\x84\x02\n\x0c\x45verestToMcu\x12\x39\n\x0f\x66irmware_update\x18\x10 \x01(\x0b\x32\x1e.evstation.yeti.FirmwareUpdateH\x00\x12/\n\nkeep_alive\x18\x64 \x01(\x0b\x32\x19.evstation.yeti.KeepAliveH\x00\x12\x18\n\x0e\x63onnector_lock\x18\x66 \x01(\x08H\x00\x12\x18\n\x0epwm_duty_cycle\x18g \x01(\rH\x00\x12\x18\n\x0e\x61llow_power_on\x18h \x01(\x08H\x00\x12\x0f\n\x05reset\x18i \x01(\x08H\x00\x12\x1e\n\x14set_number_of_phases\x18j \x01(\x08H\x00\x42\t\n\x07payload"/\n\x0e\x46irmwareUpdate\x12\x1d\n\x15invoke_rom_bootloader\x18\x01 \x01(\x08"`\n\tKeepAlive\x12\x12\n\ntime_stamp\x18\x01 \x01(\r\x12\x0f\n\x07hw_type\x18\x02 \x01(\r\x12\x13\n\x0bhw_revision\x18\x03 \x01(\r\x12\x19\n\x11sw_version_string\x18\x06 \x01(\t"\xb3\x03\n\x0cMcuToEverest\x12\x31\n\nkeep_alive\x18\x03 \x01(\x0b\x32\x1b.evstation.yeti.KeepAliveLoH\x00\x12,\n\x05reset\x18\x65 \x01(\x0e\x32\x1b.evstation.yeti.ResetReasonH\x00\x12+\n\x08\x63p_state\x18\x66 \x01(\x0e\x32\x17.evstation.yeti.CpStateH\x00\x12\x16\n\x0crelais_state\x18g \x01(\x08H\x00\x12\x31\n\x0b\x65rror_flags\x18h \x01(\x0b\x32\x1a.evstation.yeti.ErrorFlagsH\x00\x12.\n\ttelemetry\x18i \x01(\x0b\x32\x19.evstation.yeti.TelemetryH\x00\x12+\n\x08pp_state\x18j \x01(\x0e\x32\x17.evstation.yeti.PpStateH\x00\x12/\n\nlock_state\x18k \x01(\x0e\x32\x19.evstation.yeti.LockStateH\x00\x12\x31\n\x0bpower_meter\x18l \x01(\x0b\x32\x1a.evstation.yeti.PowerMeterH\x00\x42\t\n\x07payload"\xc8\x02\n\x0bKeepAliveLo\x12\x12\n\ntime_stamp\x18\x01 \x01(\r\x12\x0f\n\x07hw_type\x18\x02 \x01(\r\x12\x13\n\x0bhw_revision\x18\x03 \x01(\r\x12\x1e\n\x16protocol_version_major\x18\x04 \x01(\r\x12\x1e\n\x16protocol_version_minor\x18\x05 \x01(\r\x12\x19\n\x11sw_version_string\x18\x06 \x01(\t\x12\x19\n\x11hwcap_max_current\x18\x07 \x01(\x02\x12\x19\n\x11hwcap_min_current\x18\x08 \x01(\x02\x12\x1d\n\x15hwcap_max_phase_count\x18\t \x01(\r\x12\x1d\n\x15hwcap_min_phase_count\x18\n \x01(\r\x12\x30\n(supports_changing_phases_during_charging\x18\x0b \x01(\x08"\xc6\x01\n\nErrorFlags\x12\x13\n\x0b\x64iode_fault\x18\x01 \x01(\x08\x12\x1b\n\x13rcd_selftest_failed\x18\x02 \x01(\x08\x12\x15\n\rrcd_triggered\x18\x03 \x01(\x08\x12!\n\x19ventilation_not_available\x18\x04 \x01(\x08\x12\x1d\n\x15\x63onnector_lock_failed\x18\x05 \x01(\x08\x12\x17\n\x0f\x63p_signal_fault\x18\x06 \x01(\x08\x12\x14\n\x0cover_current\x18\x07 \x01(\x08"9\n\tTelemetry\x12\x15\n\rcp_voltage_hi\x18\x01 \x01(\r\x12\x15\n\rcp_voltage_lo\x18\x02 \x01(\r"\x90\x03\n\nPowerMeter\x12\x12\n\ntime_stamp\x18\x01 \x01(\r\x12\x0e\n\x06vrmsL1\x18\x02 \x01(\x02\x12\x0e\n\x06vrmsL2\x18\x03 \x01(\x02\x12\x0e\n\x06vrmsL3\x18\x04 \x01(\x02\x12\x0e\n\x06irmsL1\x18\x05 \x01(\x02\x12\x0e\n\x06irmsL2\x18\x06 \x01(\x02\x12\x0e\n\x06irmsL3\x18\x07 \x01(\x02\x12\r\n\x05irmsN\x18\x08 \x01(\x02\x12\x10\n\x08wattHrL1\x18\t \x01(\x02\x12\x10\n\x08wattHrL2\x18\n \x01(\x02\x12\x10\n\x08wattHrL3\x18\x0b \x01(\x02\x12\x13\n\x0btotalWattHr\x18\x0c \x01(\x02\x12\x0e\n\x06tempL1\x18\r \x01(\x02\x12\x0e\n\x06tempL2\x18\x0e \x01(\x02\x12\x0e\n\x06tempL3\x18\x0f \x01(\x02\x12\r\n\x05tempN\x18\x10 \x01(\x02\x12\x0e\n\x06wattL1\x18\x11 \x01(\x02\x12\x0e\n\x06wattL2\x18\x12 \x01(\x02\x12\x0e\n\x06wattL3\x18\x13 \x01(\x02\x12\x0e\n\x06\x66reqL1\x18\x14 \x01(\x02\x12\x0e\n\x06\x66reqL2\x18\x15 \x01(\x02\x12\x0e\n\x06\x66reqL3\x18\x16 \x01(\x02\x12\x15\n\rphaseSeqError\x18\x17 \x01(\x08*%\n\x0bResetReason\x12\x08\n\x04USER\x10\x00\x12\x0c\n\x08WATCHDOG\x10\x01*W\n\x07\x43pState\x12\x0b\n\x07STATE_A\x10\x00\x12\x0b\n\x07STATE_B\x10\x01\x12\x0b\n\x07STATE_C\x10\x02\x12\x0b\n\x07STATE_D\x10\x03\x12\x0b\n\x07STATE_E\x10\x04\x12\x0b\n\x07STATE_F\x10\x05*d\n\x07PpState\x12\x0c\n\x08STATE_NC\x10\x00\x12\r\n\tSTATE_13A\x10\x01\x12\r\n\tSTATE_20A\x10\x02\x12\r\n\tSTATE_32A\x10\x03\x12\r\n\tSTATE_70A\x10\x04\x12\x0f\n\x0bSTATE_FAULT\x10\x05*4\n\tLockState\x12\r\n\tUNDEFINED\x10\x00\x12\x0c\n\x08UNLOCKED\x10\x01\x12\n\n\x06LOCKED\x10\x02\x62\x06proto3'
-)
+
+
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\nyeti.proto\x12\x0e\x65vstation.yeti\"\x84\x02\n\x0c\x45verestToMcu\x12\x39\n\x0f\x66irmware_update\x18\x10 \x01(\x0b\x32\x1e.evstation.yeti.FirmwareUpdateH\x00\x12/\n\nkeep_alive\x18\x64 \x01(\x0b\x32\x19.evstation.yeti.KeepAliveH\x00\x12\x18\n\x0e\x63onnector_lock\x18\x66 \x01(\x08H\x00\x12\x18\n\x0epwm_duty_cycle\x18g \x01(\rH\x00\x12\x18\n\x0e\x61llow_power_on\x18h \x01(\x08H\x00\x12\x0f\n\x05reset\x18i \x01(\x08H\x00\x12\x1e\n\x14set_number_of_phases\x18j \x01(\x08H\x00\x42\t\n\x07payload\"/\n\x0e\x46irmwareUpdate\x12\x1d\n\x15invoke_rom_bootloader\x18\x01 \x01(\x08\"`\n\tKeepAlive\x12\x12\n\ntime_stamp\x18\x01 \x01(\r\x12\x0f\n\x07hw_type\x18\x02 \x01(\r\x12\x13\n\x0bhw_revision\x18\x03 \x01(\r\x12\x19\n\x11sw_version_string\x18\x06 \x01(\t\"\xb3\x03\n\x0cMcuToEverest\x12\x31\n\nkeep_alive\x18\x03 \x01(\x0b\x32\x1b.evstation.yeti.KeepAliveLoH\x00\x12,\n\x05reset\x18\x65 \x01(\x0e\x32\x1b.evstation.yeti.ResetReasonH\x00\x12+\n\x08\x63p_state\x18\x66 \x01(\x0e\x32\x17.evstation.yeti.CpStateH\x00\x12\x16\n\x0crelais_state\x18g \x01(\x08H\x00\x12\x31\n\x0b\x65rror_flags\x18h \x01(\x0b\x32\x1a.evstation.yeti.ErrorFlagsH\x00\x12.\n\ttelemetry\x18i \x01(\x0b\x32\x19.evstation.yeti.TelemetryH\x00\x12+\n\x08pp_state\x18j \x01(\x0e\x32\x17.evstation.yeti.PpStateH\x00\x12/\n\nlock_state\x18k \x01(\x0e\x32\x19.evstation.yeti.LockStateH\x00\x12\x31\n\x0bpower_meter\x18l \x01(\x0b\x32\x1a.evstation.yeti.PowerMeterH\x00\x42\t\n\x07payload\"\xc8\x02\n\x0bKeepAliveLo\x12\x12\n\ntime_stamp\x18\x01 \x01(\r\x12\x0f\n\x07hw_type\x18\x02 \x01(\r\x12\x13\n\x0bhw_revision\x18\x03 \x01(\r\x12\x1e\n\x16protocol_version_major\x18\x04 \x01(\r\x12\x1e\n\x16protocol_version_minor\x18\x05 \x01(\r\x12\x19\n\x11sw_version_string\x18\x06 \x01(\t\x12\x19\n\x11hwcap_max_current\x18\x07 \x01(\x02\x12\x19\n\x11hwcap_min_current\x18\x08 \x01(\x02\x12\x1d\n\x15hwcap_max_phase_count\x18\t \x01(\r\x12\x1d\n\x15hwcap_min_phase_count\x18\n \x01(\r\x12\x30\n(supports_changing_phases_during_charging\x18\x0b \x01(\x08\"\xc6\x01\n\nErrorFlags\x12\x13\n\x0b\x64iode_fault\x18\x01 \x01(\x08\x12\x1b\n\x13rcd_selftest_failed\x18\x02 \x01(\x08\x12\x15\n\rrcd_triggered\x18\x03 \x01(\x08\x12!\n\x19ventilation_not_available\x18\x04 \x01(\x08\x12\x1d\n\x15\x63onnector_lock_failed\x18\x05 \x01(\x08\x12\x17\n\x0f\x63p_signal_fault\x18\x06 \x01(\x08\x12\x14\n\x0cover_current\x18\x07 \x01(\x08\"9\n\tTelemetry\x12\x15\n\rcp_voltage_hi\x18\x01 \x01(\r\x12\x15\n\rcp_voltage_lo\x18\x02 \x01(\r\"\x90\x03\n\nPowerMeter\x12\x12\n\ntime_stamp\x18\x01 \x01(\r\x12\x0e\n\x06vrmsL1\x18\x02 \x01(\x02\x12\x0e\n\x06vrmsL2\x18\x03 \x01(\x02\x12\x0e\n\x06vrmsL3\x18\x04 \x01(\x02\x12\x0e\n\x06irmsL1\x18\x05 \x01(\x02\x12\x0e\n\x06irmsL2\x18\x06 \x01(\x02\x12\x0e\n\x06irmsL3\x18\x07 \x01(\x02\x12\r\n\x05irmsN\x18\x08 \x01(\x02\x12\x10\n\x08wattHrL1\x18\t \x01(\x02\x12\x10\n\x08wattHrL2\x18\n \x01(\x02\x12\x10\n\x08wattHrL3\x18\x0b \x01(\x02\x12\x13\n\x0btotalWattHr\x18\x0c \x01(\x02\x12\x0e\n\x06tempL1\x18\r \x01(\x02\x12\x0e\n\x06tempL2\x18\x0e \x01(\x02\x12\x0e\n\x06tempL3\x18\x0f \x01(\x02\x12\r\n\x05tempN\x18\x10 \x01(\x02\x12\x0e\n\x06wattL1\x18\x11 \x01(\x02\x12\x0e\n\x06wattL2\x18\x12 \x01(\x02\x12\x0e\n\x06wattL3\x18\x13 \x01(\x02\x12\x0e\n\x06\x66reqL1\x18\x14 \x01(\x02\x12\x0e\n\x06\x66reqL2\x18\x15 \x01(\x02\x12\x0e\n\x06\x66reqL3\x18\x16 \x01(\x02\x12\x15\n\rphaseSeqError\x18\x17 \x01(\x08*%\n\x0bResetReason\x12\x08\n\x04USER\x10\x00\x12\x0c\n\x08WATCHDOG\x10\x01*W\n\x07\x43pState\x12\x0b\n\x07STATE_A\x10\x00\x12\x0b\n\x07STATE_B\x10\x01\x12\x0b\n\x07STATE_C\x10\x02\x12\x0b\n\x07STATE_D\x10\x03\x12\x0b\n\x07STATE_E\x10\x04\x12\x0b\n\x07STATE_F\x10\x05*d\n\x07PpState\x12\x0c\n\x08STATE_NC\x10\x00\x12\r\n\tSTATE_13A\x10\x01\x12\r\n\tSTATE_20A\x10\x02\x12\r\n\tSTATE_32A\x10\x03\x12\r\n\tSTATE_70A\x10\x04\x12\x0f\n\x0bSTATE_FAULT\x10\x05*4\n\tLockState\x12\r\n\tUNDEFINED\x10\x00\x12\x0c\n\x08UNLOCKED\x10\x01\x12\n\n\x06LOCKED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, "yeti_pb2", _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'yeti_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-    DESCRIPTOR._loaded_options = None
-    _globals["_RESETREASON"]._serialized_start = 1872
-    _globals["_RESETREASON"]._serialized_end = 1909
-    _globals["_CPSTATE"]._serialized_start = 1911
-    _globals["_CPSTATE"]._serialized_end = 1998
-    _globals["_PPSTATE"]._serialized_start = 2000
-    _globals["_PPSTATE"]._serialized_end = 2100
-    _globals["_LOCKSTATE"]._serialized_start = 2102
-    _globals["_LOCKSTATE"]._serialized_end = 2154
-    _globals["_EVERESTTOMCU"]._serialized_start = 31
-    _globals["_EVERESTTOMCU"]._serialized_end = 291
-    _globals["_FIRMWAREUPDATE"]._serialized_start = 293
-    _globals["_FIRMWAREUPDATE"]._serialized_end = 340
-    _globals["_KEEPALIVE"]._serialized_start = 342
-    _globals["_KEEPALIVE"]._serialized_end = 438
-    _globals["_MCUTOEVEREST"]._serialized_start = 441
-    _globals["_MCUTOEVEREST"]._serialized_end = 876
-    _globals["_KEEPALIVELO"]._serialized_start = 879
-    _globals["_KEEPALIVELO"]._serialized_end = 1207
-    _globals["_ERRORFLAGS"]._serialized_start = 1210
-    _globals["_ERRORFLAGS"]._serialized_end = 1408
-    _globals["_TELEMETRY"]._serialized_start = 1410
-    _globals["_TELEMETRY"]._serialized_end = 1467
-    _globals["_POWERMETER"]._serialized_start = 1470
-    _globals["_POWERMETER"]._serialized_end = 1870
+  DESCRIPTOR._loaded_options = None
+  _globals['_RESETREASON']._serialized_start=1872
+  _globals['_RESETREASON']._serialized_end=1909
+  _globals['_CPSTATE']._serialized_start=1911
+  _globals['_CPSTATE']._serialized_end=1998
+  _globals['_PPSTATE']._serialized_start=2000
+  _globals['_PPSTATE']._serialized_end=2100
+  _globals['_LOCKSTATE']._serialized_start=2102
+  _globals['_LOCKSTATE']._serialized_end=2154
+  _globals['_EVERESTTOMCU']._serialized_start=31
+  _globals['_EVERESTTOMCU']._serialized_end=291
+  _globals['_FIRMWAREUPDATE']._serialized_start=293
+  _globals['_FIRMWAREUPDATE']._serialized_end=340
+  _globals['_KEEPALIVE']._serialized_start=342
+  _globals['_KEEPALIVE']._serialized_end=438
+  _globals['_MCUTOEVEREST']._serialized_start=441
+  _globals['_MCUTOEVEREST']._serialized_end=876
+  _globals['_KEEPALIVELO']._serialized_start=879
+  _globals['_KEEPALIVELO']._serialized_end=1207
+  _globals['_ERRORFLAGS']._serialized_start=1210
+  _globals['_ERRORFLAGS']._serialized_end=1408
+  _globals['_TELEMETRY']._serialized_start=1410
+  _globals['_TELEMETRY']._serialized_end=1467
+  _globals['_POWERMETER']._serialized_start=1470
+  _globals['_POWERMETER']._serialized_end=1870
 # @@protoc_insertion_point(module_scope)

@@ -34,7 +34,6 @@ class LockState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UNDEFINED: _ClassVar[LockState]
     UNLOCKED: _ClassVar[LockState]
     LOCKED: _ClassVar[LockState]
-
 USER: ResetReason
 WATCHDOG: ResetReason
 STATE_A: CpState
@@ -54,15 +53,7 @@ UNLOCKED: LockState
 LOCKED: LockState
 
 class EverestToMcu(_message.Message):
-    __slots__ = (
-        "firmware_update",
-        "keep_alive",
-        "connector_lock",
-        "pwm_duty_cycle",
-        "allow_power_on",
-        "reset",
-        "set_number_of_phases",
-    )
+    __slots__ = ("firmware_update", "keep_alive", "connector_lock", "pwm_duty_cycle", "allow_power_on", "reset", "set_number_of_phases")
     FIRMWARE_UPDATE_FIELD_NUMBER: _ClassVar[int]
     KEEP_ALIVE_FIELD_NUMBER: _ClassVar[int]
     CONNECTOR_LOCK_FIELD_NUMBER: _ClassVar[int]
@@ -77,16 +68,7 @@ class EverestToMcu(_message.Message):
     allow_power_on: bool
     reset: bool
     set_number_of_phases: bool
-    def __init__(
-        self,
-        firmware_update: _Optional[_Union[FirmwareUpdate, _Mapping]] = ...,
-        keep_alive: _Optional[_Union[KeepAlive, _Mapping]] = ...,
-        connector_lock: _Optional[bool] = ...,
-        pwm_duty_cycle: _Optional[int] = ...,
-        allow_power_on: _Optional[bool] = ...,
-        reset: _Optional[bool] = ...,
-        set_number_of_phases: _Optional[bool] = ...,
-    ) -> None: ...
+    def __init__(self, firmware_update: _Optional[_Union[FirmwareUpdate, _Mapping]] = ..., keep_alive: _Optional[_Union[KeepAlive, _Mapping]] = ..., connector_lock: _Optional[bool] = ..., pwm_duty_cycle: _Optional[int] = ..., allow_power_on: _Optional[bool] = ..., reset: _Optional[bool] = ..., set_number_of_phases: _Optional[bool] = ...) -> None: ...
 
 class FirmwareUpdate(_message.Message):
     __slots__ = ("invoke_rom_bootloader",)
@@ -104,26 +86,10 @@ class KeepAlive(_message.Message):
     hw_type: int
     hw_revision: int
     sw_version_string: str
-    def __init__(
-        self,
-        time_stamp: _Optional[int] = ...,
-        hw_type: _Optional[int] = ...,
-        hw_revision: _Optional[int] = ...,
-        sw_version_string: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, time_stamp: _Optional[int] = ..., hw_type: _Optional[int] = ..., hw_revision: _Optional[int] = ..., sw_version_string: _Optional[str] = ...) -> None: ...
 
 class McuToEverest(_message.Message):
-    __slots__ = (
-        "keep_alive",
-        "reset",
-        "cp_state",
-        "relais_state",
-        "error_flags",
-        "telemetry",
-        "pp_state",
-        "lock_state",
-        "power_meter",
-    )
+    __slots__ = ("keep_alive", "reset", "cp_state", "relais_state", "error_flags", "telemetry", "pp_state", "lock_state", "power_meter")
     KEEP_ALIVE_FIELD_NUMBER: _ClassVar[int]
     RESET_FIELD_NUMBER: _ClassVar[int]
     CP_STATE_FIELD_NUMBER: _ClassVar[int]
@@ -142,33 +108,10 @@ class McuToEverest(_message.Message):
     pp_state: PpState
     lock_state: LockState
     power_meter: PowerMeter
-    def __init__(
-        self,
-        keep_alive: _Optional[_Union[KeepAliveLo, _Mapping]] = ...,
-        reset: _Optional[_Union[ResetReason, str]] = ...,
-        cp_state: _Optional[_Union[CpState, str]] = ...,
-        relais_state: _Optional[bool] = ...,
-        error_flags: _Optional[_Union[ErrorFlags, _Mapping]] = ...,
-        telemetry: _Optional[_Union[Telemetry, _Mapping]] = ...,
-        pp_state: _Optional[_Union[PpState, str]] = ...,
-        lock_state: _Optional[_Union[LockState, str]] = ...,
-        power_meter: _Optional[_Union[PowerMeter, _Mapping]] = ...,
-    ) -> None: ...
+    def __init__(self, keep_alive: _Optional[_Union[KeepAliveLo, _Mapping]] = ..., reset: _Optional[_Union[ResetReason, str]] = ..., cp_state: _Optional[_Union[CpState, str]] = ..., relais_state: _Optional[bool] = ..., error_flags: _Optional[_Union[ErrorFlags, _Mapping]] = ..., telemetry: _Optional[_Union[Telemetry, _Mapping]] = ..., pp_state: _Optional[_Union[PpState, str]] = ..., lock_state: _Optional[_Union[LockState, str]] = ..., power_meter: _Optional[_Union[PowerMeter, _Mapping]] = ...) -> None: ...
 
 class KeepAliveLo(_message.Message):
-    __slots__ = (
-        "time_stamp",
-        "hw_type",
-        "hw_revision",
-        "protocol_version_major",
-        "protocol_version_minor",
-        "sw_version_string",
-        "hwcap_max_current",
-        "hwcap_min_current",
-        "hwcap_max_phase_count",
-        "hwcap_min_phase_count",
-        "supports_changing_phases_during_charging",
-    )
+    __slots__ = ("time_stamp", "hw_type", "hw_revision", "protocol_version_major", "protocol_version_minor", "sw_version_string", "hwcap_max_current", "hwcap_min_current", "hwcap_max_phase_count", "hwcap_min_phase_count", "supports_changing_phases_during_charging")
     TIME_STAMP_FIELD_NUMBER: _ClassVar[int]
     HW_TYPE_FIELD_NUMBER: _ClassVar[int]
     HW_REVISION_FIELD_NUMBER: _ClassVar[int]
@@ -191,31 +134,10 @@ class KeepAliveLo(_message.Message):
     hwcap_max_phase_count: int
     hwcap_min_phase_count: int
     supports_changing_phases_during_charging: bool
-    def __init__(
-        self,
-        time_stamp: _Optional[int] = ...,
-        hw_type: _Optional[int] = ...,
-        hw_revision: _Optional[int] = ...,
-        protocol_version_major: _Optional[int] = ...,
-        protocol_version_minor: _Optional[int] = ...,
-        sw_version_string: _Optional[str] = ...,
-        hwcap_max_current: _Optional[float] = ...,
-        hwcap_min_current: _Optional[float] = ...,
-        hwcap_max_phase_count: _Optional[int] = ...,
-        hwcap_min_phase_count: _Optional[int] = ...,
-        supports_changing_phases_during_charging: _Optional[bool] = ...,
-    ) -> None: ...
+    def __init__(self, time_stamp: _Optional[int] = ..., hw_type: _Optional[int] = ..., hw_revision: _Optional[int] = ..., protocol_version_major: _Optional[int] = ..., protocol_version_minor: _Optional[int] = ..., sw_version_string: _Optional[str] = ..., hwcap_max_current: _Optional[float] = ..., hwcap_min_current: _Optional[float] = ..., hwcap_max_phase_count: _Optional[int] = ..., hwcap_min_phase_count: _Optional[int] = ..., supports_changing_phases_during_charging: _Optional[bool] = ...) -> None: ...
 
 class ErrorFlags(_message.Message):
-    __slots__ = (
-        "diode_fault",
-        "rcd_selftest_failed",
-        "rcd_triggered",
-        "ventilation_not_available",
-        "connector_lock_failed",
-        "cp_signal_fault",
-        "over_current",
-    )
+    __slots__ = ("diode_fault", "rcd_selftest_failed", "rcd_triggered", "ventilation_not_available", "connector_lock_failed", "cp_signal_fault", "over_current")
     DIODE_FAULT_FIELD_NUMBER: _ClassVar[int]
     RCD_SELFTEST_FAILED_FIELD_NUMBER: _ClassVar[int]
     RCD_TRIGGERED_FIELD_NUMBER: _ClassVar[int]
@@ -230,16 +152,7 @@ class ErrorFlags(_message.Message):
     connector_lock_failed: bool
     cp_signal_fault: bool
     over_current: bool
-    def __init__(
-        self,
-        diode_fault: _Optional[bool] = ...,
-        rcd_selftest_failed: _Optional[bool] = ...,
-        rcd_triggered: _Optional[bool] = ...,
-        ventilation_not_available: _Optional[bool] = ...,
-        connector_lock_failed: _Optional[bool] = ...,
-        cp_signal_fault: _Optional[bool] = ...,
-        over_current: _Optional[bool] = ...,
-    ) -> None: ...
+    def __init__(self, diode_fault: _Optional[bool] = ..., rcd_selftest_failed: _Optional[bool] = ..., rcd_triggered: _Optional[bool] = ..., ventilation_not_available: _Optional[bool] = ..., connector_lock_failed: _Optional[bool] = ..., cp_signal_fault: _Optional[bool] = ..., over_current: _Optional[bool] = ...) -> None: ...
 
 class Telemetry(_message.Message):
     __slots__ = ("cp_voltage_hi", "cp_voltage_lo")
@@ -250,31 +163,7 @@ class Telemetry(_message.Message):
     def __init__(self, cp_voltage_hi: _Optional[int] = ..., cp_voltage_lo: _Optional[int] = ...) -> None: ...
 
 class PowerMeter(_message.Message):
-    __slots__ = (
-        "time_stamp",
-        "vrmsL1",
-        "vrmsL2",
-        "vrmsL3",
-        "irmsL1",
-        "irmsL2",
-        "irmsL3",
-        "irmsN",
-        "wattHrL1",
-        "wattHrL2",
-        "wattHrL3",
-        "totalWattHr",
-        "tempL1",
-        "tempL2",
-        "tempL3",
-        "tempN",
-        "wattL1",
-        "wattL2",
-        "wattL3",
-        "freqL1",
-        "freqL2",
-        "freqL3",
-        "phaseSeqError",
-    )
+    __slots__ = ("time_stamp", "vrmsL1", "vrmsL2", "vrmsL3", "irmsL1", "irmsL2", "irmsL3", "irmsN", "wattHrL1", "wattHrL2", "wattHrL3", "totalWattHr", "tempL1", "tempL2", "tempL3", "tempN", "wattL1", "wattL2", "wattL3", "freqL1", "freqL2", "freqL3", "phaseSeqError")
     TIME_STAMP_FIELD_NUMBER: _ClassVar[int]
     VRMSL1_FIELD_NUMBER: _ClassVar[int]
     VRMSL2_FIELD_NUMBER: _ClassVar[int]
@@ -321,29 +210,4 @@ class PowerMeter(_message.Message):
     freqL2: float
     freqL3: float
     phaseSeqError: bool
-    def __init__(
-        self,
-        time_stamp: _Optional[int] = ...,
-        vrmsL1: _Optional[float] = ...,
-        vrmsL2: _Optional[float] = ...,
-        vrmsL3: _Optional[float] = ...,
-        irmsL1: _Optional[float] = ...,
-        irmsL2: _Optional[float] = ...,
-        irmsL3: _Optional[float] = ...,
-        irmsN: _Optional[float] = ...,
-        wattHrL1: _Optional[float] = ...,
-        wattHrL2: _Optional[float] = ...,
-        wattHrL3: _Optional[float] = ...,
-        totalWattHr: _Optional[float] = ...,
-        tempL1: _Optional[float] = ...,
-        tempL2: _Optional[float] = ...,
-        tempL3: _Optional[float] = ...,
-        tempN: _Optional[float] = ...,
-        wattL1: _Optional[float] = ...,
-        wattL2: _Optional[float] = ...,
-        wattL3: _Optional[float] = ...,
-        freqL1: _Optional[float] = ...,
-        freqL2: _Optional[float] = ...,
-        freqL3: _Optional[float] = ...,
-        phaseSeqError: _Optional[bool] = ...,
-    ) -> None: ...
+    def __init__(self, time_stamp: _Optional[int] = ..., vrmsL1: _Optional[float] = ..., vrmsL2: _Optional[float] = ..., vrmsL3: _Optional[float] = ..., irmsL1: _Optional[float] = ..., irmsL2: _Optional[float] = ..., irmsL3: _Optional[float] = ..., irmsN: _Optional[float] = ..., wattHrL1: _Optional[float] = ..., wattHrL2: _Optional[float] = ..., wattHrL3: _Optional[float] = ..., totalWattHr: _Optional[float] = ..., tempL1: _Optional[float] = ..., tempL2: _Optional[float] = ..., tempL3: _Optional[float] = ..., tempN: _Optional[float] = ..., wattL1: _Optional[float] = ..., wattL2: _Optional[float] = ..., wattL3: _Optional[float] = ..., freqL1: _Optional[float] = ..., freqL2: _Optional[float] = ..., freqL3: _Optional[float] = ..., phaseSeqError: _Optional[bool] = ...) -> None: ...
