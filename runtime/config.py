@@ -293,8 +293,29 @@ class RapiControllerConfig(_Model):
         return self
 
 
+class PhyVersoControllerConfig(_Model):
+    """One charge port (AC) of a PHYTEC phyVERSO board; both ports of a board share its `device`."""
+
+    driver: Literal["phyverso"]
+    device: Annotated[str, Field(min_length=1)]
+    connector: Literal[1, 2]
+    hw_revision: Literal["A", "B"]  # the board's hardware revision, sent to the MCU at every boot
+    baud: Annotated[int, Field(gt=0)] = 115200
+    keepalive_timeout_s: PositiveSeconds = 5
+    lock: Literal["none", "hella", "valeo_hvac"] = "none"  # the socket's motor lock
+    has_socket: bool = False  # a socket (detachable cable) rather than a tethered cable
+
+    @model_validator(mode="after")
+    def _socket_needs_a_lock(self) -> PhyVersoControllerConfig:
+        # PhyVersoBSP refuses an AC socket without a lock type: the cable could be pulled under load.
+        if self.has_socket and self.lock == "none":
+            raise _keyed_error("lock", "a socket (has_socket = true) needs a motor lock: hella or valeo_hvac")
+        return self
+
+
 ControllerConfig = Annotated[
-    SimControllerConfig | YetiControllerConfig | RapiControllerConfig, Field(discriminator="driver")
+    SimControllerConfig | YetiControllerConfig | RapiControllerConfig | PhyVersoControllerConfig,
+    Field(discriminator="driver"),
 ]
 
 
@@ -512,6 +533,7 @@ class StationConfig(_Model):
         if ids != list(range(1, len(ids) + 1)):
             raise _keyed_error("evse", f"EVSE ids must be 1..{len(ids)} in order (got {ids})")
         self._check_shared_modbus_lines()
+        self._check_shared_board_ports()
         if self.control.socket_path is None:
             object.__setattr__(
                 self, "control", self.control.model_copy(update={"socket_path": self.control_socket_path})
@@ -541,6 +563,23 @@ class StationConfig(_Model):
                     "baud/parity/stopbits/timeout_s/rs485_direction/rs485_gpio",
                 )
 
+    def _check_shared_board_ports(self) -> None:
+        """A serial port has one owner: only the two connectors of one phyVERSO board may share one, and
+        then with one set of link settings and distinct connector numbers."""
+        owners: dict[str, list[tuple[str, object]]] = {}  # device -> (key, config) of each user, in order
+        for index, evse in enumerate(self.evse):
+            users: list[tuple[str, str, object]] = []
+            controller = evse.controller
+            if isinstance(controller, YetiControllerConfig | RapiControllerConfig | PhyVersoControllerConfig):
+                users.append((f"evse[{index}].controller", controller.device, controller))
+            if isinstance(evse.meter, ModbusRtuMeterConfig):
+                users.append((f"evse[{index}].meter", evse.meter.device, evse.meter))
+            for key, device, cfg in users:
+                earlier = owners.setdefault(device, [])
+                for first_key, first in earlier:
+                    _check_port_sharing(key, cfg, first_key, first, device)
+                earlier.append((key, cfg))
+
     @property
     def control_socket_path(self) -> Path:
         return self.control.socket_path or self.station.data_dir / "control.sock"
@@ -549,6 +588,23 @@ class StationConfig(_Model):
     def database_path(self) -> Path:
         """The SQLite file of this station (see docs/storage.md)."""
         return self.station.data_dir / "evstation.sqlite3"
+
+
+def _check_port_sharing(key: str, cfg: object, first_key: str, first: object, device: str) -> None:
+    if isinstance(cfg, ModbusRtuMeterConfig) and isinstance(first, ModbusRtuMeterConfig):
+        return  # meters on one RS-485 line share a bus (`_check_shared_modbus_lines`)
+    if not (isinstance(cfg, PhyVersoControllerConfig) and isinstance(first, PhyVersoControllerConfig)):
+        raise _keyed_error(
+            f"{key}.device",
+            f"{device!r} is already used by {first_key}: only the two connectors of one phyVERSO board "
+            "share a serial port",
+        )
+    for name in ("baud", "hw_revision", "keepalive_timeout_s"):
+        if getattr(cfg, name) != getattr(first, name):
+            raise _keyed_error(f"{key}.{name}", f"shares {device!r} with {first_key} but not its {name}")
+    if cfg.connector == first.connector:
+        taken = f"connector {cfg.connector} of {device!r} is {first_key}'s already"
+        raise _keyed_error(f"{key}.connector", taken)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -568,7 +624,7 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-_UNION_TAGS = frozenset({"sim", "yeti", "rapi", "modbus", "board", "tcp", "rtu"})
+_UNION_TAGS = frozenset({"sim", "yeti", "rapi", "phyverso", "modbus", "board", "tcp", "rtu"})
 _SECRET_KEYS = frozenset({"password", "tcp_token"})
 _TYPE_NAMES = {
     "integer": "an integer",

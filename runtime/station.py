@@ -30,6 +30,7 @@ from evstation.runtime.config import (
     EvseConfig,
     ModbusRtuMeterConfig,
     ModbusTcpMeterConfig,
+    PhyVersoControllerConfig,
     RapiControllerConfig,
     SimControllerConfig,
     SimMeterConfig,
@@ -49,6 +50,7 @@ from evstation.runtime.session import SessionContext, new_session
 from evstation.runtime.storage import Storage, open_storage
 
 if TYPE_CHECKING:
+    from evstation.drivers.boards.phyverso import PhyVersoLink
     from evstation.drivers.meters.modbus import ModbusBus, RtuTransport, TcpTransport
     from evstation.drivers.sim.board import SimChargeController
     from evstation.drivers.sim.meter import SimMeter
@@ -183,7 +185,49 @@ class ModbusLines:
         self._buses.clear()
 
 
-def _build_evse_parts(config: StationConfig, evse: EvseConfig, lines: ModbusLines) -> _EvseParts:
+class BoardLinks:
+    """One `PhyVersoLink` per serial device, shared by the EVSEs whose controllers are its connectors.
+
+    The links are started in the station's nursery before the EVSEs (`run`), so a link outlives the
+    EVSE tasks of its connectors and can run each connector's safe stop when the station stops.
+    """
+
+    def __init__(self) -> None:
+        self._links: dict[str, PhyVersoLink] = {}
+
+    def link_for(self, cfg: PhyVersoControllerConfig) -> PhyVersoLink:
+        from evstation.drivers.boards.phyverso import PhyVersoLink
+        from evstation.drivers.boards.proto import phyverso_pb2 as pb
+
+        link = self._links.get(cfg.device)
+        if link is None:
+            # The config refuses EVSEs that share a device but not these settings (config.py).
+            revision = pb.HW_REV_A if cfg.hw_revision == "A" else pb.HW_REV_B
+            link = self._links[cfg.device] = PhyVersoLink(
+                cfg.device,
+                baudrate=cfg.baud,
+                hw_revision=revision,
+                keepalive_timeout=float(cfg.keepalive_timeout_s),
+            )
+        return link
+
+    def links(self) -> list[PhyVersoLink]:
+        return list(self._links.values())
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run every link until cancelled; started once each link has opened (or failed to open) its port."""
+        async with trio.open_nursery() as nursery:
+            for link in self._links.values():
+                await nursery.start(link.run)
+            task_status.started()
+
+
+_PHYVERSO_LOCKS = {"none": -1, "hella": 1, "valeo_hvac": 2}  # phyverso.proto MotorLockType
+
+
+def _build_evse_parts(
+    config: StationConfig, evse: EvseConfig, lines: ModbusLines, boards: BoardLinks | None = None
+) -> _EvseParts:
     """The drivers one EVSE's configuration asks for. Constructors start nothing.
 
     Each driver module is imported here, when a configuration names it: a simulated station never
@@ -256,12 +300,22 @@ def _build_evse_parts(config: StationConfig, evse: EvseConfig, lines: ModbusLine
             has_lock=controller_cfg.lock,
             heartbeat_interval=controller_cfg.heartbeat_interval_s,
         )
+    elif isinstance(controller_cfg, PhyVersoControllerConfig):
+        if boards is None:
+            raise ValueError(f"evse[{evse.id}].controller: a phyVERSO connector needs BoardLinks")
+        controller = boards.link_for(controller_cfg).connector(
+            controller_cfg.connector,
+            lock=_PHYVERSO_LOCKS[controller_cfg.lock],
+            has_socket=controller_cfg.has_socket,
+        )
     else:  # pragma: no cover - the config's discriminated union has no other member
         raise AssertionError(f"unknown controller config {controller_cfg!r}")
     if isinstance(meter_cfg, BoardMeterConfig) and meter is None:
         raise ValueError(f"evse[{evse.id}].meter: driver 'board' needs a board with a meter (yeti)")
     # A RAPI board locks only with a Mennekes-lock firmware and `lock = true`; else tethered cables.
     has_lock = controller_cfg.lock if isinstance(controller_cfg, RapiControllerConfig) else True
+    if isinstance(controller_cfg, PhyVersoControllerConfig):
+        has_lock = controller_cfg.lock != "none"  # a tethered cable has no lock to drive
     return _EvseParts(controller, meter, sim, has_lock=has_lock)
 
 
@@ -291,14 +345,15 @@ def _modbus_meter(cfg: ModbusTcpMeterConfig | ModbusRtuMeterConfig, lines: Modbu
 
 
 def build_evses(
-    config: StationConfig, lines: ModbusLines | None = None
+    config: StationConfig, lines: ModbusLines | None = None, boards: BoardLinks | None = None
 ) -> tuple[Evses, dict[int, SimHardware]]:
-    """The EVSEs with their drivers; Modbus meters get their buses from `lines` (close it after use)."""
+    """The EVSEs with their drivers; Modbus meters get their buses from `lines` (close it after use),
+    phyVERSO connectors their link from `boards` (run it before the EVSEs)."""
     evses = Evses(same_token=token_matcher(config.station.ocpp_version))
     sims: dict[int, SimHardware] = {}
     lines = lines if lines is not None else ModbusLines()
     for evse_cfg in config.evse:
-        parts = _build_evse_parts(config, evse_cfg, lines)
+        parts = _build_evse_parts(config, evse_cfg, lines, boards)
         max_current = max(connector.max_current_a for connector in evse_cfg.connector)
         if config.electrical.max_current_a is not None:
             max_current = min(max_current, float(config.electrical.max_current_a))
@@ -345,7 +400,8 @@ async def open_station(
         # Registered before the nursery below opens, so the buses close after the meters stopped.
         lines = ModbusLines()
         stack.callback(lines.close)
-        evses, sims = build_evses(config, lines)
+        boards = BoardLinks()
+        evses, sims = build_evses(config, lines, boards)
         if message_log is None:
             message_log = Broadcaster()
         stop = StopRequests()
@@ -373,6 +429,8 @@ async def open_station(
             if session.blocks.fault_events is not None:
                 # Before the EVSEs, so a fault they find as they start becomes an event.
                 await nursery.start(session.blocks.fault_events.run)
+            # A phyVERSO link serves the boards of several EVSEs: it runs beside them, not inside one.
+            await nursery.start(boards.run)
             await nursery.start(evses.run)
             await nursery.start(session.blocks.authorization.run)
             await nursery.start(session.blocks.transactions.run)

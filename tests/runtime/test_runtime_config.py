@@ -12,6 +12,7 @@ from evstation.runtime.config import (
     ConfigError,
     ModbusRtuMeterConfig,
     ModbusTcpMeterConfig,
+    PhyVersoControllerConfig,
     RapiControllerConfig,
     SimControllerConfig,
     SimMeterConfig,
@@ -625,3 +626,65 @@ def test_authorization_defaults_and_free_vend(tmp_path: Path) -> None:
 def test_authorization_mistakes_are_one_line_naming_the_key(tmp_path: Path, line: str, key: str) -> None:
     (problem,) = problems_of(write(tmp_path, MINIMAL + f"\n[authorization]\n{line}\n"))
     assert problem.startswith(f"{key}: "), problem
+
+
+def _phyverso_station(first: str, second: str) -> str:
+    """MINIMAL with two EVSEs, each a phyVERSO connector (extra controller keys given per EVSE)."""
+    evse = """
+[[evse]]
+id = {id}
+[[evse.connector]]
+id = 1
+type = "cType2"
+max_current_a = 32
+[evse.controller]
+driver = "phyverso"
+device = "/dev/ttymxc1"
+hw_revision = "B"
+{extra}
+[evse.meter]
+driver = "sim"
+"""
+    head = MINIMAL.partition("[[evse]]")[0]
+    return head + evse.format(id=1, extra=first) + evse.format(id=2, extra=second)
+
+
+def test_phyverso_keys_and_defaults(tmp_path: Path) -> None:
+    text = _phyverso_station("connector = 1", 'connector = 2\nlock = "hella"')
+    config = load_config(write(tmp_path, text))
+    one, two = (evse.controller for evse in config.evse)
+    assert isinstance(one, PhyVersoControllerConfig) and isinstance(two, PhyVersoControllerConfig)
+    assert (one.connector, one.hw_revision, one.baud, one.keepalive_timeout_s) == (1, "B", 115200, 5)
+    assert (one.lock, one.has_socket) == ("none", False)
+    assert (two.connector, two.lock) == (2, "hella")
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "expected"),
+    [
+        ("connector = 2", "connector = 2", "evse[1].controller.connector: connector 2 of '/dev/ttymxc1' is "
+         "evse[0].controller's already"),
+        ("connector = 1", "connector = 2\nbaud = 57600", "evse[1].controller.baud: shares '/dev/ttymxc1' "
+         "with evse[0].controller but not its baud"),
+        ("connector = 1", "connector = 2\nkeepalive_timeout_s = 9", "evse[1].controller.keepalive_timeout_s: "
+         "shares '/dev/ttymxc1' with evse[0].controller but not its keepalive_timeout_s"),
+        ("connector = 3", "connector = 2", "evse[0].controller.connector: must be 1 or 2 (got 3)"),
+        ("connector = 1\nhas_socket = true", "connector = 2", "evse[0].controller.lock: a socket "
+         "(has_socket = true) needs a motor lock: hella or valeo_hvac"),
+    ],
+)  # fmt: skip
+def test_phyverso_port_sharing_mistakes_are_one_line_naming_the_key(
+    tmp_path: Path, first: str, second: str, expected: str
+) -> None:
+    assert problems_of(write(tmp_path, _phyverso_station(first, second))) == [expected]
+
+
+def test_a_serial_port_has_one_driver(tmp_path: Path) -> None:
+    text = _phyverso_station("connector = 1", "connector = 2").replace(
+        'driver = "phyverso"\ndevice = "/dev/ttymxc1"\nhw_revision = "B"\nconnector = 2',
+        'driver = "yeti"\ndevice = "/dev/ttymxc1"',
+    )
+    assert problems_of(write(tmp_path, text)) == [
+        "evse[1].controller.device: '/dev/ttymxc1' is already used by evse[0].controller: only the two "
+        "connectors of one phyVERSO board share a serial port"
+    ]

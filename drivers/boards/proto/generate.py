@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 PROTO_DIR = Path(__file__).resolve().parent
-SCHEMAS = ("yeti.proto",)
+SCHEMAS = ("yeti.proto", "phyverso.proto")
 SUFFIXES = ("_pb2.py", "_pb2.pyi")
 
 
