@@ -82,9 +82,27 @@ def notify_event(events: Sequence[FaultEvent], generated_at: str) -> dict[str, o
 def trim(
     pending: Sequence[FaultEvent], limit: int = MAX_PENDING
 ) -> tuple[list[FaultEvent], list[FaultEvent]]:
-    """(kept, dropped): the newest `limit` events, order kept."""
-    excess = max(0, len(pending) - limit)
-    return list(pending[excess:]), list(pending[:excess])
+    """(kept, dropped): at most `limit` events, order kept. An event a later one of the same condition
+    (component, EVSE, connector, techCode) supersedes goes first, oldest first: the CSMS still learns
+    each condition's last state. Dropping plain oldest first could drop the only clear of a fault the
+    CSMS got raised before the outage, leaving it raised there for good. Only when every queued
+    condition is down to its last event does the oldest go."""
+    excess = len(pending) - limit
+    if excess <= 0:
+        return list(pending), []
+    last = {_condition(e): index for index, e in enumerate(pending)}
+    superseded = [index for index, e in enumerate(pending) if last[_condition(e)] != index]
+    drop = set(superseded[:excess])
+    for index in range(len(pending)):
+        if len(drop) >= excess:
+            break
+        drop.add(index)
+    kept = [e for index, e in enumerate(pending) if index not in drop]
+    return kept, [e for index, e in enumerate(pending) if index in drop]
+
+
+def _condition(event: FaultEvent) -> tuple[str, int | None, int | None, str]:
+    return (event.component, event.evse_id, event.connector_id, event.tech_code)
 
 
 def encode_pending(

@@ -441,6 +441,23 @@ def test_an_overfull_queue_drops_the_oldest() -> None:
     assert [e.event_id for e in dropped] == [0, 1]
 
 
+def test_an_overfull_queue_never_drops_a_conditions_last_event() -> None:
+    """The CSMS got the contactor fault raised before an outage; during it the fault clears, then a
+    flapping meter fills the queue. The clear is the contactor's only news: it stays (were it dropped,
+    the CSMS would hold the contactor faulted for good); the meter's superseded events go instead."""
+    clear = FaultEvent(0, "2030-06-01T12:00:00.000Z", "PowerContactor", 1, None, False, "CX017", "")
+    flaps = [
+        FaultEvent(i, "2030-06-01T12:00:01.000Z", "FiscalMetering", 2, None, i % 2 == 1, "M", "")
+        for i in range(1, 6)
+    ]
+    kept, dropped = trim([clear, *flaps], limit=3)
+    assert kept == [clear, *flaps[-2:]]
+    assert dropped == flaps[:3]
+    # Every condition down to its last event: the oldest goes.
+    kept, dropped = trim([clear, flaps[-1]], limit=1)
+    assert (kept, dropped) == ([flaps[-1]], [clear])
+
+
 def test_notify_event_is_one_complete_message() -> None:
     payload = notify_event([_event(1), _event(2, active=False)], "2030-06-01T12:00:01.000Z")
     assert payload["seqNo"] == 0 and "tbc" not in payload
