@@ -49,6 +49,8 @@ class FaultEvent:
     active: bool
     tech_code: str
     tech_info: str
+    # A clear after which the component's Problem stays true: another fault still holds it.
+    still_held: bool = False
 
     def event_data(self) -> dict[str, object]:
         """The NotifyEvent EventDataType of this event."""
@@ -62,7 +64,9 @@ class FaultEvent:
             "eventId": self.event_id,
             "timestamp": self.timestamp,
             "trigger": "Delta",
-            "actualValue": "true" if self.active else "false",
+            # The variable's value: this fault cleared (`cleared`, techCode) is not the component's
+            # Problem gone while another fault holds it.
+            "actualValue": "true" if self.active or self.still_held else "false",
             "techCode": self.tech_code[:TECH_CODE_MAX],
             "techInfo": self.tech_info[:TECH_INFO_MAX],
             "eventNotificationType": "HardWiredNotification",
@@ -126,6 +130,7 @@ def encode_pending(
                     "active": e.active,
                     "techCode": e.tech_code,
                     "techInfo": e.tech_info,
+                    "stillHeld": e.still_held,
                 }
                 for e in pending
             ],
@@ -200,4 +205,5 @@ def _decode_event(item: object) -> FaultEvent | None:
         active=item["active"],
         tech_code=tech_code,
         tech_info=tech_info,
+        still_held=item.get("stillHeld") is True,  # absent in a queue stored before it existed
     )

@@ -252,6 +252,7 @@ class FaultEvents:
             active=active,
             tech_code=tech_code,
             tech_info=f"{code.value}: {detail}" if detail else code.value,
+            still_held=not active and self._still_held(component, event_evse, connector),
         )
         self._next_event_id += 1  # stored with the queue by `append`, in the same write
         log.warning(
@@ -266,6 +267,16 @@ class FaultEvents:
             log.error(
                 "fault event %d (%s) of %s dropped: queue full", lost.event_id, lost.tech_code, lost.timestamp
             )
+
+    def _still_held(self, component: str, evse_id: int | None, connector_id: int | None) -> bool:
+        """Whether the component's Problem stays true: another fault holds it. EVSE and ChargingStation
+        as their device-model variables (`_follow_problem`): any fault of the EVSE / the station."""
+        if component == "ChargingStation":
+            return any(self._active.values())
+        if component == "EVSE" and evse_id is not None:
+            return bool(self._active.get(evse_id))
+        place = (component, evse_id, connector_id)
+        return any(holders and condition[:3] == place for condition, holders in self._holders.items())
 
     def _condition(self, evse_id: int, code: FaultCode) -> _Condition:
         component, tier = FAULT_COMPONENTS[code]

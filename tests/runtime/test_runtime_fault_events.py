@@ -193,6 +193,32 @@ async def test_n07_a_station_wide_fault_every_evse_reports_is_one_event(
     ]
 
 
+async def test_n07_a_clear_of_one_of_two_faults_on_a_component_says_its_problem_stands(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Two faults on EVSE 1's RCD: the first clearing is `cleared` (its techCode) but the RCD's Problem
+    stays "true"; only the last clearing says "false". The EVSE component likewise follows
+    EVSE.Problem, which any fault of the EVSE holds (GetVariables and the events agree)."""
+    async with with_fault_events(tmp_path) as ctx:
+        board(ctx, 1).inject_fault(FaultCode.GROUND_FAILURE, "30 mA")
+        board(ctx, 1).inject_fault(FaultCode.RCD_SELFTEST_FAILED, "self-test")
+        board(ctx, 1).inject_fault(FaultCode.PILOT_FAULT, "CP short")
+        await wait_pending(ctx, 3)
+        board(ctx, 1).clear_fault(FaultCode.GROUND_FAILURE)
+        await wait_pending(ctx, 4)
+        board(ctx, 1).clear_fault(FaultCode.PILOT_FAULT)
+        await wait_pending(ctx, 5)
+        assert problem(ctx, ComponentKey("EVSE", evse_id=1)) == "true"
+        board(ctx, 1).clear_fault(FaultCode.RCD_SELFTEST_FAILED)
+        await wait_pending(ctx, 6)
+        data = [e.event_data() for e in blocks(ctx).pending[3:]]
+    assert [(d["component"]["name"], d["techCode"], d["actualValue"], d["cleared"]) for d in data] == [  # type: ignore[index]
+        ("RCD", "CX002", "true", True),  # the self-test failure still holds the RCD
+        ("EVSE", "CX014", "true", True),  # the RCD fault still holds EVSE 1
+        ("RCD", "RcdSelfTestFailed", "false", True),
+    ]
+
+
 # --- delivery ------------------------------------------------------------------------------------
 
 
