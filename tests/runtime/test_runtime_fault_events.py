@@ -43,6 +43,8 @@ from evstation.runtime.blocks.fault_events import (
     PENDING_FAULTS_KEY,
     FaultEvents,
 )
+from evstation.runtime.events import DEFAULT_SUBSCRIBER_BUFFER
+from evstation.runtime.evse import FaultChanged
 from evstation.runtime.lifecycle import StationOutcome
 from evstation.runtime.session import SessionContext
 
@@ -217,6 +219,31 @@ async def test_n07_a_clear_of_one_of_two_faults_on_a_component_says_its_problem_
         ("EVSE", "CX014", "true", True),  # the RCD fault still holds EVSE 1
         ("RCD", "RcdSelfTestFailed", "false", True),
     ]
+
+
+async def test_n07_a_clear_lost_to_a_full_event_buffer_is_found_by_reading_the_evses_again(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """The block lags (held on its change lock) while a burst fills its buffer and the EVSE's clearing
+    is lost; the `Dropped` marker makes it read the EVSEs' present faults and report the clear."""
+    async with with_fault_events(tmp_path) as ctx:
+        board(ctx, 1).inject_fault(FaultCode.GROUND_FAILURE, "30 mA")
+        await wait_pending(ctx, 1)
+        async with blocks(ctx)._changing:  # the block busy: it reads at most one more event
+            # A burst the block takes as no change (EVSE 2 has no such fault), one buffer's worth and more.
+            for _ in range(DEFAULT_SUBSCRIBER_BUFFER + 2):
+                ctx.evses.events.publish(FaultChanged(2, FaultCode.GROUND_FAILURE, False))
+            board(ctx, 1).clear_fault(FaultCode.GROUND_FAILURE)
+            while FaultCode.GROUND_FAILURE in ctx.evses[1].active_faults():  # noqa: ASYNC110
+                await trio.sleep(0.1)
+        await trio.sleep(1)  # the block reads the burst
+        # The loss is told before the next event that fits (events.py: the marker goes with it).
+        ctx.evses.events.publish(FaultChanged(2, FaultCode.GROUND_FAILURE, False))
+        await trio.sleep(1)  # virtual time; the clock holds still while SQLite stores the event
+        _, cleared = blocks(ctx).pending
+        assert problem(ctx, ComponentKey("EVSE", evse_id=1)) == "false"
+    assert (cleared.component, cleared.evse_id, cleared.active) == ("RCD", 1, False)
+    assert cleared.tech_info == "GroundFailure: cleared while its event was missed"
 
 
 # --- delivery ------------------------------------------------------------------------------------
