@@ -387,6 +387,26 @@ async def test_n07_a_fault_that_cleared_during_a_restart_is_reported_cleared_onc
     assert cleared["eventId"] > raised["eventId"]
 
 
+async def test_n07_a_fault_of_an_evse_no_longer_configured_is_reported_cleared_after_a_restart(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """The CSMS was told of a ground fault on EVSE 3; the station restarts configured with two EVSEs.
+    Nothing will find that fault again: it is reported cleared once the EVSEs settled (ignoring it left
+    the RCD of EVSE 3 faulted at the CSMS for good)."""
+    async with open_session_context(tmp_path, V201, run_evses=True) as ctx, trio.open_nursery() as nursery:
+        storage = ctx.blocks.transactions.services.storage
+        await storage.set_setting(PENDING_FAULTS_KEY, encode_pending([], 7, {3: ["GroundFailure"]}))
+        await nursery.start(blocks(ctx).run)
+        assert problem(ctx, ComponentKey("ChargingStation")) == "true"
+        await trio.sleep(CARRIED_FAULTS_SETTLE_S + 1)
+        [cleared] = blocks(ctx).pending
+        assert problem(ctx, ComponentKey("ChargingStation")) == "false"
+        assert decode_active(await storage.get_setting(PENDING_FAULTS_KEY)) == {}
+        nursery.cancel_scope.cancel()
+    assert (cleared.event_id, cleared.component, cleared.evse_id, cleared.active) == (7, "RCD", 3, False)
+    assert cleared.event_data()["actualValue"] == "false"
+
+
 async def test_n07_a_reset_waits_for_the_fault_events_before_the_station_stops(
     clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
