@@ -49,6 +49,8 @@ class FaultEvent:
     active: bool
     tech_code: str
     tech_info: str
+    # A clear after which the component's Problem stays true: another fault still holds it.
+    still_held: bool = False
 
     def event_data(self) -> dict[str, object]:
         """The NotifyEvent EventDataType of this event."""
@@ -62,7 +64,9 @@ class FaultEvent:
             "eventId": self.event_id,
             "timestamp": self.timestamp,
             "trigger": "Delta",
-            "actualValue": "true" if self.active else "false",
+            # The variable's value: this fault cleared (`cleared`, techCode) is not the component's
+            # Problem gone while another fault holds it.
+            "actualValue": "true" if self.active or self.still_held else "false",
             "techCode": self.tech_code[:TECH_CODE_MAX],
             "techInfo": self.tech_info[:TECH_INFO_MAX],
             "eventNotificationType": "HardWiredNotification",
@@ -82,9 +86,27 @@ def notify_event(events: Sequence[FaultEvent], generated_at: str) -> dict[str, o
 def trim(
     pending: Sequence[FaultEvent], limit: int = MAX_PENDING
 ) -> tuple[list[FaultEvent], list[FaultEvent]]:
-    """(kept, dropped): the newest `limit` events, order kept."""
-    excess = max(0, len(pending) - limit)
-    return list(pending[excess:]), list(pending[:excess])
+    """(kept, dropped): at most `limit` events, order kept. An event a later one of the same condition
+    (component, EVSE, connector, techCode) supersedes goes first, oldest first: the CSMS still learns
+    each condition's last state. Dropping plain oldest first could drop the only clear of a fault the
+    CSMS got raised before the outage, leaving it raised there for good. Only when every queued
+    condition is down to its last event does the oldest go."""
+    excess = len(pending) - limit
+    if excess <= 0:
+        return list(pending), []
+    last = {_condition(e): index for index, e in enumerate(pending)}
+    superseded = [index for index, e in enumerate(pending) if last[_condition(e)] != index]
+    drop = set(superseded[:excess])
+    for index in range(len(pending)):
+        if len(drop) >= excess:
+            break
+        drop.add(index)
+    kept = [e for index, e in enumerate(pending) if index not in drop]
+    return kept, [e for index, e in enumerate(pending) if index in drop]
+
+
+def _condition(event: FaultEvent) -> tuple[str, int | None, int | None, str]:
+    return (event.component, event.evse_id, event.connector_id, event.tech_code)
 
 
 def encode_pending(
@@ -108,6 +130,7 @@ def encode_pending(
                     "active": e.active,
                     "techCode": e.tech_code,
                     "techInfo": e.tech_info,
+                    "stillHeld": e.still_held,
                 }
                 for e in pending
             ],
@@ -182,4 +205,5 @@ def _decode_event(item: object) -> FaultEvent | None:
         active=item["active"],
         tech_code=tech_code,
         tech_info=tech_info,
+        still_held=item.get("stillHeld") is True,  # absent in a queue stored before it existed
     )

@@ -186,8 +186,10 @@ class FaultEvents:
                     log.warning("fault events: unknown fault %r of EVSE %d stored; ignored", name, evse_id)
                     continue
                 if evse_id not in self._evses:
-                    log.warning("fault events: fault %s of EVSE %d, which is gone; ignored", name, evse_id)
-                    continue
+                    # Still raised at the CSMS: held like the others, so the settling reports it cleared.
+                    log.warning(
+                        "fault events: fault %s of EVSE %d, which is gone, will be cleared", name, evse_id
+                    )
                 self._active.setdefault(evse_id, set()).add(code)
                 self._holders.setdefault(self._condition(evse_id, code), set()).add(evse_id)
                 carried = True
@@ -213,14 +215,16 @@ class FaultEvents:
         """Report the difference between the faults seen and the EVSEs' present ones: raises, and clears
         too (with `clearing` as their detail) unless it is None."""
         async with self._changing:
-            for evse in self._evses:
-                now = evse.active_faults()
-                seen = self._active.get(evse.id, set())
+            present = {evse.id: evse.active_faults() for evse in self._evses}
+            # An EVSE no longer configured (carried across a restart) has no faults now.
+            for evse_id in sorted(present.keys() | self._active.keys()):
+                now = present.get(evse_id, frozenset())
+                seen = self._active.get(evse_id, set())
                 gone = sorted(seen - now, key=lambda c: c.value) if clearing is not None else []
                 for code in gone:
-                    await self._change(evse.id, code, False, clearing or "")
+                    await self._change(evse_id, code, False, clearing or "")
                 for code in sorted(now - seen, key=lambda c: c.value):
-                    await self._change(evse.id, code, True, "")
+                    await self._change(evse_id, code, True, "")
 
     async def _change(self, evse_id: int, code: FaultCode, active: bool, detail: str) -> None:
         seen = self._active.setdefault(evse_id, set())
@@ -252,6 +256,7 @@ class FaultEvents:
             active=active,
             tech_code=tech_code,
             tech_info=f"{code.value}: {detail}" if detail else code.value,
+            still_held=not active and self._still_held(component, event_evse, connector),
         )
         self._next_event_id += 1  # stored with the queue by `append`, in the same write
         log.warning(
@@ -267,11 +272,21 @@ class FaultEvents:
                 "fault event %d (%s) of %s dropped: queue full", lost.event_id, lost.tech_code, lost.timestamp
             )
 
+    def _still_held(self, component: str, evse_id: int | None, connector_id: int | None) -> bool:
+        """Whether the component's Problem stays true: another fault holds it. EVSE and ChargingStation
+        as their device-model variables (`_follow_problem`): any fault of the EVSE / the station."""
+        if component == "ChargingStation":
+            return any(self._active.values())
+        if component == "EVSE" and evse_id is not None:
+            return bool(self._active.get(evse_id))
+        place = (component, evse_id, connector_id)
+        return any(holders and condition[:3] == place for condition, holders in self._holders.items())
+
     def _condition(self, evse_id: int, code: FaultCode) -> _Condition:
         component, tier = FAULT_COMPONENTS[code]
         if tier is Tier.STATION:
             return (component, None, None, code)
-        connectors = self._evses[evse_id].connector_ids
+        connectors = self._evses[evse_id].connector_ids if evse_id in self._evses else ()
         # The EVSE knows no connector per fault: a connector-tier fault names the connector only when
         # the EVSE has one.
         connector = connectors[0] if tier is Tier.CONNECTOR and len(connectors) == 1 else None
@@ -281,7 +296,8 @@ class FaultEvents:
         """EVSE.Problem / ChargingStation.Problem: true while any fault is active there."""
         evse_problem = bool(self._active.get(evse_id))
         station_problem = any(self._active.values())
-        await self._dm.update(_problem(ComponentKey("EVSE", evse_id=evse_id)), _bool(evse_problem))
+        if evse_id in self._evses:  # a gone EVSE has no variables
+            await self._dm.update(_problem(ComponentKey("EVSE", evse_id=evse_id)), _bool(evse_problem))
         await self._dm.update(_problem(ComponentKey("ChargingStation")), _bool(station_problem))
 
     async def _send(self) -> NoReturn:

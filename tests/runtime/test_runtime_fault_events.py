@@ -43,6 +43,8 @@ from evstation.runtime.blocks.fault_events import (
     PENDING_FAULTS_KEY,
     FaultEvents,
 )
+from evstation.runtime.events import DEFAULT_SUBSCRIBER_BUFFER
+from evstation.runtime.evse import FaultChanged
 from evstation.runtime.lifecycle import StationOutcome
 from evstation.runtime.session import SessionContext
 
@@ -193,6 +195,57 @@ async def test_n07_a_station_wide_fault_every_evse_reports_is_one_event(
     ]
 
 
+async def test_n07_a_clear_of_one_of_two_faults_on_a_component_says_its_problem_stands(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Two faults on EVSE 1's RCD: the first clearing is `cleared` (its techCode) but the RCD's Problem
+    stays "true"; only the last clearing says "false". The EVSE component likewise follows
+    EVSE.Problem, which any fault of the EVSE holds (GetVariables and the events agree)."""
+    async with with_fault_events(tmp_path) as ctx:
+        board(ctx, 1).inject_fault(FaultCode.GROUND_FAILURE, "30 mA")
+        board(ctx, 1).inject_fault(FaultCode.RCD_SELFTEST_FAILED, "self-test")
+        board(ctx, 1).inject_fault(FaultCode.PILOT_FAULT, "CP short")
+        await wait_pending(ctx, 3)
+        board(ctx, 1).clear_fault(FaultCode.GROUND_FAILURE)
+        await wait_pending(ctx, 4)
+        board(ctx, 1).clear_fault(FaultCode.PILOT_FAULT)
+        await wait_pending(ctx, 5)
+        assert problem(ctx, ComponentKey("EVSE", evse_id=1)) == "true"
+        board(ctx, 1).clear_fault(FaultCode.RCD_SELFTEST_FAILED)
+        await wait_pending(ctx, 6)
+        data = [e.event_data() for e in blocks(ctx).pending[3:]]
+    assert [(d["component"]["name"], d["techCode"], d["actualValue"], d["cleared"]) for d in data] == [  # type: ignore[index]
+        ("RCD", "CX002", "true", True),  # the self-test failure still holds the RCD
+        ("EVSE", "CX014", "true", True),  # the RCD fault still holds EVSE 1
+        ("RCD", "RcdSelfTestFailed", "false", True),
+    ]
+
+
+async def test_n07_a_clear_lost_to_a_full_event_buffer_is_found_by_reading_the_evses_again(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """The block lags (held on its change lock) while a burst fills its buffer and the EVSE's clearing
+    is lost; the `Dropped` marker makes it read the EVSEs' present faults and report the clear."""
+    async with with_fault_events(tmp_path) as ctx:
+        board(ctx, 1).inject_fault(FaultCode.GROUND_FAILURE, "30 mA")
+        await wait_pending(ctx, 1)
+        async with blocks(ctx)._changing:  # the block busy: it reads at most one more event
+            # A burst the block takes as no change (EVSE 2 has no such fault), one buffer's worth and more.
+            for _ in range(DEFAULT_SUBSCRIBER_BUFFER + 2):
+                ctx.evses.events.publish(FaultChanged(2, FaultCode.GROUND_FAILURE, False))
+            board(ctx, 1).clear_fault(FaultCode.GROUND_FAILURE)
+            while FaultCode.GROUND_FAILURE in ctx.evses[1].active_faults():  # noqa: ASYNC110
+                await trio.sleep(0.1)
+        await trio.sleep(1)  # the block reads the burst
+        # The loss is told before the next event that fits (events.py: the marker goes with it).
+        ctx.evses.events.publish(FaultChanged(2, FaultCode.GROUND_FAILURE, False))
+        await trio.sleep(1)  # virtual time; the clock holds still while SQLite stores the event
+        _, cleared = blocks(ctx).pending
+        assert problem(ctx, ComponentKey("EVSE", evse_id=1)) == "false"
+    assert (cleared.component, cleared.evse_id, cleared.active) == ("RCD", 1, False)
+    assert cleared.tech_info == "GroundFailure: cleared while its event was missed"
+
+
 # --- delivery ------------------------------------------------------------------------------------
 
 
@@ -334,6 +387,26 @@ async def test_n07_a_fault_that_cleared_during_a_restart_is_reported_cleared_onc
     assert cleared["eventId"] > raised["eventId"]
 
 
+async def test_n07_a_fault_of_an_evse_no_longer_configured_is_reported_cleared_after_a_restart(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """The CSMS was told of a ground fault on EVSE 3; the station restarts configured with two EVSEs.
+    Nothing will find that fault again: it is reported cleared once the EVSEs settled (ignoring it left
+    the RCD of EVSE 3 faulted at the CSMS for good)."""
+    async with open_session_context(tmp_path, V201, run_evses=True) as ctx, trio.open_nursery() as nursery:
+        storage = ctx.blocks.transactions.services.storage
+        await storage.set_setting(PENDING_FAULTS_KEY, encode_pending([], 7, {3: ["GroundFailure"]}))
+        await nursery.start(blocks(ctx).run)
+        assert problem(ctx, ComponentKey("ChargingStation")) == "true"
+        await trio.sleep(CARRIED_FAULTS_SETTLE_S + 1)
+        [cleared] = blocks(ctx).pending
+        assert problem(ctx, ComponentKey("ChargingStation")) == "false"
+        assert decode_active(await storage.get_setting(PENDING_FAULTS_KEY)) == {}
+        nursery.cancel_scope.cancel()
+    assert (cleared.event_id, cleared.component, cleared.evse_id, cleared.active) == (7, "RCD", 3, False)
+    assert cleared.event_data()["actualValue"] == "false"
+
+
 async def test_n07_a_reset_waits_for_the_fault_events_before_the_station_stops(
     clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
@@ -439,6 +512,23 @@ def test_an_overfull_queue_drops_the_oldest() -> None:
     kept, dropped = trim([_event(i) for i in range(5)], limit=3)
     assert [e.event_id for e in kept] == [2, 3, 4]
     assert [e.event_id for e in dropped] == [0, 1]
+
+
+def test_an_overfull_queue_never_drops_a_conditions_last_event() -> None:
+    """The CSMS got the contactor fault raised before an outage; during it the fault clears, then a
+    flapping meter fills the queue. The clear is the contactor's only news: it stays (were it dropped,
+    the CSMS would hold the contactor faulted for good); the meter's superseded events go instead."""
+    clear = FaultEvent(0, "2030-06-01T12:00:00.000Z", "PowerContactor", 1, None, False, "CX017", "")
+    flaps = [
+        FaultEvent(i, "2030-06-01T12:00:01.000Z", "FiscalMetering", 2, None, i % 2 == 1, "M", "")
+        for i in range(1, 6)
+    ]
+    kept, dropped = trim([clear, *flaps], limit=3)
+    assert kept == [clear, *flaps[-2:]]
+    assert dropped == flaps[:3]
+    # Every condition down to its last event: the oldest goes.
+    kept, dropped = trim([clear, flaps[-1]], limit=1)
+    assert (kept, dropped) == ([flaps[-1]], [clear])
 
 
 def test_notify_event_is_one_complete_message() -> None:
