@@ -128,9 +128,11 @@ class PendingQueue(Generic[T]):
         """Forever: while online, `send` up to `batch` head entries in one CALL and drop them once
         answered. A CALLERROR is retried per the transaction-message retry policy (TransactionMessage-
         Attempts / RetryInterval; 1.6 alike) and then given up, logged; a schema-invalid batch is given
-        up at once. A lost connection keeps the entries for the next one. `on_online` runs each time
-        the loop finds the CSMS accepting us."""
+        up at once. A batch of several given up is not dropped: its entries go again one by one, so
+        only the ones the CSMS refuses alone are lost. A lost connection keeps the entries for the next
+        one. `on_online` runs each time the loop finds the CSMS accepting us."""
         attempts = 0
+        singles = 0  # entries of a refused batch still to go one by one
         while True:
             calls = await uplink.wait_online()
             if on_online is not None:
@@ -139,7 +141,7 @@ class PendingQueue(Generic[T]):
                 # An append wakes us; while offline we then wait above for the next connection.
                 await self._added.wait()
                 continue
-            head = self._entries[:batch]
+            head = self._entries[: 1 if singles else batch]
             try:
                 await send(calls, head)
             except LinkDown:
@@ -153,6 +155,12 @@ class PendingQueue(Generic[T]):
                     log.warning("%s: %s failed (%s); retry in %g s", self._name, describe(head), exc, delay)
                     await trio.sleep(delay)
                     continue
+                attempts = 0
+                if len(head) > 1:
+                    log.warning("%s: %s refused (%s); one by one now", self._name, describe(head), exc)
+                    singles = len(head)
+                    continue
                 log.error("%s: giving up %s: %s", self._name, describe(head), exc)
             attempts = 0
+            singles = max(0, singles - 1)
             await self._remove(head)

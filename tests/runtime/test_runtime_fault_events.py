@@ -442,6 +442,25 @@ async def test_n07_a_callerror_is_retried_per_the_retry_policy(
     assert _data(first.call.payload)[0]["component"] == {"name": "TokenReader", "evse": {"id": 1}}
 
 
+async def test_n07_a_refused_batch_goes_again_one_event_at_a_time(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A CSMS that refuses a NotifyEvent of several events every time (a payload it cannot take): once
+    the retry policy gives up on the batch, its events go one by one, so the others are not lost."""
+    async with with_fault_events(tmp_path) as ctx:
+        attempts = ctx.retry_policy.attempts
+        csms = CsmsPeer(V201).then("NotifyEvent", *[Fail()] * attempts)
+        board(ctx, 1).inject_fault(FaultCode.READER_FAILURE, "no answer")
+        board(ctx, 2).inject_fault(FaultCode.OVER_VOLTAGE, "265 V")
+        await wait_pending(ctx, 2)
+        ids = [event.event_id for event in blocks(ctx).pending]
+        async with serving(csms, MemoryConnection(V201), ctx):
+            await csms.wait_for("NotifyEvent", attempts + 2)
+            await blocks(ctx).wait_sent()
+    sent = [[d["eventId"] for d in _data(seen.call.payload)] for seen in csms.of("NotifyEvent")]
+    assert sent == [ids] * attempts + [[ids[0]], [ids[1]]]
+
+
 async def test_16_station_sends_no_notify_event(clock: trio.testing.MockClock, tmp_path: Path) -> None:
     """1.6 keeps StatusNotification errorCode: no fault-event block, no NotifyEvent."""
     csms = CsmsPeer(V16)
