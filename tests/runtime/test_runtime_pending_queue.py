@@ -1,0 +1,81 @@
+"""The durable notification queue (runtime/pending_queue.py) on its own, with the session's real uplink
+and SQLite file: what its owners' tests (security events, fault events) do not reach."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+import trio.testing
+from runtime_session_harness import CsmsPeer, MemoryConnection, open_session_context, serving
+
+from evstation.protocol.versions import OcppVersion
+from evstation.runtime.calls import CallManager, InvalidRequest
+from evstation.runtime.pending_queue import PendingQueue
+from evstation.runtime.session import SessionContext
+
+V201 = OcppVersion.V201
+KEY = "test.pending"
+
+
+def queue_of(ctx: SessionContext) -> PendingQueue[str]:
+    def trim(entries: Sequence[str]) -> tuple[list[str], list[str]]:
+        return list(entries), []
+
+    return PendingQueue[str](
+        name="test notes",
+        storage=ctx.blocks.transactions.services.storage,
+        key=KEY,
+        encode=lambda entries: json.dumps(list(entries)),
+        decode=lambda text: json.loads(text) if text else [],
+        trim=trim,
+    )
+
+
+async def test_an_entry_our_own_schema_refuses_is_given_up_at_once_and_alone(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """InvalidRequest (our payload breaks the schema: nothing was sent) is not retried: the same payload
+    cannot pass. In a batch, the others go on one at a time."""
+    sent: list[list[str]] = []
+
+    async def send(calls: CallManager, entries: list[str]) -> None:
+        sent.append(list(entries))
+        if "bad" in entries:
+            raise InvalidRequest("Note", "m-1", "schema says no")
+
+    async with open_session_context(tmp_path, V201) as ctx:
+        queue = queue_of(ctx)
+        for entry in ("ok-1", "bad", "ok-2"):
+            await queue.append(entry)
+        csms = CsmsPeer(V201)
+        async with serving(csms, MemoryConnection(V201), ctx), trio.open_nursery() as nursery:
+            queue.delivering = True
+            nursery.start_soon(
+                lambda: queue.deliver(
+                    uplink=ctx.uplink,
+                    device_model=ctx.device_model,
+                    send=send,
+                    batch=3,
+                    describe=lambda entries: ",".join(entries),
+                )
+            )
+            with trio.fail_after(1):  # no retry interval is waited: at once
+                await queue.wait_empty()
+            nursery.cancel_scope.cancel()
+        assert await ctx.blocks.transactions.services.storage.get_setting(KEY) == "[]"
+    assert sent == [["ok-1", "bad", "ok-2"], ["ok-1"], ["bad"], ["ok-2"]]
+
+
+async def test_wait_empty_returns_at_once_when_nobody_delivers(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    # The reset block flushes before a restart; with no delivery task it must not wait for ever.
+    async with open_session_context(tmp_path, V201) as ctx:
+        queue = queue_of(ctx)
+        await queue.append("never sent")
+        with trio.fail_after(1):
+            await queue.wait_empty()
+        assert queue.entries == ["never sent"]
