@@ -63,7 +63,9 @@ class FaultEvent:
         data: dict[str, object] = {
             "eventId": self.event_id,
             "timestamp": self.timestamp,
-            "trigger": "Delta",
+            # A fault is an alert, not a delta monitor's report; EVerest's OCPP 2.x module sends its errors
+            # with Alerting too.
+            "trigger": "Alerting",
             # The variable's value: this fault cleared (`cleared`, techCode) is not the component's
             # Problem gone while another fault holds it.
             "actualValue": "true" if self.active or self.still_held else "false",

@@ -126,7 +126,7 @@ async def test_n07_a_meter_fault_raised_and_cleared_online_is_two_event_data(
             assert problem(ctx, ComponentKey("ChargingStation")) == "false"
         assert await stored(ctx) == []
     common = {
-        "trigger": "Delta",
+        "trigger": "Alerting",
         "eventNotificationType": "HardWiredNotification",
         "component": {"name": "FiscalMetering", "evse": {"id": 1}},
         "variable": {"name": "Problem"},
