@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import NoReturn
 
 import trio
-from google.protobuf.message import DecodeError
 
 from evstation.drivers.api import (
     BoardReset,
@@ -34,16 +34,17 @@ from evstation.drivers.api import (
     PilotChanged,
     PilotState,
 )
+from evstation.drivers.boards.framed_mcu import (
+    FrameStats,
+    FrameWriter,
+    RequestedReset,
+    SilenceWatchdog,
+    receive_messages,
+    time_stamp_ms,
+)
 from evstation.drivers.boards.proto import yeti_pb2 as pb
 from evstation.drivers.boards.serial_port import SerialPort, SerialPortError
 from evstation.drivers.boards.supervised import SessionGuard, SupervisedBoard
-from evstation.drivers.boards.yeti_framing import (
-    MAX_HOST_PAYLOAD_BYTES,
-    FrameDecoder,
-    FrameError,
-    FrameErrorKind,
-    encode_frame,
-)
 from evstation.drivers.meters.publisher import EVENT_BUFFER_SIZE, MeterEventPublisher
 from evstation.drivers.pilot import X1_DUTY_PCT, amps_to_duty
 from evstation.drivers.safe_stop import SafeStopBoard, SafeStopTimeouts
@@ -134,19 +135,11 @@ def host_message(**payload: object) -> pb.EverestToMcu:
 
 
 @dataclass
-class YetiStats:
+class YetiStats(FrameStats):
     """Counters for the health page and tests; bad input is counted, never fatal."""
 
-    frames_ok: int = 0
-    frames_sent: int = 0
     state_resends: int = 0
-    crc_errors: int = 0
-    cobs_errors: int = 0
-    length_errors: int = 0
-    decode_errors: int = 0
-    unknown_messages: int = 0
     unrequested_resets: int = 0
-    reconnects: int = 0
 
 
 @record
@@ -163,7 +156,7 @@ class YetiBoardInfo:
     min_phases: int
 
 
-class YetiBoard(SupervisedBoard):
+class YetiBoard(SupervisedBoard, SilenceWatchdog):
     """`ChargeController` for one Yeti board on a serial port.
 
     `keepalive_timeout`: how long the MCU may stay silent (no frame of any kind) before a
@@ -195,17 +188,15 @@ class YetiBoard(SupervisedBoard):
             read_timeout=read_timeout,
             safe_stop=safe_stop,
         )
+        SilenceWatchdog.__init__(self, keepalive_timeout)
         self._keepalive_interval = keepalive_interval
-        self._keepalive_timeout = keepalive_timeout
         self._reset_on_start = reset_on_start
         self._reset_wait = reset_wait
         self._resend_interval = resend_interval
         self._refresh_interval = refresh_interval
-        self._frame_gap = frame_gap
         self.stats = YetiStats()
+        self._writer = FrameWriter(port, self.stats, frame_gap=frame_gap)
         self._meter_send, self._meter_recv = trio.open_memory_channel[pb.PowerMeter](8)
-        self._tx_lock = trio.Lock()
-        self._last_tx = -math.inf
         # What the host wants; re-sent until confirmed, and after a (re)connect or an MCU reset.
         self._offer: float | None = None
         self._unavailable = False
@@ -221,11 +212,8 @@ class YetiBoard(SupervisedBoard):
         self._contactor: bool | None = None
         self._lock_state: LockState | None = None
         self._flags = pb.ErrorFlags()
-        self._last_heard = 0.0
-        self._alive = trio.Event()
         self._reported = trio.Event()  # set (and replaced) on every frame from the MCU
-        self._reset_seen = trio.Event()
-        self._expecting_reset = False
+        self._reset = RequestedReset()
         self.board_info: YetiBoardInfo | None = None
         self.pp_state: int | None = None
         self.telemetry: pb.Telemetry | None = None
@@ -311,12 +299,7 @@ class YetiBoard(SupervisedBoard):
             # A lone delimiter ends whatever half frame the MCU's decoder holds; it takes no queue slot.
             await port.write(b"\x00")
         if self._reset_on_start:
-            self._reset_seen = trio.Event()
-            self._expecting_reset = True
-            await self._send(host_message(reset=True))
-            with trio.move_on_after(self._reset_wait):
-                await self._reset_seen.wait()
-            self._expecting_reset = False
+            await self._reset.request(partial(self._send, host_message(reset=True)), self._reset_wait)
         self._wanted_state_changed(resend_after=self._resend_interval)
         await self._send_state()
         if self._locked is not None:
@@ -324,9 +307,8 @@ class YetiBoard(SupervisedBoard):
             self._schedule_lock(LOCK_SENDS - 1, after=LOCK_RESEND_S)
 
     def _keepalive(self) -> pb.EverestToMcu:
-        stamp = int(trio.current_time() * 1000) & 0xFFFFFFFF
         version = HOST_SW_VERSION[:SW_VERSION_MAX_CHARS]
-        return host_message(keep_alive=pb.KeepAlive(time_stamp=stamp, sw_version_string=version))
+        return host_message(keep_alive=pb.KeepAlive(time_stamp=time_stamp_ms(), sw_version_string=version))
 
     def _wanted_state_changed(self, *, resend_after: float) -> None:
         """The wanted state changed (or the MCU forgot it): no report so far can confirm it."""
@@ -369,73 +351,24 @@ class YetiBoard(SupervisedBoard):
                 await self._wake.wait()
 
     async def _send(self, msg: pb.EverestToMcu) -> None:
-        port = self._port
-        if port is None:
-            raise ControllerError(FaultCode.BOARD_COMMUNICATION, f"{self._path}: port not open")
-        payload = msg.SerializeToString()
-        if len(payload) > MAX_HOST_PAYLOAD_BYTES:
-            raise ValueError(f"{msg.WhichOneof('payload')}: {len(payload)} bytes exceed the MCU's buffer")
-        async with self._tx_lock:
-            # Pacing: the MCU's receive queue holds two frames and drops the rest.
-            gap = self._last_tx + self._frame_gap - trio.current_time()
-            if gap > 0:
-                await trio.sleep(gap)
-            try:
-                await port.write(encode_frame(payload))
-            except SerialPortError as exc:
-                raise ControllerError(FaultCode.BOARD_COMMUNICATION, str(exc)) from exc
-            finally:
-                self._last_tx = trio.current_time()
-            self.stats.frames_sent += 1
+        # Paced (`frame_gap`): the MCU's receive queue holds two frames and drops the rest.
+        await self._writer.send(self._port, msg)
 
     async def _send_keepalives(self) -> None:
         while True:
             await trio.sleep(self._keepalive_interval)
             await self._send(self._keepalive())
 
-    async def _watchdog(self) -> None:
-        while True:
-            deadline = self._last_heard + self._keepalive_timeout
-            if trio.current_time() < deadline:
-                await trio.sleep_until(deadline)
-                continue
-            # A fresh event before the emit: a frame handled while the emit waits must wake us, or a
-            # board that falls silent again afterwards would never be reported.
-            self._alive = trio.Event()
-            await self._raise_comm_fault(f"no frame from the MCU for {self._keepalive_timeout:g} s")
-            await self._alive.wait()
+    async def _mcu_silent(self) -> None:
+        await self._raise_comm_fault(f"no frame from the MCU for {self._keepalive_timeout:g} s")
 
     async def _receive(self, chunks: trio.MemoryReceiveChannel[bytes]) -> None:
-        decoder = FrameDecoder()
-        async for chunk in chunks:
-            for item in decoder.feed(chunk):
-                if isinstance(item, FrameError):
-                    self._count_frame_error(item)
-                    continue
-                msg = pb.McuToEverest()
-                try:
-                    msg.ParseFromString(item)
-                except DecodeError:
-                    self.stats.decode_errors += 1
-                    continue
-                if not await self._handle(msg):
-                    self.stats.unknown_messages += 1
-                    continue
-                self.stats.frames_ok += 1
-
-    def _count_frame_error(self, error: FrameError) -> None:
-        if error.kind is FrameErrorKind.CRC:
-            self.stats.crc_errors += 1
-        elif error.kind is FrameErrorKind.COBS:
-            self.stats.cobs_errors += 1
-        else:
-            self.stats.length_errors += 1
+        await receive_messages(chunks, pb.McuToEverest, self._handle, self.stats)
 
     async def _heard(self) -> None:
         # Any valid frame proves the MCU alive: the firmware we read sends its keep-alive only at boot,
         # but telemetry and power-meter frames periodically.
-        self._last_heard = trio.current_time()
-        self._alive.set()
+        self._mcu_heard()
         reported, self._reported = self._reported, trio.Event()
         reported.set()
         await self._clear_comm_fault()
@@ -506,8 +439,7 @@ class YetiBoard(SupervisedBoard):
         return any(getattr(self._flags, name) for name in ERROR_FLAG_FAULTS)
 
     async def _on_reset(self, reason: str) -> None:
-        if self._expecting_reset and not self._reset_seen.is_set():
-            self._reset_seen.set()
+        if not self._reset.unrequested():
             return
         self.stats.unrequested_resets += 1
         # The MCU forgot everything: its relay is open. Restore PWM and lock at once, but not the

@@ -17,14 +17,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
-from google.protobuf.message import DecodeError
 
 from evstation.drivers.api import PilotState
+from evstation.drivers.boards.framed_mcu import time_stamp_ms
 from evstation.drivers.boards.proto import phyverso_pb2 as pb
-from evstation.drivers.boards.yeti_framing import FrameDecoder, FrameError, cobs_encode, crc32_jamcrc
 from evstation.drivers.pilot import duty_to_amps
 from evstation.drivers.sim.ev import SimEv
-from evstation.drivers.sim.pty_emulator import PtyEmulator, serve_emulator
+from evstation.drivers.sim.framed_emulator import FramedMcuEmulator
+from evstation.drivers.sim.pty_emulator import serve_emulator
 from evstation.records import record
 
 CONNECTORS = (1, 2)
@@ -110,7 +110,7 @@ class HostCommand:
     value: object
 
 
-class PhyVersoEmulator(PtyEmulator):
+class PhyVersoEmulator(FramedMcuEmulator[pb.EverestToMcu]):
     """The MCU with two charge ports. `ev` is port 1's EV; `ports[n].ev` each port's."""
 
     def __init__(
@@ -123,24 +123,15 @@ class PhyVersoEmulator(PtyEmulator):
         boot_time: float = 0.05,
         lock_move: float = LOCK_MOVE_S,
     ) -> None:
-        super().__init__(ev)
+        super().__init__(ev, host_message=pb.EverestToMcu, boot_time=boot_time)
         self.ports = {1: ChargePort(self.ev), 2: ChargePort(ev2 if ev2 is not None else SimEv())}
         self.faults = self.ports[1].faults
         self._report_interval = report_interval
         self._host_timeout = host_timeout
-        self._boot_time = boot_time
         self._lock_move = lock_move
         self.configured = False
         self.config: pb.BootConfigResponse | None = None
         self.heartbeat_timeout = False
-        self._last_host_keepalive = -math.inf
-        self._booting_until = -math.inf
-        self._rebooted = trio.Event()
-        self._pending_reset: int | None = None
-        self._drop_next = 0
-        self.host_frames = 0
-        self.host_bad_frames = 0
-        self.host_frames_dropped = 0
         self.host_misaddressed = 0  # port commands for no port, or before the configuration
         self.config_requests = 0
         self.host_log: list[HostCommand] = []
@@ -164,20 +155,6 @@ class PhyVersoEmulator(PtyEmulator):
                 raise AttributeError(f"no such fault {name!r}")
             setattr(port.faults, name, value)
         self._poke()
-
-    def go_silent(self, silent: bool = True) -> None:
-        """Stop (or resume) talking and listening, like a hung MCU or a broken TX line."""
-        self.silent = silent
-        if not silent:
-            for port in self.ports.values():
-                port.forget_reports()
-        self._poke()
-
-    def corrupt_next_frames(self, count: int = 1) -> None:
-        self._arm_corruption(count)
-
-    def drop_next_host_frames(self, count: int = 1) -> None:
-        self._drop_next += count
 
     def keep_host_frames(self) -> None:
         """Stop dropping host frames (undoes `drop_next_host_frames`)."""
@@ -219,22 +196,11 @@ class PhyVersoEmulator(PtyEmulator):
         self.configured = False
         self.config = None
         self.heartbeat_timeout = False
-        self._pending_reset = reason
-        self._booting_until = trio.current_time() + self._boot_time
-        self._last_host_keepalive = self._booting_until
-        self._rebooted.set()
+        self._start_boot(reason)
 
-    async def _boot(self) -> None:
-        # The board is powered long before the station opens its port: it starts booted, unconfigured.
-        self._last_host_keepalive = trio.current_time()
-        while True:
-            await self._rebooted.wait()
-            self._rebooted = trio.Event()
-            await trio.sleep_until(self._booting_until)
-            self._poke()
-
-    def _booting(self) -> bool:
-        return trio.current_time() < self._booting_until
+    def _forget_reports(self) -> None:
+        for port in self.ports.values():
+            port.forget_reports()
 
     def _ac(self, port: ChargePort) -> bool:
         return self.configured and port.config is not None and port.config.type == pb.AC
@@ -333,7 +299,7 @@ class PhyVersoEmulator(PtyEmulator):
 
     def _keepalive(self) -> pb.KeepAlive:
         return pb.KeepAlive(
-            time_stamp=int(trio.current_time() * 1000) & 0xFFFFFFFF,
+            time_stamp=time_stamp_ms(),
             hw_type=0,
             hw_revision=self.config.hw_rev if self.config is not None else 0,
             sw_version_string=SW_VERSION,
@@ -368,33 +334,6 @@ class PhyVersoEmulator(PtyEmulator):
             for port in self.ports.values():
                 port.duty = 0
                 port.coil_wanted = False
-
-    async def _read_host(self, stream: trio.lowlevel.FdStream) -> None:
-        decoder = FrameDecoder()
-        while True:
-            data = await stream.receive_some(4096)
-            if not data:
-                raise AssertionError("pty master closed while the slave is held open")
-            if self.silent or self._booting():
-                continue
-            for item in decoder.feed(data):
-                if isinstance(item, FrameError):
-                    self.host_bad_frames += 1
-                    continue
-                if self._drop_next > 0:
-                    self._drop_next -= 1
-                    self.host_frames_dropped += 1
-                    continue
-                msg = pb.EverestToMcu()
-                try:
-                    msg.ParseFromString(item)
-                except DecodeError:
-                    self.host_bad_frames += 1
-                    continue
-                member = msg.WhichOneof("payload")
-                if member is not None:
-                    self.host_frames += 1
-                    self._on_host(member, msg)
 
     def _on_host(self, member: str, msg: pb.EverestToMcu) -> None:
         now = trio.current_time()
@@ -442,15 +381,6 @@ class PhyVersoEmulator(PtyEmulator):
             port.config = config.chargeport_config[index] if index < len(config.chargeport_config) else None
             port.forget_reports()
         self.configured = True
-
-    async def _send(self, msg: pb.McuToEverest) -> None:
-        if self._stream is None:
-            return
-        payload = msg.SerializeToString()
-        crc = crc32_jamcrc(payload)
-        if self._corrupt_this_one():
-            crc ^= 0x00000001
-        await self._write(cobs_encode(payload + crc.to_bytes(4, "little")) + b"\x00")
 
 
 @asynccontextmanager

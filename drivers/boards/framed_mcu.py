@@ -1,0 +1,168 @@
+"""What the COBS + CRC-32 + protobuf boards (yeti.py, phyverso.py) share on the host side: the receive
+loop and its counters, the frame writer, the MCU's silence watchdog and the reset the host asks for.
+
+The framing itself is yeti_framing.py; schemas, handshakes and per-connector logic stay in each board's
+module. Nothing here reads a field of a board's messages beyond their `payload` oneof.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import trio
+from google.protobuf.message import DecodeError, Message
+
+from evstation.drivers.api import ControllerError, FaultCode
+from evstation.drivers.boards.serial_port import SerialPort, SerialPortError
+from evstation.drivers.boards.yeti_framing import (
+    MAX_HOST_PAYLOAD_BYTES,
+    FrameDecoder,
+    FrameError,
+    FrameErrorKind,
+    encode_frame,
+)
+
+MessageT = TypeVar("MessageT", bound=Message)
+
+
+def time_stamp_ms() -> int:
+    """A keep-alive or meter `time_stamp`: milliseconds of the monotonic clock in a uint32 (wraps)."""
+    return int(trio.current_time() * 1000) & 0xFFFFFFFF
+
+
+@dataclass
+class FrameStats:
+    """The counters of one framed link; bad input is counted, never fatal. Boards add their own."""
+
+    frames_ok: int = 0
+    frames_sent: int = 0
+    crc_errors: int = 0
+    cobs_errors: int = 0
+    length_errors: int = 0
+    decode_errors: int = 0
+    unknown_messages: int = 0
+    reconnects: int = 0
+
+    def count_frame_error(self, error: FrameError) -> None:
+        if error.kind is FrameErrorKind.CRC:
+            self.crc_errors += 1
+        elif error.kind is FrameErrorKind.COBS:
+            self.cobs_errors += 1
+        else:
+            self.length_errors += 1
+
+
+async def receive_messages(
+    chunks: trio.MemoryReceiveChannel[bytes],
+    message_type: type[MessageT],
+    handle: Callable[[MessageT], Awaitable[bool]],
+    stats: FrameStats,
+) -> None:
+    """Decode the MCU's byte stream into `message_type` messages and apply each with `handle`, which
+    says False for one it does not understand (counted in `unknown_messages`, as bad frames are)."""
+    decoder = FrameDecoder()
+    async for chunk in chunks:
+        for item in decoder.feed(chunk):
+            if isinstance(item, FrameError):
+                stats.count_frame_error(item)
+                continue
+            msg = message_type()
+            try:
+                msg.ParseFromString(item)
+            except DecodeError:
+                stats.decode_errors += 1
+                continue
+            if await handle(msg):
+                stats.frames_ok += 1
+            else:
+                stats.unknown_messages += 1
+
+
+class FrameWriter:
+    """Writes one message a frame to the session's port, one writer at a time, `frame_gap` s apart."""
+
+    def __init__(self, path: str, stats: FrameStats, *, frame_gap: float = 0.0) -> None:
+        self._path = path
+        self._stats = stats
+        self._frame_gap = frame_gap
+        self._lock = trio.Lock()
+        self._last_tx = -math.inf
+
+    async def send(self, port: SerialPort | None, msg: Message) -> None:
+        """Frame and write `msg`; `ControllerError` when the port is closed or fails, `ValueError` when
+        the message is larger than the MCU can take."""
+        if port is None:
+            raise ControllerError(FaultCode.BOARD_COMMUNICATION, f"{self._path}: port not open")
+        payload = msg.SerializeToString()
+        if len(payload) > MAX_HOST_PAYLOAD_BYTES:
+            raise ValueError(f"{msg.WhichOneof('payload')}: {len(payload)} bytes exceed the MCU's buffer")
+        async with self._lock:
+            gap = self._last_tx + self._frame_gap - trio.current_time()
+            if gap > 0:
+                await trio.sleep(gap)
+            try:
+                await port.write(encode_frame(payload))
+            except SerialPortError as exc:
+                raise ControllerError(FaultCode.BOARD_COMMUNICATION, str(exc)) from exc
+            finally:
+                self._last_tx = trio.current_time()
+            self._stats.frames_sent += 1
+
+
+class SilenceWatchdog:
+    """Mixin of a board driver whose MCU must be heard at least every `keepalive_timeout` s.
+
+    The board calls `_mcu_heard` for what proves the MCU alive, starts `_watchdog` in each session (after
+    setting `_last_heard`) and implements `_mcu_silent`, which reports the silence once until heard again.
+    """
+
+    def __init__(self, keepalive_timeout: float) -> None:
+        self._keepalive_timeout = keepalive_timeout
+        self._last_heard = 0.0
+        self._alive = trio.Event()
+
+    def _mcu_heard(self) -> None:
+        self._last_heard = trio.current_time()
+        self._alive.set()
+
+    async def _mcu_silent(self) -> None:
+        raise NotImplementedError
+
+    async def _watchdog(self) -> None:
+        while True:
+            deadline = self._last_heard + self._keepalive_timeout
+            if trio.current_time() < deadline:
+                await trio.sleep_until(deadline)
+                continue
+            # A fresh event before the report: a frame handled while the report waits must wake us, or
+            # an MCU that falls silent again afterwards would never be reported.
+            self._alive = trio.Event()
+            await self._mcu_silent()
+            await self._alive.wait()
+
+
+class RequestedReset:
+    """Tells the reset the host asked for (no news) from one the MCU did on its own (it forgot its state)."""
+
+    def __init__(self) -> None:
+        self._seen = trio.Event()
+        self._expecting = False
+
+    async def request(self, send_reset: Callable[[], Awaitable[None]], wait: float) -> None:
+        """Send the reset and wait (at most `wait` s) for the MCU to announce it."""
+        self._seen = trio.Event()
+        self._expecting = True
+        await send_reset()
+        with trio.move_on_after(wait):
+            await self._seen.wait()
+        self._expecting = False
+
+    def unrequested(self) -> bool:
+        """Whether an announced reset is news: False for the first one while `request` waits for it."""
+        if self._expecting and not self._seen.is_set():
+            self._seen.set()
+            return False
+        return True

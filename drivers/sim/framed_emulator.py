@@ -1,0 +1,135 @@
+"""What the emulated COBS + CRC-32 + protobuf MCUs (yeti_emulator.py, phyverso_emulator.py) share: the
+boot after a reset, taking frames from the host, and framing their own (optionally corrupted).
+
+Each board's module keeps its schema, queueing and per-port behaviour. Never used by production code paths.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Generic, TypeVar
+
+import trio
+from google.protobuf.message import DecodeError, Message
+
+from evstation.drivers.boards.yeti_framing import FrameDecoder, FrameError, cobs_encode, crc32_jamcrc
+from evstation.drivers.sim.ev import SimEv
+from evstation.drivers.sim.pty_emulator import PtyEmulator
+
+HostMessageT = TypeVar("HostMessageT", bound=Message)
+
+
+class FramedMcuEmulator(PtyEmulator, Generic[HostMessageT]):
+    """Base of an emulated MCU whose host frames decode into `host_message` (`EverestToMcu`).
+
+    Subclasses list `_boot` among their `_services`, implement `_reset` (start it with `_start_boot`),
+    `_forget_reports` (what a resumed MCU reports again) and `_on_host`; `_take_host_frame` applies a
+    frame at once unless overridden (a receive queue). `_send` frames a message to the host.
+    """
+
+    def __init__(self, ev: SimEv | None, *, host_message: type[HostMessageT], boot_time: float) -> None:
+        super().__init__(ev)
+        self._host_message = host_message
+        self._boot_time = boot_time
+        self._booting_until = -math.inf
+        self._rebooted = trio.Event()
+        self._pending_reset: int | None = None  # the reason `_report_changes` announces after the boot
+        self._last_host_keepalive = -math.inf
+        self._drop_next = 0
+        self.host_frames = 0
+        self.host_bad_frames = 0
+        self.host_frames_dropped = 0
+
+    # ---------------------------------------------------------------- control surface
+
+    def go_silent(self, silent: bool = True) -> None:
+        """Stop (or resume) talking and listening, like a hung MCU or a broken TX line."""
+        self.silent = silent
+        if not silent:
+            self._forget_reports()
+        self._poke()
+
+    def corrupt_next_frames(self, count: int = 1) -> None:
+        """The next `count` frames go out with a wrong CRC (`wait_corruption_sent` waits for them)."""
+        self._arm_corruption(count)
+
+    def drop_next_host_frames(self, count: int = 1) -> None:
+        """Lose the next `count` host frames, as a full receive queue would."""
+        self._drop_next += count
+
+    # ---------------------------------------------------------------- boot
+
+    def _reset(self, reason: int) -> None:
+        raise NotImplementedError
+
+    def _forget_reports(self) -> None:
+        raise NotImplementedError
+
+    def _start_boot(self, reason: int) -> None:
+        """Deaf and mute for `boot_time`, then the boot is announced with `reason`."""
+        self._pending_reset = reason
+        self._booting_until = trio.current_time() + self._boot_time
+        self._last_host_keepalive = self._booting_until  # the host timer starts at boot
+        self._rebooted.set()
+
+    async def _boot(self) -> None:
+        """After every reset: deaf while booting, then `_report_changes` announces the boot. (The
+        emulator starts booted: a board is powered up long before the station opens its port.)"""
+        self._last_host_keepalive = trio.current_time()
+        while True:
+            await self._rebooted.wait()
+            self._rebooted = trio.Event()
+            await trio.sleep_until(self._booting_until)
+            self._poke()
+
+    def _booting(self) -> bool:
+        return trio.current_time() < self._booting_until
+
+    # ---------------------------------------------------------------- host frames
+
+    async def _read_host(self, stream: trio.lowlevel.FdStream) -> None:
+        decoder = FrameDecoder()
+        while True:
+            data = await stream.receive_some(4096)
+            if not data:
+                raise AssertionError("pty master closed while the slave is held open")
+            if self.silent or self._booting():
+                continue  # a hung or booting MCU hears nothing
+            for item in decoder.feed(data):
+                if isinstance(item, FrameError):
+                    self.host_bad_frames += 1
+                    continue
+                if self._drop_next > 0:
+                    self._drop_next -= 1
+                    self.host_frames_dropped += 1
+                    continue
+                self._take_host_frame(item)
+
+    def _take_host_frame(self, payload: bytes) -> None:
+        self._apply_host_frame(payload)
+
+    def _apply_host_frame(self, payload: bytes) -> None:
+        msg = self._host_message()
+        try:
+            msg.ParseFromString(payload)
+        except DecodeError:
+            self.host_bad_frames += 1
+            return
+        member = msg.WhichOneof("payload")
+        if member is not None:
+            self.host_frames += 1
+            self._on_host(member, msg)
+
+    def _on_host(self, member: str, msg: HostMessageT) -> None:
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- to the host
+
+    async def _send(self, msg: Message) -> None:
+        if self._stream is None:
+            return
+        payload = msg.SerializeToString()
+        crc = crc32_jamcrc(payload)
+        if self._corrupt_this_one():
+            crc ^= 0x00000001
+        await self._write(cobs_encode(payload + crc.to_bytes(4, "little")) + b"\x00")
