@@ -1,21 +1,24 @@
 """What the COBS + CRC-32 + protobuf boards (yeti.py, phyverso.py) share on the host side: the receive
-loop and its counters, the frame writer, the MCU's silence watchdog and the reset the host asks for.
+loop and its counters, the frame writer, the MCU's silence watchdog, the reset the host asks for, and the
+meaning of what both schemas spell alike (phyverso.proto grew out of yeti.proto): `pwm_duty_cycle`, the
+CpState names, error_flags as faults.
 
-The framing itself is yeti_framing.py; schemas, handshakes and per-connector logic stay in each board's
-module. Nothing here reads a field of a board's messages beyond their `payload` oneof.
+The framing itself is yeti_framing.py; handshakes, field numbers and per-connector logic stay in each
+board's module.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
 import trio
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.message import DecodeError, Message
 
-from evstation.drivers.api import ControllerError, FaultCode
+from evstation.drivers.api import ControllerError, FaultCleared, FaultCode, FaultRaised, PilotState
 from evstation.drivers.boards.serial_port import SerialPort, SerialPortError
 from evstation.drivers.boards.yeti_framing import (
     MAX_HOST_PAYLOAD_BYTES,
@@ -24,8 +27,42 @@ from evstation.drivers.boards.yeti_framing import (
     FrameErrorKind,
     encode_frame,
 )
+from evstation.drivers.pilot import X1_DUTY_PCT, amps_to_duty
 
 MessageT = TypeVar("MessageT", bound=Message)
+PWM_STATE_F = 0  # `pwm_duty_cycle` 0: the MCU drives state F (-12 V)
+
+
+def duty_units(amps: float | None, *, unavailable: bool, x1: int) -> int:
+    """The `pwm_duty_cycle` value (0.01 % units) for an offer; state F wins over any offer, and no offer
+    is `x1` (steady +12 V: each driver sends the value its board's host module sends)."""
+    if unavailable:
+        return PWM_STATE_F
+    pct = amps_to_duty(amps)
+    if pct >= X1_DUTY_PCT:
+        return x1
+    # Round down (never offer more than asked); the epsilon absorbs float error like 10.0 -> 999.99...
+    return math.floor(pct * 100 + 1e-6)
+
+
+def pilot_states(cp_state: EnumTypeWrapper) -> dict[int, PilotState]:
+    """A schema's CpState value -> `PilotState`: both schemas name the states STATE_A ... STATE_F."""
+    return {cp_state.Value(f"STATE_{pilot.value}"): pilot for pilot in PilotState}
+
+
+def flag_faults(
+    old: Message, new: Message, faults: Mapping[str, FaultCode]
+) -> list[FaultRaised | FaultCleared]:
+    """The fault events between two error_flags reports: one per flag of `faults` that changed, in the
+    order of `faults`."""
+    events: list[FaultRaised | FaultCleared] = []
+    for name, code in faults.items():
+        was, now = getattr(old, name), getattr(new, name)
+        if now and not was:
+            events.append(FaultRaised(code, f"error_flags.{name}"))
+        elif was and not now:
+            events.append(FaultCleared(code))
+    return events
 
 
 def time_stamp_ms() -> int:

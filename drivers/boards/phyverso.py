@@ -15,7 +15,7 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import NoReturn
+from typing import NoReturn, Unpack
 
 import trio
 
@@ -33,26 +33,18 @@ from evstation.drivers.api import (
     PilotChanged,
     PilotState,
 )
-from evstation.drivers.boards.framed_mcu import (
-    FrameStats,
-    FrameWriter,
-    RequestedReset,
-    SilenceWatchdog,
-    receive_messages,
-    time_stamp_ms,
-)
+from evstation.drivers.boards import framed_mcu
 from evstation.drivers.boards.proto import phyverso_pb2 as pb
 from evstation.drivers.boards.serial_port import SerialPort, SerialPortError
-from evstation.drivers.boards.supervised import SessionGuard, SupervisedPort
-from evstation.drivers.pilot import X1_DUTY_PCT, amps_to_duty
-from evstation.drivers.safe_stop import SafeStopReport, SafeStopTimeouts, run_safe_stop
+from evstation.drivers.boards.supervised import PortSettings, SessionGuard, SupervisedPort
+from evstation.drivers.safe_stop import SafeStopReport, run_safe_stop
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BAUDRATE = 115200
+PWM_STATE_F = framed_mcu.PWM_STATE_F
 CONNECTORS = (1, 2)
 BOARD = 0  # `connector` of frames about the whole board (keep-alive, reset, configuration)
-PWM_STATE_F = 0
 PWM_X1 = 10000  # what EVerest's PhyVersoBSP sends for "PWM off"
 HOST_SW_VERSION = "evstation"
 KEEPALIVE_INTERVAL_S = 1.0  # PhyVersoBSP sends one every second
@@ -63,14 +55,7 @@ RESEND_INTERVAL_S = 0.5
 REFRESH_INTERVAL_S = 2.0
 TELEMETRY_TO_CONFIRM = 2  # the first telemetry after a change may predate it
 
-_CP_TO_PILOT = {
-    pb.STATE_A: PilotState.A,
-    pb.STATE_B: PilotState.B,
-    pb.STATE_C: PilotState.C,
-    pb.STATE_D: PilotState.D,
-    pb.STATE_E: PilotState.E,
-    pb.STATE_F: PilotState.F,
-}
+_CP_TO_PILOT = framed_mcu.pilot_states(pb.CpState)
 # LOCKING / UNLOCKING are moves, not states: no event until the move ends.
 _LOCK_TO_API = {pb.UNDEFINED: LockState.UNKNOWN, pb.UNLOCKED: LockState.UNLOCKED, pb.LOCKED: LockState.LOCKED}
 _LOCK_MOVES = frozenset({pb.LOCKING, pb.UNLOCKING})
@@ -102,12 +87,7 @@ _HEARTBEAT = "heartbeat"  # ... or the MCU lost the host (its heartbeat_timeout 
 
 def duty_for(amps: float | None, *, unavailable: bool) -> int:
     """The `pwm_duty_cycle` value (0.01 % units) for an offer; state F wins over any offer."""
-    if unavailable:
-        return PWM_STATE_F
-    pct = amps_to_duty(amps)
-    if pct >= X1_DUTY_PCT:
-        return PWM_X1
-    return math.floor(pct * 100 + 1e-6)  # round down: never offer more than asked
+    return framed_mcu.duty_units(amps, unavailable=unavailable, x1=PWM_X1)
 
 
 def pwm_shown(duty: int, telemetry: pb.Telemetry) -> bool:
@@ -127,7 +107,7 @@ def host_message(connector: int, **payload: object) -> pb.EverestToMcu:
 
 
 @dataclass
-class PhyVersoStats(FrameStats):
+class PhyVersoStats(framed_mcu.FrameStats):
     """Counters of one link; bad input is counted, never fatal."""
 
     unknown_connector: int = 0
@@ -136,7 +116,7 @@ class PhyVersoStats(FrameStats):
     state_resends: int = 0
 
 
-class PhyVersoLink(SupervisedPort, SilenceWatchdog):
+class PhyVersoLink(SupervisedPort, framed_mcu.SilenceWatchdog):
     """One phyVERSO board on one serial port: create its connectors with `connector(n)`, then start
     `run` once (in a nursery that outlives the connectors' EVSEs) before their `run`s."""
 
@@ -152,22 +132,14 @@ class PhyVersoLink(SupervisedPort, SilenceWatchdog):
         keepalive_timeout: float = KEEPALIVE_TIMEOUT_S,
         reset_wait: float = RESET_WAIT_S,
         config_wait: float = CONFIG_WAIT_S,
-        reopen_interval: float = 2.0,
-        read_timeout: float = 0.1,
         resend_interval: float = RESEND_INTERVAL_S,
         refresh_interval: float = REFRESH_INTERVAL_S,
-        safe_stop: SafeStopTimeouts | None = None,
+        **port_settings: Unpack[PortSettings],
     ) -> None:
-        super().__init__(
-            port,
-            baudrate=baudrate,
-            reopen_interval=reopen_interval,
-            read_timeout=read_timeout,
-            safe_stop=safe_stop,
-        )
-        SilenceWatchdog.__init__(self, keepalive_timeout)
+        super().__init__(port, baudrate=baudrate, **port_settings)
+        framed_mcu.SilenceWatchdog.__init__(self, keepalive_timeout)
         self.stats = PhyVersoStats()
-        self._writer = FrameWriter(port, self.stats)
+        self._writer = framed_mcu.FrameWriter(port, self.stats)
         self.mcu_info: pb.KeepAlive | None = None
         self._hw_revision = hw_revision
         self._keepalive_interval = keepalive_interval
@@ -176,7 +148,7 @@ class PhyVersoLink(SupervisedPort, SilenceWatchdog):
         self.resend_interval = resend_interval
         self.refresh_interval = refresh_interval
         self._connectors: dict[int, PhyVersoConnector] = {}
-        self._reset = RequestedReset()
+        self._reset = framed_mcu.RequestedReset()
         self.configured = trio.Event()
 
     def connector(
@@ -259,7 +231,7 @@ class PhyVersoLink(SupervisedPort, SilenceWatchdog):
 
     async def _send_keepalives(self) -> None:
         while True:
-            keepalive = pb.KeepAlive(time_stamp=time_stamp_ms(), sw_version_string=HOST_SW_VERSION)
+            keepalive = pb.KeepAlive(time_stamp=framed_mcu.time_stamp_ms(), sw_version_string=HOST_SW_VERSION)
             await self.send(host_message(BOARD, keep_alive=keepalive))
             await trio.sleep(self._keepalive_interval)
 
@@ -269,7 +241,7 @@ class PhyVersoLink(SupervisedPort, SilenceWatchdog):
             await connector.comm_fault(_LINK, detail)
 
     async def _receive(self, chunks: trio.MemoryReceiveChannel[bytes]) -> None:
-        await receive_messages(chunks, pb.McuToEverest, self._handle, self.stats)
+        await framed_mcu.receive_messages(chunks, pb.McuToEverest, self._handle, self.stats)
 
     async def _handle(self, msg: pb.McuToEverest) -> bool:
         """Apply one MCU message; False for an unknown member or enum value (not applied)."""
@@ -481,17 +453,13 @@ class PhyVersoConnector:
                 await self._emit(ContactorChanged(response.coil_state))
         elif case == "error_flags":
             old, self._flags = self._flags, msg.error_flags
-            for name, code in ERROR_FLAG_FAULTS.items():
-                was, now = getattr(old, name), getattr(msg.error_flags, name)
-                if code is FaultCode.BOARD_COMMUNICATION:
-                    if now and not was:
-                        await self.comm_fault(_HEARTBEAT, "the MCU heard no keep-alive from the station")
-                    elif was and not now:
-                        await self.comm_restored(_HEARTBEAT)
-                elif now and not was:
-                    await self._emit(FaultRaised(code, f"error_flags.{name}"))
-                elif was and not now:
-                    await self._emit(FaultCleared(code))
+            for event in framed_mcu.flag_faults(old, msg.error_flags, ERROR_FLAG_FAULTS):
+                if event.code is not FaultCode.BOARD_COMMUNICATION:
+                    await self._emit(event)
+                elif isinstance(event, FaultRaised):
+                    await self.comm_fault(_HEARTBEAT, "the MCU heard no keep-alive from the station")
+                else:
+                    await self.comm_restored(_HEARTBEAT)
         elif case == "lock_state":
             state = msg.lock_state
             if state not in _LOCK_TO_API and state not in _LOCK_MOVES:

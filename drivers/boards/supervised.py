@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
-from typing import NoReturn, Protocol
+from typing import NoReturn, Protocol, TypedDict, Unpack
 
 import trio
 
@@ -17,9 +17,21 @@ from evstation.drivers.api import ControllerEvent, FaultCleared, FaultCode, Faul
 from evstation.drivers.boards.serial_port import SerialPort, SerialPortError, supervise_port
 from evstation.drivers.safe_stop import SafeStopBoard, SafeStopReport, SafeStopTimeouts, run_safe_stop
 
+REOPEN_INTERVAL_S = 2.0
+READ_TIMEOUT_S = 0.1
+
 
 class _ReconnectCounter(Protocol):
     reconnects: int
+
+
+class PortSettings(TypedDict, total=False):
+    """How a board driver keeps its port (keyword arguments every board driver takes besides `baudrate`):
+    `reopen_interval` between attempts to open it, `read_timeout` of one read, `safe_stop` timeouts."""
+
+    reopen_interval: float
+    read_timeout: float
+    safe_stop: SafeStopTimeouts | None
 
 
 class SessionGuard:
@@ -56,8 +68,8 @@ class SupervisedPort:
         port: str,
         *,
         baudrate: int,
-        reopen_interval: float,
-        read_timeout: float,
+        reopen_interval: float = REOPEN_INTERVAL_S,
+        read_timeout: float = READ_TIMEOUT_S,
         safe_stop: SafeStopTimeouts | None = None,
     ) -> None:
         self.safe_stop_timeouts = safe_stop or SafeStopTimeouts()
@@ -157,22 +169,8 @@ class SupervisedBoard(SupervisedPort):
     Subclasses implement `_safe_stop_board` (the board's side of drivers/safe_stop.py).
     """
 
-    def __init__(
-        self,
-        port: str,
-        *,
-        baudrate: int,
-        reopen_interval: float,
-        read_timeout: float,
-        safe_stop: SafeStopTimeouts | None = None,
-    ) -> None:
-        super().__init__(
-            port,
-            baudrate=baudrate,
-            reopen_interval=reopen_interval,
-            read_timeout=read_timeout,
-            safe_stop=safe_stop,
-        )
+    def __init__(self, port: str, *, baudrate: int, **settings: Unpack[PortSettings]) -> None:
+        super().__init__(port, baudrate=baudrate, **settings)
         self.last_safe_stop: SafeStopReport | None = None
         self._events_send, self._events_recv = trio.open_memory_channel[ControllerEvent](256)
         self._comm_fault = False

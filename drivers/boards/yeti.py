@@ -15,7 +15,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import NoReturn
+from typing import NoReturn, Unpack
 
 import trio
 
@@ -23,9 +23,7 @@ from evstation.drivers.api import (
     BoardReset,
     ContactorChanged,
     ControllerError,
-    FaultCleared,
     FaultCode,
-    FaultRaised,
     LockChanged,
     LockState,
     MeterEvent,
@@ -34,24 +32,16 @@ from evstation.drivers.api import (
     PilotChanged,
     PilotState,
 )
-from evstation.drivers.boards.framed_mcu import (
-    FrameStats,
-    FrameWriter,
-    RequestedReset,
-    SilenceWatchdog,
-    receive_messages,
-    time_stamp_ms,
-)
+from evstation.drivers.boards import framed_mcu
 from evstation.drivers.boards.proto import yeti_pb2 as pb
 from evstation.drivers.boards.serial_port import SerialPort, SerialPortError
-from evstation.drivers.boards.supervised import SessionGuard, SupervisedBoard
+from evstation.drivers.boards.supervised import PortSettings, SessionGuard, SupervisedBoard
 from evstation.drivers.meters.publisher import EVENT_BUFFER_SIZE, MeterEventPublisher
-from evstation.drivers.pilot import X1_DUTY_PCT, amps_to_duty
-from evstation.drivers.safe_stop import SafeStopBoard, SafeStopTimeouts
+from evstation.drivers.safe_stop import SafeStopBoard
 from evstation.records import record
 
 DEFAULT_BAUDRATE = 115200
-PWM_STATE_F = 0
+PWM_STATE_F = framed_mcu.PWM_STATE_F
 # The schema says 10000 = X1; EVerest's YetiDriver sends 10001 and the firmware treats anything >= 10000
 # as steady +12 V. We follow the driver that runs in the field.
 PWM_X1 = 10001
@@ -68,14 +58,7 @@ LOCK_RESEND_S = 0.3
 # is the first that can confirm it.
 TELEMETRY_TO_CONFIRM = 2
 
-_CP_TO_PILOT = {
-    pb.STATE_A: PilotState.A,
-    pb.STATE_B: PilotState.B,
-    pb.STATE_C: PilotState.C,
-    pb.STATE_D: PilotState.D,
-    pb.STATE_E: PilotState.E,
-    pb.STATE_F: PilotState.F,
-}
+_CP_TO_PILOT = framed_mcu.pilot_states(pb.CpState)
 _LOCK_TO_API = {pb.UNDEFINED: LockState.UNKNOWN, pb.UNLOCKED: LockState.UNLOCKED, pb.LOCKED: LockState.LOCKED}
 _RESET_NAMES = {pb.USER: "user", pb.WATCHDOG: "watchdog"}
 _EV_READY = frozenset({PilotState.C, PilotState.D})
@@ -93,13 +76,7 @@ ERROR_FLAG_FAULTS: dict[str, FaultCode] = {
 
 def duty_for(amps: float | None, *, unavailable: bool) -> int:
     """The `pwm_duty_cycle` value (0.01 % units) for an offer; state F wins over any offer."""
-    if unavailable:
-        return PWM_STATE_F
-    pct = amps_to_duty(amps)
-    if pct >= X1_DUTY_PCT:
-        return PWM_X1
-    # Round down (never offer more than asked); the epsilon absorbs float error like 10.0 -> 999.99...
-    return math.floor(pct * 100 + 1e-6)
+    return framed_mcu.duty_units(amps, unavailable=unavailable, x1=PWM_X1)
 
 
 class PilotDrive(enum.Enum):
@@ -135,7 +112,7 @@ def host_message(**payload: object) -> pb.EverestToMcu:
 
 
 @dataclass
-class YetiStats(FrameStats):
+class YetiStats(framed_mcu.FrameStats):
     """Counters for the health page and tests; bad input is counted, never fatal."""
 
     state_resends: int = 0
@@ -156,7 +133,7 @@ class YetiBoardInfo:
     min_phases: int
 
 
-class YetiBoard(SupervisedBoard, SilenceWatchdog):
+class YetiBoard(SupervisedBoard, framed_mcu.SilenceWatchdog):
     """`ChargeController` for one Yeti board on a serial port.
 
     `keepalive_timeout`: how long the MCU may stay silent (no frame of any kind) before a
@@ -174,28 +151,20 @@ class YetiBoard(SupervisedBoard, SilenceWatchdog):
         keepalive_timeout: float = 5.0,
         reset_on_start: bool = True,
         reset_wait: float = 1.0,
-        reopen_interval: float = 2.0,
-        read_timeout: float = 0.1,
         resend_interval: float = RESEND_INTERVAL_S,
         refresh_interval: float = REFRESH_INTERVAL_S,
         frame_gap: float = FRAME_GAP_S,
-        safe_stop: SafeStopTimeouts | None = None,
+        **port_settings: Unpack[PortSettings],
     ) -> None:
-        super().__init__(
-            port,
-            baudrate=baudrate,
-            reopen_interval=reopen_interval,
-            read_timeout=read_timeout,
-            safe_stop=safe_stop,
-        )
-        SilenceWatchdog.__init__(self, keepalive_timeout)
+        super().__init__(port, baudrate=baudrate, **port_settings)
+        framed_mcu.SilenceWatchdog.__init__(self, keepalive_timeout)
         self._keepalive_interval = keepalive_interval
         self._reset_on_start = reset_on_start
         self._reset_wait = reset_wait
         self._resend_interval = resend_interval
         self._refresh_interval = refresh_interval
         self.stats = YetiStats()
-        self._writer = FrameWriter(port, self.stats, frame_gap=frame_gap)
+        self._writer = framed_mcu.FrameWriter(port, self.stats, frame_gap=frame_gap)
         self._meter_send, self._meter_recv = trio.open_memory_channel[pb.PowerMeter](8)
         # What the host wants; re-sent until confirmed, and after a (re)connect or an MCU reset.
         self._offer: float | None = None
@@ -213,7 +182,7 @@ class YetiBoard(SupervisedBoard, SilenceWatchdog):
         self._lock_state: LockState | None = None
         self._flags = pb.ErrorFlags()
         self._reported = trio.Event()  # set (and replaced) on every frame from the MCU
-        self._reset = RequestedReset()
+        self._reset = framed_mcu.RequestedReset()
         self.board_info: YetiBoardInfo | None = None
         self.pp_state: int | None = None
         self.telemetry: pb.Telemetry | None = None
@@ -307,8 +276,10 @@ class YetiBoard(SupervisedBoard, SilenceWatchdog):
             self._schedule_lock(LOCK_SENDS - 1, after=LOCK_RESEND_S)
 
     def _keepalive(self) -> pb.EverestToMcu:
-        version = HOST_SW_VERSION[:SW_VERSION_MAX_CHARS]
-        return host_message(keep_alive=pb.KeepAlive(time_stamp=time_stamp_ms(), sw_version_string=version))
+        keepalive = pb.KeepAlive(
+            time_stamp=framed_mcu.time_stamp_ms(), sw_version_string=HOST_SW_VERSION[:SW_VERSION_MAX_CHARS]
+        )
+        return host_message(keep_alive=keepalive)
 
     def _wanted_state_changed(self, *, resend_after: float) -> None:
         """The wanted state changed (or the MCU forgot it): no report so far can confirm it."""
@@ -363,7 +334,7 @@ class YetiBoard(SupervisedBoard, SilenceWatchdog):
         await self._raise_comm_fault(f"no frame from the MCU for {self._keepalive_timeout:g} s")
 
     async def _receive(self, chunks: trio.MemoryReceiveChannel[bytes]) -> None:
-        await receive_messages(chunks, pb.McuToEverest, self._handle, self.stats)
+        await framed_mcu.receive_messages(chunks, pb.McuToEverest, self._handle, self.stats)
 
     async def _heard(self) -> None:
         # Any valid frame proves the MCU alive: the firmware we read sends its keep-alive only at boot,
@@ -414,12 +385,8 @@ class YetiBoard(SupervisedBoard, SilenceWatchdog):
                 await self._emit(LockChanged(lock))
         elif case == "error_flags":
             old, self._flags = self._flags, msg.error_flags
-            for name, code in ERROR_FLAG_FAULTS.items():
-                was, now = getattr(old, name), getattr(msg.error_flags, name)
-                if now and not was:
-                    await self._emit(FaultRaised(code, f"error_flags.{name}"))
-                elif was and not now:
-                    await self._emit(FaultCleared(code))
+            for event in framed_mcu.flag_faults(old, msg.error_flags, ERROR_FLAG_FAULTS):
+                await self._emit(event)
         elif case == "pp_state":
             self.pp_state = msg.pp_state
         elif case == "telemetry":

@@ -10,21 +10,39 @@ import math
 from typing import Generic, TypeVar
 
 import trio
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.message import DecodeError, Message
 
+from evstation.drivers.api import PilotState
+from evstation.drivers.boards.framed_mcu import pilot_states
 from evstation.drivers.boards.yeti_framing import FrameDecoder, FrameError, cobs_encode, crc32_jamcrc
 from evstation.drivers.sim.ev import SimEv
 from evstation.drivers.sim.pty_emulator import PtyEmulator
 
 HostMessageT = TypeVar("HostMessageT", bound=Message)
+# High level of each pilot state in whole volts, as the telemetry carries it (F's -12 V reads 0).
+_HIGH_VOLTS = {
+    PilotState.A: 12, PilotState.B: 9, PilotState.C: 6, PilotState.D: 3, PilotState.E: 0, PilotState.F: 0,
+}  # fmt: skip
+
+
+def cp_states(cp_state: EnumTypeWrapper) -> dict[PilotState, int]:
+    """`PilotState` -> the schema's CpState value (both schemas name them STATE_A ... STATE_F)."""
+    return {pilot: cp for cp, pilot in pilot_states(cp_state).items()}
+
+
+def cp_high_volts(cp_state: EnumTypeWrapper) -> dict[int, int]:
+    """The schema's CpState value -> the high pilot level its telemetry shows, in whole volts."""
+    return {cp: _HIGH_VOLTS[pilot] for cp, pilot in pilot_states(cp_state).items()}
 
 
 class FramedMcuEmulator(PtyEmulator, Generic[HostMessageT]):
     """Base of an emulated MCU whose host frames decode into `host_message` (`EverestToMcu`).
 
-    Subclasses list `_boot` among their `_services`, implement `_reset` (start it with `_start_boot`),
-    `_forget_reports` (what a resumed MCU reports again) and `_on_host`; `_take_host_frame` applies a
-    frame at once unless overridden (a receive queue). `_send` frames a message to the host.
+    Subclasses list `_boot` and `_report_changes` among their `_services`, implement `_reset` (start it
+    with `_start_boot`), `_announce_boot`, `_report_state` (send what changed), `_forget_reports` (what a
+    resumed MCU reports again) and `_on_host`; `_take_host_frame` applies a frame at once unless
+    overridden (a receive queue). `_send` frames a message to the host.
     """
 
     def __init__(self, ev: SimEv | None, *, host_message: type[HostMessageT], boot_time: float) -> None:
@@ -84,6 +102,26 @@ class FramedMcuEmulator(PtyEmulator, Generic[HostMessageT]):
 
     def _booting(self) -> bool:
         return trio.current_time() < self._booting_until
+
+    async def _announce_boot(self, reason: int) -> None:
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- reports
+
+    async def _report_changes(self) -> None:
+        """On every poke: announce a finished boot, then report what changed (a hung MCU reports nothing)."""
+        while True:
+            await self._changed.wait()
+            self._changed = trio.Event()
+            if self.silent or self._booting():
+                continue
+            if self._pending_reset is not None:
+                reason, self._pending_reset = self._pending_reset, None
+                await self._announce_boot(reason)
+            await self._report_state()
+
+    async def _report_state(self) -> None:
+        raise NotImplementedError
 
     # ---------------------------------------------------------------- host frames
 

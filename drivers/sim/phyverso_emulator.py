@@ -18,12 +18,11 @@ from typing import Any
 
 import trio
 
-from evstation.drivers.api import PilotState
 from evstation.drivers.boards.framed_mcu import time_stamp_ms
 from evstation.drivers.boards.proto import phyverso_pb2 as pb
 from evstation.drivers.pilot import duty_to_amps
 from evstation.drivers.sim.ev import SimEv
-from evstation.drivers.sim.framed_emulator import FramedMcuEmulator
+from evstation.drivers.sim.framed_emulator import FramedMcuEmulator, cp_high_volts, cp_states
 from evstation.drivers.sim.pty_emulator import serve_emulator
 from evstation.records import record
 
@@ -39,17 +38,8 @@ SW_VERSION = "evstation-phyverso-emulator"
 PORT_MEMBERS = frozenset({"connector_lock", "pwm_duty_cycle", "set_coil_state_request", "rcd_cmd"})
 # Flags under which the contactor must stay open.
 _BLOCKING_FLAGS = ("diode_fault", "rcd_triggered", "cp_signal_fault", "heartbeat_timeout", "pp_signal_fault")
-_PILOT_TO_CP: dict[PilotState, int] = {
-    PilotState.A: pb.STATE_A,
-    PilotState.B: pb.STATE_B,
-    PilotState.C: pb.STATE_C,
-    PilotState.D: pb.STATE_D,
-    PilotState.E: pb.STATE_E,
-    PilotState.F: pb.STATE_F,
-}
-_CP_VOLTS: dict[int, int] = {
-    pb.STATE_A: 12, pb.STATE_B: 9, pb.STATE_C: 6, pb.STATE_D: 3, pb.STATE_E: 0, pb.STATE_F: 0,
-}  # fmt: skip
+_PILOT_TO_CP = cp_states(pb.CpState)
+_CP_VOLTS = cp_high_volts(pb.CpState)
 _PP_OF_RATING: dict[int | None, int] = {
     None: pb.STATE_NC, 13: pb.STATE_13A, 20: pb.STATE_20A, 32: pb.STATE_32A, 63: pb.STATE_70A,
 }  # fmt: skip
@@ -254,20 +244,14 @@ class PhyVersoEmulator(FramedMcuEmulator[pb.EverestToMcu]):
         may_close = port.pwm_running or port.coil
         port.coil = port.coil_wanted and not blocked and may_close and cp in (pb.STATE_C, pb.STATE_D)
 
-    async def _report_changes(self) -> None:
-        while True:
-            await self._changed.wait()
-            self._changed = trio.Event()
-            if self.silent or self._booting():
-                continue
-            if self._pending_reset is not None:
-                reason, self._pending_reset = self._pending_reset, None
-                await self._send(pb.McuToEverest(keep_alive=self._keepalive(), connector=BOARD))
-                await self._send(pb.McuToEverest(reset=reason, connector=BOARD))  # type: ignore[arg-type]
-                await self._request_config()
-            for number, port in self.ports.items():
-                if not self._ac(port):
-                    continue
+    async def _announce_boot(self, reason: int) -> None:
+        await self._send(pb.McuToEverest(keep_alive=self._keepalive(), connector=BOARD))
+        await self._send(pb.McuToEverest(reset=reason, connector=BOARD))  # type: ignore[arg-type]
+        await self._request_config()
+
+    async def _report_state(self) -> None:
+        for number, port in self.ports.items():
+            if self._ac(port):
                 await self._report_port(number, port)
 
     async def _report_port(self, number: int, port: ChargePort) -> None:

@@ -16,12 +16,11 @@ from typing import Any
 
 import trio
 
-from evstation.drivers.api import PilotState
 from evstation.drivers.boards.framed_mcu import time_stamp_ms
 from evstation.drivers.boards.proto import yeti_pb2 as pb
 from evstation.drivers.pilot import duty_to_amps
 from evstation.drivers.sim.ev import SimEv
-from evstation.drivers.sim.framed_emulator import FramedMcuEmulator
+from evstation.drivers.sim.framed_emulator import FramedMcuEmulator, cp_high_volts, cp_states
 from evstation.drivers.sim.pty_emulator import serve_emulator
 from evstation.records import record
 
@@ -30,18 +29,8 @@ RX_QUEUE_FRAMES = 2  # MgmtLink: a message queue of RX_QUEUE_SIZE - 1 = 2 frames
 REPORT_INTERVAL_S = 0.2
 C1_FORCE_OFF_S = 7.0  # ControlPilot: relay forced off 7 s after the PWM stopped under load
 SW_VERSION = "evstation-yeti-emulator"
-_PILOT_TO_CP: dict[PilotState, int] = {
-    PilotState.A: pb.STATE_A,
-    PilotState.B: pb.STATE_B,
-    PilotState.C: pb.STATE_C,
-    PilotState.D: pb.STATE_D,
-    PilotState.E: pb.STATE_E,
-    PilotState.F: pb.STATE_F,
-}
-# High level of each state in whole volts, as the telemetry carries it (F's -12 V reads 0).
-_CP_VOLTS: dict[int, int] = {
-    pb.STATE_A: 12, pb.STATE_B: 9, pb.STATE_C: 6, pb.STATE_D: 3, pb.STATE_E: 0, pb.STATE_F: 0,
-}  # fmt: skip
+_PILOT_TO_CP = cp_states(pb.CpState)
+_CP_VOLTS = cp_high_volts(pb.CpState)
 
 
 @dataclasses.dataclass
@@ -194,29 +183,24 @@ class YetiEmulator(FramedMcuEmulator[pb.EverestToMcu]):
             if self.relay and stopped is not None and now - stopped > self._c1_force_off:
                 self.relay = False
 
-    async def _report_changes(self) -> None:
-        while True:
-            await self._changed.wait()
-            self._changed = trio.Event()
-            if self.silent or self._booting():
-                continue
-            if self._pending_reset is not None:
-                reason, self._pending_reset = self._pending_reset, None
-                for _ in range(3):  # RemoteControlRX: "dummy packets to ensure COBS resync"
-                    await self._send(pb.McuToEverest(keep_alive=self._keepalive()))
-                await self._send(pb.McuToEverest(reset=reason))  # type: ignore[arg-type]
-            cp = self._cp_state()
-            flags = self._flags(cp)
-            self._step_relay(cp, flags)
-            if cp != self._last_cp:
-                self._last_cp = cp
-                await self._send(pb.McuToEverest(cp_state=cp))  # type: ignore[arg-type]
-            if flags != self._last_flags:
-                self._last_flags = flags
-                await self._send(pb.McuToEverest(error_flags=flags))
-            if self.relay != self._last_relay:
-                self._last_relay = self.relay
-                await self._send(pb.McuToEverest(relais_state=self.relay))
+    async def _announce_boot(self, reason: int) -> None:
+        for _ in range(3):  # RemoteControlRX: "dummy packets to ensure COBS resync"
+            await self._send(pb.McuToEverest(keep_alive=self._keepalive()))
+        await self._send(pb.McuToEverest(reset=reason))  # type: ignore[arg-type]
+
+    async def _report_state(self) -> None:
+        cp = self._cp_state()
+        flags = self._flags(cp)
+        self._step_relay(cp, flags)
+        if cp != self._last_cp:
+            self._last_cp = cp
+            await self._send(pb.McuToEverest(cp_state=cp))  # type: ignore[arg-type]
+        if flags != self._last_flags:
+            self._last_flags = flags
+            await self._send(pb.McuToEverest(error_flags=flags))
+        if self.relay != self._last_relay:
+            self._last_relay = self.relay
+            await self._send(pb.McuToEverest(relais_state=self.relay))
 
     def _keepalive(self) -> pb.KeepAliveLo:
         return pb.KeepAliveLo(
