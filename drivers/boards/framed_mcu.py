@@ -31,6 +31,23 @@ from evstation.drivers.pilot import X1_DUTY_PCT, amps_to_duty
 
 MessageT = TypeVar("MessageT", bound=Message)
 PWM_STATE_F = 0  # `pwm_duty_cycle` 0: the MCU drives state F (-12 V)
+# The error_flags both schemas have -> fault (YetiDriver.cpp's mapping, used for the phyVERSO's too).
+# Each board adds its own flags after these.
+ERROR_FLAG_FAULTS: dict[str, FaultCode] = {
+    "diode_fault": FaultCode.DIODE_FAULT,
+    "rcd_triggered": FaultCode.GROUND_FAILURE,
+    "rcd_selftest_failed": FaultCode.RCD_SELFTEST_FAILED,
+    "ventilation_not_available": FaultCode.VENTILATION_NOT_AVAILABLE,
+    "connector_lock_failed": FaultCode.CONNECTOR_LOCK_FAILURE,
+    "cp_signal_fault": FaultCode.PILOT_FAULT,
+}
+
+
+def one_payload(msg: MessageT, payload: Mapping[str, object]) -> MessageT:
+    """`msg`, built from `payload`, if that set exactly one member of its `payload` oneof."""
+    if len(payload) != 1 or msg.WhichOneof("payload") is None:
+        raise ValueError(f"one payload member expected, got {sorted(payload)}")
+    return msg
 
 
 def duty_units(amps: float | None, *, unavailable: bool, x1: int) -> int:
@@ -81,6 +98,8 @@ class FrameStats:
     length_errors: int = 0
     decode_errors: int = 0
     unknown_messages: int = 0
+    state_resends: int = 0  # the wanted state re-sent because the MCU's reports did not confirm it
+    unrequested_resets: int = 0
     reconnects: int = 0
 
     def count_frame_error(self, error: FrameError) -> None:
@@ -147,6 +166,25 @@ class FrameWriter:
             finally:
                 self._last_tx = trio.current_time()
             self._stats.frames_sent += 1
+
+
+async def resend_until(
+    condition: Callable[[], bool],
+    send: Callable[[], Awaitable[None]],
+    *,
+    next_report: Callable[[], Awaitable[None]],
+    interval: float,
+    check_port: Callable[[], None] = lambda: None,
+) -> None:
+    """Re-send every `interval` (the MCU acknowledges commands only through its reports) until its reports
+    satisfy `condition`; `check_port` raises before each wait when there is no port to send on."""
+    while not condition():
+        check_port()
+        with trio.move_on_after(interval):
+            while not condition():
+                await next_report()
+        if not condition():
+            await send()
 
 
 class SilenceWatchdog:

@@ -68,13 +68,8 @@ _PP_RATING: dict[int, int | None] = {
 _RESET_NAMES = {pb.USER: "user", pb.WATCHDOG: "watchdog"}
 _EV_READY = frozenset({PilotState.C, PilotState.D})
 # error_flags field -> fault. heartbeat_timeout: the MCU heard no keep-alive of ours.
-ERROR_FLAG_FAULTS: dict[str, FaultCode] = {
-    "diode_fault": FaultCode.DIODE_FAULT,
-    "rcd_selftest_failed": FaultCode.RCD_SELFTEST_FAILED,
-    "rcd_triggered": FaultCode.GROUND_FAILURE,
-    "ventilation_not_available": FaultCode.VENTILATION_NOT_AVAILABLE,
-    "connector_lock_failed": FaultCode.CONNECTOR_LOCK_FAILURE,
-    "cp_signal_fault": FaultCode.PILOT_FAULT,
+ERROR_FLAG_FAULTS = {
+    **framed_mcu.ERROR_FLAG_FAULTS,
     "heartbeat_timeout": FaultCode.BOARD_COMMUNICATION,
     "coil_feedback_diverges": FaultCode.EVSE_CONTACTOR_FAULT,
     "pp_signal_fault": FaultCode.PROXIMITY_FAULT,
@@ -101,9 +96,7 @@ def pwm_shown(duty: int, telemetry: pb.Telemetry) -> bool:
 def host_message(connector: int, **payload: object) -> pb.EverestToMcu:
     """One `EverestToMcu` for `connector` (0 = the board) with exactly one payload member set."""
     msg = pb.EverestToMcu(connector=connector, **payload)  # type: ignore[arg-type]
-    if len(payload) != 1 or msg.WhichOneof("payload") is None:
-        raise ValueError(f"one payload member expected, got {sorted(payload)}")
-    return msg
+    return framed_mcu.one_payload(msg, payload)
 
 
 @dataclass
@@ -112,8 +105,6 @@ class PhyVersoStats(framed_mcu.FrameStats):
 
     unknown_connector: int = 0
     config_responses: int = 0
-    unrequested_resets: int = 0
-    state_resends: int = 0
 
 
 class PhyVersoLink(SupervisedPort, framed_mcu.SilenceWatchdog):
@@ -520,14 +511,15 @@ class PhyVersoConnector:
 
     async def resend_until(self, condition: Callable[[], bool], send: Callable[[], Awaitable[None]]) -> None:
         """Re-send until the reports satisfy `condition`; `ControllerError` when the port is gone."""
-        while not condition():
+
+        def check_port() -> None:
             if not self.link.port_open:
                 raise ControllerError(FaultCode.BOARD_COMMUNICATION, f"{self.link.path}: port not open")
-            with trio.move_on_after(self.link.resend_interval):
-                while not condition():
-                    await self._reported.wait()
-            if not condition():
-                await send()
+
+        interval = self.link.resend_interval
+        await framed_mcu.resend_until(
+            condition, send, next_report=self.next_report, interval=interval, check_port=check_port
+        )
 
 
 class _PhyVersoSafeStop:

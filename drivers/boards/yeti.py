@@ -12,7 +12,6 @@ import enum
 import math
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import NoReturn, Unpack
@@ -63,15 +62,7 @@ _LOCK_TO_API = {pb.UNDEFINED: LockState.UNKNOWN, pb.UNLOCKED: LockState.UNLOCKED
 _RESET_NAMES = {pb.USER: "user", pb.WATCHDOG: "watchdog"}
 _EV_READY = frozenset({PilotState.C, PilotState.D})
 # error_flags field -> fault (YetiDriver.cpp mapping, plus the flags it leaves unmapped).
-ERROR_FLAG_FAULTS: dict[str, FaultCode] = {
-    "diode_fault": FaultCode.DIODE_FAULT,
-    "rcd_triggered": FaultCode.GROUND_FAILURE,
-    "rcd_selftest_failed": FaultCode.RCD_SELFTEST_FAILED,
-    "ventilation_not_available": FaultCode.VENTILATION_NOT_AVAILABLE,
-    "connector_lock_failed": FaultCode.CONNECTOR_LOCK_FAILURE,
-    "cp_signal_fault": FaultCode.PILOT_FAULT,
-    "over_current": FaultCode.OVER_CURRENT,
-}
+ERROR_FLAG_FAULTS = {**framed_mcu.ERROR_FLAG_FAULTS, "over_current": FaultCode.OVER_CURRENT}
 
 
 def duty_for(amps: float | None, *, unavailable: bool) -> int:
@@ -105,18 +96,10 @@ def telemetry_drive(telemetry: pb.Telemetry) -> PilotDrive:
 
 def host_message(**payload: object) -> pb.EverestToMcu:
     """One `EverestToMcu` with exactly one oneof member set (`host_message(pwm_duty_cycle=2666)`)."""
-    msg = pb.EverestToMcu(**payload)  # type: ignore[arg-type]
-    if len(payload) != 1 or msg.WhichOneof("payload") is None:
-        raise ValueError(f"one payload member expected, got {sorted(payload)}")
-    return msg
+    return framed_mcu.one_payload(pb.EverestToMcu(**payload), payload)  # type: ignore[arg-type]
 
 
-@dataclass
-class YetiStats(framed_mcu.FrameStats):
-    """Counters for the health page and tests; bad input is counted, never fatal."""
-
-    state_resends: int = 0
-    unrequested_resets: int = 0
+YetiStats = framed_mcu.FrameStats  # the Yeti driver counts nothing beyond what every framed link counts
 
 
 @record
@@ -424,12 +407,8 @@ class YetiBoard(SupervisedBoard, framed_mcu.SilenceWatchdog):
 
     async def _resend_until(self, condition: Callable[[], bool], send: Callable[[], Awaitable[None]]) -> None:
         """Re-send (the MCU acknowledges nothing) until its reports satisfy `condition`."""
-        while not condition():
-            with trio.move_on_after(self._resend_interval):
-                while not condition():
-                    await self._reported.wait()
-            if not condition():
-                await send()
+        interval = self._resend_interval
+        await framed_mcu.resend_until(condition, send, next_report=self.next_report, interval=interval)
 
 
 class _YetiSafeStop:

@@ -6,6 +6,7 @@ Each board's module keeps its schema, queueing and per-port behaviour. Never use
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Generic, TypeVar
 
@@ -18,8 +19,10 @@ from evstation.drivers.boards.framed_mcu import pilot_states
 from evstation.drivers.boards.yeti_framing import FrameDecoder, FrameError, cobs_encode, crc32_jamcrc
 from evstation.drivers.sim.ev import SimEv
 from evstation.drivers.sim.pty_emulator import PtyEmulator
+from evstation.records import record
 
 HostMessageT = TypeVar("HostMessageT", bound=Message)
+PWM_X1 = 10000  # `pwm_duty_cycle` from 100 % up: steady +12 V, no PWM (both firmwares)
 # High level of each pilot state in whole volts, as the telemetry carries it (F's -12 V reads 0).
 _HIGH_VOLTS = {
     PilotState.A: 12, PilotState.B: 9, PilotState.C: 6, PilotState.D: 3, PilotState.E: 0, PilotState.F: 0,
@@ -34,6 +37,57 @@ def cp_states(cp_state: EnumTypeWrapper) -> dict[PilotState, int]:
 def cp_high_volts(cp_state: EnumTypeWrapper) -> dict[int, int]:
     """The schema's CpState value -> the high pilot level its telemetry shows, in whole volts."""
     return {cp: _HIGH_VOLTS[pilot] for cp, pilot in pilot_states(cp_state).items()}
+
+
+@dataclasses.dataclass
+class McuFaults:
+    """Injected faults both MCUs report through error_flags (each board adds its own)."""
+
+    diode_short: bool = False
+    rcd_tripped: bool = False
+    lock_jammed: bool = False
+    cp_shorted: bool = False
+
+    def pilot(self, ev: SimEv, duty_pct: float | None, state_f: bool) -> PilotState:
+        """What the MCU reads on the pilot: E while it is shorted, else the EV's answer to the drive."""
+        return PilotState.E if self.cp_shorted else ev.pilot_state(duty_pct, state_f)
+
+    def error_flags(self, ev: SimEv, *, pwm_running: bool, lock_wanted: bool) -> dict[str, bool]:
+        """The error_flags fields these faults set (the board's own faults set the rest)."""
+        return {
+            # A shorted diode only shows while the EV loads a PWM: the low half no longer reads -12 V.
+            "diode_fault": self.diode_short and ev.plugged and pwm_running,
+            "rcd_triggered": self.rcd_tripped,
+            "connector_lock_failed": self.lock_jammed and lock_wanted,
+            "cp_signal_fault": self.cp_shorted,
+        }
+
+
+class PwmDrive:
+    """The pilot drive of an MCU (or of one of its ports) by its `duty` (`pwm_duty_cycle`): 0 is state F,
+    `PWM_X1` and above steady +12 V, anything between a PWM."""
+
+    duty: int
+
+    @property
+    def pwm_running(self) -> bool:
+        return 0 < self.duty < PWM_X1
+
+    @property
+    def duty_pct(self) -> float | None:
+        """The PWM duty in percent, None when steady (X1) or state F."""
+        return self.duty / 100.0 if self.pwm_running else None
+
+
+@record
+class HostCommand:
+    """One host frame the MCU acted on, for tests that check order and content (and addressing: the
+    frame's `connector`, on a board that has the field)."""
+
+    at: float
+    member: str
+    value: object
+    connector: int = 0
 
 
 class FramedMcuEmulator(PtyEmulator, Generic[HostMessageT]):
@@ -57,6 +111,7 @@ class FramedMcuEmulator(PtyEmulator, Generic[HostMessageT]):
         self.host_frames = 0
         self.host_bad_frames = 0
         self.host_frames_dropped = 0
+        self.host_log: list[HostCommand] = []
 
     # ---------------------------------------------------------------- control surface
 
@@ -74,6 +129,14 @@ class FramedMcuEmulator(PtyEmulator, Generic[HostMessageT]):
     def drop_next_host_frames(self, count: int = 1) -> None:
         """Lose the next `count` host frames, as a full receive queue would."""
         self._drop_next += count
+
+    def commands(self, member: str, connector: int | None = None) -> list[object]:
+        """The values of every `member` command the MCU acted on, in order (for `connector`, if given)."""
+        return [
+            c.value
+            for c in self.host_log
+            if c.member == member and (connector is None or c.connector == connector)
+        ]
 
     # ---------------------------------------------------------------- boot
 
@@ -160,6 +223,9 @@ class FramedMcuEmulator(PtyEmulator, Generic[HostMessageT]):
 
     def _on_host(self, member: str, msg: HostMessageT) -> None:
         raise NotImplementedError
+
+    def _log_host(self, member: str, msg: HostMessageT, connector: int = 0) -> None:
+        self.host_log.append(HostCommand(trio.current_time(), member, getattr(msg, member), connector))
 
     # ---------------------------------------------------------------- to the host
 

@@ -21,14 +21,13 @@ import trio
 from evstation.drivers.boards.framed_mcu import time_stamp_ms
 from evstation.drivers.boards.proto import phyverso_pb2 as pb
 from evstation.drivers.pilot import duty_to_amps
+from evstation.drivers.sim import framed_emulator
 from evstation.drivers.sim.ev import SimEv
-from evstation.drivers.sim.framed_emulator import FramedMcuEmulator, cp_high_volts, cp_states
 from evstation.drivers.sim.pty_emulator import serve_emulator
-from evstation.records import record
 
 CONNECTORS = (1, 2)
+PWM_X1 = framed_emulator.PWM_X1
 BOARD = 0  # the `connector` value of frames about the whole board
-PWM_X1 = 10000
 REPORT_INTERVAL_S = 0.2
 # How long the MCU waits for a host keep-alive before it flags heartbeat_timeout and stops charging:
 # not published (the firmware is closed); the host module's own timeout is 5 s, so we assume the same.
@@ -38,28 +37,24 @@ SW_VERSION = "evstation-phyverso-emulator"
 PORT_MEMBERS = frozenset({"connector_lock", "pwm_duty_cycle", "set_coil_state_request", "rcd_cmd"})
 # Flags under which the contactor must stay open.
 _BLOCKING_FLAGS = ("diode_fault", "rcd_triggered", "cp_signal_fault", "heartbeat_timeout", "pp_signal_fault")
-_PILOT_TO_CP = cp_states(pb.CpState)
-_CP_VOLTS = cp_high_volts(pb.CpState)
+_PILOT_TO_CP = framed_emulator.cp_states(pb.CpState)
+_CP_VOLTS = framed_emulator.cp_high_volts(pb.CpState)
 _PP_OF_RATING: dict[int | None, int] = {
     None: pb.STATE_NC, 13: pb.STATE_13A, 20: pb.STATE_20A, 32: pb.STATE_32A, 63: pb.STATE_70A,
 }  # fmt: skip
 
 
 @dataclasses.dataclass
-class PhyVersoFaults:
+class PhyVersoFaults(framed_emulator.McuFaults):
     """Injected faults of one charge port; the MCU reports them through its error_flags."""
 
-    diode_short: bool = False
-    rcd_tripped: bool = False
     rcd_selftest_failed: bool = False
-    lock_jammed: bool = False
-    cp_shorted: bool = False
     pp_fault: bool = False
     coil_welded: bool = False  # the contactor stays closed; its mirror contact then disagrees
 
 
 @dataclasses.dataclass
-class ChargePort:
+class ChargePort(framed_emulator.PwmDrive):
     """One charge port of the MCU: what the host commanded, what the hardware does, what was reported."""
 
     ev: SimEv
@@ -78,29 +73,11 @@ class ChargePort:
     last_lock: int | None = None
     last_pp: int | None = None
 
-    @property
-    def pwm_running(self) -> bool:
-        return 0 < self.duty < PWM_X1
-
-    @property
-    def duty_pct(self) -> float | None:
-        return self.duty / 100.0 if self.pwm_running else None
-
     def forget_reports(self) -> None:
         self.last_cp = self.last_flags = self.last_coil = self.last_lock = self.last_pp = None
 
 
-@record
-class HostCommand:
-    """One host frame the MCU acted on, for tests that check order, content and addressing."""
-
-    at: float
-    connector: int
-    member: str
-    value: object
-
-
-class PhyVersoEmulator(FramedMcuEmulator[pb.EverestToMcu]):
+class PhyVersoEmulator(framed_emulator.FramedMcuEmulator[pb.EverestToMcu]):
     """The MCU with two charge ports. `ev` is port 1's EV; `ports[n].ev` each port's."""
 
     def __init__(
@@ -124,7 +101,6 @@ class PhyVersoEmulator(FramedMcuEmulator[pb.EverestToMcu]):
         self.heartbeat_timeout = False
         self.host_misaddressed = 0  # port commands for no port, or before the configuration
         self.config_requests = 0
-        self.host_log: list[HostCommand] = []
 
     # ---------------------------------------------------------------- control surface
 
@@ -153,14 +129,6 @@ class PhyVersoEmulator(FramedMcuEmulator[pb.EverestToMcu]):
     def spurious_reset(self) -> None:
         """A watchdog reset the host did not ask for."""
         self._reset(pb.WATCHDOG)
-
-    def commands(self, member: str, connector: int | None = None) -> list[object]:
-        """The values of every `member` command the MCU acted on (for `connector`, if given)."""
-        return [
-            c.value
-            for c in self.host_log
-            if c.member == member and (connector is None or c.connector == connector)
-        ]
 
     def coil_closed(self, connector: int) -> bool:
         return self.ports[connector].coil
@@ -196,18 +164,13 @@ class PhyVersoEmulator(FramedMcuEmulator[pb.EverestToMcu]):
         return self.configured and port.config is not None and port.config.type == pb.AC
 
     def _cp_state(self, port: ChargePort) -> int:
-        if port.faults.cp_shorted:
-            return pb.STATE_E
-        return _PILOT_TO_CP[port.ev.pilot_state(port.duty_pct, port.duty == 0)]
+        return _PILOT_TO_CP[port.faults.pilot(port.ev, port.duty_pct, port.duty == 0)]
 
     def _flags(self, port: ChargePort) -> pb.ErrorFlags:
         f = port.faults
         return pb.ErrorFlags(
-            diode_fault=f.diode_short and port.ev.plugged and port.pwm_running,
-            rcd_triggered=f.rcd_tripped,
+            **f.error_flags(port.ev, pwm_running=port.pwm_running, lock_wanted=port.lock_wanted),
             rcd_selftest_failed=f.rcd_selftest_failed,
-            connector_lock_failed=f.lock_jammed and port.lock_wanted,
-            cp_signal_fault=f.cp_shorted,
             heartbeat_timeout=self.heartbeat_timeout,
             coil_feedback_diverges=f.coil_welded and port.coil and not port.coil_wanted,
             pp_signal_fault=f.pp_fault and port.ev.plugged,
@@ -326,11 +289,11 @@ class PhyVersoEmulator(FramedMcuEmulator[pb.EverestToMcu]):
             if port is None or not self._ac(port):
                 self.host_misaddressed += 1
                 return
-            self.host_log.append(HostCommand(now, msg.connector, member, getattr(msg, member)))
+            self._log_host(member, msg, msg.connector)
             self._on_port_command(port, member, msg)
             self._poke()
             return
-        self.host_log.append(HostCommand(now, msg.connector, member, getattr(msg, member)))
+        self._log_host(member, msg, msg.connector)
         if member == "keep_alive":
             self._last_host_keepalive = now
             if self.heartbeat_timeout:

@@ -19,42 +19,27 @@ import trio
 from evstation.drivers.boards.framed_mcu import time_stamp_ms
 from evstation.drivers.boards.proto import yeti_pb2 as pb
 from evstation.drivers.pilot import duty_to_amps
+from evstation.drivers.sim import framed_emulator
 from evstation.drivers.sim.ev import SimEv
-from evstation.drivers.sim.framed_emulator import FramedMcuEmulator, cp_high_volts, cp_states
 from evstation.drivers.sim.pty_emulator import serve_emulator
-from evstation.records import record
 
-PWM_X1_MIN = 10000  # >= 100 %: steady +12 V, no PWM
 RX_QUEUE_FRAMES = 2  # MgmtLink: a message queue of RX_QUEUE_SIZE - 1 = 2 frames
 REPORT_INTERVAL_S = 0.2
 C1_FORCE_OFF_S = 7.0  # ControlPilot: relay forced off 7 s after the PWM stopped under load
 SW_VERSION = "evstation-yeti-emulator"
-_PILOT_TO_CP = cp_states(pb.CpState)
-_CP_VOLTS = cp_high_volts(pb.CpState)
+_PILOT_TO_CP = framed_emulator.cp_states(pb.CpState)
+_CP_VOLTS = framed_emulator.cp_high_volts(pb.CpState)
 
 
 @dataclasses.dataclass
-class YetiFaults:
+class YetiFaults(framed_emulator.McuFaults):
     """Injected hardware faults; the MCU reports them through error_flags and acts on them."""
 
-    diode_short: bool = False
-    rcd_tripped: bool = False
-    lock_jammed: bool = False
     over_current: bool = False
-    cp_shorted: bool = False
     relay_welded: bool = False  # the relay stays closed whatever the MCU commands (no flag reports it)
 
 
-@record
-class HostCommand:
-    """One host frame the MCU acted on (after its queue), for tests that check order and content."""
-
-    at: float
-    member: str
-    value: object
-
-
-class YetiEmulator(FramedMcuEmulator[pb.EverestToMcu]):
+class YetiEmulator(framed_emulator.FramedMcuEmulator[pb.EverestToMcu], framed_emulator.PwmDrive):
     """The MCU: takes host frames through a two-frame queue, drives an EV model, reports every 200 ms.
 
     `rx_frame_time`: how long the MCU takes per queued frame (its receive thread competes with the
@@ -88,7 +73,7 @@ class YetiEmulator(FramedMcuEmulator[pb.EverestToMcu]):
         self._c1_force_off = c1_force_off
         # Host-commanded state (what the MCU holds in RAM; a reset forgets it). The firmware boots into
         # state F and enables X1 once its control-pilot task runs.
-        self.duty = PWM_X1_MIN
+        self.duty = framed_emulator.PWM_X1
         self.power_allowed = False
         self.lock_requested = False
         self.relay = False
@@ -101,7 +86,6 @@ class YetiEmulator(FramedMcuEmulator[pb.EverestToMcu]):
         self._last_flags: pb.ErrorFlags | None = None
         self.energy_wh = 0.0
         self.host_keepalives = 0
-        self.host_log: list[HostCommand] = []
 
     # ---------------------------------------------------------------- control surface
 
@@ -113,19 +97,6 @@ class YetiEmulator(FramedMcuEmulator[pb.EverestToMcu]):
     def relay_closed(self) -> bool:
         return self.relay
 
-    @property
-    def pwm_running(self) -> bool:
-        return 0 < self.duty < PWM_X1_MIN
-
-    @property
-    def duty_pct(self) -> float | None:
-        """The PWM duty in percent, None when steady (X1) or state F."""
-        return self.duty / 100.0 if self.pwm_running else None
-
-    def commands(self, member: str) -> list[object]:
-        """The values of every `member` command the MCU acted on, in order."""
-        return [c.value for c in self.host_log if c.member == member]
-
     # ---------------------------------------------------------------- service
 
     def _services(self) -> Sequence[Callable[[], Awaitable[None]]]:
@@ -134,7 +105,7 @@ class YetiEmulator(FramedMcuEmulator[pb.EverestToMcu]):
     # ---------------------------------------------------------------- MCU behaviour
 
     def _reset(self, reason: int) -> None:
-        self.duty = PWM_X1_MIN
+        self.duty = framed_emulator.PWM_X1
         self.power_allowed = False
         self.relay = False
         self._pwm_stopped_at = None
@@ -147,19 +118,12 @@ class YetiEmulator(FramedMcuEmulator[pb.EverestToMcu]):
         self._last_cp = self._last_relay = self._last_flags = None
 
     def _cp_state(self) -> int:
-        f = self.faults
-        if f.cp_shorted:
-            return pb.STATE_E
-        return _PILOT_TO_CP[self.ev.pilot_state(self.duty_pct, self.duty == 0)]
+        return _PILOT_TO_CP[self.faults.pilot(self.ev, self.duty_pct, self.duty == 0)]
 
     def _flags(self, cp: int) -> pb.ErrorFlags:
         f = self.faults
         return pb.ErrorFlags(
-            # A shorted diode only shows while the EV loads a PWM: the low half no longer reads -12 V.
-            diode_fault=f.diode_short and self.ev.plugged and self.pwm_running,
-            rcd_triggered=f.rcd_tripped,
-            connector_lock_failed=f.lock_jammed and self.lock_requested,
-            cp_signal_fault=f.cp_shorted,
+            **f.error_flags(self.ev, pwm_running=self.pwm_running, lock_wanted=self.lock_requested),
             over_current=f.over_current,
         )
 
@@ -297,8 +261,7 @@ class YetiEmulator(FramedMcuEmulator[pb.EverestToMcu]):
         self._poke()
 
     def _on_host(self, member: str, msg: pb.EverestToMcu) -> None:
-        value: object = getattr(msg, member)
-        self.host_log.append(HostCommand(trio.current_time(), member, value))
+        self._log_host(member, msg)  # after the receive queue: what the MCU acts on
         if member == "keep_alive":
             self.host_keepalives += 1
             self._last_host_keepalive = trio.current_time()
