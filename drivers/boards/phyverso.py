@@ -15,10 +15,9 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import NoReturn
+from typing import NoReturn, Unpack
 
 import trio
-from google.protobuf.message import DecodeError
 
 from evstation.drivers.api import (
     BoardReset,
@@ -34,25 +33,18 @@ from evstation.drivers.api import (
     PilotChanged,
     PilotState,
 )
+from evstation.drivers.boards import framed_mcu
 from evstation.drivers.boards.proto import phyverso_pb2 as pb
-from evstation.drivers.boards.serial_port import SerialPort, SerialPortError, supervise_port
-from evstation.drivers.boards.supervised import SessionGuard
-from evstation.drivers.boards.yeti_framing import (
-    MAX_HOST_PAYLOAD_BYTES,
-    FrameDecoder,
-    FrameError,
-    FrameErrorKind,
-    encode_frame,
-)
-from evstation.drivers.pilot import X1_DUTY_PCT, amps_to_duty
-from evstation.drivers.safe_stop import SafeStopReport, SafeStopTimeouts, run_safe_stop
+from evstation.drivers.boards.serial_port import SerialPort, SerialPortError
+from evstation.drivers.boards.supervised import PortSettings, SessionGuard, SupervisedPort
+from evstation.drivers.safe_stop import SafeStopReport, run_safe_stop
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BAUDRATE = 115200
+PWM_STATE_F = framed_mcu.PWM_STATE_F
 CONNECTORS = (1, 2)
 BOARD = 0  # `connector` of frames about the whole board (keep-alive, reset, configuration)
-PWM_STATE_F = 0
 PWM_X1 = 10000  # what EVerest's PhyVersoBSP sends for "PWM off"
 HOST_SW_VERSION = "evstation"
 KEEPALIVE_INTERVAL_S = 1.0  # PhyVersoBSP sends one every second
@@ -63,14 +55,7 @@ RESEND_INTERVAL_S = 0.5
 REFRESH_INTERVAL_S = 2.0
 TELEMETRY_TO_CONFIRM = 2  # the first telemetry after a change may predate it
 
-_CP_TO_PILOT = {
-    pb.STATE_A: PilotState.A,
-    pb.STATE_B: PilotState.B,
-    pb.STATE_C: PilotState.C,
-    pb.STATE_D: PilotState.D,
-    pb.STATE_E: PilotState.E,
-    pb.STATE_F: PilotState.F,
-}
+_CP_TO_PILOT = framed_mcu.pilot_states(pb.CpState)
 # LOCKING / UNLOCKING are moves, not states: no event until the move ends.
 _LOCK_TO_API = {pb.UNDEFINED: LockState.UNKNOWN, pb.UNLOCKED: LockState.UNLOCKED, pb.LOCKED: LockState.LOCKED}
 _LOCK_MOVES = frozenset({pb.LOCKING, pb.UNLOCKING})
@@ -83,13 +68,8 @@ _PP_RATING: dict[int, int | None] = {
 _RESET_NAMES = {pb.USER: "user", pb.WATCHDOG: "watchdog"}
 _EV_READY = frozenset({PilotState.C, PilotState.D})
 # error_flags field -> fault. heartbeat_timeout: the MCU heard no keep-alive of ours.
-ERROR_FLAG_FAULTS: dict[str, FaultCode] = {
-    "diode_fault": FaultCode.DIODE_FAULT,
-    "rcd_selftest_failed": FaultCode.RCD_SELFTEST_FAILED,
-    "rcd_triggered": FaultCode.GROUND_FAILURE,
-    "ventilation_not_available": FaultCode.VENTILATION_NOT_AVAILABLE,
-    "connector_lock_failed": FaultCode.CONNECTOR_LOCK_FAILURE,
-    "cp_signal_fault": FaultCode.PILOT_FAULT,
+ERROR_FLAG_FAULTS = {
+    **framed_mcu.ERROR_FLAG_FAULTS,
     "heartbeat_timeout": FaultCode.BOARD_COMMUNICATION,
     "coil_feedback_diverges": FaultCode.EVSE_CONTACTOR_FAULT,
     "pp_signal_fault": FaultCode.PROXIMITY_FAULT,
@@ -102,12 +82,7 @@ _HEARTBEAT = "heartbeat"  # ... or the MCU lost the host (its heartbeat_timeout 
 
 def duty_for(amps: float | None, *, unavailable: bool) -> int:
     """The `pwm_duty_cycle` value (0.01 % units) for an offer; state F wins over any offer."""
-    if unavailable:
-        return PWM_STATE_F
-    pct = amps_to_duty(amps)
-    if pct >= X1_DUTY_PCT:
-        return PWM_X1
-    return math.floor(pct * 100 + 1e-6)  # round down: never offer more than asked
+    return framed_mcu.duty_units(amps, unavailable=unavailable, x1=PWM_X1)
 
 
 def pwm_shown(duty: int, telemetry: pb.Telemetry) -> bool:
@@ -121,32 +96,22 @@ def pwm_shown(duty: int, telemetry: pb.Telemetry) -> bool:
 def host_message(connector: int, **payload: object) -> pb.EverestToMcu:
     """One `EverestToMcu` for `connector` (0 = the board) with exactly one payload member set."""
     msg = pb.EverestToMcu(connector=connector, **payload)  # type: ignore[arg-type]
-    if len(payload) != 1 or msg.WhichOneof("payload") is None:
-        raise ValueError(f"one payload member expected, got {sorted(payload)}")
-    return msg
+    return framed_mcu.one_payload(msg, payload)
 
 
 @dataclass
-class PhyVersoStats:
+class PhyVersoStats(framed_mcu.FrameStats):
     """Counters of one link; bad input is counted, never fatal."""
 
-    frames_ok: int = 0
-    frames_sent: int = 0
-    crc_errors: int = 0
-    cobs_errors: int = 0
-    length_errors: int = 0
-    decode_errors: int = 0
-    unknown_messages: int = 0
     unknown_connector: int = 0
     config_responses: int = 0
-    unrequested_resets: int = 0
-    state_resends: int = 0
-    reconnects: int = 0
 
 
-class PhyVersoLink:
+class PhyVersoLink(SupervisedPort, framed_mcu.SilenceWatchdog):
     """One phyVERSO board on one serial port: create its connectors with `connector(n)`, then start
     `run` once (in a nursery that outlives the connectors' EVSEs) before their `run`s."""
+
+    stats: PhyVersoStats
 
     def __init__(
         self,
@@ -158,33 +123,23 @@ class PhyVersoLink:
         keepalive_timeout: float = KEEPALIVE_TIMEOUT_S,
         reset_wait: float = RESET_WAIT_S,
         config_wait: float = CONFIG_WAIT_S,
-        reopen_interval: float = 2.0,
-        read_timeout: float = 0.1,
         resend_interval: float = RESEND_INTERVAL_S,
         refresh_interval: float = REFRESH_INTERVAL_S,
-        safe_stop: SafeStopTimeouts | None = None,
+        **port_settings: Unpack[PortSettings],
     ) -> None:
-        self.path = port
-        self.safe_stop_timeouts = safe_stop or SafeStopTimeouts()
+        super().__init__(port, baudrate=baudrate, **port_settings)
+        framed_mcu.SilenceWatchdog.__init__(self, keepalive_timeout)
         self.stats = PhyVersoStats()
+        self._writer = framed_mcu.FrameWriter(port, self.stats)
         self.mcu_info: pb.KeepAlive | None = None
-        self._baudrate = baudrate
         self._hw_revision = hw_revision
         self._keepalive_interval = keepalive_interval
-        self._keepalive_timeout = keepalive_timeout
         self._reset_wait = reset_wait
         self._config_wait = config_wait
-        self._reopen_interval = reopen_interval
-        self._read_timeout = read_timeout
         self.resend_interval = resend_interval
         self.refresh_interval = refresh_interval
         self._connectors: dict[int, PhyVersoConnector] = {}
-        self._port: SerialPort | None = None
-        self._tx_lock = trio.Lock()
-        self._last_heard = 0.0
-        self._alive = trio.Event()
-        self._reset_seen = trio.Event()
-        self._expecting_reset = False
+        self._reset = framed_mcu.RequestedReset()
         self.configured = trio.Event()
 
     def connector(
@@ -220,77 +175,40 @@ class PhyVersoLink:
             )
         return pb.BootConfigResponse(hw_rev=self._hw_revision, chargeport_config=ports)  # type: ignore[arg-type]
 
-    # ------------------------------------------------------------------ the port
+    # ------------------------------------------------------------------ the port (`run`: SupervisedPort)
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
-        """Own the port forever; started once the first session is configured (or has failed)."""
-        await supervise_port(
-            self.path,
-            self._baudrate,
-            read_timeout=self._read_timeout,
-            reopen_interval=self._reopen_interval,
-            session=self._session,
-            session_ended=self._session_ended,
-            task_status=task_status,
-        )
-
-    async def _session_ended(self, error: str | None) -> None:
-        if error is not None:
-            for connector in self._connectors.values():
-                await connector.comm_fault(_LINK, error)
-        self.stats.reconnects += 1
+    async def _port_failed(self, error: str) -> None:
+        for connector in self._connectors.values():
+            await connector.comm_fault(_LINK, error)
 
     async def _session(self, port: SerialPort, ready: Callable[[], None]) -> None:
         self.configured = trio.Event()
         for connector in self._connectors.values():
             connector.forget_reports()
-        chunks_send, chunks_recv = trio.open_memory_channel[bytes](64)
-        reader_scopes: list[trio.CancelScope] = []
 
-        async def shielded(fn: Callable[[], Awaitable[None]]) -> None:
-            # Cancellation must not stop the reader: the safe stop needs the board's answers.
-            with trio.CancelScope(shield=True) as scope:
-                reader_scopes.append(scope)
-                await fn()
+        async def setup(guard: SessionGuard) -> None:
+            self._last_heard = trio.current_time()
+            await guard.run(self._reset_mcu)
+            guard.start_soon(self._send_keepalives)
+            guard.start_soon(self._watchdog)
+            await self._wait_configured()
+            for connector in self._connectors.values():
+                guard.start_soon(connector.keep_state_applied)
+            if not guard.failures:
+                ready()
 
-        async with trio.open_nursery() as nursery:
-            guard = SessionGuard(nursery, (SerialPortError, ControllerError))
-            nursery.start_soon(shielded, partial(guard.run, partial(port.read_into, chunks_send)))
-            nursery.start_soon(shielded, partial(guard.run, partial(self._receive, chunks_recv)))
-            self._port = port
-            try:
-                self._last_heard = trio.current_time()
-                await guard.run(self._reset_mcu)
-                guard.start_soon(self._send_keepalives)
-                guard.start_soon(self._watchdog)
-                await self._wait_configured()
-                for connector in self._connectors.values():
-                    guard.start_soon(connector.keep_state_applied)
-                if not guard.failures:
-                    ready()
-                await trio.sleep_forever()
-            finally:
-                if not guard.failures:
-                    with trio.CancelScope(shield=True) as scope:
-                        scope.deadline = trio.current_time() + self.safe_stop_timeouts.deadline_s + 1.0
-                        async with trio.open_nursery() as stops:
-                            for connector in self._connectors.values():
-                                stops.start_soon(connector.safe_stop)
-                self._port = None
-                for scope in reader_scopes:
-                    scope.cancel()
-        raise SerialPortError(guard.failures[0] if guard.failures else f"{self.path}: session ended")
+        await self._run_port_session(port, fatal=(SerialPortError, ControllerError), setup=setup)
+
+    async def _safe_stop(self) -> None:
+        async with trio.open_nursery() as stops:
+            for connector in self._connectors.values():
+                stops.start_soon(connector.safe_stop)
 
     async def _reset_mcu(self) -> None:
         """Resync the MCU's decoder and reset it into a known state (bounded wait for its answer)."""
         if self._port is not None:
             await self._port.write(b"\x00")  # ends any half frame in the MCU's decoder
-        self._reset_seen = trio.Event()
-        self._expecting_reset = True
-        await self.send(host_message(BOARD, reset=True))
-        with trio.move_on_after(self._reset_wait):
-            await self._reset_seen.wait()
-        self._expecting_reset = False
+        await self._reset.request(partial(self.send, host_message(BOARD, reset=True)), self._reset_wait)
 
     async def _wait_configured(self) -> None:
         # The MCU asks for its configuration (config_request) once it has booted; `_handle` answers.
@@ -300,67 +218,21 @@ class PhyVersoLink:
             log.warning("%s: the phyVERSO MCU has not confirmed its configuration yet", self.path)
 
     async def send(self, msg: pb.EverestToMcu) -> None:
-        port = self._port
-        if port is None:
-            raise ControllerError(FaultCode.BOARD_COMMUNICATION, f"{self.path}: port not open")
-        payload = msg.SerializeToString()
-        if len(payload) > MAX_HOST_PAYLOAD_BYTES:
-            raise ValueError(f"{msg.WhichOneof('payload')}: {len(payload)} bytes exceed the MCU's buffer")
-        async with self._tx_lock:
-            try:
-                await port.write(encode_frame(payload))
-            except SerialPortError as exc:
-                raise ControllerError(FaultCode.BOARD_COMMUNICATION, str(exc)) from exc
-            self.stats.frames_sent += 1
-
-    @property
-    def port_open(self) -> bool:
-        return self._port is not None
+        await self._writer.send(self._port, msg)
 
     async def _send_keepalives(self) -> None:
         while True:
-            stamp = int(trio.current_time() * 1000) & 0xFFFFFFFF
-            keepalive = pb.KeepAlive(time_stamp=stamp, sw_version_string=HOST_SW_VERSION)
+            keepalive = pb.KeepAlive(time_stamp=framed_mcu.time_stamp_ms(), sw_version_string=HOST_SW_VERSION)
             await self.send(host_message(BOARD, keep_alive=keepalive))
             await trio.sleep(self._keepalive_interval)
 
-    async def _watchdog(self) -> None:
-        while True:
-            deadline = self._last_heard + self._keepalive_timeout
-            if trio.current_time() < deadline:
-                await trio.sleep_until(deadline)
-                continue
-            self._alive = trio.Event()
-            detail = f"no keep-alive from the phyVERSO MCU for {self._keepalive_timeout:g} s"
-            for connector in self._connectors.values():
-                await connector.comm_fault(_LINK, detail)
-            await self._alive.wait()
+    async def _mcu_silent(self) -> None:
+        detail = f"no keep-alive from the phyVERSO MCU for {self._keepalive_timeout:g} s"
+        for connector in self._connectors.values():
+            await connector.comm_fault(_LINK, detail)
 
     async def _receive(self, chunks: trio.MemoryReceiveChannel[bytes]) -> None:
-        decoder = FrameDecoder()
-        async for chunk in chunks:
-            for item in decoder.feed(chunk):
-                if isinstance(item, FrameError):
-                    self._count_frame_error(item)
-                    continue
-                msg = pb.McuToEverest()
-                try:
-                    msg.ParseFromString(item)
-                except DecodeError:
-                    self.stats.decode_errors += 1
-                    continue
-                if await self._handle(msg):
-                    self.stats.frames_ok += 1
-                else:
-                    self.stats.unknown_messages += 1
-
-    def _count_frame_error(self, error: FrameError) -> None:
-        if error.kind is FrameErrorKind.CRC:
-            self.stats.crc_errors += 1
-        elif error.kind is FrameErrorKind.COBS:
-            self.stats.cobs_errors += 1
-        else:
-            self.stats.length_errors += 1
+        await framed_mcu.receive_messages(chunks, pb.McuToEverest, self._handle, self.stats)
 
     async def _handle(self, msg: pb.McuToEverest) -> bool:
         """Apply one MCU message; False for an unknown member or enum value (not applied)."""
@@ -368,8 +240,7 @@ class PhyVersoLink:
         if case == "keep_alive":
             # The host module times the link on the MCU's keep-alives (sent periodically), not on any frame.
             self.mcu_info = msg.keep_alive
-            self._last_heard = trio.current_time()
-            self._alive.set()
+            self._mcu_heard()
             if msg.keep_alive.configuration_done:
                 self.configured.set()
             for connector in self._connectors.values():
@@ -396,8 +267,7 @@ class PhyVersoLink:
 
     async def _on_reset(self, reason: str) -> None:
         self.configured = trio.Event()
-        if self._expecting_reset and not self._reset_seen.is_set():
-            self._reset_seen.set()
+        if not self._reset.unrequested():
             return
         self.stats.unrequested_resets += 1
         for connector in self._connectors.values():
@@ -574,17 +444,13 @@ class PhyVersoConnector:
                 await self._emit(ContactorChanged(response.coil_state))
         elif case == "error_flags":
             old, self._flags = self._flags, msg.error_flags
-            for name, code in ERROR_FLAG_FAULTS.items():
-                was, now = getattr(old, name), getattr(msg.error_flags, name)
-                if code is FaultCode.BOARD_COMMUNICATION:
-                    if now and not was:
-                        await self.comm_fault(_HEARTBEAT, "the MCU heard no keep-alive from the station")
-                    elif was and not now:
-                        await self.comm_restored(_HEARTBEAT)
-                elif now and not was:
-                    await self._emit(FaultRaised(code, f"error_flags.{name}"))
-                elif was and not now:
-                    await self._emit(FaultCleared(code))
+            for event in framed_mcu.flag_faults(old, msg.error_flags, ERROR_FLAG_FAULTS):
+                if event.code is not FaultCode.BOARD_COMMUNICATION:
+                    await self._emit(event)
+                elif isinstance(event, FaultRaised):
+                    await self.comm_fault(_HEARTBEAT, "the MCU heard no keep-alive from the station")
+                else:
+                    await self.comm_restored(_HEARTBEAT)
         elif case == "lock_state":
             state = msg.lock_state
             if state not in _LOCK_TO_API and state not in _LOCK_MOVES:
@@ -645,14 +511,15 @@ class PhyVersoConnector:
 
     async def resend_until(self, condition: Callable[[], bool], send: Callable[[], Awaitable[None]]) -> None:
         """Re-send until the reports satisfy `condition`; `ControllerError` when the port is gone."""
-        while not condition():
+
+        def check_port() -> None:
             if not self.link.port_open:
                 raise ControllerError(FaultCode.BOARD_COMMUNICATION, f"{self.link.path}: port not open")
-            with trio.move_on_after(self.link.resend_interval):
-                while not condition():
-                    await self._reported.wait()
-            if not condition():
-                await send()
+
+        interval = self.link.resend_interval
+        await framed_mcu.resend_until(
+            condition, send, next_report=self.next_report, interval=interval, check_port=check_port
+        )
 
 
 class _PhyVersoSafeStop:

@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Unpack
 
 import trio
 
@@ -36,9 +37,9 @@ from evstation.drivers.boards.rapi_codec import (
     parse_line,
 )
 from evstation.drivers.boards.serial_port import SerialPort, SerialPortError
-from evstation.drivers.boards.supervised import SessionGuard, SupervisedBoard
+from evstation.drivers.boards.supervised import PortSettings, SessionGuard, SupervisedBoard
 from evstation.drivers.pilot import MIN_AC_CURRENT_A, X1_DUTY_PCT, amps_to_duty
-from evstation.drivers.safe_stop import SafeStopBoard, SafeStopTimeouts
+from evstation.drivers.safe_stop import SafeStopBoard
 
 log = logging.getLogger(__name__)
 
@@ -146,19 +147,11 @@ class RapiBoard(SupervisedBoard):
         baudrate: int = DEFAULT_BAUDRATE,
         command_timeout: float = 1.0,
         poll_interval: float = 5.0,
-        reopen_interval: float = 2.0,
-        read_timeout: float = 0.1,
         has_lock: bool = False,
         heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
-        safe_stop: SafeStopTimeouts | None = None,
+        **port_settings: Unpack[PortSettings],
     ) -> None:
-        super().__init__(
-            port,
-            baudrate=baudrate,
-            reopen_interval=reopen_interval,
-            read_timeout=read_timeout,
-            safe_stop=safe_stop,
-        )
+        super().__init__(port, baudrate=baudrate, **port_settings)
         if heartbeat_interval and heartbeat_interval <= poll_interval:
             raise ValueError("heartbeat_interval must be longer than poll_interval (the poll pulses it)")
         self._command_timeout = command_timeout

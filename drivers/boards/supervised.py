@@ -1,15 +1,15 @@
 """What every serial charge-controller driver shares: port supervision, the session frame, comm faults,
 and running the safe stop when the session is cancelled.
 
-Board protocols stay in the drivers (rapi.py, yeti.py); this module never parses bytes and never
-makes threads (serial_port.py does, at the hardware boundary).
+Board protocols stay in the drivers (rapi.py, yeti.py, phyverso.py); this module never parses bytes
+and never makes threads (serial_port.py does, at the hardware boundary).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
-from typing import NoReturn, Protocol
+from typing import NoReturn, Protocol, TypedDict, Unpack
 
 import trio
 
@@ -17,9 +17,21 @@ from evstation.drivers.api import ControllerEvent, FaultCleared, FaultCode, Faul
 from evstation.drivers.boards.serial_port import SerialPort, SerialPortError, supervise_port
 from evstation.drivers.safe_stop import SafeStopBoard, SafeStopReport, SafeStopTimeouts, run_safe_stop
 
+REOPEN_INTERVAL_S = 2.0
+READ_TIMEOUT_S = 0.1
+
 
 class _ReconnectCounter(Protocol):
     reconnects: int
+
+
+class PortSettings(TypedDict, total=False):
+    """How a board driver keeps its port (keyword arguments every board driver takes besides `baudrate`):
+    `reopen_interval` between attempts to open it, `read_timeout` of one read, `safe_stop` timeouts."""
+
+    reopen_interval: float
+    read_timeout: float
+    safe_stop: SafeStopTimeouts | None
 
 
 class SessionGuard:
@@ -41,11 +53,12 @@ class SessionGuard:
         self.nursery.start_soon(self.run, fn)
 
 
-class SupervisedBoard:
+class SupervisedPort:
     """Base of a serial board driver: `run` owns the port forever, a session per successful open.
 
     Subclasses set `stats` (with a `reconnects` counter), implement `_receive`, `_session` (built on
-    `_run_port_session`) and `_safe_stop_board` (the board's side of drivers/safe_stop.py).
+    `_run_port_session`), `_port_failed` (say that the board is out of reach) and `_safe_stop` (put
+    everything the port drives into its safe state).
     """
 
     stats: _ReconnectCounter
@@ -55,22 +68,24 @@ class SupervisedBoard:
         port: str,
         *,
         baudrate: int,
-        reopen_interval: float,
-        read_timeout: float,
+        reopen_interval: float = REOPEN_INTERVAL_S,
+        read_timeout: float = READ_TIMEOUT_S,
         safe_stop: SafeStopTimeouts | None = None,
     ) -> None:
         self.safe_stop_timeouts = safe_stop or SafeStopTimeouts()
-        self.last_safe_stop: SafeStopReport | None = None
         self._path = port
         self._baudrate = baudrate
         self._reopen_interval = reopen_interval
         self._read_timeout = read_timeout
-        self._events_send, self._events_recv = trio.open_memory_channel[ControllerEvent](256)
         self._port: SerialPort | None = None
-        self._comm_fault = False
 
-    def events(self) -> AsyncIterator[ControllerEvent]:
-        return self._events_recv
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def port_open(self) -> bool:
+        return self._port is not None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         """Own the port forever: open, run a session; reopen after a port failure.
@@ -93,10 +108,16 @@ class SupervisedBoard:
     async def _receive(self, chunks: trio.MemoryReceiveChannel[bytes]) -> None:
         raise NotImplementedError
 
+    async def _port_failed(self, error: str) -> None:
+        raise NotImplementedError
+
+    async def _safe_stop(self) -> None:
+        raise NotImplementedError
+
     async def _session_ended(self, error: str | None) -> None:
         if error is not None:
             self._port = None
-            await self._raise_comm_fault(error)
+            await self._port_failed(error)
         self.stats.reconnects += 1
 
     async def _run_port_session(
@@ -135,13 +156,33 @@ class SupervisedBoard:
                     with trio.CancelScope(shield=True) as scope:
                         # The sequence keeps its own deadline (and reports it); this one is the backstop.
                         scope.deadline = trio.current_time() + self.safe_stop_timeouts.deadline_s + 1.0
-                        self.last_safe_stop = await run_safe_stop(
-                            self._safe_stop_board(), self.safe_stop_timeouts
-                        )
+                        await self._safe_stop()
                 self._port = None
                 for scope in reader_scopes:
                     scope.cancel()
         raise SerialPortError(guard.failures[0] if guard.failures else f"{self._path}: session ended")
+
+
+class SupervisedBoard(SupervisedPort):
+    """A `SupervisedPort` that is one `ChargeController`: one event stream, one comm fault, one safe stop.
+
+    Subclasses implement `_safe_stop_board` (the board's side of drivers/safe_stop.py).
+    """
+
+    def __init__(self, port: str, *, baudrate: int, **settings: Unpack[PortSettings]) -> None:
+        super().__init__(port, baudrate=baudrate, **settings)
+        self.last_safe_stop: SafeStopReport | None = None
+        self._events_send, self._events_recv = trio.open_memory_channel[ControllerEvent](256)
+        self._comm_fault = False
+
+    def events(self) -> AsyncIterator[ControllerEvent]:
+        return self._events_recv
+
+    async def _port_failed(self, error: str) -> None:
+        await self._raise_comm_fault(error)
+
+    async def _safe_stop(self) -> None:
+        self.last_safe_stop = await run_safe_stop(self._safe_stop_board(), self.safe_stop_timeouts)
 
     def _safe_stop_board(self) -> SafeStopBoard:
         raise NotImplementedError

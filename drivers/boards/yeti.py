@@ -12,20 +12,17 @@ import enum
 import math
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import NoReturn
+from functools import partial
+from typing import NoReturn, Unpack
 
 import trio
-from google.protobuf.message import DecodeError
 
 from evstation.drivers.api import (
     BoardReset,
     ContactorChanged,
     ControllerError,
-    FaultCleared,
     FaultCode,
-    FaultRaised,
     LockChanged,
     LockState,
     MeterEvent,
@@ -34,23 +31,16 @@ from evstation.drivers.api import (
     PilotChanged,
     PilotState,
 )
+from evstation.drivers.boards import framed_mcu
 from evstation.drivers.boards.proto import yeti_pb2 as pb
 from evstation.drivers.boards.serial_port import SerialPort, SerialPortError
-from evstation.drivers.boards.supervised import SessionGuard, SupervisedBoard
-from evstation.drivers.boards.yeti_framing import (
-    MAX_HOST_PAYLOAD_BYTES,
-    FrameDecoder,
-    FrameError,
-    FrameErrorKind,
-    encode_frame,
-)
+from evstation.drivers.boards.supervised import PortSettings, SessionGuard, SupervisedBoard
 from evstation.drivers.meters.publisher import EVENT_BUFFER_SIZE, MeterEventPublisher
-from evstation.drivers.pilot import X1_DUTY_PCT, amps_to_duty
-from evstation.drivers.safe_stop import SafeStopBoard, SafeStopTimeouts
+from evstation.drivers.safe_stop import SafeStopBoard
 from evstation.records import record
 
 DEFAULT_BAUDRATE = 115200
-PWM_STATE_F = 0
+PWM_STATE_F = framed_mcu.PWM_STATE_F
 # The schema says 10000 = X1; EVerest's YetiDriver sends 10001 and the firmware treats anything >= 10000
 # as steady +12 V. We follow the driver that runs in the field.
 PWM_X1 = 10001
@@ -67,38 +57,17 @@ LOCK_RESEND_S = 0.3
 # is the first that can confirm it.
 TELEMETRY_TO_CONFIRM = 2
 
-_CP_TO_PILOT = {
-    pb.STATE_A: PilotState.A,
-    pb.STATE_B: PilotState.B,
-    pb.STATE_C: PilotState.C,
-    pb.STATE_D: PilotState.D,
-    pb.STATE_E: PilotState.E,
-    pb.STATE_F: PilotState.F,
-}
+_CP_TO_PILOT = framed_mcu.pilot_states(pb.CpState)
 _LOCK_TO_API = {pb.UNDEFINED: LockState.UNKNOWN, pb.UNLOCKED: LockState.UNLOCKED, pb.LOCKED: LockState.LOCKED}
 _RESET_NAMES = {pb.USER: "user", pb.WATCHDOG: "watchdog"}
 _EV_READY = frozenset({PilotState.C, PilotState.D})
 # error_flags field -> fault (YetiDriver.cpp mapping, plus the flags it leaves unmapped).
-ERROR_FLAG_FAULTS: dict[str, FaultCode] = {
-    "diode_fault": FaultCode.DIODE_FAULT,
-    "rcd_triggered": FaultCode.GROUND_FAILURE,
-    "rcd_selftest_failed": FaultCode.RCD_SELFTEST_FAILED,
-    "ventilation_not_available": FaultCode.VENTILATION_NOT_AVAILABLE,
-    "connector_lock_failed": FaultCode.CONNECTOR_LOCK_FAILURE,
-    "cp_signal_fault": FaultCode.PILOT_FAULT,
-    "over_current": FaultCode.OVER_CURRENT,
-}
+ERROR_FLAG_FAULTS = {**framed_mcu.ERROR_FLAG_FAULTS, "over_current": FaultCode.OVER_CURRENT}
 
 
 def duty_for(amps: float | None, *, unavailable: bool) -> int:
     """The `pwm_duty_cycle` value (0.01 % units) for an offer; state F wins over any offer."""
-    if unavailable:
-        return PWM_STATE_F
-    pct = amps_to_duty(amps)
-    if pct >= X1_DUTY_PCT:
-        return PWM_X1
-    # Round down (never offer more than asked); the epsilon absorbs float error like 10.0 -> 999.99...
-    return math.floor(pct * 100 + 1e-6)
+    return framed_mcu.duty_units(amps, unavailable=unavailable, x1=PWM_X1)
 
 
 class PilotDrive(enum.Enum):
@@ -127,26 +96,10 @@ def telemetry_drive(telemetry: pb.Telemetry) -> PilotDrive:
 
 def host_message(**payload: object) -> pb.EverestToMcu:
     """One `EverestToMcu` with exactly one oneof member set (`host_message(pwm_duty_cycle=2666)`)."""
-    msg = pb.EverestToMcu(**payload)  # type: ignore[arg-type]
-    if len(payload) != 1 or msg.WhichOneof("payload") is None:
-        raise ValueError(f"one payload member expected, got {sorted(payload)}")
-    return msg
+    return framed_mcu.one_payload(pb.EverestToMcu(**payload), payload)  # type: ignore[arg-type]
 
 
-@dataclass
-class YetiStats:
-    """Counters for the health page and tests; bad input is counted, never fatal."""
-
-    frames_ok: int = 0
-    frames_sent: int = 0
-    state_resends: int = 0
-    crc_errors: int = 0
-    cobs_errors: int = 0
-    length_errors: int = 0
-    decode_errors: int = 0
-    unknown_messages: int = 0
-    unrequested_resets: int = 0
-    reconnects: int = 0
+YetiStats = framed_mcu.FrameStats  # the Yeti driver counts nothing beyond what every framed link counts
 
 
 @record
@@ -163,7 +116,7 @@ class YetiBoardInfo:
     min_phases: int
 
 
-class YetiBoard(SupervisedBoard):
+class YetiBoard(SupervisedBoard, framed_mcu.SilenceWatchdog):
     """`ChargeController` for one Yeti board on a serial port.
 
     `keepalive_timeout`: how long the MCU may stay silent (no frame of any kind) before a
@@ -181,31 +134,21 @@ class YetiBoard(SupervisedBoard):
         keepalive_timeout: float = 5.0,
         reset_on_start: bool = True,
         reset_wait: float = 1.0,
-        reopen_interval: float = 2.0,
-        read_timeout: float = 0.1,
         resend_interval: float = RESEND_INTERVAL_S,
         refresh_interval: float = REFRESH_INTERVAL_S,
         frame_gap: float = FRAME_GAP_S,
-        safe_stop: SafeStopTimeouts | None = None,
+        **port_settings: Unpack[PortSettings],
     ) -> None:
-        super().__init__(
-            port,
-            baudrate=baudrate,
-            reopen_interval=reopen_interval,
-            read_timeout=read_timeout,
-            safe_stop=safe_stop,
-        )
+        super().__init__(port, baudrate=baudrate, **port_settings)
+        framed_mcu.SilenceWatchdog.__init__(self, keepalive_timeout)
         self._keepalive_interval = keepalive_interval
-        self._keepalive_timeout = keepalive_timeout
         self._reset_on_start = reset_on_start
         self._reset_wait = reset_wait
         self._resend_interval = resend_interval
         self._refresh_interval = refresh_interval
-        self._frame_gap = frame_gap
         self.stats = YetiStats()
+        self._writer = framed_mcu.FrameWriter(port, self.stats, frame_gap=frame_gap)
         self._meter_send, self._meter_recv = trio.open_memory_channel[pb.PowerMeter](8)
-        self._tx_lock = trio.Lock()
-        self._last_tx = -math.inf
         # What the host wants; re-sent until confirmed, and after a (re)connect or an MCU reset.
         self._offer: float | None = None
         self._unavailable = False
@@ -221,11 +164,8 @@ class YetiBoard(SupervisedBoard):
         self._contactor: bool | None = None
         self._lock_state: LockState | None = None
         self._flags = pb.ErrorFlags()
-        self._last_heard = 0.0
-        self._alive = trio.Event()
         self._reported = trio.Event()  # set (and replaced) on every frame from the MCU
-        self._reset_seen = trio.Event()
-        self._expecting_reset = False
+        self._reset = framed_mcu.RequestedReset()
         self.board_info: YetiBoardInfo | None = None
         self.pp_state: int | None = None
         self.telemetry: pb.Telemetry | None = None
@@ -311,12 +251,7 @@ class YetiBoard(SupervisedBoard):
             # A lone delimiter ends whatever half frame the MCU's decoder holds; it takes no queue slot.
             await port.write(b"\x00")
         if self._reset_on_start:
-            self._reset_seen = trio.Event()
-            self._expecting_reset = True
-            await self._send(host_message(reset=True))
-            with trio.move_on_after(self._reset_wait):
-                await self._reset_seen.wait()
-            self._expecting_reset = False
+            await self._reset.request(partial(self._send, host_message(reset=True)), self._reset_wait)
         self._wanted_state_changed(resend_after=self._resend_interval)
         await self._send_state()
         if self._locked is not None:
@@ -324,9 +259,10 @@ class YetiBoard(SupervisedBoard):
             self._schedule_lock(LOCK_SENDS - 1, after=LOCK_RESEND_S)
 
     def _keepalive(self) -> pb.EverestToMcu:
-        stamp = int(trio.current_time() * 1000) & 0xFFFFFFFF
-        version = HOST_SW_VERSION[:SW_VERSION_MAX_CHARS]
-        return host_message(keep_alive=pb.KeepAlive(time_stamp=stamp, sw_version_string=version))
+        keepalive = pb.KeepAlive(
+            time_stamp=framed_mcu.time_stamp_ms(), sw_version_string=HOST_SW_VERSION[:SW_VERSION_MAX_CHARS]
+        )
+        return host_message(keep_alive=keepalive)
 
     def _wanted_state_changed(self, *, resend_after: float) -> None:
         """The wanted state changed (or the MCU forgot it): no report so far can confirm it."""
@@ -369,73 +305,24 @@ class YetiBoard(SupervisedBoard):
                 await self._wake.wait()
 
     async def _send(self, msg: pb.EverestToMcu) -> None:
-        port = self._port
-        if port is None:
-            raise ControllerError(FaultCode.BOARD_COMMUNICATION, f"{self._path}: port not open")
-        payload = msg.SerializeToString()
-        if len(payload) > MAX_HOST_PAYLOAD_BYTES:
-            raise ValueError(f"{msg.WhichOneof('payload')}: {len(payload)} bytes exceed the MCU's buffer")
-        async with self._tx_lock:
-            # Pacing: the MCU's receive queue holds two frames and drops the rest.
-            gap = self._last_tx + self._frame_gap - trio.current_time()
-            if gap > 0:
-                await trio.sleep(gap)
-            try:
-                await port.write(encode_frame(payload))
-            except SerialPortError as exc:
-                raise ControllerError(FaultCode.BOARD_COMMUNICATION, str(exc)) from exc
-            finally:
-                self._last_tx = trio.current_time()
-            self.stats.frames_sent += 1
+        # Paced (`frame_gap`): the MCU's receive queue holds two frames and drops the rest.
+        await self._writer.send(self._port, msg)
 
     async def _send_keepalives(self) -> None:
         while True:
             await trio.sleep(self._keepalive_interval)
             await self._send(self._keepalive())
 
-    async def _watchdog(self) -> None:
-        while True:
-            deadline = self._last_heard + self._keepalive_timeout
-            if trio.current_time() < deadline:
-                await trio.sleep_until(deadline)
-                continue
-            # A fresh event before the emit: a frame handled while the emit waits must wake us, or a
-            # board that falls silent again afterwards would never be reported.
-            self._alive = trio.Event()
-            await self._raise_comm_fault(f"no frame from the MCU for {self._keepalive_timeout:g} s")
-            await self._alive.wait()
+    async def _mcu_silent(self) -> None:
+        await self._raise_comm_fault(f"no frame from the MCU for {self._keepalive_timeout:g} s")
 
     async def _receive(self, chunks: trio.MemoryReceiveChannel[bytes]) -> None:
-        decoder = FrameDecoder()
-        async for chunk in chunks:
-            for item in decoder.feed(chunk):
-                if isinstance(item, FrameError):
-                    self._count_frame_error(item)
-                    continue
-                msg = pb.McuToEverest()
-                try:
-                    msg.ParseFromString(item)
-                except DecodeError:
-                    self.stats.decode_errors += 1
-                    continue
-                if not await self._handle(msg):
-                    self.stats.unknown_messages += 1
-                    continue
-                self.stats.frames_ok += 1
-
-    def _count_frame_error(self, error: FrameError) -> None:
-        if error.kind is FrameErrorKind.CRC:
-            self.stats.crc_errors += 1
-        elif error.kind is FrameErrorKind.COBS:
-            self.stats.cobs_errors += 1
-        else:
-            self.stats.length_errors += 1
+        await framed_mcu.receive_messages(chunks, pb.McuToEverest, self._handle, self.stats)
 
     async def _heard(self) -> None:
         # Any valid frame proves the MCU alive: the firmware we read sends its keep-alive only at boot,
         # but telemetry and power-meter frames periodically.
-        self._last_heard = trio.current_time()
-        self._alive.set()
+        self._mcu_heard()
         reported, self._reported = self._reported, trio.Event()
         reported.set()
         await self._clear_comm_fault()
@@ -481,12 +368,8 @@ class YetiBoard(SupervisedBoard):
                 await self._emit(LockChanged(lock))
         elif case == "error_flags":
             old, self._flags = self._flags, msg.error_flags
-            for name, code in ERROR_FLAG_FAULTS.items():
-                was, now = getattr(old, name), getattr(msg.error_flags, name)
-                if now and not was:
-                    await self._emit(FaultRaised(code, f"error_flags.{name}"))
-                elif was and not now:
-                    await self._emit(FaultCleared(code))
+            for event in framed_mcu.flag_faults(old, msg.error_flags, ERROR_FLAG_FAULTS):
+                await self._emit(event)
         elif case == "pp_state":
             self.pp_state = msg.pp_state
         elif case == "telemetry":
@@ -506,8 +389,7 @@ class YetiBoard(SupervisedBoard):
         return any(getattr(self._flags, name) for name in ERROR_FLAG_FAULTS)
 
     async def _on_reset(self, reason: str) -> None:
-        if self._expecting_reset and not self._reset_seen.is_set():
-            self._reset_seen.set()
+        if not self._reset.unrequested():
             return
         self.stats.unrequested_resets += 1
         # The MCU forgot everything: its relay is open. Restore PWM and lock at once, but not the
@@ -525,12 +407,8 @@ class YetiBoard(SupervisedBoard):
 
     async def _resend_until(self, condition: Callable[[], bool], send: Callable[[], Awaitable[None]]) -> None:
         """Re-send (the MCU acknowledges nothing) until its reports satisfy `condition`."""
-        while not condition():
-            with trio.move_on_after(self._resend_interval):
-                while not condition():
-                    await self._reported.wait()
-            if not condition():
-                await send()
+        interval = self._resend_interval
+        await framed_mcu.resend_until(condition, send, next_report=self.next_report, interval=interval)
 
 
 class _YetiSafeStop:

@@ -17,19 +17,17 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
-from google.protobuf.message import DecodeError
 
-from evstation.drivers.api import PilotState
+from evstation.drivers.boards.framed_mcu import time_stamp_ms
 from evstation.drivers.boards.proto import phyverso_pb2 as pb
-from evstation.drivers.boards.yeti_framing import FrameDecoder, FrameError, cobs_encode, crc32_jamcrc
 from evstation.drivers.pilot import duty_to_amps
+from evstation.drivers.sim import framed_emulator
 from evstation.drivers.sim.ev import SimEv
-from evstation.drivers.sim.pty_emulator import PtyEmulator, serve_emulator
-from evstation.records import record
+from evstation.drivers.sim.pty_emulator import serve_emulator
 
 CONNECTORS = (1, 2)
+PWM_X1 = framed_emulator.PWM_X1
 BOARD = 0  # the `connector` value of frames about the whole board
-PWM_X1 = 10000
 REPORT_INTERVAL_S = 0.2
 # How long the MCU waits for a host keep-alive before it flags heartbeat_timeout and stops charging:
 # not published (the firmware is closed); the host module's own timeout is 5 s, so we assume the same.
@@ -39,37 +37,24 @@ SW_VERSION = "evstation-phyverso-emulator"
 PORT_MEMBERS = frozenset({"connector_lock", "pwm_duty_cycle", "set_coil_state_request", "rcd_cmd"})
 # Flags under which the contactor must stay open.
 _BLOCKING_FLAGS = ("diode_fault", "rcd_triggered", "cp_signal_fault", "heartbeat_timeout", "pp_signal_fault")
-_PILOT_TO_CP: dict[PilotState, int] = {
-    PilotState.A: pb.STATE_A,
-    PilotState.B: pb.STATE_B,
-    PilotState.C: pb.STATE_C,
-    PilotState.D: pb.STATE_D,
-    PilotState.E: pb.STATE_E,
-    PilotState.F: pb.STATE_F,
-}
-_CP_VOLTS: dict[int, int] = {
-    pb.STATE_A: 12, pb.STATE_B: 9, pb.STATE_C: 6, pb.STATE_D: 3, pb.STATE_E: 0, pb.STATE_F: 0,
-}  # fmt: skip
+_PILOT_TO_CP = framed_emulator.cp_states(pb.CpState)
+_CP_VOLTS = framed_emulator.cp_high_volts(pb.CpState)
 _PP_OF_RATING: dict[int | None, int] = {
     None: pb.STATE_NC, 13: pb.STATE_13A, 20: pb.STATE_20A, 32: pb.STATE_32A, 63: pb.STATE_70A,
 }  # fmt: skip
 
 
 @dataclasses.dataclass
-class PhyVersoFaults:
+class PhyVersoFaults(framed_emulator.McuFaults):
     """Injected faults of one charge port; the MCU reports them through its error_flags."""
 
-    diode_short: bool = False
-    rcd_tripped: bool = False
     rcd_selftest_failed: bool = False
-    lock_jammed: bool = False
-    cp_shorted: bool = False
     pp_fault: bool = False
     coil_welded: bool = False  # the contactor stays closed; its mirror contact then disagrees
 
 
 @dataclasses.dataclass
-class ChargePort:
+class ChargePort(framed_emulator.PwmDrive):
     """One charge port of the MCU: what the host commanded, what the hardware does, what was reported."""
 
     ev: SimEv
@@ -88,29 +73,11 @@ class ChargePort:
     last_lock: int | None = None
     last_pp: int | None = None
 
-    @property
-    def pwm_running(self) -> bool:
-        return 0 < self.duty < PWM_X1
-
-    @property
-    def duty_pct(self) -> float | None:
-        return self.duty / 100.0 if self.pwm_running else None
-
     def forget_reports(self) -> None:
         self.last_cp = self.last_flags = self.last_coil = self.last_lock = self.last_pp = None
 
 
-@record
-class HostCommand:
-    """One host frame the MCU acted on, for tests that check order, content and addressing."""
-
-    at: float
-    connector: int
-    member: str
-    value: object
-
-
-class PhyVersoEmulator(PtyEmulator):
+class PhyVersoEmulator(framed_emulator.FramedMcuEmulator[pb.EverestToMcu]):
     """The MCU with two charge ports. `ev` is port 1's EV; `ports[n].ev` each port's."""
 
     def __init__(
@@ -123,27 +90,17 @@ class PhyVersoEmulator(PtyEmulator):
         boot_time: float = 0.05,
         lock_move: float = LOCK_MOVE_S,
     ) -> None:
-        super().__init__(ev)
+        super().__init__(ev, host_message=pb.EverestToMcu, boot_time=boot_time)
         self.ports = {1: ChargePort(self.ev), 2: ChargePort(ev2 if ev2 is not None else SimEv())}
         self.faults = self.ports[1].faults
         self._report_interval = report_interval
         self._host_timeout = host_timeout
-        self._boot_time = boot_time
         self._lock_move = lock_move
         self.configured = False
         self.config: pb.BootConfigResponse | None = None
         self.heartbeat_timeout = False
-        self._last_host_keepalive = -math.inf
-        self._booting_until = -math.inf
-        self._rebooted = trio.Event()
-        self._pending_reset: int | None = None
-        self._drop_next = 0
-        self.host_frames = 0
-        self.host_bad_frames = 0
-        self.host_frames_dropped = 0
         self.host_misaddressed = 0  # port commands for no port, or before the configuration
         self.config_requests = 0
-        self.host_log: list[HostCommand] = []
 
     # ---------------------------------------------------------------- control surface
 
@@ -165,20 +122,6 @@ class PhyVersoEmulator(PtyEmulator):
             setattr(port.faults, name, value)
         self._poke()
 
-    def go_silent(self, silent: bool = True) -> None:
-        """Stop (or resume) talking and listening, like a hung MCU or a broken TX line."""
-        self.silent = silent
-        if not silent:
-            for port in self.ports.values():
-                port.forget_reports()
-        self._poke()
-
-    def corrupt_next_frames(self, count: int = 1) -> None:
-        self._arm_corruption(count)
-
-    def drop_next_host_frames(self, count: int = 1) -> None:
-        self._drop_next += count
-
     def keep_host_frames(self) -> None:
         """Stop dropping host frames (undoes `drop_next_host_frames`)."""
         self._drop_next = 0
@@ -186,14 +129,6 @@ class PhyVersoEmulator(PtyEmulator):
     def spurious_reset(self) -> None:
         """A watchdog reset the host did not ask for."""
         self._reset(pb.WATCHDOG)
-
-    def commands(self, member: str, connector: int | None = None) -> list[object]:
-        """The values of every `member` command the MCU acted on (for `connector`, if given)."""
-        return [
-            c.value
-            for c in self.host_log
-            if c.member == member and (connector is None or c.connector == connector)
-        ]
 
     def coil_closed(self, connector: int) -> bool:
         return self.ports[connector].coil
@@ -219,39 +154,23 @@ class PhyVersoEmulator(PtyEmulator):
         self.configured = False
         self.config = None
         self.heartbeat_timeout = False
-        self._pending_reset = reason
-        self._booting_until = trio.current_time() + self._boot_time
-        self._last_host_keepalive = self._booting_until
-        self._rebooted.set()
+        self._start_boot(reason)
 
-    async def _boot(self) -> None:
-        # The board is powered long before the station opens its port: it starts booted, unconfigured.
-        self._last_host_keepalive = trio.current_time()
-        while True:
-            await self._rebooted.wait()
-            self._rebooted = trio.Event()
-            await trio.sleep_until(self._booting_until)
-            self._poke()
-
-    def _booting(self) -> bool:
-        return trio.current_time() < self._booting_until
+    def _forget_reports(self) -> None:
+        for port in self.ports.values():
+            port.forget_reports()
 
     def _ac(self, port: ChargePort) -> bool:
         return self.configured and port.config is not None and port.config.type == pb.AC
 
     def _cp_state(self, port: ChargePort) -> int:
-        if port.faults.cp_shorted:
-            return pb.STATE_E
-        return _PILOT_TO_CP[port.ev.pilot_state(port.duty_pct, port.duty == 0)]
+        return _PILOT_TO_CP[port.faults.pilot(port.ev, port.duty_pct, port.duty == 0)]
 
     def _flags(self, port: ChargePort) -> pb.ErrorFlags:
         f = port.faults
         return pb.ErrorFlags(
-            diode_fault=f.diode_short and port.ev.plugged and port.pwm_running,
-            rcd_triggered=f.rcd_tripped,
+            **f.error_flags(port.ev, pwm_running=port.pwm_running, lock_wanted=port.lock_wanted),
             rcd_selftest_failed=f.rcd_selftest_failed,
-            connector_lock_failed=f.lock_jammed and port.lock_wanted,
-            cp_signal_fault=f.cp_shorted,
             heartbeat_timeout=self.heartbeat_timeout,
             coil_feedback_diverges=f.coil_welded and port.coil and not port.coil_wanted,
             pp_signal_fault=f.pp_fault and port.ev.plugged,
@@ -288,20 +207,14 @@ class PhyVersoEmulator(PtyEmulator):
         may_close = port.pwm_running or port.coil
         port.coil = port.coil_wanted and not blocked and may_close and cp in (pb.STATE_C, pb.STATE_D)
 
-    async def _report_changes(self) -> None:
-        while True:
-            await self._changed.wait()
-            self._changed = trio.Event()
-            if self.silent or self._booting():
-                continue
-            if self._pending_reset is not None:
-                reason, self._pending_reset = self._pending_reset, None
-                await self._send(pb.McuToEverest(keep_alive=self._keepalive(), connector=BOARD))
-                await self._send(pb.McuToEverest(reset=reason, connector=BOARD))  # type: ignore[arg-type]
-                await self._request_config()
-            for number, port in self.ports.items():
-                if not self._ac(port):
-                    continue
+    async def _announce_boot(self, reason: int) -> None:
+        await self._send(pb.McuToEverest(keep_alive=self._keepalive(), connector=BOARD))
+        await self._send(pb.McuToEverest(reset=reason, connector=BOARD))  # type: ignore[arg-type]
+        await self._request_config()
+
+    async def _report_state(self) -> None:
+        for number, port in self.ports.items():
+            if self._ac(port):
                 await self._report_port(number, port)
 
     async def _report_port(self, number: int, port: ChargePort) -> None:
@@ -333,7 +246,7 @@ class PhyVersoEmulator(PtyEmulator):
 
     def _keepalive(self) -> pb.KeepAlive:
         return pb.KeepAlive(
-            time_stamp=int(trio.current_time() * 1000) & 0xFFFFFFFF,
+            time_stamp=time_stamp_ms(),
             hw_type=0,
             hw_revision=self.config.hw_rev if self.config is not None else 0,
             sw_version_string=SW_VERSION,
@@ -369,33 +282,6 @@ class PhyVersoEmulator(PtyEmulator):
                 port.duty = 0
                 port.coil_wanted = False
 
-    async def _read_host(self, stream: trio.lowlevel.FdStream) -> None:
-        decoder = FrameDecoder()
-        while True:
-            data = await stream.receive_some(4096)
-            if not data:
-                raise AssertionError("pty master closed while the slave is held open")
-            if self.silent or self._booting():
-                continue
-            for item in decoder.feed(data):
-                if isinstance(item, FrameError):
-                    self.host_bad_frames += 1
-                    continue
-                if self._drop_next > 0:
-                    self._drop_next -= 1
-                    self.host_frames_dropped += 1
-                    continue
-                msg = pb.EverestToMcu()
-                try:
-                    msg.ParseFromString(item)
-                except DecodeError:
-                    self.host_bad_frames += 1
-                    continue
-                member = msg.WhichOneof("payload")
-                if member is not None:
-                    self.host_frames += 1
-                    self._on_host(member, msg)
-
     def _on_host(self, member: str, msg: pb.EverestToMcu) -> None:
         now = trio.current_time()
         if member in PORT_MEMBERS:
@@ -403,11 +289,11 @@ class PhyVersoEmulator(PtyEmulator):
             if port is None or not self._ac(port):
                 self.host_misaddressed += 1
                 return
-            self.host_log.append(HostCommand(now, msg.connector, member, getattr(msg, member)))
+            self._log_host(member, msg, msg.connector)
             self._on_port_command(port, member, msg)
             self._poke()
             return
-        self.host_log.append(HostCommand(now, msg.connector, member, getattr(msg, member)))
+        self._log_host(member, msg, msg.connector)
         if member == "keep_alive":
             self._last_host_keepalive = now
             if self.heartbeat_timeout:
@@ -442,15 +328,6 @@ class PhyVersoEmulator(PtyEmulator):
             port.config = config.chargeport_config[index] if index < len(config.chargeport_config) else None
             port.forget_reports()
         self.configured = True
-
-    async def _send(self, msg: pb.McuToEverest) -> None:
-        if self._stream is None:
-            return
-        payload = msg.SerializeToString()
-        crc = crc32_jamcrc(payload)
-        if self._corrupt_this_one():
-            crc ^= 0x00000001
-        await self._write(cobs_encode(payload + crc.to_bytes(4, "little")) + b"\x00")
 
 
 @asynccontextmanager

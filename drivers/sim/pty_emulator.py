@@ -1,6 +1,7 @@
 """What the board emulators share: the pty service loop, the EV/fault control surface, wire corruption.
 
-Board protocols stay in rapi_emulator.py and yeti_emulator.py. Never used by production code paths.
+Board protocols stay in rapi_emulator.py, yeti_emulator.py and phyverso_emulator.py (the last two on
+framed_emulator.py). Never used by production code paths.
 """
 
 from __future__ import annotations

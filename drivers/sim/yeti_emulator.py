@@ -9,64 +9,37 @@ station; production drivers never import it.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
-from google.protobuf.message import DecodeError
 
-from evstation.drivers.api import PilotState
+from evstation.drivers.boards.framed_mcu import time_stamp_ms
 from evstation.drivers.boards.proto import yeti_pb2 as pb
-from evstation.drivers.boards.yeti_framing import FrameDecoder, FrameError, cobs_encode, crc32_jamcrc
 from evstation.drivers.pilot import duty_to_amps
+from evstation.drivers.sim import framed_emulator
 from evstation.drivers.sim.ev import SimEv
-from evstation.drivers.sim.pty_emulator import PtyEmulator, serve_emulator
-from evstation.records import record
+from evstation.drivers.sim.pty_emulator import serve_emulator
 
-PWM_X1_MIN = 10000  # >= 100 %: steady +12 V, no PWM
 RX_QUEUE_FRAMES = 2  # MgmtLink: a message queue of RX_QUEUE_SIZE - 1 = 2 frames
 REPORT_INTERVAL_S = 0.2
 C1_FORCE_OFF_S = 7.0  # ControlPilot: relay forced off 7 s after the PWM stopped under load
 SW_VERSION = "evstation-yeti-emulator"
-_PILOT_TO_CP: dict[PilotState, int] = {
-    PilotState.A: pb.STATE_A,
-    PilotState.B: pb.STATE_B,
-    PilotState.C: pb.STATE_C,
-    PilotState.D: pb.STATE_D,
-    PilotState.E: pb.STATE_E,
-    PilotState.F: pb.STATE_F,
-}
-# High level of each state in whole volts, as the telemetry carries it (F's -12 V reads 0).
-_CP_VOLTS: dict[int, int] = {
-    pb.STATE_A: 12, pb.STATE_B: 9, pb.STATE_C: 6, pb.STATE_D: 3, pb.STATE_E: 0, pb.STATE_F: 0,
-}  # fmt: skip
+_PILOT_TO_CP = framed_emulator.cp_states(pb.CpState)
+_CP_VOLTS = framed_emulator.cp_high_volts(pb.CpState)
 
 
 @dataclasses.dataclass
-class YetiFaults:
+class YetiFaults(framed_emulator.McuFaults):
     """Injected hardware faults; the MCU reports them through error_flags and acts on them."""
 
-    diode_short: bool = False
-    rcd_tripped: bool = False
-    lock_jammed: bool = False
     over_current: bool = False
-    cp_shorted: bool = False
     relay_welded: bool = False  # the relay stays closed whatever the MCU commands (no flag reports it)
 
 
-@record
-class HostCommand:
-    """One host frame the MCU acted on (after its queue), for tests that check order and content."""
-
-    at: float
-    member: str
-    value: object
-
-
-class YetiEmulator(PtyEmulator):
+class YetiEmulator(framed_emulator.FramedMcuEmulator[pb.EverestToMcu], framed_emulator.PwmDrive):
     """The MCU: takes host frames through a two-frame queue, drives an EV model, reports every 200 ms.
 
     `rx_frame_time`: how long the MCU takes per queued frame (its receive thread competes with the
@@ -89,53 +62,32 @@ class YetiEmulator(PtyEmulator):
         host_timeout: float | None = None,
         c1_force_off: float = C1_FORCE_OFF_S,
     ) -> None:
-        super().__init__(ev)
+        super().__init__(ev, host_message=pb.EverestToMcu, boot_time=boot_time)
         self.faults = YetiFaults()
         self._report_interval = report_interval
         self._line_voltage = line_voltage
         self._max_current_a = max_current_a
         self._rx_queue_frames = rx_queue_frames
         self._rx_frame_time = rx_frame_time
-        self._boot_time = boot_time
         self._host_timeout = host_timeout
         self._c1_force_off = c1_force_off
         # Host-commanded state (what the MCU holds in RAM; a reset forgets it). The firmware boots into
         # state F and enables X1 once its control-pilot task runs.
-        self.duty = PWM_X1_MIN
+        self.duty = framed_emulator.PWM_X1
         self.power_allowed = False
         self.lock_requested = False
         self.relay = False
         self._pwm_stopped_at: float | None = None
-        self._booting_until = -math.inf
-        self._rebooted = trio.Event()
-        self._last_host_keepalive = -math.inf
         self._host_timed_out = False
         self._rx_queue: deque[bytes] = deque()
         self._rx_ready = trio.Event()
         self._last_cp: int | None = None
         self._last_relay: bool | None = None
         self._last_flags: pb.ErrorFlags | None = None
-        self._pending_reset: int | None = None
         self.energy_wh = 0.0
-        self.host_frames = 0
-        self.host_bad_frames = 0
-        self.host_frames_dropped = 0
-        self._drop_next = 0
         self.host_keepalives = 0
-        self.host_log: list[HostCommand] = []
 
     # ---------------------------------------------------------------- control surface
-
-    def go_silent(self, silent: bool = True) -> None:
-        """Stop (or resume) talking and listening, like a hung MCU or a broken TX line."""
-        self.silent = silent
-        if not silent:
-            self._last_cp = self._last_relay = self._last_flags = None
-        self._poke()
-
-    def corrupt_next_frames(self, count: int = 1) -> None:
-        """The next `count` frames go out with a wrong CRC (`wait_corruption_sent` waits for them)."""
-        self._arm_corruption(count)
 
     def spurious_reset(self) -> None:
         """A watchdog reset the host did not ask for."""
@@ -145,23 +97,6 @@ class YetiEmulator(PtyEmulator):
     def relay_closed(self) -> bool:
         return self.relay
 
-    @property
-    def pwm_running(self) -> bool:
-        return 0 < self.duty < PWM_X1_MIN
-
-    @property
-    def duty_pct(self) -> float | None:
-        """The PWM duty in percent, None when steady (X1) or state F."""
-        return self.duty / 100.0 if self.pwm_running else None
-
-    def drop_next_host_frames(self, count: int = 1) -> None:
-        """Lose the next `count` host frames, as a full receive queue would."""
-        self._drop_next += count
-
-    def commands(self, member: str) -> list[object]:
-        """The values of every `member` command the MCU acted on, in order."""
-        return [c.value for c in self.host_log if c.member == member]
-
     # ---------------------------------------------------------------- service
 
     def _services(self) -> Sequence[Callable[[], Awaitable[None]]]:
@@ -170,45 +105,25 @@ class YetiEmulator(PtyEmulator):
     # ---------------------------------------------------------------- MCU behaviour
 
     def _reset(self, reason: int) -> None:
-        self.duty = PWM_X1_MIN
+        self.duty = framed_emulator.PWM_X1
         self.power_allowed = False
         self.relay = False
         self._pwm_stopped_at = None
         self._rx_queue.clear()
-        self._last_host_keepalive = trio.current_time() + self._boot_time  # the timer starts at boot
         self._host_timed_out = False
-        self._pending_reset = reason
-        self._booting_until = trio.current_time() + self._boot_time
+        self._forget_reports()
+        self._start_boot(reason)
+
+    def _forget_reports(self) -> None:
         self._last_cp = self._last_relay = self._last_flags = None
-        self._rebooted.set()
-
-    async def _boot(self) -> None:
-        """After every reset: deaf while booting, then `_report_changes` announces the boot. (The
-        emulator starts booted: a board is powered up long before the station opens its port.)"""
-        self._last_host_keepalive = trio.current_time()
-        while True:
-            await self._rebooted.wait()
-            self._rebooted = trio.Event()
-            await trio.sleep_until(self._booting_until)
-            self._poke()
-
-    def _booting(self) -> bool:
-        return trio.current_time() < self._booting_until
 
     def _cp_state(self) -> int:
-        f = self.faults
-        if f.cp_shorted:
-            return pb.STATE_E
-        return _PILOT_TO_CP[self.ev.pilot_state(self.duty_pct, self.duty == 0)]
+        return _PILOT_TO_CP[self.faults.pilot(self.ev, self.duty_pct, self.duty == 0)]
 
     def _flags(self, cp: int) -> pb.ErrorFlags:
         f = self.faults
         return pb.ErrorFlags(
-            # A shorted diode only shows while the EV loads a PWM: the low half no longer reads -12 V.
-            diode_fault=f.diode_short and self.ev.plugged and self.pwm_running,
-            rcd_triggered=f.rcd_tripped,
-            connector_lock_failed=f.lock_jammed and self.lock_requested,
-            cp_signal_fault=f.cp_shorted,
+            **f.error_flags(self.ev, pwm_running=self.pwm_running, lock_wanted=self.lock_requested),
             over_current=f.over_current,
         )
 
@@ -232,33 +147,28 @@ class YetiEmulator(PtyEmulator):
             if self.relay and stopped is not None and now - stopped > self._c1_force_off:
                 self.relay = False
 
-    async def _report_changes(self) -> None:
-        while True:
-            await self._changed.wait()
-            self._changed = trio.Event()
-            if self.silent or self._booting():
-                continue
-            if self._pending_reset is not None:
-                reason, self._pending_reset = self._pending_reset, None
-                for _ in range(3):  # RemoteControlRX: "dummy packets to ensure COBS resync"
-                    await self._send(pb.McuToEverest(keep_alive=self._keepalive()))
-                await self._send(pb.McuToEverest(reset=reason))  # type: ignore[arg-type]
-            cp = self._cp_state()
-            flags = self._flags(cp)
-            self._step_relay(cp, flags)
-            if cp != self._last_cp:
-                self._last_cp = cp
-                await self._send(pb.McuToEverest(cp_state=cp))  # type: ignore[arg-type]
-            if flags != self._last_flags:
-                self._last_flags = flags
-                await self._send(pb.McuToEverest(error_flags=flags))
-            if self.relay != self._last_relay:
-                self._last_relay = self.relay
-                await self._send(pb.McuToEverest(relais_state=self.relay))
+    async def _announce_boot(self, reason: int) -> None:
+        for _ in range(3):  # RemoteControlRX: "dummy packets to ensure COBS resync"
+            await self._send(pb.McuToEverest(keep_alive=self._keepalive()))
+        await self._send(pb.McuToEverest(reset=reason))  # type: ignore[arg-type]
+
+    async def _report_state(self) -> None:
+        cp = self._cp_state()
+        flags = self._flags(cp)
+        self._step_relay(cp, flags)
+        if cp != self._last_cp:
+            self._last_cp = cp
+            await self._send(pb.McuToEverest(cp_state=cp))  # type: ignore[arg-type]
+        if flags != self._last_flags:
+            self._last_flags = flags
+            await self._send(pb.McuToEverest(error_flags=flags))
+        if self.relay != self._last_relay:
+            self._last_relay = self.relay
+            await self._send(pb.McuToEverest(relais_state=self.relay))
 
     def _keepalive(self) -> pb.KeepAliveLo:
         return pb.KeepAliveLo(
-            time_stamp=int(trio.current_time() * 1000) & 0xFFFFFFFF,
+            time_stamp=time_stamp_ms(),
             protocol_version_major=0,
             protocol_version_minor=1,
             sw_version_string=SW_VERSION,
@@ -321,27 +231,12 @@ class YetiEmulator(PtyEmulator):
             self._host_timed_out = True
             self._set_duty(0)  # the action the firmware leaves commented out: pwm_F()
 
-    async def _read_host(self, stream: trio.lowlevel.FdStream) -> None:
-        decoder = FrameDecoder()
-        while True:
-            data = await stream.receive_some(4096)
-            if not data:
-                raise AssertionError("pty master closed while the slave is held open")
-            if self.silent or self._booting():
-                continue  # a hung or booting MCU hears nothing
-            for item in decoder.feed(data):
-                if isinstance(item, FrameError):
-                    self.host_bad_frames += 1
-                    continue
-                if self._drop_next > 0:
-                    self._drop_next -= 1
-                    self.host_frames_dropped += 1
-                    continue
-                if len(self._rx_queue) >= self._rx_queue_frames:
-                    self.host_frames_dropped += 1  # MgmtLink: osMessageQueuePut fails, packet dropped
-                    continue
-                self._rx_queue.append(item)
-                self._rx_ready.set()
+    def _take_host_frame(self, payload: bytes) -> None:
+        if len(self._rx_queue) >= self._rx_queue_frames:
+            self.host_frames_dropped += 1  # MgmtLink: osMessageQueuePut fails, packet dropped
+            return
+        self._rx_queue.append(payload)
+        self._rx_ready.set()
 
     async def _process_host_frames(self) -> None:
         while True:
@@ -351,17 +246,7 @@ class YetiEmulator(PtyEmulator):
             await trio.sleep(self._rx_frame_time)
             if not self._rx_queue:
                 continue  # a reset emptied the queue meanwhile
-            payload = self._rx_queue.popleft()
-            msg = pb.EverestToMcu()
-            try:
-                msg.ParseFromString(payload)
-            except DecodeError:
-                self.host_bad_frames += 1
-                continue
-            member = msg.WhichOneof("payload")
-            if member is not None:
-                self.host_frames += 1
-                self._on_host(member, msg)
+            self._apply_host_frame(self._rx_queue.popleft())
 
     def _set_duty(self, duty: int) -> None:
         was_running = self.pwm_running
@@ -376,8 +261,7 @@ class YetiEmulator(PtyEmulator):
         self._poke()
 
     def _on_host(self, member: str, msg: pb.EverestToMcu) -> None:
-        value: object = getattr(msg, member)
-        self.host_log.append(HostCommand(trio.current_time(), member, value))
+        self._log_host(member, msg)  # after the receive queue: what the MCU acts on
         if member == "keep_alive":
             self.host_keepalives += 1
             self._last_host_keepalive = trio.current_time()
@@ -392,16 +276,6 @@ class YetiEmulator(PtyEmulator):
             self._poke()
         elif member == "reset":
             self._reset(pb.USER)
-
-    async def _send(self, msg: pb.McuToEverest) -> None:
-        if self._stream is None:
-            return
-        payload = msg.SerializeToString()
-        crc = crc32_jamcrc(payload)
-        if self._corrupt_this_one():
-            crc ^= 0x00000001
-        wire = cobs_encode(payload + crc.to_bytes(4, "little")) + b"\x00"
-        await self._write(wire)
 
 
 @asynccontextmanager
