@@ -1,5 +1,6 @@
 """The command line of the board emulators (`python -m evstation.drivers.sim.yeti_emulator` /
-`rapi_emulator`): print the pty path, then take EV and fault commands on stdin, one per line.
+`rapi_emulator` / `phyverso_emulator`): print the pty path, then take EV and fault commands on stdin,
+one per line. A board with two ports (phyVERSO) takes the port first: `2 plug`; without one, port 1.
 
 A development and HIL tool standing in for hardware; production code never imports it.
 """
@@ -10,11 +11,11 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
-HELP = """commands (one per line):
+HELP = """commands (one per line; a two-port board takes its port first, e.g. `2 plug`):
   plug | unplug                  the EV's cable
   charge on|off                  the EV wants energy (closes S2) or is full
   fault NAME on|off              inject or clear a board fault ({faults})
@@ -28,7 +29,7 @@ class BoardEmulator(Protocol):
 
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> object: ...
 
-    def update_ev(self, **changes: object) -> None: ...
+    def update_ev(self, **changes: Any) -> None: ...
 
     def inject(self, **faults: bool) -> None: ...
 
@@ -44,19 +45,25 @@ def _switch(word: str) -> bool:
 def apply_command(emulator: BoardEmulator, line: str) -> str:
     """Apply one console line; returns what to print. Bad input gets an answer, never an exception."""
     words = line.split()
+    port: dict[str, Any] = {}
+    if words and words[0].isdigit():
+        if getattr(emulator, "ports", None) is None:
+            return "error: this board has one port: give no port number"
+        port = {"connector": int(words[0])}
+        words = words[1:]
     try:
         match words:
             case []:
                 return ""
             case ["plug"]:
-                emulator.update_ev(plugged=True)
+                emulator.update_ev(**port, plugged=True)
             case ["unplug"]:
-                emulator.update_ev(plugged=False)
+                emulator.update_ev(**port, plugged=False)
             case ["charge", state]:
-                emulator.update_ev(wants_energy=_switch(state))
+                emulator.update_ev(**port, wants_energy=_switch(state))
             case ["fault", name, state]:
-                emulator.inject(**{name: _switch(state)})
-            case ["silent", state]:
+                emulator.inject(**port, **{name: _switch(state)})
+            case ["silent", state] if not port:
                 emulator.go_silent(_switch(state))
             case ["help"]:
                 return "see the command list printed at start"
@@ -64,6 +71,8 @@ def apply_command(emulator: BoardEmulator, line: str) -> str:
                 return f"unknown command {line.strip()!r}; try help"
     except (ValueError, AttributeError) as exc:
         return f"error: {exc}"
+    except KeyError as exc:
+        return f"error: no port {exc}"
     return "ok"
 
 

@@ -337,3 +337,9 @@ async def open_phyverso_emulator(
     """Run a `PhyVersoEmulator` for the duration of the block (kwargs go to its constructor)."""
     async with serve_emulator(PhyVersoEmulator(ev, ev2, **kwargs)) as emulator:
         yield emulator
+
+
+if __name__ == "__main__":
+    from evstation.drivers.sim.emulator_cli import main
+
+    main("phyverso", PhyVersoEmulator, [f.name for f in dataclasses.fields(PhyVersoFaults)])

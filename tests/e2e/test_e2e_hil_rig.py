@@ -5,6 +5,7 @@ consoles and the station's Modbus line sharing."""
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from evstation.drivers.boards.yeti import YetiBoard
 from evstation.drivers.meters import ModbusMeter, load_model
 from evstation.drivers.sim.emulator_cli import apply_command
 from evstation.drivers.sim.modbus_emulator import ModbusMeterEmulator, apply_console_command
+from evstation.drivers.sim.phyverso_emulator import PhyVersoEmulator
 from evstation.drivers.sim.yeti_emulator import YetiEmulator
 from evstation.runtime.config import ConfigError, StationConfig, load_config, parse_config
 from evstation.runtime.station import ModbusLines, build_evses, open_station
@@ -103,6 +105,32 @@ def test_board_emulator_console_commands() -> None:
     assert apply_command(emulator, "silent maybe").startswith("error: expected on or off")
     assert apply_command(emulator, "fly").startswith("unknown command")
     assert apply_command(emulator, "unplug") == "ok" and not emulator.ev.plugged
+    assert apply_command(emulator, "2 plug") == "error: this board has one port: give no port number"
+
+
+def test_two_port_emulator_console_takes_the_port_first() -> None:
+    emulator = PhyVersoEmulator()
+    assert apply_command(emulator, "2 plug") == "ok"
+    assert emulator.ports[2].ev.plugged and not emulator.ports[1].ev.plugged
+    assert apply_command(emulator, "plug") == "ok" and emulator.ports[1].ev.plugged  # port 1 by default
+    assert apply_command(emulator, "2 fault pp_fault on") == "ok"
+    assert emulator.ports[2].faults.pp_fault and not emulator.ports[1].faults.pp_fault
+    assert apply_command(emulator, "3 plug") == "error: no port 3"
+    assert apply_command(emulator, "2 silent on").startswith("unknown command")  # the whole board's
+    assert apply_command(emulator, "silent on") == "ok"
+
+
+def test_board_emulators_start_from_the_command_line() -> None:
+    # `python -m evstation.drivers.sim.<board>_emulator --help`: each board has its entry point.
+    for board in ("yeti", "rapi", "phyverso"):
+        done = subprocess.run(
+            [sys.executable, "-m", f"evstation.drivers.sim.{board}_emulator", "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0 and f"{board}_emulator" in done.stdout, done.stderr
 
 
 def test_modbus_emulator_console_commands() -> None:
