@@ -1,12 +1,13 @@
 """A station with two phyVERSO EVSEs on ONE emulated board (one pseudo-terminal, one link), against the
-test CSMS: a charging session on connector 2 leaves connector 1 alone, and stopping the station puts the
-charging port into its safe state."""
+test CSMS, OCPP 1.6 and 2.0.1: a charging session on connector 2 leaves connector 1 alone, and stopping
+the station puts the charging port into its safe state."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from evstation.drivers.boards.proto import phyverso_pb2 as pb
@@ -23,7 +24,7 @@ TIMEOUT_S = 20.0
 Payload = dict[str, Any]
 
 
-def _config(tmp_path: Path, port: int, device: str) -> Any:
+def _config(tmp_path: Path, port: int, device: str, version: str) -> Any:
     def evse(number: int, **controller: object) -> Payload:
         return {
             "id": number,
@@ -37,7 +38,7 @@ def _config(tmp_path: Path, port: int, device: str) -> Any:
             "id": STATION,
             "vendor": "evstation",
             "model": "verso-e2e",
-            "ocpp_version": "2.0.1",
+            "ocpp_version": version,
             "data_dir": str(tmp_path / "data"),
         },
         "csms": {
@@ -61,37 +62,51 @@ async def _next(csms: TestCsms, action: str, after: int, matches: Any) -> Payloa
             return payload
 
 
-async def test_e2e_two_phyverso_evses_on_one_board_charge_on_connector_2(tmp_path: Path) -> None:
+def _available(version: str, evse_id: int) -> Any:
+    if version == "1.6":
+        return lambda p: p["connectorId"] == evse_id and p["status"] == "Available"
+    return lambda p: p["evseId"] == evse_id and p["connectorStatus"] == "Available"
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
+async def test_e2e_two_phyverso_evses_on_one_board_charge_on_connector_2(
+    tmp_path: Path, version: str
+) -> None:
     ev = SimEv(plugged=False, wants_energy=True, max_current_a=16.0, phases=3)
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:
             csms: TestCsms = await nursery.start(serve_test_csms)
             async with open_phyverso_emulator(None, ev) as emulator:
-                config = _config(tmp_path, csms.port, emulator.port_path)
+                config = _config(tmp_path, csms.port, emulator.port_path, version)
                 async with open_station(config) as station:
                     for evse_id in (1, 2):
-                        await _next(
-                            csms,
-                            "StatusNotification",
-                            0,
-                            lambda p, e=evse_id: p["evseId"] == e and p["connectorStatus"] == "Available",
-                        )
+                        await _next(csms, "StatusNotification", 0, _available(version, evse_id))
                     assert emulator.configured
                     assert emulator.config is not None
                     assert [c.type for c in emulator.config.chargeport_config] == [pb.AC, pb.AC]
-                    mark = len(csms.received(STATION, "TransactionEvent"))
+                    start = "StartTransaction" if version == "1.6" else "TransactionEvent"
+                    mark = len(csms.received(STATION, start))
+                    statuses = len(csms.received(STATION, "StatusNotification"))
                     emulator.update_ev(2, plugged=True)
                     assert await station.evses.present_token("VERSO-TOKEN", evse_id=2) == 2
-                    started = await _next(
-                        csms, "TransactionEvent", mark, lambda p: p["eventType"] == "Started"
-                    )
-                    assert started["evse"]["id"] == 2
-                    await _next(
-                        csms,
-                        "TransactionEvent",
-                        mark,
-                        lambda p: p["transactionInfo"].get("chargingState") == "Charging",
-                    )
+                    if version == "1.6":
+                        started = await _next(csms, start, mark, lambda p: True)
+                        assert started["connectorId"] == 2
+                        await _next(
+                            csms,
+                            "StatusNotification",
+                            statuses,
+                            lambda p: p["connectorId"] == 2 and p["status"] == "Charging",
+                        )
+                    else:
+                        started = await _next(csms, start, mark, lambda p: p["eventType"] == "Started")
+                        assert started["evse"]["id"] == 2
+                        await _next(
+                            csms,
+                            start,
+                            mark,
+                            lambda p: p["transactionInfo"].get("chargingState") == "Charging",
+                        )
                     await emulator.wait_until(lambda: emulator.coil_closed(2))
                     assert station.evses[2].status() is ConnectorStatus.CHARGING
                     assert emulator.current_a(2) > 15.9
