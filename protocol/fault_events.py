@@ -144,14 +144,7 @@ def encode_pending(
 def decode_pending(text: str | None) -> tuple[list[FaultEvent], int]:
     """(queue, next event id) from the stored form; damaged entries are skipped, never a crash. The
     next id is never below one past the highest id still queued."""
-    if not text:
-        return [], 0
-    try:
-        stored = json.loads(text)
-    except ValueError:
-        return [], 0
-    if not isinstance(stored, dict):
-        return [], 0
+    stored = _stored(text)
     items = stored.get("events")
     pending: list[FaultEvent] = []
     for item in items if isinstance(items, list) else []:
@@ -166,11 +159,7 @@ def decode_pending(text: str | None) -> tuple[list[FaultEvent], int]:
 def decode_active(text: str | None) -> dict[int, list[str]]:
     """The faults reported active when the queue was last stored (EVSE id -> fault names); anything
     damaged is skipped, never a crash."""
-    try:
-        stored = json.loads(text) if text else None
-    except ValueError:
-        return {}
-    active = stored.get("active") if isinstance(stored, dict) else None
+    active = _stored(text).get("active")
     if not isinstance(active, dict):
         return {}
     result: dict[int, list[str]] = {}
@@ -180,6 +169,15 @@ def decode_active(text: str | None) -> dict[int, list[str]]:
             if kept:
                 result[int(key)] = kept
     return result
+
+
+def _stored(text: str | None) -> dict[str, object]:
+    """The stored form's top level; empty when there is none or it is damaged."""
+    try:
+        stored = json.loads(text) if text else None
+    except ValueError:
+        return {}
+    return stored if isinstance(stored, dict) else {}
 
 
 def _is_int(value: object) -> bool:

@@ -50,7 +50,7 @@ from evstation.runtime.session import SessionContext, new_session
 from evstation.runtime.storage import Storage, open_storage
 
 if TYPE_CHECKING:
-    from evstation.drivers.boards.phyverso import PhyVersoLink
+    from evstation.drivers.boards.phyverso import PhyVersoConnector, PhyVersoLink
     from evstation.drivers.meters.modbus import ModbusBus, RtuTransport, TcpTransport
     from evstation.drivers.sim.board import SimChargeController
     from evstation.drivers.sim.meter import SimMeter
@@ -195,24 +195,20 @@ class BoardLinks:
     def __init__(self) -> None:
         self._links: dict[str, PhyVersoLink] = {}
 
-    def link_for(self, cfg: PhyVersoControllerConfig) -> PhyVersoLink:
-        from evstation.drivers.boards.phyverso import PhyVersoLink
-        from evstation.drivers.boards.proto import phyverso_pb2 as pb
+    def connector_for(self, cfg: PhyVersoControllerConfig) -> PhyVersoConnector:
+        """Charge port `cfg.connector` of the board on `cfg.device`, its link made on first use."""
+        from evstation.drivers.boards.phyverso import HW_REVISIONS, LOCK_TYPES, PhyVersoLink
 
         link = self._links.get(cfg.device)
         if link is None:
             # The config refuses EVSEs that share a device but not these settings (config.py).
-            revision = pb.HW_REV_A if cfg.hw_revision == "A" else pb.HW_REV_B
             link = self._links[cfg.device] = PhyVersoLink(
                 cfg.device,
                 baudrate=cfg.baud,
-                hw_revision=revision,
+                hw_revision=HW_REVISIONS[cfg.hw_revision],
                 keepalive_timeout=float(cfg.keepalive_timeout_s),
             )
-        return link
-
-    def links(self) -> list[PhyVersoLink]:
-        return list(self._links.values())
+        return link.connector(cfg.connector, lock=LOCK_TYPES[cfg.lock], has_socket=cfg.has_socket)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run every link until cancelled; started once each link has opened (or failed to open) its port."""
@@ -220,9 +216,6 @@ class BoardLinks:
             for link in self._links.values():
                 await nursery.start(link.run)
             task_status.started()
-
-
-_PHYVERSO_LOCKS = {"none": -1, "hella": 1, "valeo_hvac": 2}  # phyverso.proto MotorLockType
 
 
 def _build_evse_parts(
@@ -303,11 +296,7 @@ def _build_evse_parts(
     elif isinstance(controller_cfg, PhyVersoControllerConfig):
         if boards is None:
             raise ValueError(f"evse[{evse.id}].controller: a phyVERSO connector needs BoardLinks")
-        controller = boards.link_for(controller_cfg).connector(
-            controller_cfg.connector,
-            lock=_PHYVERSO_LOCKS[controller_cfg.lock],
-            has_socket=controller_cfg.has_socket,
-        )
+        controller = boards.connector_for(controller_cfg)
     else:  # pragma: no cover - the config's discriminated union has no other member
         raise AssertionError(f"unknown controller config {controller_cfg!r}")
     if isinstance(meter_cfg, BoardMeterConfig) and meter is None:

@@ -66,6 +66,13 @@ _PP_RATING: dict[int, int | None] = {
     pb.STATE_FAULT: None,
 }  # fmt: skip
 _RESET_NAMES = {pb.USER: "user", pb.WATCHDOG: "watchdog"}
+# station.toml's names (`hw_revision`, `lock`) -> the schema's values.
+HW_REVISIONS = {"A": pb.HW_REV_A, "B": pb.HW_REV_B}
+LOCK_TYPES = {
+    "none": pb.MOTOR_LOCK_NONE,
+    "hella": pb.MOTOR_LOCK_HELLA,
+    "valeo_hvac": pb.MOTOR_LOCK_DEBUG_VALEO_HVAC,
+}
 _EV_READY = frozenset({PilotState.C, PilotState.D})
 # error_flags field -> fault. heartbeat_timeout: the MCU heard no keep-alive of ours.
 ERROR_FLAG_FAULTS = {

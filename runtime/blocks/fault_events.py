@@ -131,9 +131,6 @@ class FaultEvents:
             decode=self._decode,
             trim=trim,
         )
-        # Which EVSEs hold each reported condition: a station-tier one is raised by the first EVSE
-        # and cleared by the last.
-        self._holders: dict[_Condition, set[int]] = {}
         self._active: dict[int, set[FaultCode]] = {}  # per EVSE, as this block last saw it
         self._carried: dict[int, list[str]] = {}  # reported active before a restart (stored form)
         # One change at a time: the settling check reads the EVSEs while the follower applies events.
@@ -191,7 +188,6 @@ class FaultEvents:
                         "fault events: fault %s of EVSE %d, which is gone, will be cleared", name, evse_id
                     )
                 self._active.setdefault(evse_id, set()).add(code)
-                self._holders.setdefault(self._condition(evse_id, code), set()).add(evse_id)
                 carried = True
         for evse_id in self._active:
             await self._follow_problem(evse_id)
@@ -230,20 +226,15 @@ class FaultEvents:
         seen = self._active.setdefault(evse_id, set())
         if active == (code in seen):
             return
+        at = self._clock.iso()
+        condition = self._condition(evse_id, code)
+        was_held = condition in self._held()
         if active:
             seen.add(code)
         else:
             seen.discard(code)
-        at = self._clock.iso()
-        condition = self._condition(evse_id, code)
-        holders = self._holders.setdefault(condition, set())
-        was_held = bool(holders)
-        if active:
-            holders.add(evse_id)
-        else:
-            holders.discard(evse_id)
         await self._follow_problem(evse_id)
-        if was_held == bool(holders):
+        if was_held == (condition in self._held()):
             return  # a station-tier condition another EVSE still holds (or already held)
         component, event_evse, connector, _ = condition
         tech_code = mrec_code(code) or code.value
@@ -280,7 +271,11 @@ class FaultEvents:
         if component == "EVSE" and evse_id is not None:
             return bool(self._active.get(evse_id))
         place = (component, evse_id, connector_id)
-        return any(holders and condition[:3] == place for condition, holders in self._holders.items())
+        return any(condition[:3] == place for condition in self._held())
+
+    def _held(self) -> set[_Condition]:
+        """The conditions the active faults make: a station-tier one is held while any EVSE has it."""
+        return {self._condition(evse_id, code) for evse_id, codes in self._active.items() for code in codes}
 
     def _condition(self, evse_id: int, code: FaultCode) -> _Condition:
         component, tier = FAULT_COMPONENTS[code]
