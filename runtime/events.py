@@ -13,26 +13,29 @@ from typing import Generic, TypeVar, final
 
 import trio
 
-from evstation.records import record
-
 T = TypeVar("T")
 
 DEFAULT_SUBSCRIBER_BUFFER = 256  # events a subscriber may lag behind before it starts losing some
 
 
-@record
+@dataclass(slots=True)
 class Dropped:
-    """Marker in a subscriber's stream: `count` events were lost here because it read too slowly."""
+    """Marker in a subscriber's stream: `count` events were lost here because it read too slowly.
+
+    Not frozen: the marker is queued at the first loss and counts the losses that follow while it waits
+    at the end of the queue; once received it is final (see `Broadcaster`).
+    """
 
     count: int
 
 
 @dataclass(slots=True)
 class _Subscriber(Generic[T]):
-    """One subscription's channel and what it lost to a full buffer."""
+    """One subscription's channel, and its marker while that is still the last thing queued."""
 
     send: trio.MemorySendChannel[T | Dropped]
-    dropped: int = 0  # lost since the last marker was delivered
+    max_buffer: int
+    open_marker: Dropped | None = None
 
 
 @final
@@ -40,9 +43,11 @@ class Broadcaster(Generic[T]):
     """Delivers every published item to every current subscriber.
 
     Overflow policy: each subscriber has a bounded buffer. When it is full, the new item is dropped for
-    that subscriber only and counted; before the next item that fits, the subscriber receives
-    `Dropped(n)` so it knows where and how much it missed. Other subscribers are unaffected and
-    `publish` never waits.
+    that subscriber only and counted, and the subscriber's queue ends with `Dropped(n)` so it learns
+    where and how much it missed as soon as it has read what came before, even if nothing is ever
+    published again (a consumer that re-reads state on `Dropped` is never left behind). The marker
+    has a slot of its own, beyond the buffer. Other subscribers are unaffected and `publish` never
+    waits.
     """
 
     def __init__(self) -> None:
@@ -52,33 +57,35 @@ class Broadcaster(Generic[T]):
     def publish(self, item: T) -> None:
         """Hand `item` to every subscriber; not a checkpoint, never blocks."""
         for sub in self._subscribers:
-            if sub.dropped:
+            if sub.send.statistics().current_buffer_used < sub.max_buffer:
                 try:
-                    sub.send.send_nowait(Dropped(sub.dropped))
-                except trio.WouldBlock:
-                    self._drop(sub)
-                    continue
+                    sub.send.send_nowait(item)
                 except trio.BrokenResourceError:
-                    continue  # closed its end early; "publish never fails" holds for the marker too
-                sub.dropped = 0
+                    continue  # the subscriber closed its end; it is removed when its block exits
+                sub.open_marker = None
+                continue
+            self.total_dropped += 1
+            if sub.open_marker is not None:
+                # Still queued last (nothing fitted since): it stands for this loss too.
+                sub.open_marker.count += 1
+                continue
+            marker = Dropped(1)
             try:
-                sub.send.send_nowait(item)
-            except trio.WouldBlock:
-                self._drop(sub)
+                sub.send.send_nowait(marker)  # the marker's own slot: free whenever no marker is last
             except trio.BrokenResourceError:
-                pass  # the subscriber closed its end; it is removed when its block exits
-
-    def _drop(self, sub: _Subscriber[T]) -> None:
-        sub.dropped += 1
-        self.total_dropped += 1
+                continue  # closed its end early; "publish never fails" holds for the marker too
+            sub.open_marker = marker
 
     @contextmanager
     def subscribe(
         self, max_buffer: int = DEFAULT_SUBSCRIBER_BUFFER
     ) -> Iterator[trio.MemoryReceiveChannel[T | Dropped]]:
         """Receive everything published while the block is open (nothing from before)."""
-        send, receive = trio.open_memory_channel[T | Dropped](max_buffer)
-        sub: _Subscriber[T] = _Subscriber(send)
+        if max_buffer < 1:
+            # A marker received from an empty buffer must be final: the next item has to fit.
+            raise ValueError(f"max_buffer must be at least 1, not {max_buffer}")
+        send, receive = trio.open_memory_channel[T | Dropped](max_buffer + 1)
+        sub: _Subscriber[T] = _Subscriber(send, max_buffer)
         self._subscribers.append(sub)
         try:
             with receive:

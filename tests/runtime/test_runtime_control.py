@@ -485,6 +485,29 @@ async def test_subscriber_that_vanishes_leaves_the_server_up(station: FakeStatio
     assert station.evses.events.subscriber_count() == 0
 
 
+def test_a_loss_at_the_end_of_a_burst_is_told_without_another_publish() -> None:
+    """The marker is queued at the loss: a consumer that re-reads state on `Dropped` learns of the
+    last losses of a burst even if nothing is published after it (EVSEs publish nothing periodically)."""
+    hub = Broadcaster[int]()
+    with hub.subscribe(max_buffer=2) as slow:
+        for n in range(5):
+            hub.publish(n)
+        assert [slow.receive_nowait() for _ in range(3)] == [0, 1, Dropped(3)]
+        with pytest.raises(trio.WouldBlock):
+            slow.receive_nowait()
+        hub.publish(5)  # the received marker is final: the next item fits and is delivered as itself
+        assert slow.receive_nowait() == 5
+        for n in range(6, 10):
+            hub.publish(n)
+        assert [slow.receive_nowait() for _ in range(3)] == [6, 7, Dropped(2)]
+    assert hub.total_dropped == 5
+
+
+def test_a_subscriber_needs_room_for_one_event() -> None:
+    with pytest.raises(ValueError, match="max_buffer must be at least 1"), Broadcaster[int]().subscribe(0):
+        pass
+
+
 def test_publish_never_fails_for_a_subscriber_that_closed_its_end_while_behind() -> None:
     hub = Broadcaster[int]()
     with hub.subscribe(max_buffer=1) as early_closer:
