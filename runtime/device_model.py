@@ -269,7 +269,8 @@ def layout_from_config(config: StationConfig) -> StationLayout:
         ]
         signs = isinstance(evse.meter, SimMeterConfig) and evse.meter.signed
         power = max(ac_powers) if ac_powers else None
-        evses.append(EvseLayout(evse.id, connectors, power, meter_signs=signs, problem_components=_named(places, None)))
+        named = _named(places, None)
+        evses.append(EvseLayout(evse.id, connectors, power, meter_signs=signs, problem_components=named))
     slots = tuple(endpoint.priority for endpoint in config.csms.endpoints_by_priority)
     return StationLayout(tuple(evses), network_slots=slots)
 

@@ -37,7 +37,12 @@ from evstation.drivers.boards.rapi_codec import (
     parse_line,
 )
 from evstation.drivers.boards.serial_port import SerialPort, SerialPortError
-from evstation.drivers.boards.supervised import SUPERVISION_FAULTS, PortSettings, SessionGuard, SupervisedBoard
+from evstation.drivers.boards.supervised import (
+    SUPERVISION_FAULTS,
+    PortSettings,
+    SessionGuard,
+    SupervisedBoard,
+)
 from evstation.drivers.pilot import MIN_AC_CURRENT_A, X1_DUTY_PCT, amps_to_duty
 from evstation.drivers.safe_stop import SafeStopBoard
 

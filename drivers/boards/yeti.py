@@ -34,7 +34,12 @@ from evstation.drivers.api import (
 from evstation.drivers.boards import framed_mcu
 from evstation.drivers.boards.proto import yeti_pb2 as pb
 from evstation.drivers.boards.serial_port import SerialPort, SerialPortError
-from evstation.drivers.boards.supervised import SUPERVISION_FAULTS, PortSettings, SessionGuard, SupervisedBoard
+from evstation.drivers.boards.supervised import (
+    SUPERVISION_FAULTS,
+    PortSettings,
+    SessionGuard,
+    SupervisedBoard,
+)
 from evstation.drivers.meters.publisher import EVENT_BUFFER_SIZE, PUBLISHER_FAULTS, MeterEventPublisher
 from evstation.drivers.safe_stop import SafeStopBoard
 from evstation.records import record

@@ -402,7 +402,6 @@ EVSE_ROWS: Final[tuple[Row, ...]] = (
 )
 
 
-
 def problem_row(component: str, scope: Scope) -> Row:
     """The Problem of a component the station reports hardware faults on (RCD, FiscalMetering, ...), as
     EVSE.Problem: true while a fault holds it, kept by the fault-event block, never stored."""
