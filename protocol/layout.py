@@ -1,5 +1,6 @@
 """The station's shape: EVSEs, their connectors (type, phases) and rated power, and the CSMS network
-configuration slots, as station.toml describes the hardware; plus the 1.6 connector numbering.
+configuration slots, as station.toml describes the hardware; plus the 1.6 connector numbering, and
+the components each EVSE / connector reports hardware faults on.
 
 2.0.1 addresses a connector as (EVSE id, connector id), both numbered 1..n; 1.6 has no EVSE level and
 numbers connectors 1..n across the station, with connector 0 meaning the charge point itself (1.6
@@ -24,6 +25,9 @@ class ConnectorLayout:
     id: int
     connector_type: str = "Unknown"  # ConnectorEnumType text, e.g. "cType2"
     phases: int = 3  # 1 or 3 for AC; 0 for DC (the spec's SupplyPhases convention)
+    # Components of this connector the station reports faults on (NotifyEvent): each gets a Problem
+    # variable. Chosen by the runtime from the configured drivers (runtime/fault_components.py).
+    problem_components: tuple[str, ...] = ()
 
 
 @record
@@ -32,6 +36,8 @@ class EvseLayout:
     connectors: tuple[ConnectorLayout, ...]
     max_power_w: float | None = None  # rated power (EVSE.Power maxLimit); None if unknown
     meter_signs: bool = False  # the EVSE's meter signs its readings (TxStartPoint DataSigned)
+    # Components of this EVSE the station reports faults on, as ConnectorLayout's (RCD, Controller, ...).
+    problem_components: tuple[str, ...] = ()
 
     @property
     def phases(self) -> int:

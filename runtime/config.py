@@ -374,6 +374,16 @@ class EvseConfig(_Model):
     controller: ControllerConfig
     meter: MeterConfig
 
+    @property
+    def has_lock(self) -> bool:
+        """Whether the EVSE has a connector lock to drive: a RAPI board only with `lock = true` (a
+        MENNEKES_LOCK firmware), a phyVERSO port only with a motor lock; otherwise tethered cables."""
+        if isinstance(self.controller, RapiControllerConfig):
+            return self.controller.lock
+        if isinstance(self.controller, PhyVersoControllerConfig):
+            return self.controller.lock != "none"
+        return True
+
     @model_validator(mode="after")
     def _contiguous_connectors(self) -> EvseConfig:
         ids = [connector.id for connector in self.connector]

@@ -54,6 +54,7 @@ from evstation.protocol.layout import ConnectorLayout, EvseLayout, StationLayout
 from evstation.protocol.retry import TransactionRetryPolicy
 from evstation.records import record
 from evstation.runtime.config import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH, SimMeterConfig, StationConfig
+from evstation.runtime.fault_components import Place, problem_places
 from evstation.runtime.storage import Storage, StorageWriteError
 
 if TYPE_CHECKING:
@@ -250,13 +251,16 @@ IMPLEMENTED_V16_PROFILES: Final[tuple[str, ...]] = (
 
 
 def layout_from_config(config: StationConfig) -> StationLayout:
-    """EVSEs and connectors as station.toml describes them; rated power from current, phases and voltage."""
+    """EVSEs and connectors as station.toml describes them; rated power from current, phases and voltage;
+    the components each reports faults on from its drivers (runtime/fault_components.py)."""
     voltage = config.electrical.line_voltage_v
     station_limit_a = config.electrical.max_current_a
     evses: list[EvseLayout] = []
     for evse in config.evse:
+        places = problem_places(evse)
         connectors = tuple(
-            ConnectorLayout(c.id, c.type, 0 if c.current_type == "DC" else c.phases) for c in evse.connector
+            ConnectorLayout(c.id, c.type, 0 if c.current_type == "DC" else c.phases, _named(places, c.id))
+            for c in evse.connector
         )
         ac_powers = [
             min(c.max_current_a, station_limit_a or c.max_current_a) * c.phases * voltage
@@ -265,9 +269,15 @@ def layout_from_config(config: StationConfig) -> StationLayout:
         ]
         signs = isinstance(evse.meter, SimMeterConfig) and evse.meter.signed
         power = max(ac_powers) if ac_powers else None
-        evses.append(EvseLayout(evse.id, connectors, power, meter_signs=signs))
+        named = _named(places, None)
+        evses.append(EvseLayout(evse.id, connectors, power, meter_signs=signs, problem_components=named))
     slots = tuple(endpoint.priority for endpoint in config.csms.endpoints_by_priority)
     return StationLayout(tuple(evses), network_slots=slots)
+
+
+def _named(places: frozenset[Place], connector_id: int | None) -> tuple[str, ...]:
+    """The components of `places` on that connector (None: on the EVSE itself)."""
+    return tuple(sorted(name for name, _, connector in places if connector == connector_id))
 
 
 def definitions_for(config: StationConfig) -> DeviceModelDefinitions:

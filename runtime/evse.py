@@ -53,6 +53,13 @@ MIN_OFFER_A = 6.0  # IEC 61851-1: no PWM below 6 A, so a lower limit suspends th
 SUSPENDED_EV_SETTLE_S = 1.0
 
 _METER_FAULTS = frozenset({FaultCode.METER_COMMUNICATION, FaultCode.METER_ENERGY_BACKWARDS})
+# The faults an EVSE raises itself, whatever its drivers: no meter reading at a start point
+# (`refuse_unmetered`), the database refusing writes (`set_storage_failure`) and, on an EVSE with a
+# lock, a lock move its board refused (`_move_lock`). runtime/fault_components.py adds them to the
+# drivers' sets.
+EVSE_FAULTS_RAISED = frozenset(
+    {FaultCode.METER_COMMUNICATION, FaultCode.STORAGE_FAILURE, FaultCode.CONNECTOR_LOCK_FAILURE}
+)
 _EV_PRESENT = frozenset({PilotState.B, PilotState.C, PilotState.D})
 _EV_READY = frozenset({PilotState.C, PilotState.D})
 

@@ -301,11 +301,7 @@ def _build_evse_parts(
         raise AssertionError(f"unknown controller config {controller_cfg!r}")
     if isinstance(meter_cfg, BoardMeterConfig) and meter is None:
         raise ValueError(f"evse[{evse.id}].meter: driver 'board' needs a board with a meter (yeti)")
-    # A RAPI board locks only with a Mennekes-lock firmware and `lock = true`; else tethered cables.
-    has_lock = controller_cfg.lock if isinstance(controller_cfg, RapiControllerConfig) else True
-    if isinstance(controller_cfg, PhyVersoControllerConfig):
-        has_lock = controller_cfg.lock != "none"  # a tethered cable has no lock to drive
-    return _EvseParts(controller, meter, sim, has_lock=has_lock)
+    return _EvseParts(controller, meter, sim, has_lock=evse.has_lock)
 
 
 def _modbus_meter(cfg: ModbusTcpMeterConfig | ModbusRtuMeterConfig, lines: ModbusLines) -> PowerMeter:

@@ -15,7 +15,7 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import NoReturn, Unpack
+from typing import Final, NoReturn, Unpack
 
 import trio
 
@@ -36,7 +36,7 @@ from evstation.drivers.api import (
 from evstation.drivers.boards import framed_mcu
 from evstation.drivers.boards.proto import phyverso_pb2 as pb
 from evstation.drivers.boards.serial_port import SerialPort, SerialPortError
-from evstation.drivers.boards.supervised import PortSettings, SessionGuard, SupervisedPort
+from evstation.drivers.boards.supervised import SUPERVISION_FAULTS, PortSettings, SessionGuard, SupervisedPort
 from evstation.drivers.safe_stop import SafeStopReport, run_safe_stop
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,23 @@ ERROR_FLAG_FAULTS = {
     "coil_feedback_diverges": FaultCode.EVSE_CONTACTOR_FAULT,
     "pp_signal_fault": FaultCode.PROXIMITY_FAULT,
 }
+# Every fault a phyVERSO port can raise: its error_flags and the lost link (tests/drivers/
+# test_drivers_fault_sets.py keeps this true to the table above).
+FAULTS_RAISED: Final[frozenset[FaultCode]] = (
+    frozenset(
+        {
+            FaultCode.DIODE_FAULT,
+            FaultCode.GROUND_FAILURE,
+            FaultCode.RCD_SELFTEST_FAILED,
+            FaultCode.VENTILATION_NOT_AVAILABLE,
+            FaultCode.CONNECTOR_LOCK_FAILURE,
+            FaultCode.PILOT_FAULT,
+            FaultCode.EVSE_CONTACTOR_FAULT,
+            FaultCode.PROXIMITY_FAULT,
+        }
+    )
+    | SUPERVISION_FAULTS
+)
 # Flags under which the MCU will not close the coil (a permission is then confirmed while it stays open).
 _BLOCKING_FLAGS = ("diode_fault", "rcd_triggered", "cp_signal_fault", "heartbeat_timeout", "pp_signal_fault")
 _LINK = "link"  # comm-fault reasons: the host lost the MCU (port error, silence) ...

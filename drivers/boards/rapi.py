@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Unpack
+from typing import Final, Unpack
 
 import trio
 
@@ -37,7 +37,12 @@ from evstation.drivers.boards.rapi_codec import (
     parse_line,
 )
 from evstation.drivers.boards.serial_port import SerialPort, SerialPortError
-from evstation.drivers.boards.supervised import PortSettings, SessionGuard, SupervisedBoard
+from evstation.drivers.boards.supervised import (
+    SUPERVISION_FAULTS,
+    PortSettings,
+    SessionGuard,
+    SupervisedBoard,
+)
 from evstation.drivers.pilot import MIN_AC_CURRENT_A, X1_DUTY_PCT, amps_to_duty
 from evstation.drivers.safe_stop import SafeStopBoard
 
@@ -71,6 +76,21 @@ STATE_FAULTS: dict[int, tuple[FaultCode, str]] = {
     0x0B: (FaultCode.OVER_CURRENT, "over-current"),
     0x0E: (FaultCode.EVSE_CONTACTOR_FAULT, "relay closure fault"),
 }
+# Every fault a RAPI board can raise: its fault states, the Mennekes lock ($S5 refused) and the lost
+# link (tests/drivers/test_drivers_fault_sets.py keeps this true to the code).
+FAULTS_RAISED: Final[frozenset[FaultCode]] = (
+    frozenset(
+        {
+            FaultCode.DIODE_FAULT,
+            FaultCode.GROUND_FAILURE,
+            FaultCode.EVSE_CONTACTOR_FAULT,
+            FaultCode.HIGH_TEMPERATURE,
+            FaultCode.OVER_CURRENT,
+            FaultCode.CONNECTOR_LOCK_FAILURE,
+        }
+    )
+    | SUPERVISION_FAULTS
+)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
-from typing import NoReturn, Protocol, TypedDict, Unpack
+from typing import Final, NoReturn, Protocol, TypedDict, Unpack
 
 import trio
 
@@ -17,6 +17,9 @@ from evstation.drivers.api import ControllerEvent, FaultCleared, FaultCode, Faul
 from evstation.drivers.boards.serial_port import SerialPort, SerialPortError, supervise_port
 from evstation.drivers.safe_stop import SafeStopBoard, SafeStopReport, SafeStopTimeouts, run_safe_stop
 
+# The fault a supervised serial board raises itself: the link to the MCU lost (port error, silence).
+# Part of every serial board's FAULTS_RAISED.
+SUPERVISION_FAULTS: Final[frozenset[FaultCode]] = frozenset({FaultCode.BOARD_COMMUNICATION})
 REOPEN_INTERVAL_S = 2.0
 READ_TIMEOUT_S = 0.1
 

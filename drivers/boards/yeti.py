@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from datetime import UTC, datetime
 from functools import partial
-from typing import NoReturn, Unpack
+from typing import Final, NoReturn, Unpack
 
 import trio
 
@@ -34,8 +34,13 @@ from evstation.drivers.api import (
 from evstation.drivers.boards import framed_mcu
 from evstation.drivers.boards.proto import yeti_pb2 as pb
 from evstation.drivers.boards.serial_port import SerialPort, SerialPortError
-from evstation.drivers.boards.supervised import PortSettings, SessionGuard, SupervisedBoard
-from evstation.drivers.meters.publisher import EVENT_BUFFER_SIZE, MeterEventPublisher
+from evstation.drivers.boards.supervised import (
+    SUPERVISION_FAULTS,
+    PortSettings,
+    SessionGuard,
+    SupervisedBoard,
+)
+from evstation.drivers.meters.publisher import EVENT_BUFFER_SIZE, PUBLISHER_FAULTS, MeterEventPublisher
 from evstation.drivers.safe_stop import SafeStopBoard
 from evstation.records import record
 
@@ -63,6 +68,26 @@ _RESET_NAMES = {pb.USER: "user", pb.WATCHDOG: "watchdog"}
 _EV_READY = frozenset({PilotState.C, PilotState.D})
 # error_flags field -> fault (YetiDriver.cpp mapping, plus the flags it leaves unmapped).
 ERROR_FLAG_FAULTS = {**framed_mcu.ERROR_FLAG_FAULTS, "over_current": FaultCode.OVER_CURRENT}
+# Every fault a Yeti can raise: its error_flags and the lost link. It has no flag for an emergency stop,
+# the supply voltage or the contactor, so its EVSE has no such component (runtime/fault_components.py);
+# tests/drivers/test_drivers_fault_sets.py keeps this true to the tables above.
+FAULTS_RAISED: Final[frozenset[FaultCode]] = (
+    frozenset(
+        {
+            FaultCode.DIODE_FAULT,
+            FaultCode.GROUND_FAILURE,
+            FaultCode.RCD_SELFTEST_FAILED,
+            FaultCode.VENTILATION_NOT_AVAILABLE,
+            FaultCode.CONNECTOR_LOCK_FAILURE,
+            FaultCode.PILOT_FAULT,
+            FaultCode.OVER_CURRENT,
+        }
+    )
+    | SUPERVISION_FAULTS
+)
+# The board's own meter (`driver = "board"`): only the publisher's energy check; a silent board is the
+# board's communication fault, not the meter's.
+METER_FAULTS_RAISED: Final[frozenset[FaultCode]] = PUBLISHER_FAULTS
 
 
 def duty_for(amps: float | None, *, unavailable: bool) -> int:

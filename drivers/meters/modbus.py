@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Literal, NoReturn, cast
+from typing import Any, Final, Literal, NoReturn, cast
 
 import serial
 import trio
@@ -26,9 +26,15 @@ from evstation.drivers.meters.model import (
     decode_block,
     read_plan,
 )
-from evstation.drivers.meters.publisher import EVENT_BUFFER_SIZE, MeterEventPublisher
+from evstation.drivers.meters.publisher import EVENT_BUFFER_SIZE, PUBLISHER_FAULTS, MeterEventPublisher
 from evstation.drivers.meters.rs485 import DirectionLine, Rs485Direction, Rs485Error, open_rs485_port
 from evstation.records import record
+
+# Every fault a Modbus meter can raise: no answer / a bad frame / "not available" (METER_COMMUNICATION,
+# `_poll`), and the publisher's energy check. The station gives its EVSE's FiscalMetering a Problem
+# variable from this (runtime/fault_components.py); tests/drivers/test_drivers_fault_sets.py keeps it
+# true to the code.
+FAULTS_RAISED: Final[frozenset[FaultCode]] = frozenset({FaultCode.METER_COMMUNICATION}) | PUBLISHER_FAULTS
 
 
 @record

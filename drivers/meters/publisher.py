@@ -5,6 +5,7 @@ and the rule that energy never goes backwards. It never does I/O and never block
 from __future__ import annotations
 
 import dataclasses
+from typing import Final
 
 import trio
 
@@ -13,6 +14,9 @@ from evstation.drivers.api import FaultCode, MeterEvent, MeterFault, MeterRecove
 # Events a slow consumer may fall behind by before the oldest are dropped. At a 1 s poll this is a minute
 # of samples; `latest()` always holds the newest good sample regardless.
 EVENT_BUFFER_SIZE = 64
+# What the publisher's own check raises for every meter behind it (a register read lower than before);
+# part of each meter's FAULTS_RAISED.
+PUBLISHER_FAULTS: Final[frozenset[FaultCode]] = frozenset({FaultCode.METER_ENERGY_BACKWARDS})
 
 
 class MeterEventPublisher:

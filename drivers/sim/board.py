@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
-from typing import NoReturn, Protocol, final
+from typing import Final, NoReturn, Protocol, final
 
 import trio
 
@@ -31,6 +31,9 @@ from evstation.drivers.sim.ev import SimEv
 from evstation.drivers.sim.state import EV_PLUGGED_KEY, SimStateFile
 
 _POWERED_STATES = frozenset({PilotState.C, PilotState.D})
+# The control API injects any fault into a simulated board (`inject_fault`), so a simulated EVSE has
+# every component a fault can name.
+FAULTS_RAISED: Final[frozenset[FaultCode]] = frozenset(FaultCode)
 
 
 class FlowSink(Protocol):

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import NoReturn
+from typing import Final, NoReturn
 
 import trio
 
 from evstation.drivers.api import FaultCode, MeterEvent, MeterSample, PhaseValues
-from evstation.drivers.meters.publisher import EVENT_BUFFER_SIZE, MeterEventPublisher
+from evstation.drivers.meters.publisher import EVENT_BUFFER_SIZE, PUBLISHER_FAULTS, MeterEventPublisher
 from evstation.drivers.sim.state import ENERGY_KEY, SimStateFile
 
 _SECONDS_PER_HOUR = 3600.0
+# A failure the control API injects (`set_failed`: METER_COMMUNICATION) and the publisher's energy check.
+FAULTS_RAISED: Final[frozenset[FaultCode]] = frozenset({FaultCode.METER_COMMUNICATION}) | PUBLISHER_FAULTS
 
 
 def utc_now() -> datetime:

@@ -1,7 +1,8 @@
 """The station's variable definitions: the standard table instantiated for one station layout.
 
 `build_definitions(layout)` gives every controller variable once and the EVSE / Connector variables
-once per EVSE / connector, with the layout's facts (phases, connector type, rated power) as defaults.
+once per EVSE / connector, with the layout's facts (phases, connector type, rated power) as defaults,
+and a Problem variable for each component an EVSE / connector reports hardware faults on.
 Lookups tell an unknown component from an unknown variable from an unsupported attribute type, as
 GetVariables / SetVariables must (B06, B05).
 """
@@ -19,7 +20,14 @@ from evstation.protocol.device_model.model import (
     VariableDefinition,
     VariableKey,
 )
-from evstation.protocol.device_model.standard import CONNECTOR_ROWS, EVSE_ROWS, STATION_ROWS, Row
+from evstation.protocol.device_model.standard import (
+    CONNECTOR_ROWS,
+    EVSE_ROWS,
+    STATION_ROWS,
+    Row,
+    Scope,
+    problem_row,
+)
 from evstation.protocol.layout import EvseLayout, StationLayout
 from evstation.records import record
 
@@ -128,7 +136,12 @@ def _evse_definitions(evse: EvseLayout) -> Iterator[VariableDefinition]:
         elif row.variable == "Power":
             definition = replace(definition, max_limit=evse.max_power_w)
         yield definition
+    for name in evse.problem_components:
+        yield definition_from_row(problem_row(name, Scope.EVSE), ComponentKey(name, evse_id=evse.id))
     for connector in evse.connectors:
+        for name in connector.problem_components:
+            place = ComponentKey(name, evse_id=evse.id, connector_id=connector.id)
+            yield definition_from_row(problem_row(name, Scope.CONNECTOR), place)
         component = ComponentKey("Connector", evse_id=evse.id, connector_id=connector.id)
         for row in CONNECTOR_ROWS:
             definition = definition_from_row(row, component)

@@ -42,6 +42,7 @@ __all__ = [
     "TX_POINTS",
     "Row",
     "Scope",
+    "problem_row",
 ]
 
 # Our limits for GetVariables / SetVariables / GetReport requests (DeviceDataCtrlr): larger requests
@@ -399,6 +400,13 @@ EVSE_ROWS: Final[tuple[Row, ...]] = (
     Row("EVSE", "Problem", BOOL, default="false", persistent=False, scope=Scope.EVSE),
     Row("EVSE", "SupplyPhases", INT, min_limit=0, max_limit=3, constant=True, scope=Scope.EVSE),
 )
+
+
+def problem_row(component: str, scope: Scope) -> Row:
+    """The Problem of a component the station reports hardware faults on (RCD, FiscalMetering, ...), as
+    EVSE.Problem: true while a fault holds it, kept by the fault-event block, never stored."""
+    return Row(component, "Problem", BOOL, default="false", persistent=False, scope=scope)
+
 
 # One set per connector (component "Connector", evse.id = n, evse.connectorId = m).
 CONNECTOR_ROWS: Final[tuple[Row, ...]] = (

@@ -15,13 +15,14 @@ board fault is only found after a poll fails: clearing at once would report a cl
 again, for every fault that persists).
 
 The block also keeps the device model's `EVSE.Problem` / `ChargingStation.Problem` true while a fault
-is active there, so GetVariables and GetReport (criterion Problem) agree with the events. It never
+is active there, and the Problem of each component the faults name (RCD, FiscalMetering, ...: the ones
+runtime/fault_components.py gives the EVSE) while a fault holds it, so GetVariables and GetReport
+(criterion Problem) agree with the events. It never
 changes what an EVSE does about a fault: that is runtime/evse.py.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import Sequence
 from typing import Final, NoReturn
@@ -45,6 +46,13 @@ from evstation.runtime.clock import WallClock
 from evstation.runtime.device_model import DeviceModel
 from evstation.runtime.events import Dropped
 from evstation.runtime.evse import EvseEvent, Evses, FaultChanged
+from evstation.runtime.fault_components import (
+    FAULT_COMPONENTS,
+    OWN_PROBLEM_COMPONENTS,
+    Place,
+    Tier,
+    fault_place,
+)
 from evstation.runtime.pending_queue import PendingQueue
 from evstation.runtime.storage import Storage
 from evstation.runtime.uplink import Uplink
@@ -61,42 +69,6 @@ _BATCH: Final = 20
 # keep-alives) before it is reported cleared.
 CARRIED_FAULTS_SETTLE_S: Final = 60.0
 
-
-class Tier(enum.Enum):
-    """Where the component sits: the station, the EVSE that reported the fault, or its connector."""
-
-    STATION = "station"
-    EVSE = "evse"
-    CONNECTOR = "connector"
-
-
-# The 2.0.1 standardized component (part 2 appendix, "Standardized Components") whose Problem a fault
-# is; docs/hardware.md renders this table.
-FAULT_COMPONENTS: Final[dict[FaultCode, tuple[str, Tier]]] = {
-    FaultCode.CONNECTOR_LOCK_FAILURE: ("ConnectorPlugRetentionLock", Tier.CONNECTOR),
-    FaultCode.GROUND_FAILURE: ("RCD", Tier.EVSE),
-    FaultCode.RCD_SELFTEST_FAILED: ("RCD", Tier.EVSE),
-    FaultCode.OVER_CURRENT: ("OverCurrentProtection", Tier.EVSE),
-    FaultCode.OVER_VOLTAGE: ("ElectricalFeed", Tier.EVSE),
-    FaultCode.UNDER_VOLTAGE: ("ElectricalFeed", Tier.EVSE),
-    FaultCode.POWER_LOSS: ("ElectricalFeed", Tier.EVSE),
-    FaultCode.EMERGENCY_STOP: ("EmergencyStopSensor", Tier.EVSE),
-    FaultCode.EVSE_CONTACTOR_FAULT: ("PowerContactor", Tier.EVSE),
-    # The EVSE's billing meter: FiscalMetering ("Problem: metering fault, e.g. read error").
-    FaultCode.METER_COMMUNICATION: ("FiscalMetering", Tier.EVSE),
-    FaultCode.METER_ENERGY_BACKWARDS: ("FiscalMetering", Tier.EVSE),
-    FaultCode.READER_FAILURE: ("TokenReader", Tier.EVSE),
-    # The EVSE's charge-controller board.
-    FaultCode.BOARD_COMMUNICATION: ("Controller", Tier.EVSE),
-    # The database is the station's, and every EVSE reports it: one event for the station.
-    FaultCode.STORAGE_FAILURE: ("ChargingStation", Tier.STATION),
-    # TemperatureSensor's Problem is a faulty sensor, not a hot enclosure: the EVSE has the problem.
-    FaultCode.HIGH_TEMPERATURE: ("EVSE", Tier.EVSE),
-    FaultCode.PILOT_FAULT: ("EVSE", Tier.EVSE),
-    FaultCode.PROXIMITY_FAULT: ("EVSE", Tier.EVSE),
-    FaultCode.DIODE_FAULT: ("EVSE", Tier.EVSE),
-    FaultCode.VENTILATION_NOT_AVAILABLE: ("EVSE", Tier.EVSE),
-}
 
 # (component, evse id, connector id, fault): one reported condition.
 _Condition = tuple[str, int | None, int | None, FaultCode]
@@ -191,6 +163,8 @@ class FaultEvents:
                 carried = True
         for evse_id in self._active:
             await self._follow_problem(evse_id)
+        for place in {condition[:3] for condition in self._held()}:
+            await self._follow_component(place)
         return carried
 
     async def _settle_carried(self) -> None:
@@ -234,6 +208,7 @@ class FaultEvents:
         else:
             seen.discard(code)
         await self._follow_problem(evse_id)
+        await self._follow_component(condition[:3])
         if was_held == (condition in self._held()):
             return  # a station-tier condition another EVSE still holds (or already held)
         component, event_evse, connector, _ = condition
@@ -278,14 +253,24 @@ class FaultEvents:
         return {self._condition(evse_id, code) for evse_id, codes in self._active.items() for code in codes}
 
     def _condition(self, evse_id: int, code: FaultCode) -> _Condition:
-        component, tier = FAULT_COMPONENTS[code]
-        if tier is Tier.STATION:
-            return (component, None, None, code)
+        # A gone EVSE (carried across a restart) has no connectors: its events name none.
         connectors = self._evses[evse_id].connector_ids if evse_id in self._evses else ()
-        # The EVSE knows no connector per fault: a connector-tier fault names the connector only when
-        # the EVSE has one.
-        connector = connectors[0] if tier is Tier.CONNECTOR and len(connectors) == 1 else None
-        return (component, evse_id, connector, code)
+        return (*fault_place(code, evse_id, connectors), code)
+
+    async def _follow_component(self, place: Place) -> None:
+        """The Problem of a component a fault names (RCD of EVSE 1, ...): true while a fault holds it, by
+        `_still_held`'s rule. The EVSE and the station are `_follow_problem`'s."""
+        component, evse_id, connector_id = place
+        if component in OWN_PROBLEM_COMPONENTS:
+            return
+        key = _problem(ComponentKey(component, evse_id=evse_id, connector_id=connector_id))
+        if key not in self._dm.definitions:
+            # Not a component of this EVSE's drivers (runtime/fault_components.py), or of an EVSE gone
+            # since a restart: the event still goes, nothing to keep.
+            log.info("fault events: %s is not in the device model; its Problem is not kept", key.component)
+            return
+        held = any(condition[:3] == place for condition in self._held())
+        await self._dm.update(key, _bool(held))
 
     async def _follow_problem(self, evse_id: int) -> None:
         """EVSE.Problem / ChargingStation.Problem: true while any fault is active there."""

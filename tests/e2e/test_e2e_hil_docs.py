@@ -41,8 +41,8 @@ def test_hardware_page_links_exist() -> None:
 
 
 def test_hardware_page_lists_the_notify_event_component_of_every_fault_code() -> None:
-    """The 2.0.1 NotifyEvent table is runtime/blocks/fault_events.py's FAULT_COMPONENTS."""
-    from evstation.runtime.blocks.fault_events import FAULT_COMPONENTS
+    """The 2.0.1 NotifyEvent table is runtime/fault_components.py's FAULT_COMPONENTS."""
+    from evstation.runtime.fault_components import FAULT_COMPONENTS
 
     text = PAGE.read_text(encoding="utf-8")
     section = text.split("### OCPP 2.0.1: NotifyEvent", 1)[1].split("\n## ", 1)[0]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -214,9 +214,15 @@ class CsmsPeer:
 
 
 def station_config(
-    tmp_path: Path, version: OcppVersion, *, connectors: tuple[int, int] = (1, 1), **csms: Any
+    tmp_path: Path,
+    version: OcppVersion,
+    *,
+    connectors: tuple[int, int] = (1, 1),
+    drivers: Mapping[int, Mapping[str, Any]] | None = None,
+    **csms: Any,
 ) -> StationConfig:
-    """Two EVSEs with `connectors` connectors each (EVSE 1's count, EVSE 2's)."""
+    """Two EVSEs with `connectors` connectors each (EVSE 1's count, EVSE 2's), on sim drivers unless
+    `drivers` names others for an EVSE (by id: its `controller` and / or `meter` table)."""
     data: dict[str, Any] = {
         "station": {
             "id": "CS-TEST-1",
@@ -236,6 +242,7 @@ def station_config(
                 ],
                 "controller": {"driver": "sim"},
                 "meter": {"driver": "sim"},
+                **(drivers or {}).get(evse_id, {}),
             }
             for evse_id, count in zip((1, 2), connectors, strict=True)
         ],
@@ -252,6 +259,7 @@ async def open_session_context(
     run_evses: bool = False,
     connectors: tuple[int, int] = (1, 1),
     plugged: frozenset[int] = frozenset(),
+    drivers: Mapping[int, Mapping[str, Any]] | None = None,
     **csms: Any,
 ) -> AsyncIterator[SessionContext]:
     """A SessionContext over a real SQLite file and two real EVSEs on sim boards.
@@ -259,6 +267,8 @@ async def open_session_context(
     With `run_evses` the EVSEs run, each with a sim meter polled every 5 s (1000 Wh at start).
     `connectors`: how many connectors EVSE 1 and EVSE 2 have (the config and the EVSEs agree).
     `plugged`: the EVSEs whose EV is plugged in from the start, as after a restart with the EV there.
+    `drivers`: per EVSE id, the drivers the configuration names instead of sim ones (the device model
+    follows the configuration; the EVSEs still run on sim boards).
     """
     async with open_storage(tmp_path / "station.db") as storage, trio.open_nursery() as nursery:
         outbox = Outbox(storage)
@@ -272,7 +282,12 @@ async def open_session_context(
             if run_evses:
                 await nursery.start(evse.run)
         config = station_config(
-            tmp_path, version, connectors=connectors, meter_value_sample_interval_s=meter_interval_s, **csms
+            tmp_path,
+            version,
+            connectors=connectors,
+            drivers=drivers,
+            meter_value_sample_interval_s=meter_interval_s,
+            **csms,
         )
         ctx = new_session(
             config,
