@@ -368,3 +368,22 @@ async def test_n07_a_carried_fault_on_a_component_a_new_configuration_lacks_star
         assert ctx.device_model.get(_key("RCD")) == "true"
         nursery.cancel_scope.cancel()
     assert (cleared.component, cleared.evse_id, cleared.active) == ("EmergencyStopSensor", 1, False)
+
+
+async def test_n07_on_an_evse_with_two_connectors_the_event_and_the_variable_name_the_evses_lock(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    async with (
+        open_session_context(tmp_path, V201, run_evses=True, connectors=(1, 2)) as ctx,
+        trio.open_nursery() as nursery,
+    ):
+        await nursery.start(blocks(ctx).run)
+        board(ctx, 2).inject_fault(FaultCode.CONNECTOR_LOCK_FAILURE, "lock stuck")
+        await wait_pending(ctx, 1)
+        [event] = blocks(ctx).pending
+        lock = "ConnectorPlugRetentionLock"
+        assert ctx.device_model.get(_key(lock, 2)) == "true"
+        assert _key(lock, 2, 1) not in ctx.device_model.definitions
+        assert ctx.device_model.get(_key(lock, 1, 1)) == "false"
+        nursery.cancel_scope.cancel()
+    assert (event.component, event.evse_id, event.connector_id) == (lock, 2, None)
