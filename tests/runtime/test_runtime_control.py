@@ -512,9 +512,9 @@ def test_publish_never_fails_for_a_subscriber_that_closed_its_end_while_behind()
     hub = Broadcaster[int]()
     with hub.subscribe(max_buffer=1) as early_closer:
         hub.publish(1)
-        hub.publish(2)  # dropped: a Dropped marker is now owed
-        early_closer.close()
-        hub.publish(3)  # the marker's send finds the channel closed
+        hub.publish(2)  # dropped: counted, and its marker queued in the spare slot
+        early_closer.close()  # empties the buffer (marker included)
+        hub.publish(3)  # fits the emptied buffer: its send finds the channel closed
     assert hub.total_dropped == 1
 
 

@@ -336,3 +336,54 @@ async def test_16_get_configuration_lists_no_key_of_the_components(
     async with online(tmp_path, V16, csms) as (_, conn):
         answer = await call(csms, conn, "GetConfiguration", {})
     assert sorted(k["key"] for k in answer["configurationKey"]) == sorted(k.key for k in expected)
+
+
+async def test_n07_a_carried_fault_on_a_component_a_new_configuration_lacks_starts_cleanly_and_clears(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """station.toml changed driver between the runs: EVSE 1 was a sim board (an emergency stop was
+    reported) and is now a Yeti (no EmergencyStopSensor). Nothing about the component was stored, so the
+    start is clean; the carried fault is reported cleared after the settling, and the EVSE's other
+    components are kept as before."""
+    async with with_fault_events(tmp_path) as ctx:
+        csms = CsmsPeer(V201)
+        async with serving(csms, MemoryConnection(V201), ctx):
+            board(ctx, 1).inject_fault(FaultCode.EMERGENCY_STOP, "pressed")
+            await wait_event_data(csms, 1)
+            await blocks(ctx).wait_sent()
+    drivers = {1: {"controller": {"driver": "yeti", "device": "/dev/ttyS1"}, "meter": {"driver": "board"}}}
+    async with (
+        open_session_context(tmp_path, V201, run_evses=True, drivers=drivers) as ctx,
+        trio.open_nursery() as nursery,
+    ):
+        await nursery.start(blocks(ctx).run)
+        assert _key("EmergencyStopSensor") not in ctx.device_model.definitions
+        assert ctx.device_model.get(_key("EVSE")) == "true"  # carried
+        await trio.sleep(CARRIED_FAULTS_SETTLE_S + 1)
+        await wait_pending(ctx, 1)
+        [cleared] = blocks(ctx).pending
+        assert ctx.device_model.get(_key("EVSE")) == "false"
+        board(ctx, 1).inject_fault(FaultCode.GROUND_FAILURE, "30 mA")  # the block goes on
+        await wait_pending(ctx, 2)
+        assert ctx.device_model.get(_key("RCD")) == "true"
+        nursery.cancel_scope.cancel()
+    assert (cleared.component, cleared.evse_id, cleared.active) == ("EmergencyStopSensor", 1, False)
+
+
+async def test_n07_on_an_evse_with_two_connectors_the_event_and_the_variable_name_the_evses_lock(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    async with (
+        open_session_context(tmp_path, V201, run_evses=True, connectors=(1, 2)) as ctx,
+        trio.open_nursery() as nursery,
+    ):
+        await nursery.start(blocks(ctx).run)
+        board(ctx, 2).inject_fault(FaultCode.CONNECTOR_LOCK_FAILURE, "lock stuck")
+        await wait_pending(ctx, 1)
+        [event] = blocks(ctx).pending
+        lock = "ConnectorPlugRetentionLock"
+        assert ctx.device_model.get(_key(lock, 2)) == "true"
+        assert _key(lock, 2, 1) not in ctx.device_model.definitions
+        assert ctx.device_model.get(_key(lock, 1, 1)) == "false"
+        nursery.cancel_scope.cancel()
+    assert (event.component, event.evse_id, event.connector_id) == (lock, 2, None)
