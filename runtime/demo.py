@@ -22,7 +22,7 @@ import trio
 from evstation.runtime.calls import Direction, MessageLogEntry
 from evstation.runtime.config import StationConfig, parse_config
 from evstation.runtime.events import Broadcaster, Dropped
-from evstation.runtime.evse import ConnectorStatus, EvseEvent, StatusChanged
+from evstation.runtime.evse import ConnectorStatus, EvseEvent, Evses, StatusChanged
 from evstation.runtime.lifecycle import StationOutcome
 from evstation.runtime.station import Station, open_station
 from evstation.runtime.testcsms import TestCsms, serve_test_csms
@@ -117,13 +117,16 @@ class Timeline:
         self.line(f"EVSE {event.evse_id}", type(event).__name__, detail)
 
 
-async def _wait_status(station: Station, evse_id: int, wanted: ConnectorStatus) -> None:
-    with station.evses.subscribe() as events:
-        if station.evses[evse_id].published_status() is wanted:
+async def wait_status(evses: Evses, evse_id: int, wanted: ConnectorStatus) -> None:
+    """Until EVSE `evse_id` has published `wanted` (at once if it already has)."""
+    with evses.subscribe() as events:
+        if evses[evse_id].published_status() is wanted:
             return
         async for event in events:
             if isinstance(event, StatusChanged) and event.evse_id == evse_id and event.status is wanted:
                 return
+            if isinstance(event, Dropped) and evses[evse_id].published_status() is wanted:
+                return  # the change we wait for may be among the lost events: read the state instead
 
 
 async def _script(station: Station, timeline: Timeline, pace: Pace) -> None:
@@ -133,18 +136,18 @@ async def _script(station: Station, timeline: Timeline, pace: Pace) -> None:
     sim = station.sims[1]
     timeline.line("demo", "EV plugs into EVSE 1")
     sim.controller.plug_in()
-    await _wait_status(station, 1, ConnectorStatus.PREPARING)
+    await wait_status(station.evses, 1, ConnectorStatus.PREPARING)
     timeline.line("demo", "driver taps card", DEMO_TOKEN)
     await station.evses.present_token(DEMO_TOKEN, "ISO14443", 1)
-    await _wait_status(station, 1, ConnectorStatus.CHARGING)
+    await wait_status(station.evses, 1, ConnectorStatus.CHARGING)
     await trio.sleep(pace.charge_s)
     timeline.line("demo", "EV battery full")
     sim.controller.set_ev(wants_energy=False)
-    await _wait_status(station, 1, ConnectorStatus.SUSPENDED_EV)
+    await wait_status(station.evses, 1, ConnectorStatus.SUSPENDED_EV)
     await trio.sleep(pace.pause_s)
     timeline.line("demo", "driver unplugs")
     sim.controller.unplug()
-    await _wait_status(station, 1, ConnectorStatus.AVAILABLE)
+    await wait_status(station.evses, 1, ConnectorStatus.AVAILABLE)
     # Let the last transaction message be queued (after the meter's reading at the end) and reach the
     # CSMS before stopping.
     await station.session.blocks.transactions.ids.wait_none(frozenset({1}))
