@@ -20,6 +20,7 @@ class WallClock:
 
     def __init__(self, offset_s: float) -> None:
         self._offset_s = offset_s
+        self._moved = trio.Event()
 
     @classmethod
     def anchored(cls, at: datetime) -> WallClock:
@@ -40,7 +41,15 @@ class WallClock:
             now = now.replace(tzinfo=UTC)
         offset_s = now.timestamp() - trio.current_time()
         moved_s, self._offset_s = offset_s - self._offset_s, offset_s
+        if moved_s:
+            self._moved.set()
+            self._moved = trio.Event()
         return moved_s
+
+    def moved(self) -> trio.Event:
+        """Set at the clock's next correction: a timer armed for a wall-clock time (a reservation's
+        expiry) takes this before reading the time and re-arms when it fires."""
+        return self._moved
 
     def iso(self) -> str:
         return iso(self.now())

@@ -1,4 +1,5 @@
-"""Fan-out of station events to many subscribers, each with its own bounded queue.
+"""Fan-out of station events to many subscribers, each with its own bounded queue; and waiting for the
+first of several one-shot events.
 
 Publishing never blocks and never fails: a subscriber that falls behind loses events (counted, and
 told with a `Dropped` marker) instead of slowing the station down.
@@ -96,3 +97,15 @@ class Broadcaster(Generic[T]):
 
     def subscriber_count(self) -> int:
         return len(self._subscribers)
+
+
+async def first_of(*events: trio.Event) -> None:
+    """Return as soon as one of `events` is set."""
+    async with trio.open_nursery() as nursery:
+
+        async def wait(event: trio.Event) -> None:
+            await event.wait()
+            nursery.cancel_scope.cancel()
+
+        for event in events:
+            nursery.start_soon(wait, event)

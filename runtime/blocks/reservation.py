@@ -42,7 +42,7 @@ from evstation.runtime.device_model import (
     RESERVATION_NON_EVSE_SPECIFIC,
     DeviceModel,
 )
-from evstation.runtime.events import Dropped
+from evstation.runtime.events import Dropped, first_of
 from evstation.runtime.evse import ConnectorStatus, Evse, Evses, StatusChanged
 from evstation.runtime.link import LinkDown
 from evstation.runtime.storage import Storage, StorageWriteError, from_db_time, to_db_time
@@ -202,15 +202,16 @@ class Reservations:
 
     async def _expire_on_time(self) -> NoReturn:
         while True:
-            changed = self._changed
+            changed, moved = self._changed, self._clock.moved()
             await self._expire_due()
             due = next_expiry(self._held.values())
             if due is None:
                 await changed.wait()
                 continue
-            # The wall clock follows the CSMS; the wait runs on trio time, re-armed at every change.
+            # The wall clock follows the CSMS; the wait runs on trio time, re-armed at every change
+            # and every clock correction (a CSMS clock ahead of ours ends a reservation sooner).
             with trio.move_on_after(max((due - self._clock.now()).total_seconds(), 0.0)):
-                await changed.wait()
+                await first_of(changed, moved)
 
     async def _expire_due(self) -> None:
         due = expired(self._held.values(), self._clock.now())

@@ -37,6 +37,7 @@ from evstation.runtime.blocks.fault_events import FaultEvents
 from evstation.runtime.blocks.registry import handles
 from evstation.runtime.blocks.security import Security
 from evstation.runtime.blocks.transactions import Transactions
+from evstation.runtime.events import first_of
 from evstation.runtime.evse import Evses, StopReason
 from evstation.runtime.lifecycle import StationOutcome, StopRequests
 from evstation.runtime.outbox import Outbox
@@ -151,7 +152,7 @@ class Reset:
                 self.scheduled.discard(scope)
                 await self._perform(scope, ResetKind.ON_IDLE, frozenset(), scheduled=True)
             if not self._orders:
-                await _first_of(ids.changed, self._order_added)
+                await first_of(ids.changed, self._order_added)
                 continue
             order = self._orders.popleft()
             decision = order.decision
@@ -226,15 +227,3 @@ class Reset:
             # The CSMS was told Accepted and a restart may be what clears the disk's trouble: reset
             # anyway; the next BootNotification gives the reason stored before (PowerUp).
             log.warning("Reset: the boot reason %s not stored (%s); resetting anyway", reason, exc)
-
-
-async def _first_of(*events: trio.Event) -> None:
-    """Return as soon as one of `events` is set."""
-    async with trio.open_nursery() as nursery:
-
-        async def wait(event: trio.Event) -> None:
-            await event.wait()
-            nursery.cancel_scope.cancel()
-
-        for event in events:
-            nursery.start_soon(wait, event)

@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from runtime_session_harness import (
@@ -221,6 +222,28 @@ async def test_v201_h04_expiry_makes_the_evse_available_and_reports_expired(
     # (Shorter than the heartbeat interval: the test CSMS's Heartbeat sets the clock back to a fixed time.)
     assert 99 <= update.at - reserved_at <= 101
     assert statuses(csms, "evseId", 2)[-2:] == ["Reserved", "Available"]
+
+
+@pytest.mark.parametrize("version", [V16, V201])
+async def test_h04_a_clock_correction_past_the_expiry_ends_the_reservation_at_once(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """The expiry timer runs on trio time from the wall clock at arming: a CSMS clock correction that
+    jumps past expiryDateTime ends the reservation then, not when the old timer would have fired."""
+    csms = CsmsPeer(version)
+    async with online(tmp_path, version, csms) as (ctx, conn):
+        key = "connectorId" if version is V16 else "evseId"
+        if version is V16:
+            expiry = {"expiryDate": iso(ctx.clock.now() + timedelta(hours=1))}
+            payload = {"connectorId": 1, "idTag": "OWNER", "reservationId": 6, **expiry}
+        else:
+            payload = reserve_201(ctx, 6, 1, "OWNER")  # expires in an hour
+        assert await call(csms, conn, "ReserveNow", payload) == {"status": "Accepted"}
+        await wait_status(csms, key, 1, "Reserved")
+        corrected_at = trio.current_time()
+        ctx.clock.set(ctx.clock.now() + timedelta(hours=2))  # as a Heartbeat's currentTime would
+        await wait_status(csms, key, 1, "Available")
+    assert trio.current_time() - corrected_at < 5
 
 
 async def test_v201_h04_expired_while_offline_is_reported_after_the_reconnect(
