@@ -12,7 +12,7 @@ import trio.testing
 from runtime_session_harness import CsmsPeer, NoAnswer, board, call, online, start_transaction
 
 from evstation.protocol.versions import OcppVersion
-from evstation.runtime.evse import SessionEnded, StopReason
+from evstation.runtime.evse import ConnectorStatus, SessionEnded, StopReason
 from evstation.runtime.lifecycle import StationOutcome
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
@@ -150,6 +150,28 @@ async def test_b12_fr_08_evse_reset_ends_its_transaction_and_cycles_it_through_u
         assert "Unavailable" in statuses
         assert statuses[-1] == "Available"
         assert statuses.index("Unavailable") > statuses.index("Occupied")
+
+
+async def test_b11_an_inoperative_evse_stays_unavailable_through_its_reset(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """B11: persistent states survive the reset. An EVSE the CSMS set Inoperative is reset and is
+    Unavailable afterwards, not Available; the other EVSE is untouched."""
+    csms = CsmsPeer(V201)
+    async with online(tmp_path, V201, csms, run_reset=True) as (ctx, conn):
+        inoperative = {"operationalStatus": "Inoperative", "evse": {"id": 1}}
+        assert await call(csms, conn, "ChangeAvailability", inoperative) == {"status": "Accepted"}
+        await trio.sleep(5)
+        assert ctx.evses[1].published_status() is ConnectorStatus.UNAVAILABLE
+        assert await call(csms, conn, "Reset", {"type": "Immediate", "evseId": 1}) == {"status": "Accepted"}
+        await trio.sleep(30)
+        assert ctx.blocks.reset.stop_requests.outcome is None
+        assert ctx.evses[1].published_status() is ConnectorStatus.UNAVAILABLE
+        assert ctx.evses[2].published_status() is ConnectorStatus.AVAILABLE
+        last_sent = {
+            s.call.payload["evseId"]: s.call.payload["connectorStatus"] for s in csms.of("StatusNotification")
+        }
+    assert last_sent == {1: "Unavailable", 2: "Available"}
 
 
 async def test_b12_fr_07_evse_on_idle_waits_for_that_evse_only(
