@@ -82,22 +82,8 @@ ERROR_FLAG_FAULTS = {
     "pp_signal_fault": FaultCode.PROXIMITY_FAULT,
 }
 # Every fault a phyVERSO port can raise: its error_flags and the lost link (tests/drivers/
-# test_drivers_fault_sets.py keeps this true to the table above).
-FAULTS_RAISED: Final[frozenset[FaultCode]] = (
-    frozenset(
-        {
-            FaultCode.DIODE_FAULT,
-            FaultCode.GROUND_FAILURE,
-            FaultCode.RCD_SELFTEST_FAILED,
-            FaultCode.VENTILATION_NOT_AVAILABLE,
-            FaultCode.CONNECTOR_LOCK_FAILURE,
-            FaultCode.PILOT_FAULT,
-            FaultCode.EVSE_CONTACTOR_FAULT,
-            FaultCode.PROXIMITY_FAULT,
-        }
-    )
-    | SUPERVISION_FAULTS
-)
+# test_drivers_fault_sets.py checks that the code names no other).
+FAULTS_RAISED: Final[frozenset[FaultCode]] = frozenset(ERROR_FLAG_FAULTS.values()) | SUPERVISION_FAULTS
 # Flags under which the MCU will not close the coil (a permission is then confirmed while it stays open).
 _BLOCKING_FLAGS = ("diode_fault", "rcd_triggered", "cp_signal_fault", "heartbeat_timeout", "pp_signal_fault")
 _LINK = "link"  # comm-fault reasons: the host lost the MCU (port error, silence) ...

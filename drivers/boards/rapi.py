@@ -79,16 +79,8 @@ STATE_FAULTS: dict[int, tuple[FaultCode, str]] = {
 # Every fault a RAPI board can raise: its fault states, the Mennekes lock ($S5 refused) and the lost
 # link (tests/drivers/test_drivers_fault_sets.py keeps this true to the code).
 FAULTS_RAISED: Final[frozenset[FaultCode]] = (
-    frozenset(
-        {
-            FaultCode.DIODE_FAULT,
-            FaultCode.GROUND_FAILURE,
-            FaultCode.EVSE_CONTACTOR_FAULT,
-            FaultCode.HIGH_TEMPERATURE,
-            FaultCode.OVER_CURRENT,
-            FaultCode.CONNECTOR_LOCK_FAILURE,
-        }
-    )
+    frozenset(fault for fault, _ in STATE_FAULTS.values())
+    | {FaultCode.CONNECTOR_LOCK_FAILURE}
     | SUPERVISION_FAULTS
 )
 

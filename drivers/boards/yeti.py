@@ -70,21 +70,8 @@ _EV_READY = frozenset({PilotState.C, PilotState.D})
 ERROR_FLAG_FAULTS = {**framed_mcu.ERROR_FLAG_FAULTS, "over_current": FaultCode.OVER_CURRENT}
 # Every fault a Yeti can raise: its error_flags and the lost link. It has no flag for an emergency stop,
 # the supply voltage or the contactor, so its EVSE has no such component (runtime/fault_components.py);
-# tests/drivers/test_drivers_fault_sets.py keeps this true to the tables above.
-FAULTS_RAISED: Final[frozenset[FaultCode]] = (
-    frozenset(
-        {
-            FaultCode.DIODE_FAULT,
-            FaultCode.GROUND_FAILURE,
-            FaultCode.RCD_SELFTEST_FAILED,
-            FaultCode.VENTILATION_NOT_AVAILABLE,
-            FaultCode.CONNECTOR_LOCK_FAILURE,
-            FaultCode.PILOT_FAULT,
-            FaultCode.OVER_CURRENT,
-        }
-    )
-    | SUPERVISION_FAULTS
-)
+# tests/drivers/test_drivers_fault_sets.py checks that the code names no other.
+FAULTS_RAISED: Final[frozenset[FaultCode]] = frozenset(ERROR_FLAG_FAULTS.values()) | SUPERVISION_FAULTS
 # The board's own meter (`driver = "board"`): only the publisher's energy check; a silent board is the
 # board's communication fault, not the meter's.
 METER_FAULTS_RAISED: Final[frozenset[FaultCode]] = PUBLISHER_FAULTS
