@@ -1,0 +1,57 @@
+"""The outbox's own promises that the sender's retries would otherwise hide, on a real SQLite file:
+a refused delete keeps the entry at the head, a read of the front that a removal overtook is read
+again, and what `wait_empty` and `has_messages_of` say about acknowledged entries whose delete is
+still gathering. (Each test here was written against a mutant of runtime/outbox.py that survived the
+rest of the suite: the docstrings name it.)"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from evstation.runtime.outbox import Outbox
+from evstation.runtime.storage import Storage, StorageWriteError, open_storage
+
+
+def _read_only(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA query_only = ON")
+
+
+def _writable(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA query_only = OFF")
+
+
+async def _count(storage: Storage) -> int:
+    """Rows in the file's outbox table (acknowledged ones whose delete has not committed included)."""
+    count = await storage.read(lambda conn: conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+    return int(count)
+
+
+@pytest.mark.parametrize("taking", ["remove", "give_up"])
+async def test_an_entry_whose_removal_the_database_refuses_stays_the_head(
+    tmp_path: Path, taking: str
+) -> None:
+    """The disk refuses the write that takes the head out of the queue (a delivered message's delete,
+    a dead letter's move): the entry is still queued, so it stays the head, and the next one must not
+    go out before it. The sender retries once writes succeed, but a link drop meanwhile ends that
+    retry, and the next connection's sender starts from `head`. Failed before the fix: the front was
+    read again after the refused id, skipping it (sent out of order, or only after a restart)."""
+    async with open_storage(tmp_path / "db.sqlite3") as storage:
+        outbox = Outbox(storage)
+        first = await outbox.put("TransactionEvent", {"seqNo": 0}, transaction_id="tx")
+        second = await outbox.put("TransactionEvent", {"seqNo": 1}, transaction_id="tx")
+        assert await outbox.head() == first
+        await storage.write(_read_only)
+        with pytest.raises(StorageWriteError):
+            if taking == "remove":
+                await outbox.remove(first.id)
+            else:
+                await outbox.give_up(first.id, "refused")
+        assert await outbox.head() == first
+        await storage.read(_writable)
+        assert await outbox.head() == first
+        await outbox.remove(first.id)
+        assert await outbox.head() == second
+        assert [entry.id for entry in await outbox.entries()] == [second.id]
