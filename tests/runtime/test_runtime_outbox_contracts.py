@@ -7,9 +7,12 @@ rest of the suite: the docstrings name it.)"""
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
 
 from evstation.runtime.outbox import Outbox
 from evstation.runtime.storage import Storage, StorageWriteError, open_storage
@@ -55,3 +58,35 @@ async def test_an_entry_whose_removal_the_database_refuses_stays_the_head(
         await outbox.remove(first.id)
         assert await outbox.head() == second
         assert [entry.id for entry in await outbox.entries()] == [second.id]
+
+
+async def test_a_front_read_overtaken_by_a_remove_is_read_again(tmp_path: Path) -> None:
+    """`head` reads the front while another task removes the entry that read returns (the database
+    thread serves the read first): the stale rows are dropped and read again, so the removed entry is
+    never handed out (sent twice). Fails without `_fill_front`'s epoch check."""
+    path = tmp_path / "db.sqlite3"
+    async with open_storage(path) as storage:
+        first = await Outbox(storage).put("TransactionEvent", {"seqNo": 0}, transaction_id="tx")
+        second = await Outbox(storage).put("TransactionEvent", {"seqNo": 1}, transaction_id="tx")
+    busy, release = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        busy.set()
+        release.wait(10)
+
+    async with open_storage(path) as storage, trio.open_nursery() as nursery:
+        outbox = Outbox(storage)  # its front unknown: `head` must read it
+        heads: list[int | None] = []
+
+        async def read_head() -> None:
+            entry = await outbox.head()
+            heads.append(None if entry is None else entry.id)
+
+        nursery.start_soon(storage.write, hold)
+        await trio.to_thread.run_sync(busy.wait)
+        nursery.start_soon(read_head)
+        await trio.testing.wait_all_tasks_blocked()  # its read waits for the database thread
+        nursery.start_soon(outbox.remove, first.id)
+        await trio.testing.wait_all_tasks_blocked()  # the delete queued behind the read
+        release.set()
+    assert heads == [second.id]
