@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 
-from evstation.runtime.outbox import Outbox
+from evstation.runtime.outbox import DELETE_GATHER_S, Outbox
 from evstation.runtime.storage import Storage, StorageWriteError, open_storage
 
 
@@ -90,3 +90,41 @@ async def test_a_front_read_overtaken_by_a_remove_is_read_again(tmp_path: Path) 
         await trio.testing.wait_all_tasks_blocked()  # the delete queued behind the read
         release.set()
     assert heads == [second.id]
+
+
+async def test_wait_empty_waits_for_the_delete_of_an_acknowledged_entry_to_commit(
+    tmp_path: Path, manual_clock: trio.testing.MockClock
+) -> None:
+    """An acknowledged entry's delete still gathering while the queue is otherwise empty: `wait_empty`
+    (a Reset's flush) returns only once it is committed. Fails if it counts only what `depth` shows."""
+    async with open_storage(tmp_path / "db.sqlite3") as storage, trio.open_nursery() as nursery:
+        outbox = Outbox(storage)
+        await nursery.start(outbox.run)
+        first = await outbox.put("TransactionEvent", {"seqNo": 0}, transaction_id="tx")
+        second = await outbox.put("TransactionEvent", {"seqNo": 1}, transaction_id="tx")
+        assert await outbox.head() == first
+        await outbox.acknowledge(first.id)  # gathers: `second` is still queued
+        await outbox.remove(second.id)  # commits at once, leaving only `first`'s pending delete
+        emptied = trio.Event()
+
+        async def wait() -> None:
+            await outbox.wait_empty()
+            emptied.set()
+
+        nursery.start_soon(wait)
+        await trio.testing.wait_all_tasks_blocked()
+        # Read after `wait_empty`'s own look at the table (one database thread, in order): it has
+        # decided by the time this returns.
+        assert await _count(storage) == 1
+        await trio.testing.wait_all_tasks_blocked()
+        assert not emptied.is_set()
+        manual_clock.jump(DELETE_GATHER_S)  # the gathering ends: `run` commits the delete
+        await emptied.wait()
+        assert await _count(storage) == 0
+        nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+def manual_clock() -> trio.testing.MockClock:
+    """Virtual time that moves only when the test jumps it (the gathering pause then lasts)."""
+    return trio.testing.MockClock()
