@@ -124,6 +124,25 @@ async def test_wait_empty_waits_for_the_delete_of_an_acknowledged_entry_to_commi
         nursery.cancel_scope.cancel()
 
 
+async def test_an_acknowledged_message_whose_delete_gathers_is_no_message_in_queue(
+    tmp_path: Path, manual_clock: trio.testing.MockClock
+) -> None:
+    """E14 messagesInQueue: a message the CSMS answered is not queued any more, though its delete has
+    not committed yet. Fails if `has_messages_of` counts the ids being deleted."""
+    async with open_storage(tmp_path / "db.sqlite3") as storage, trio.open_nursery() as nursery:
+        outbox = Outbox(storage)
+        await nursery.start(outbox.run)
+        answered = await outbox.put("TransactionEvent", {"seqNo": 0}, transaction_id="done")
+        await outbox.put("TransactionEvent", {"seqNo": 0}, transaction_id="other")
+        assert await outbox.head() == answered
+        await outbox.acknowledge(answered.id)  # gathers: another entry is queued
+        assert await _count(storage) == 2  # not committed yet
+        assert not await outbox.has_messages_of("done")
+        assert await outbox.has_messages_of("other")
+        assert await outbox.has_messages_of(None)
+        nursery.cancel_scope.cancel()
+
+
 @pytest.fixture
 def manual_clock() -> trio.testing.MockClock:
     """Virtual time that moves only when the test jumps it (the gathering pause then lasts)."""
