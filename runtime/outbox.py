@@ -180,6 +180,13 @@ class Outbox:
         else:
             self._forget_front()
 
+    def _unpop(self, entry_id: int) -> None:
+        """Taking `entry_id` out of the queue did not commit (refused, cancelled before it ran): it is
+        still queued, so the front is read again from it, not after it. Every id before it has left the
+        queue or is being deleted if it was the head; if it was not, the bound is already lower."""
+        self._popped_id = min(self._popped_id, entry_id - 1)
+        self._forget_front()
+
     def _forget_front(self) -> None:
         self._front_epoch += 1
         self._front.clear()
@@ -378,7 +385,7 @@ class Outbox:
         try:
             rows = await self._storage.write(work)
         except BaseException:
-            self._forget_front()
+            self._unpop(entry_id)
             raise
         if rows is not None and self._front_needs_rows() and epoch == self._front_epoch:
             self._set_front(rows)
@@ -491,7 +498,7 @@ class Outbox:
         try:
             entry, pruned = await self._storage.write(work)
         except BaseException:
-            self._forget_front()
+            self._unpop(entry_id)
             raise
         self._taken()
         # One line per give-up, the pruning named in it: a CSMS refusing often must not double the log.

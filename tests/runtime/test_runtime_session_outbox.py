@@ -592,3 +592,33 @@ async def test_a_retry_policy_set_on_the_live_connection_applies_from_the_next_f
         dead = await ctx.outbox.dead_letters()
     assert [s.at - first_at for s in seen] == pytest.approx([0, 10, 210, 510])
     assert len(dead) == 1
+
+
+async def test_v16_a_csms_transaction_id_of_zero_is_sent_as_it_is(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """1.6 transactionId is any integer: a CSMS that numbers a transaction 0 gets its MeterValues and
+    StopTransaction with 0. Only negative ids are the station's placeholders; taking 0 for one would
+    look for a local transaction "0" and dead-letter the stop (checked with `tx_id > 0` in prepare)."""
+    async with open_session_context(tmp_path, V16, meter_interval_s=10, run_evses=True) as ctx:
+        started = {"idTagInfo": {"status": "Accepted"}, "transactionId": 0}
+        csms = CsmsPeer(V16).then("StartTransaction", started)
+        conn = MemoryConnection(V16)
+        with trio.fail_after(1000):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(ctx.blocks.transactions.run)
+                await _connect(ctx, csms, conn, nursery)
+                await csms.wait_for("StatusNotification", 3)
+                ctx.evses.events.publish(Authorized(1, "TOKEN-1", "ISO14443"))
+                ctx.evses.events.publish(EvPlugged(1, 1))
+                await csms.wait_for("MeterValues")
+                ctx.evses.events.publish(SessionEnded(1, 1, StopReason.LOCAL))
+                await csms.wait_for("StopTransaction")
+                await ctx.outbox.wait_empty()
+                nursery.cancel_scope.cancel()
+        assert await ctx.outbox.dead_letters() == []
+        assert await ctx.blocks.transactions.services.storage.transactions() == []
+    assert [m.call.payload["transactionId"] for m in csms.of("MeterValues")] == [0] * len(
+        csms.of("MeterValues")
+    )
+    assert csms.of("StopTransaction")[0].call.payload["transactionId"] == 0

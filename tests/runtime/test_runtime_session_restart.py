@@ -15,7 +15,14 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from runtime_session_harness import EPOCH, CsmsPeer, MemoryConnection, serve_until_link_down, station_config
+from runtime_session_harness import (
+    EPOCH,
+    CsmsPeer,
+    MemoryConnection,
+    is_end_message,
+    serve_until_link_down,
+    station_config,
+)
 
 from evstation.drivers.sim.board import SimChargeController
 from evstation.drivers.sim.meter import SimMeter
@@ -208,3 +215,19 @@ async def test_power_loss_after_a_clean_restart_reads_as_power_loss(
         assert await ctx.blocks.transactions.end_interrupted() == 1
         stops = [e.payload for e in await ctx.outbox.entries() if e.action == "StopTransaction"]
     assert [s["reason"] for s in stops] == ["PowerLoss"]
+
+
+@pytest.mark.parametrize("version", [V16, V201], ids=["v16", "v201"])
+async def test_the_power_loss_end_goes_out_before_the_statuses_at_boot(
+    clock: trio.testing.MockClock, tmp_path: Path, version: OcppVersion
+) -> None:
+    """The end that the start-up recovery queues for a transaction the kill left open reaches the CSMS
+    before the connectors' first StatusNotifications (Available after an end, as in the session's
+    status ordering): a CSMS must not see EVSE 1 Available while its transaction still runs. Fails if
+    the recovery does not record its ends for the status sender (checked, both versions)."""
+    await killed_run_with_open_transaction(tmp_path, version)
+    csms = await restart_and_deliver(tmp_path, version)
+    actions = csms.actions()
+    end = next(i for i, seen in enumerate(csms.seen) if is_end_message(seen.call))
+    assert "StatusNotification" not in actions[:end]
+    assert actions.count("StatusNotification") >= 2
