@@ -269,8 +269,7 @@ class FaultEvents:
             # since a restart: the event still goes, nothing to keep.
             log.info("fault events: %s is not in the device model; its Problem is not kept", key.component)
             return
-        held = any(condition[:3] == place for condition in self._held())
-        await self._dm.update(key, _bool(held))
+        await self._dm.update(key, _bool(self._still_held(component, evse_id, connector_id)))
 
     async def _follow_problem(self, evse_id: int) -> None:
         """EVSE.Problem / ChargingStation.Problem: true while any fault is active there."""
